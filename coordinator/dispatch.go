@@ -1,0 +1,370 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+)
+
+// errNoWorkers is what a batch waits on while no worker is connected.
+var errNoWorkers = errors.New("coordinator: no workers connected")
+
+// workerConn is one connected worker stream. Its send channel is drained by
+// the stream handler that registered it; done closes when the stream ends.
+type workerConn struct {
+	id    string
+	slots int
+	host  string
+	send  chan *sluicev1.ConnectResponse
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (w *workerConn) close() { w.once.Do(func() { close(w.done) }) }
+
+func (w *workerConn) alive() bool {
+	select {
+	case <-w.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// taskID names a task across its attempts.
+type taskID struct {
+	job   string
+	batch int64
+	index int32
+}
+
+// dispatcher places tasks on connected workers and routes their results back
+// to the batch waiting for them. It is shared by all job runners.
+type dispatcher struct {
+	logger hclog.Logger
+
+	mu      sync.Mutex
+	workers map[string]*workerConn
+	// changed is closed and replaced whenever a worker joins or leaves.
+	changed chan struct{}
+	// waiting routes results to the batch run that owns the task.
+	waiting map[taskID]chan *sluicev1.TaskResult
+}
+
+func newDispatcher(logger hclog.Logger) *dispatcher {
+	return &dispatcher{
+		logger:  logger,
+		workers: map[string]*workerConn{},
+		changed: make(chan struct{}),
+		waiting: map[taskID]chan *sluicev1.TaskResult{},
+	}
+}
+
+// register adds a worker; a worker reconnecting with the same id replaces its
+// old stream, whose tasks are then re-run elsewhere.
+func (d *dispatcher) register(reg *sluicev1.Register) *workerConn {
+	w := &workerConn{
+		id:    reg.GetWorkerId(),
+		slots: max(int(reg.GetSlots()), 1),
+		host:  reg.GetHost(),
+		send:  make(chan *sluicev1.ConnectResponse, 256),
+		done:  make(chan struct{}),
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old, ok := d.workers[w.id]; ok {
+		old.close()
+	}
+	d.workers[w.id] = w
+	d.notifyLocked()
+	d.logger.Info("worker registered", "worker_id", w.id, "slots", w.slots, "host", w.host)
+	return w
+}
+
+func (d *dispatcher) unregister(w *workerConn) {
+	w.close()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.workers[w.id] == w {
+		delete(d.workers, w.id)
+		d.logger.Info("worker left", "worker_id", w.id)
+	}
+	d.notifyLocked()
+}
+
+func (d *dispatcher) notifyLocked() {
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
+
+// dropAll disconnects every worker, as when leadership is lost.
+func (d *dispatcher) dropAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, w := range d.workers {
+		w.close()
+		delete(d.workers, id)
+	}
+	d.notifyLocked()
+}
+
+// deliver hands a result to the batch waiting for it. Results nobody waits
+// for (a batch that already finished, a superseded attempt) are dropped.
+func (d *dispatcher) deliver(res *sluicev1.TaskResult) {
+	k := res.GetKey()
+	d.mu.Lock()
+	ch, ok := d.waiting[taskID{k.GetJob(), k.GetBatchId(), k.GetIndex()}]
+	d.mu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case ch <- res:
+	default:
+		// The channel holds one slot per attempt; a full one means a
+		// duplicate, which the batch would ignore anyway.
+	}
+}
+
+// workerCount is the number of connected workers.
+func (d *dispatcher) workerCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.workers)
+}
+
+// pick chooses the worker for a task by rendezvous hashing over live workers,
+// so a partition sticks to the same worker across batches and its cached
+// consumer is reused. Workers in avoid are skipped while others exist.
+func (d *dispatcher) pick(r *sluicev1.OffsetRange, avoid map[string]bool) (*workerConn, <-chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var best *workerConn
+	var bestScore uint64
+	var bestAvoided bool
+	for id, w := range d.workers {
+		h := fnv.New64a()
+		fmt.Fprintf(h, "%s\x00%d\x00%s", r.GetTopic(), r.GetPartition(), id)
+		score := h.Sum64()
+		avoided := avoid[id]
+		better := best == nil ||
+			(bestAvoided && !avoided) ||
+			(bestAvoided == avoided && score > bestScore)
+		if better {
+			best, bestScore, bestAvoided = w, score, avoided
+		}
+	}
+	return best, d.changed
+}
+
+// batchOutcome is what running a batch's tasks yields.
+type batchOutcome struct {
+	results  []*sluicev1.TaskResult // by task index
+	attempts int
+}
+
+// taskFailure is a task that used up its attempts.
+type taskFailure struct {
+	task    *sluicev1.Task
+	lastErr string
+}
+
+func (e *taskFailure) Error() string {
+	r := e.task.GetRange()
+	return fmt.Sprintf("task %d of batch %d (%s/%d [%d, %d)) failed %d times, last error: %s",
+		e.task.GetKey().GetIndex(), e.task.GetKey().GetBatchId(), r.GetTopic(), r.GetPartition(),
+		r.GetFromOffset(), r.GetUntilOffset(), e.task.GetKey().GetAttempt(), e.lastErr)
+}
+
+// runTasks runs every task to success. A task whose worker leaves, whose
+// deadline passes or which reports an error is re-run, preferably on another
+// worker, with a new attempt number; results of older attempts are ignored.
+// onWait is told while the batch waits for workers.
+func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAttempts int, onWait func(waiting bool)) (batchOutcome, error) {
+	type running struct {
+		task     *sluicev1.Task
+		worker   *workerConn
+		deadline time.Time
+		avoid    map[string]bool
+		lastErr  string
+	}
+	results := make([]*sluicev1.TaskResult, len(tasks))
+	state := make([]*running, len(tasks))
+	chans := make([]chan *sluicev1.TaskResult, len(tasks))
+	merged := make(chan *sluicev1.TaskResult, len(tasks)*4)
+
+	d.mu.Lock()
+	for i, t := range tasks {
+		ch := make(chan *sluicev1.TaskResult, 4)
+		chans[i] = ch
+		k := t.GetKey()
+		d.waiting[taskID{k.GetJob(), k.GetBatchId(), k.GetIndex()}] = ch
+	}
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		for _, t := range tasks {
+			k := t.GetKey()
+			delete(d.waiting, taskID{k.GetJob(), k.GetBatchId(), k.GetIndex()})
+		}
+		d.mu.Unlock()
+	}()
+
+	// Fan the per-task channels into one; the goroutines end with runCtx.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, ch := range chans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case r := <-ch:
+					select {
+					case merged <- r:
+					case <-runCtx.Done():
+						return
+					}
+				case <-runCtx.Done():
+					return
+				}
+			}
+		}()
+	}
+
+	attempts := 0
+	// dispatch sends task i to a worker, or reports that no worker is there.
+	dispatch := func(i int) (<-chan struct{}, error) {
+		st := state[i]
+		w, changed := d.pick(st.task.GetRange(), st.avoid)
+		if w == nil {
+			return changed, errNoWorkers
+		}
+		st.task.Key.Attempt++
+		attempts++
+		if int(st.task.GetKey().GetAttempt()) > maxAttempts {
+			st.task.Key.Attempt--
+			return nil, &taskFailure{task: st.task, lastErr: st.lastErr}
+		}
+		st.worker = w
+		st.deadline = time.Now().Add(st.task.GetTimeout().AsDuration())
+		msg := &sluicev1.ConnectResponse{Kind: &sluicev1.ConnectResponse_Task{Task: cloneTask(st.task)}}
+		select {
+		case w.send <- msg:
+		case <-w.done:
+			// Picked up as a lost worker on the next check.
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return nil, nil
+	}
+
+	for i, t := range tasks {
+		state[i] = &running{task: t, avoid: map[string]bool{}}
+	}
+	pendingDispatch := make([]int, 0, len(tasks))
+	for i := range tasks {
+		pendingDispatch = append(pendingDispatch, i)
+	}
+	remaining := len(tasks)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	waitingForWorkers := false
+
+	for remaining > 0 {
+		// Send whatever needs sending.
+		var changed <-chan struct{}
+		still := pendingDispatch[:0]
+		for _, i := range pendingDispatch {
+			ch, err := dispatch(i)
+			if errors.Is(err, errNoWorkers) {
+				still = append(still, i)
+				changed = ch
+				continue
+			}
+			if err != nil {
+				return batchOutcome{}, err
+			}
+		}
+		pendingDispatch = still
+		if (len(pendingDispatch) > 0) != waitingForWorkers {
+			waitingForWorkers = len(pendingDispatch) > 0
+			onWait(waitingForWorkers)
+		}
+
+		select {
+		case <-ctx.Done():
+			return batchOutcome{}, ctx.Err()
+		case <-changed:
+		case <-tick.C:
+		case r := <-merged:
+			i := int(r.GetKey().GetIndex())
+			if i < 0 || i >= len(tasks) || results[i] != nil {
+				continue
+			}
+			st := state[i]
+			if r.GetKey().GetAttempt() != st.task.GetKey().GetAttempt() {
+				continue // a superseded attempt
+			}
+			if r.GetError() != "" {
+				d.logger.Warn("task failed", "job", r.GetKey().GetJob(), "batch", r.GetKey().GetBatchId(),
+					"task", i, "attempt", r.GetKey().GetAttempt(), "worker_id", st.worker.id, "error", r.GetError())
+				st.lastErr = r.GetError()
+				st.avoid[st.worker.id] = true
+				st.worker = nil
+				pendingDispatch = append(pendingDispatch, i)
+				continue
+			}
+			results[i] = r
+			remaining--
+			continue
+		}
+		// Re-run tasks whose worker left or whose deadline passed.
+		now := time.Now()
+		for i, st := range state {
+			if results[i] != nil || st.worker == nil {
+				continue
+			}
+			switch {
+			case !st.worker.alive():
+				st.lastErr = fmt.Sprintf("worker %s left", st.worker.id)
+			case now.After(st.deadline):
+				st.lastErr = fmt.Sprintf("worker %s did not finish within %s", st.worker.id, st.task.GetTimeout().AsDuration())
+				st.avoid[st.worker.id] = true
+			default:
+				continue
+			}
+			d.logger.Warn("re-running task", "job", st.task.GetKey().GetJob(), "batch", st.task.GetKey().GetBatchId(),
+				"task", i, "reason", st.lastErr)
+			st.worker = nil
+			pendingDispatch = append(pendingDispatch, i)
+		}
+	}
+	if waitingForWorkers {
+		onWait(false)
+	}
+	return batchOutcome{results: results, attempts: attempts}, nil
+}
+
+func cloneTask(t *sluicev1.Task) *sluicev1.Task {
+	return &sluicev1.Task{
+		Key: &sluicev1.TaskKey{
+			Job: t.GetKey().GetJob(), BatchId: t.GetKey().GetBatchId(),
+			Index: t.GetKey().GetIndex(), Attempt: t.GetKey().GetAttempt(),
+		},
+		Range:       t.GetRange(),
+		Spec:        t.GetSpec(),
+		SpecVersion: t.GetSpecVersion(),
+		Timeout:     durationpb.New(t.GetTimeout().AsDuration()),
+	}
+}

@@ -1,0 +1,412 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluice-stream/sluice/kafkasrc"
+	"github.com/sluice-stream/sluice/offsetstore"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"github.com/sluice-stream/sluice/steps"
+)
+
+// errJobFailed wraps the reason a job can not go on; the runner records it
+// in the job and stops.
+var errJobFailed = errors.New("job failed")
+
+func jobFailure(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errJobFailed, fmt.Sprintf(format, args...))
+}
+
+// jobRunner runs one job's batches, one at a time, while this coordinator
+// leads. It is owned by the leader loop, which cancels its ctx to stop it.
+type jobRunner struct {
+	name        string
+	spec        *sluicev1.JobSpec
+	specVersion int64
+	store       *offsetstore.Store // fenced by leadership
+	dispatcher  *dispatcher
+	admins      *kafkasrc.AdminPool
+	keep        int64
+	logger      hclog.Logger
+	hooks       Hooks
+	message     string // last message written to the job record
+	now         func() time.Time
+}
+
+// Hooks let tests stop the lifecycle at its failure points. Each hook may
+// return an error to abort the batch there, as a crash would.
+type Hooks struct {
+	AfterPlanLogged func(b *sluicev1.Batch) error
+	BeforeCommit    func(b *sluicev1.Batch) error
+	AfterCommit     func(b *sluicev1.Batch) error
+}
+
+func (r *jobRunner) interval() time.Duration {
+	if d := r.spec.GetBatchInterval().AsDuration(); d > 0 {
+		return d
+	}
+	return time.Second
+}
+
+func (r *jobRunner) cluster() kafkasrc.Cluster {
+	src := r.spec.GetSource()
+	return kafkasrc.Cluster{
+		Bootstrap:     src.GetBootstrapServers(),
+		Properties:    src.GetProperties(),
+		ReadCommitted: src.GetIsolationLevel() != sluicev1.IsolationLevel_ISOLATION_LEVEL_READ_UNCOMMITTED,
+	}
+}
+
+// run executes batches until ctx ends or the job fails. A failed job is
+// recorded as FAILED; losing leadership returns the store's ErrConflict.
+func (r *jobRunner) run(ctx context.Context) error {
+	err := r.loop(ctx)
+	if errors.Is(err, errJobFailed) {
+		r.logger.Error("job failed", "error", err)
+		if uerr := r.updateJob(ctx, func(j *sluicev1.Job) {
+			j.State = sluicev1.JobState_JOB_STATE_FAILED
+			j.Message = err.Error()
+		}); uerr != nil {
+			return uerr
+		}
+		return nil
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (r *jobRunner) loop(ctx context.Context) error {
+	var prevTime time.Time
+	nextID := int64(1)
+
+	// Recover: a PLANNED batch is re-run with its logged ranges.
+	last, err := retry(ctx, r, "read last batch", func() (offsetstore.Versioned[*sluicev1.Batch], error) {
+		v, err := r.store.LastBatch(ctx, r.name)
+		if errors.Is(err, offsetstore.ErrNotFound) {
+			return v, nil
+		}
+		return v, err
+	})
+	if err != nil {
+		return err
+	}
+	offs, err := r.loadOffsets(ctx)
+	if err != nil {
+		return err
+	}
+	if b := last.Value; b != nil {
+		nextID = b.GetId() + 1
+		prevTime = b.GetBatchTime().AsTime()
+		if b.GetState() == sluicev1.BatchState_BATCH_STATE_PLANNED {
+			r.logger.Info("re-running planned batch", "batch", b.GetId(), "ranges", len(b.GetRanges()))
+			if offs, err = r.execute(ctx, b, last.ModRevision, offs); err != nil {
+				return err
+			}
+		}
+	}
+
+	for {
+		bt := nextBatchTime(prevTime, r.interval(), r.now())
+		if wait := bt.Sub(r.now()); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+		prevTime = bt
+		ranges, err := retry(ctx, r, "plan", func() ([]*sluicev1.OffsetRange, error) {
+			return r.plan(ctx, offs.Value)
+		})
+		if err != nil {
+			return err
+		}
+		if len(ranges) == 0 {
+			continue
+		}
+		b := &sluicev1.Batch{
+			Job: r.name, Id: nextID, BatchTime: timestamppb.New(bt),
+			State: sluicev1.BatchState_BATCH_STATE_PLANNED, Ranges: ranges,
+		}
+		rev, err := r.store.LogPlan(ctx, b, offs.ModRevision)
+		if err != nil {
+			return fmt.Errorf("batch %d: %w", nextID, err)
+		}
+		if h := r.hooks.AfterPlanLogged; h != nil {
+			if err := h(b); err != nil {
+				return err
+			}
+		}
+		if offs, err = r.execute(ctx, b, rev, offs); err != nil {
+			return err
+		}
+		nextID++
+	}
+}
+
+// loadOffsets reads the committed offsets, resolving and recording the
+// starting offsets of a new job first.
+func (r *jobRunner) loadOffsets(ctx context.Context) (offsetstore.Versioned[*sluicev1.CommittedOffsets], error) {
+	return retry(ctx, r, "load offsets", func() (offsetstore.Versioned[*sluicev1.CommittedOffsets], error) {
+		v, err := r.store.Offsets(ctx, r.name)
+		if !errors.Is(err, offsetstore.ErrNotFound) {
+			return v, err
+		}
+		admin, err := r.admins.Get(r.cluster())
+		if err != nil {
+			return v, err
+		}
+		tps, err := r.partitions(ctx, admin)
+		if err != nil {
+			return v, err
+		}
+		earliest, err := admin.EarliestOffsets(ctx, tps)
+		if err != nil {
+			return v, err
+		}
+		latest, err := admin.LatestOffsets(ctx, tps)
+		if err != nil {
+			return v, err
+		}
+		start := startingOffsets(r.spec.GetSource().GetStartingOffsets(), toKeyMap(earliest), toKeyMap(latest))
+		offs := &sluicev1.CommittedOffsets{}
+		for pk, off := range start {
+			offs.Offsets = append(offs.Offsets, &sluicev1.PartitionOffset{Topic: pk.Topic, Partition: pk.Partition, Offset: off})
+		}
+		sortOffsets(offs.Offsets)
+		if err := r.store.InitOffsets(ctx, r.name, offs); err != nil {
+			return v, err
+		}
+		r.logger.Info("starting offsets resolved", "partitions", len(offs.Offsets))
+		return r.store.Offsets(ctx, r.name)
+	})
+}
+
+func toKeyMap(m map[kafkasrc.TopicPartition]int64) map[partitionKey]int64 {
+	out := make(map[partitionKey]int64, len(m))
+	for tp, off := range m {
+		out[partitionKey{tp.Topic, tp.Partition}] = off
+	}
+	return out
+}
+
+func (r *jobRunner) partitions(ctx context.Context, admin *kafkasrc.Admin) ([]kafkasrc.TopicPartition, error) {
+	parts, err := admin.Partitions(ctx, r.spec.GetSource().GetTopics())
+	if err != nil {
+		return nil, err
+	}
+	var tps []kafkasrc.TopicPartition
+	for topic, ps := range parts {
+		for _, p := range ps {
+			tps = append(tps, kafkasrc.TopicPartition{Topic: topic, Partition: p})
+		}
+	}
+	return tps, nil
+}
+
+// plan asks Kafka for the latest offsets of every partition, discovering new
+// ones (which start at their earliest offset), and cuts the batch's ranges.
+func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) ([]*sluicev1.OffsetRange, error) {
+	admin, err := r.admins.Get(r.cluster())
+	if err != nil {
+		return nil, err
+	}
+	tps, err := r.partitions(ctx, admin)
+	if err != nil {
+		return nil, err
+	}
+	latest, err := admin.LatestOffsets(ctx, tps)
+	if err != nil {
+		return nil, err
+	}
+	committed := offsetMap(offs)
+	var fresh []kafkasrc.TopicPartition
+	for _, tp := range tps {
+		if _, ok := committed[partitionKey{tp.Topic, tp.Partition}]; !ok {
+			fresh = append(fresh, tp)
+		}
+	}
+	if len(fresh) > 0 {
+		earliest, err := admin.EarliestOffsets(ctx, fresh)
+		if err != nil {
+			return nil, err
+		}
+		for tp, off := range earliest {
+			committed[partitionKey{tp.Topic, tp.Partition}] = off
+			r.logger.Info("new partition", "topic", tp.Topic, "partition", tp.Partition, "from", off)
+		}
+	}
+	states := make([]partitionState, 0, len(tps))
+	for _, tp := range tps {
+		pk := partitionKey{tp.Topic, tp.Partition}
+		states = append(states, partitionState{partitionKey: pk, From: committed[pk], Latest: latest[tp]})
+	}
+	lim := r.spec.GetLimits()
+	ranges, err := planRanges(states, limits{
+		Interval:            r.interval(),
+		MaxRatePerPartition: lim.GetMaxRatePerPartition(),
+		MaxRecordsPerBatch:  lim.GetMaxRecordsPerBatch(),
+	})
+	if err != nil {
+		return nil, jobFailure("data loss: %v", err)
+	}
+	return ranges, nil
+}
+
+// execute runs a logged batch's tasks and commits it.
+func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int64, offs offsetstore.Versioned[*sluicev1.CommittedOffsets]) (offsetstore.Versioned[*sluicev1.CommittedOffsets], error) {
+	start := r.now()
+	lim := r.spec.GetLimits()
+	timeout := lim.GetTaskTimeout().AsDuration()
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	attempts := int(lim.GetMaxTaskAttempts())
+	if attempts <= 0 {
+		attempts = 4
+	}
+	tasks := make([]*sluicev1.Task, len(b.GetRanges()))
+	for i, rg := range b.GetRanges() {
+		tasks[i] = &sluicev1.Task{
+			Key:         &sluicev1.TaskKey{Job: r.name, BatchId: b.GetId(), Index: int32(i)},
+			Range:       rg,
+			Spec:        r.spec,
+			SpecVersion: r.specVersion,
+			Timeout:     durationpb.New(timeout),
+		}
+	}
+	out, err := r.dispatcher.runTasks(ctx, tasks, attempts, func(waiting bool) {
+		msg := ""
+		if waiting {
+			msg = "waiting for workers to connect"
+		}
+		r.setMessage(ctx, msg)
+	})
+	var tf *taskFailure
+	if errors.As(err, &tf) {
+		return offs, jobFailure("batch %d: %v", b.GetId(), tf)
+	}
+	if err != nil {
+		return offs, err
+	}
+
+	m := &sluicev1.BatchMetrics{Tasks: int32(len(tasks)), TaskAttempts: int32(out.attempts)}
+	var aggs [][]*sluicev1.KeyAggregate
+	var records []*sluicev1.OutputRecord
+	for _, res := range out.results {
+		m.RecordsIn += res.GetRecordsIn()
+		m.RecordsOut += res.GetRecordsOut()
+		m.RecordsFailed += res.GetRecordsFailed()
+		aggs = append(aggs, res.GetAggregates())
+		records = append(records, res.GetRecords()...)
+	}
+	var result *sluicev1.BatchResult
+	if r.spec.GetAggregate() != nil {
+		result = &sluicev1.BatchResult{Job: r.name, BatchId: b.GetId(), Aggregates: steps.Merge(aggs...)}
+	} else if len(records) > 0 {
+		result = &sluicev1.BatchResult{Job: r.name, BatchId: b.GetId(), Records: records}
+	}
+
+	done := r.now()
+	batchTime := b.GetBatchTime().AsTime()
+	m.ProcessingTime = durationpb.New(done.Sub(start))
+	m.SchedulingDelay = durationpb.New(max(start.Sub(batchTime), 0))
+	m.TotalDelay = durationpb.New(max(done.Sub(batchTime), 0))
+	committed := &sluicev1.Batch{
+		Job: b.GetJob(), Id: b.GetId(), BatchTime: b.GetBatchTime(), Ranges: b.GetRanges(),
+		State: sluicev1.BatchState_BATCH_STATE_COMMITTED, Metrics: m, CommitTime: timestamppb.New(done),
+	}
+	if h := r.hooks.BeforeCommit; h != nil {
+		if err := h(committed); err != nil {
+			return offs, err
+		}
+	}
+	newOffs := advanceOffsets(offs.Value, b.GetRanges(), b.GetId())
+	rev, err := r.store.CommitBatch(ctx, offsetstore.Commit{
+		Batch: committed, BatchRevision: batchRev, Result: result,
+		Offsets: newOffs, OffsetsRevision: offs.ModRevision, Keep: r.keep,
+	})
+	if errors.Is(err, offsetstore.ErrTooLarge) {
+		return offs, jobFailure("%v", err)
+	}
+	if err != nil {
+		return offs, err
+	}
+	r.logger.Debug("batch committed", "batch", b.GetId(), "records_in", m.RecordsIn,
+		"processing_ms", m.ProcessingTime.AsDuration().Milliseconds())
+	if h := r.hooks.AfterCommit; h != nil {
+		if err := h(committed); err != nil {
+			return offs, err
+		}
+	}
+	if r.message != "" {
+		r.setMessage(ctx, "")
+	}
+	return offsetstore.Versioned[*sluicev1.CommittedOffsets]{Value: newOffs, ModRevision: rev}, nil
+}
+
+// retry runs fn until it succeeds, backing off on transient errors (Kafka
+// or etcd unreachable) and showing them in the job's message meanwhile.
+// Failures of the job itself and lost leadership end the retries.
+func retry[T any](ctx context.Context, r *jobRunner, what string, fn func() (T, error)) (T, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		v, err := fn()
+		if err == nil {
+			return v, nil
+		}
+		if errors.Is(err, errJobFailed) || errors.Is(err, offsetstore.ErrConflict) || ctx.Err() != nil {
+			return v, err
+		}
+		r.logger.Warn("retrying", "step", what, "error", err, "backoff", backoff)
+		r.setMessage(ctx, fmt.Sprintf("%s: %v (retrying)", what, err))
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// updateJob applies fn to the stored job record, retrying on concurrent edits.
+func (r *jobRunner) updateJob(ctx context.Context, fn func(*sluicev1.Job)) error {
+	for range 5 {
+		v, err := r.store.Job(ctx, r.name)
+		if err != nil {
+			return err
+		}
+		fn(v.Value)
+		v.Value.UpdateTime = timestamppb.New(r.now())
+		err = r.store.UpdateJob(ctx, v.Value, v.ModRevision)
+		if !errors.Is(err, offsetstore.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("update job %s: %w", r.name, offsetstore.ErrConflict)
+}
+
+// setMessage records a condition holding the job back (or clears it); it is
+// best effort, since it only informs.
+func (r *jobRunner) setMessage(ctx context.Context, msg string) {
+	if msg == r.message {
+		return
+	}
+	r.message = msg
+	if err := r.updateJob(ctx, func(j *sluicev1.Job) { j.Message = msg }); err != nil && ctx.Err() == nil {
+		r.logger.Warn("could not record job message", "error", err)
+	}
+}

@@ -1,0 +1,175 @@
+package coordinator
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+)
+
+// partitionKey names a partition of a topic.
+type partitionKey struct {
+	Topic     string
+	Partition int32
+}
+
+func (p partitionKey) String() string { return fmt.Sprintf("%s/%d", p.Topic, p.Partition) }
+
+// partitionState is what planning knows of one partition.
+type partitionState struct {
+	partitionKey
+	// From is the committed offset (next to read).
+	From int64
+	// Latest is the high watermark, or the last stable offset under read_committed.
+	Latest int64
+}
+
+// limits are the caps on one batch's size.
+type limits struct {
+	Interval            time.Duration
+	MaxRatePerPartition int64
+	MaxRecordsPerBatch  int64
+}
+
+// planRanges cuts one batch: for every partition [from, min(latest, from+cap)),
+// where the cap comes from the per-partition rate and the batch-wide limit,
+// the latter split across partitions in proportion to their lag (Structured
+// Streaming's maxOffsetsPerTrigger). Empty ranges are dropped. The result is
+// sorted by topic and partition so that a plan is deterministic.
+func planRanges(parts []partitionState, lim limits) ([]*sluicev1.OffsetRange, error) {
+	sorted := append([]partitionState(nil), parts...)
+	sort.Slice(sorted, func(i, j int) bool {
+		if sorted[i].Topic != sorted[j].Topic {
+			return sorted[i].Topic < sorted[j].Topic
+		}
+		return sorted[i].Partition < sorted[j].Partition
+	})
+
+	var totalLag int64
+	for _, p := range sorted {
+		if p.Latest < p.From {
+			return nil, fmt.Errorf("partition %s: latest offset %d is below committed offset %d (topic recreated or truncated)",
+				p.partitionKey, p.Latest, p.From)
+		}
+		totalLag += p.Latest - p.From
+	}
+
+	var perPartition int64 = math.MaxInt64
+	if lim.MaxRatePerPartition > 0 {
+		perPartition = max(int64(float64(lim.MaxRatePerPartition)*lim.Interval.Seconds()), 1)
+	}
+
+	var ranges []*sluicev1.OffsetRange
+	for _, p := range sorted {
+		lag := p.Latest - p.From
+		if lag == 0 {
+			continue
+		}
+		n := min(lag, perPartition)
+		if lim.MaxRecordsPerBatch > 0 && totalLag > lim.MaxRecordsPerBatch {
+			share := float64(lim.MaxRecordsPerBatch) * float64(lag) / float64(totalLag)
+			// Ceil a share below one so that a small partition is never starved.
+			if share < 1 {
+				share = math.Ceil(share)
+			} else {
+				share = math.Floor(share)
+			}
+			n = min(n, int64(share))
+		}
+		if n <= 0 {
+			continue
+		}
+		ranges = append(ranges, &sluicev1.OffsetRange{
+			Topic: p.Topic, Partition: p.Partition, FromOffset: p.From, UntilOffset: p.From + n,
+		})
+	}
+	return ranges, nil
+}
+
+// startingOffsets resolves where a new job starts on every known partition.
+func startingOffsets(so *sluicev1.StartingOffsets, earliest, latest map[partitionKey]int64) map[partitionKey]int64 {
+	out := make(map[partitionKey]int64, len(earliest))
+	pick := func(pos sluicev1.StartPosition, pk partitionKey) int64 {
+		if pos == sluicev1.StartPosition_START_POSITION_LATEST {
+			return latest[pk]
+		}
+		return earliest[pk]
+	}
+	explicit := map[partitionKey]int64{}
+	others := sluicev1.StartPosition_START_POSITION_EARLIEST
+	switch k := so.GetKind().(type) {
+	case *sluicev1.StartingOffsets_Position:
+		others = k.Position
+	case *sluicev1.StartingOffsets_Explicit:
+		for _, po := range k.Explicit.GetOffsets() {
+			explicit[partitionKey{po.GetTopic(), po.GetPartition()}] = po.GetOffset()
+		}
+		if k.Explicit.GetOthers() != sluicev1.StartPosition_START_POSITION_UNSPECIFIED {
+			others = k.Explicit.GetOthers()
+		}
+	}
+	for pk := range earliest {
+		if off, ok := explicit[pk]; ok {
+			out[pk] = off
+			continue
+		}
+		out[pk] = pick(others, pk)
+	}
+	return out
+}
+
+// nextBatchTime decides the tick of the next batch: the first tick after the
+// previous batch's, or the latest elapsed tick when the job is behind, so that
+// a slow batch does not leave a queue of stale ticks behind it.
+func nextBatchTime(prev time.Time, interval time.Duration, now time.Time) time.Time {
+	next := prev.Add(interval)
+	if prev.IsZero() {
+		return now.Truncate(interval)
+	}
+	if now.Sub(next) >= interval {
+		return now.Truncate(interval)
+	}
+	return next
+}
+
+// advanceOffsets returns the offsets after a batch: every range's partition
+// moves to its until; partitions without a range keep their offset.
+func advanceOffsets(prev *sluicev1.CommittedOffsets, ranges []*sluicev1.OffsetRange, batchID int64) *sluicev1.CommittedOffsets {
+	idx := map[partitionKey]int{}
+	out := &sluicev1.CommittedOffsets{BatchId: batchID}
+	for _, po := range prev.GetOffsets() {
+		idx[partitionKey{po.GetTopic(), po.GetPartition()}] = len(out.Offsets)
+		out.Offsets = append(out.Offsets, &sluicev1.PartitionOffset{Topic: po.GetTopic(), Partition: po.GetPartition(), Offset: po.GetOffset()})
+	}
+	for _, r := range ranges {
+		pk := partitionKey{r.GetTopic(), r.GetPartition()}
+		if i, ok := idx[pk]; ok {
+			out.Offsets[i].Offset = r.GetUntilOffset()
+			continue
+		}
+		idx[pk] = len(out.Offsets)
+		out.Offsets = append(out.Offsets, &sluicev1.PartitionOffset{Topic: r.GetTopic(), Partition: r.GetPartition(), Offset: r.GetUntilOffset()})
+	}
+	sortOffsets(out.Offsets)
+	return out
+}
+
+func sortOffsets(offs []*sluicev1.PartitionOffset) {
+	sort.Slice(offs, func(i, j int) bool {
+		if offs[i].GetTopic() != offs[j].GetTopic() {
+			return offs[i].GetTopic() < offs[j].GetTopic()
+		}
+		return offs[i].GetPartition() < offs[j].GetPartition()
+	})
+}
+
+// offsetMap indexes committed offsets by partition.
+func offsetMap(offs *sluicev1.CommittedOffsets) map[partitionKey]int64 {
+	m := make(map[partitionKey]int64, len(offs.GetOffsets()))
+	for _, po := range offs.GetOffsets() {
+		m[partitionKey{po.GetTopic(), po.GetPartition()}] = po.GetOffset()
+	}
+	return m
+}

@@ -1,0 +1,379 @@
+// Package offsetstore keeps Sluice's durable state in etcd: job records, batch
+// plans and metrics, committed offsets and collect-sink results.
+//
+// Layout under the prefix (default "/sluice/"):
+//
+//	jobs/<job>                 Job (spec, state, message)
+//	offsets/<job>              CommittedOffsets of every partition of the job
+//	batches/<job>/<id:020d>    Batch (plan, state, metrics)
+//	results/<job>/<id:020d>    BatchResult of a committed batch
+//	leader/                    coordinator election
+//
+// A job's offsets are one key so that a batch commit is a handful of etcd
+// operations whatever the partition count (etcd allows 128 per transaction).
+// Every write the leader makes is guarded by a fence, a comparison on the
+// leader's election key, so a deposed coordinator can never commit.
+package offsetstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+)
+
+var (
+	// ErrNotFound is returned when a job or batch does not exist.
+	ErrNotFound = errors.New("offsetstore: not found")
+	// ErrExists is returned when a job is created under a name in use.
+	ErrExists = errors.New("offsetstore: already exists")
+	// ErrConflict is returned when a guarded write lost a race: another writer
+	// changed the record, or the fence (leadership) no longer holds.
+	ErrConflict = errors.New("offsetstore: conflicting write or lost leadership")
+	// ErrTooLarge is returned when a write exceeds the configured request limit.
+	ErrTooLarge = errors.New("offsetstore: too large")
+)
+
+// KV is the part of the etcd client the store needs.
+type KV interface {
+	clientv3.KV
+}
+
+// Store reads and writes Sluice state. The zero fence means unguarded writes
+// (user requests); the leader uses WithFence.
+type Store struct {
+	kv       KV
+	prefix   string
+	fence    []clientv3.Cmp
+	maxBytes int
+}
+
+// Options tune a Store.
+type Options struct {
+	// Prefix of every key; default "/sluice/".
+	Prefix string
+	// MaxRequestBytes bounds one transaction; etcd's default request limit is
+	// 1.5 MiB, so the default is 1.4 MiB to leave room for the envelope.
+	MaxRequestBytes int
+}
+
+// New returns a store over kv.
+func New(kv KV, opts Options) *Store {
+	if opts.Prefix == "" {
+		opts.Prefix = "/sluice/"
+	}
+	if !strings.HasSuffix(opts.Prefix, "/") {
+		opts.Prefix += "/"
+	}
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = 1400 << 10
+	}
+	return &Store{kv: kv, prefix: opts.Prefix, maxBytes: opts.MaxRequestBytes}
+}
+
+// Prefix is the key prefix of this store.
+func (s *Store) Prefix() string { return s.prefix }
+
+// ElectionPrefix is where coordinators campaign.
+func (s *Store) ElectionPrefix() string { return s.prefix + "leader/" }
+
+// WithFence returns a store whose every write also requires cmp to hold.
+func (s *Store) WithFence(cmp clientv3.Cmp) *Store {
+	c := *s
+	c.fence = []clientv3.Cmp{cmp}
+	return &c
+}
+
+func (s *Store) jobKey(job string) string     { return s.prefix + "jobs/" + job }
+func (s *Store) jobsPrefix() string           { return s.prefix + "jobs/" }
+func (s *Store) offsetsKey(job string) string { return s.prefix + "offsets/" + job }
+func (s *Store) batchesPrefix(job string) string {
+	return s.prefix + "batches/" + job + "/"
+}
+func (s *Store) resultsPrefix(job string) string {
+	return s.prefix + "results/" + job + "/"
+}
+func (s *Store) batchKey(job string, id int64) string {
+	return fmt.Sprintf("%s%020d", s.batchesPrefix(job), id)
+}
+func (s *Store) resultKey(job string, id int64) string {
+	return fmt.Sprintf("%s%020d", s.resultsPrefix(job), id)
+}
+
+// JobName returns the job a jobs/ key belongs to, or "" for other keys.
+func (s *Store) JobName(key []byte) string {
+	k := string(key)
+	if !strings.HasPrefix(k, s.jobsPrefix()) {
+		return ""
+	}
+	return strings.TrimPrefix(k, s.jobsPrefix())
+}
+
+// JobsPrefix is the prefix to watch for job changes.
+func (s *Store) JobsPrefix() string { return s.jobsPrefix() }
+
+// BatchesPrefix is the prefix to watch for a job's batch changes.
+func (s *Store) BatchesPrefix(job string) string { return s.batchesPrefix(job) }
+
+func (s *Store) txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) error {
+	all := append(append([]clientv3.Cmp(nil), s.fence...), cmps...)
+	resp, err := s.kv.Txn(ctx).If(all...).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("etcd txn: %w", err)
+	}
+	if !resp.Succeeded {
+		return ErrConflict
+	}
+	return nil
+}
+
+func marshal(m proto.Message) (string, error) {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return "", fmt.Errorf("marshal %T: %w", m, err)
+	}
+	return string(b), nil
+}
+
+// Versioned is a record with the etcd revision it was read at, for CAS.
+type Versioned[T proto.Message] struct {
+	Value       T
+	ModRevision int64
+}
+
+func get[T proto.Message](ctx context.Context, s *Store, key string, newT func() T) (Versioned[T], error) {
+	resp, err := s.kv.Get(ctx, key)
+	if err != nil {
+		return Versioned[T]{}, fmt.Errorf("etcd get %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Versioned[T]{}, ErrNotFound
+	}
+	v := newT()
+	if err := proto.Unmarshal(resp.Kvs[0].Value, v); err != nil {
+		return Versioned[T]{}, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return Versioned[T]{Value: v, ModRevision: resp.Kvs[0].ModRevision}, nil
+}
+
+func list[T proto.Message](ctx context.Context, s *Store, prefix string, newT func() T, opts ...clientv3.OpOption) ([]T, error) {
+	resp, err := s.kv.Get(ctx, prefix, append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("etcd list %s: %w", prefix, err)
+	}
+	out := make([]T, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		v := newT()
+		if err := proto.Unmarshal(kv.Value, v); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func newJob() *sluicev1.Job                  { return &sluicev1.Job{} }
+func newBatch() *sluicev1.Batch              { return &sluicev1.Batch{} }
+func newResult() *sluicev1.BatchResult       { return &sluicev1.BatchResult{} }
+func newOffsets() *sluicev1.CommittedOffsets { return &sluicev1.CommittedOffsets{} }
+
+// CreateJob stores a new job; ErrExists if the name is taken.
+func (s *Store) CreateJob(ctx context.Context, job *sluicev1.Job) error {
+	val, err := marshal(job)
+	if err != nil {
+		return err
+	}
+	key := s.jobKey(job.GetSpec().GetName())
+	err = s.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, clientv3.OpPut(key, val))
+	if errors.Is(err, ErrConflict) {
+		return fmt.Errorf("job %q: %w", job.GetSpec().GetName(), ErrExists)
+	}
+	return err
+}
+
+// Job reads one job.
+func (s *Store) Job(ctx context.Context, name string) (Versioned[*sluicev1.Job], error) {
+	v, err := get(ctx, s, s.jobKey(name), newJob)
+	if errors.Is(err, ErrNotFound) {
+		return v, fmt.Errorf("job %q: %w", name, ErrNotFound)
+	}
+	return v, err
+}
+
+// Jobs lists every job, by name.
+func (s *Store) Jobs(ctx context.Context) ([]*sluicev1.Job, error) {
+	return list(ctx, s, s.jobsPrefix(), newJob)
+}
+
+// UpdateJob writes job if its record is still at modRevision.
+func (s *Store) UpdateJob(ctx context.Context, job *sluicev1.Job, modRevision int64) error {
+	val, err := marshal(job)
+	if err != nil {
+		return err
+	}
+	key := s.jobKey(job.GetSpec().GetName())
+	return s.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", modRevision)}, clientv3.OpPut(key, val))
+}
+
+// Offsets reads a job's committed offsets; ErrNotFound before the job's
+// starting offsets were resolved.
+func (s *Store) Offsets(ctx context.Context, job string) (Versioned[*sluicev1.CommittedOffsets], error) {
+	return get(ctx, s, s.offsetsKey(job), newOffsets)
+}
+
+// InitOffsets records a new job's resolved starting offsets, once.
+func (s *Store) InitOffsets(ctx context.Context, job string, offs *sluicev1.CommittedOffsets) error {
+	val, err := marshal(offs)
+	if err != nil {
+		return err
+	}
+	key := s.offsetsKey(job)
+	return s.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, clientv3.OpPut(key, val))
+}
+
+// LastBatch returns the job's newest batch record, or ErrNotFound.
+func (s *Store) LastBatch(ctx context.Context, job string) (Versioned[*sluicev1.Batch], error) {
+	resp, err := s.kv.Get(ctx, s.batchesPrefix(job), clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))
+	if err != nil {
+		return Versioned[*sluicev1.Batch]{}, fmt.Errorf("etcd get last batch of %s: %w", job, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Versioned[*sluicev1.Batch]{}, ErrNotFound
+	}
+	b := newBatch()
+	if err := proto.Unmarshal(resp.Kvs[0].Value, b); err != nil {
+		return Versioned[*sluicev1.Batch]{}, fmt.Errorf("decode %s: %w", resp.Kvs[0].Key, err)
+	}
+	return Versioned[*sluicev1.Batch]{Value: b, ModRevision: resp.Kvs[0].ModRevision}, nil
+}
+
+// Batch reads one batch.
+func (s *Store) Batch(ctx context.Context, job string, id int64) (*sluicev1.Batch, error) {
+	v, err := get(ctx, s, s.batchKey(job, id), newBatch)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("batch %d of job %q: %w", id, job, ErrNotFound)
+	}
+	return v.Value, err
+}
+
+// Batches lists up to limit retained batches of a job, newest first.
+func (s *Store) Batches(ctx context.Context, job string, limit int) ([]*sluicev1.Batch, error) {
+	return list(ctx, s, s.batchesPrefix(job), newBatch,
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(limit)))
+}
+
+// Results reads the retained results of batches from..to (inclusive, 0 = unbounded).
+func (s *Store) Results(ctx context.Context, job string, from, to int64) ([]*sluicev1.BatchResult, error) {
+	start := s.resultKey(job, max(from, 0))
+	end := clientv3.GetPrefixRangeEnd(s.resultsPrefix(job))
+	if to > 0 {
+		end = s.resultKey(job, to+1)
+	}
+	resp, err := s.kv.Get(ctx, start, clientv3.WithRange(end))
+	if err != nil {
+		return nil, fmt.Errorf("etcd get results of %s: %w", job, err)
+	}
+	out := make([]*sluicev1.BatchResult, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		r := newResult()
+		if err := proto.Unmarshal(kv.Value, r); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Result reads one batch's result; ErrNotFound if the batch had none.
+func (s *Store) Result(ctx context.Context, job string, id int64) (*sluicev1.BatchResult, error) {
+	v, err := get(ctx, s, s.resultKey(job, id), newResult)
+	return v.Value, err
+}
+
+// LogPlan writes a new PLANNED batch before any of its tasks runs, provided the
+// batch id is new and the offsets it was planned from are still current.
+func (s *Store) LogPlan(ctx context.Context, b *sluicev1.Batch, offsetsRev int64) (int64, error) {
+	val, err := marshal(b)
+	if err != nil {
+		return 0, err
+	}
+	key := s.batchKey(b.GetJob(), b.GetId())
+	all := append(append([]clientv3.Cmp(nil), s.fence...),
+		clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+		clientv3.Compare(clientv3.ModRevision(s.offsetsKey(b.GetJob())), "=", offsetsRev))
+	resp, err := s.kv.Txn(ctx).If(all...).Then(clientv3.OpPut(key, val)).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("etcd log plan of batch %d: %w", b.GetId(), err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("log plan of batch %d of %s: %w", b.GetId(), b.GetJob(), ErrConflict)
+	}
+	return resp.Header.Revision, nil
+}
+
+// Commit is everything a batch commit writes, in one transaction.
+type Commit struct {
+	Batch *sluicev1.Batch // state COMMITTED, metrics filled
+	// BatchRevision is the ModRevision of the PLANNED record; the commit fails if it changed.
+	BatchRevision int64
+	Result        *sluicev1.BatchResult // nil when there is nothing to collect
+	Offsets       *sluicev1.CommittedOffsets
+	// OffsetsRevision is the ModRevision of the offsets the batch was planned from.
+	OffsetsRevision int64
+	// Keep is how many batches (and results) to retain; older ones are deleted.
+	Keep int64
+}
+
+// CommitBatch atomically marks the batch committed, stores its results and
+// advances the offsets. It returns the offsets' new revision.
+func (s *Store) CommitBatch(ctx context.Context, c Commit) (int64, error) {
+	job, id := c.Batch.GetJob(), c.Batch.GetId()
+	batchVal, err := marshal(c.Batch)
+	if err != nil {
+		return 0, err
+	}
+	offVal, err := marshal(c.Offsets)
+	if err != nil {
+		return 0, err
+	}
+	ops := []clientv3.Op{
+		clientv3.OpPut(s.batchKey(job, id), batchVal),
+		clientv3.OpPut(s.offsetsKey(job), offVal),
+	}
+	size := len(batchVal) + len(offVal)
+	if c.Result != nil {
+		resVal, err := marshal(c.Result)
+		if err != nil {
+			return 0, err
+		}
+		size += len(resVal)
+		ops = append(ops, clientv3.OpPut(s.resultKey(job, id), resVal))
+	}
+	if size > s.maxBytes {
+		return 0, fmt.Errorf("commit of batch %d of %s is %d bytes, above the %d-byte etcd request limit (aggregate the output or lower maxRecordsPerBatch): %w",
+			id, job, size, s.maxBytes, ErrTooLarge)
+	}
+	if c.Keep > 0 && id-c.Keep >= 1 {
+		oldest := id - c.Keep + 1
+		ops = append(ops,
+			clientv3.OpDelete(s.batchKey(job, 0), clientv3.WithRange(s.batchKey(job, oldest))),
+			clientv3.OpDelete(s.resultKey(job, 0), clientv3.WithRange(s.resultKey(job, oldest))))
+	}
+	cmps := append(append([]clientv3.Cmp(nil), s.fence...),
+		clientv3.Compare(clientv3.ModRevision(s.batchKey(job, id)), "=", c.BatchRevision),
+		clientv3.Compare(clientv3.ModRevision(s.offsetsKey(job)), "=", c.OffsetsRevision))
+	resp, err := s.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("etcd commit of batch %d of %s: %w", id, job, err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("commit of batch %d of %s: %w", id, job, ErrConflict)
+	}
+	return resp.Header.Revision, nil
+}
