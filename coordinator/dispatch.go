@@ -220,9 +220,11 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 
 	// Fan the per-task channels into one; the goroutines end with runCtx.
 	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	for _, ch := range chans {
 		wg.Add(1)
 		go func() {

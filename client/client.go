@@ -1,0 +1,167 @@
+// Package client is the Go SDK of Sluice: submit jobs, follow their batches
+// and read their results and offsets.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+)
+
+// Client talks to a Sluice cluster. Any coordinator answers; when one is
+// unreachable the next address is tried.
+type Client struct {
+	conn *grpc.ClientConn
+	jobs sluicev1.JobServiceClient
+}
+
+// Dial connects to the coordinators at addrs (host:port).
+func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("client: at least one coordinator address is required")
+	}
+	r := manual.NewBuilderWithScheme("sluice")
+	state := resolver.State{}
+	for _, a := range addrs {
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	}
+	r.InitialState(state)
+	opts = append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithResolvers(r),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+	}, opts...)
+	conn, err := grpc.NewClient(r.Scheme()+":///coordinators", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %v: %w", addrs, err)
+	}
+	return &Client{conn: conn, jobs: sluicev1.NewJobServiceClient(conn)}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// JobService is the raw gRPC client, for calls the helpers do not cover.
+func (c *Client) JobService() sluicev1.JobServiceClient { return c.jobs }
+
+// Submit creates a job. Invalid specs fail with codes.InvalidArgument naming
+// the field (status.Code(err), and a BadRequest detail).
+func (c *Client) Submit(ctx context.Context, spec *sluicev1.JobSpec) (*sluicev1.Job, error) {
+	resp, err := c.jobs.SubmitJob(ctx, &sluicev1.SubmitJobRequest{Spec: spec})
+	return resp.GetJob(), err
+}
+
+// Update replaces a job's spec, keeping its committed offsets, and runs it.
+func (c *Client) Update(ctx context.Context, spec *sluicev1.JobSpec) (*sluicev1.Job, error) {
+	resp, err := c.jobs.SubmitJob(ctx, &sluicev1.SubmitJobRequest{Spec: spec, Update: true})
+	return resp.GetJob(), err
+}
+
+// Job reads one job.
+func (c *Client) Job(ctx context.Context, name string) (*sluicev1.Job, error) {
+	resp, err := c.jobs.GetJob(ctx, &sluicev1.GetJobRequest{Name: name})
+	return resp.GetJob(), err
+}
+
+// Jobs lists the jobs.
+func (c *Client) Jobs(ctx context.Context) ([]*sluicev1.Job, error) {
+	resp, err := c.jobs.ListJobs(ctx, &sluicev1.ListJobsRequest{})
+	return resp.GetJobs(), err
+}
+
+// Stop stops a job; its offsets are kept.
+func (c *Client) Stop(ctx context.Context, name string) (*sluicev1.Job, error) {
+	resp, err := c.jobs.StopJob(ctx, &sluicev1.StopJobRequest{Name: name})
+	return resp.GetJob(), err
+}
+
+// Batches lists up to limit of a job's batches, newest first.
+func (c *Client) Batches(ctx context.Context, job string, limit int) ([]*sluicev1.Batch, error) {
+	resp, err := c.jobs.ListBatches(ctx, &sluicev1.ListBatchesRequest{Job: job, Limit: int32(limit)})
+	return resp.GetBatches(), err
+}
+
+// Results reads the collect results of batches from..to (0 = unbounded),
+// and their merged per-key totals when merge is set.
+func (c *Client) Results(ctx context.Context, job string, from, to int64, merge bool) (*sluicev1.GetResultsResponse, error) {
+	return c.jobs.GetResults(ctx, &sluicev1.GetResultsRequest{Job: job, FromBatchId: from, ToBatchId: to, Merge: merge})
+}
+
+// Offsets reads a job's committed offsets and lag.
+func (c *Client) Offsets(ctx context.Context, job string) (*sluicev1.GetOffsetsResponse, error) {
+	return c.jobs.GetOffsets(ctx, &sluicev1.GetOffsetsRequest{Job: job})
+}
+
+// Watch calls fn for every batch of job that commits after afterBatchID
+// (0: only new ones) until ctx ends or fn returns an error.
+func (c *Client) Watch(ctx context.Context, job string, afterBatchID int64, withResults bool, fn func(*sluicev1.WatchBatchesResponse) error) error {
+	stream, err := c.jobs.WatchBatches(ctx, &sluicev1.WatchBatchesRequest{Job: job, AfterBatchId: afterBatchID, IncludeResults: withResults})
+	if err != nil {
+		return err
+	}
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := fn(msg); err != nil {
+			return err
+		}
+	}
+}
+
+// ParseSpec reads a job spec in the protobuf JSON mapping, or the same
+// document written as YAML.
+func ParseSpec(data []byte, yamlDoc bool) (*sluicev1.JobSpec, error) {
+	if yamlDoc {
+		j, err := yaml.YAMLToJSON(data)
+		if err != nil {
+			return nil, fmt.Errorf("parse YAML: %w", err)
+		}
+		data = j
+	}
+	spec := &sluicev1.JobSpec{}
+	if err := protojson.Unmarshal(data, spec); err != nil {
+		return nil, fmt.Errorf("parse job spec: %w", err)
+	}
+	return spec, nil
+}
+
+// LoadSpec reads a job file (.json, .yaml or .yml; "-" is standard input as JSON).
+func LoadSpec(path string) (*sluicev1.JobSpec, error) {
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(os.Stdin)
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read job file: %w", err)
+	}
+	ext := strings.ToLower(filepath.Ext(path))
+	spec, err := ParseSpec(data, ext == ".yaml" || ext == ".yml")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return spec, nil
+}

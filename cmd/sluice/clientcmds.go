@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluice-stream/sluice/client"
+	"github.com/sluice-stream/sluice/dev"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+)
+
+// clientFlags are shared by the client commands.
+type clientFlags struct {
+	fs          *flag.FlagSet
+	coordinator *string
+	output      *string
+}
+
+func newClientFlags(name string) clientFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	def := os.Getenv("SLUICE_COORDINATOR")
+	if def == "" {
+		def = "127.0.0.1:7070"
+	}
+	return clientFlags{
+		fs:          fs,
+		coordinator: fs.String("coordinator", def, "comma-separated coordinator addresses (env SLUICE_COORDINATOR)"),
+		output:      fs.String("o", "text", "output: text or json"),
+	}
+}
+
+// parse parses flags (which may come after the positional arguments) and dials.
+func (f clientFlags) parse(args []string, positional int) ([]string, *client.Client, error) {
+	var pos []string
+	for {
+		if err := f.fs.Parse(args); err != nil {
+			return nil, nil, err
+		}
+		args = f.fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if len(pos) != positional {
+		return nil, nil, fmt.Errorf("expected %d argument(s), got %d (-h for help)", positional, len(pos))
+	}
+	if *f.output != "text" && *f.output != "json" {
+		return nil, nil, fmt.Errorf("-o %q: use text or json", *f.output)
+	}
+	c, err := client.Dial(splitList(*f.coordinator))
+	return pos, c, err
+}
+
+func (f clientFlags) json() bool { return *f.output == "json" }
+
+func printJSON(m proto.Message) {
+	fmt.Println(protojson.MarshalOptions{Multiline: true, Indent: "  "}.Format(m))
+}
+
+func runSubmit(ctx context.Context, args []string) error {
+	f := newClientFlags("submit")
+	file := f.fs.String("f", "", "job file: JSON (the protobuf JSON mapping of JobSpec) or YAML; - for stdin")
+	update := f.fs.Bool("update", false, "replace the spec of an existing job, keeping its offsets")
+	_, c, err := f.parse(args, 0)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if *file == "" {
+		return errors.New("-f job file is required")
+	}
+	spec, err := client.LoadSpec(*file)
+	if err != nil {
+		return err
+	}
+	var job *sluicev1.Job
+	if *update {
+		job, err = c.Update(ctx, spec)
+	} else {
+		job, err = c.Submit(ctx, spec)
+	}
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		printJSON(job)
+		return nil
+	}
+	fmt.Printf("job %s submitted (%s)\n", job.GetSpec().GetName(), stateName(job.GetState()))
+	return nil
+}
+
+func stateName(s sluicev1.JobState) string {
+	switch s {
+	case sluicev1.JobState_JOB_STATE_RUNNING:
+		return "running"
+	case sluicev1.JobState_JOB_STATE_STOPPED:
+		return "stopped"
+	case sluicev1.JobState_JOB_STATE_FAILED:
+		return "failed"
+	}
+	return "unknown"
+}
+
+func runJobs(ctx context.Context, args []string) error {
+	f := newClientFlags("jobs")
+	_, c, err := f.parse(args, 0)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	jobs, err := c.Jobs(ctx)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		printJSON(&sluicev1.ListJobsResponse{Jobs: jobs})
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tLAST BATCH\tTOPICS\tINTERVAL\tMESSAGE")
+	for _, j := range jobs {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\t%s\n", j.GetSpec().GetName(), stateName(j.GetState()), j.GetLastBatchId(),
+			j.GetSpec().GetSource().GetTopics(), j.GetSpec().GetBatchInterval().AsDuration(), j.GetMessage())
+	}
+	return tw.Flush()
+}
+
+func runJob(ctx context.Context, args []string) error {
+	f := newClientFlags("job")
+	pos, c, err := f.parse(args, 1)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	job, err := c.Job(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	printJSON(job)
+	return nil
+}
+
+func runStop(ctx context.Context, args []string) error {
+	f := newClientFlags("stop")
+	pos, c, err := f.parse(args, 1)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	job, err := c.Stop(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	fmt.Printf("job %s %s at batch %d\n", job.GetSpec().GetName(), stateName(job.GetState()), job.GetLastBatchId())
+	return nil
+}
+
+func runBatches(ctx context.Context, args []string) error {
+	f := newClientFlags("batches")
+	limit := f.fs.Int("n", 20, "how many of the newest batches")
+	ranges := f.fs.Bool("ranges", false, "print every batch's offset ranges")
+	pos, c, err := f.parse(args, 1)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	batches, err := c.Batches(ctx, pos[0], *limit)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		printJSON(&sluicev1.ListBatchesResponse{Batches: batches})
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BATCH\tTIME\tSTATE\tRANGES\tIN\tOUT\tFAILED\tPROCESSING\tSCHED DELAY\tTOTAL DELAY\tATTEMPTS")
+	for _, b := range batches {
+		m := b.GetMetrics()
+		state := "planned"
+		if b.GetState() == sluicev1.BatchState_BATCH_STATE_COMMITTED {
+			state = "committed"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%d\n", b.GetId(),
+			b.GetBatchTime().AsTime().Local().Format(time.TimeOnly), state, len(b.GetRanges()),
+			m.GetRecordsIn(), m.GetRecordsOut(), m.GetRecordsFailed(),
+			m.GetProcessingTime().AsDuration().Round(time.Millisecond),
+			m.GetSchedulingDelay().AsDuration().Round(time.Millisecond),
+			m.GetTotalDelay().AsDuration().Round(time.Millisecond), m.GetTaskAttempts())
+		if *ranges {
+			for _, r := range b.GetRanges() {
+				fmt.Fprintf(tw, "\t  %s/%d\t[%d, %d)\t%d\n", r.GetTopic(), r.GetPartition(), r.GetFromOffset(), r.GetUntilOffset(),
+					r.GetUntilOffset()-r.GetFromOffset())
+			}
+		}
+	}
+	return tw.Flush()
+}
+
+func runResults(ctx context.Context, args []string) error {
+	f := newClientFlags("results")
+	from := f.fs.Int64("from", 0, "first batch id (0: oldest retained)")
+	to := f.fs.Int64("to", 0, "last batch id (0: newest)")
+	merge := f.fs.Bool("merge", false, "print per-key totals over the selected batches")
+	pos, c, err := f.parse(args, 1)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := c.Results(ctx, pos[0], *from, *to, *merge)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		printJSON(resp)
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	printAggs := func(label string, aggs []*sluicev1.KeyAggregate) {
+		for _, a := range aggs {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", label, a.GetKey(), a.GetCount(), num(a.GetSum()), num(a.GetMin()), num(a.GetMax()), num(a.GetAvg()))
+		}
+	}
+	if *merge {
+		fmt.Fprintln(tw, "BATCHES\tKEY\tCOUNT\tSUM\tMIN\tMAX\tAVG")
+		printAggs(fmt.Sprintf("%d", len(resp.GetResults())), resp.GetMerged())
+		return tw.Flush()
+	}
+	fmt.Fprintln(tw, "BATCH\tKEY\tCOUNT\tSUM\tMIN\tMAX\tAVG")
+	for _, r := range resp.GetResults() {
+		printAggs(strconv.FormatInt(r.GetBatchId(), 10), r.GetAggregates())
+		for _, rec := range r.GetRecords() {
+			fmt.Fprintf(tw, "%d\t%s\t%s/%d@%d\t%s\n", r.GetBatchId(), rec.GetKey(), rec.GetTopic(), rec.GetPartition(), rec.GetOffset(), rec.GetValue())
+		}
+	}
+	return tw.Flush()
+}
+
+func num(f float64) string { return strconv.FormatFloat(f, 'g', 10, 64) }
+
+func runOffsets(ctx context.Context, args []string) error {
+	f := newClientFlags("offsets")
+	pos, c, err := f.parse(args, 1)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := c.Offsets(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		printJSON(resp)
+		return nil
+	}
+	fmt.Printf("committed by batch %d\n", resp.GetBatchId())
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOPIC\tPARTITION\tCOMMITTED\tLATEST\tLAG")
+	for _, p := range resp.GetPartitions() {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.GetTopic(), p.GetPartition(), p.GetCommitted(), p.GetLatest(), p.GetLag())
+	}
+	return tw.Flush()
+}
+
+func runWatch(ctx context.Context, args []string) error {
+	f := newClientFlags("watch")
+	after := f.fs.Int64("after", 0, "also print retained batches after this id (0: only new ones)")
+	pos, c, err := f.parse(args, 1)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Watch(ctx, pos[0], *after, true, func(m *sluicev1.WatchBatchesResponse) error {
+		if f.json() {
+			fmt.Println(protojson.Format(m))
+			return nil
+		}
+		fmt.Println(dev.FormatBatch(m.GetBatch(), m.GetResult()))
+		return nil
+	})
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/sluice-stream/sluice/coordinator"
+	"github.com/sluice-stream/sluice/dev"
+	"github.com/sluice-stream/sluice/worker"
+)
+
+func newLogger(level string) (hclog.Logger, error) {
+	l := hclog.LevelFromString(level)
+	if l == hclog.NoLevel {
+		return nil, fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", level)
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: "sluice", Level: l, Output: os.Stderr}), nil
+}
+
+func runDev(ctx context.Context, args []string) error {
+	cfg := dev.DefaultConfig()
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for etcd data and the embedded broker's topics (kept across runs)")
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "coordinator gRPC listen address")
+	fs.StringVar(&cfg.KafkaAddr, "kafka-addr", cfg.KafkaAddr, "embedded Kafka broker listen address (127.0.0.1 only)")
+	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", cfg.EtcdAddr, "embedded etcd client listen address")
+	fs.StringVar(&cfg.EtcdPeerAddr, "etcd-peer-addr", cfg.EtcdPeerAddr, "embedded etcd peer listen address")
+	fs.StringVar(&cfg.KafkaBootstrap, "kafka-bootstrap", "", "use this Kafka cluster instead of the embedded broker")
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "number of in-process workers")
+	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "tasks each worker runs at once")
+	fs.BoolVar(&cfg.Demo.Enabled, "demo", false, "create a topic, produce a click stream, run a demo job and print its batches")
+	fs.IntVar(&cfg.Demo.Rate, "demo-rate", cfg.Demo.Rate, "demo events per second")
+	fs.DurationVar(&cfg.Demo.Interval, "demo-interval", cfg.Demo.Interval, "demo job batch interval")
+	level := fs.String("log-level", "warn", "log level: trace, debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := newLogger(*level)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	cfg.Out = os.Stdout
+	return dev.Run(ctx, cfg)
+}
+
+func runCoordinator(ctx context.Context, args []string) error {
+	cfg := coordinator.DefaultConfig()
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	endpoints := fs.String("etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
+	addr := fs.String("grpc-addr", "127.0.0.1:7070", "gRPC listen address")
+	fs.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "address workers and clients use to reach this coordinator (default --grpc-addr)")
+	fs.StringVar(&cfg.Prefix, "etcd-prefix", cfg.Prefix, "prefix of Sluice's etcd keys")
+	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "leader lease; a leader silent this long is replaced")
+	fs.Int64Var(&cfg.KeepBatches, "keep-batches", cfg.KeepBatches, "batches (and results) retained per job")
+	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "drop a worker silent this long and re-run its tasks")
+	level := fs.String("log-level", "info", "log level")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := newLogger(*level)
+	if err != nil {
+		return err
+	}
+	if cfg.AdvertiseAddr == "" {
+		cfg.AdvertiseAddr = *addr
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: splitList(*endpoints), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	defer cli.Close()
+	cfg.Etcd = cli
+	cfg.Logger = logger
+	c, err := coordinator.New(cfg)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen --grpc-addr: %w", err)
+	}
+	gs := coordinator.NewGRPCServer(c)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		done := make(chan struct{})
+		go func() { gs.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			gs.Stop()
+		}
+		return nil
+	})
+	g.Go(func() error { return c.Run(gctx) })
+	logger.Info("coordinator serving", "grpc_addr", lis.Addr().String(), "advertise", cfg.AdvertiseAddr)
+	return g.Wait()
+}
+
+func runWorker(ctx context.Context, args []string) error {
+	cfg := worker.DefaultConfig()
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	coords := fs.String("coordinator", "127.0.0.1:7070", "comma-separated coordinator addresses")
+	fs.StringVar(&cfg.ID, "id", "", "stable worker id (default hostname-pid)")
+	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "tasks run at once")
+	fs.IntVar(&cfg.ConsumerCacheSize, "consumer-cache", cfg.ConsumerCacheSize, "Kafka consumers kept for reuse")
+	level := fs.String("log-level", "info", "log level")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := newLogger(*level)
+	if err != nil {
+		return err
+	}
+	cfg.Coordinators = splitList(*coords)
+	cfg.Logger = logger
+	w, err := worker.New(cfg)
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
+}

@@ -1,0 +1,360 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluice-stream/sluice/kafkasrc"
+	"github.com/sluice-stream/sluice/offsetstore"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"github.com/sluice-stream/sluice/steps"
+)
+
+// NewGRPCServer returns a gRPC server with the coordinator's JobService and
+// WorkerService, grpc.health.v1 and server reflection (so grpcurl needs no
+// proto files).
+func NewGRPCServer(c *Coordinator, opts ...grpc.ServerOption) *grpc.Server {
+	opts = append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(64 << 20),
+		// Workers ping; a peer that stops answering (SIGSTOP, a partition) is
+		// dropped by keepalive even when its TCP connection stays up.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 5 * time.Second, Timeout: 5 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
+	}, opts...)
+	gs := grpc.NewServer(opts...)
+	sluicev1.RegisterJobServiceServer(gs, &jobServer{c: c})
+	sluicev1.RegisterWorkerServiceServer(gs, &workerServer{c: c})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	return gs
+}
+
+// jobServer adapts the user API to the store.
+type jobServer struct {
+	sluicev1.UnimplementedJobServiceServer
+	c *Coordinator
+}
+
+func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequest) (*sluicev1.SubmitJobResponse, error) {
+	spec := req.GetSpec()
+	if err := Validate(spec); err != nil {
+		return nil, toStatus(err)
+	}
+	now := timestamppb.Now()
+	job := &sluicev1.Job{Spec: spec, State: sluicev1.JobState_JOB_STATE_RUNNING, CreateTime: now, UpdateTime: now}
+	if !req.GetUpdate() {
+		if err := s.c.store.CreateJob(ctx, job); err != nil {
+			if errors.Is(err, offsetstore.ErrExists) {
+				return nil, status.Errorf(codes.AlreadyExists, "job %q exists; set update to replace its spec (its offsets are kept)", spec.GetName())
+			}
+			return nil, toStatus(err)
+		}
+		return &sluicev1.SubmitJobResponse{Job: job}, nil
+	}
+	old, err := s.c.store.Job(ctx, spec.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	job.CreateTime = old.Value.GetCreateTime()
+	if err := s.c.store.UpdateJob(ctx, job, old.ModRevision); err != nil {
+		return nil, toStatus(err)
+	}
+	return &sluicev1.SubmitJobResponse{Job: job}, nil
+}
+
+func (s *jobServer) withProgress(ctx context.Context, job *sluicev1.Job) *sluicev1.Job {
+	offs, err := s.c.store.Offsets(ctx, job.GetSpec().GetName())
+	if err == nil {
+		job.LastBatchId = offs.Value.GetBatchId()
+	}
+	return job
+}
+
+func (s *jobServer) GetJob(ctx context.Context, req *sluicev1.GetJobRequest) (*sluicev1.GetJobResponse, error) {
+	v, err := s.c.store.Job(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &sluicev1.GetJobResponse{Job: s.withProgress(ctx, v.Value)}, nil
+}
+
+func (s *jobServer) ListJobs(ctx context.Context, _ *sluicev1.ListJobsRequest) (*sluicev1.ListJobsResponse, error) {
+	jobs, err := s.c.store.Jobs(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, j := range jobs {
+		s.withProgress(ctx, j)
+	}
+	return &sluicev1.ListJobsResponse{Jobs: jobs}, nil
+}
+
+func (s *jobServer) StopJob(ctx context.Context, req *sluicev1.StopJobRequest) (*sluicev1.StopJobResponse, error) {
+	for range 5 {
+		v, err := s.c.store.Job(ctx, req.GetName())
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if v.Value.GetState() != sluicev1.JobState_JOB_STATE_RUNNING {
+			return &sluicev1.StopJobResponse{Job: s.withProgress(ctx, v.Value)}, nil
+		}
+		v.Value.State = sluicev1.JobState_JOB_STATE_STOPPED
+		v.Value.Message = ""
+		v.Value.UpdateTime = timestamppb.Now()
+		err = s.c.store.UpdateJob(ctx, v.Value, v.ModRevision)
+		if errors.Is(err, offsetstore.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return &sluicev1.StopJobResponse{Job: s.withProgress(ctx, v.Value)}, nil
+	}
+	return nil, status.Errorf(codes.Aborted, "job %q kept changing; try again", req.GetName())
+}
+
+func (s *jobServer) ListBatches(ctx context.Context, req *sluicev1.ListBatchesRequest) (*sluicev1.ListBatchesResponse, error) {
+	if _, err := s.c.store.Job(ctx, req.GetJob()); err != nil {
+		return nil, toStatus(err)
+	}
+	limit := int(req.GetLimit())
+	if limit <= 0 {
+		limit = 20
+	}
+	batches, err := s.c.store.Batches(ctx, req.GetJob(), min(limit, 10000))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &sluicev1.ListBatchesResponse{Batches: batches}, nil
+}
+
+func (s *jobServer) GetBatch(ctx context.Context, req *sluicev1.GetBatchRequest) (*sluicev1.GetBatchResponse, error) {
+	b, err := s.c.store.Batch(ctx, req.GetJob(), req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &sluicev1.GetBatchResponse{Batch: b}, nil
+}
+
+func (s *jobServer) WatchBatches(req *sluicev1.WatchBatchesRequest, stream grpc.ServerStreamingServer[sluicev1.WatchBatchesResponse]) error {
+	ctx := stream.Context()
+	store := s.c.store
+	if _, err := store.Job(ctx, req.GetJob()); err != nil {
+		return toStatus(err)
+	}
+	// Read history and the revision to watch from in one request, so no
+	// commit falls between them.
+	resp, err := s.c.cfg.Etcd.Get(ctx, store.BatchesPrefix(req.GetJob()), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return toStatus(err)
+	}
+	last := req.GetAfterBatchId()
+	send := func(raw []byte) error {
+		b := &sluicev1.Batch{}
+		if err := proto.Unmarshal(raw, b); err != nil {
+			return status.Errorf(codes.Internal, "decode batch: %v", err)
+		}
+		if b.GetState() != sluicev1.BatchState_BATCH_STATE_COMMITTED || b.GetId() <= last {
+			return nil
+		}
+		out := &sluicev1.WatchBatchesResponse{Batch: b}
+		if req.GetIncludeResults() {
+			r, err := store.Result(ctx, req.GetJob(), b.GetId())
+			if err != nil && !errors.Is(err, offsetstore.ErrNotFound) {
+				return toStatus(err)
+			}
+			out.Result = r
+		}
+		last = b.GetId()
+		return stream.Send(out)
+	}
+	if last > 0 {
+		for _, kv := range resp.Kvs {
+			if err := send(kv.Value); err != nil {
+				return err
+			}
+		}
+	} else if n := len(resp.Kvs); n > 0 {
+		// Only new batches: skip everything committed so far.
+		b := &sluicev1.Batch{}
+		if err := proto.Unmarshal(resp.Kvs[n-1].Value, b); err == nil {
+			last = b.GetId()
+			if b.GetState() != sluicev1.BatchState_BATCH_STATE_COMMITTED {
+				last--
+			}
+		}
+	}
+	wch := s.c.cfg.Etcd.Watch(ctx, store.BatchesPrefix(req.GetJob()), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			return toStatus(err)
+		}
+		for _, ev := range wr.Events {
+			if ev.Type != clientv3.EventTypePut {
+				continue
+			}
+			if err := send(ev.Kv.Value); err != nil {
+				return err
+			}
+		}
+	}
+	return toStatus(ctx.Err())
+}
+
+func (s *jobServer) GetResults(ctx context.Context, req *sluicev1.GetResultsRequest) (*sluicev1.GetResultsResponse, error) {
+	if _, err := s.c.store.Job(ctx, req.GetJob()); err != nil {
+		return nil, toStatus(err)
+	}
+	results, err := s.c.store.Results(ctx, req.GetJob(), req.GetFromBatchId(), req.GetToBatchId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &sluicev1.GetResultsResponse{Results: results}
+	if req.GetMerge() {
+		parts := make([][]*sluicev1.KeyAggregate, len(results))
+		for i, r := range results {
+			parts[i] = r.GetAggregates()
+		}
+		resp.Merged = steps.Merge(parts...)
+	}
+	return resp, nil
+}
+
+func (s *jobServer) GetOffsets(ctx context.Context, req *sluicev1.GetOffsetsRequest) (*sluicev1.GetOffsetsResponse, error) {
+	job, err := s.c.store.Job(ctx, req.GetJob())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	offs, err := s.c.store.Offsets(ctx, req.GetJob())
+	if errors.Is(err, offsetstore.ErrNotFound) {
+		return &sluicev1.GetOffsetsResponse{}, nil
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &sluicev1.GetOffsetsResponse{BatchId: offs.Value.GetBatchId()}
+	latest := s.latest(ctx, job.Value.GetSpec(), offs.Value)
+	for _, po := range offs.Value.GetOffsets() {
+		p := &sluicev1.PartitionProgress{Topic: po.GetTopic(), Partition: po.GetPartition(), Committed: po.GetOffset(), Latest: -1, Lag: -1}
+		if l, ok := latest[kafkasrc.TopicPartition{Topic: po.GetTopic(), Partition: po.GetPartition()}]; ok {
+			p.Latest, p.Lag = l, max(l-po.GetOffset(), 0)
+		}
+		resp.Partitions = append(resp.Partitions, p)
+	}
+	return resp, nil
+}
+
+// latest asks Kafka for the partitions' latest offsets, best effort: lag is
+// informative, and Kafka being away must not hide the committed offsets.
+func (s *jobServer) latest(ctx context.Context, spec *sluicev1.JobSpec, offs *sluicev1.CommittedOffsets) map[kafkasrc.TopicPartition]int64 {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	r := &jobRunner{spec: spec}
+	admin, err := s.c.admins.Get(r.cluster())
+	if err != nil {
+		return nil
+	}
+	tps := make([]kafkasrc.TopicPartition, 0, len(offs.GetOffsets()))
+	for _, po := range offs.GetOffsets() {
+		tps = append(tps, kafkasrc.TopicPartition{Topic: po.GetTopic(), Partition: po.GetPartition()})
+	}
+	latest, err := admin.LatestOffsets(ctx, tps)
+	if err != nil {
+		return nil
+	}
+	return latest
+}
+
+// workerServer is the cluster protocol end of the coordinator.
+type workerServer struct {
+	sluicev1.UnimplementedWorkerServiceServer
+	c *Coordinator
+}
+
+func (s *workerServer) Connect(stream grpc.BidiStreamingServer[sluicev1.ConnectRequest, sluicev1.ConnectResponse]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	if !s.c.IsLeader() {
+		leader, _ := s.c.Leader(ctx)
+		return toStatus(fmt.Errorf("%w; leader is %q", ErrNotLeader, leader))
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	reg := first.GetRegister()
+	if reg.GetWorkerId() == "" {
+		return status.Error(codes.InvalidArgument, "the first message must be a register with a worker_id")
+	}
+	w := s.c.dispatcher.register(reg)
+	defer s.c.dispatcher.unregister(w)
+	if err := stream.Send(&sluicev1.ConnectResponse{Kind: &sluicev1.ConnectResponse_Registered{
+		Registered: &sluicev1.Registered{HeartbeatInterval: durationpb.New(s.c.cfg.HeartbeatInterval)},
+	}}); err != nil {
+		return err
+	}
+
+	// The receive loop runs beside the sender below; it ends with the stream.
+	recvErr := make(chan error, 1)
+	alive := make(chan struct{}, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case alive <- struct{}{}:
+			default:
+			}
+			if res := msg.GetResult(); res != nil {
+				s.c.dispatcher.deliver(res)
+			}
+		}
+	}()
+
+	timeout := time.NewTimer(s.c.cfg.HeartbeatTimeout)
+	defer timeout.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.done:
+			return status.Error(codes.Aborted, "worker stream replaced or coordinator stepped down")
+		case err := <-recvErr:
+			return err
+		case <-alive:
+			if !timeout.Stop() {
+				select {
+				case <-timeout.C:
+				default:
+				}
+			}
+			timeout.Reset(s.c.cfg.HeartbeatTimeout)
+		case <-timeout.C:
+			s.c.logger.Warn("worker missed heartbeats, dropping it", "worker_id", w.id, "timeout", s.c.cfg.HeartbeatTimeout)
+			return status.Error(codes.DeadlineExceeded, "no heartbeat within the timeout")
+		case msg := <-w.send:
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+		}
+	}
+}

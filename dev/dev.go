@@ -1,0 +1,172 @@
+package dev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/sluice-stream/sluice/coordinator"
+	"github.com/sluice-stream/sluice/worker"
+)
+
+// Config configures `sluice dev`.
+type Config struct {
+	// DataDir holds etcd's data and the embedded broker's topics; running
+	// again with the same directory resumes every job where it committed.
+	DataDir      string
+	GRPCAddr     string
+	KafkaAddr    string
+	EtcdAddr     string
+	EtcdPeerAddr string
+	// KafkaBootstrap points at a real Kafka instead of the embedded broker.
+	KafkaBootstrap string
+	Workers        int
+	Slots          int
+	Demo           DemoConfig
+	Logger         hclog.Logger
+	// Out receives the banner and the demo's batch lines.
+	Out io.Writer
+	// Coordinator tweaks the coordinator config (tests).
+	Coordinator func(*coordinator.Config)
+}
+
+// DefaultConfig returns the defaults of `sluice dev`.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:      ".sluice-dev",
+		GRPCAddr:     "127.0.0.1:7070",
+		KafkaAddr:    "127.0.0.1:19092",
+		EtcdAddr:     "127.0.0.1:12379",
+		EtcdPeerAddr: "127.0.0.1:12380",
+		Workers:      2,
+		Slots:        4,
+		Demo:         DefaultDemoConfig(),
+		Logger:       hclog.NewNullLogger(),
+		Out:          io.Discard,
+	}
+}
+
+// Run starts everything and blocks until ctx ends, then stops it all in order:
+// workers, coordinator, gRPC server, broker, etcd.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Workers < 1 {
+		return fmt.Errorf("dev: --workers %d: at least one worker is needed", cfg.Workers)
+	}
+	logger := cfg.Logger
+	e, err := StartEtcd(ctx, EtcdConfig{
+		Dir: filepath.Join(cfg.DataDir, "etcd"), ClientAddr: cfg.EtcdAddr, PeerAddr: cfg.EtcdPeerAddr,
+		MaxRequestBytes: 8 << 20,
+	})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+
+	bootstrap := cfg.KafkaBootstrap
+	if bootstrap == "" {
+		k, err := StartKafka(KafkaConfig{Addr: cfg.KafkaAddr, Dir: filepath.Join(cfg.DataDir, "kafka")})
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		bootstrap = k.ListenAddrs()[0]
+	}
+
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.EtcdAddr}, DialTimeout: 5 * time.Second, Logger: nopZap()})
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	defer cli.Close()
+
+	ccfg := coordinator.DefaultConfig()
+	ccfg.Etcd = cli
+	ccfg.AdvertiseAddr = cfg.GRPCAddr
+	ccfg.Logger = logger
+	ccfg.MaxRequestBytes = 7 << 20
+	if cfg.Coordinator != nil {
+		cfg.Coordinator(&ccfg)
+	}
+	coord, err := coordinator.New(ccfg)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("listen --grpc-addr %s: %w", cfg.GRPCAddr, err)
+	}
+	gs := coordinator.NewGRPCServer(coord)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("grpc serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		stopGRPC(gs, 5*time.Second)
+		return nil
+	})
+	g.Go(func() error { return coord.Run(gctx) })
+	for i := range cfg.Workers {
+		wcfg := worker.DefaultConfig()
+		wcfg.Coordinators = []string{cfg.GRPCAddr}
+		wcfg.ID = fmt.Sprintf("dev-worker-%d", i+1)
+		wcfg.Slots = cfg.Slots
+		wcfg.Logger = logger
+		w, err := worker.New(wcfg)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return w.Run(gctx) })
+	}
+	printBanner(cfg, bootstrap)
+	if cfg.Demo.Enabled {
+		g.Go(func() error { return runDemo(gctx, cfg, bootstrap) })
+	}
+	return g.Wait()
+}
+
+// stopGRPC drains in-flight calls for up to timeout, then closes the rest
+// (watch streams never end on their own).
+func stopGRPC(gs *grpc.Server, timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		gs.Stop()
+	}
+}
+
+func printBanner(cfg Config, bootstrap string) {
+	fmt.Fprintf(cfg.Out, `sluice dev is up
+  coordinator gRPC  %s   (JobService, WorkerService, health, reflection)
+  kafka bootstrap   %s
+  etcd              %s
+  workers           %d x %d slots
+  data dir          %s
+
+Submit a job with grpcurl:
+  grpcurl -plaintext -d @ %s sluice.v1.JobService/SubmitJob < job.json
+Look at it with the CLI:
+  sluice jobs --coordinator %[1]s
+  sluice batches JOB --coordinator %[1]s
+  sluice results JOB --merge --coordinator %[1]s
+  sluice watch JOB --coordinator %[1]s
+
+`, cfg.GRPCAddr, bootstrap, cfg.EtcdAddr, cfg.Workers, cfg.Slots, cfg.DataDir, cfg.GRPCAddr)
+}

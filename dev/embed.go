@@ -1,0 +1,118 @@
+// Package dev runs a whole Sluice cluster in one process: an embedded etcd, an
+// embedded Kafka-protocol broker (kfake), a coordinator and workers. It backs
+// `sluice dev` and the integration tests.
+package dev
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// EtcdConfig configures an embedded etcd.
+type EtcdConfig struct {
+	// Dir holds etcd's data; it survives restarts.
+	Dir string
+	// ClientAddr and PeerAddr are host:port listen addresses.
+	ClientAddr string
+	PeerAddr   string
+	// MaxRequestBytes raises etcd's request limit; 0 keeps etcd's default.
+	MaxRequestBytes uint
+}
+
+// StartEtcd starts an embedded single-member etcd and waits until it serves.
+// Its logs go to etcd.log in Dir. Close the returned server to stop it.
+func StartEtcd(ctx context.Context, c EtcdConfig) (*embed.Etcd, error) {
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("etcd data dir: %w", err)
+	}
+	cu, err := url.Parse("http://" + c.ClientAddr)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client address %q: %w", c.ClientAddr, err)
+	}
+	pu, err := url.Parse("http://" + c.PeerAddr)
+	if err != nil {
+		return nil, fmt.Errorf("etcd peer address %q: %w", c.PeerAddr, err)
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "sluice-dev"
+	cfg.Dir = filepath.Join(c.Dir, "data")
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.Name + "=" + pu.String()
+	cfg.LogLevel = "warn"
+	cfg.LogOutputs = []string{filepath.Join(c.Dir, "etcd.log")}
+	if c.MaxRequestBytes > 0 {
+		cfg.MaxRequestBytes = c.MaxRequestBytes
+	}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start etcd: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return e, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("etcd: %w", err)
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("etcd did not become ready within 30s (see %s)", cfg.LogOutputs[0])
+	}
+}
+
+// KafkaConfig configures the embedded broker.
+type KafkaConfig struct {
+	// Addr is the host:port the broker listens on (kfake binds 127.0.0.1).
+	Addr string
+	// Dir persists topics across restarts; empty keeps them in memory.
+	Dir string
+}
+
+// StartKafka starts a single embedded kfake broker.
+func StartKafka(c KafkaConfig) (*kfake.Cluster, error) {
+	host, portStr, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("kafka address %q: %w", c.Addr, err)
+	}
+	if host != "127.0.0.1" && host != "localhost" {
+		return nil, fmt.Errorf("kafka address %q: the embedded broker listens on 127.0.0.1 only", c.Addr)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("kafka address %q: %w", c.Addr, err)
+	}
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port)}
+	if c.Dir != "" {
+		if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("kafka data dir: %w", err)
+		}
+		opts = append(opts, kfake.DataDir(c.Dir))
+	}
+	k, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded kafka on %s: %w", c.Addr, err)
+	}
+	return k, nil
+}
+
+// FreeAddr returns a loopback address with a port free right now.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

@@ -1,0 +1,237 @@
+package kafkasrc
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func newTestAdmin(t *testing.T, cl Cluster) *Admin {
+	t.Helper()
+	a, err := NewAdmin(cl, testLogger(t))
+	if err != nil {
+		t.Fatalf("NewAdmin: %v", err)
+	}
+	t.Cleanup(a.Close)
+	return a
+}
+
+func TestAdminPartitions(t *testing.T) {
+	_, cl := newTestCluster(t, 3, "orders", "clicks")
+	a := newTestAdmin(t, cl)
+	ctx := testCtx(t)
+
+	got, err := a.Partitions(ctx, []string{"orders", "clicks"})
+	if err != nil {
+		t.Fatalf("Partitions: %v", err)
+	}
+	want := map[string][]int32{"orders": {0, 1, 2}, "clicks": {0, 1, 2}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Partitions: got %v, want %v", got, want)
+	}
+
+	t.Run("unknown topic", func(t *testing.T) {
+		_, err := a.Partitions(ctx, []string{"orders", "nope"})
+		if !errors.Is(err, ErrUnknownTopic) {
+			t.Fatalf("Partitions(nope): got %v, want ErrUnknownTopic", err)
+		}
+		if !strings.Contains(err.Error(), `"nope"`) {
+			t.Errorf("Partitions(nope): error %q does not name the topic", err)
+		}
+	})
+
+	t.Run("partition added later", func(t *testing.T) {
+		createPartitions(t, newKgo(t, cl), "orders", 5)
+		// The admin must ask again, not answer from its metadata cache.
+		got, err := a.Partitions(ctx, []string{"orders"})
+		if err != nil {
+			t.Fatalf("Partitions: %v", err)
+		}
+		if want := []int32{0, 1, 2, 3, 4}; !reflect.DeepEqual(got["orders"], want) {
+			t.Errorf("Partitions after CreatePartitions: got %v, want %v", got["orders"], want)
+		}
+	})
+
+	t.Run("empty", func(t *testing.T) {
+		got, err := a.Partitions(ctx, nil)
+		if err != nil || len(got) != 0 {
+			t.Errorf("Partitions(nil) = %v, %v, want empty, nil", got, err)
+		}
+	})
+}
+
+func TestAdminOffsets(t *testing.T) {
+	_, cl := newTestCluster(t, 3, "t")
+	k := newKgo(t, cl)
+	produce(t, k, "t", 0, keyed(0, 10))
+	produce(t, k, "t", 1, keyed(0, 3))
+	a := newTestAdmin(t, cl)
+	ctx := testCtx(t)
+	tps := []TopicPartition{{"t", 0}, {"t", 1}, {"t", 2}}
+
+	latest, err := a.LatestOffsets(ctx, tps)
+	if err != nil {
+		t.Fatalf("LatestOffsets: %v", err)
+	}
+	if want := map[TopicPartition]int64{{"t", 0}: 10, {"t", 1}: 3, {"t", 2}: 0}; !reflect.DeepEqual(latest, want) {
+		t.Errorf("LatestOffsets: got %v, want %v", latest, want)
+	}
+
+	earliest, err := a.EarliestOffsets(ctx, tps)
+	if err != nil {
+		t.Fatalf("EarliestOffsets: %v", err)
+	}
+	if want := map[TopicPartition]int64{{"t", 0}: 0, {"t", 1}: 0, {"t", 2}: 0}; !reflect.DeepEqual(earliest, want) {
+		t.Errorf("EarliestOffsets: got %v, want %v", earliest, want)
+	}
+
+	deleteRecords(t, k, "t", 0, 4)
+	earliest, err = a.EarliestOffsets(ctx, tps[:1])
+	if err != nil {
+		t.Fatalf("EarliestOffsets after DeleteRecords: %v", err)
+	}
+	if want := map[TopicPartition]int64{{"t", 0}: 4}; !reflect.DeepEqual(earliest, want) {
+		t.Errorf("EarliestOffsets after DeleteRecords: got %v, want %v", earliest, want)
+	}
+
+	_, err = a.LatestOffsets(ctx, []TopicPartition{{"t", 0}, {"missing", 0}})
+	if err == nil || !strings.Contains(err.Error(), "missing/0") {
+		t.Errorf("LatestOffsets(missing/0): got %v, want an error naming missing/0", err)
+	}
+}
+
+func TestAdminOffsetsForTimes(t *testing.T) {
+	_, cl := newTestCluster(t, 1, "t")
+	k := newKgo(t, cl)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	rs := keyed(0, 10)
+	for i, r := range rs {
+		r.Timestamp = t0.Add(time.Duration(i) * time.Second)
+	}
+	produce(t, k, "t", 0, rs)
+	a := newTestAdmin(t, cl)
+	ctx := testCtx(t)
+	tp := TopicPartition{"t", 0}
+
+	tests := []struct {
+		name string
+		ts   time.Time
+		want int64
+	}{
+		{"before all", t0.Add(-time.Minute), 0},
+		{"exact first", t0, 0},
+		{"exact", t0.Add(3 * time.Second), 3},
+		{"between", t0.Add(3500 * time.Millisecond), 4},
+		{"exact last", t0.Add(9 * time.Second), 9},
+		{"after all: latest", t0.Add(time.Minute), 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := a.OffsetsForTimes(ctx, []TopicPartition{tp}, tc.ts)
+			if err != nil {
+				t.Fatalf("OffsetsForTimes: %v", err)
+			}
+			if got[tp] != tc.want {
+				t.Errorf("OffsetsForTimes(%v): got %d, want %d", tc.ts, got[tp], tc.want)
+			}
+		})
+	}
+}
+
+func TestAdminCreateTopic(t *testing.T) {
+	_, cl := newTestCluster(t, 1)
+	a := newTestAdmin(t, cl)
+	ctx := testCtx(t)
+	if err := a.CreateTopic(ctx, "fresh", 4); err != nil {
+		t.Fatalf("CreateTopic: %v", err)
+	}
+	if err := a.CreateTopic(ctx, "fresh", 4); err != nil {
+		t.Fatalf("CreateTopic again: got %v, want nil", err)
+	}
+	got, err := a.Partitions(ctx, []string{"fresh"})
+	if err != nil {
+		t.Fatalf("Partitions: %v", err)
+	}
+	if want := []int32{0, 1, 2, 3}; !reflect.DeepEqual(got["fresh"], want) {
+		t.Errorf("Partitions(fresh): got %v, want %v", got["fresh"], want)
+	}
+	if err := a.CreateTopic(ctx, "zero", 0); !errors.Is(err, ErrInvalidRange) {
+		t.Errorf("CreateTopic(0 partitions): got %v, want ErrInvalidRange", err)
+	}
+}
+
+func TestAdminReadCommittedLatest(t *testing.T) {
+	_, cl := newTestCluster(t, 1, "tx")
+	k := newKgo(t, cl, kgo.TransactionalID("tx-latest"))
+	ctx := testCtx(t)
+	if err := k.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, k, "tx", 0, keyed(0, 4)) // offsets 0..3, open transaction
+	rc := cl
+	rc.ReadCommitted = true
+	tp := TopicPartition{"tx", 0}
+	tests := []struct {
+		name string
+		cl   Cluster
+		want int64
+	}{
+		{"read_uncommitted: high watermark", cl, 4},
+		{"read_committed: last stable offset", rc, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := newTestAdmin(t, tc.cl).LatestOffsets(ctx, []TopicPartition{tp})
+			if err != nil {
+				t.Fatalf("LatestOffsets: %v", err)
+			}
+			if got[tp] != tc.want {
+				t.Errorf("LatestOffsets: got %d, want %d", got[tp], tc.want)
+			}
+		})
+	}
+	if err := k.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAdminPool(t *testing.T) {
+	_, cl := newTestCluster(t, 2, "t")
+	p := NewAdminPool(testLogger(t))
+	t.Cleanup(p.Close)
+	a1, err := p.Get(cl)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	a2, err := p.Get(Cluster{Bootstrap: cl.Bootstrap, Properties: map[string]string{}})
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if a1 != a2 {
+		t.Errorf("Get of the same cluster: got two Admins, want one")
+	}
+	rc := cl
+	rc.ReadCommitted = true
+	a3, err := p.Get(rc)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if a3 == a1 {
+		t.Errorf("Get of a read_committed cluster: got the read_uncommitted Admin")
+	}
+	a1.Close() // owned by the pool: must not close it
+	if _, err := a1.Partitions(testCtx(t), []string{"t"}); err != nil {
+		t.Errorf("Partitions after Close of a pooled Admin: %v", err)
+	}
+	if _, err := p.Get(Cluster{Bootstrap: cl.Bootstrap, Properties: map[string]string{"group.id": "x"}}); !errors.Is(err, ErrReservedProperty) {
+		t.Errorf("Get with group.id: got %v, want ErrReservedProperty", err)
+	}
+	p.Close()
+	if _, err := p.Get(cl); !errors.Is(err, ErrClosed) {
+		t.Errorf("Get after Close: got %v, want ErrClosed", err)
+	}
+}

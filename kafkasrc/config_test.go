@@ -1,0 +1,104 @@
+package kafkasrc
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestValidateProperties(t *testing.T) {
+	tests := []struct {
+		name    string
+		props   map[string]string
+		wantErr string // substring naming the property; "" = no error
+	}{
+		{name: "nil", props: nil},
+		{name: "empty", props: map[string]string{}},
+		{name: "allowed", props: map[string]string{
+			"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
+			"fetch.wait.max.ms": "50", "queued.min.messages": "1000", "client.id": "me",
+		}},
+		{name: "group.id", props: map[string]string{"group.id": "g"}, wantErr: `"group.id"`},
+		{name: "enable.auto.commit", props: map[string]string{"enable.auto.commit": "true"}, wantErr: `"enable.auto.commit"`},
+		{name: "auto.commit.enable alias", props: map[string]string{"auto.commit.enable": "true"}, wantErr: `"auto.commit.enable"`},
+		{name: "enable.auto.offset.store", props: map[string]string{"enable.auto.offset.store": "true"}, wantErr: `"enable.auto.offset.store"`},
+		{name: "auto.offset.reset", props: map[string]string{"auto.offset.reset": "earliest"}, wantErr: `"auto.offset.reset"`},
+		{name: "isolation.level", props: map[string]string{"isolation.level": "read_uncommitted"}, wantErr: `"isolation.level"`},
+		{name: "bootstrap.servers", props: map[string]string{"bootstrap.servers": "x:9092"}, wantErr: `"bootstrap.servers"`},
+		{name: "metadata.broker.list alias", props: map[string]string{"metadata.broker.list": "x:9092"}, wantErr: `"metadata.broker.list"`},
+		{name: "enable.partition.eof", props: map[string]string{"enable.partition.eof": "true"}, wantErr: `"enable.partition.eof"`},
+		{name: "go.logs.channel.enable", props: map[string]string{"go.logs.channel.enable": "false"}, wantErr: `"go.logs.channel.enable"`},
+		{name: "go.events.channel.enable", props: map[string]string{"go.events.channel.enable": "true"}, wantErr: `"go.events.channel.enable"`},
+		{name: "transactional.id", props: map[string]string{"transactional.id": "t"}, wantErr: `"transactional.id"`},
+		{name: "surrounding spaces", props: map[string]string{" group.id ": "g"}, wantErr: `" group.id "`},
+		{name: "empty name", props: map[string]string{"": "x"}, wantErr: `""`},
+		{name: "one bad among good", props: map[string]string{"client.id": "a", "isolation.level": "x", "linger.ms": "5"}, wantErr: `"isolation.level"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ValidateProperties(tc.props)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("ValidateProperties(%v) = %v, want nil", tc.props, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("ValidateProperties(%v) = nil, want an error naming %s", tc.props, tc.wantErr)
+			}
+			if !errors.Is(err, ErrReservedProperty) {
+				t.Errorf("ValidateProperties(%v) = %v, want it to wrap ErrReservedProperty", tc.props, err)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("ValidateProperties(%v) = %q, want it to name %s", tc.props, err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestClusterKey(t *testing.T) {
+	base := Cluster{Bootstrap: "a:1,b:2", Properties: map[string]string{"x": "1", "y": "2", "z": "3"}}
+	same := Cluster{Bootstrap: "a:1,b:2", Properties: map[string]string{"z": "3", "y": "2", "x": "1"}}
+	for i := 0; i < 20; i++ { // map iteration order varies between runs
+		if got, want := same.Key(), base.Key(); got != want {
+			t.Fatalf("Key() of the same cluster: got %q, want %q", got, want)
+		}
+	}
+	tests := []struct {
+		name string
+		c    Cluster
+	}{
+		{"other bootstrap", Cluster{Bootstrap: "a:1", Properties: base.Properties}},
+		{"read committed", Cluster{Bootstrap: base.Bootstrap, Properties: base.Properties, ReadCommitted: true}},
+		{"other value", Cluster{Bootstrap: base.Bootstrap, Properties: map[string]string{"x": "1", "y": "2", "z": "4"}}},
+		{"fewer properties", Cluster{Bootstrap: base.Bootstrap, Properties: map[string]string{"x": "1", "y": "2"}}},
+		{"separator in value", Cluster{Bootstrap: base.Bootstrap, Properties: map[string]string{"x": "1 \"y\"=\"2\"", "z": "3"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.c.Key() == base.Key() {
+				t.Errorf("Key() = %q for both %+v and %+v, want different keys", base.Key(), tc.c, base)
+			}
+		})
+	}
+}
+
+func TestValidateProducerProperties(t *testing.T) {
+	tests := []struct {
+		name    string
+		props   map[string]string
+		wantErr bool
+	}{
+		{"acks and transactional.id", map[string]string{"acks": "all", "transactional.id": "t", "linger.ms": "10"}, false},
+		{"bootstrap", map[string]string{"bootstrap.servers": "x:1"}, true},
+		{"go.delivery.reports", map[string]string{"go.delivery.reports": "false"}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := validateProducerProperties(tc.props)
+			if got := err != nil; got != tc.wantErr {
+				t.Errorf("validateProducerProperties(%v) = %v, want error %v", tc.props, err, tc.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,29 @@
+// Package kafkasrc is Sluice's only door to Kafka: it is the one package that
+// imports confluent-kafka-go (librdkafka, bundled, cgo).
+//
+// It offers three things:
+//
+//   - [Admin] (and [AdminPool]) answer the coordinator's questions: the
+//     partitions of a topic, latest (high watermark or last stable offset),
+//     earliest and by-timestamp offsets, and topic creation.
+//   - [Cache] reads exact offset ranges [from, until) for the workers, with an
+//     LRU cache of assigned consumers so that the data a consumer prefetched
+//     for one task is reused by the next task on the same partition.
+//   - [Producer] writes records (the demo's synthetic stream, the Kafka sink).
+//
+// # Reading exact ranges
+//
+// A consumer is assigned its partition and positioned with seeks; it never
+// subscribes and never commits. A range is done when the consumer's position
+// reaches until, not after until-from records: offsets have gaps
+// (transaction markers, aborted records under read_committed, compaction).
+// auto.offset.reset is "error", so a range that starts below the log start
+// (retention deleted it) or beyond the end fails with [ErrOffsetOutOfRange]
+// instead of silently jumping elsewhere.
+//
+// # Logs
+//
+// librdkafka's logs go to the injected hclog.Logger (librdkafka level 3 and
+// below as Error, 4 as Warn, 5 as Info, 6 as Debug, 7 as Trace); nothing is
+// written to stderr.
+package kafkasrc

@@ -1,0 +1,267 @@
+package steps
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common"
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/ext"
+
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+)
+
+// FieldError is an invalid expression or setting of a JobSpec, named by its
+// field so that the submitter can find it.
+type FieldError struct {
+	// Field is the path of the field in the spec: "steps[1].filter",
+	// "steps[0].map.value", "aggregate.key", "aggregate.functions[2]", ...
+	Field string
+	// Expr is the expression, empty when the error is not about one.
+	Expr string
+	// Err is the CEL error (with its line:column and the offending source line)
+	// or what is wrong with the field.
+	Err error
+}
+
+func (e *FieldError) Error() string {
+	// CEL's messages already quote the source line under the position; other
+	// errors about an expression name it.
+	var cerr *celError
+	if e.Expr == "" || errors.As(e.Err, &cerr) {
+		return e.Field + ": " + e.Err.Error()
+	}
+	return fmt.Sprintf("%s: %q: %v", e.Field, e.Expr, e.Err)
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// celError carries CEL's issues as an error.
+type celError struct{ msg string }
+
+func (e *celError) Error() string { return e.msg }
+
+// Program is a compiled JobSpec's steps and aggregation. It is immutable and
+// safe for concurrent use: each task runs it with its own Runner.
+type Program struct {
+	steps    []step
+	agg      *aggregate
+	skip     bool // RECORD_ERROR_POLICY_SKIP
+	usesJSON bool
+}
+
+// step is one filter or map step; exactly one of filter, or key and/or value,
+// is set.
+type step struct {
+	filter     *expr
+	key, value *expr
+}
+
+type aggregate struct {
+	key       *expr // nil: the record key
+	value     *expr // nil: no value, sum/min/max/avg stay 0
+	functions []sluicev1.AggregateFunction
+}
+
+// expr is a compiled expression with the field it came from, which runtime
+// errors name.
+type expr struct {
+	field string
+	prg   cel.Program
+}
+
+// UsesJSON reports whether an expression reads the json variable, i.e. whether
+// values are parsed.
+func (p *Program) UsesJSON() bool { return p.usesJSON }
+
+// Aggregates reports whether the program aggregates; when it does not, the
+// records that leave the steps are collected.
+func (p *Program) Aggregates() bool { return p.agg != nil }
+
+// Functions returns the aggregate functions requested, in spec order without
+// duplicates ([COUNT] when the spec lists none); nil without aggregation.
+func (p *Program) Functions() []sluicev1.AggregateFunction {
+	if p.agg == nil {
+		return nil
+	}
+	return append([]sluicev1.AggregateFunction(nil), p.agg.functions...)
+}
+
+var (
+	envOnce sync.Once
+	env     *cel.Env
+	envErr  error
+)
+
+// environment returns the CEL environment shared by all programs: building
+// one costs milliseconds, and an Env is safe for concurrent use.
+func environment() (*cel.Env, error) {
+	envOnce.Do(func() {
+		env, envErr = cel.NewEnv(
+			cel.Variable("key", cel.StringType),
+			cel.Variable("value", cel.StringType),
+			cel.Variable("key_bytes", cel.BytesType),
+			cel.Variable("value_bytes", cel.BytesType),
+			cel.Variable("json", cel.DynType),
+			cel.Variable("headers", cel.MapType(cel.StringType, cel.StringType)),
+			cel.Variable("topic", cel.StringType),
+			cel.Variable("partition", cel.IntType),
+			cel.Variable("offset", cel.IntType),
+			cel.Variable("timestamp", cel.TimestampType),
+			// JSON numbers are doubles: json.ms > 100 must work.
+			cel.CrossTypeNumericComparisons(true),
+			cel.DefaultUTCTimeZone(true),
+			cel.OptionalTypes(),
+			ext.Strings(),
+			ext.Encoders(),
+			ext.Math(),
+			ext.Lists(),
+			ext.Sets(),
+			ext.Regex(),
+			ext.Bindings(),
+		)
+	})
+	return env, envErr
+}
+
+// Compile type-checks every expression of spec.Steps and spec.Aggregate.
+// Errors are *FieldError.
+func Compile(spec *sluicev1.JobSpec) (*Program, error) {
+	e, err := environment()
+	if err != nil {
+		return nil, fmt.Errorf("cel environment: %w", err)
+	}
+	p := &Program{skip: spec.GetOnRecordError() == sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_SKIP}
+	for i, s := range spec.GetSteps() {
+		switch k := s.GetKind().(type) {
+		case *sluicev1.Step_Filter:
+			x, err := p.compile(e, fmt.Sprintf("steps[%d].filter", i), k.Filter, filterKinds, "a bool")
+			if err != nil {
+				return nil, err
+			}
+			p.steps = append(p.steps, step{filter: x})
+		case *sluicev1.Step_Map:
+			field := fmt.Sprintf("steps[%d].map", i)
+			if k.Map.GetKey() == "" && k.Map.GetValue() == "" {
+				return nil, &FieldError{Field: field, Err: errors.New("needs a key or a value expression")}
+			}
+			var st step
+			if src := k.Map.GetKey(); src != "" {
+				if st.key, err = p.compile(e, field+".key", src, mapKinds, mapWant); err != nil {
+					return nil, err
+				}
+			}
+			if src := k.Map.GetValue(); src != "" {
+				if st.value, err = p.compile(e, field+".value", src, mapKinds, mapWant); err != nil {
+					return nil, err
+				}
+			}
+			p.steps = append(p.steps, st)
+		default:
+			return nil, &FieldError{Field: fmt.Sprintf("steps[%d]", i), Err: errors.New("needs a filter or a map")}
+		}
+	}
+	if a := spec.GetAggregate(); a != nil {
+		if p.agg, err = p.compileAggregate(e, a); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (p *Program) compileAggregate(e *cel.Env, a *sluicev1.Aggregate) (*aggregate, error) {
+	agg := &aggregate{}
+	var needValue []string
+	seen := make(map[sluicev1.AggregateFunction]bool)
+	for i, f := range a.GetFunctions() {
+		switch f {
+		case sluicev1.AggregateFunction_AGGREGATE_FUNCTION_COUNT:
+		case sluicev1.AggregateFunction_AGGREGATE_FUNCTION_SUM,
+			sluicev1.AggregateFunction_AGGREGATE_FUNCTION_MIN,
+			sluicev1.AggregateFunction_AGGREGATE_FUNCTION_MAX,
+			sluicev1.AggregateFunction_AGGREGATE_FUNCTION_AVG:
+			needValue = append(needValue, f.String())
+		default:
+			return nil, &FieldError{
+				Field: fmt.Sprintf("aggregate.functions[%d]", i),
+				Err:   fmt.Errorf("%v is not an aggregate function; want COUNT, SUM, MIN, MAX or AVG", f),
+			}
+		}
+		if !seen[f] {
+			seen[f] = true
+			agg.functions = append(agg.functions, f)
+		}
+	}
+	if len(agg.functions) == 0 {
+		agg.functions = []sluicev1.AggregateFunction{sluicev1.AggregateFunction_AGGREGATE_FUNCTION_COUNT}
+	}
+	var err error
+	if src := a.GetKey(); src != "" {
+		if agg.key, err = p.compile(e, "aggregate.key", src, keyKinds, "a string, bytes, number or bool"); err != nil {
+			return nil, err
+		}
+	}
+	if src := a.GetValue(); src != "" {
+		if agg.value, err = p.compile(e, "aggregate.value", src, valueKinds, "a number"); err != nil {
+			return nil, err
+		}
+	} else if len(needValue) > 0 {
+		return nil, &FieldError{
+			Field: "aggregate.value",
+			Err:   fmt.Errorf("a numeric value expression is required by %s", strings.Join(needValue, ", ")),
+		}
+	}
+	return agg, nil
+}
+
+// Output types accepted per kind of expression; dyn is checked at run time.
+var (
+	filterKinds = kinds(types.BoolKind)
+	mapKinds    = kinds(types.StringKind, types.BytesKind, types.IntKind, types.UintKind,
+		types.DoubleKind, types.BoolKind, types.NullTypeKind, types.ListKind, types.MapKind,
+		types.TimestampKind, types.DurationKind)
+	keyKinds = kinds(types.StringKind, types.BytesKind, types.IntKind, types.UintKind,
+		types.DoubleKind, types.BoolKind)
+	valueKinds = kinds(types.IntKind, types.UintKind, types.DoubleKind)
+)
+
+const mapWant = "a string, bytes, number, bool, null, list, map, timestamp or duration"
+
+func kinds(ks ...types.Kind) map[types.Kind]bool {
+	m := map[types.Kind]bool{types.DynKind: true, types.AnyKind: true}
+	for _, k := range ks {
+		m[k] = true
+	}
+	return m
+}
+
+// compile parses and checks one expression and verifies its output type.
+func (p *Program) compile(e *cel.Env, field, src string, want map[types.Kind]bool, wantText string) (*expr, error) {
+	if strings.TrimSpace(src) == "" {
+		return nil, &FieldError{Field: field, Expr: src, Err: errors.New("empty expression")}
+	}
+	ast, iss := e.Compile(src)
+	if iss.Err() != nil {
+		return nil, &FieldError{Field: field, Expr: src, Err: &celError{msg: iss.String()}}
+	}
+	if out := ast.OutputType(); !want[out.Kind()] {
+		// Report in CEL's format so the position and source line show.
+		native := ast.NativeRep()
+		iss := cel.NewIssuesWithSourceInfo(common.NewErrors(ast.Source()), native.SourceInfo())
+		iss.ReportErrorAtID(native.Expr().ID(), "expression gives %s, want %s", out, wantText)
+		return nil, &FieldError{Field: field, Expr: src, Err: &celError{msg: iss.String()}}
+	}
+	for _, ref := range ast.NativeRep().ReferenceMap() {
+		if ref.Name == "json" && len(ref.OverloadIDs) == 0 {
+			p.usesJSON = true
+		}
+	}
+	prg, err := e.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		return nil, &FieldError{Field: field, Expr: src, Err: err}
+	}
+	return &expr{field: field, prg: prg}, nil
+}

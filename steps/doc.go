@@ -1,0 +1,80 @@
+// Package steps compiles a job's CEL steps and aggregation and runs them over
+// records.
+//
+// [Compile] type-checks every expression of a [sluicev1.JobSpec] once, on the
+// coordinator at submit time and on each worker; a [Program] is immutable and
+// shared by all the tasks of a worker. Each task makes its own [Runner], feeds it
+// the records of its offset range with [Runner.Process] and reads the outcome
+// with [Runner.Result]: partial aggregates per key, or the output records when
+// the job does not aggregate. [Merge] adds up the partial aggregates of several
+// tasks.
+//
+// # Variables
+//
+// Every expression sees one record:
+//
+//	key          string     the record key (UTF-8 is not checked)
+//	value        string     the record value
+//	key_bytes    bytes      the record key
+//	value_bytes  bytes      the record value
+//	json         dyn        the value parsed as JSON: objects are maps, arrays
+//	                        lists, numbers doubles
+//	headers      map(string, string)  the record headers; the last one wins
+//	                        when a header repeats
+//	topic        string
+//	partition    int
+//	offset       int
+//	timestamp    google.protobuf.Timestamp
+//
+// A variable is computed only when an expression reads it, at most once per
+// record: a job whose steps never mention json never parses a value, so values
+// that are not JSON pass through it untouched. After a map step, later steps
+// and the aggregation see the new key and value (json then parses the new
+// value).
+//
+// JSON numbers are doubles. Comparisons across numeric types work
+// (json.ms > 100), arithmetic does not: write json.ms + 1.0 or int(json.ms) + 1.
+//
+// # Functions
+//
+// The CEL standard library, optional types (json.?field.orValue(x)) and these
+// extensions of cel-go's ext package:
+//
+//   - strings: charAt, indexOf, lastIndexOf, lowerAscii, upperAscii, replace,
+//     split, substring, trim, join, reverse, format, strings.quote
+//   - encoders: base64.encode, base64.decode, json.encode, json.parse,
+//     yaml.encode, yaml.parse (json.encode(...) and json.parse(...) are these
+//     functions; json.field is the variable)
+//   - math: math.greatest, math.least, math.abs, math.ceil, math.floor,
+//     math.round, math.trunc, math.sign, math.sqrt, math.isNaN, math.isInf,
+//     math.bitAnd and the other bit operations
+//   - lists: slice, flatten, distinct, reverse, sort, sortBy, lists.range
+//   - sets: sets.contains, sets.equivalent, sets.intersects
+//   - regex: regex.extract, regex.extractAll, regex.replace
+//   - bindings: cel.bind(name, init, expr)
+//
+// Times use UTC unless a time zone is given: timestamp.getHours() is the UTC
+// hour.
+//
+// # Steps
+//
+// A filter must give a bool (or dyn that is a bool at run time); false drops
+// the record. A map step replaces the key and/or the value: strings and bytes
+// are taken as they are, numbers and bools are formatted (doubles as JSON
+// writes them: 1234567, 0.5, 1e+21), null is empty, lists and maps are written
+// as JSON with sorted keys, timestamps and durations as CEL formats them.
+//
+// # Aggregation
+//
+// The aggregate key is formatted like a map result and must be a string, bytes,
+// number or bool; empty means the record key. The value must be a number; it is
+// required by SUM, MIN, MAX and AVG, and when it is set every KeyAggregate has
+// sum, min, max and avg filled whatever the functions asked for.
+//
+// # Errors
+//
+// A record that an expression cannot evaluate (invalid JSON, a missing field, a
+// type error, a filter that does not give a bool) fails the task under
+// RECORD_ERROR_POLICY_FAIL (the default) with a [*RecordError], or is counted
+// in Result.Failed and skipped under RECORD_ERROR_POLICY_SKIP.
+package steps

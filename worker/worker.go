@@ -1,0 +1,303 @@
+// Package worker runs Sluice tasks: it dials the coordinator (workers open no
+// inbound port), registers its slots, reads each task's offset range from
+// Kafka, applies the job's steps and streams the result back.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sluice-stream/sluice/kafkasrc"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"github.com/sluice-stream/sluice/record"
+	"github.com/sluice-stream/sluice/steps"
+)
+
+// Config configures a Worker.
+type Config struct {
+	// Coordinators are the coordinator addresses; the worker connects to
+	// whichever leads.
+	Coordinators []string
+	// ID is stable across restarts; default hostname-pid.
+	ID string
+	// Slots is how many tasks run at once; default 4.
+	Slots int
+	// ConsumerCacheSize is the capacity of the Kafka consumer cache; default 64.
+	ConsumerCacheSize int
+	Labels            []string
+	Logger            hclog.Logger
+	// DialOptions are added to the gRPC dial (tests).
+	DialOptions []grpc.DialOption
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Slots: 4, ConsumerCacheSize: 64, Logger: hclog.NewNullLogger()}
+}
+
+// Validate checks the config.
+func (c *Config) Validate() error {
+	if len(c.Coordinators) == 0 {
+		return errors.New("worker: config: at least one coordinator address is required")
+	}
+	if c.Slots < 1 {
+		return fmt.Errorf("worker: config: slots %d is below 1", c.Slots)
+	}
+	if c.ConsumerCacheSize < 1 {
+		return fmt.Errorf("worker: config: consumer cache size %d is below 1", c.ConsumerCacheSize)
+	}
+	return nil
+}
+
+// Worker executes tasks for the coordinator.
+type Worker struct {
+	cfg    Config
+	logger hclog.Logger
+	cache  *kafkasrc.Cache
+
+	mu       sync.Mutex
+	programs map[string]compiled // by job
+}
+
+type compiled struct {
+	version int64
+	prog    *steps.Program
+}
+
+// New builds a worker; Run starts it.
+func New(cfg Config) (*Worker, error) {
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	logger := cfg.Logger.Named("worker").With("worker_id", cfg.ID)
+	return &Worker{
+		cfg:      cfg,
+		logger:   logger,
+		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka")),
+		programs: map[string]compiled{},
+	}, nil
+}
+
+// ID is the worker's id.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Run connects to the leading coordinator and runs tasks until ctx ends,
+// reconnecting with backoff when the stream breaks.
+func (w *Worker) Run(ctx context.Context) error {
+	defer w.cache.Close()
+	backoff := 100 * time.Millisecond
+	for i := 0; ; i++ {
+		addr := w.cfg.Coordinators[i%len(w.cfg.Coordinators)]
+		start := time.Now()
+		err := w.session(ctx, addr)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		w.logger.Warn("coordinator stream ended, reconnecting", "coordinator", addr, "error", err, "backoff", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 3*time.Second)
+	}
+}
+
+// session is one stream to one coordinator; its goroutines end with it.
+func (w *Worker) session(ctx context.Context, addr string) error {
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
+	}, w.cfg.DialOptions...)
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer conn.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := sluicev1.NewWorkerServiceClient(conn).Connect(ctx)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", addr, err)
+	}
+	host, _ := os.Hostname()
+	if err := stream.Send(&sluicev1.ConnectRequest{Kind: &sluicev1.ConnectRequest_Register{Register: &sluicev1.Register{
+		WorkerId: w.cfg.ID, Slots: int32(w.cfg.Slots), Host: host, Labels: w.cfg.Labels,
+	}}}); err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	hb := first.GetRegistered().GetHeartbeatInterval().AsDuration()
+	if hb <= 0 {
+		hb = time.Second
+	}
+	w.logger.Info("connected", "coordinator", addr, "slots", w.cfg.Slots)
+
+	g, gctx := errgroup.WithContext(ctx)
+	// Recv has no ctx of its own: cancelling the stream's is what unblocks it.
+	g.Go(func() error {
+		<-gctx.Done()
+		cancel()
+		return nil
+	})
+	out := make(chan *sluicev1.ConnectRequest, w.cfg.Slots*2)
+	var running sync.WaitGroup
+	var runningCount int32
+	var countMu sync.Mutex
+	slots := make(chan struct{}, w.cfg.Slots)
+
+	// Sender: the only goroutine that writes to the stream.
+	g.Go(func() error {
+		t := time.NewTicker(hb)
+		defer t.Stop()
+		for {
+			var msg *sluicev1.ConnectRequest
+			select {
+			case <-gctx.Done():
+				return nil
+			case msg = <-out:
+			case <-t.C:
+				countMu.Lock()
+				n := runningCount
+				countMu.Unlock()
+				msg = &sluicev1.ConnectRequest{Kind: &sluicev1.ConnectRequest_Heartbeat{Heartbeat: &sluicev1.Heartbeat{RunningTasks: n}}}
+			}
+			if err := stream.Send(msg); err != nil {
+				return fmt.Errorf("send: %w", err)
+			}
+		}
+	})
+	// Receiver: starts a goroutine per task, bounded by the slots.
+	g.Go(func() error {
+		defer running.Wait()
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				return fmt.Errorf("receive: %w", err)
+			}
+			task := msg.GetTask()
+			if task == nil {
+				continue
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-gctx.Done():
+				return nil
+			}
+			running.Add(1)
+			countMu.Lock()
+			runningCount++
+			countMu.Unlock()
+			go func() {
+				defer running.Done()
+				defer func() {
+					countMu.Lock()
+					runningCount--
+					countMu.Unlock()
+					<-slots
+				}()
+				res := w.runTask(gctx, task)
+				select {
+				case out <- &sluicev1.ConnectRequest{Kind: &sluicev1.ConnectRequest_Result{Result: res}}:
+				case <-gctx.Done():
+				}
+			}()
+		}
+	})
+	return g.Wait()
+}
+
+// program returns the job's compiled steps, compiling once per spec version.
+func (w *Worker) program(task *sluicev1.Task) (*steps.Program, error) {
+	job := task.GetKey().GetJob()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c, ok := w.programs[job]; ok && c.version == task.GetSpecVersion() {
+		return c.prog, nil
+	}
+	prog, err := steps.Compile(task.GetSpec())
+	if err != nil {
+		return nil, err
+	}
+	w.programs[job] = compiled{version: task.GetSpecVersion(), prog: prog}
+	return prog, nil
+}
+
+// runTask reads the task's range and applies the steps; any failure is
+// reported in the result for the coordinator to retry.
+func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.TaskResult {
+	start := time.Now()
+	res := &sluicev1.TaskResult{Key: task.GetKey()}
+	fail := func(err error) *sluicev1.TaskResult {
+		res.Error = err.Error()
+		res.Duration = durationpb.New(time.Since(start))
+		w.logger.Warn("task failed", "job", task.GetKey().GetJob(), "batch", task.GetKey().GetBatchId(),
+			"task", task.GetKey().GetIndex(), "attempt", task.GetKey().GetAttempt(), "error", err)
+		return res
+	}
+	prog, err := w.program(task)
+	if err != nil {
+		return fail(fmt.Errorf("compile steps: %w", err))
+	}
+	if d := task.GetTimeout().AsDuration(); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	spec := task.GetSpec()
+	src := spec.GetSource()
+	cl := kafkasrc.Cluster{
+		Bootstrap:     src.GetBootstrapServers(),
+		Properties:    src.GetProperties(),
+		ReadCommitted: src.GetIsolationLevel() != sluicev1.IsolationLevel_ISOLATION_LEVEL_READ_UNCOMMITTED,
+	}
+	r := task.GetRange()
+	runner := prog.NewRunner()
+	_, err = w.cache.Read(ctx, cl, groupID(spec.GetName()), kafkasrc.Range{
+		Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset(),
+	}, func(rec *record.Record) error { return runner.Process(rec) })
+	if err != nil {
+		return fail(err)
+	}
+	out := runner.Result()
+	res.RecordsIn, res.RecordsOut, res.RecordsFailed = out.In, out.Out, out.Failed
+	res.Aggregates, res.Records = out.Aggregates, out.Records
+	res.Duration = durationpb.New(time.Since(start))
+	return res
+}
+
+// groupID is the consumer group named after the job. Sluice never joins it
+// (assign, not subscribe); it names the job's consumers and, later, where its
+// offsets are mirrored for lag tools.
+func groupID(job string) string {
+	return "sluice-" + strings.ToLower(job)
+}
