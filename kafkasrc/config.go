@@ -13,7 +13,8 @@ import (
 // Sentinel errors. Errors returned by this package wrap them (test with
 // errors.Is) and name the topic, partition and offsets involved.
 var (
-	// ErrUnknownTopic means that the topic does not exist in the cluster.
+	// ErrUnknownTopic means that the topic, or the partition, does not exist
+	// in the cluster.
 	ErrUnknownTopic = errors.New("kafkasrc: unknown topic")
 	// ErrOffsetOutOfRange means that a read started below the log start
 	// offset (the records were deleted, e.g. by retention) or beyond the end

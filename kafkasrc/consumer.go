@@ -13,8 +13,9 @@ import (
 	"github.com/sluice-stream/sluice/record"
 )
 
-// pollTimeoutMs bounds one Poll: a cancelled ctx is noticed within it.
-const pollTimeoutMs = 100
+// pollTimeoutMs bounds one Poll: a cancelled ctx is noticed within it. A
+// variable so that tests can make polls return empty more often.
+var pollTimeoutMs = 100
 
 // consumer is one librdkafka consumer assigned to one partition, reading
 // ranges of it. It is used by one read at a time.

@@ -153,9 +153,13 @@ func mustCollect(t testing.TB, c *Cache, cl Cluster, r Range) ([]want, ReadStats
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	start := time.Now()
 	got, st, err := collect(t, ctx, c, cl, r)
 	if err != nil {
 		t.Fatalf("Read(%s): %v", r, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Logf("slow Read(%s): %v, %+v", r, d, st)
 	}
 	return got, st
 }

@@ -470,3 +470,35 @@ func TestCacheClose(t *testing.T) {
 	}
 	c.Close() // idempotent
 }
+
+// TestReadEmptyPolls repeats the seek and transaction cases with polls that
+// return at once, so that most polls come back empty and the end of a range
+// is found through the consumer's position: a stale position (from before a
+// seek) would end a read early and lose records.
+func TestReadEmptyPolls(t *testing.T) {
+	saved := pollTimeoutMs
+	pollTimeoutMs = 0
+	t.Cleanup(func() { pollTimeoutMs = saved })
+
+	t.Run("seek", func(t *testing.T) {
+		_, cl := newTestCluster(t, 1, "t")
+		truth := produce(t, newKgo(t, cl), "t", 0, keyed(0, 300))
+		c := newTestCache(t, 1)
+		for _, r := range [][2]int64{{0, 300}, {10, 20}, {250, 300}, {0, 1}, {1, 300}, {299, 300}, {5, 6}} {
+			rg := Range{Topic: "t", Partition: 0, From: r[0], Until: r[1]}
+			got, _ := mustCollect(t, c, cl, rg)
+			sameRecords(t, rg.String(), got, between(truth, r[0], r[1]))
+		}
+	})
+
+	t.Run("transactional split", func(t *testing.T) {
+		cl, committed := txnTopic(t)
+		c := newTestCache(t, 1)
+		for k := int64(1); k < 13; k++ {
+			first, _ := mustCollect(t, c, cl, Range{Topic: "tx", Partition: 0, From: 0, Until: k})
+			second, _ := mustCollect(t, c, cl, Range{Topic: "tx", Partition: 0, From: k, Until: 13})
+			sameRecords(t, fmt.Sprintf("[0, %d)", k), first, between(committed, 0, k))
+			sameRecords(t, fmt.Sprintf("[%d, 13)", k), second, between(committed, k, 13))
+		}
+	})
+}
