@@ -67,6 +67,11 @@ type Cache struct {
 	entries map[cacheKey]*consumer
 	lru     *list.List // of *consumer, most recently used first
 	closed  bool
+
+	// closing counts the consumers being closed in the background (closing
+	// a librdkafka consumer takes ~100 ms, which a read should not wait
+	// for). Add is called with mu held and closed false; Close waits.
+	closing sync.WaitGroup
 }
 
 // NewCache returns an empty cache that keeps at most capacity consumers
@@ -135,7 +140,7 @@ func (c *Cache) Read(ctx context.Context, cl Cluster, groupID string, r Range, f
 	if cached {
 		c.release(cons, err != nil)
 	} else {
-		cons.close()
+		c.closeLater(cons)
 	}
 	return stats, err
 }
@@ -157,7 +162,10 @@ func (c *Cache) acquire(cl Cluster, key cacheKey) (cons *consumer, cached bool, 
 		}
 		c.mu.Unlock()
 		cons, err := newConsumer(cl, key, c.logger)
-		return cons, false, err
+		if err != nil {
+			return nil, false, err
+		}
+		return cons, false, nil
 	}
 	c.mu.Unlock()
 
@@ -192,7 +200,7 @@ func (c *Cache) acquire(cl Cluster, key cacheKey) (cons *consumer, cached bool, 
 	}
 	c.mu.Unlock()
 	for _, v := range evicted {
-		v.close()
+		c.closeLater(v)
 	}
 	return cons, true, nil
 }
@@ -208,8 +216,25 @@ func (c *Cache) release(cons *consumer, failed bool) {
 	}
 	c.mu.Unlock()
 	if drop {
-		cons.close()
+		c.closeLater(cons)
 	}
+}
+
+// closeLater closes cons in the background, or at once when the cache is
+// closed (Close is then waiting, or has returned).
+func (c *Cache) closeLater(cons *consumer) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		cons.close()
+		return
+	}
+	c.closing.Add(1)
+	c.mu.Unlock()
+	go func() { // ends when the consumer is closed
+		defer c.closing.Done()
+		cons.close()
+	}()
 }
 
 // removeLocked removes cons from the map and the LRU list. c.mu must be held.
@@ -223,8 +248,9 @@ func (c *Cache) removeLocked(cons *consumer) {
 	}
 }
 
-// Close closes every idle cached consumer; a consumer in use is closed when
-// its read returns. Read fails with ErrClosed after Close.
+// Close closes every idle cached consumer and waits for the consumers being
+// closed in the background; a consumer in use is closed when its read
+// returns. Read fails with ErrClosed after Close.
 func (c *Cache) Close() {
 	c.mu.Lock()
 	c.closed = true
@@ -238,7 +264,14 @@ func (c *Cache) Close() {
 	c.entries = make(map[cacheKey]*consumer)
 	c.lru.Init()
 	c.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, e := range idle {
-		e.close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.close()
+		}()
 	}
+	wg.Wait()
+	c.closing.Wait()
 }

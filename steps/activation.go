@@ -33,6 +33,7 @@ type activation struct {
 	key, value []byte // current key and value: the record's, or a map step's
 	usesJSON   bool
 	have       uint16
+	parsed     bool // json was parsed for this record
 
 	keyV, valueV, keyBytesV, valueBytesV ref.Val
 	headersV, partitionV, offsetV, tsV   ref.Val
@@ -57,6 +58,18 @@ func (a *activation) reset(rec *record.Record) {
 	// Drop references into the previous record's buffers.
 	a.keyV, a.valueV, a.keyBytesV, a.valueBytesV, a.jsonV = nil, nil, nil, nil, nil
 }
+
+// release drops the references into the record's buffers that the
+// activation holds, so that the reader's buffers are not kept alive.
+func (a *activation) release() {
+	a.reset(&emptyRecord)
+	if a.parsed {
+		a.json.release()
+		a.parsed = false
+	}
+}
+
+var emptyRecord record.Record
 
 func (a *activation) setKey(k []byte) {
 	a.key = k
@@ -95,6 +108,7 @@ func (a *activation) ResolveName(name string) (any, bool) {
 		}
 		if a.have&haveJSON == 0 {
 			a.have |= haveJSON
+			a.parsed = true
 			v, err := a.json.parse(a.value)
 			if err != nil {
 				a.jsonErr = err

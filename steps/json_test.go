@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"cel.dev/cel-go/common/types"
 )
 
 var jsonCorpus = []string{
@@ -33,23 +35,41 @@ func TestJSONParserMatchesEncodingJSON(t *testing.T) {
 
 func checkJSON(t *testing.T, in string) {
 	t.Helper()
-	var p jsonParser
-	got, err := p.parse([]byte(in))
 	var want any
 	wantErr := json.Unmarshal([]byte(in), &want)
-	if (err != nil) != (wantErr != nil) {
-		t.Fatalf("parse(%q) error = %v, encoding/json error = %v", in, err, wantErr)
-	}
-	if err == nil && !reflect.DeepEqual(got, want) {
-		t.Fatalf("parse(%q) = %#v, encoding/json gives %#v", in, got, want)
-	}
-	// The parser is reused across records: a second parse gives the same.
-	if err == nil {
-		again, _ := p.parse([]byte(in))
-		if !reflect.DeepEqual(again, want) {
-			t.Fatalf("second parse(%q) = %#v, want %#v", in, again, want)
+	var p jsonParser
+	for range 2 { // the parser is reused across records
+		got, err := p.parse([]byte(in))
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("parse(%q) error = %v, encoding/json error = %v", in, err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		// Fields read one by one, before anything decodes the whole object.
+		if o, ok := got.(*jsonObject); ok {
+			for k, w := range want.(map[string]any) {
+				v, found := o.Find(types.String(k))
+				if !found || v.Equal(types.DefaultTypeAdapter.NativeToValue(w)) != types.True {
+					t.Fatalf("parse(%q).Find(%q) = %v, %v; want %v", in, k, v, found, w)
+				}
+			}
+			if _, found := o.Find(types.String("\x00missing")); found {
+				t.Fatalf("parse(%q) found a missing key", in)
+			}
+		}
+		if got = decoded(got); !reflect.DeepEqual(got, want) {
+			t.Fatalf("parse(%q) = %#v, encoding/json gives %#v", in, got, want)
 		}
 	}
+}
+
+// decoded returns what a lazily parsed object holds.
+func decoded(v any) any {
+	if o, ok := v.(*jsonObject); ok {
+		return o.whole().Value()
+	}
+	return v
 }
 
 func FuzzJSONParser(f *testing.F) {
@@ -61,15 +81,28 @@ func FuzzJSONParser(f *testing.F) {
 	})
 }
 
+// scan is what a value costs before any field is read; whole decodes every
+// field, as encoding/json does.
 func BenchmarkJSONParse(b *testing.B) {
 	v := clickRecords(1)[0].Value
-	b.Run("steps", func(b *testing.B) {
+	b.Run("scan", func(b *testing.B) {
 		var p jsonParser
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := p.parse(v); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	b.Run("whole", func(b *testing.B) {
+		var p jsonParser
+		b.ReportAllocs()
+		for b.Loop() {
+			o, err := p.parse(v)
+			if err != nil {
+				b.Fatal(err)
+			}
+			o.(*jsonObject).whole()
 		}
 	})
 	b.Run("encoding_json", func(b *testing.B) {

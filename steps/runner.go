@@ -81,7 +81,7 @@ func (r *Runner) Process(rec *record.Record) error {
 	r.in++
 	a := &r.act
 	a.reset(rec)
-	defer a.reset(&emptyRecord) // keep no reference to rec's buffers
+	defer a.release()
 	for i := range r.p.steps {
 		s := &r.p.steps[i]
 		if s.filter != nil {
@@ -112,8 +112,6 @@ func (r *Runner) Process(rec *record.Record) error {
 	r.out++
 	return nil
 }
-
-var emptyRecord record.Record
 
 // fieldErr is an evaluation error and the field it happened in.
 type fieldErr struct {

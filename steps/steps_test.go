@@ -116,6 +116,12 @@ func TestCompileErrors(t *testing.T) {
 			wantMsg:   []string{"<input>:1:5: expression gives int, want a bool", "size(value)"},
 		},
 		{
+			name:      "invalid regex constant",
+			spec:      spec(filter("value.matches('[')")),
+			wantField: "steps[0].filter",
+			wantMsg:   []string{"steps[0].filter: ", "missing closing ]"},
+		},
+		{
 			name:      "empty filter",
 			spec:      spec(filter(" ")),
 			wantField: "steps[0].filter",
@@ -707,5 +713,45 @@ func TestConcurrentRunners(t *testing.T) {
 		if len(res.Aggregates) != 1 || res.Aggregates[0].GetSum() != 2450 || res.Aggregates[0].GetCount() != 50 {
 			t.Errorf("runner %d aggregates = %v, want one key with count 50, sum 2450", w, res.Aggregates)
 		}
+	}
+}
+
+// The json variable must behave as a CEL map, list or scalar whatever is
+// decoded lazily.
+func TestJSONVariable(t *testing.T) {
+	obj := `{"a": 1, "b": "x\u00e9", "n": {"c": [1, 2.5, {"d": null}]}, "t": true, "a2": -0.5e1, "dup": 1, "dup": 2}`
+	tests := []struct {
+		value string
+		expr  string // must give true
+	}{
+		{obj, "json.a == 1 && json.a > 0.5 && json.a2 == -5.0"},
+		{obj, "json.b == 'xé' && json.b.size() == 2"},
+		{obj, "json.t && !has(json.missing) && has(json.n.c)"},
+		{obj, "json.n.c[1] == 2.5 && json.n.c[2].d == null && size(json.n.c) == 3"},
+		{obj, "json.dup == 2"},
+		{obj, "size(json) == 6"},
+		{obj, "'a' in json && !('z' in json)"},
+		{obj, "json.exists(k, k == 't') && json.all(k, k.size() <= 3)"},
+		{obj, "json.?missing.orValue('none') == 'none' && json.?a.orValue(0) == 1"},
+		{obj, `json.encode(json.n) == '{"c":[1,2.5,{"d":null}]}'`},
+		{`{"a": 1, "b": [true]}`, `json == {"b": [true], "a": 1}`},
+		{`{"a": 1, "b": [true]}`, `{"a": 1, "b": [true]} == json`},
+		{`{"a": 1}`, `json != {"a": 2}`},
+		{`{}`, "size(json) == 0 && json == {}"},
+		{`[1, "two", {"x": 3}]`, "json[0] == 1 && json[1] == 'two' && json[2].x == 3 && size(json) == 3"},
+		{`"text"`, "json == 'text'"},
+		{` 42 `, "json == 42 && json > 41.5"},
+		{`null`, "json == null"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.expr, func(t *testing.T) {
+			r := mustCompile(t, spec(filter(tc.expr))).NewRunner()
+			if err := r.Process(rec(0, "k", tc.value)); err != nil {
+				t.Fatalf("Process(%s) error: %v", tc.value, err)
+			}
+			if got := r.Result().Out; got != 1 {
+				t.Errorf("%s on %s dropped the record, want it kept", tc.expr, tc.value)
+			}
+		})
 	}
 }

@@ -65,7 +65,7 @@ func (f clientFlags) parse(args []string, positional int) ([]string, *client.Cli
 func (f clientFlags) json() bool { return *f.output == "json" }
 
 func printJSON(m proto.Message) {
-	fmt.Println(protojson.MarshalOptions{Multiline: true, Indent: "  "}.Format(m))
+	fmt.Println(protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}.Format(m))
 }
 
 func runSubmit(ctx context.Context, args []string) error {
