@@ -88,6 +88,18 @@ func (c *Client) Stop(ctx context.Context, name string) (*sluicev1.Job, error) {
 	return resp.GetJob(), err
 }
 
+// Resume runs a stopped or failed job again from its committed offsets.
+func (c *Client) Resume(ctx context.Context, name string) (*sluicev1.Job, error) {
+	resp, err := c.jobs.ResumeJob(ctx, &sluicev1.ResumeJobRequest{Name: name})
+	return resp.GetJob(), err
+}
+
+// ResetOffsets moves a stopped or failed job's offsets.
+func (c *Client) ResetOffsets(ctx context.Context, name string, to *sluicev1.StartingOffsets) ([]*sluicev1.PartitionOffset, error) {
+	resp, err := c.jobs.ResetOffsets(ctx, &sluicev1.ResetOffsetsRequest{Name: name, To: to})
+	return resp.GetOffsets(), err
+}
+
 // Batches lists up to limit of a job's batches, newest first.
 func (c *Client) Batches(ctx context.Context, job string, limit int) ([]*sluicev1.Batch, error) {
 	resp, err := c.jobs.ListBatches(ctx, &sluicev1.ListBatchesRequest{Job: job, Limit: int32(limit)})

@@ -173,40 +173,45 @@ type batchOutcome struct {
 
 // taskFailure is a task that used up its attempts.
 type taskFailure struct {
-	task    *sluicev1.Task
-	lastErr string
+	task     *sluicev1.Task
+	failures int
+	lastErr  string
 }
 
 func (e *taskFailure) Error() string {
 	r := e.task.GetRange()
 	return fmt.Sprintf("task %d of batch %d (%s/%d [%d, %d)) failed %d times, last error: %s",
 		e.task.GetKey().GetIndex(), e.task.GetKey().GetBatchId(), r.GetTopic(), r.GetPartition(),
-		r.GetFromOffset(), r.GetUntilOffset(), e.task.GetKey().GetAttempt(), e.lastErr)
+		r.GetFromOffset(), r.GetUntilOffset(), e.failures, e.lastErr)
 }
 
-// runTasks runs every task to success. A task whose worker leaves, whose
-// deadline passes or which reports an error is re-run, preferably on another
-// worker, with a new attempt number; results of older attempts are ignored.
-// onWait is told while the batch waits for workers.
-func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAttempts int, onWait func(waiting bool)) (batchOutcome, error) {
+// runTasks runs every task to success. A task whose worker leaves is re-run
+// elsewhere; one that reports a transient error (Kafka away or slow) is
+// retried with backoff; one that fails otherwise or passes its deadline is
+// re-run, preferably on another worker, and counts against maxAttempts. Each
+// dispatch has a new attempt number and results of older attempts are
+// ignored. note is told what holds the batch back ("" when nothing does).
+func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAttempts int, note func(msg string), dispatched func()) (batchOutcome, error) {
 	type running struct {
 		task     *sluicev1.Task
 		worker   *workerConn
 		deadline time.Time
+		notFrom  time.Time // earliest next dispatch, after a transient error
+		backoff  time.Duration
+		failures int
 		avoid    map[string]bool
 		lastErr  string
 	}
 	results := make([]*sluicev1.TaskResult, len(tasks))
 	state := make([]*running, len(tasks))
-	chans := make([]chan *sluicev1.TaskResult, len(tasks))
 	merged := make(chan *sluicev1.TaskResult, len(tasks)*4)
 
 	d.mu.Lock()
+	chans := make([]chan *sluicev1.TaskResult, len(tasks))
 	for i, t := range tasks {
-		ch := make(chan *sluicev1.TaskResult, 4)
-		chans[i] = ch
+		chans[i] = make(chan *sluicev1.TaskResult, 4)
 		k := t.GetKey()
-		d.waiting[taskID{k.GetJob(), k.GetBatchId(), k.GetIndex()}] = ch
+		d.waiting[taskID{k.GetJob(), k.GetBatchId(), k.GetIndex()}] = chans[i]
 	}
 	d.mu.Unlock()
 	defer func() {
@@ -254,10 +259,6 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 		}
 		st.task.Key.Attempt++
 		attempts++
-		if int(st.task.GetKey().GetAttempt()) > maxAttempts {
-			st.task.Key.Attempt--
-			return nil, &taskFailure{task: st.task, lastErr: st.lastErr}
-		}
 		st.worker = w
 		st.deadline = time.Now().Add(st.task.GetTimeout().AsDuration())
 		msg := &sluicev1.ConnectResponse{Kind: &sluicev1.ConnectResponse_Task{Task: cloneTask(st.task)}}
@@ -270,9 +271,18 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 		}
 		return nil, nil
 	}
+	// failed records a failure that counts against the task's attempts.
+	failed := func(st *running, reason string) error {
+		st.lastErr = reason
+		st.failures++
+		if st.failures >= maxAttempts {
+			return &taskFailure{task: st.task, failures: st.failures, lastErr: reason}
+		}
+		return nil
+	}
 
 	for i, t := range tasks {
-		state[i] = &running{task: t, avoid: map[string]bool{}}
+		state[i] = &running{task: t, avoid: map[string]bool{}, backoff: 100 * time.Millisecond}
 	}
 	pendingDispatch := make([]int, 0, len(tasks))
 	for i := range tasks {
@@ -281,17 +291,31 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 	remaining := len(tasks)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	waitingForWorkers := false
+	currentNote := ""
+	setNote := func(msg string) {
+		if msg != currentNote {
+			currentNote = msg
+			note(msg)
+		}
+	}
+	defer func() { setNote("") }()
 
 	for remaining > 0 {
-		// Send whatever needs sending.
+		// Send whatever needs sending and may be sent now.
 		var changed <-chan struct{}
+		now := time.Now()
+		waitingForWorkers := false
 		still := pendingDispatch[:0]
 		for _, i := range pendingDispatch {
+			if now.Before(state[i].notFrom) {
+				still = append(still, i)
+				continue
+			}
 			ch, err := dispatch(i)
 			if errors.Is(err, errNoWorkers) {
 				still = append(still, i)
 				changed = ch
+				waitingForWorkers = true
 				continue
 			}
 			if err != nil {
@@ -299,9 +323,14 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 			}
 		}
 		pendingDispatch = still
-		if (len(pendingDispatch) > 0) != waitingForWorkers {
-			waitingForWorkers = len(pendingDispatch) > 0
-			onWait(waitingForWorkers)
+		if len(pendingDispatch) == 0 && dispatched != nil {
+			dispatched()
+			dispatched = nil
+		}
+		if waitingForWorkers {
+			setNote("waiting for workers to connect")
+		} else if currentNote == "waiting for workers to connect" {
+			setNote("")
 		}
 
 		select {
@@ -315,24 +344,35 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 				continue
 			}
 			st := state[i]
-			if r.GetKey().GetAttempt() != st.task.GetKey().GetAttempt() {
+			if r.GetKey().GetAttempt() != st.task.GetKey().GetAttempt() || st.worker == nil {
 				continue // a superseded attempt
 			}
-			if r.GetError() != "" {
-				d.logger.Warn("task failed", "job", r.GetKey().GetJob(), "batch", r.GetKey().GetBatchId(),
-					"task", i, "attempt", r.GetKey().GetAttempt(), "worker_id", st.worker.id, "error", r.GetError())
-				st.lastErr = r.GetError()
-				st.avoid[st.worker.id] = true
-				st.worker = nil
-				pendingDispatch = append(pendingDispatch, i)
+			if r.GetError() == "" {
+				results[i] = r
+				remaining--
 				continue
 			}
-			results[i] = r
-			remaining--
+			d.logger.Warn("task failed", "job", r.GetKey().GetJob(), "batch", r.GetKey().GetBatchId(),
+				"task", i, "attempt", r.GetKey().GetAttempt(), "worker_id", st.worker.id,
+				"retryable", r.GetRetryable(), "error", r.GetError())
+			failedOn := st.worker.id
+			st.worker = nil
+			if r.GetRetryable() {
+				st.lastErr = r.GetError()
+				st.notFrom = time.Now().Add(st.backoff)
+				st.backoff = min(st.backoff*2, 5*time.Second)
+				setNote(fmt.Sprintf("task %d (%s/%d): %s (retrying)", i, st.task.GetRange().GetTopic(), st.task.GetRange().GetPartition(), r.GetError()))
+			} else {
+				st.avoid[failedOn] = true
+				if err := failed(st, r.GetError()); err != nil {
+					return batchOutcome{}, err
+				}
+			}
+			pendingDispatch = append(pendingDispatch, i)
 			continue
 		}
 		// Re-run tasks whose worker left or whose deadline passed.
-		now := time.Now()
+		now = time.Now()
 		for i, st := range state {
 			if results[i] != nil || st.worker == nil {
 				continue
@@ -341,8 +381,10 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 			case !st.worker.alive():
 				st.lastErr = fmt.Sprintf("worker %s left", st.worker.id)
 			case now.After(st.deadline):
-				st.lastErr = fmt.Sprintf("worker %s did not finish within %s", st.worker.id, st.task.GetTimeout().AsDuration())
 				st.avoid[st.worker.id] = true
+				if err := failed(st, fmt.Sprintf("worker %s did not finish within %s", st.worker.id, st.task.GetTimeout().AsDuration())); err != nil {
+					return batchOutcome{}, err
+				}
 			default:
 				continue
 			}
@@ -351,9 +393,6 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 			st.worker = nil
 			pendingDispatch = append(pendingDispatch, i)
 		}
-	}
-	if waitingForWorkers {
-		onWait(false)
 	}
 	return batchOutcome{results: results, attempts: attempts}, nil
 }

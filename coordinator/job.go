@@ -43,9 +43,12 @@ type jobRunner struct {
 // Hooks let tests stop the lifecycle at its failure points. Each hook may
 // return an error to abort the batch there, as a crash would.
 type Hooks struct {
+	BeforePlanLog   func(b *sluicev1.Batch) error
 	AfterPlanLogged func(b *sluicev1.Batch) error
-	BeforeCommit    func(b *sluicev1.Batch) error
-	AfterCommit     func(b *sluicev1.Batch) error
+	// AfterDispatch runs once every task of the batch was sent to a worker.
+	AfterDispatch func(b *sluicev1.Batch) error
+	BeforeCommit  func(b *sluicev1.Batch) error
+	AfterCommit   func(b *sluicev1.Batch) error
 }
 
 func (r *jobRunner) interval() time.Duration {
@@ -126,18 +129,23 @@ func (r *jobRunner) loop(ctx context.Context) error {
 			}
 		}
 		prevTime = bt
-		ranges, err := retry(ctx, r, "plan", func() ([]*sluicev1.OffsetRange, error) {
+		p, err := retry(ctx, r, "plan", func() (planned, error) {
 			return r.plan(ctx, offs.Value)
 		})
 		if err != nil {
 			return err
 		}
-		if len(ranges) == 0 {
+		if len(p.ranges) == 0 && len(p.losses) == 0 {
 			continue
 		}
 		b := &sluicev1.Batch{
 			Job: r.name, Id: nextID, BatchTime: timestamppb.New(bt),
-			State: sluicev1.BatchState_BATCH_STATE_PLANNED, Ranges: ranges,
+			State: sluicev1.BatchState_BATCH_STATE_PLANNED, Ranges: p.ranges, DataLoss: p.losses,
+		}
+		if h := r.hooks.BeforePlanLog; h != nil {
+			if err := h(b); err != nil {
+				return err
+			}
 		}
 		rev, err := r.store.LogPlan(ctx, b, offs.ModRevision)
 		if err != nil {
@@ -167,24 +175,14 @@ func (r *jobRunner) loadOffsets(ctx context.Context) (offsetstore.Versioned[*slu
 		if err != nil {
 			return v, err
 		}
-		tps, err := r.partitions(ctx, admin)
+		tps, err := r.partitions(ctx, admin, nil)
 		if err != nil {
 			return v, err
 		}
-		earliest, err := admin.EarliestOffsets(ctx, tps)
+		offs, err := resolveStart(ctx, admin, r.spec.GetSource().GetStartingOffsets(), tps)
 		if err != nil {
 			return v, err
 		}
-		latest, err := admin.LatestOffsets(ctx, tps)
-		if err != nil {
-			return v, err
-		}
-		start := startingOffsets(r.spec.GetSource().GetStartingOffsets(), toKeyMap(earliest), toKeyMap(latest))
-		offs := &sluicev1.CommittedOffsets{}
-		for pk, off := range start {
-			offs.Offsets = append(offs.Offsets, &sluicev1.PartitionOffset{Topic: pk.Topic, Partition: pk.Partition, Offset: off})
-		}
-		sortOffsets(offs.Offsets)
 		if err := r.store.InitOffsets(ctx, r.name, offs); err != nil {
 			return v, err
 		}
@@ -201,56 +199,112 @@ func toKeyMap(m map[kafkasrc.TopicPartition]int64) map[partitionKey]int64 {
 	return out
 }
 
-func (r *jobRunner) partitions(ctx context.Context, admin *kafkasrc.Admin) ([]kafkasrc.TopicPartition, error) {
-	parts, err := admin.Partitions(ctx, r.spec.GetSource().GetTopics())
-	if err != nil {
-		return nil, err
+// partitions lists the partitions of the job's topics. A topic that does
+// not exist is waited for (retried) unless the job has read it before
+// (committed holds offsets of it): then it was deleted, which is data loss.
+func (r *jobRunner) partitions(ctx context.Context, admin *kafkasrc.Admin, committed map[partitionKey]int64) ([]kafkasrc.TopicPartition, error) {
+	seen := map[string]bool{}
+	for pk := range committed {
+		seen[pk.Topic] = true
 	}
 	var tps []kafkasrc.TopicPartition
-	for topic, ps := range parts {
-		for _, p := range ps {
+	for _, topic := range r.spec.GetSource().GetTopics() {
+		parts, err := admin.Partitions(ctx, []string{topic})
+		if errors.Is(err, kafkasrc.ErrUnknownTopic) && seen[topic] {
+			if r.failOnDataLoss() {
+				return nil, jobFailure("data loss: topic %q was deleted after the job read it (set source.fail_on_data_loss false to go on without it)", topic)
+			}
+			r.logger.Warn("topic deleted, skipping it", "topic", topic)
+			continue
+		}
+		if errors.Is(err, kafkasrc.ErrUnknownTopic) {
+			return nil, fmt.Errorf("topic %q does not exist (yet): %w", topic, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range parts[topic] {
 			tps = append(tps, kafkasrc.TopicPartition{Topic: topic, Partition: p})
 		}
 	}
 	return tps, nil
 }
 
-// plan asks Kafka for the latest offsets of every partition, discovering new
-// ones (which start at their earliest offset), and cuts the batch's ranges.
-func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) ([]*sluicev1.OffsetRange, error) {
-	admin, err := r.admins.Get(r.cluster())
-	if err != nil {
-		return nil, err
-	}
-	tps, err := r.partitions(ctx, admin)
-	if err != nil {
-		return nil, err
-	}
-	latest, err := admin.LatestOffsets(ctx, tps)
-	if err != nil {
-		return nil, err
-	}
-	committed := offsetMap(offs)
-	var fresh []kafkasrc.TopicPartition
-	for _, tp := range tps {
-		if _, ok := committed[partitionKey{tp.Topic, tp.Partition}]; !ok {
-			fresh = append(fresh, tp)
-		}
-	}
-	if len(fresh) > 0 {
-		earliest, err := admin.EarliestOffsets(ctx, fresh)
+func (r *jobRunner) failOnDataLoss() bool {
+	f := r.spec.GetSource().FailOnDataLoss
+	return f == nil || *f
+}
+
+// resolveStart resolves starting offsets (a new job's, or a reset's) on every partition.
+func resolveStart(ctx context.Context, admin *kafkasrc.Admin, so *sluicev1.StartingOffsets, tps []kafkasrc.TopicPartition) (*sluicev1.CommittedOffsets, error) {
+	var start map[partitionKey]int64
+	if ts := so.GetTimestamp(); ts != nil {
+		byTime, err := admin.OffsetsForTimes(ctx, tps, ts.AsTime())
 		if err != nil {
 			return nil, err
 		}
-		for tp, off := range earliest {
-			committed[partitionKey{tp.Topic, tp.Partition}] = off
-			r.logger.Info("new partition", "topic", tp.Topic, "partition", tp.Partition, "from", off)
+		start = toKeyMap(byTime)
+	} else {
+		earliest, err := admin.EarliestOffsets(ctx, tps)
+		if err != nil {
+			return nil, err
 		}
+		latest, err := admin.LatestOffsets(ctx, tps)
+		if err != nil {
+			return nil, err
+		}
+		start = startingOffsets(so, toKeyMap(earliest), toKeyMap(latest))
+	}
+	offs := &sluicev1.CommittedOffsets{}
+	for pk, off := range start {
+		offs.Offsets = append(offs.Offsets, &sluicev1.PartitionOffset{Topic: pk.Topic, Partition: pk.Partition, Offset: off})
+	}
+	sortOffsets(offs.Offsets)
+	return offs, nil
+}
+
+// planned is one batch's plan.
+type planned struct {
+	ranges []*sluicev1.OffsetRange
+	losses []*sluicev1.DataLoss
+}
+
+// plan asks Kafka for the earliest and latest offsets of every partition,
+// discovering new ones (which start at their earliest offset), applies the
+// data loss policy, and cuts the batch's ranges.
+func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (planned, error) {
+	admin, err := r.admins.Get(r.cluster())
+	if err != nil {
+		return planned{}, err
+	}
+	committed := offsetMap(offs)
+	tps, err := r.partitions(ctx, admin, committed)
+	if err != nil {
+		return planned{}, err
+	}
+	latest, err := admin.LatestOffsets(ctx, tps)
+	if err != nil {
+		return planned{}, err
+	}
+	earliest, err := admin.EarliestOffsets(ctx, tps)
+	if err != nil {
+		return planned{}, err
 	}
 	states := make([]partitionState, 0, len(tps))
 	for _, tp := range tps {
 		pk := partitionKey{tp.Topic, tp.Partition}
-		states = append(states, partitionState{partitionKey: pk, From: committed[pk], Latest: latest[tp]})
+		from, ok := committed[pk]
+		if !ok {
+			from = earliest[tp]
+			r.logger.Info("new partition", "topic", tp.Topic, "partition", tp.Partition, "from", from)
+		}
+		states = append(states, partitionState{partitionKey: pk, From: from, Earliest: earliest[tp], Latest: latest[tp]})
+	}
+	states, losses := findDataLoss(states)
+	if len(losses) > 0 && r.failOnDataLoss() {
+		l := losses[0]
+		return planned{}, jobFailure("data loss on %s/%d: %s (set source.fail_on_data_loss false to skip lost offsets)",
+			l.GetTopic(), l.GetPartition(), l.GetReason())
 	}
 	lim := r.spec.GetLimits()
 	ranges, err := planRanges(states, limits{
@@ -259,9 +313,9 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 		MaxRecordsPerBatch:  lim.GetMaxRecordsPerBatch(),
 	})
 	if err != nil {
-		return nil, jobFailure("data loss: %v", err)
+		return planned{}, jobFailure("%v", err)
 	}
-	return ranges, nil
+	return planned{ranges: ranges, losses: losses}, nil
 }
 
 // execute runs a logged batch's tasks and commits it.
@@ -286,13 +340,12 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 			Timeout:     durationpb.New(timeout),
 		}
 	}
-	out, err := r.dispatcher.runTasks(ctx, tasks, attempts, func(waiting bool) {
-		msg := ""
-		if waiting {
-			msg = "waiting for workers to connect"
+	dispatched := func() {
+		if h := r.hooks.AfterDispatch; h != nil {
+			_ = h(b)
 		}
-		r.setMessage(ctx, msg)
-	})
+	}
+	out, err := r.dispatcher.runTasks(ctx, tasks, attempts, func(msg string) { r.setMessage(ctx, msg) }, dispatched)
 	var tf *taskFailure
 	if errors.As(err, &tf) {
 		return offs, jobFailure("batch %d: %v", b.GetId(), tf)
@@ -326,19 +379,23 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 	committed := &sluicev1.Batch{
 		Job: b.GetJob(), Id: b.GetId(), BatchTime: b.GetBatchTime(), Ranges: b.GetRanges(),
 		State: sluicev1.BatchState_BATCH_STATE_COMMITTED, Metrics: m, CommitTime: timestamppb.New(done),
+		DataLoss: b.GetDataLoss(),
 	}
 	if h := r.hooks.BeforeCommit; h != nil {
 		if err := h(committed); err != nil {
 			return offs, err
 		}
 	}
-	newOffs := advanceOffsets(offs.Value, b.GetRanges(), b.GetId())
+	newOffs := advanceOffsets(offs.Value, b.GetDataLoss(), b.GetRanges(), b.GetId())
 	rev, err := r.store.CommitBatch(ctx, offsetstore.Commit{
 		Batch: committed, BatchRevision: batchRev, Result: result,
 		Offsets: newOffs, OffsetsRevision: offs.ModRevision, Keep: r.keep,
 	})
 	if errors.Is(err, offsetstore.ErrTooLarge) {
 		return offs, jobFailure("%v", err)
+	}
+	if errors.Is(err, offsetstore.ErrConflict) {
+		r.logger.Warn("commit refused: this coordinator lost leadership or the batch changed under it", "batch", b.GetId())
 	}
 	if err != nil {
 		return offs, err

@@ -22,6 +22,8 @@ type partitionState struct {
 	partitionKey
 	// From is the committed offset (next to read).
 	From int64
+	// Earliest is the log start offset (0 where unknown).
+	Earliest int64
 	// Latest is the high watermark, or the last stable offset under read_committed.
 	Latest int64
 }
@@ -134,9 +136,41 @@ func nextBatchTime(prev time.Time, interval time.Duration, now time.Time) time.T
 	return next
 }
 
-// advanceOffsets returns the offsets after a batch: every range's partition
-// moves to its until; partitions without a range keep their offset.
-func advanceOffsets(prev *sluicev1.CommittedOffsets, ranges []*sluicev1.OffsetRange, batchID int64) *sluicev1.CommittedOffsets {
+// findDataLoss finds partitions whose committed offset Kafka can no longer
+// serve: below the log start (retention deleted records before they were
+// read), or above the latest offset (the partition went backwards: topic
+// recreated or truncated). Each yields a DataLoss whose until is where reading
+// resumes, and the states are moved there.
+func findDataLoss(states []partitionState) ([]partitionState, []*sluicev1.DataLoss) {
+	var losses []*sluicev1.DataLoss
+	out := make([]partitionState, len(states))
+	for i, p := range states {
+		switch {
+		case p.From < p.Earliest:
+			losses = append(losses, &sluicev1.DataLoss{
+				Topic: p.Topic, Partition: p.Partition, FromOffset: p.From, UntilOffset: p.Earliest,
+				Reason: fmt.Sprintf("offsets %d to %d were deleted (log start is now %d) before they were read", p.From, p.Earliest-1, p.Earliest),
+			})
+			p.From = p.Earliest
+		case p.From > p.Latest:
+			losses = append(losses, &sluicev1.DataLoss{
+				Topic: p.Topic, Partition: p.Partition, FromOffset: p.From, UntilOffset: p.Earliest,
+				Reason: fmt.Sprintf("committed offset %d is above the latest offset %d (topic recreated or truncated); reading restarts at the earliest offset %d", p.From, p.Latest, p.Earliest),
+			})
+			p.From = p.Earliest
+		}
+		out[i] = p
+	}
+	return out, losses
+}
+
+// advanceOffsets returns the offsets after a batch: a partition with data
+// loss first moves to where reading resumes, then every range's partition
+// moves to its until; other partitions keep their offset.
+func advanceOffsets(prev *sluicev1.CommittedOffsets, losses []*sluicev1.DataLoss, ranges []*sluicev1.OffsetRange, batchID int64) *sluicev1.CommittedOffsets {
+	for _, l := range losses {
+		ranges = append([]*sluicev1.OffsetRange{{Topic: l.GetTopic(), Partition: l.GetPartition(), UntilOffset: l.GetUntilOffset()}}, ranges...)
+	}
 	idx := map[partitionKey]int{}
 	out := &sluicev1.CommittedOffsets{BatchId: batchID}
 	for _, po := range prev.GetOffsets() {

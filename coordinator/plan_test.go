@@ -407,6 +407,7 @@ func TestAdvanceOffsets(t *testing.T) {
 	tests := []struct {
 		name    string
 		prev    *sluicev1.CommittedOffsets
+		losses  []*sluicev1.DataLoss
 		ranges  []*sluicev1.OffsetRange
 		batchID int64
 		want    *sluicev1.CommittedOffsets
@@ -436,6 +437,25 @@ func TestAdvanceOffsets(t *testing.T) {
 			}},
 		},
 		{
+			name: "data loss moves a partition to where reading resumes",
+			prev: &sluicev1.CommittedOffsets{BatchId: 2, Offsets: []*sluicev1.PartitionOffset{po("a", 0, 10), po("a", 1, 500), po("b", 0, 5)}},
+			losses: []*sluicev1.DataLoss{
+				{Topic: "a", Partition: 0, FromOffset: 10, UntilOffset: 40},
+				{Topic: "a", Partition: 1, FromOffset: 500, UntilOffset: 0},
+			},
+			ranges:  []*sluicev1.OffsetRange{or("b", 0, 5, 8)},
+			batchID: 3,
+			want:    &sluicev1.CommittedOffsets{BatchId: 3, Offsets: []*sluicev1.PartitionOffset{po("a", 0, 40), po("a", 1, 0), po("b", 0, 8)}},
+		},
+		{
+			name:    "a range after data loss wins",
+			prev:    &sluicev1.CommittedOffsets{BatchId: 2, Offsets: []*sluicev1.PartitionOffset{po("a", 0, 10)}},
+			losses:  []*sluicev1.DataLoss{{Topic: "a", Partition: 0, FromOffset: 10, UntilOffset: 40}},
+			ranges:  []*sluicev1.OffsetRange{or("a", 0, 40, 60)},
+			batchID: 3,
+			want:    &sluicev1.CommittedOffsets{BatchId: 3, Offsets: []*sluicev1.PartitionOffset{po("a", 0, 60)}},
+		},
+		{
 			name:    "from nothing",
 			prev:    nil,
 			ranges:  []*sluicev1.OffsetRange{or("b", 0, 0, 2), or("a", 0, 1, 3)},
@@ -446,9 +466,9 @@ func TestAdvanceOffsets(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := proto.Clone(tc.prev)
-			got := advanceOffsets(tc.prev, tc.ranges, tc.batchID)
+			got := advanceOffsets(tc.prev, tc.losses, tc.ranges, tc.batchID)
 			if !proto.Equal(got, tc.want) {
-				t.Errorf("advanceOffsets(%v, %v, %d) = %v, want %v", tc.prev, tc.ranges, tc.batchID, got, tc.want)
+				t.Errorf("advanceOffsets(%v, %v, %v, %d) = %v, want %v", tc.prev, tc.losses, tc.ranges, tc.batchID, got, tc.want)
 			}
 			if tc.prev != nil && !proto.Equal(tc.prev, before) {
 				t.Errorf("advanceOffsets modified prev: %v, want %v", tc.prev, before)

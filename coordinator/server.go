@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -127,6 +128,87 @@ func (s *jobServer) StopJob(ctx context.Context, req *sluicev1.StopJobRequest) (
 		return &sluicev1.StopJobResponse{Job: s.withProgress(ctx, v.Value)}, nil
 	}
 	return nil, status.Errorf(codes.Aborted, "job %q kept changing; try again", req.GetName())
+}
+
+// settled reads a job that must not be running, for resume and reset.
+func (s *jobServer) settled(ctx context.Context, name, what string) (offsetstore.Versioned[*sluicev1.Job], error) {
+	v, err := s.c.store.Job(ctx, name)
+	if err != nil {
+		return v, toStatus(err)
+	}
+	if v.Value.GetState() == sluicev1.JobState_JOB_STATE_RUNNING {
+		return v, status.Errorf(codes.FailedPrecondition, "job %q is running: stop it before you %s", name, what)
+	}
+	return v, nil
+}
+
+func (s *jobServer) ResumeJob(ctx context.Context, req *sluicev1.ResumeJobRequest) (*sluicev1.ResumeJobResponse, error) {
+	v, err := s.c.store.Job(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if v.Value.GetState() == sluicev1.JobState_JOB_STATE_RUNNING {
+		return &sluicev1.ResumeJobResponse{Job: s.withProgress(ctx, v.Value)}, nil
+	}
+	v.Value.State = sluicev1.JobState_JOB_STATE_RUNNING
+	v.Value.Message = ""
+	v.Value.UpdateTime = timestamppb.Now()
+	if err := s.c.store.UpdateJob(ctx, v.Value, v.ModRevision); err != nil {
+		return nil, toStatus(err)
+	}
+	return &sluicev1.ResumeJobResponse{Job: s.withProgress(ctx, v.Value)}, nil
+}
+
+func (s *jobServer) ResetOffsets(ctx context.Context, req *sluicev1.ResetOffsetsRequest) (*sluicev1.ResetOffsetsResponse, error) {
+	v, err := s.settled(ctx, req.GetName(), "reset its offsets")
+	if err != nil {
+		return nil, err
+	}
+	spec := v.Value.GetSpec()
+	topics := map[string]bool{}
+	for _, t := range spec.GetSource().GetTopics() {
+		topics[t] = true
+	}
+	if req.GetTo().GetKind() == nil {
+		return nil, toStatus(invalid("to", "say where to move the offsets: position, explicit or timestamp"))
+	}
+	if err := validateStart(req.GetTo(), topics); err != nil {
+		var ve *ValidationError
+		if errors.As(err, &ve) {
+			ve.Field = strings.Replace(ve.Field, "source.starting_offsets", "to", 1)
+		}
+		return nil, toStatus(err)
+	}
+	r := &jobRunner{spec: spec, name: spec.GetName(), logger: s.c.logger}
+	admin, err := s.c.admins.Get(r.cluster())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	tps, err := r.partitions(ctx, admin, nil)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "ask Kafka for the partitions: %v", err)
+	}
+	offs, err := resolveStart(ctx, admin, req.GetTo(), tps)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "ask Kafka for the offsets: %v", err)
+	}
+	var plannedID, plannedRev int64
+	last, err := s.c.store.LastBatch(ctx, spec.GetName())
+	switch {
+	case err == nil:
+		offs.BatchId = last.Value.GetId()
+		if last.Value.GetState() == sluicev1.BatchState_BATCH_STATE_PLANNED {
+			plannedID, plannedRev = last.Value.GetId(), last.ModRevision
+			offs.BatchId--
+		}
+	case !errors.Is(err, offsetstore.ErrNotFound):
+		return nil, toStatus(err)
+	}
+	if err := s.c.store.ResetOffsets(ctx, spec.GetName(), offs, v.ModRevision, plannedID, plannedRev); err != nil {
+		return nil, toStatus(err)
+	}
+	s.c.logger.Info("offsets reset", "job", spec.GetName(), "partitions", len(offs.GetOffsets()), "dropped_planned_batch", plannedID)
+	return &sluicev1.ResetOffsetsResponse{Offsets: offs.GetOffsets()}, nil
 }
 
 func (s *jobServer) ListBatches(ctx context.Context, req *sluicev1.ListBatchesRequest) (*sluicev1.ListBatchesResponse, error) {

@@ -114,6 +114,10 @@ func validateStart(so *sluicev1.StartingOffsets, topics map[string]bool) error {
 		if _, ok := sluicev1.StartPosition_name[int32(k.Position)]; !ok {
 			return invalid("source.starting_offsets.position", "unknown value %d", k.Position)
 		}
+	case *sluicev1.StartingOffsets_Timestamp:
+		if err := k.Timestamp.CheckValid(); err != nil {
+			return invalid("source.starting_offsets.timestamp", "%v", err)
+		}
 	case *sluicev1.StartingOffsets_Explicit:
 		seen := map[partitionKey]bool{}
 		for i, po := range k.Explicit.GetOffsets() {

@@ -135,13 +135,17 @@ func (c *Cache) Read(ctx context.Context, cl Cluster, groupID string, r Range, f
 	if err != nil {
 		return ReadStats{}, fmt.Errorf("read %s: %w", r, err)
 	}
+	failed := true // until read returns: a panic in fn drops the consumer too
+	defer func() {
+		if cached {
+			c.release(cons, failed)
+		} else {
+			c.closeLater(cons)
+		}
+	}()
 	stats, err := cons.read(ctx, r, fn)
 	stats.Cached = cached
-	if cached {
-		c.release(cons, err != nil)
-	} else {
-		c.closeLater(cons)
-	}
+	failed = err != nil
 	return stats, err
 }
 

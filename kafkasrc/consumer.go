@@ -238,8 +238,7 @@ func (k *consumer) kafkaError(r Range, err error) error {
 // on, bounded by its ctx.
 func (k *consumer) eventError(r Range, e kafka.Error) error {
 	switch {
-	case isOutOfRange(e), e.IsFatal(), isUnknownTopic(e),
-		e.Code() == kafka.ErrTopicAuthorizationFailed, e.Code() == kafka.ErrGroupAuthorizationFailed:
+	case isOutOfRange(e), e.IsFatal(), isUnknownTopic(e), e.Code() == kafka.ErrTopicAuthorizationFailed:
 		return k.kafkaError(r, e)
 	}
 	k.logger.Warn("kafka consumer error", "range", r.String(), "offset", k.next, "error", e, "code", e.Code())

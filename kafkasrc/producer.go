@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -23,6 +24,7 @@ type Producer struct {
 	inflight int64 // produced, delivery report not yet seen
 	firstErr error // first delivery error since the last Flush
 
+	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
@@ -107,6 +109,9 @@ func (p *Producer) delivered(err error) {
 // while librdkafka's queue is full, until there is room or ctx is done. key
 // and value are copied.
 func (p *Producer) Produce(ctx context.Context, topic string, partition int32, key, value []byte) error {
+	if p.closed.Load() {
+		return fmt.Errorf("produce to %s/%d: %w", topic, partition, ErrClosed)
+	}
 	if partition < 0 {
 		partition = kafka.PartitionAny
 	}
@@ -141,6 +146,9 @@ func (p *Producer) Produce(ctx context.Context, topic string, partition int32, k
 // returns the first delivery error since the previous Flush, or ctx's error
 // if ctx is done first.
 func (p *Producer) Flush(ctx context.Context) error {
+	if p.closed.Load() {
+		return fmt.Errorf("flush: %w", ErrClosed)
+	}
 	for {
 		// Flush sends what linger.ms holds back and serves the delivery
 		// reports; handleEvents then counts them.
@@ -171,6 +179,7 @@ func (p *Producer) Flush(ctx context.Context) error {
 // first.
 func (p *Producer) Close() {
 	p.closeOnce.Do(func() {
+		p.closed.Store(true)
 		p.kp.Close()
 		p.events.Wait()
 		p.logs.stop()

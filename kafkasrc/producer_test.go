@@ -79,6 +79,13 @@ func TestProducer(t *testing.T) {
 	if err := p.Flush(ctx); err != nil {
 		t.Errorf("Flush with nothing to deliver: %v", err)
 	}
+	p.Close()
+	if err := p.Produce(ctx, "out", 0, nil, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Produce after Close = %v, want ErrClosed", err)
+	}
+	if err := p.Flush(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("Flush after Close = %v, want ErrClosed", err)
+	}
 }
 
 func TestProducerDeliveryError(t *testing.T) {

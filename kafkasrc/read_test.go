@@ -502,3 +502,27 @@ func TestReadEmptyPolls(t *testing.T) {
 		}
 	})
 }
+
+func TestReadCallbackPanic(t *testing.T) {
+	_, cl := newTestCluster(t, 1, "t")
+	truth := produce(t, newKgo(t, cl), "t", 0, keyed(0, 10))
+	c := newTestCache(t, 1)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("Read did not propagate the callback's panic")
+			}
+		}()
+		c.Read(testCtx(t), cl, "sluice-test", Range{Topic: "t", Partition: 0, From: 0, Until: 10}, func(*record.Record) error {
+			panic("boom")
+		})
+	}()
+	if c.Len() != 0 {
+		t.Errorf("cache Len = %d after a panic, want the consumer dropped", c.Len())
+	}
+	got, st := mustCollect(t, c, cl, Range{Topic: "t", Partition: 0, From: 0, Until: 10})
+	sameRecords(t, "after panic", got, truth)
+	if !st.Cached {
+		t.Error("read after a panic did not get a cached consumer")
+	}
+}

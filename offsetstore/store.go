@@ -377,3 +377,25 @@ func (s *Store) CommitBatch(ctx context.Context, c Commit) (int64, error) {
 	}
 	return resp.Header.Revision, nil
 }
+
+// ResetOffsets replaces a job's offsets while its record is still at
+// jobRevision (so a job that was resumed meanwhile is not touched). A batch
+// that was planned but not committed (plannedID > 0) is deleted with it: its
+// ranges start from the old offsets.
+func (s *Store) ResetOffsets(ctx context.Context, job string, offs *sluicev1.CommittedOffsets, jobRevision, plannedID, plannedRevision int64) error {
+	val, err := marshal(offs)
+	if err != nil {
+		return err
+	}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.jobKey(job)), "=", jobRevision)}
+	ops := []clientv3.Op{clientv3.OpPut(s.offsetsKey(job), val)}
+	if plannedID > 0 {
+		key := s.batchKey(job, plannedID)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", plannedRevision))
+		ops = append(ops, clientv3.OpDelete(key))
+	}
+	if err := s.txn(ctx, cmps, ops...); err != nil {
+		return fmt.Errorf("reset offsets of %s: %w", job, err)
+	}
+	return nil
+}

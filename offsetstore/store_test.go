@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -748,6 +749,23 @@ func TestResults(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestResultsMaxTo(t *testing.T) {
+	t.Skip("bug: offsetstore.Results computes the range end as resultKey(to+1); to = math.MaxInt64 overflows to a key \"-9223372036854775808\" that sorts before every batch, so Results(1, MaxInt64) returns nothing instead of every result")
+	s, _ := newStore(t, offsetstore.Options{})
+	ctx := testContext(t)
+	rev := initJob(t, ctx, s, "clicks")
+	for id := int64(1); id <= 2; id++ {
+		rev = runBatch(t, ctx, s, "clicks", id, rev, 0)
+	}
+	got, err := s.Results(ctx, "clicks", 1, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, want := resultIDs(got), []int64{1, 2}; !equalIDs(ids, want) {
+		t.Errorf("Results(1, MaxInt64) ids = %v, want %v", ids, want)
 	}
 }
 

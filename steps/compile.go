@@ -27,14 +27,18 @@ type FieldError struct {
 	Err error
 }
 
-func (e *FieldError) Error() string {
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason() }
+
+// Reason is Error without the field, for reports that name the field apart
+// (a BadRequest field violation's description).
+func (e *FieldError) Reason() string {
 	// CEL's messages already quote the source line under the position; other
 	// errors about an expression name it.
 	var cerr *celError
 	if e.Expr == "" || errors.As(e.Err, &cerr) {
-		return e.Field + ": " + e.Err.Error()
+		return e.Err.Error()
 	}
-	return fmt.Sprintf("%s: %q: %v", e.Field, e.Expr, e.Err)
+	return fmt.Sprintf("%q: %v", e.Expr, e.Err)
 }
 
 func (e *FieldError) Unwrap() error { return e.Err }

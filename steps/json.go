@@ -227,6 +227,12 @@ func (p *jsonParser) skip() error {
 func (p *jsonParser) skipString() error {
 	p.i++
 	for p.i < len(p.s) {
+		for p.i < len(p.s) && plainByte[p.s[p.i]] {
+			p.i++
+		}
+		if p.i >= len(p.s) {
+			break
+		}
 		c := p.s[p.i]
 		switch {
 		case c == '"':
@@ -396,12 +402,27 @@ func (p *jsonParser) array() (any, error) {
 	return l, nil
 }
 
+// plainByte tells the bytes a string scan can pass over: not a quote, a
+// backslash or a control character.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // str decodes the string at p.i (on its opening quote). A string without
 // escapes or non-ASCII bytes is a substring of p.s: no allocation.
 func (p *jsonParser) str() (string, error) {
 	p.i++ // "
 	start := p.i
 	for p.i < len(p.s) {
+		for p.i < len(p.s) && plainByte[p.s[p.i]] && p.s[p.i] < utf8.RuneSelf {
+			p.i++
+		}
+		if p.i >= len(p.s) {
+			break
+		}
 		c := p.s[p.i]
 		switch {
 		case c == '"':

@@ -189,6 +189,9 @@ func TestCompileErrors(t *testing.T) {
 			if fe.Field != tc.wantField {
 				t.Errorf("FieldError.Field = %q, want %q (error: %v)", fe.Field, tc.wantField, err)
 			}
+			if want := fe.Field + ": " + fe.Reason(); err.Error() != want || strings.HasPrefix(fe.Reason(), fe.Field) {
+				t.Errorf("Error() = %q, Reason() = %q; want Error() to be the field then Reason()", err.Error(), fe.Reason())
+			}
 			if errors.Unwrap(err) != fe.Err {
 				t.Errorf("Unwrap() = %v, want %v", errors.Unwrap(err), fe.Err)
 			}

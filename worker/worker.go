@@ -259,6 +259,7 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	res := &sluicev1.TaskResult{Key: task.GetKey()}
 	fail := func(err error) *sluicev1.TaskResult {
 		res.Error = err.Error()
+		res.Retryable = retryable(err)
 		res.Duration = durationpb.New(time.Since(start))
 		w.logger.Warn("task failed", "job", task.GetKey().GetJob(), "batch", task.GetKey().GetBatchId(),
 			"task", task.GetKey().GetIndex(), "attempt", task.GetKey().GetAttempt(), "error", err)
@@ -300,4 +301,18 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 // offsets are mirrored for lag tools.
 func groupID(job string) string {
 	return "sluice-" + strings.ToLower(job)
+}
+
+// retryable tells transient failures (Kafka unreachable or slow, a task
+// deadline) from those that a retry would repeat: a record the steps reject
+// under the FAIL policy, offsets Kafka no longer has, a spec that does not compile.
+func retryable(err error) bool {
+	var re *steps.RecordError
+	var fe *steps.FieldError
+	switch {
+	case errors.As(err, &re), errors.As(err, &fe),
+		errors.Is(err, kafkasrc.ErrOffsetOutOfRange), errors.Is(err, kafkasrc.ErrInvalidRange):
+		return false
+	}
+	return true
 }

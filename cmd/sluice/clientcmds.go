@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluice-stream/sluice/client"
 	"github.com/sluice-stream/sluice/dev"
@@ -165,6 +167,100 @@ func runStop(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("job %s %s at batch %d\n", job.GetSpec().GetName(), stateName(job.GetState()), job.GetLastBatchId())
 	return nil
+}
+
+func runResume(ctx context.Context, args []string) error {
+	f := newClientFlags("resume")
+	pos, c, err := f.parse(args, 1)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	job, err := c.Resume(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	fmt.Printf("job %s %s from batch %d\n", job.GetSpec().GetName(), stateName(job.GetState()), job.GetLastBatchId())
+	return nil
+}
+
+// offsetFlags collects repeated --offset topic/partition=offset values.
+type offsetFlags []*sluicev1.PartitionOffset
+
+func (o *offsetFlags) String() string { return fmt.Sprint(len(*o)) }
+
+func (o *offsetFlags) Set(v string) error {
+	tp, off, ok := strings.Cut(v, "=")
+	topic, part, ok2 := strings.Cut(tp, "/")
+	if !ok || !ok2 {
+		return fmt.Errorf("%q: want topic/partition=offset", v)
+	}
+	p, err := strconv.ParseInt(part, 10, 32)
+	if err != nil {
+		return fmt.Errorf("%q: partition: %w", v, err)
+	}
+	n, err := strconv.ParseInt(off, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%q: offset: %w", v, err)
+	}
+	*o = append(*o, &sluicev1.PartitionOffset{Topic: topic, Partition: int32(p), Offset: n})
+	return nil
+}
+
+func runReset(ctx context.Context, args []string) error {
+	f := newClientFlags("reset")
+	to := f.fs.String("to", "", "earliest, latest, or an RFC3339 time (first offset at or after it); with --offset: where unlisted partitions go")
+	var offsets offsetFlags
+	f.fs.Var(&offsets, "offset", "explicit offset topic/partition=offset (repeatable)")
+	pos, c, err := f.parse(args, 1)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	so, err := parseStart(*to, offsets)
+	if err != nil {
+		return err
+	}
+	offs, err := c.ResetOffsets(ctx, pos[0], so)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		printJSON(&sluicev1.ResetOffsetsResponse{Offsets: offs})
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOPIC\tPARTITION\tOFFSET")
+	for _, o := range offs {
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", o.GetTopic(), o.GetPartition(), o.GetOffset())
+	}
+	return tw.Flush()
+}
+
+func parseStart(to string, offsets offsetFlags) (*sluicev1.StartingOffsets, error) {
+	pos := map[string]sluicev1.StartPosition{
+		"earliest": sluicev1.StartPosition_START_POSITION_EARLIEST,
+		"latest":   sluicev1.StartPosition_START_POSITION_LATEST,
+	}
+	if len(offsets) > 0 {
+		others := sluicev1.StartPosition_START_POSITION_UNSPECIFIED
+		if to != "" {
+			p, ok := pos[to]
+			if !ok {
+				return nil, fmt.Errorf("--to %q: with --offset use earliest or latest", to)
+			}
+			others = p
+		}
+		return &sluicev1.StartingOffsets{Kind: &sluicev1.StartingOffsets_Explicit{Explicit: &sluicev1.ExplicitOffsets{Offsets: offsets, Others: others}}}, nil
+	}
+	if p, ok := pos[to]; ok {
+		return &sluicev1.StartingOffsets{Kind: &sluicev1.StartingOffsets_Position{Position: p}}, nil
+	}
+	ts, err := time.Parse(time.RFC3339Nano, to)
+	if err != nil {
+		return nil, fmt.Errorf("--to %q: want earliest, latest or an RFC3339 time like 2026-11-21T10:00:00Z", to)
+	}
+	return &sluicev1.StartingOffsets{Kind: &sluicev1.StartingOffsets_Timestamp{Timestamp: timestamppb.New(ts)}}, nil
 }
 
 func runBatches(ctx context.Context, args []string) error {

@@ -28,6 +28,8 @@ var commands = []command{
 	{"jobs", "list jobs", runJobs},
 	{"job", "show one job", runJob},
 	{"stop", "stop a job (its offsets are kept)", runStop},
+	{"resume", "run a stopped or failed job again from its committed offsets", runResume},
+	{"reset", "move a stopped job's offsets: --to earliest|latest|RFC3339 time, or --offset topic/partition=offset", runReset},
 	{"batches", "list a job's batches with their offset ranges and timings", runBatches},
 	{"results", "show a job's collect results", runResults},
 	{"offsets", "show a job's committed offsets and lag", runOffsets},

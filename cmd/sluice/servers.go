@@ -76,6 +76,16 @@ func runCoordinator(ctx context.Context, args []string) error {
 	if cfg.AdvertiseAddr == "" {
 		cfg.AdvertiseAddr = *addr
 	}
+	// SLUICE_FAILPOINTS crashes or freezes this coordinator at a lifecycle
+	// point; the fault-tolerance tests use it (see coordinator.Failpoints).
+	if fp := os.Getenv("SLUICE_FAILPOINTS"); fp != "" {
+		h, err := coordinator.Failpoints(fp)
+		if err != nil {
+			return err
+		}
+		cfg.Hooks = h
+		logger.Warn("failpoints armed", "failpoints", fp)
+	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: splitList(*endpoints), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)

@@ -456,9 +456,15 @@ type KafkaSource struct {
 	IsolationLevel IsolationLevel `protobuf:"varint,4,opt,name=isolation_level,json=isolationLevel,proto3,enum=sluice.v1.IsolationLevel" json:"isolation_level,omitempty"`
 	// librdkafka properties passed through to every consumer and admin client
 	// (security settings, fetch sizes, ...). Properties Sluice owns are refused.
-	Properties    map[string]string `protobuf:"bytes,5,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Properties map[string]string `protobuf:"bytes,5,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Data loss is a range that cannot be read whole: its start fell below the
+	// log start (retention), the partition shrank, or the topic is gone. True
+	// (the default) fails the job with a message naming topic, partition and
+	// offsets; false skips to the earliest available offset and records the
+	// skipped offsets in the batch.
+	FailOnDataLoss *bool `protobuf:"varint,6,opt,name=fail_on_data_loss,json=failOnDataLoss,proto3,oneof" json:"fail_on_data_loss,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *KafkaSource) Reset() {
@@ -526,12 +532,20 @@ func (x *KafkaSource) GetProperties() map[string]string {
 	return nil
 }
 
+func (x *KafkaSource) GetFailOnDataLoss() bool {
+	if x != nil && x.FailOnDataLoss != nil {
+		return *x.FailOnDataLoss
+	}
+	return false
+}
+
 type StartingOffsets struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*StartingOffsets_Position
 	//	*StartingOffsets_Explicit
+	//	*StartingOffsets_Timestamp
 	Kind          isStartingOffsets_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -592,6 +606,15 @@ func (x *StartingOffsets) GetExplicit() *ExplicitOffsets {
 	return nil
 }
 
+func (x *StartingOffsets) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Kind.(*StartingOffsets_Timestamp); ok {
+			return x.Timestamp
+		}
+	}
+	return nil
+}
+
 type isStartingOffsets_Kind interface {
 	isStartingOffsets_Kind()
 }
@@ -606,9 +629,17 @@ type StartingOffsets_Explicit struct {
 	Explicit *ExplicitOffsets `protobuf:"bytes,2,opt,name=explicit,proto3,oneof"`
 }
 
+type StartingOffsets_Timestamp struct {
+	// The first offset of every partition whose record timestamp is at or
+	// after this time; the latest offset where no record is that new.
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=timestamp,proto3,oneof"`
+}
+
 func (*StartingOffsets_Position) isStartingOffsets_Kind() {}
 
 func (*StartingOffsets_Explicit) isStartingOffsets_Kind() {}
+
+func (*StartingOffsets_Timestamp) isStartingOffsets_Kind() {}
 
 type ExplicitOffsets struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1269,11 +1300,13 @@ type Batch struct {
 	Job   string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	Id    int64                  `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
 	// The tick this batch belongs to.
-	BatchTime     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=batch_time,json=batchTime,proto3" json:"batch_time,omitempty"`
-	State         BatchState             `protobuf:"varint,4,opt,name=state,proto3,enum=sluice.v1.BatchState" json:"state,omitempty"`
-	Ranges        []*OffsetRange         `protobuf:"bytes,5,rep,name=ranges,proto3" json:"ranges,omitempty"`
-	Metrics       *BatchMetrics          `protobuf:"bytes,6,opt,name=metrics,proto3" json:"metrics,omitempty"`
-	CommitTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
+	BatchTime  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=batch_time,json=batchTime,proto3" json:"batch_time,omitempty"`
+	State      BatchState             `protobuf:"varint,4,opt,name=state,proto3,enum=sluice.v1.BatchState" json:"state,omitempty"`
+	Ranges     []*OffsetRange         `protobuf:"bytes,5,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Metrics    *BatchMetrics          `protobuf:"bytes,6,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	CommitTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
+	// Offsets that could not be read (fail_on_data_loss false).
+	DataLoss      []*DataLoss `protobuf:"bytes,8,rep,name=data_loss,json=dataLoss,proto3" json:"data_loss,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1357,6 +1390,91 @@ func (x *Batch) GetCommitTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Batch) GetDataLoss() []*DataLoss {
+	if x != nil {
+		return x.DataLoss
+	}
+	return nil
+}
+
+// DataLoss is a span of offsets skipped because Kafka no longer has them.
+type DataLoss struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Skipped offsets: from_offset <= offset < until_offset.
+	FromOffset    int64  `protobuf:"varint,3,opt,name=from_offset,json=fromOffset,proto3" json:"from_offset,omitempty"`
+	UntilOffset   int64  `protobuf:"varint,4,opt,name=until_offset,json=untilOffset,proto3" json:"until_offset,omitempty"`
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataLoss) Reset() {
+	*x = DataLoss{}
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataLoss) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataLoss) ProtoMessage() {}
+
+func (x *DataLoss) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
+func (*DataLoss) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DataLoss) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *DataLoss) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *DataLoss) GetFromOffset() int64 {
+	if x != nil {
+		return x.FromOffset
+	}
+	return 0
+}
+
+func (x *DataLoss) GetUntilOffset() int64 {
+	if x != nil {
+		return x.UntilOffset
+	}
+	return 0
+}
+
+func (x *DataLoss) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type BatchMetrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Records read from Kafka (data records; transaction markers are not records).
@@ -1380,7 +1498,7 @@ type BatchMetrics struct {
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1510,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1523,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -1479,7 +1597,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1609,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1622,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -1562,7 +1680,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1692,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1705,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -1640,7 +1758,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1770,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1783,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -1709,7 +1827,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1839,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1852,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -1764,7 +1882,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\taggregate\x18\x05 \x01(\v2\x14.sluice.v1.AggregateR\taggregate\x12#\n" +
 	"\x04sink\x18\x06 \x01(\v2\x0f.sluice.v1.SinkR\x04sink\x12)\n" +
 	"\x06limits\x18\a \x01(\v2\x11.sluice.v1.LimitsR\x06limits\x12D\n" +
-	"\x0fon_record_error\x18\b \x01(\x0e2\x1c.sluice.v1.RecordErrorPolicyR\ronRecordError\"\xe4\x02\n" +
+	"\x0fon_record_error\x18\b \x01(\x0e2\x1c.sluice.v1.RecordErrorPolicyR\ronRecordError\"\xaa\x03\n" +
 	"\vKafkaSource\x12+\n" +
 	"\x11bootstrap_servers\x18\x01 \x01(\tR\x10bootstrapServers\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12E\n" +
@@ -1772,13 +1890,16 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x0fisolation_level\x18\x04 \x01(\x0e2\x19.sluice.v1.IsolationLevelR\x0eisolationLevel\x12F\n" +
 	"\n" +
 	"properties\x18\x05 \x03(\v2&.sluice.v1.KafkaSource.PropertiesEntryR\n" +
-	"properties\x1a=\n" +
+	"properties\x12.\n" +
+	"\x11fail_on_data_loss\x18\x06 \x01(\bH\x00R\x0efailOnDataLoss\x88\x01\x01\x1a=\n" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x14\n" +
+	"\x12_fail_on_data_loss\"\xc7\x01\n" +
 	"\x0fStartingOffsets\x126\n" +
 	"\bposition\x18\x01 \x01(\x0e2\x18.sluice.v1.StartPositionH\x00R\bposition\x128\n" +
-	"\bexplicit\x18\x02 \x01(\v2\x1a.sluice.v1.ExplicitOffsetsH\x00R\bexplicitB\x06\n" +
+	"\bexplicit\x18\x02 \x01(\v2\x1a.sluice.v1.ExplicitOffsetsH\x00R\bexplicit\x12:\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\ttimestampB\x06\n" +
 	"\x04kind\"y\n" +
 	"\x0fExplicitOffsets\x124\n" +
 	"\aoffsets\x18\x01 \x03(\v2\x1a.sluice.v1.PartitionOffsetR\aoffsets\x120\n" +
@@ -1821,7 +1942,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1f\n" +
 	"\vfrom_offset\x18\x03 \x01(\x03R\n" +
 	"fromOffset\x12!\n" +
-	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\"\xb1\x02\n" +
+	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\"\xe3\x02\n" +
 	"\x05Batch\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x03R\x02id\x129\n" +
@@ -1831,7 +1952,15 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x06ranges\x18\x05 \x03(\v2\x16.sluice.v1.OffsetRangeR\x06ranges\x121\n" +
 	"\ametrics\x18\x06 \x01(\v2\x17.sluice.v1.BatchMetricsR\ametrics\x12;\n" +
 	"\vcommit_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"commitTime\"\xf6\x02\n" +
+	"commitTime\x120\n" +
+	"\tdata_loss\x18\b \x03(\v2\x13.sluice.v1.DataLossR\bdataLoss\"\x9a\x01\n" +
+	"\bDataLoss\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1f\n" +
+	"\vfrom_offset\x18\x03 \x01(\x03R\n" +
+	"fromOffset\x12!\n" +
+	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xf6\x02\n" +
 	"\fBatchMetrics\x12\x1d\n" +
 	"\n" +
 	"records_in\x18\x01 \x01(\x03R\trecordsIn\x12\x1f\n" +
@@ -1912,7 +2041,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(IsolationLevel)(0),           // 0: sluice.v1.IsolationLevel
 	(StartPosition)(0),            // 1: sluice.v1.StartPosition
@@ -1934,18 +2063,19 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(*Job)(nil),                   // 17: sluice.v1.Job
 	(*OffsetRange)(nil),           // 18: sluice.v1.OffsetRange
 	(*Batch)(nil),                 // 19: sluice.v1.Batch
-	(*BatchMetrics)(nil),          // 20: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 21: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 22: sluice.v1.OutputRecord
-	(*BatchResult)(nil),           // 23: sluice.v1.BatchResult
-	(*CommittedOffsets)(nil),      // 24: sluice.v1.CommittedOffsets
-	nil,                           // 25: sluice.v1.KafkaSource.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*DataLoss)(nil),              // 20: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 21: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 22: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 23: sluice.v1.OutputRecord
+	(*BatchResult)(nil),           // 24: sluice.v1.BatchResult
+	(*CommittedOffsets)(nil),      // 25: sluice.v1.CommittedOffsets
+	nil,                           // 26: sluice.v1.KafkaSource.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
 	7,  // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	26, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	27, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
 	11, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
 	13, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
 	14, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
@@ -1953,35 +2083,37 @@ var file_sluice_v1_job_proto_depIdxs = []int32{
 	3,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
 	8,  // 7: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
 	0,  // 8: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	25, // 9: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	26, // 9: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
 	1,  // 10: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
 	9,  // 11: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	10, // 12: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	1,  // 13: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
-	12, // 14: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
-	2,  // 15: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
-	15, // 16: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	26, // 17: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	6,  // 18: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	4,  // 19: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	27, // 20: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	27, // 21: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	27, // 22: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	5,  // 23: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	18, // 24: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	20, // 25: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	27, // 26: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	26, // 27: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	26, // 28: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	26, // 29: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	21, // 30: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	22, // 31: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	10, // 32: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	28, // 12: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	10, // 13: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	1,  // 14: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
+	12, // 15: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
+	2,  // 16: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
+	15, // 17: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	27, // 18: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	6,  // 19: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	4,  // 20: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	28, // 21: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	28, // 22: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	28, // 23: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	5,  // 24: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	18, // 25: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	21, // 26: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	28, // 27: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	20, // 28: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	27, // 29: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	27, // 30: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	27, // 31: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	22, // 32: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	23, // 33: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	10, // 34: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -1989,9 +2121,11 @@ func file_sluice_v1_job_proto_init() {
 	if File_sluice_v1_job_proto != nil {
 		return
 	}
+	file_sluice_v1_job_proto_msgTypes[1].OneofWrappers = []any{}
 	file_sluice_v1_job_proto_msgTypes[2].OneofWrappers = []any{
 		(*StartingOffsets_Position)(nil),
 		(*StartingOffsets_Explicit)(nil),
+		(*StartingOffsets_Timestamp)(nil),
 	}
 	file_sluice_v1_job_proto_msgTypes[5].OneofWrappers = []any{
 		(*Step_Filter)(nil),
@@ -2006,7 +2140,7 @@ func file_sluice_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

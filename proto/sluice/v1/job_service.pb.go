@@ -374,6 +374,192 @@ func (x *StopJobResponse) GetJob() *Job {
 	return nil
 }
 
+type ResumeJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobRequest) Reset() {
+	*x = ResumeJobRequest{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobRequest) ProtoMessage() {}
+
+func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobRequest.ProtoReflect.Descriptor instead.
+func (*ResumeJobRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResumeJobRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ResumeJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobResponse) Reset() {
+	*x = ResumeJobResponse{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobResponse) ProtoMessage() {}
+
+func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobResponse.ProtoReflect.Descriptor instead.
+func (*ResumeJobResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ResumeJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type ResetOffsetsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Where to move every partition; partitions not named by explicit offsets
+	// follow its `others`.
+	To            *StartingOffsets `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetOffsetsRequest) Reset() {
+	*x = ResetOffsetsRequest{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetOffsetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetOffsetsRequest) ProtoMessage() {}
+
+func (x *ResetOffsetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetOffsetsRequest.ProtoReflect.Descriptor instead.
+func (*ResetOffsetsRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ResetOffsetsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResetOffsetsRequest) GetTo() *StartingOffsets {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+type ResetOffsetsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offsets       []*PartitionOffset     `protobuf:"bytes,1,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetOffsetsResponse) Reset() {
+	*x = ResetOffsetsResponse{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetOffsetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetOffsetsResponse) ProtoMessage() {}
+
+func (x *ResetOffsetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetOffsetsResponse.ProtoReflect.Descriptor instead.
+func (*ResetOffsetsResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ResetOffsetsResponse) GetOffsets() []*PartitionOffset {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
 type ListBatchesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Job   string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
@@ -385,7 +571,7 @@ type ListBatchesRequest struct {
 
 func (x *ListBatchesRequest) Reset() {
 	*x = ListBatchesRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +583,7 @@ func (x *ListBatchesRequest) String() string {
 func (*ListBatchesRequest) ProtoMessage() {}
 
 func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +596,7 @@ func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListBatchesRequest) GetJob() string {
@@ -436,7 +622,7 @@ type ListBatchesResponse struct {
 
 func (x *ListBatchesResponse) Reset() {
 	*x = ListBatchesResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +634,7 @@ func (x *ListBatchesResponse) String() string {
 func (*ListBatchesResponse) ProtoMessage() {}
 
 func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +647,7 @@ func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListBatchesResponse) GetBatches() []*Batch {
@@ -481,7 +667,7 @@ type GetBatchRequest struct {
 
 func (x *GetBatchRequest) Reset() {
 	*x = GetBatchRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +679,7 @@ func (x *GetBatchRequest) String() string {
 func (*GetBatchRequest) ProtoMessage() {}
 
 func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +692,7 @@ func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchRequest.ProtoReflect.Descriptor instead.
 func (*GetBatchRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetBatchRequest) GetJob() string {
@@ -532,7 +718,7 @@ type GetBatchResponse struct {
 
 func (x *GetBatchResponse) Reset() {
 	*x = GetBatchResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +730,7 @@ func (x *GetBatchResponse) String() string {
 func (*GetBatchResponse) ProtoMessage() {}
 
 func (x *GetBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +743,7 @@ func (x *GetBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchResponse.ProtoReflect.Descriptor instead.
 func (*GetBatchResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetBatchResponse) GetBatch() *Batch {
@@ -580,7 +766,7 @@ type WatchBatchesRequest struct {
 
 func (x *WatchBatchesRequest) Reset() {
 	*x = WatchBatchesRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +778,7 @@ func (x *WatchBatchesRequest) String() string {
 func (*WatchBatchesRequest) ProtoMessage() {}
 
 func (x *WatchBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +791,7 @@ func (x *WatchBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBatchesRequest.ProtoReflect.Descriptor instead.
 func (*WatchBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchBatchesRequest) GetJob() string {
@@ -639,7 +825,7 @@ type WatchBatchesResponse struct {
 
 func (x *WatchBatchesResponse) Reset() {
 	*x = WatchBatchesResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +837,7 @@ func (x *WatchBatchesResponse) String() string {
 func (*WatchBatchesResponse) ProtoMessage() {}
 
 func (x *WatchBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +850,7 @@ func (x *WatchBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBatchesResponse.ProtoReflect.Descriptor instead.
 func (*WatchBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchBatchesResponse) GetBatch() *Batch {
@@ -695,7 +881,7 @@ type GetResultsRequest struct {
 
 func (x *GetResultsRequest) Reset() {
 	*x = GetResultsRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +893,7 @@ func (x *GetResultsRequest) String() string {
 func (*GetResultsRequest) ProtoMessage() {}
 
 func (x *GetResultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +906,7 @@ func (x *GetResultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultsRequest.ProtoReflect.Descriptor instead.
 func (*GetResultsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetResultsRequest) GetJob() string {
@@ -762,7 +948,7 @@ type GetResultsResponse struct {
 
 func (x *GetResultsResponse) Reset() {
 	*x = GetResultsResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +960,7 @@ func (x *GetResultsResponse) String() string {
 func (*GetResultsResponse) ProtoMessage() {}
 
 func (x *GetResultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +973,7 @@ func (x *GetResultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultsResponse.ProtoReflect.Descriptor instead.
 func (*GetResultsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetResultsResponse) GetResults() []*BatchResult {
@@ -813,7 +999,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +1011,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +1024,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetOffsetsRequest) GetJob() string {
@@ -864,7 +1050,7 @@ type PartitionProgress struct {
 
 func (x *PartitionProgress) Reset() {
 	*x = PartitionProgress{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1062,7 @@ func (x *PartitionProgress) String() string {
 func (*PartitionProgress) ProtoMessage() {}
 
 func (x *PartitionProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1075,7 @@ func (x *PartitionProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionProgress.ProtoReflect.Descriptor instead.
 func (*PartitionProgress) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PartitionProgress) GetTopic() string {
@@ -937,7 +1123,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1135,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1148,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetOffsetsResponse) GetPartitions() []*PartitionProgress {
@@ -999,7 +1185,16 @@ const file_sluice_v1_job_service_proto_rawDesc = "" +
 	"\x0eStopJobRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"3\n" +
 	"\x0fStopJobResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.sluice.v1.JobR\x03job\"<\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.sluice.v1.JobR\x03job\"&\n" +
+	"\x10ResumeJobRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"5\n" +
+	"\x11ResumeJobResponse\x12 \n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.sluice.v1.JobR\x03job\"U\n" +
+	"\x13ResetOffsetsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x02to\x18\x02 \x01(\v2\x1a.sluice.v1.StartingOffsetsR\x02to\"L\n" +
+	"\x14ResetOffsetsResponse\x124\n" +
+	"\aoffsets\x18\x01 \x03(\v2\x1a.sluice.v1.PartitionOffsetR\aoffsets\"<\n" +
 	"\x12ListBatchesRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"A\n" +
@@ -1037,13 +1232,15 @@ const file_sluice_v1_job_service_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x01 \x03(\v2\x1c.sluice.v1.PartitionProgressR\n" +
 	"partitions\x12\x19\n" +
-	"\bbatch_id\x18\x02 \x01(\x03R\abatchId2\x96\x05\n" +
+	"\bbatch_id\x18\x02 \x01(\x03R\abatchId2\xaf\x06\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tSubmitJob\x12\x1b.sluice.v1.SubmitJobRequest\x1a\x1c.sluice.v1.SubmitJobResponse\x12=\n" +
 	"\x06GetJob\x12\x18.sluice.v1.GetJobRequest\x1a\x19.sluice.v1.GetJobResponse\x12C\n" +
 	"\bListJobs\x12\x1a.sluice.v1.ListJobsRequest\x1a\x1b.sluice.v1.ListJobsResponse\x12@\n" +
-	"\aStopJob\x12\x19.sluice.v1.StopJobRequest\x1a\x1a.sluice.v1.StopJobResponse\x12L\n" +
+	"\aStopJob\x12\x19.sluice.v1.StopJobRequest\x1a\x1a.sluice.v1.StopJobResponse\x12F\n" +
+	"\tResumeJob\x12\x1b.sluice.v1.ResumeJobRequest\x1a\x1c.sluice.v1.ResumeJobResponse\x12O\n" +
+	"\fResetOffsets\x12\x1e.sluice.v1.ResetOffsetsRequest\x1a\x1f.sluice.v1.ResetOffsetsResponse\x12L\n" +
 	"\vListBatches\x12\x1d.sluice.v1.ListBatchesRequest\x1a\x1e.sluice.v1.ListBatchesResponse\x12C\n" +
 	"\bGetBatch\x12\x1a.sluice.v1.GetBatchRequest\x1a\x1b.sluice.v1.GetBatchResponse\x12Q\n" +
 	"\fWatchBatches\x12\x1e.sluice.v1.WatchBatchesRequest\x1a\x1f.sluice.v1.WatchBatchesResponse0\x01\x12I\n" +
@@ -1066,7 +1263,7 @@ func file_sluice_v1_job_service_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_job_service_proto_rawDescData
 }
 
-var file_sluice_v1_job_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_sluice_v1_job_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_sluice_v1_job_service_proto_goTypes = []any{
 	(*SubmitJobRequest)(nil),     // 0: sluice.v1.SubmitJobRequest
 	(*SubmitJobResponse)(nil),    // 1: sluice.v1.SubmitJobResponse
@@ -1076,59 +1273,72 @@ var file_sluice_v1_job_service_proto_goTypes = []any{
 	(*ListJobsResponse)(nil),     // 5: sluice.v1.ListJobsResponse
 	(*StopJobRequest)(nil),       // 6: sluice.v1.StopJobRequest
 	(*StopJobResponse)(nil),      // 7: sluice.v1.StopJobResponse
-	(*ListBatchesRequest)(nil),   // 8: sluice.v1.ListBatchesRequest
-	(*ListBatchesResponse)(nil),  // 9: sluice.v1.ListBatchesResponse
-	(*GetBatchRequest)(nil),      // 10: sluice.v1.GetBatchRequest
-	(*GetBatchResponse)(nil),     // 11: sluice.v1.GetBatchResponse
-	(*WatchBatchesRequest)(nil),  // 12: sluice.v1.WatchBatchesRequest
-	(*WatchBatchesResponse)(nil), // 13: sluice.v1.WatchBatchesResponse
-	(*GetResultsRequest)(nil),    // 14: sluice.v1.GetResultsRequest
-	(*GetResultsResponse)(nil),   // 15: sluice.v1.GetResultsResponse
-	(*GetOffsetsRequest)(nil),    // 16: sluice.v1.GetOffsetsRequest
-	(*PartitionProgress)(nil),    // 17: sluice.v1.PartitionProgress
-	(*GetOffsetsResponse)(nil),   // 18: sluice.v1.GetOffsetsResponse
-	(*JobSpec)(nil),              // 19: sluice.v1.JobSpec
-	(*Job)(nil),                  // 20: sluice.v1.Job
-	(*Batch)(nil),                // 21: sluice.v1.Batch
-	(*BatchResult)(nil),          // 22: sluice.v1.BatchResult
-	(*KeyAggregate)(nil),         // 23: sluice.v1.KeyAggregate
+	(*ResumeJobRequest)(nil),     // 8: sluice.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),    // 9: sluice.v1.ResumeJobResponse
+	(*ResetOffsetsRequest)(nil),  // 10: sluice.v1.ResetOffsetsRequest
+	(*ResetOffsetsResponse)(nil), // 11: sluice.v1.ResetOffsetsResponse
+	(*ListBatchesRequest)(nil),   // 12: sluice.v1.ListBatchesRequest
+	(*ListBatchesResponse)(nil),  // 13: sluice.v1.ListBatchesResponse
+	(*GetBatchRequest)(nil),      // 14: sluice.v1.GetBatchRequest
+	(*GetBatchResponse)(nil),     // 15: sluice.v1.GetBatchResponse
+	(*WatchBatchesRequest)(nil),  // 16: sluice.v1.WatchBatchesRequest
+	(*WatchBatchesResponse)(nil), // 17: sluice.v1.WatchBatchesResponse
+	(*GetResultsRequest)(nil),    // 18: sluice.v1.GetResultsRequest
+	(*GetResultsResponse)(nil),   // 19: sluice.v1.GetResultsResponse
+	(*GetOffsetsRequest)(nil),    // 20: sluice.v1.GetOffsetsRequest
+	(*PartitionProgress)(nil),    // 21: sluice.v1.PartitionProgress
+	(*GetOffsetsResponse)(nil),   // 22: sluice.v1.GetOffsetsResponse
+	(*JobSpec)(nil),              // 23: sluice.v1.JobSpec
+	(*Job)(nil),                  // 24: sluice.v1.Job
+	(*StartingOffsets)(nil),      // 25: sluice.v1.StartingOffsets
+	(*PartitionOffset)(nil),      // 26: sluice.v1.PartitionOffset
+	(*Batch)(nil),                // 27: sluice.v1.Batch
+	(*BatchResult)(nil),          // 28: sluice.v1.BatchResult
+	(*KeyAggregate)(nil),         // 29: sluice.v1.KeyAggregate
 }
 var file_sluice_v1_job_service_proto_depIdxs = []int32{
-	19, // 0: sluice.v1.SubmitJobRequest.spec:type_name -> sluice.v1.JobSpec
-	20, // 1: sluice.v1.SubmitJobResponse.job:type_name -> sluice.v1.Job
-	20, // 2: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
-	20, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
-	20, // 4: sluice.v1.StopJobResponse.job:type_name -> sluice.v1.Job
-	21, // 5: sluice.v1.ListBatchesResponse.batches:type_name -> sluice.v1.Batch
-	21, // 6: sluice.v1.GetBatchResponse.batch:type_name -> sluice.v1.Batch
-	21, // 7: sluice.v1.WatchBatchesResponse.batch:type_name -> sluice.v1.Batch
-	22, // 8: sluice.v1.WatchBatchesResponse.result:type_name -> sluice.v1.BatchResult
-	22, // 9: sluice.v1.GetResultsResponse.results:type_name -> sluice.v1.BatchResult
-	23, // 10: sluice.v1.GetResultsResponse.merged:type_name -> sluice.v1.KeyAggregate
-	17, // 11: sluice.v1.GetOffsetsResponse.partitions:type_name -> sluice.v1.PartitionProgress
-	0,  // 12: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	2,  // 13: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	4,  // 14: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	6,  // 15: sluice.v1.JobService.StopJob:input_type -> sluice.v1.StopJobRequest
-	8,  // 16: sluice.v1.JobService.ListBatches:input_type -> sluice.v1.ListBatchesRequest
-	10, // 17: sluice.v1.JobService.GetBatch:input_type -> sluice.v1.GetBatchRequest
-	12, // 18: sluice.v1.JobService.WatchBatches:input_type -> sluice.v1.WatchBatchesRequest
-	14, // 19: sluice.v1.JobService.GetResults:input_type -> sluice.v1.GetResultsRequest
-	16, // 20: sluice.v1.JobService.GetOffsets:input_type -> sluice.v1.GetOffsetsRequest
-	1,  // 21: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	3,  // 22: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
-	5,  // 23: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	7,  // 24: sluice.v1.JobService.StopJob:output_type -> sluice.v1.StopJobResponse
-	9,  // 25: sluice.v1.JobService.ListBatches:output_type -> sluice.v1.ListBatchesResponse
-	11, // 26: sluice.v1.JobService.GetBatch:output_type -> sluice.v1.GetBatchResponse
-	13, // 27: sluice.v1.JobService.WatchBatches:output_type -> sluice.v1.WatchBatchesResponse
-	15, // 28: sluice.v1.JobService.GetResults:output_type -> sluice.v1.GetResultsResponse
-	18, // 29: sluice.v1.JobService.GetOffsets:output_type -> sluice.v1.GetOffsetsResponse
-	21, // [21:30] is the sub-list for method output_type
-	12, // [12:21] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	23, // 0: sluice.v1.SubmitJobRequest.spec:type_name -> sluice.v1.JobSpec
+	24, // 1: sluice.v1.SubmitJobResponse.job:type_name -> sluice.v1.Job
+	24, // 2: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
+	24, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
+	24, // 4: sluice.v1.StopJobResponse.job:type_name -> sluice.v1.Job
+	24, // 5: sluice.v1.ResumeJobResponse.job:type_name -> sluice.v1.Job
+	25, // 6: sluice.v1.ResetOffsetsRequest.to:type_name -> sluice.v1.StartingOffsets
+	26, // 7: sluice.v1.ResetOffsetsResponse.offsets:type_name -> sluice.v1.PartitionOffset
+	27, // 8: sluice.v1.ListBatchesResponse.batches:type_name -> sluice.v1.Batch
+	27, // 9: sluice.v1.GetBatchResponse.batch:type_name -> sluice.v1.Batch
+	27, // 10: sluice.v1.WatchBatchesResponse.batch:type_name -> sluice.v1.Batch
+	28, // 11: sluice.v1.WatchBatchesResponse.result:type_name -> sluice.v1.BatchResult
+	28, // 12: sluice.v1.GetResultsResponse.results:type_name -> sluice.v1.BatchResult
+	29, // 13: sluice.v1.GetResultsResponse.merged:type_name -> sluice.v1.KeyAggregate
+	21, // 14: sluice.v1.GetOffsetsResponse.partitions:type_name -> sluice.v1.PartitionProgress
+	0,  // 15: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	2,  // 16: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	4,  // 17: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	6,  // 18: sluice.v1.JobService.StopJob:input_type -> sluice.v1.StopJobRequest
+	8,  // 19: sluice.v1.JobService.ResumeJob:input_type -> sluice.v1.ResumeJobRequest
+	10, // 20: sluice.v1.JobService.ResetOffsets:input_type -> sluice.v1.ResetOffsetsRequest
+	12, // 21: sluice.v1.JobService.ListBatches:input_type -> sluice.v1.ListBatchesRequest
+	14, // 22: sluice.v1.JobService.GetBatch:input_type -> sluice.v1.GetBatchRequest
+	16, // 23: sluice.v1.JobService.WatchBatches:input_type -> sluice.v1.WatchBatchesRequest
+	18, // 24: sluice.v1.JobService.GetResults:input_type -> sluice.v1.GetResultsRequest
+	20, // 25: sluice.v1.JobService.GetOffsets:input_type -> sluice.v1.GetOffsetsRequest
+	1,  // 26: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	3,  // 27: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
+	5,  // 28: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	7,  // 29: sluice.v1.JobService.StopJob:output_type -> sluice.v1.StopJobResponse
+	9,  // 30: sluice.v1.JobService.ResumeJob:output_type -> sluice.v1.ResumeJobResponse
+	11, // 31: sluice.v1.JobService.ResetOffsets:output_type -> sluice.v1.ResetOffsetsResponse
+	13, // 32: sluice.v1.JobService.ListBatches:output_type -> sluice.v1.ListBatchesResponse
+	15, // 33: sluice.v1.JobService.GetBatch:output_type -> sluice.v1.GetBatchResponse
+	17, // 34: sluice.v1.JobService.WatchBatches:output_type -> sluice.v1.WatchBatchesResponse
+	19, // 35: sluice.v1.JobService.GetResults:output_type -> sluice.v1.GetResultsResponse
+	22, // 36: sluice.v1.JobService.GetOffsets:output_type -> sluice.v1.GetOffsetsResponse
+	26, // [26:37] is the sub-list for method output_type
+	15, // [15:26] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_service_proto_init() }
@@ -1143,7 +1353,7 @@ func file_sluice_v1_job_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_service_proto_rawDesc), len(file_sluice_v1_job_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,8 @@ const (
 	JobService_GetJob_FullMethodName       = "/sluice.v1.JobService/GetJob"
 	JobService_ListJobs_FullMethodName     = "/sluice.v1.JobService/ListJobs"
 	JobService_StopJob_FullMethodName      = "/sluice.v1.JobService/StopJob"
+	JobService_ResumeJob_FullMethodName    = "/sluice.v1.JobService/ResumeJob"
+	JobService_ResetOffsets_FullMethodName = "/sluice.v1.JobService/ResetOffsets"
 	JobService_ListBatches_FullMethodName  = "/sluice.v1.JobService/ListBatches"
 	JobService_GetBatch_FullMethodName     = "/sluice.v1.JobService/GetBatch"
 	JobService_WatchBatches_FullMethodName = "/sluice.v1.JobService/WatchBatches"
@@ -43,8 +45,14 @@ type JobServiceClient interface {
 	SubmitJob(ctx context.Context, in *SubmitJobRequest, opts ...grpc.CallOption) (*SubmitJobResponse, error)
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error)
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
-	// StopJob stops a job after its batch in flight; its offsets are kept.
+	// StopJob stops a job; its offsets are kept. A batch in flight is
+	// abandoned and re-run with the same ranges when the job resumes.
 	StopJob(ctx context.Context, in *StopJobRequest, opts ...grpc.CallOption) (*StopJobResponse, error)
+	// ResumeJob runs a stopped or failed job again from its committed offsets.
+	ResumeJob(ctx context.Context, in *ResumeJobRequest, opts ...grpc.CallOption) (*ResumeJobResponse, error)
+	// ResetOffsets moves a stopped or failed job's offsets (earliest, latest,
+	// by timestamp, or explicit); a planned but uncommitted batch is dropped.
+	ResetOffsets(ctx context.Context, in *ResetOffsetsRequest, opts ...grpc.CallOption) (*ResetOffsetsResponse, error)
 	// ListBatches lists a job's retained batches, newest first.
 	ListBatches(ctx context.Context, in *ListBatchesRequest, opts ...grpc.CallOption) (*ListBatchesResponse, error)
 	GetBatch(ctx context.Context, in *GetBatchRequest, opts ...grpc.CallOption) (*GetBatchResponse, error)
@@ -98,6 +106,26 @@ func (c *jobServiceClient) StopJob(ctx context.Context, in *StopJobRequest, opts
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StopJobResponse)
 	err := c.cc.Invoke(ctx, JobService_StopJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ResumeJob(ctx context.Context, in *ResumeJobRequest, opts ...grpc.CallOption) (*ResumeJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeJobResponse)
+	err := c.cc.Invoke(ctx, JobService_ResumeJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ResetOffsets(ctx context.Context, in *ResetOffsetsRequest, opts ...grpc.CallOption) (*ResetOffsetsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResetOffsetsResponse)
+	err := c.cc.Invoke(ctx, JobService_ResetOffsets_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -176,8 +204,14 @@ type JobServiceServer interface {
 	SubmitJob(context.Context, *SubmitJobRequest) (*SubmitJobResponse, error)
 	GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error)
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
-	// StopJob stops a job after its batch in flight; its offsets are kept.
+	// StopJob stops a job; its offsets are kept. A batch in flight is
+	// abandoned and re-run with the same ranges when the job resumes.
 	StopJob(context.Context, *StopJobRequest) (*StopJobResponse, error)
+	// ResumeJob runs a stopped or failed job again from its committed offsets.
+	ResumeJob(context.Context, *ResumeJobRequest) (*ResumeJobResponse, error)
+	// ResetOffsets moves a stopped or failed job's offsets (earliest, latest,
+	// by timestamp, or explicit); a planned but uncommitted batch is dropped.
+	ResetOffsets(context.Context, *ResetOffsetsRequest) (*ResetOffsetsResponse, error)
 	// ListBatches lists a job's retained batches, newest first.
 	ListBatches(context.Context, *ListBatchesRequest) (*ListBatchesResponse, error)
 	GetBatch(context.Context, *GetBatchRequest) (*GetBatchResponse, error)
@@ -208,6 +242,12 @@ func (UnimplementedJobServiceServer) ListJobs(context.Context, *ListJobsRequest)
 }
 func (UnimplementedJobServiceServer) StopJob(context.Context, *StopJobRequest) (*StopJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StopJob not implemented")
+}
+func (UnimplementedJobServiceServer) ResumeJob(context.Context, *ResumeJobRequest) (*ResumeJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeJob not implemented")
+}
+func (UnimplementedJobServiceServer) ResetOffsets(context.Context, *ResetOffsetsRequest) (*ResetOffsetsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetOffsets not implemented")
 }
 func (UnimplementedJobServiceServer) ListBatches(context.Context, *ListBatchesRequest) (*ListBatchesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListBatches not implemented")
@@ -317,6 +357,42 @@ func _JobService_StopJob_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_ResumeJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ResumeJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ResumeJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ResumeJob(ctx, req.(*ResumeJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_ResetOffsets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetOffsetsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ResetOffsets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ResetOffsets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ResetOffsets(ctx, req.(*ResetOffsetsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _JobService_ListBatches_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListBatchesRequest)
 	if err := dec(in); err != nil {
@@ -422,6 +498,14 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StopJob",
 			Handler:    _JobService_StopJob_Handler,
+		},
+		{
+			MethodName: "ResumeJob",
+			Handler:    _JobService_ResumeJob_Handler,
+		},
+		{
+			MethodName: "ResetOffsets",
+			Handler:    _JobService_ResetOffsets_Handler,
 		},
 		{
 			MethodName: "ListBatches",

@@ -516,6 +516,9 @@ type TaskResult struct {
 	Aggregates    []*KeyAggregate      `protobuf:"bytes,6,rep,name=aggregates,proto3" json:"aggregates,omitempty"`
 	Records       []*OutputRecord      `protobuf:"bytes,7,rep,name=records,proto3" json:"records,omitempty"`
 	Duration      *durationpb.Duration `protobuf:"bytes,8,opt,name=duration,proto3" json:"duration,omitempty"`
+	// The error is transient (Kafka unreachable or slow): the task is retried
+	// with backoff without using up an attempt.
+	Retryable     bool `protobuf:"varint,9,opt,name=retryable,proto3" json:"retryable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -606,6 +609,13 @@ func (x *TaskResult) GetDuration() *durationpb.Duration {
 	return nil
 }
 
+func (x *TaskResult) GetRetryable() bool {
+	if x != nil {
+		return x.Retryable
+	}
+	return false
+}
+
 var File_sluice_v1_worker_service_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_worker_service_proto_rawDesc = "" +
@@ -642,7 +652,7 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\x05range\x18\x02 \x01(\v2\x16.sluice.v1.OffsetRangeR\x05range\x12&\n" +
 	"\x04spec\x18\x03 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\x12!\n" +
 	"\fspec_version\x18\x04 \x01(\x03R\vspecVersion\x123\n" +
-	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xd2\x02\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xf0\x02\n" +
 	"\n" +
 	"TaskResult\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12\x14\n" +
@@ -656,7 +666,8 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"aggregates\x18\x06 \x03(\v2\x17.sluice.v1.KeyAggregateR\n" +
 	"aggregates\x121\n" +
 	"\arecords\x18\a \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\x125\n" +
-	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration2U\n" +
+	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1c\n" +
+	"\tretryable\x18\t \x01(\bR\tretryable2U\n" +
 	"\rWorkerService\x12D\n" +
 	"\aConnect\x12\x19.sluice.v1.ConnectRequest\x1a\x1a.sluice.v1.ConnectResponse(\x010\x01B\xa2\x01\n" +
 	"\rcom.sluice.v1B\x12WorkerServiceProtoP\x01Z8github.com/sluice-stream/sluice/proto/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
