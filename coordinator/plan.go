@@ -60,7 +60,8 @@ func planRanges(parts []partitionState, lim limits) ([]*sluicev1.OffsetRange, er
 
 	var perPartition int64 = math.MaxInt64
 	if lim.MaxRatePerPartition > 0 {
-		perPartition = max(int64(float64(lim.MaxRatePerPartition)*lim.Interval.Seconds()), 1)
+		// Integer milliseconds: float seconds would make 100/s x 290ms 28.99 records.
+		perPartition = max(lim.MaxRatePerPartition*lim.Interval.Milliseconds()/1000, 1)
 	}
 
 	var ranges []*sluicev1.OffsetRange

@@ -147,7 +147,6 @@ func TestPlanRanges(t *testing.T) {
 }
 
 func TestPlanRangesRateCapRounding(t *testing.T) {
-	t.Skip("bug: planRanges computes the rate cap as int64(float64(rate)*interval.Seconds()); 100/s x 290ms = 28.999999999999996 truncates to 28, want 29")
 	got, err := planRanges([]partitionState{partState("a", 0, 0, 1000)}, limits{Interval: 290 * time.Millisecond, MaxRatePerPartition: 100})
 	if err != nil {
 		t.Fatal(err)

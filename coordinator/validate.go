@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/sluice-stream/sluice/kafkasrc"
@@ -97,7 +98,7 @@ func Validate(spec *sluicev1.JobSpec) error {
 	if _, err := steps.Compile(spec); err != nil {
 		var fe *steps.FieldError
 		if errors.As(err, &fe) {
-			return &ValidationError{Field: fe.Field, Reason: fe.Error()}
+			return &ValidationError{Field: fe.Field, Reason: strings.TrimPrefix(fe.Error(), fe.Field+": ")}
 		}
 		return invalid("steps", "%v", err)
 	}

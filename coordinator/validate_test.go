@@ -270,7 +270,6 @@ func TestValidateInvalid(t *testing.T) {
 }
 
 func TestValidateFieldNamedOnce(t *testing.T) {
-	t.Skip("bug: validate.go sets ValidationError.Reason to steps.FieldError.Error(), which already starts with the field, so Error() and the BadRequest description read \"steps[1].filter: steps[1].filter: ERROR: ...\"")
 	s := validJobSpec()
 	setFilters(s, `true`, `value ==`)
 	err := Validate(s)

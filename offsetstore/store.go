@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -191,7 +192,10 @@ func (s *Store) CreateJob(ctx context.Context, job *sluicev1.Job) error {
 	key := s.jobKey(job.GetSpec().GetName())
 	err = s.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, clientv3.OpPut(key, val))
 	if errors.Is(err, ErrConflict) {
-		return fmt.Errorf("job %q: %w", job.GetSpec().GetName(), ErrExists)
+		// Either the name is taken or the fence failed; only the former is ErrExists.
+		if resp, gerr := s.kv.Get(ctx, key, clientv3.WithCountOnly()); gerr == nil && resp.Count > 0 {
+			return fmt.Errorf("job %q: %w", job.GetSpec().GetName(), ErrExists)
+		}
 	}
 	return err
 }
@@ -272,7 +276,7 @@ func (s *Store) Batches(ctx context.Context, job string, limit int) ([]*sluicev1
 func (s *Store) Results(ctx context.Context, job string, from, to int64) ([]*sluicev1.BatchResult, error) {
 	start := s.resultKey(job, max(from, 0))
 	end := clientv3.GetPrefixRangeEnd(s.resultsPrefix(job))
-	if to > 0 {
+	if to > 0 && to < math.MaxInt64 {
 		end = s.resultKey(job, to+1)
 	}
 	resp, err := s.kv.Get(ctx, start, clientv3.WithRange(end))
