@@ -37,6 +37,9 @@ type Config struct {
 	Out io.Writer
 	// Coordinator tweaks the coordinator config (tests).
 	Coordinator func(*coordinator.Config)
+	// InfraOnly runs just etcd and the broker, for a cluster of separate
+	// coordinator and worker processes on one machine.
+	InfraOnly bool
 }
 
 // DefaultConfig returns the defaults of `sluice dev`.
@@ -58,7 +61,7 @@ func DefaultConfig() Config {
 // Run starts everything and blocks until ctx ends, then stops it all in order:
 // workers, coordinator, gRPC server, broker, etcd.
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.Workers < 1 {
+	if cfg.Workers < 1 && !cfg.InfraOnly {
 		return fmt.Errorf("dev: --workers %d: at least one worker is needed", cfg.Workers)
 	}
 	logger := cfg.Logger
@@ -81,6 +84,11 @@ func Run(ctx context.Context, cfg Config) error {
 		bootstrap = k.ListenAddrs()[0]
 	}
 
+	if cfg.InfraOnly {
+		fmt.Fprintf(cfg.Out, "sluice dev (infra only) is up\n  kafka bootstrap   %s\n  etcd              %s\n  data dir          %s\n", bootstrap, cfg.EtcdAddr, cfg.DataDir)
+		<-ctx.Done()
+		return nil
+	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.EtcdAddr}, DialTimeout: 5 * time.Second, Logger: nopZap()})
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)

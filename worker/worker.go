@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sluice-stream/sluice/failpoint"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/record"
@@ -40,6 +41,9 @@ type Config struct {
 	Logger            hclog.Logger
 	// DialOptions are added to the gRPC dial (tests).
 	DialOptions []grpc.DialOption
+	// Failpoints may crash or freeze the worker at "mid-task" (after the
+	// first record of a task) for the fault-tolerance tests.
+	Failpoints failpoint.Set
 }
 
 // DefaultConfig returns the defaults.
@@ -283,9 +287,16 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	}
 	r := task.GetRange()
 	runner := prog.NewRunner()
+	first := true
 	_, err = w.cache.Read(ctx, cl, groupID(spec.GetName()), kafkasrc.Range{
 		Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset(),
-	}, func(rec *record.Record) error { return runner.Process(rec) })
+	}, func(rec *record.Record) error {
+		if first {
+			first = false
+			w.cfg.Failpoints.Hit("mid-task")
+		}
+		return runner.Process(rec)
+	})
 	if err != nil {
 		return fail(err)
 	}

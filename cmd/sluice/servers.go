@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-stream/sluice/coordinator"
 	"github.com/sluice-stream/sluice/dev"
+	"github.com/sluice-stream/sluice/failpoint"
 	"github.com/sluice-stream/sluice/worker"
 )
 
@@ -42,6 +43,7 @@ func runDev(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.Demo.Enabled, "demo", false, "create a topic, produce a click stream, run a demo job and print its batches")
 	fs.IntVar(&cfg.Demo.Rate, "demo-rate", cfg.Demo.Rate, "demo events per second")
 	fs.DurationVar(&cfg.Demo.Interval, "demo-interval", cfg.Demo.Interval, "demo job batch interval")
+	fs.BoolVar(&cfg.InfraOnly, "infra-only", false, "run only etcd and the broker (for separate coordinator and worker processes)")
 	level := fs.String("log-level", "warn", "log level: trace, debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -142,6 +144,14 @@ func runWorker(ctx context.Context, args []string) error {
 	}
 	cfg.Coordinators = splitList(*coords)
 	cfg.Logger = logger
+	if fp := os.Getenv("SLUICE_FAILPOINTS"); fp != "" {
+		fps, err := failpoint.Parse(fp, "mid-task")
+		if err != nil {
+			return err
+		}
+		cfg.Failpoints = fps
+		logger.Warn("failpoints armed", "failpoints", fp)
+	}
 	w, err := worker.New(cfg)
 	if err != nil {
 		return err
