@@ -387,7 +387,12 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 		}
 	}
 	newOffs := advanceOffsets(offs.Value, b.GetDataLoss(), b.GetRanges(), b.GetId())
-	rev, err := r.store.CommitBatch(ctx, offsetstore.Commit{
+	// A commit that started runs to its end even if leadership is being lost
+	// meanwhile: the fence in the transaction, not a cancelled context,
+	// decides whether it counts.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	rev, err := r.store.CommitBatch(cctx, offsetstore.Commit{
 		Batch: committed, BatchRevision: batchRev, Result: result,
 		Offsets: newOffs, OffsetsRevision: offs.ModRevision, Keep: r.keep,
 	})

@@ -414,8 +414,15 @@ func (s *workerServer) Connect(stream grpc.BidiStreamingServer[sluicev1.ConnectR
 
 	timeout := time.NewTimer(s.c.cfg.HeartbeatTimeout)
 	defer timeout.Stop()
+	ping := time.NewTicker(s.c.cfg.HeartbeatInterval)
+	defer ping.Stop()
+	pingMsg := &sluicev1.ConnectResponse{Kind: &sluicev1.ConnectResponse_Ping{Ping: &sluicev1.Ping{}}}
 	for {
 		select {
+		case <-ping.C:
+			if err := stream.Send(pingMsg); err != nil {
+				return err
+			}
 		case <-ctx.Done():
 			return nil
 		case <-w.done:

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,39 +24,25 @@ import (
 
 // proc is a child process whose output goes to the test log on failure.
 type proc struct {
-	cmd *exec.Cmd
-	out *bytes.Buffer
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	done    chan struct{} // closed when the process exited (startProcEnv)
+	waitErr error
 }
 
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	out := &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{cmd: cmd, out: out}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("output of %s %v:\n%s", filepath.Base(name), args, lastLines(out.String(), 40))
-		}
-	})
-	return p
+	return startProcEnv(t, nil, name, args...)
 }
 
 // interrupt stops the process as Ctrl-C would and waits for it to exit.
 func (p *proc) interrupt(t *testing.T) {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGINT: %v\n%s", err, lastLines(p.out.String(), 30))
+	case <-p.done:
+		if p.waitErr != nil {
+			t.Fatalf("exit after SIGINT: %v\n%s", p.waitErr, lastLines(p.out.String(), 30))
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatalf("no exit within 20s of SIGINT")
@@ -340,4 +327,22 @@ func TestSeparateProcesses(t *testing.T) {
 			t.Errorf("SDK example output lacks %s %d:\n%s", page, n, sdkOut)
 		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writing child process and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -411,13 +411,20 @@ var plainByte = func() (t [256]bool) {
 	return t
 }()
 
+// plainASCII is plainByte without the bytes of multi-byte UTF-8 sequences,
+// which str must check.
+var plainASCII = func() (t [256]bool) {
+	copy(t[:utf8.RuneSelf], plainByte[:utf8.RuneSelf])
+	return t
+}()
+
 // str decodes the string at p.i (on its opening quote). A string without
 // escapes or non-ASCII bytes is a substring of p.s: no allocation.
 func (p *jsonParser) str() (string, error) {
 	p.i++ // "
 	start := p.i
 	for p.i < len(p.s) {
-		for p.i < len(p.s) && plainByte[p.s[p.i]] && p.s[p.i] < utf8.RuneSelf {
+		for p.i < len(p.s) && plainASCII[p.s[p.i]] {
 			p.i++
 		}
 		if p.i >= len(p.s) {

@@ -200,6 +200,24 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 			}
 		}
 	})
+	// Watchdog: the coordinator pings every heartbeat interval; silence for
+	// three of them means it froze or is cut off, so try the next one.
+	heard := make(chan struct{}, 1)
+	g.Go(func() error {
+		silence := 3 * hb
+		t := time.NewTimer(silence)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-heard:
+				t.Reset(silence) // safe without draining since Go 1.23
+			case <-t.C:
+				return fmt.Errorf("coordinator %s silent for %s", addr, silence)
+			}
+		}
+	})
 	// Receiver: starts a goroutine per task, bounded by the slots.
 	g.Go(func() error {
 		defer running.Wait()
@@ -207,6 +225,10 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 			msg, err := stream.Recv()
 			if err != nil {
 				return fmt.Errorf("receive: %w", err)
+			}
+			select {
+			case heard <- struct{}{}:
+			default:
 			}
 			task := msg.GetTask()
 			if task == nil {

@@ -126,6 +126,7 @@ type ConnectResponse struct {
 	//
 	//	*ConnectResponse_Registered
 	//	*ConnectResponse_Task
+	//	*ConnectResponse_Ping
 	Kind          isConnectResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -186,6 +187,15 @@ func (x *ConnectResponse) GetTask() *Task {
 	return nil
 }
 
+func (x *ConnectResponse) GetPing() *Ping {
+	if x != nil {
+		if x, ok := x.Kind.(*ConnectResponse_Ping); ok {
+			return x.Ping
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Kind interface {
 	isConnectResponse_Kind()
 }
@@ -198,9 +208,53 @@ type ConnectResponse_Task struct {
 	Task *Task `protobuf:"bytes,2,opt,name=task,proto3,oneof"`
 }
 
+type ConnectResponse_Ping struct {
+	Ping *Ping `protobuf:"bytes,3,opt,name=ping,proto3,oneof"`
+}
+
 func (*ConnectResponse_Registered) isConnectResponse_Kind() {}
 
 func (*ConnectResponse_Task) isConnectResponse_Kind() {}
+
+func (*ConnectResponse_Ping) isConnectResponse_Kind() {}
+
+// Ping is sent every heartbeat interval, so that a worker notices a frozen or
+// partitioned coordinator and moves to another.
+type Ping struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ping) Reset() {
+	*x = Ping{}
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ping) ProtoMessage() {}
+
+func (x *Ping) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ping.ProtoReflect.Descriptor instead.
+func (*Ping) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{2}
+}
 
 type Register struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -216,7 +270,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[2]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +282,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[2]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +295,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Register) GetWorkerId() string {
@@ -281,7 +335,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[3]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +347,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[3]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +360,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Registered) GetHeartbeatInterval() *durationpb.Duration {
@@ -325,7 +379,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[4]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +391,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[4]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +404,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Heartbeat) GetRunningTasks() int32 {
@@ -372,7 +426,7 @@ type TaskKey struct {
 
 func (x *TaskKey) Reset() {
 	*x = TaskKey{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[5]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +438,7 @@ func (x *TaskKey) String() string {
 func (*TaskKey) ProtoMessage() {}
 
 func (x *TaskKey) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[5]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +451,7 @@ func (x *TaskKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskKey.ProtoReflect.Descriptor instead.
 func (*TaskKey) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TaskKey) GetJob() string {
@@ -442,7 +496,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[6]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +508,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[6]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +521,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Task) GetKey() *TaskKey {
@@ -525,7 +579,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[7]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +591,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[7]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +604,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TaskResult) GetKey() *TaskKey {
@@ -625,13 +679,15 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\bregister\x18\x01 \x01(\v2\x13.sluice.v1.RegisterH\x00R\bregister\x124\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x14.sluice.v1.HeartbeatH\x00R\theartbeat\x12/\n" +
 	"\x06result\x18\x03 \x01(\v2\x15.sluice.v1.TaskResultH\x00R\x06resultB\x06\n" +
-	"\x04kind\"y\n" +
+	"\x04kind\"\xa0\x01\n" +
 	"\x0fConnectResponse\x127\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x15.sluice.v1.RegisteredH\x00R\n" +
 	"registered\x12%\n" +
-	"\x04task\x18\x02 \x01(\v2\x0f.sluice.v1.TaskH\x00R\x04taskB\x06\n" +
-	"\x04kind\"i\n" +
+	"\x04task\x18\x02 \x01(\v2\x0f.sluice.v1.TaskH\x00R\x04task\x12%\n" +
+	"\x04ping\x18\x03 \x01(\v2\x0f.sluice.v1.PingH\x00R\x04pingB\x06\n" +
+	"\x04kind\"\x06\n" +
+	"\x04Ping\"i\n" +
 	"\bRegister\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\x05R\x05slots\x12\x12\n" +
@@ -685,44 +741,46 @@ func file_sluice_v1_worker_service_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_worker_service_proto_rawDescData
 }
 
-var file_sluice_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_sluice_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_sluice_v1_worker_service_proto_goTypes = []any{
 	(*ConnectRequest)(nil),      // 0: sluice.v1.ConnectRequest
 	(*ConnectResponse)(nil),     // 1: sluice.v1.ConnectResponse
-	(*Register)(nil),            // 2: sluice.v1.Register
-	(*Registered)(nil),          // 3: sluice.v1.Registered
-	(*Heartbeat)(nil),           // 4: sluice.v1.Heartbeat
-	(*TaskKey)(nil),             // 5: sluice.v1.TaskKey
-	(*Task)(nil),                // 6: sluice.v1.Task
-	(*TaskResult)(nil),          // 7: sluice.v1.TaskResult
-	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
-	(*OffsetRange)(nil),         // 9: sluice.v1.OffsetRange
-	(*JobSpec)(nil),             // 10: sluice.v1.JobSpec
-	(*KeyAggregate)(nil),        // 11: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),        // 12: sluice.v1.OutputRecord
+	(*Ping)(nil),                // 2: sluice.v1.Ping
+	(*Register)(nil),            // 3: sluice.v1.Register
+	(*Registered)(nil),          // 4: sluice.v1.Registered
+	(*Heartbeat)(nil),           // 5: sluice.v1.Heartbeat
+	(*TaskKey)(nil),             // 6: sluice.v1.TaskKey
+	(*Task)(nil),                // 7: sluice.v1.Task
+	(*TaskResult)(nil),          // 8: sluice.v1.TaskResult
+	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
+	(*OffsetRange)(nil),         // 10: sluice.v1.OffsetRange
+	(*JobSpec)(nil),             // 11: sluice.v1.JobSpec
+	(*KeyAggregate)(nil),        // 12: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),        // 13: sluice.v1.OutputRecord
 }
 var file_sluice_v1_worker_service_proto_depIdxs = []int32{
-	2,  // 0: sluice.v1.ConnectRequest.register:type_name -> sluice.v1.Register
-	4,  // 1: sluice.v1.ConnectRequest.heartbeat:type_name -> sluice.v1.Heartbeat
-	7,  // 2: sluice.v1.ConnectRequest.result:type_name -> sluice.v1.TaskResult
-	3,  // 3: sluice.v1.ConnectResponse.registered:type_name -> sluice.v1.Registered
-	6,  // 4: sluice.v1.ConnectResponse.task:type_name -> sluice.v1.Task
-	8,  // 5: sluice.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	5,  // 6: sluice.v1.Task.key:type_name -> sluice.v1.TaskKey
-	9,  // 7: sluice.v1.Task.range:type_name -> sluice.v1.OffsetRange
-	10, // 8: sluice.v1.Task.spec:type_name -> sluice.v1.JobSpec
-	8,  // 9: sluice.v1.Task.timeout:type_name -> google.protobuf.Duration
-	5,  // 10: sluice.v1.TaskResult.key:type_name -> sluice.v1.TaskKey
-	11, // 11: sluice.v1.TaskResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	12, // 12: sluice.v1.TaskResult.records:type_name -> sluice.v1.OutputRecord
-	8,  // 13: sluice.v1.TaskResult.duration:type_name -> google.protobuf.Duration
-	0,  // 14: sluice.v1.WorkerService.Connect:input_type -> sluice.v1.ConnectRequest
-	1,  // 15: sluice.v1.WorkerService.Connect:output_type -> sluice.v1.ConnectResponse
-	15, // [15:16] is the sub-list for method output_type
-	14, // [14:15] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	3,  // 0: sluice.v1.ConnectRequest.register:type_name -> sluice.v1.Register
+	5,  // 1: sluice.v1.ConnectRequest.heartbeat:type_name -> sluice.v1.Heartbeat
+	8,  // 2: sluice.v1.ConnectRequest.result:type_name -> sluice.v1.TaskResult
+	4,  // 3: sluice.v1.ConnectResponse.registered:type_name -> sluice.v1.Registered
+	7,  // 4: sluice.v1.ConnectResponse.task:type_name -> sluice.v1.Task
+	2,  // 5: sluice.v1.ConnectResponse.ping:type_name -> sluice.v1.Ping
+	9,  // 6: sluice.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	6,  // 7: sluice.v1.Task.key:type_name -> sluice.v1.TaskKey
+	10, // 8: sluice.v1.Task.range:type_name -> sluice.v1.OffsetRange
+	11, // 9: sluice.v1.Task.spec:type_name -> sluice.v1.JobSpec
+	9,  // 10: sluice.v1.Task.timeout:type_name -> google.protobuf.Duration
+	6,  // 11: sluice.v1.TaskResult.key:type_name -> sluice.v1.TaskKey
+	12, // 12: sluice.v1.TaskResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	13, // 13: sluice.v1.TaskResult.records:type_name -> sluice.v1.OutputRecord
+	9,  // 14: sluice.v1.TaskResult.duration:type_name -> google.protobuf.Duration
+	0,  // 15: sluice.v1.WorkerService.Connect:input_type -> sluice.v1.ConnectRequest
+	1,  // 16: sluice.v1.WorkerService.Connect:output_type -> sluice.v1.ConnectResponse
+	16, // [16:17] is the sub-list for method output_type
+	15, // [15:16] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_worker_service_proto_init() }
@@ -739,6 +797,7 @@ func file_sluice_v1_worker_service_proto_init() {
 	file_sluice_v1_worker_service_proto_msgTypes[1].OneofWrappers = []any{
 		(*ConnectResponse_Registered)(nil),
 		(*ConnectResponse_Task)(nil),
+		(*ConnectResponse_Ping)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -746,7 +805,7 @@ func file_sluice_v1_worker_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_worker_service_proto_rawDesc), len(file_sluice_v1_worker_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
