@@ -284,9 +284,10 @@ func TestBrokerDownAndBack(t *testing.T) {
 	}
 	waitJob(t, tc.Client, spec.GetName(), 30*time.Second, "third batch", func(j *sluicev1.Job) bool { return j.GetLastBatchId() >= 3 })
 
+	// (GetOffsets asks Kafka for the latest offsets, up to 3s: read before the close.)
+	atClose := committed(t, tc.Client, spec.GetName())
 	k.Close()
 	down := time.Now()
-	atClose := committed(t, tc.Client, spec.GetName())
 	// While the broker is away the job must wait, not fail, and say why.
 	var messages []string
 	lastDuringOutage := int64(0)
