@@ -179,6 +179,59 @@ func (AggregateFunction) EnumDescriptor() ([]byte, []int) {
 	return file_sluice_v1_job_proto_rawDescGZIP(), []int{2}
 }
 
+type KafkaSinkMode int32
+
+const (
+	KafkaSinkMode_KAFKA_SINK_MODE_UNSPECIFIED KafkaSinkMode = 0
+	// Exactly-once (the default): each task writes its output and its source
+	// range's end offset to the job's consumer group in one Kafka transaction.
+	KafkaSinkMode_KAFKA_SINK_MODE_TRANSACTIONAL KafkaSinkMode = 1
+	// At-least-once: an idempotent producer without transactions; a retried task
+	// may write its output again, with the same sluice-src headers.
+	KafkaSinkMode_KAFKA_SINK_MODE_IDEMPOTENT KafkaSinkMode = 2
+)
+
+// Enum value maps for KafkaSinkMode.
+var (
+	KafkaSinkMode_name = map[int32]string{
+		0: "KAFKA_SINK_MODE_UNSPECIFIED",
+		1: "KAFKA_SINK_MODE_TRANSACTIONAL",
+		2: "KAFKA_SINK_MODE_IDEMPOTENT",
+	}
+	KafkaSinkMode_value = map[string]int32{
+		"KAFKA_SINK_MODE_UNSPECIFIED":   0,
+		"KAFKA_SINK_MODE_TRANSACTIONAL": 1,
+		"KAFKA_SINK_MODE_IDEMPOTENT":    2,
+	}
+)
+
+func (x KafkaSinkMode) Enum() *KafkaSinkMode {
+	p := new(KafkaSinkMode)
+	*p = x
+	return p
+}
+
+func (x KafkaSinkMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KafkaSinkMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_job_proto_enumTypes[3].Descriptor()
+}
+
+func (KafkaSinkMode) Type() protoreflect.EnumType {
+	return &file_sluice_v1_job_proto_enumTypes[3]
+}
+
+func (x KafkaSinkMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KafkaSinkMode.Descriptor instead.
+func (KafkaSinkMode) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{3}
+}
+
 type RecordErrorPolicy int32
 
 const (
@@ -214,11 +267,11 @@ func (x RecordErrorPolicy) String() string {
 }
 
 func (RecordErrorPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_job_proto_enumTypes[3].Descriptor()
+	return file_sluice_v1_job_proto_enumTypes[4].Descriptor()
 }
 
 func (RecordErrorPolicy) Type() protoreflect.EnumType {
-	return &file_sluice_v1_job_proto_enumTypes[3]
+	return &file_sluice_v1_job_proto_enumTypes[4]
 }
 
 func (x RecordErrorPolicy) Number() protoreflect.EnumNumber {
@@ -227,7 +280,7 @@ func (x RecordErrorPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RecordErrorPolicy.Descriptor instead.
 func (RecordErrorPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 type JobState int32
@@ -266,11 +319,11 @@ func (x JobState) String() string {
 }
 
 func (JobState) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_job_proto_enumTypes[4].Descriptor()
+	return file_sluice_v1_job_proto_enumTypes[5].Descriptor()
 }
 
 func (JobState) Type() protoreflect.EnumType {
-	return &file_sluice_v1_job_proto_enumTypes[4]
+	return &file_sluice_v1_job_proto_enumTypes[5]
 }
 
 func (x JobState) Number() protoreflect.EnumNumber {
@@ -279,7 +332,7 @@ func (x JobState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use JobState.Descriptor instead.
 func (JobState) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 type BatchState int32
@@ -317,11 +370,11 @@ func (x BatchState) String() string {
 }
 
 func (BatchState) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_job_proto_enumTypes[5].Descriptor()
+	return file_sluice_v1_job_proto_enumTypes[6].Descriptor()
 }
 
 func (BatchState) Type() protoreflect.EnumType {
-	return &file_sluice_v1_job_proto_enumTypes[5]
+	return &file_sluice_v1_job_proto_enumTypes[6]
 }
 
 func (x BatchState) Number() protoreflect.EnumNumber {
@@ -330,7 +383,7 @@ func (x BatchState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BatchState.Descriptor instead.
 func (BatchState) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 // JobSpec is a streaming query: where records come from, what is done to them,
@@ -967,6 +1020,7 @@ type Sink struct {
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Sink_Collect
+	//	*Sink_Kafka
 	Kind          isSink_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1018,6 +1072,15 @@ func (x *Sink) GetCollect() *CollectSink {
 	return nil
 }
 
+func (x *Sink) GetKafka() *KafkaSink {
+	if x != nil {
+		if x, ok := x.Kind.(*Sink_Kafka); ok {
+			return x.Kafka
+		}
+	}
+	return nil
+}
+
 type isSink_Kind interface {
 	isSink_Kind()
 }
@@ -1026,7 +1089,136 @@ type Sink_Collect struct {
 	Collect *CollectSink `protobuf:"bytes,1,opt,name=collect,proto3,oneof"`
 }
 
+type Sink_Kafka struct {
+	Kafka *KafkaSink `protobuf:"bytes,2,opt,name=kafka,proto3,oneof"`
+}
+
 func (*Sink_Collect) isSink_Kind() {}
+
+func (*Sink_Kafka) isSink_Kind() {}
+
+// KafkaSink writes every record that leaves the steps (key and value as the
+// steps made them) to Kafka. It cannot follow an aggregate: tasks write their
+// own output, and per-key totals only exist after the batch is merged.
+type KafkaSink struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Target cluster; default the source's bootstrap servers.
+	BootstrapServers string `protobuf:"bytes,1,opt,name=bootstrap_servers,json=bootstrapServers,proto3" json:"bootstrap_servers,omitempty"`
+	// Target topic; or topic_expr.
+	Topic string `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	// CEL expression (string) choosing the topic per record.
+	TopicExpr string `protobuf:"bytes,3,opt,name=topic_expr,json=topicExpr,proto3" json:"topic_expr,omitempty"`
+	// CEL expression (int) choosing the partition; default the Java client's
+	// murmur2 hash of the key.
+	PartitionExpr string `protobuf:"bytes,4,opt,name=partition_expr,json=partitionExpr,proto3" json:"partition_expr,omitempty"`
+	// Header name -> CEL expression (string or bytes) added to every record.
+	// Every record also carries sluice-job, sluice-batch and sluice-src
+	// (source topic/partition/offset), so readers can de-duplicate.
+	Headers map[string]string `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// librdkafka producer properties passed through (compression, batching, security).
+	Properties map[string]string `protobuf:"bytes,6,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Mode       KafkaSinkMode     `protobuf:"varint,7,opt,name=mode,proto3,enum=sluice.v1.KafkaSinkMode" json:"mode,omitempty"`
+	// Prefix of the transactional ids: <prefix>-<job>-<source topic>-<partition>; default "sluice".
+	TransactionalIdPrefix string `protobuf:"bytes,8,opt,name=transactional_id_prefix,json=transactionalIdPrefix,proto3" json:"transactional_id_prefix,omitempty"`
+	// Kafka transaction timeout; default 60s. It must not exceed the broker's
+	// transaction.max.timeout.ms, which is checked at submit.
+	TransactionTimeout *durationpb.Duration `protobuf:"bytes,9,opt,name=transaction_timeout,json=transactionTimeout,proto3" json:"transaction_timeout,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *KafkaSink) Reset() {
+	*x = KafkaSink{}
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KafkaSink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KafkaSink) ProtoMessage() {}
+
+func (x *KafkaSink) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KafkaSink.ProtoReflect.Descriptor instead.
+func (*KafkaSink) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *KafkaSink) GetBootstrapServers() string {
+	if x != nil {
+		return x.BootstrapServers
+	}
+	return ""
+}
+
+func (x *KafkaSink) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *KafkaSink) GetTopicExpr() string {
+	if x != nil {
+		return x.TopicExpr
+	}
+	return ""
+}
+
+func (x *KafkaSink) GetPartitionExpr() string {
+	if x != nil {
+		return x.PartitionExpr
+	}
+	return ""
+}
+
+func (x *KafkaSink) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *KafkaSink) GetProperties() map[string]string {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
+func (x *KafkaSink) GetMode() KafkaSinkMode {
+	if x != nil {
+		return x.Mode
+	}
+	return KafkaSinkMode_KAFKA_SINK_MODE_UNSPECIFIED
+}
+
+func (x *KafkaSink) GetTransactionalIdPrefix() string {
+	if x != nil {
+		return x.TransactionalIdPrefix
+	}
+	return ""
+}
+
+func (x *KafkaSink) GetTransactionTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.TransactionTimeout
+	}
+	return nil
+}
 
 // CollectSink keeps each batch's output in etcd, committed in the same
 // transaction as the batch's offsets: exactly-once.
@@ -1038,7 +1230,7 @@ type CollectSink struct {
 
 func (x *CollectSink) Reset() {
 	*x = CollectSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1242,7 @@ func (x *CollectSink) String() string {
 func (*CollectSink) ProtoMessage() {}
 
 func (x *CollectSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1255,7 @@ func (x *CollectSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectSink.ProtoReflect.Descriptor instead.
 func (*CollectSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 type Limits struct {
@@ -1082,7 +1274,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1286,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1299,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Limits) GetMaxRatePerPartition() int64 {
@@ -1155,7 +1347,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1359,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1372,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Job) GetSpec() *JobSpec {
@@ -1239,7 +1431,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1443,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1456,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *OffsetRange) GetTopic() string {
@@ -1313,7 +1505,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1517,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1530,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Batch) GetJob() string {
@@ -1412,7 +1604,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1616,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1629,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -1498,7 +1690,7 @@ type BatchMetrics struct {
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1702,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1715,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -1597,7 +1789,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1801,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1814,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -1667,20 +1859,27 @@ func (x *KeyAggregate) GetAvg() float64 {
 	return 0
 }
 
+// OutputRecord is a record that left the steps. topic, partition and offset
+// name its source record.
 type OutputRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	Topic         string                 `protobuf:"bytes,3,opt,name=topic,proto3" json:"topic,omitempty"`
-	Partition     int32                  `protobuf:"varint,4,opt,name=partition,proto3" json:"partition,omitempty"`
-	Offset        int64                  `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Key       []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value     []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Topic     string                 `protobuf:"bytes,3,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,4,opt,name=partition,proto3" json:"partition,omitempty"`
+	Offset    int64                  `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Kafka sink routing, from topic/topic_expr, partition_expr and headers:
+	// the target topic, the target partition (-1: by key hash) and the user headers.
+	SinkTopic     string    `protobuf:"bytes,6,opt,name=sink_topic,json=sinkTopic,proto3" json:"sink_topic,omitempty"`
+	SinkPartition int32     `protobuf:"varint,7,opt,name=sink_partition,json=sinkPartition,proto3" json:"sink_partition,omitempty"`
+	Headers       []*Header `protobuf:"bytes,8,rep,name=headers,proto3" json:"headers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1891,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1904,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -1743,6 +1942,79 @@ func (x *OutputRecord) GetOffset() int64 {
 	return 0
 }
 
+func (x *OutputRecord) GetSinkTopic() string {
+	if x != nil {
+		return x.SinkTopic
+	}
+	return ""
+}
+
+func (x *OutputRecord) GetSinkPartition() int32 {
+	if x != nil {
+		return x.SinkPartition
+	}
+	return 0
+}
+
+func (x *OutputRecord) GetHeaders() []*Header {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+type Header struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Header) Reset() {
+	*x = Header{}
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Header) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Header) ProtoMessage() {}
+
+func (x *Header) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Header.ProtoReflect.Descriptor instead.
+func (*Header) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Header) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Header) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
 // BatchResult is what the collect sink keeps for one batch.
 type BatchResult struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1758,7 +2030,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +2042,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +2055,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -1827,7 +2099,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2111,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2124,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -1918,10 +2190,30 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\tAggregate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12:\n" +
-	"\tfunctions\x18\x03 \x03(\x0e2\x1c.sluice.v1.AggregateFunctionR\tfunctions\"B\n" +
+	"\tfunctions\x18\x03 \x03(\x0e2\x1c.sluice.v1.AggregateFunctionR\tfunctions\"p\n" +
 	"\x04Sink\x122\n" +
-	"\acollect\x18\x01 \x01(\v2\x16.sluice.v1.CollectSinkH\x00R\acollectB\x06\n" +
-	"\x04kind\"\r\n" +
+	"\acollect\x18\x01 \x01(\v2\x16.sluice.v1.CollectSinkH\x00R\acollect\x12,\n" +
+	"\x05kafka\x18\x02 \x01(\v2\x14.sluice.v1.KafkaSinkH\x00R\x05kafkaB\x06\n" +
+	"\x04kind\"\xc4\x04\n" +
+	"\tKafkaSink\x12+\n" +
+	"\x11bootstrap_servers\x18\x01 \x01(\tR\x10bootstrapServers\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1d\n" +
+	"\n" +
+	"topic_expr\x18\x03 \x01(\tR\ttopicExpr\x12%\n" +
+	"\x0epartition_expr\x18\x04 \x01(\tR\rpartitionExpr\x12;\n" +
+	"\aheaders\x18\x05 \x03(\v2!.sluice.v1.KafkaSink.HeadersEntryR\aheaders\x12D\n" +
+	"\n" +
+	"properties\x18\x06 \x03(\v2$.sluice.v1.KafkaSink.PropertiesEntryR\n" +
+	"properties\x12,\n" +
+	"\x04mode\x18\a \x01(\x0e2\x18.sluice.v1.KafkaSinkModeR\x04mode\x126\n" +
+	"\x17transactional_id_prefix\x18\b \x01(\tR\x15transactionalIdPrefix\x12J\n" +
+	"\x13transaction_timeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\x12transactionTimeout\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a=\n" +
+	"\x0fPropertiesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\r\n" +
 	"\vCollectSink\"\xda\x01\n" +
 	"\x06Limits\x123\n" +
 	"\x16max_rate_per_partition\x18\x01 \x01(\x03R\x13maxRatePerPartition\x121\n" +
@@ -1979,13 +2271,20 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x03sum\x18\x03 \x01(\x01R\x03sum\x12\x10\n" +
 	"\x03min\x18\x04 \x01(\x01R\x03min\x12\x10\n" +
 	"\x03max\x18\x05 \x01(\x01R\x03max\x12\x10\n" +
-	"\x03avg\x18\x06 \x01(\x01R\x03avg\"\x82\x01\n" +
+	"\x03avg\x18\x06 \x01(\x01R\x03avg\"\xf5\x01\n" +
 	"\fOutputRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x14\n" +
 	"\x05topic\x18\x03 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x04 \x01(\x05R\tpartition\x12\x16\n" +
-	"\x06offset\x18\x05 \x01(\x03R\x06offset\"\xa6\x01\n" +
+	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12\x1d\n" +
+	"\n" +
+	"sink_topic\x18\x06 \x01(\tR\tsinkTopic\x12%\n" +
+	"\x0esink_partition\x18\a \x01(\x05R\rsinkPartition\x12+\n" +
+	"\aheaders\x18\b \x03(\v2\x11.sluice.v1.HeaderR\aheaders\"0\n" +
+	"\x06Header\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\xa6\x01\n" +
 	"\vBatchResult\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\x03R\abatchId\x127\n" +
@@ -2010,7 +2309,11 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x16AGGREGATE_FUNCTION_SUM\x10\x02\x12\x1a\n" +
 	"\x16AGGREGATE_FUNCTION_MIN\x10\x03\x12\x1a\n" +
 	"\x16AGGREGATE_FUNCTION_MAX\x10\x04\x12\x1a\n" +
-	"\x16AGGREGATE_FUNCTION_AVG\x10\x05*t\n" +
+	"\x16AGGREGATE_FUNCTION_AVG\x10\x05*s\n" +
+	"\rKafkaSinkMode\x12\x1f\n" +
+	"\x1bKAFKA_SINK_MODE_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dKAFKA_SINK_MODE_TRANSACTIONAL\x10\x01\x12\x1e\n" +
+	"\x1aKAFKA_SINK_MODE_IDEMPOTENT\x10\x02*t\n" +
 	"\x11RecordErrorPolicy\x12#\n" +
 	"\x1fRECORD_ERROR_POLICY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18RECORD_ERROR_POLICY_FAIL\x10\x01\x12\x1c\n" +
@@ -2040,80 +2343,91 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_job_proto_rawDescData
 }
 
-var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(IsolationLevel)(0),           // 0: sluice.v1.IsolationLevel
 	(StartPosition)(0),            // 1: sluice.v1.StartPosition
 	(AggregateFunction)(0),        // 2: sluice.v1.AggregateFunction
-	(RecordErrorPolicy)(0),        // 3: sluice.v1.RecordErrorPolicy
-	(JobState)(0),                 // 4: sluice.v1.JobState
-	(BatchState)(0),               // 5: sluice.v1.BatchState
-	(*JobSpec)(nil),               // 6: sluice.v1.JobSpec
-	(*KafkaSource)(nil),           // 7: sluice.v1.KafkaSource
-	(*StartingOffsets)(nil),       // 8: sluice.v1.StartingOffsets
-	(*ExplicitOffsets)(nil),       // 9: sluice.v1.ExplicitOffsets
-	(*PartitionOffset)(nil),       // 10: sluice.v1.PartitionOffset
-	(*Step)(nil),                  // 11: sluice.v1.Step
-	(*MapStep)(nil),               // 12: sluice.v1.MapStep
-	(*Aggregate)(nil),             // 13: sluice.v1.Aggregate
-	(*Sink)(nil),                  // 14: sluice.v1.Sink
-	(*CollectSink)(nil),           // 15: sluice.v1.CollectSink
-	(*Limits)(nil),                // 16: sluice.v1.Limits
-	(*Job)(nil),                   // 17: sluice.v1.Job
-	(*OffsetRange)(nil),           // 18: sluice.v1.OffsetRange
-	(*Batch)(nil),                 // 19: sluice.v1.Batch
-	(*DataLoss)(nil),              // 20: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 21: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 22: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 23: sluice.v1.OutputRecord
-	(*BatchResult)(nil),           // 24: sluice.v1.BatchResult
-	(*CommittedOffsets)(nil),      // 25: sluice.v1.CommittedOffsets
-	nil,                           // 26: sluice.v1.KafkaSource.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(KafkaSinkMode)(0),            // 3: sluice.v1.KafkaSinkMode
+	(RecordErrorPolicy)(0),        // 4: sluice.v1.RecordErrorPolicy
+	(JobState)(0),                 // 5: sluice.v1.JobState
+	(BatchState)(0),               // 6: sluice.v1.BatchState
+	(*JobSpec)(nil),               // 7: sluice.v1.JobSpec
+	(*KafkaSource)(nil),           // 8: sluice.v1.KafkaSource
+	(*StartingOffsets)(nil),       // 9: sluice.v1.StartingOffsets
+	(*ExplicitOffsets)(nil),       // 10: sluice.v1.ExplicitOffsets
+	(*PartitionOffset)(nil),       // 11: sluice.v1.PartitionOffset
+	(*Step)(nil),                  // 12: sluice.v1.Step
+	(*MapStep)(nil),               // 13: sluice.v1.MapStep
+	(*Aggregate)(nil),             // 14: sluice.v1.Aggregate
+	(*Sink)(nil),                  // 15: sluice.v1.Sink
+	(*KafkaSink)(nil),             // 16: sluice.v1.KafkaSink
+	(*CollectSink)(nil),           // 17: sluice.v1.CollectSink
+	(*Limits)(nil),                // 18: sluice.v1.Limits
+	(*Job)(nil),                   // 19: sluice.v1.Job
+	(*OffsetRange)(nil),           // 20: sluice.v1.OffsetRange
+	(*Batch)(nil),                 // 21: sluice.v1.Batch
+	(*DataLoss)(nil),              // 22: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 23: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 24: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 25: sluice.v1.OutputRecord
+	(*Header)(nil),                // 26: sluice.v1.Header
+	(*BatchResult)(nil),           // 27: sluice.v1.BatchResult
+	(*CommittedOffsets)(nil),      // 28: sluice.v1.CommittedOffsets
+	nil,                           // 29: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 30: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 31: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
-	7,  // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	27, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
-	11, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
-	13, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
-	14, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
-	16, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
-	3,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
-	8,  // 7: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
+	8,  // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
+	32, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	12, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
+	14, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
+	15, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
+	18, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
+	4,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
+	9,  // 7: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
 	0,  // 8: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	26, // 9: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	29, // 9: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
 	1,  // 10: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
-	9,  // 11: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	28, // 12: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
-	10, // 13: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	10, // 11: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
+	33, // 12: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 13: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
 	1,  // 14: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
-	12, // 15: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
+	13, // 15: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
 	2,  // 16: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
-	15, // 17: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	27, // 18: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	6,  // 19: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	4,  // 20: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	28, // 21: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	28, // 22: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	28, // 23: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	5,  // 24: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	18, // 25: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	21, // 26: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	28, // 27: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	20, // 28: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	27, // 29: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	27, // 30: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	27, // 31: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	22, // 32: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	23, // 33: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	10, // 34: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	17, // 17: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	16, // 18: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
+	30, // 19: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	31, // 20: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	3,  // 21: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
+	32, // 22: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	32, // 23: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	7,  // 24: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	5,  // 25: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	33, // 26: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	33, // 27: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	33, // 28: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	6,  // 29: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	20, // 30: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	23, // 31: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	33, // 32: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	22, // 33: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	32, // 34: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	32, // 35: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	32, // 36: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	26, // 37: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	24, // 38: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	25, // 39: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	11, // 40: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -2133,14 +2447,15 @@ func file_sluice_v1_job_proto_init() {
 	}
 	file_sluice_v1_job_proto_msgTypes[8].OneofWrappers = []any{
 		(*Sink_Collect)(nil),
+		(*Sink_Kafka)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   21,
+			NumEnums:      7,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

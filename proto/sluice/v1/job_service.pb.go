@@ -560,6 +560,341 @@ func (x *ResetOffsetsResponse) GetOffsets() []*PartitionOffset {
 	return nil
 }
 
+type DeleteJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteJobRequest) Reset() {
+	*x = DeleteJobRequest{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteJobRequest) ProtoMessage() {}
+
+func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteJobRequest.ProtoReflect.Descriptor instead.
+func (*DeleteJobRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DeleteJobRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteJobResponse) Reset() {
+	*x = DeleteJobResponse{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteJobResponse) ProtoMessage() {}
+
+func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteJobResponse.ProtoReflect.Descriptor instead.
+func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{13}
+}
+
+type ListTransactionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransactionsRequest) Reset() {
+	*x = ListTransactionsRequest{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransactionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransactionsRequest) ProtoMessage() {}
+
+func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
+func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListTransactionsRequest) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+type Transaction struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TransactionalId string                 `protobuf:"bytes,1,opt,name=transactional_id,json=transactionalId,proto3" json:"transactional_id,omitempty"`
+	// Kafka's state: Empty, Ongoing, PrepareCommit, CompleteCommit, CompleteAbort, Dead...
+	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	ProducerId    int64  `protobuf:"varint,3,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch int32  `protobuf:"varint,4,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	// Partitions written in the ongoing transaction, as topic/partition.
+	Partitions    []string `protobuf:"bytes,5,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Transaction) Reset() {
+	*x = Transaction{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Transaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Transaction) ProtoMessage() {}
+
+func (x *Transaction) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
+func (*Transaction) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Transaction) GetTransactionalId() string {
+	if x != nil {
+		return x.TransactionalId
+	}
+	return ""
+}
+
+func (x *Transaction) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Transaction) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *Transaction) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *Transaction) GetPartitions() []string {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type ListTransactionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Transactions  []*Transaction         `protobuf:"bytes,1,rep,name=transactions,proto3" json:"transactions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransactionsResponse) Reset() {
+	*x = ListTransactionsResponse{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransactionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransactionsResponse) ProtoMessage() {}
+
+func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
+func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
+	if x != nil {
+		return x.Transactions
+	}
+	return nil
+}
+
+type AbortTransactionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortTransactionsRequest) Reset() {
+	*x = AbortTransactionsRequest{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortTransactionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortTransactionsRequest) ProtoMessage() {}
+
+func (x *AbortTransactionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortTransactionsRequest.ProtoReflect.Descriptor instead.
+func (*AbortTransactionsRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AbortTransactionsRequest) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+type AbortTransactionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Transactional ids that had an open transaction, now aborted.
+	Aborted       []string `protobuf:"bytes,1,rep,name=aborted,proto3" json:"aborted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortTransactionsResponse) Reset() {
+	*x = AbortTransactionsResponse{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortTransactionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortTransactionsResponse) ProtoMessage() {}
+
+func (x *AbortTransactionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortTransactionsResponse.ProtoReflect.Descriptor instead.
+func (*AbortTransactionsResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AbortTransactionsResponse) GetAborted() []string {
+	if x != nil {
+		return x.Aborted
+	}
+	return nil
+}
+
 type ListBatchesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Job   string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
@@ -571,7 +906,7 @@ type ListBatchesRequest struct {
 
 func (x *ListBatchesRequest) Reset() {
 	*x = ListBatchesRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +918,7 @@ func (x *ListBatchesRequest) String() string {
 func (*ListBatchesRequest) ProtoMessage() {}
 
 func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +931,7 @@ func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListBatchesRequest) GetJob() string {
@@ -622,7 +957,7 @@ type ListBatchesResponse struct {
 
 func (x *ListBatchesResponse) Reset() {
 	*x = ListBatchesResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +969,7 @@ func (x *ListBatchesResponse) String() string {
 func (*ListBatchesResponse) ProtoMessage() {}
 
 func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +982,7 @@ func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListBatchesResponse) GetBatches() []*Batch {
@@ -667,7 +1002,7 @@ type GetBatchRequest struct {
 
 func (x *GetBatchRequest) Reset() {
 	*x = GetBatchRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +1014,7 @@ func (x *GetBatchRequest) String() string {
 func (*GetBatchRequest) ProtoMessage() {}
 
 func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +1027,7 @@ func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchRequest.ProtoReflect.Descriptor instead.
 func (*GetBatchRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetBatchRequest) GetJob() string {
@@ -718,7 +1053,7 @@ type GetBatchResponse struct {
 
 func (x *GetBatchResponse) Reset() {
 	*x = GetBatchResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +1065,7 @@ func (x *GetBatchResponse) String() string {
 func (*GetBatchResponse) ProtoMessage() {}
 
 func (x *GetBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +1078,7 @@ func (x *GetBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchResponse.ProtoReflect.Descriptor instead.
 func (*GetBatchResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetBatchResponse) GetBatch() *Batch {
@@ -766,7 +1101,7 @@ type WatchBatchesRequest struct {
 
 func (x *WatchBatchesRequest) Reset() {
 	*x = WatchBatchesRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +1113,7 @@ func (x *WatchBatchesRequest) String() string {
 func (*WatchBatchesRequest) ProtoMessage() {}
 
 func (x *WatchBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +1126,7 @@ func (x *WatchBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBatchesRequest.ProtoReflect.Descriptor instead.
 func (*WatchBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchBatchesRequest) GetJob() string {
@@ -825,7 +1160,7 @@ type WatchBatchesResponse struct {
 
 func (x *WatchBatchesResponse) Reset() {
 	*x = WatchBatchesResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +1172,7 @@ func (x *WatchBatchesResponse) String() string {
 func (*WatchBatchesResponse) ProtoMessage() {}
 
 func (x *WatchBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +1185,7 @@ func (x *WatchBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBatchesResponse.ProtoReflect.Descriptor instead.
 func (*WatchBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchBatchesResponse) GetBatch() *Batch {
@@ -881,7 +1216,7 @@ type GetResultsRequest struct {
 
 func (x *GetResultsRequest) Reset() {
 	*x = GetResultsRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +1228,7 @@ func (x *GetResultsRequest) String() string {
 func (*GetResultsRequest) ProtoMessage() {}
 
 func (x *GetResultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1241,7 @@ func (x *GetResultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultsRequest.ProtoReflect.Descriptor instead.
 func (*GetResultsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetResultsRequest) GetJob() string {
@@ -948,7 +1283,7 @@ type GetResultsResponse struct {
 
 func (x *GetResultsResponse) Reset() {
 	*x = GetResultsResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1295,7 @@ func (x *GetResultsResponse) String() string {
 func (*GetResultsResponse) ProtoMessage() {}
 
 func (x *GetResultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1308,7 @@ func (x *GetResultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultsResponse.ProtoReflect.Descriptor instead.
 func (*GetResultsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetResultsResponse) GetResults() []*BatchResult {
@@ -999,7 +1334,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1346,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1359,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetOffsetsRequest) GetJob() string {
@@ -1050,7 +1385,7 @@ type PartitionProgress struct {
 
 func (x *PartitionProgress) Reset() {
 	*x = PartitionProgress{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1397,7 @@ func (x *PartitionProgress) String() string {
 func (*PartitionProgress) ProtoMessage() {}
 
 func (x *PartitionProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1410,7 @@ func (x *PartitionProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionProgress.ProtoReflect.Descriptor instead.
 func (*PartitionProgress) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PartitionProgress) GetTopic() string {
@@ -1123,7 +1458,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1470,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1483,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetOffsetsResponse) GetPartitions() []*PartitionProgress {
@@ -1194,7 +1529,27 @@ const file_sluice_v1_job_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x02to\x18\x02 \x01(\v2\x1a.sluice.v1.StartingOffsetsR\x02to\"L\n" +
 	"\x14ResetOffsetsResponse\x124\n" +
-	"\aoffsets\x18\x01 \x03(\v2\x1a.sluice.v1.PartitionOffsetR\aoffsets\"<\n" +
+	"\aoffsets\x18\x01 \x03(\v2\x1a.sluice.v1.PartitionOffsetR\aoffsets\"&\n" +
+	"\x10DeleteJobRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
+	"\x11DeleteJobResponse\"+\n" +
+	"\x17ListTransactionsRequest\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\"\xb6\x01\n" +
+	"\vTransaction\x12)\n" +
+	"\x10transactional_id\x18\x01 \x01(\tR\x0ftransactionalId\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1f\n" +
+	"\vproducer_id\x18\x03 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x04 \x01(\x05R\rproducerEpoch\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x05 \x03(\tR\n" +
+	"partitions\"V\n" +
+	"\x18ListTransactionsResponse\x12:\n" +
+	"\ftransactions\x18\x01 \x03(\v2\x16.sluice.v1.TransactionR\ftransactions\",\n" +
+	"\x18AbortTransactionsRequest\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\"5\n" +
+	"\x19AbortTransactionsResponse\x12\x18\n" +
+	"\aaborted\x18\x01 \x03(\tR\aaborted\"<\n" +
 	"\x12ListBatchesRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"A\n" +
@@ -1232,7 +1587,7 @@ const file_sluice_v1_job_service_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x01 \x03(\v2\x1c.sluice.v1.PartitionProgressR\n" +
 	"partitions\x12\x19\n" +
-	"\bbatch_id\x18\x02 \x01(\x03R\abatchId2\xaf\x06\n" +
+	"\bbatch_id\x18\x02 \x01(\x03R\abatchId2\xb4\b\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tSubmitJob\x12\x1b.sluice.v1.SubmitJobRequest\x1a\x1c.sluice.v1.SubmitJobResponse\x12=\n" +
@@ -1240,7 +1595,10 @@ const file_sluice_v1_job_service_proto_rawDesc = "" +
 	"\bListJobs\x12\x1a.sluice.v1.ListJobsRequest\x1a\x1b.sluice.v1.ListJobsResponse\x12@\n" +
 	"\aStopJob\x12\x19.sluice.v1.StopJobRequest\x1a\x1a.sluice.v1.StopJobResponse\x12F\n" +
 	"\tResumeJob\x12\x1b.sluice.v1.ResumeJobRequest\x1a\x1c.sluice.v1.ResumeJobResponse\x12O\n" +
-	"\fResetOffsets\x12\x1e.sluice.v1.ResetOffsetsRequest\x1a\x1f.sluice.v1.ResetOffsetsResponse\x12L\n" +
+	"\fResetOffsets\x12\x1e.sluice.v1.ResetOffsetsRequest\x1a\x1f.sluice.v1.ResetOffsetsResponse\x12F\n" +
+	"\tDeleteJob\x12\x1b.sluice.v1.DeleteJobRequest\x1a\x1c.sluice.v1.DeleteJobResponse\x12[\n" +
+	"\x10ListTransactions\x12\".sluice.v1.ListTransactionsRequest\x1a#.sluice.v1.ListTransactionsResponse\x12^\n" +
+	"\x11AbortTransactions\x12#.sluice.v1.AbortTransactionsRequest\x1a$.sluice.v1.AbortTransactionsResponse\x12L\n" +
 	"\vListBatches\x12\x1d.sluice.v1.ListBatchesRequest\x1a\x1e.sluice.v1.ListBatchesResponse\x12C\n" +
 	"\bGetBatch\x12\x1a.sluice.v1.GetBatchRequest\x1a\x1b.sluice.v1.GetBatchResponse\x12Q\n" +
 	"\fWatchBatches\x12\x1e.sluice.v1.WatchBatchesRequest\x1a\x1f.sluice.v1.WatchBatchesResponse0\x01\x12I\n" +
@@ -1263,82 +1621,96 @@ func file_sluice_v1_job_service_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_job_service_proto_rawDescData
 }
 
-var file_sluice_v1_job_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_sluice_v1_job_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_sluice_v1_job_service_proto_goTypes = []any{
-	(*SubmitJobRequest)(nil),     // 0: sluice.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),    // 1: sluice.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),        // 2: sluice.v1.GetJobRequest
-	(*GetJobResponse)(nil),       // 3: sluice.v1.GetJobResponse
-	(*ListJobsRequest)(nil),      // 4: sluice.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),     // 5: sluice.v1.ListJobsResponse
-	(*StopJobRequest)(nil),       // 6: sluice.v1.StopJobRequest
-	(*StopJobResponse)(nil),      // 7: sluice.v1.StopJobResponse
-	(*ResumeJobRequest)(nil),     // 8: sluice.v1.ResumeJobRequest
-	(*ResumeJobResponse)(nil),    // 9: sluice.v1.ResumeJobResponse
-	(*ResetOffsetsRequest)(nil),  // 10: sluice.v1.ResetOffsetsRequest
-	(*ResetOffsetsResponse)(nil), // 11: sluice.v1.ResetOffsetsResponse
-	(*ListBatchesRequest)(nil),   // 12: sluice.v1.ListBatchesRequest
-	(*ListBatchesResponse)(nil),  // 13: sluice.v1.ListBatchesResponse
-	(*GetBatchRequest)(nil),      // 14: sluice.v1.GetBatchRequest
-	(*GetBatchResponse)(nil),     // 15: sluice.v1.GetBatchResponse
-	(*WatchBatchesRequest)(nil),  // 16: sluice.v1.WatchBatchesRequest
-	(*WatchBatchesResponse)(nil), // 17: sluice.v1.WatchBatchesResponse
-	(*GetResultsRequest)(nil),    // 18: sluice.v1.GetResultsRequest
-	(*GetResultsResponse)(nil),   // 19: sluice.v1.GetResultsResponse
-	(*GetOffsetsRequest)(nil),    // 20: sluice.v1.GetOffsetsRequest
-	(*PartitionProgress)(nil),    // 21: sluice.v1.PartitionProgress
-	(*GetOffsetsResponse)(nil),   // 22: sluice.v1.GetOffsetsResponse
-	(*JobSpec)(nil),              // 23: sluice.v1.JobSpec
-	(*Job)(nil),                  // 24: sluice.v1.Job
-	(*StartingOffsets)(nil),      // 25: sluice.v1.StartingOffsets
-	(*PartitionOffset)(nil),      // 26: sluice.v1.PartitionOffset
-	(*Batch)(nil),                // 27: sluice.v1.Batch
-	(*BatchResult)(nil),          // 28: sluice.v1.BatchResult
-	(*KeyAggregate)(nil),         // 29: sluice.v1.KeyAggregate
+	(*SubmitJobRequest)(nil),          // 0: sluice.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),         // 1: sluice.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),             // 2: sluice.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 3: sluice.v1.GetJobResponse
+	(*ListJobsRequest)(nil),           // 4: sluice.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 5: sluice.v1.ListJobsResponse
+	(*StopJobRequest)(nil),            // 6: sluice.v1.StopJobRequest
+	(*StopJobResponse)(nil),           // 7: sluice.v1.StopJobResponse
+	(*ResumeJobRequest)(nil),          // 8: sluice.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),         // 9: sluice.v1.ResumeJobResponse
+	(*ResetOffsetsRequest)(nil),       // 10: sluice.v1.ResetOffsetsRequest
+	(*ResetOffsetsResponse)(nil),      // 11: sluice.v1.ResetOffsetsResponse
+	(*DeleteJobRequest)(nil),          // 12: sluice.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),         // 13: sluice.v1.DeleteJobResponse
+	(*ListTransactionsRequest)(nil),   // 14: sluice.v1.ListTransactionsRequest
+	(*Transaction)(nil),               // 15: sluice.v1.Transaction
+	(*ListTransactionsResponse)(nil),  // 16: sluice.v1.ListTransactionsResponse
+	(*AbortTransactionsRequest)(nil),  // 17: sluice.v1.AbortTransactionsRequest
+	(*AbortTransactionsResponse)(nil), // 18: sluice.v1.AbortTransactionsResponse
+	(*ListBatchesRequest)(nil),        // 19: sluice.v1.ListBatchesRequest
+	(*ListBatchesResponse)(nil),       // 20: sluice.v1.ListBatchesResponse
+	(*GetBatchRequest)(nil),           // 21: sluice.v1.GetBatchRequest
+	(*GetBatchResponse)(nil),          // 22: sluice.v1.GetBatchResponse
+	(*WatchBatchesRequest)(nil),       // 23: sluice.v1.WatchBatchesRequest
+	(*WatchBatchesResponse)(nil),      // 24: sluice.v1.WatchBatchesResponse
+	(*GetResultsRequest)(nil),         // 25: sluice.v1.GetResultsRequest
+	(*GetResultsResponse)(nil),        // 26: sluice.v1.GetResultsResponse
+	(*GetOffsetsRequest)(nil),         // 27: sluice.v1.GetOffsetsRequest
+	(*PartitionProgress)(nil),         // 28: sluice.v1.PartitionProgress
+	(*GetOffsetsResponse)(nil),        // 29: sluice.v1.GetOffsetsResponse
+	(*JobSpec)(nil),                   // 30: sluice.v1.JobSpec
+	(*Job)(nil),                       // 31: sluice.v1.Job
+	(*StartingOffsets)(nil),           // 32: sluice.v1.StartingOffsets
+	(*PartitionOffset)(nil),           // 33: sluice.v1.PartitionOffset
+	(*Batch)(nil),                     // 34: sluice.v1.Batch
+	(*BatchResult)(nil),               // 35: sluice.v1.BatchResult
+	(*KeyAggregate)(nil),              // 36: sluice.v1.KeyAggregate
 }
 var file_sluice_v1_job_service_proto_depIdxs = []int32{
-	23, // 0: sluice.v1.SubmitJobRequest.spec:type_name -> sluice.v1.JobSpec
-	24, // 1: sluice.v1.SubmitJobResponse.job:type_name -> sluice.v1.Job
-	24, // 2: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
-	24, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
-	24, // 4: sluice.v1.StopJobResponse.job:type_name -> sluice.v1.Job
-	24, // 5: sluice.v1.ResumeJobResponse.job:type_name -> sluice.v1.Job
-	25, // 6: sluice.v1.ResetOffsetsRequest.to:type_name -> sluice.v1.StartingOffsets
-	26, // 7: sluice.v1.ResetOffsetsResponse.offsets:type_name -> sluice.v1.PartitionOffset
-	27, // 8: sluice.v1.ListBatchesResponse.batches:type_name -> sluice.v1.Batch
-	27, // 9: sluice.v1.GetBatchResponse.batch:type_name -> sluice.v1.Batch
-	27, // 10: sluice.v1.WatchBatchesResponse.batch:type_name -> sluice.v1.Batch
-	28, // 11: sluice.v1.WatchBatchesResponse.result:type_name -> sluice.v1.BatchResult
-	28, // 12: sluice.v1.GetResultsResponse.results:type_name -> sluice.v1.BatchResult
-	29, // 13: sluice.v1.GetResultsResponse.merged:type_name -> sluice.v1.KeyAggregate
-	21, // 14: sluice.v1.GetOffsetsResponse.partitions:type_name -> sluice.v1.PartitionProgress
-	0,  // 15: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	2,  // 16: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	4,  // 17: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	6,  // 18: sluice.v1.JobService.StopJob:input_type -> sluice.v1.StopJobRequest
-	8,  // 19: sluice.v1.JobService.ResumeJob:input_type -> sluice.v1.ResumeJobRequest
-	10, // 20: sluice.v1.JobService.ResetOffsets:input_type -> sluice.v1.ResetOffsetsRequest
-	12, // 21: sluice.v1.JobService.ListBatches:input_type -> sluice.v1.ListBatchesRequest
-	14, // 22: sluice.v1.JobService.GetBatch:input_type -> sluice.v1.GetBatchRequest
-	16, // 23: sluice.v1.JobService.WatchBatches:input_type -> sluice.v1.WatchBatchesRequest
-	18, // 24: sluice.v1.JobService.GetResults:input_type -> sluice.v1.GetResultsRequest
-	20, // 25: sluice.v1.JobService.GetOffsets:input_type -> sluice.v1.GetOffsetsRequest
-	1,  // 26: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	3,  // 27: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
-	5,  // 28: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	7,  // 29: sluice.v1.JobService.StopJob:output_type -> sluice.v1.StopJobResponse
-	9,  // 30: sluice.v1.JobService.ResumeJob:output_type -> sluice.v1.ResumeJobResponse
-	11, // 31: sluice.v1.JobService.ResetOffsets:output_type -> sluice.v1.ResetOffsetsResponse
-	13, // 32: sluice.v1.JobService.ListBatches:output_type -> sluice.v1.ListBatchesResponse
-	15, // 33: sluice.v1.JobService.GetBatch:output_type -> sluice.v1.GetBatchResponse
-	17, // 34: sluice.v1.JobService.WatchBatches:output_type -> sluice.v1.WatchBatchesResponse
-	19, // 35: sluice.v1.JobService.GetResults:output_type -> sluice.v1.GetResultsResponse
-	22, // 36: sluice.v1.JobService.GetOffsets:output_type -> sluice.v1.GetOffsetsResponse
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	30, // 0: sluice.v1.SubmitJobRequest.spec:type_name -> sluice.v1.JobSpec
+	31, // 1: sluice.v1.SubmitJobResponse.job:type_name -> sluice.v1.Job
+	31, // 2: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
+	31, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
+	31, // 4: sluice.v1.StopJobResponse.job:type_name -> sluice.v1.Job
+	31, // 5: sluice.v1.ResumeJobResponse.job:type_name -> sluice.v1.Job
+	32, // 6: sluice.v1.ResetOffsetsRequest.to:type_name -> sluice.v1.StartingOffsets
+	33, // 7: sluice.v1.ResetOffsetsResponse.offsets:type_name -> sluice.v1.PartitionOffset
+	15, // 8: sluice.v1.ListTransactionsResponse.transactions:type_name -> sluice.v1.Transaction
+	34, // 9: sluice.v1.ListBatchesResponse.batches:type_name -> sluice.v1.Batch
+	34, // 10: sluice.v1.GetBatchResponse.batch:type_name -> sluice.v1.Batch
+	34, // 11: sluice.v1.WatchBatchesResponse.batch:type_name -> sluice.v1.Batch
+	35, // 12: sluice.v1.WatchBatchesResponse.result:type_name -> sluice.v1.BatchResult
+	35, // 13: sluice.v1.GetResultsResponse.results:type_name -> sluice.v1.BatchResult
+	36, // 14: sluice.v1.GetResultsResponse.merged:type_name -> sluice.v1.KeyAggregate
+	28, // 15: sluice.v1.GetOffsetsResponse.partitions:type_name -> sluice.v1.PartitionProgress
+	0,  // 16: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	2,  // 17: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	4,  // 18: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	6,  // 19: sluice.v1.JobService.StopJob:input_type -> sluice.v1.StopJobRequest
+	8,  // 20: sluice.v1.JobService.ResumeJob:input_type -> sluice.v1.ResumeJobRequest
+	10, // 21: sluice.v1.JobService.ResetOffsets:input_type -> sluice.v1.ResetOffsetsRequest
+	12, // 22: sluice.v1.JobService.DeleteJob:input_type -> sluice.v1.DeleteJobRequest
+	14, // 23: sluice.v1.JobService.ListTransactions:input_type -> sluice.v1.ListTransactionsRequest
+	17, // 24: sluice.v1.JobService.AbortTransactions:input_type -> sluice.v1.AbortTransactionsRequest
+	19, // 25: sluice.v1.JobService.ListBatches:input_type -> sluice.v1.ListBatchesRequest
+	21, // 26: sluice.v1.JobService.GetBatch:input_type -> sluice.v1.GetBatchRequest
+	23, // 27: sluice.v1.JobService.WatchBatches:input_type -> sluice.v1.WatchBatchesRequest
+	25, // 28: sluice.v1.JobService.GetResults:input_type -> sluice.v1.GetResultsRequest
+	27, // 29: sluice.v1.JobService.GetOffsets:input_type -> sluice.v1.GetOffsetsRequest
+	1,  // 30: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	3,  // 31: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
+	5,  // 32: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	7,  // 33: sluice.v1.JobService.StopJob:output_type -> sluice.v1.StopJobResponse
+	9,  // 34: sluice.v1.JobService.ResumeJob:output_type -> sluice.v1.ResumeJobResponse
+	11, // 35: sluice.v1.JobService.ResetOffsets:output_type -> sluice.v1.ResetOffsetsResponse
+	13, // 36: sluice.v1.JobService.DeleteJob:output_type -> sluice.v1.DeleteJobResponse
+	16, // 37: sluice.v1.JobService.ListTransactions:output_type -> sluice.v1.ListTransactionsResponse
+	18, // 38: sluice.v1.JobService.AbortTransactions:output_type -> sluice.v1.AbortTransactionsResponse
+	20, // 39: sluice.v1.JobService.ListBatches:output_type -> sluice.v1.ListBatchesResponse
+	22, // 40: sluice.v1.JobService.GetBatch:output_type -> sluice.v1.GetBatchResponse
+	24, // 41: sluice.v1.JobService.WatchBatches:output_type -> sluice.v1.WatchBatchesResponse
+	26, // 42: sluice.v1.JobService.GetResults:output_type -> sluice.v1.GetResultsResponse
+	29, // 43: sluice.v1.JobService.GetOffsets:output_type -> sluice.v1.GetOffsetsResponse
+	30, // [30:44] is the sub-list for method output_type
+	16, // [16:30] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_service_proto_init() }
@@ -1353,7 +1725,7 @@ func file_sluice_v1_job_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_service_proto_rawDesc), len(file_sluice_v1_job_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

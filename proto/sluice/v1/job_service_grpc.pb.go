@@ -19,17 +19,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	JobService_SubmitJob_FullMethodName    = "/sluice.v1.JobService/SubmitJob"
-	JobService_GetJob_FullMethodName       = "/sluice.v1.JobService/GetJob"
-	JobService_ListJobs_FullMethodName     = "/sluice.v1.JobService/ListJobs"
-	JobService_StopJob_FullMethodName      = "/sluice.v1.JobService/StopJob"
-	JobService_ResumeJob_FullMethodName    = "/sluice.v1.JobService/ResumeJob"
-	JobService_ResetOffsets_FullMethodName = "/sluice.v1.JobService/ResetOffsets"
-	JobService_ListBatches_FullMethodName  = "/sluice.v1.JobService/ListBatches"
-	JobService_GetBatch_FullMethodName     = "/sluice.v1.JobService/GetBatch"
-	JobService_WatchBatches_FullMethodName = "/sluice.v1.JobService/WatchBatches"
-	JobService_GetResults_FullMethodName   = "/sluice.v1.JobService/GetResults"
-	JobService_GetOffsets_FullMethodName   = "/sluice.v1.JobService/GetOffsets"
+	JobService_SubmitJob_FullMethodName         = "/sluice.v1.JobService/SubmitJob"
+	JobService_GetJob_FullMethodName            = "/sluice.v1.JobService/GetJob"
+	JobService_ListJobs_FullMethodName          = "/sluice.v1.JobService/ListJobs"
+	JobService_StopJob_FullMethodName           = "/sluice.v1.JobService/StopJob"
+	JobService_ResumeJob_FullMethodName         = "/sluice.v1.JobService/ResumeJob"
+	JobService_ResetOffsets_FullMethodName      = "/sluice.v1.JobService/ResetOffsets"
+	JobService_DeleteJob_FullMethodName         = "/sluice.v1.JobService/DeleteJob"
+	JobService_ListTransactions_FullMethodName  = "/sluice.v1.JobService/ListTransactions"
+	JobService_AbortTransactions_FullMethodName = "/sluice.v1.JobService/AbortTransactions"
+	JobService_ListBatches_FullMethodName       = "/sluice.v1.JobService/ListBatches"
+	JobService_GetBatch_FullMethodName          = "/sluice.v1.JobService/GetBatch"
+	JobService_WatchBatches_FullMethodName      = "/sluice.v1.JobService/WatchBatches"
+	JobService_GetResults_FullMethodName        = "/sluice.v1.JobService/GetResults"
+	JobService_GetOffsets_FullMethodName        = "/sluice.v1.JobService/GetOffsets"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -53,6 +56,13 @@ type JobServiceClient interface {
 	// ResetOffsets moves a stopped or failed job's offsets (earliest, latest,
 	// by timestamp, or explicit); a planned but uncommitted batch is dropped.
 	ResetOffsets(ctx context.Context, in *ResetOffsetsRequest, opts ...grpc.CallOption) (*ResetOffsetsResponse, error)
+	// DeleteJob stops a job and deletes it with its offsets, batches and
+	// results; a Kafka sink's open transactions are aborted.
+	DeleteJob(ctx context.Context, in *DeleteJobRequest, opts ...grpc.CallOption) (*DeleteJobResponse, error)
+	// ListTransactions lists the Kafka sink transactions of a job and their state.
+	ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error)
+	// AbortTransactions aborts a job's open Kafka sink transactions (the job must not be running).
+	AbortTransactions(ctx context.Context, in *AbortTransactionsRequest, opts ...grpc.CallOption) (*AbortTransactionsResponse, error)
 	// ListBatches lists a job's retained batches, newest first.
 	ListBatches(ctx context.Context, in *ListBatchesRequest, opts ...grpc.CallOption) (*ListBatchesResponse, error)
 	GetBatch(ctx context.Context, in *GetBatchRequest, opts ...grpc.CallOption) (*GetBatchResponse, error)
@@ -126,6 +136,36 @@ func (c *jobServiceClient) ResetOffsets(ctx context.Context, in *ResetOffsetsReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ResetOffsetsResponse)
 	err := c.cc.Invoke(ctx, JobService_ResetOffsets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) DeleteJob(ctx context.Context, in *DeleteJobRequest, opts ...grpc.CallOption) (*DeleteJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteJobResponse)
+	err := c.cc.Invoke(ctx, JobService_DeleteJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTransactionsResponse)
+	err := c.cc.Invoke(ctx, JobService_ListTransactions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) AbortTransactions(ctx context.Context, in *AbortTransactionsRequest, opts ...grpc.CallOption) (*AbortTransactionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AbortTransactionsResponse)
+	err := c.cc.Invoke(ctx, JobService_AbortTransactions_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +252,13 @@ type JobServiceServer interface {
 	// ResetOffsets moves a stopped or failed job's offsets (earliest, latest,
 	// by timestamp, or explicit); a planned but uncommitted batch is dropped.
 	ResetOffsets(context.Context, *ResetOffsetsRequest) (*ResetOffsetsResponse, error)
+	// DeleteJob stops a job and deletes it with its offsets, batches and
+	// results; a Kafka sink's open transactions are aborted.
+	DeleteJob(context.Context, *DeleteJobRequest) (*DeleteJobResponse, error)
+	// ListTransactions lists the Kafka sink transactions of a job and their state.
+	ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error)
+	// AbortTransactions aborts a job's open Kafka sink transactions (the job must not be running).
+	AbortTransactions(context.Context, *AbortTransactionsRequest) (*AbortTransactionsResponse, error)
 	// ListBatches lists a job's retained batches, newest first.
 	ListBatches(context.Context, *ListBatchesRequest) (*ListBatchesResponse, error)
 	GetBatch(context.Context, *GetBatchRequest) (*GetBatchResponse, error)
@@ -248,6 +295,15 @@ func (UnimplementedJobServiceServer) ResumeJob(context.Context, *ResumeJobReques
 }
 func (UnimplementedJobServiceServer) ResetOffsets(context.Context, *ResetOffsetsRequest) (*ResetOffsetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResetOffsets not implemented")
+}
+func (UnimplementedJobServiceServer) DeleteJob(context.Context, *DeleteJobRequest) (*DeleteJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteJob not implemented")
+}
+func (UnimplementedJobServiceServer) ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTransactions not implemented")
+}
+func (UnimplementedJobServiceServer) AbortTransactions(context.Context, *AbortTransactionsRequest) (*AbortTransactionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AbortTransactions not implemented")
 }
 func (UnimplementedJobServiceServer) ListBatches(context.Context, *ListBatchesRequest) (*ListBatchesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListBatches not implemented")
@@ -393,6 +449,60 @@ func _JobService_ResetOffsets_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_DeleteJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).DeleteJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_DeleteJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).DeleteJob(ctx, req.(*DeleteJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_ListTransactions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTransactionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ListTransactions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ListTransactions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ListTransactions(ctx, req.(*ListTransactionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_AbortTransactions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AbortTransactionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).AbortTransactions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_AbortTransactions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).AbortTransactions(ctx, req.(*AbortTransactionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _JobService_ListBatches_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListBatchesRequest)
 	if err := dec(in); err != nil {
@@ -506,6 +616,18 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResetOffsets",
 			Handler:    _JobService_ResetOffsets_Handler,
+		},
+		{
+			MethodName: "DeleteJob",
+			Handler:    _JobService_DeleteJob_Handler,
+		},
+		{
+			MethodName: "ListTransactions",
+			Handler:    _JobService_ListTransactions_Handler,
+		},
+		{
+			MethodName: "AbortTransactions",
+			Handler:    _JobService_AbortTransactions_Handler,
 		},
 		{
 			MethodName: "ListBatches",
