@@ -100,6 +100,25 @@ func (c *Client) ResetOffsets(ctx context.Context, name string, to *sluicev1.Sta
 	return resp.GetOffsets(), err
 }
 
+// Delete stops and deletes a job with its offsets, batches and results.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	_, err := c.jobs.DeleteJob(ctx, &sluicev1.DeleteJobRequest{Name: name})
+	return err
+}
+
+// Transactions lists the Kafka sink transactions of a job.
+func (c *Client) Transactions(ctx context.Context, job string) ([]*sluicev1.Transaction, error) {
+	resp, err := c.jobs.ListTransactions(ctx, &sluicev1.ListTransactionsRequest{Job: job})
+	return resp.GetTransactions(), err
+}
+
+// AbortTransactions aborts the open Kafka sink transactions of a job that is
+// not running, returning the transactional ids aborted.
+func (c *Client) AbortTransactions(ctx context.Context, job string) ([]string, error) {
+	resp, err := c.jobs.AbortTransactions(ctx, &sluicev1.AbortTransactionsRequest{Job: job})
+	return resp.GetAborted(), err
+}
+
 // Batches lists up to limit of a job's batches, newest first.
 func (c *Client) Batches(ctx context.Context, job string, limit int) ([]*sluicev1.Batch, error) {
 	resp, err := c.jobs.ListBatches(ctx, &sluicev1.ListBatchesRequest{Job: job, Limit: int32(limit)})

@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluice-stream/sluice/jobspec"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/offsetstore"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -208,6 +209,9 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 		return fmt.Errorf("list jobs: %w", err)
 	}
 	runners := map[string]*runnerHandle{}
+	// Aborts of stopped jobs' Kafka transactions run beside the loop.
+	var aborts sync.WaitGroup
+	defer aborts.Wait()
 	defer func() {
 		for _, h := range runners {
 			h.cancel()
@@ -223,11 +227,33 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 			delete(runners, name)
 		}
 	}
+	// A job that stops leaves no open transaction behind: a task in flight
+	// is fenced and its transaction aborted.
+	stopAndAbort := func(spec *sluicev1.JobSpec) {
+		stop(spec.GetName())
+		if !jobspec.Transactional(spec) {
+			return
+		}
+		aborts.Add(1)
+		go func() {
+			defer aborts.Done()
+			actx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			aborted, err := c.abortTransactions(actx, spec)
+			if err != nil {
+				c.logger.Warn("could not abort the transactions of a stopped job", "job", spec.GetName(), "error", err)
+				return
+			}
+			if len(aborted) > 0 {
+				c.logger.Info("aborted open transactions of a stopped job", "job", spec.GetName(), "transactional_ids", aborted)
+			}
+		}()
+	}
 	reconcile := func(job *sluicev1.Job, modRev int64) {
 		name := job.GetSpec().GetName()
 		h, ok := runners[name]
 		if job.GetState() != sluicev1.JobState_JOB_STATE_RUNNING {
-			stop(name)
+			stopAndAbort(job.GetSpec())
 			return
 		}
 		if ok && proto.Equal(h.spec, job.GetSpec()) {
@@ -245,7 +271,7 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 		reconcile(job, kv.ModRevision)
 	}
 
-	wch := c.cfg.Etcd.Watch(ctx, store.JobsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	wch := c.cfg.Etcd.Watch(ctx, store.JobsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithPrevKV())
 	for {
 		select {
 		case <-ctx.Done():
@@ -260,7 +286,12 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 			for _, ev := range wr.Events {
 				name := store.JobName(ev.Kv.Key)
 				if ev.Type == clientv3.EventTypeDelete {
-					stop(name)
+					prev := &sluicev1.Job{}
+					if ev.PrevKv != nil && proto.Unmarshal(ev.PrevKv.Value, prev) == nil && prev.GetSpec() != nil {
+						stopAndAbort(prev.GetSpec())
+					} else {
+						stop(name)
+					}
 					continue
 				}
 				job := &sluicev1.Job{}
@@ -272,6 +303,56 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 			}
 		}
 	}
+}
+
+// abortTransactions aborts the open Kafka transactions of a job's
+// transactional ids (one per source partition) and returns their ids.
+func (c *Coordinator) abortTransactions(ctx context.Context, spec *sluicev1.JobSpec) ([]string, error) {
+	open, err := c.transactions(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, t := range open {
+		if t.State == "Ongoing" || t.State == "PrepareCommit" || t.State == "PrepareAbort" {
+			ids = append(ids, t.ID)
+		}
+	}
+	sink := jobspec.Sink(spec)
+	if err := kafkasrc.AbortTransactions(ctx, sink, spec.GetSink().GetKafka().GetProperties(), ids, c.logger.Named("kafka")); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// transactions lists the state of a job's transactional ids known to Kafka.
+func (c *Coordinator) transactions(ctx context.Context, spec *sluicev1.JobSpec) ([]kafkasrc.TxnInfo, error) {
+	r := &jobRunner{spec: spec, name: spec.GetName(), logger: c.logger}
+	admin, err := c.admins.Get(r.cluster())
+	if err != nil {
+		return nil, err
+	}
+	tps, err := r.partitions(ctx, admin, nil)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, tp := range tps {
+		want[jobspec.TransactionalID(spec, tp.Topic, tp.Partition)] = true
+	}
+	prefix := jobspec.TransactionalID(spec, "", 0)
+	prefix = prefix[:len(prefix)-len("-0")]
+	all, err := kafkasrc.ListTransactions(ctx, jobspec.Sink(spec).Bootstrap, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []kafkasrc.TxnInfo
+	for _, t := range all {
+		if want[t.ID] {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 // startRunner runs a job until its ctx ends, restarting it after errors that

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sluice-stream/sluice/jobspec"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/offsetstore"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -58,14 +59,7 @@ func (r *jobRunner) interval() time.Duration {
 	return time.Second
 }
 
-func (r *jobRunner) cluster() kafkasrc.Cluster {
-	src := r.spec.GetSource()
-	return kafkasrc.Cluster{
-		Bootstrap:     src.GetBootstrapServers(),
-		Properties:    src.GetProperties(),
-		ReadCommitted: src.GetIsolationLevel() != sluicev1.IsolationLevel_ISOLATION_LEVEL_READ_UNCOMMITTED,
-	}
-}
+func (r *jobRunner) cluster() kafkasrc.Cluster { return jobspec.Source(r.spec) }
 
 // run executes batches until ctx ends or the job fails. A failed job is
 // recorded as FAILED; losing leadership returns the store's ErrConflict.
@@ -412,10 +406,33 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 			return offs, err
 		}
 	}
+	if !jobspec.Transactional(r.spec) {
+		r.mirrorOffsets(ctx, newOffs)
+	}
 	if r.message != "" {
 		r.setMessage(ctx, "")
 	}
 	return offsetstore.Versioned[*sluicev1.CommittedOffsets]{Value: newOffs, ModRevision: rev}, nil
+}
+
+// mirrorOffsets commits the batch's offsets to the job's Kafka consumer
+// group, so that kafka-consumer-groups, kcat and lag exporters see the job's
+// progress. etcd stays the truth; this is best effort. (A transactional
+// Kafka sink commits the group offsets inside its transactions instead.)
+func (r *jobRunner) mirrorOffsets(ctx context.Context, offs *sluicev1.CommittedOffsets) {
+	admin, err := r.admins.Get(r.cluster())
+	if err != nil {
+		return
+	}
+	m := make(map[kafkasrc.TopicPartition]int64, len(offs.GetOffsets()))
+	for _, po := range offs.GetOffsets() {
+		m[kafkasrc.TopicPartition{Topic: po.GetTopic(), Partition: po.GetPartition()}] = po.GetOffset()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := admin.CommitGroupOffsets(ctx, kafkasrc.GroupID(r.name), m); err != nil && ctx.Err() == nil {
+		r.logger.Warn("could not mirror offsets to the Kafka consumer group", "group", kafkasrc.GroupID(r.name), "error", err)
+	}
 }
 
 // retry runs fn until it succeeds, backing off on transient errors (Kafka

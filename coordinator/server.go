@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sluice-stream/sluice/jobspec"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/offsetstore"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -57,6 +58,9 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 	if err := Validate(spec); err != nil {
 		return nil, toStatus(err)
 	}
+	if err := s.checkTransactionTimeout(ctx, spec); err != nil {
+		return nil, err
+	}
 	now := timestamppb.Now()
 	job := &sluicev1.Job{Spec: spec, State: sluicev1.JobState_JOB_STATE_RUNNING, CreateTime: now, UpdateTime: now}
 	if !req.GetUpdate() {
@@ -77,6 +81,77 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 		return nil, toStatus(err)
 	}
 	return &sluicev1.SubmitJobResponse{Job: job}, nil
+}
+
+// checkTransactionTimeout refuses a transactional Kafka sink whose
+// transaction timeout the brokers would refuse (transaction.max.timeout.ms),
+// which would otherwise fail every task. When Kafka cannot be asked, the job
+// is accepted: the tasks will say so.
+func (s *jobServer) checkTransactionTimeout(ctx context.Context, spec *sluicev1.JobSpec) error {
+	if !jobspec.Transactional(spec) {
+		return nil
+	}
+	timeout := spec.GetSink().GetKafka().GetTransactionTimeout().AsDuration()
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	admin, err := s.c.admins.Get(jobspec.Sink(spec))
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	maxMs, err := admin.BrokerConfigInt(ctx, "transaction.max.timeout.ms")
+	if err != nil {
+		s.c.logger.Warn("could not check the sink's transaction timeout against the broker", "job", spec.GetName(), "error", err)
+		return nil
+	}
+	if timeout.Milliseconds() > maxMs {
+		return toStatus(invalid("sink.kafka.transaction_timeout", "%s is above the brokers' transaction.max.timeout.ms (%s): lower it or raise the broker setting",
+			timeout, time.Duration(maxMs)*time.Millisecond))
+	}
+	return nil
+}
+
+func (s *jobServer) DeleteJob(ctx context.Context, req *sluicev1.DeleteJobRequest) (*sluicev1.DeleteJobResponse, error) {
+	if err := s.c.store.DeleteJob(ctx, req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &sluicev1.DeleteJobResponse{}, nil
+}
+
+func (s *jobServer) ListTransactions(ctx context.Context, req *sluicev1.ListTransactionsRequest) (*sluicev1.ListTransactionsResponse, error) {
+	v, err := s.c.store.Job(ctx, req.GetJob())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if !jobspec.Transactional(v.Value.GetSpec()) {
+		return &sluicev1.ListTransactionsResponse{}, nil
+	}
+	txns, err := s.c.transactions(ctx, v.Value.GetSpec())
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "ask Kafka for the transactions: %v", err)
+	}
+	resp := &sluicev1.ListTransactionsResponse{}
+	for _, t := range txns {
+		resp.Transactions = append(resp.Transactions, &sluicev1.Transaction{
+			TransactionalId: t.ID, State: t.State, ProducerId: t.ProducerID,
+			ProducerEpoch: int32(t.ProducerEpoch), Partitions: t.Partitions,
+		})
+	}
+	return resp, nil
+}
+
+func (s *jobServer) AbortTransactions(ctx context.Context, req *sluicev1.AbortTransactionsRequest) (*sluicev1.AbortTransactionsResponse, error) {
+	v, err := s.settled(ctx, req.GetJob(), "abort its transactions (stopping it aborts them)")
+	if err != nil {
+		return nil, err
+	}
+	aborted, err := s.c.abortTransactions(ctx, v.Value.GetSpec())
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "abort transactions: %v", err)
+	}
+	return &sluicev1.AbortTransactionsResponse{Aborted: aborted}, nil
 }
 
 func (s *jobServer) withProgress(ctx context.Context, job *sluicev1.Job) *sluicev1.Job {
@@ -203,6 +278,22 @@ func (s *jobServer) ResetOffsets(ctx context.Context, req *sluicev1.ResetOffsets
 		}
 	case !errors.Is(err, offsetstore.ErrNotFound):
 		return nil, toStatus(err)
+	}
+	// The job's Kafka group moves too: lag tools follow, and a transactional
+	// sink, which skips ranges the group already holds, writes again what
+	// the reset asks to reprocess.
+	group := map[kafkasrc.TopicPartition]int64{}
+	for _, po := range offs.GetOffsets() {
+		group[kafkasrc.TopicPartition{Topic: po.GetTopic(), Partition: po.GetPartition()}] = po.GetOffset()
+	}
+	gadmin := admin
+	if jobspec.Transactional(spec) {
+		if gadmin, err = s.c.admins.Get(jobspec.Sink(spec)); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	if err := gadmin.CommitGroupOffsets(ctx, kafkasrc.GroupID(spec.GetName()), group); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "move the job's Kafka group offsets: %v", err)
 	}
 	if err := s.c.store.ResetOffsets(ctx, spec.GetName(), offs, v.ModRevision, plannedID, plannedRev); err != nil {
 		return nil, toStatus(err)

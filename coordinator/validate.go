@@ -93,7 +93,12 @@ func Validate(spec *sluicev1.JobSpec) error {
 		return invalid("on_record_error", "unknown value %d", spec.GetOnRecordError())
 	}
 	if s := spec.GetSink(); s != nil && s.GetKind() == nil {
-		return invalid("sink", "choose a sink kind (collect)")
+		return invalid("sink", "choose a sink kind (collect or kafka)")
+	}
+	if k := spec.GetSink().GetKafka(); k != nil {
+		if err := validateKafkaSink(k); err != nil {
+			return err
+		}
 	}
 	if _, err := steps.Compile(spec); err != nil {
 		var fe *steps.FieldError
@@ -137,6 +142,33 @@ func validateStart(so *sluicev1.StartingOffsets, topics map[string]bool) error {
 				return invalid(field, "partition %s is listed twice", pk)
 			}
 			seen[pk] = true
+		}
+	}
+	return nil
+}
+
+// sinkOwned are producer properties the Kafka sink sets itself.
+var sinkOwned = []string{"transactional.id", "transaction.timeout.ms", "enable.idempotence", "bootstrap.servers", "metadata.broker.list"}
+
+func validateKafkaSink(k *sluicev1.KafkaSink) error {
+	if _, ok := sluicev1.KafkaSinkMode_name[int32(k.GetMode())]; !ok {
+		return invalid("sink.kafka.mode", "unknown value %d", k.GetMode())
+	}
+	if t := k.GetTopic(); t != "" && !topicNameRE.MatchString(t) {
+		return invalid("sink.kafka.topic", "%q is not a valid Kafka topic name", t)
+	}
+	if p := k.GetTransactionalIdPrefix(); p != "" && !regexp.MustCompile(`^[a-zA-Z0-9._-]{1,100}$`).MatchString(p) {
+		return invalid("sink.kafka.transactional_id_prefix", "%q: use letters, digits, '.', '_' or '-' (at most 100)", p)
+	}
+	if d := k.GetTransactionTimeout(); d != nil && (d.AsDuration() < time.Second || d.AsDuration() > time.Hour) {
+		return invalid("sink.kafka.transaction_timeout", "%s: use 1s to 1h (and at most the broker's transaction.max.timeout.ms)", d.AsDuration())
+	}
+	for name := range k.GetProperties() {
+		n := strings.TrimSpace(name)
+		for _, owned := range sinkOwned {
+			if n == owned || strings.HasPrefix(n, "go.") {
+				return invalid("sink.kafka.properties", "property %q is set by Sluice", name)
+			}
 		}
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -288,10 +289,43 @@ func TestBrokerDownAndBack(t *testing.T) {
 	atClose := committed(t, tc.Client, spec.GetName())
 	k.Close()
 	down := time.Now()
+	// A timeline of what GetJob shows, from the close to the end of the test.
+	var timeline []string
+	var tlMu sync.Mutex
+	tlDone, tlStopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(tlStopped)
+		prev := ""
+		for {
+			select {
+			case <-tlDone:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			j, err := tc.Client.Job(context.Background(), spec.GetName())
+			if err != nil {
+				continue
+			}
+			cur := fmt.Sprintf("%v batch %d %q", j.GetState(), j.GetLastBatchId(), j.GetMessage())
+			if cur != prev {
+				prev = cur
+				tlMu.Lock()
+				timeline = append(timeline, fmt.Sprintf("%6dms %s", time.Since(down).Milliseconds(), cur))
+				tlMu.Unlock()
+			}
+		}
+	}()
+	defer func() {
+		close(tlDone)
+		<-tlStopped
+		tlMu.Lock()
+		defer tlMu.Unlock()
+		t.Logf("GetJob from the broker's close on:\n%s", strings.Join(timeline, "\n"))
+	}()
 	// While the broker is away the job must wait, not fail, and say why.
 	var messages []string
 	lastDuringOutage := int64(0)
-	for time.Since(down) < 3*time.Second {
+	for time.Since(down) < 45*time.Second {
 		j, err := tc.Client.Job(context.Background(), spec.GetName())
 		if err != nil {
 			t.Fatalf("GetJob while the broker is down: %v", err)
@@ -321,6 +355,7 @@ func TestBrokerDownAndBack(t *testing.T) {
 		}
 	}
 	l.produce(t, pr2, 2000, nil)
+	t.Logf("restarted broker: %s to check its data and produce 2000 more records", time.Since(up).Round(time.Millisecond))
 	j := waitJob(t, tc.Client, spec.GetName(), 60*time.Second, "batch after the restart", func(j *sluicev1.Job) bool {
 		return j.GetLastBatchId() > lastDuringOutage
 	})
@@ -336,6 +371,11 @@ func TestBrokerDownAndBack(t *testing.T) {
 	var in int64
 	for _, b := range batches {
 		in += b.GetMetrics().GetRecordsIn()
+		m := b.GetMetrics()
+		t.Logf("batch %2d: time %+6dms, processing %5dms, scheduling %5dms, total %5dms, attempts %d/%d, records %d",
+			b.GetId(), b.GetBatchTime().AsTime().Sub(up).Milliseconds(), m.GetProcessingTime().AsDuration().Milliseconds(),
+			m.GetSchedulingDelay().AsDuration().Milliseconds(), m.GetTotalDelay().AsDuration().Milliseconds(),
+			m.GetTaskAttempts(), m.GetTasks(), m.GetRecordsIn())
 	}
 	if in != 6000 {
 		t.Errorf("records_in over batches = %d, want 6000", in)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/sluice-stream/sluice/record"
 )
 
 // Producer writes records to a cluster. Produce is asynchronous; delivery
@@ -109,6 +111,21 @@ func (p *Producer) delivered(err error) {
 // while librdkafka's queue is full, until there is room or ctx is done. key
 // and value are copied.
 func (p *Producer) Produce(ctx context.Context, topic string, partition int32, key, value []byte) error {
+	return p.ProduceMessage(ctx, Message{Topic: topic, Partition: partition, Key: key, Value: value})
+}
+
+// Message is one record to write.
+type Message struct {
+	Topic string
+	// Partition -1 lets the partitioner choose by key.
+	Partition  int32
+	Key, Value []byte
+	Headers    []record.Header
+}
+
+// ProduceMessage queues m, like Produce.
+func (p *Producer) ProduceMessage(ctx context.Context, m Message) error {
+	topic, partition := m.Topic, m.Partition
 	if p.closed.Load() {
 		return fmt.Errorf("produce to %s/%d: %w", topic, partition, ErrClosed)
 	}
@@ -117,8 +134,14 @@ func (p *Producer) Produce(ctx context.Context, topic string, partition int32, k
 	}
 	msg := &kafka.Message{
 		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: partition},
-		Key:            key,
-		Value:          value,
+		Key:            m.Key,
+		Value:          m.Value,
+	}
+	if len(m.Headers) > 0 {
+		msg.Headers = make([]kafka.Header, len(m.Headers))
+		for i, h := range m.Headers {
+			msg.Headers[i] = kafka.Header{Key: h.Key, Value: h.Value}
+		}
 	}
 	p.mu.Lock()
 	p.inflight++

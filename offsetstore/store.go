@@ -403,3 +403,17 @@ func (s *Store) ResetOffsets(ctx context.Context, job string, offs *sluicev1.Com
 	}
 	return nil
 }
+
+// DeleteJob deletes a job with its offsets, batches and results.
+func (s *Store) DeleteJob(ctx context.Context, job string) error {
+	key := s.jobKey(job)
+	err := s.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)},
+		clientv3.OpDelete(key),
+		clientv3.OpDelete(s.offsetsKey(job)),
+		clientv3.OpDelete(s.batchesPrefix(job), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.resultsPrefix(job), clientv3.WithPrefix()))
+	if errors.Is(err, ErrConflict) {
+		return fmt.Errorf("job %q: %w", job, ErrNotFound)
+	}
+	return err
+}

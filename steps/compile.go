@@ -3,6 +3,8 @@ package steps
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -53,7 +55,8 @@ func (e *celError) Error() string { return e.msg }
 type Program struct {
 	steps    []step
 	agg      *aggregate
-	skip     bool // RECORD_ERROR_POLICY_SKIP
+	sink     *kafkaSink // nil: no Kafka sink, output records are not routed
+	skip     bool       // RECORD_ERROR_POLICY_SKIP
 	usesJSON bool
 }
 
@@ -70,6 +73,20 @@ type aggregate struct {
 	functions []sluicev1.AggregateFunction
 }
 
+// kafkaSink is the routing of a Kafka sink: the target topic, partition and
+// headers of every output record.
+type kafkaSink struct {
+	topic     string       // fixed topic; "" when topicExpr is set
+	topicExpr *expr        // nil: topic
+	partition *expr        // nil: -1, the producer's partitioner
+	headers   []sinkHeader // sorted by name
+}
+
+type sinkHeader struct {
+	name string
+	x    *expr
+}
+
 // expr is a compiled expression with the field it came from, which runtime
 // errors name.
 type expr struct {
@@ -84,6 +101,10 @@ func (p *Program) UsesJSON() bool { return p.usesJSON }
 // Aggregates reports whether the program aggregates; when it does not, the
 // records that leave the steps are collected.
 func (p *Program) Aggregates() bool { return p.agg != nil }
+
+// KafkaSink reports whether the program routes its output records to a Kafka
+// sink: each OutputRecord then has SinkTopic, SinkPartition and Headers set.
+func (p *Program) KafkaSink() bool { return p.sink != nil }
 
 // Functions returns the aggregate functions requested, in spec order without
 // duplicates ([COUNT] when the spec lists none); nil without aggregation.
@@ -131,8 +152,9 @@ func environment() (*cel.Env, error) {
 	return env, envErr
 }
 
-// Compile type-checks every expression of spec.Steps and spec.Aggregate.
-// Errors are *FieldError.
+// Compile type-checks every expression of spec.Steps, spec.Aggregate and, for
+// a Kafka sink, its topic_expr, partition_expr and headers. Errors are
+// *FieldError.
 func Compile(spec *sluicev1.JobSpec) (*Program, error) {
 	e, err := environment()
 	if err != nil {
@@ -168,12 +190,87 @@ func Compile(spec *sluicev1.JobSpec) (*Program, error) {
 			return nil, &FieldError{Field: fmt.Sprintf("steps[%d]", i), Err: errors.New("needs a filter or a map")}
 		}
 	}
+	kafka, isKafka := spec.GetSink().GetKind().(*sluicev1.Sink_Kafka)
+	if isKafka && spec.GetAggregate() != nil {
+		// Told before any error of the aggregate or the sink: fixing those
+		// would not help.
+		return nil, &FieldError{Field: "sink.kafka", Err: errors.New(
+			"a Kafka sink cannot follow an aggregate: tasks write their own output; use the collect sink for per-key totals")}
+	}
 	if a := spec.GetAggregate(); a != nil {
 		if p.agg, err = p.compileAggregate(e, a); err != nil {
 			return nil, err
 		}
 	}
+	if isKafka {
+		if p.sink, err = p.compileKafkaSink(e, kafka.Kafka); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
+}
+
+// compileKafkaSink compiles the routing expressions of a Kafka sink. They see
+// the record as it leaves the steps. ks may be nil (an empty sink).
+func (p *Program) compileKafkaSink(e *cel.Env, ks *sluicev1.KafkaSink) (*kafkaSink, error) {
+	sink := &kafkaSink{topic: ks.GetTopic()}
+	var err error
+	switch topic, src := ks.GetTopic(), ks.GetTopicExpr(); {
+	case topic == "" && src == "":
+		return nil, &FieldError{Field: "sink.kafka.topic", Err: errors.New("set topic or topic_expr")}
+	case topic != "" && src != "":
+		return nil, &FieldError{Field: "sink.kafka.topic", Err: errors.New("set topic or topic_expr, not both")}
+	case topic != "":
+		if err := checkTopic(topic); err != nil {
+			return nil, &FieldError{Field: "sink.kafka.topic", Err: err}
+		}
+	default:
+		if sink.topicExpr, err = p.compile(e, "sink.kafka.topic_expr", src, topicKinds, "a string"); err != nil {
+			return nil, err
+		}
+	}
+	if src := ks.GetPartitionExpr(); src != "" {
+		if sink.partition, err = p.compile(e, "sink.kafka.partition_expr", src, partitionKinds, "an int"); err != nil {
+			return nil, err
+		}
+	}
+	// In name order: the first error is the same at every submit, and the
+	// output records list their headers in that order.
+	for _, name := range slices.Sorted(maps.Keys(ks.GetHeaders())) {
+		field := fmt.Sprintf("sink.kafka.headers[%q]", name)
+		switch {
+		case name == "":
+			return nil, &FieldError{Field: field, Err: errors.New("a header name must not be empty")}
+		case len(name) >= len(reservedHeaderPrefix) && strings.EqualFold(name[:len(reservedHeaderPrefix)], reservedHeaderPrefix):
+			return nil, &FieldError{Field: field, Err: fmt.Errorf(
+				"header names starting with %q are reserved: the sink adds sluice-job, sluice-batch and sluice-src itself", reservedHeaderPrefix)}
+		}
+		x, err := p.compile(e, field, ks.GetHeaders()[name], headerKinds, "a string or bytes")
+		if err != nil {
+			return nil, err
+		}
+		sink.headers = append(sink.headers, sinkHeader{name: name, x: x})
+	}
+	return sink, nil
+}
+
+// reservedHeaderPrefix starts the names of the headers the sink adds itself;
+// it is compared without regard to case.
+const reservedHeaderPrefix = "sluice-"
+
+// checkTopic reports whether t is a legal Kafka topic name: 1 to 249 ASCII
+// letters, digits, '.', '_' or '-', and neither "." nor "..". It does not
+// allocate unless t is illegal.
+func checkTopic(t string) error {
+	ok := len(t) > 0 && len(t) <= 249 && t != "." && t != ".."
+	for i := 0; ok && i < len(t); i++ {
+		c := t[i]
+		ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-'
+	}
+	if !ok {
+		return fmt.Errorf("%q is not a valid Kafka topic name: 1 to 249 letters, digits, '.', '_' or '-'", t)
+	}
+	return nil
 }
 
 func (p *Program) compileAggregate(e *cel.Env, a *sluicev1.Aggregate) (*aggregate, error) {
@@ -229,7 +326,10 @@ var (
 		types.TimestampKind, types.DurationKind)
 	keyKinds = kinds(types.StringKind, types.BytesKind, types.IntKind, types.UintKind,
 		types.DoubleKind, types.BoolKind)
-	valueKinds = kinds(types.IntKind, types.UintKind, types.DoubleKind)
+	valueKinds     = kinds(types.IntKind, types.UintKind, types.DoubleKind)
+	topicKinds     = kinds(types.StringKind)
+	partitionKinds = kinds(types.IntKind, types.UintKind)
+	headerKinds    = kinds(types.StringKind, types.BytesKind)
 )
 
 const mapWant = "a string, bytes, number, bool, null, list, map, timestamp or duration"

@@ -6,8 +6,8 @@
 // shared by all the tasks of a worker. Each task makes its own [Runner], feeds it
 // the records of its offset range with [Runner.Process] and reads the outcome
 // with [Runner.Result]: partial aggregates per key, or the output records when
-// the job does not aggregate. [Merge] adds up the partial aggregates of several
-// tasks.
+// the job does not aggregate, routed when the job writes to a Kafka sink.
+// [Merge] adds up the partial aggregates of several tasks.
 //
 // # Variables
 //
@@ -71,10 +71,40 @@
 // required by SUM, MIN, MAX and AVG, and when it is set every KeyAggregate has
 // sum, min, max and avg filled whatever the functions asked for.
 //
+// # Kafka sink
+//
+// When spec.sink is a KafkaSink, its routing expressions are compiled with the
+// steps and evaluated on each record as it leaves them: key, value, key_bytes,
+// value_bytes and json are those of the last map step; topic, partition,
+// offset, headers and timestamp are still the source record's. Every
+// OutputRecord then carries:
+//
+//   - SinkTopic: sink.kafka.topic, or the result of sink.kafka.topic_expr (a
+//     string that must be a legal Kafka topic name); exactly one of the two is
+//     set.
+//   - SinkPartition: the result of sink.kafka.partition_expr, an int (or uint)
+//     from 0 to 2147483647; -1, the producer's partitioner by key, when it is
+//     empty. A double is refused: write int(json.p).
+//   - Headers: one per entry of sink.kafka.headers, in header name order, the
+//     value being its expression's string or bytes. Only these: the source
+//     record's headers are not copied (an expression can, e.g.
+//     headers.trace), and the sluice-job, sluice-batch and sluice-src headers
+//     are added by the worker, so user names starting with "sluice-" (in any
+//     case) are refused.
+//
+// A routing expression that cannot be evaluated, or that gives an illegal
+// topic or partition, is a record error like a step's: the record is counted
+// as failed, not out. A Kafka sink cannot follow an aggregate (tasks write
+// their own output, and per-key totals only exist once the batch is merged).
+//
 // # Errors
 //
 // A record that an expression cannot evaluate (invalid JSON, a missing field, a
-// type error, a filter that does not give a bool) fails the task under
+// type error, a filter that does not give a bool, a routing expression that
+// gives no legal topic or partition) fails the task under
 // RECORD_ERROR_POLICY_FAIL (the default) with a [*RecordError], or is counted
-// in Result.Failed and skipped under RECORD_ERROR_POLICY_SKIP.
+// in Result.Failed and skipped under RECORD_ERROR_POLICY_SKIP. Compile errors
+// are [*FieldError]s; those of a Kafka sink name sink.kafka (with an
+// aggregate), sink.kafka.topic, sink.kafka.topic_expr,
+// sink.kafka.partition_expr or sink.kafka.headers["name"].
 package steps

@@ -1,7 +1,9 @@
 package steps
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -61,7 +63,19 @@ type Runner struct {
 	keyBufs, valueBufs [2][]byte
 	keyCur, valueCur   int
 	aggKeyBuf          []byte
+
+	// Kafka sink routing.
+	topics     map[string]string // topic_expr results, so that records share them
+	hdrVals    []string          // the current record's header values; may alias it
+	hdrSlab    []sluicev1.Header // Header structs handed out in chunks
+	hdrPtrSlab []*sluicev1.Header
 }
+
+// maxTopics bounds Runner.topics: past it, a new topic is copied per record.
+const maxTopics = 1024
+
+// headerSlab is the number of Header structs (and pointers) allocated at once.
+const headerSlab = 64
 
 // NewRunner returns a Runner for one task.
 func (p *Program) NewRunner() *Runner {
@@ -70,13 +84,18 @@ func (p *Program) NewRunner() *Runner {
 	if p.agg != nil {
 		r.aggs = make(map[string]*sluicev1.KeyAggregate)
 	}
+	if p.sink != nil && p.sink.topicExpr != nil {
+		r.topics = make(map[string]string)
+	}
 	return r
 }
 
 // Process applies the steps to rec, then aggregates it or collects its output
-// record. rec's buffers may be reused once Process returns: nothing of them is
-// kept. A record that an expression cannot evaluate is counted as failed; under
-// RECORD_ERROR_POLICY_SKIP Process then returns nil, otherwise a *RecordError.
+// record, routed when the program has a Kafka sink. rec's buffers may be reused
+// once Process returns: nothing of them is kept. A record that an expression
+// (a step, the aggregation or a routing expression) cannot evaluate is counted
+// as failed; under RECORD_ERROR_POLICY_SKIP Process then returns nil, otherwise
+// a *RecordError.
 func (r *Runner) Process(rec *record.Record) error {
 	r.in++
 	a := &r.act
@@ -106,8 +125,8 @@ func (r *Runner) Process(rec *record.Record) error {
 		if err := r.aggregate(); err != nil {
 			return r.fail(rec, err.field, err.err)
 		}
-	} else {
-		r.collect(rec)
+	} else if err := r.collect(rec); err != nil {
+		return r.fail(rec, err.field, err.err)
 	}
 	r.out++
 	return nil
@@ -217,14 +236,29 @@ const (
 	recordOverhead    = 24
 )
 
-func (r *Runner) collect(rec *record.Record) {
+// collect keeps the output record of the current record, routed for the Kafka
+// sink if there is one. Nothing is kept when routing fails.
+func (r *Runner) collect(rec *record.Record) *fieldErr {
+	ks := r.p.sink
+	var (
+		topic     string
+		partition int32
+		hdrLen    int
+	)
+	if ks != nil {
+		var ferr *fieldErr
+		if topic, partition, hdrLen, ferr = r.route(ks); ferr != nil {
+			return ferr
+		}
+	}
 	k, v := r.act.key, r.act.value
-	// One allocation for both: the reader reuses the record's buffers.
-	buf := make([]byte, len(k)+len(v))
+	// One allocation for all: the reader reuses the record's buffers.
+	kv := len(k) + len(v)
+	buf := make([]byte, kv+hdrLen)
 	copy(buf, k)
 	copy(buf[len(k):], v)
 	out := &sluicev1.OutputRecord{
-		Value:     buf[len(k):],
+		Value:     buf[len(k):kv:kv],
 		Topic:     rec.Topic,
 		Partition: rec.Partition,
 		Offset:    rec.Offset,
@@ -232,8 +266,118 @@ func (r *Runner) collect(rec *record.Record) {
 	if k != nil {
 		out.Key = buf[:len(k):len(k)]
 	}
-	r.records = append(r.records, out)
 	r.bytes += int64(len(buf)+len(rec.Topic)) + recordOverhead
+	if ks != nil {
+		out.SinkTopic, out.SinkPartition = topic, partition
+		r.bytes += int64(len(topic)) + routeOverhead
+		if n := len(ks.headers); n > 0 {
+			if len(r.hdrSlab) < n {
+				r.hdrSlab = make([]sluicev1.Header, max(n, headerSlab))
+				r.hdrPtrSlab = make([]*sluicev1.Header, max(n, headerSlab))
+			}
+			hs, ptrs := r.hdrSlab[:n:n], r.hdrPtrSlab[:n:n]
+			r.hdrSlab, r.hdrPtrSlab = r.hdrSlab[n:], r.hdrPtrSlab[n:]
+			off := kv
+			for i := range ks.headers {
+				end := off + copy(buf[off:], r.hdrVals[i])
+				hs[i].Key = ks.headers[i].name
+				hs[i].Value = buf[off:end:end]
+				ptrs[i] = &hs[i]
+				r.bytes += int64(len(hs[i].Key)) + headerOverhead
+				off = end
+			}
+			out.Headers = ptrs
+			// The values may alias the record.
+			clear(r.hdrVals)
+		}
+	}
+	r.records = append(r.records, out)
+	return nil
+}
+
+// Approximate encoded sizes of the routing beyond its strings.
+const (
+	routeOverhead  = 8
+	headerOverhead = 6
+)
+
+// route evaluates the Kafka sink's expressions on the current record. The
+// topic is shared between records (a fixed topic, or an interned topic_expr
+// result); the header values are left in r.hdrVals, which may alias the
+// record, and hdrLen is their total length.
+func (r *Runner) route(ks *kafkaSink) (topic string, partition int32, hdrLen int, ferr *fieldErr) {
+	topic, partition = ks.topic, -1
+	if x := ks.topicExpr; x != nil {
+		v, err := r.eval(x)
+		if err != nil {
+			return "", 0, 0, &fieldErr{x.field, err}
+		}
+		s, ok := v.(types.String)
+		if !ok {
+			return "", 0, 0, &fieldErr{x.field, fmt.Errorf("expression gave %s, want a string", typeName(v))}
+		}
+		if err := checkTopic(string(s)); err != nil {
+			return "", 0, 0, &fieldErr{x.field, err}
+		}
+		topic = string(s) // may alias the record: interned below
+	}
+	if x := ks.partition; x != nil {
+		v, err := r.eval(x)
+		if err != nil {
+			return "", 0, 0, &fieldErr{x.field, err}
+		}
+		var n int64
+		switch v := v.(type) {
+		case types.Int:
+			n = int64(v)
+		case types.Uint:
+			n = int64(min(v, math.MaxInt32+1)) // above the range either way
+		case types.Double:
+			return "", 0, 0, &fieldErr{x.field, errors.New(
+				"expression gave double, want an int (JSON numbers are doubles: write int(...))")}
+		default:
+			return "", 0, 0, &fieldErr{x.field, fmt.Errorf("expression gave %s, want an int", typeName(v))}
+		}
+		if n < 0 || n > math.MaxInt32 {
+			return "", 0, 0, &fieldErr{x.field, fmt.Errorf("partition %v is out of range 0 to %d", v, math.MaxInt32)}
+		}
+		partition = int32(n)
+	}
+	if len(ks.headers) > 0 {
+		r.hdrVals = r.hdrVals[:0]
+		for i := range ks.headers {
+			x := ks.headers[i].x
+			v, err := r.eval(x)
+			var s string
+			if err == nil {
+				switch v := v.(type) {
+				case types.String:
+					s = string(v)
+				case types.Bytes:
+					s = bytesString(v)
+				default:
+					err = fmt.Errorf("expression gave %s, want a string or bytes", typeName(v))
+				}
+			}
+			if err != nil {
+				clear(r.hdrVals)
+				return "", 0, 0, &fieldErr{x.field, err}
+			}
+			r.hdrVals = append(r.hdrVals, s)
+			hdrLen += len(s)
+		}
+	}
+	if ks.topicExpr != nil {
+		t, ok := r.topics[topic]
+		if !ok {
+			t = strings.Clone(topic)
+			if len(r.topics) < maxTopics {
+				r.topics[t] = t
+			}
+		}
+		topic = t
+	}
+	return topic, partition, hdrLen, nil
 }
 
 func (r *Runner) fail(rec *record.Record, field string, err error) error {

@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
+	"strconv"
 	"sync"
 	"time"
 
@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluice-stream/sluice/failpoint"
+	"github.com/sluice-stream/sluice/jobspec"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/record"
@@ -70,6 +71,7 @@ type Worker struct {
 	cfg    Config
 	logger hclog.Logger
 	cache  *kafkasrc.Cache
+	sinks  *kafkasrc.Sinks
 
 	mu       sync.Mutex
 	programs map[string]compiled // by job
@@ -97,6 +99,7 @@ func New(cfg Config) (*Worker, error) {
 		cfg:      cfg,
 		logger:   logger,
 		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka")),
+		sinks:    kafkasrc.NewSinks(logger.Named("sink")),
 		programs: map[string]compiled{},
 	}, nil
 }
@@ -108,6 +111,7 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // reconnecting with backoff when the stream breaks.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.cache.Close()
+	defer w.sinks.Close()
 	backoff := 100 * time.Millisecond
 	for i := 0; ; i++ {
 		addr := w.cfg.Coordinators[i%len(w.cfg.Coordinators)]
@@ -301,16 +305,11 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 		defer cancel()
 	}
 	spec := task.GetSpec()
-	src := spec.GetSource()
-	cl := kafkasrc.Cluster{
-		Bootstrap:     src.GetBootstrapServers(),
-		Properties:    src.GetProperties(),
-		ReadCommitted: src.GetIsolationLevel() != sluicev1.IsolationLevel_ISOLATION_LEVEL_READ_UNCOMMITTED,
-	}
+	cl := jobspec.Source(spec)
 	r := task.GetRange()
 	runner := prog.NewRunner()
 	first := true
-	_, err = w.cache.Read(ctx, cl, groupID(spec.GetName()), kafkasrc.Range{
+	_, err = w.cache.Read(ctx, cl, kafkasrc.GroupID(spec.GetName()), kafkasrc.Range{
 		Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset(),
 	}, func(rec *record.Record) error {
 		if first {
@@ -325,15 +324,52 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	out := runner.Result()
 	res.RecordsIn, res.RecordsOut, res.RecordsFailed = out.In, out.Out, out.Failed
 	res.Aggregates, res.Records = out.Aggregates, out.Records
+	if k := spec.GetSink().GetKafka(); k != nil {
+		if err := w.writeKafka(ctx, task, k, out.Records); err != nil {
+			return fail(err)
+		}
+		res.Records = nil // written to Kafka, not collected
+	}
 	res.Duration = durationpb.New(time.Since(start))
 	return res
 }
 
-// groupID is the consumer group named after the job. Sluice never joins it
-// (assign, not subscribe); it names the job's consumers and, later, where its
-// offsets are mirrored for lag tools.
-func groupID(job string) string {
-	return "sluice-" + strings.ToLower(job)
+// writeKafka writes a task's output records to the Kafka sink: in one
+// transaction with the source range's end offset (exactly-once), or with an
+// idempotent producer (at-least-once). Every record carries sluice-job,
+// sluice-batch and sluice-src headers so that readers can de-duplicate.
+func (w *Worker) writeKafka(ctx context.Context, task *sluicev1.Task, k *sluicev1.KafkaSink, recs []*sluicev1.OutputRecord) error {
+	job, batch := task.GetKey().GetJob(), strconv.FormatInt(task.GetKey().GetBatchId(), 10)
+	msgs := make([]kafkasrc.Message, len(recs))
+	for i, r := range recs {
+		hdrs := make([]record.Header, 0, len(r.GetHeaders())+3)
+		for _, h := range r.GetHeaders() {
+			hdrs = append(hdrs, record.Header{Key: h.GetKey(), Value: h.GetValue()})
+		}
+		hdrs = append(hdrs,
+			record.Header{Key: "sluice-job", Value: []byte(job)},
+			record.Header{Key: "sluice-batch", Value: []byte(batch)},
+			record.Header{Key: "sluice-src", Value: fmt.Appendf(nil, "%s/%d/%d", r.GetTopic(), r.GetPartition(), r.GetOffset())})
+		msgs[i] = kafkasrc.Message{Topic: r.GetSinkTopic(), Partition: r.GetSinkPartition(), Key: r.GetKey(), Value: r.GetValue(), Headers: hdrs}
+	}
+	target := jobspec.Sink(task.GetSpec())
+	if !jobspec.Transactional(task.GetSpec()) {
+		return w.sinks.WriteIdempotent(ctx, target, k.GetProperties(), msgs)
+	}
+	r := task.GetRange()
+	skipped, err := w.sinks.Transact(ctx, kafkasrc.TxnTask{
+		Cluster:         target,
+		Properties:      k.GetProperties(),
+		TransactionalID: jobspec.TransactionalID(task.GetSpec(), r.GetTopic(), r.GetPartition()),
+		Timeout:         k.GetTransactionTimeout().AsDuration(),
+		Group:           kafkasrc.GroupID(job),
+		Source:          kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()},
+	}, msgs)
+	if skipped {
+		w.logger.Info("range already committed to Kafka by an earlier attempt; not written again",
+			"job", job, "batch", batch, "topic", r.GetTopic(), "partition", r.GetPartition(), "until", r.GetUntilOffset())
+	}
+	return err
 }
 
 // retryable tells transient failures (Kafka unreachable or slow, a task

@@ -263,6 +263,61 @@ func parseStart(to string, offsets offsetFlags) (*sluicev1.StartingOffsets, erro
 	return &sluicev1.StartingOffsets{Kind: &sluicev1.StartingOffsets_Timestamp{Timestamp: timestamppb.New(ts)}}, nil
 }
 
+func runDelete(ctx context.Context, args []string) error {
+	f := newClientFlags("delete")
+	pos, c, err := f.parse(args, 1)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Delete(ctx, pos[0]); err != nil {
+		return err
+	}
+	fmt.Printf("job %s deleted\n", pos[0])
+	return nil
+}
+
+func runTxn(ctx context.Context, args []string) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "abort") {
+		return errors.New("usage: sluice txn list|abort --job JOB")
+	}
+	f := newClientFlags("txn " + args[0])
+	job := f.fs.String("job", "", "the job")
+	_, c, err := f.parse(args[1:], 0)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if *job == "" {
+		return errors.New("--job is required")
+	}
+	if args[0] == "abort" {
+		aborted, err := c.AbortTransactions(ctx, *job)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("aborted %d open transaction(s)\n", len(aborted))
+		for _, id := range aborted {
+			fmt.Println("  " + id)
+		}
+		return nil
+	}
+	txns, err := c.Transactions(ctx, *job)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		printJSON(&sluicev1.ListTransactionsResponse{Transactions: txns})
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TRANSACTIONAL ID\tSTATE\tPRODUCER\tEPOCH\tPARTITIONS")
+	for _, t := range txns {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.GetTransactionalId(), t.GetState(), t.GetProducerId(), t.GetProducerEpoch(), strings.Join(t.GetPartitions(), ","))
+	}
+	return tw.Flush()
+}
+
 func runBatches(ctx context.Context, args []string) error {
 	f := newClientFlags("batches")
 	limit := f.fs.Int("n", 20, "how many of the newest batches")

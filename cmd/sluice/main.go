@@ -30,6 +30,8 @@ var commands = []command{
 	{"stop", "stop a job (its offsets are kept)", runStop},
 	{"resume", "run a stopped or failed job again from its committed offsets", runResume},
 	{"reset", "move a stopped job's offsets: --to earliest|latest|RFC3339 time, or --offset topic/partition=offset", runReset},
+	{"delete", "stop and delete a job with its offsets, batches and results", runDelete},
+	{"txn", "list or abort a job's Kafka sink transactions: txn list|abort --job JOB", runTxn},
 	{"batches", "list a job's batches with their offset ranges and timings", runBatches},
 	{"results", "show a job's collect results", runResults},
 	{"offsets", "show a job's committed offsets and lag", runOffsets},
