@@ -14,6 +14,10 @@ import (
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
+// deadlineGrace is how long past a task's timeout the coordinator waits
+// before it gives the task up as lost on its worker.
+const deadlineGrace = 5 * time.Second
+
 // errNoWorkers is what a batch waits on while no worker is connected.
 var errNoWorkers = errors.New("coordinator: no workers connected")
 
@@ -260,7 +264,10 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 		st.task.Key.Attempt++
 		attempts++
 		st.worker = w
-		st.deadline = time.Now().Add(st.task.GetTimeout().AsDuration())
+		// The worker enforces the timeout itself and reports it as a
+		// transient error; the grace leaves room for that report, so the
+		// coordinator's deadline only catches a worker that went silent.
+		st.deadline = time.Now().Add(st.task.GetTimeout().AsDuration() + deadlineGrace)
 		msg := &sluicev1.ConnectResponse{Kind: &sluicev1.ConnectResponse_Task{Task: cloneTask(st.task)}}
 		select {
 		case w.send <- msg:

@@ -86,7 +86,7 @@ func (r *jobRunner) loop(ctx context.Context) error {
 	nextID := int64(1)
 
 	// Recover: a PLANNED batch is re-run with its logged ranges.
-	last, err := retry(ctx, r, "read last batch", func() (offsetstore.Versioned[*sluicev1.Batch], error) {
+	last, err := retry(ctx, r, "read last batch", func(ctx context.Context) (offsetstore.Versioned[*sluicev1.Batch], error) {
 		v, err := r.store.LastBatch(ctx, r.name)
 		if errors.Is(err, offsetstore.ErrNotFound) {
 			return v, nil
@@ -105,7 +105,13 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		prevTime = b.GetBatchTime().AsTime()
 		if b.GetState() == sluicev1.BatchState_BATCH_STATE_PLANNED {
 			r.logger.Info("re-running planned batch", "batch", b.GetId(), "ranges", len(b.GetRanges()))
-			if offs, err = r.execute(ctx, b, last.ModRevision, offs); err != nil {
+			rev, err := retry(ctx, r, "check planned batch", func(ctx context.Context) (int64, error) {
+				return r.recheckPlanned(ctx, b, last.ModRevision)
+			})
+			if err != nil {
+				return err
+			}
+			if offs, err = r.execute(ctx, b, rev, offs); err != nil {
 				return err
 			}
 		}
@@ -123,7 +129,7 @@ func (r *jobRunner) loop(ctx context.Context) error {
 			}
 		}
 		prevTime = bt
-		p, err := retry(ctx, r, "plan", func() (planned, error) {
+		p, err := retry(ctx, r, "plan", func(ctx context.Context) (planned, error) {
 			return r.plan(ctx, offs.Value)
 		})
 		if err != nil {
@@ -157,10 +163,59 @@ func (r *jobRunner) loop(ctx context.Context) error {
 	}
 }
 
+// recheckPlanned applies the data loss policy to a planned batch about to
+// be re-run: Kafka may have deleted part of its ranges since it was planned
+// (the job was stopped, or down, past the retention). The same ranges are
+// re-run unless that happened; then the job fails, or (fail_on_data_loss
+// false) the ranges start at the log start and the skipped offsets are
+// recorded in the batch, which is written back before it runs.
+func (r *jobRunner) recheckPlanned(ctx context.Context, b *sluicev1.Batch, rev int64) (int64, error) {
+	admin, err := r.admins.Get(r.cluster())
+	if err != nil {
+		return 0, err
+	}
+	tps := make([]kafkasrc.TopicPartition, 0, len(b.GetRanges()))
+	for _, rg := range b.GetRanges() {
+		tps = append(tps, kafkasrc.TopicPartition{Topic: rg.GetTopic(), Partition: rg.GetPartition()})
+	}
+	earliest, err := admin.EarliestOffsets(ctx, tps)
+	if err != nil {
+		return 0, err
+	}
+	var kept []*sluicev1.OffsetRange
+	var losses []*sluicev1.DataLoss
+	for _, rg := range b.GetRanges() {
+		e := earliest[kafkasrc.TopicPartition{Topic: rg.GetTopic(), Partition: rg.GetPartition()}]
+		if rg.GetFromOffset() >= e {
+			kept = append(kept, rg)
+			continue
+		}
+		until := min(e, rg.GetUntilOffset())
+		loss := &sluicev1.DataLoss{
+			Topic: rg.GetTopic(), Partition: rg.GetPartition(), FromOffset: rg.GetFromOffset(), UntilOffset: until,
+			Reason: fmt.Sprintf("offsets %d to %d of planned batch %d were deleted (log start is now %d) before they were read", rg.GetFromOffset(), until-1, b.GetId(), e),
+		}
+		if r.failOnDataLoss() {
+			return 0, jobFailure("data loss on %s/%d: %s (set source.fail_on_data_loss false to skip lost offsets)", loss.GetTopic(), loss.GetPartition(), loss.GetReason())
+		}
+		losses = append(losses, loss)
+		if until < rg.GetUntilOffset() {
+			kept = append(kept, &sluicev1.OffsetRange{Topic: rg.GetTopic(), Partition: rg.GetPartition(), FromOffset: until, UntilOffset: rg.GetUntilOffset()})
+		}
+	}
+	if len(losses) == 0 {
+		return rev, nil
+	}
+	b.Ranges = kept
+	b.DataLoss = append(b.DataLoss, losses...)
+	r.logger.Warn("planned batch lost offsets to retention; skipping them", "batch", b.GetId(), "losses", len(losses))
+	return r.store.UpdatePlan(ctx, b, rev)
+}
+
 // loadOffsets reads the committed offsets, resolving and recording the
 // starting offsets of a new job first.
 func (r *jobRunner) loadOffsets(ctx context.Context) (offsetstore.Versioned[*sluicev1.CommittedOffsets], error) {
-	return retry(ctx, r, "load offsets", func() (offsetstore.Versioned[*sluicev1.CommittedOffsets], error) {
+	return retry(ctx, r, "load offsets", func(ctx context.Context) (offsetstore.Versioned[*sluicev1.CommittedOffsets], error) {
 		v, err := r.store.Offsets(ctx, r.name)
 		if !errors.Is(err, offsetstore.ErrNotFound) {
 			return v, err
@@ -435,13 +490,21 @@ func (r *jobRunner) mirrorOffsets(ctx context.Context, offs *sluicev1.CommittedO
 	}
 }
 
+// attemptTimeout bounds one attempt of a planning step.
+const attemptTimeout = 3 * time.Second
+
 // retry runs fn until it succeeds, backing off on transient errors (Kafka
 // or etcd unreachable) and showing them in the job's message meanwhile.
 // Failures of the job itself and lost leadership end the retries.
-func retry[T any](ctx context.Context, r *jobRunner, what string, fn func() (T, error)) (T, error) {
+func retry[T any](ctx context.Context, r *jobRunner, what string, fn func(ctx context.Context) (T, error)) (T, error) {
 	backoff := 100 * time.Millisecond
 	for {
-		v, err := fn()
+		// Each attempt has its own deadline, so that an unreachable Kafka
+		// shows in the job's message within seconds, not after the client's
+		// own timeouts.
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		v, err := fn(actx)
+		cancel()
 		if err == nil {
 			return v, nil
 		}

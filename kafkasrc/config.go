@@ -144,6 +144,9 @@ func baseConfig(c Cluster) kafka.ConfigMap {
 		// Idle connections closed by the broker are normal; do not log them
 		// as errors.
 		"log.connection.close": false,
+		// After a broker outage, reconnect within a second rather than
+		// librdkafka's default backoff of up to 10s.
+		"reconnect.backoff.max.ms": 1000,
 	}
 	for k, v := range c.Properties {
 		cm[k] = v

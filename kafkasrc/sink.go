@@ -106,6 +106,9 @@ type TxnTask struct {
 	// Group is the job's consumer group; Source's Until is committed to it.
 	Group  string
 	Source Range
+	// BeforeCommit, if set, runs after the output and offsets are in the
+	// transaction and before it commits (a failpoint for tests).
+	BeforeCommit func()
 }
 
 // Transact writes msgs and commits Source.Until to the job's group in one
@@ -209,16 +212,27 @@ func (g *groupMeta) committed(ctx context.Context, topic string, partition int32
 		timeout = max(time.Until(d), 10*time.Millisecond)
 	}
 	tps, err := g.consumer.Committed([]kafka.TopicPartition{{Topic: &topic, Partition: partition}}, int(timeout.Milliseconds()))
+	if groupNotFound(err) {
+		return -1, nil // a group that never committed (some brokers say so instead of -1)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("committed offset of %s/%d: %w", topic, partition, err)
 	}
 	if len(tps) != 1 {
 		return -1, nil
 	}
+	if groupNotFound(tps[0].Error) {
+		return -1, nil
+	}
 	if tps[0].Error != nil {
 		return 0, fmt.Errorf("committed offset of %s/%d: %w", topic, partition, tps[0].Error)
 	}
 	return int64(tps[0].Offset), nil
+}
+
+func groupNotFound(err error) bool {
+	var ke kafka.Error
+	return errors.As(err, &ke) && ke.Code() == kafka.ErrGroupIDNotFound
 }
 
 // txnWriter is one transactional producer, used by one task at a time (its
@@ -282,6 +296,9 @@ func (w *txnWriter) transact(ctx context.Context, t TxnTask, msgs []Message) (bo
 	offsets := []kafka.TopicPartition{{Topic: &src.Topic, Partition: src.Partition, Offset: kafka.Offset(src.Until)}}
 	if err := kp.SendOffsetsToTransaction(ctx, offsets, w.group.meta); err != nil {
 		return false, w.fail(ctx, "send offsets", err)
+	}
+	if t.BeforeCommit != nil {
+		t.BeforeCommit()
 	}
 	if err := kp.CommitTransaction(ctx); err != nil {
 		return false, w.fail(ctx, "commit", err)

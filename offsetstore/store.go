@@ -417,3 +417,23 @@ func (s *Store) DeleteJob(ctx context.Context, job string) error {
 	}
 	return err
 }
+
+// UpdatePlan rewrites a PLANNED batch that is still at modRevision (its
+// ranges shrank because Kafka deleted part of them) and returns its new
+// revision.
+func (s *Store) UpdatePlan(ctx context.Context, b *sluicev1.Batch, modRevision int64) (int64, error) {
+	val, err := marshal(b)
+	if err != nil {
+		return 0, err
+	}
+	key := s.batchKey(b.GetJob(), b.GetId())
+	all := append(append([]clientv3.Cmp(nil), s.fence...), clientv3.Compare(clientv3.ModRevision(key), "=", modRevision))
+	resp, err := s.kv.Txn(ctx).If(all...).Then(clientv3.OpPut(key, val)).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("etcd update plan of batch %d: %w", b.GetId(), err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("update plan of batch %d of %s: %w", b.GetId(), b.GetJob(), ErrConflict)
+	}
+	return resp.Header.Revision, nil
+}

@@ -42,8 +42,10 @@ type Config struct {
 	Logger            hclog.Logger
 	// DialOptions are added to the gRPC dial (tests).
 	DialOptions []grpc.DialOption
-	// Failpoints may crash or freeze the worker at "mid-task" (after the
-	// first record of a task) for the fault-tolerance tests.
+	// Failpoints may crash or freeze the worker for the fault-tolerance
+	// tests: "mid-task" (after the first record of a task), "mid-txn" (output
+	// in a Kafka transaction not yet committed), "after-sink-write" (output
+	// written, result not yet reported).
 	Failpoints failpoint.Set
 }
 
@@ -354,7 +356,11 @@ func (w *Worker) writeKafka(ctx context.Context, task *sluicev1.Task, k *sluicev
 	}
 	target := jobspec.Sink(task.GetSpec())
 	if !jobspec.Transactional(task.GetSpec()) {
-		return w.sinks.WriteIdempotent(ctx, target, k.GetProperties(), msgs)
+		err := w.sinks.WriteIdempotent(ctx, target, k.GetProperties(), msgs)
+		if err == nil {
+			w.cfg.Failpoints.Hit("after-sink-write")
+		}
+		return err
 	}
 	r := task.GetRange()
 	skipped, err := w.sinks.Transact(ctx, kafkasrc.TxnTask{
@@ -364,7 +370,11 @@ func (w *Worker) writeKafka(ctx context.Context, task *sluicev1.Task, k *sluicev
 		Timeout:         k.GetTransactionTimeout().AsDuration(),
 		Group:           kafkasrc.GroupID(job),
 		Source:          kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()},
+		BeforeCommit:    func() { w.cfg.Failpoints.Hit("mid-txn") },
 	}, msgs)
+	if err == nil {
+		w.cfg.Failpoints.Hit("after-sink-write")
+	}
 	if skipped {
 		w.logger.Info("range already committed to Kafka by an earlier attempt; not written again",
 			"job", job, "batch", batch, "topic", r.GetTopic(), "partition", r.GetPartition(), "until", r.GetUntilOffset())

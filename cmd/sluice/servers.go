@@ -145,7 +145,7 @@ func runWorker(ctx context.Context, args []string) error {
 	cfg.Coordinators = splitList(*coords)
 	cfg.Logger = logger
 	if fp := os.Getenv("SLUICE_FAILPOINTS"); fp != "" {
-		fps, err := failpoint.Parse(fp, "mid-task")
+		fps, err := failpoint.Parse(fp, "mid-task", "mid-txn", "after-sink-write")
 		if err != nil {
 			return err
 		}
