@@ -24,7 +24,7 @@ tools: ## Install the pinned tools (buf, protoc plugins, grpcurl) into .tmp/bin
 	./scripts/tools.sh
 
 .PHONY: test
-test: tools ## Run every test (unit, integration with embedded etcd + kfake, grpcurl)
+test: tools ## Run every check and test: generated code, buf lint, vet, unit + integration (-race)
 	./scripts/test.sh
 
 .PHONY: test-short

@@ -373,6 +373,7 @@ func (c *Coordinator) startRunner(ctx context.Context, store *offsetstore.Store,
 			}
 			err := r.run(rctx)
 			if err == nil || rctx.Err() != nil {
+				logger.Info("job runner stopped", "error", err)
 				return
 			}
 			logger.Warn("job runner stopped, restarting", "error", err)

@@ -439,6 +439,9 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 	// A commit that started runs to its end even if leadership is being lost
 	// meanwhile: the fence in the transaction, not a cancelled context,
 	// decides whether it counts.
+	if ctx.Err() != nil {
+		r.logger.Warn("committing after leadership was lost: the fence decides", "batch", b.GetId())
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	rev, err := r.store.CommitBatch(cctx, offsetstore.Commit{
@@ -448,8 +451,17 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 	if errors.Is(err, offsetstore.ErrTooLarge) {
 		return offs, jobFailure("%v", err)
 	}
-	if errors.Is(err, offsetstore.ErrConflict) {
+	switch {
+	case err == nil && ctx.Err() != nil:
+		// The fence held when etcd applied it: the commit landed while this
+		// coordinator still led, and leadership was lost only afterwards.
+		r.logger.Info("batch committed just before leadership was lost", "batch", b.GetId())
+	case errors.Is(err, offsetstore.ErrConflict):
 		r.logger.Warn("commit refused: this coordinator lost leadership or the batch changed under it", "batch", b.GetId())
+	case err != nil:
+		// Not applied, or not known to be: the runner restarts and recovers
+		// from what etcd holds, as a new leader would.
+		r.logger.Warn("commit failed", "batch", b.GetId(), "error", err)
 	}
 	if err != nil {
 		return offs, err

@@ -2,7 +2,6 @@ package dev
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 
 	"github.com/sluice-stream/sluice/coordinator"
 	"github.com/sluice-stream/sluice/worker"
@@ -114,17 +112,7 @@ func Run(ctx context.Context, cfg Config) error {
 	gs := coordinator.NewGRPCServer(coord)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("grpc serve: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		stopGRPC(gs, 5*time.Second)
-		return nil
-	})
+	g.Go(func() error { return coordinator.Serve(gctx, gs, lis) })
 	g.Go(func() error { return coord.Run(gctx) })
 	for i := range cfg.Workers {
 		wcfg := worker.DefaultConfig()
@@ -143,21 +131,6 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { return runDemo(gctx, cfg, bootstrap) })
 	}
 	return g.Wait()
-}
-
-// stopGRPC drains in-flight calls for up to timeout, then closes the rest
-// (watch streams never end on their own).
-func stopGRPC(gs *grpc.Server, timeout time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		gs.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		gs.Stop()
-	}
 }
 
 func printBanner(cfg Config, bootstrap string) {

@@ -5,6 +5,7 @@ package failpoint
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -72,7 +73,20 @@ func (s Set) Hit(name string) {
 	}
 	if p.seen.Add(1) == p.n {
 		fmt.Fprintf(os.Stderr, "failpoint %s reached: sending %s to myself\n", p.spec, p.sig)
+		if p.sig != syscall.SIGSTOP {
+			_ = syscall.Kill(os.Getpid(), p.sig)
+			return
+		}
+		// A process stops asynchronously: the calling thread may run on for
+		// a moment after kill(2) returns. Waiting for SIGCONT makes sure
+		// this goroutine does nothing more until the process was really
+		// stopped and then continued.
+		cont := make(chan os.Signal, 1)
+		signal.Notify(cont, syscall.SIGCONT)
+		defer signal.Stop(cont)
 		_ = syscall.Kill(os.Getpid(), p.sig)
+		<-cont
+		fmt.Fprintf(os.Stderr, "failpoint %s: resumed\n", p.spec)
 	}
 }
 
