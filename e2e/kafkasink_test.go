@@ -386,8 +386,10 @@ func TestKafkaSinkStopAbortsTransactions(t *testing.T) {
 		}
 		return ids
 	}
-	if ids := ongoing(); len(ids) != 1 {
-		t.Fatalf("ongoing transactions while the worker is frozen = %v, want one", ids)
+	// The frozen worker runs both partitions' tasks at once: one or both
+	// may be inside a transaction.
+	if ids := ongoing(); len(ids) == 0 {
+		t.Fatalf("no ongoing transaction while the worker is frozen mid-transaction")
 	}
 	if _, err := c.Stop(context.Background(), spec.GetName()); err != nil {
 		t.Fatal(err)
