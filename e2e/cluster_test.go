@@ -64,7 +64,7 @@ func testingShort() bool {
 
 // testCluster is a whole Sluice cluster in this process.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	Kafka   *kfake.Cluster
 	Brokers string
 	Etcd    *clientv3.Client
@@ -86,7 +86,7 @@ type clusterOptions struct {
 
 // newTestCluster starts etcd, kfake (with the topics), a coordinator and
 // the workers; everything stops at the end of the test.
-func newTestCluster(t *testing.T, opts clusterOptions) *testCluster {
+func newTestCluster(t testing.TB, opts clusterOptions) *testCluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test")
@@ -202,14 +202,14 @@ func (tc *testCluster) startWorker(id string, logger hclog.Logger) {
 	})
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	a, err := dev.FreeAddr()
 	if err != nil {
