@@ -138,13 +138,6 @@ func (d *dispatcher) deliver(res *sluicev1.TaskResult) {
 	}
 }
 
-// workerCount is the number of connected workers.
-func (d *dispatcher) workerCount() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.workers)
-}
-
 // pick chooses the worker for a task by rendezvous hashing over live workers,
 // so a partition sticks to the same worker across batches and its cached
 // consumer is reused. Workers in avoid are skipped while others exist.
