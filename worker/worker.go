@@ -15,8 +15,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluice-stream/sluice/failpoint"
@@ -125,7 +127,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		if time.Since(start) > 10*time.Second {
 			backoff = 100 * time.Millisecond
 		}
-		w.logger.Warn("coordinator stream ended, reconnecting", "coordinator", addr, "error", err, "backoff", backoff)
+		if status.Code(err) == codes.FailedPrecondition {
+			// A standby, or a coordinator still campaigning: expected
+			// during startup and failover, so not worth a warning.
+			w.logger.Debug("coordinator is not the leader, trying the next", "coordinator", addr, "error", err)
+		} else {
+			w.logger.Warn("coordinator stream ended, reconnecting", "coordinator", addr, "error", err, "backoff", backoff)
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
