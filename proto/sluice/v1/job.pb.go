@@ -1118,7 +1118,8 @@ type KafkaSink struct {
 	// librdkafka producer properties passed through (compression, batching, security).
 	Properties map[string]string `protobuf:"bytes,6,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Mode       KafkaSinkMode     `protobuf:"varint,7,opt,name=mode,proto3,enum=sluice.v1.KafkaSinkMode" json:"mode,omitempty"`
-	// Prefix of the transactional ids: <prefix>-<job>-<source topic>-<partition>; default "sluice".
+	// Prefix of the transactional ids, which are
+	// <prefix>:<job>:<incarnation>:<source topic>:<partition>; default "sluice".
 	TransactionalIdPrefix string `protobuf:"bytes,8,opt,name=transactional_id_prefix,json=transactionalIdPrefix,proto3" json:"transactional_id_prefix,omitempty"`
 	// Kafka transaction timeout; default 60s. It must not exceed the broker's
 	// transaction.max.timeout.ms, which is checked at submit.
@@ -1266,10 +1267,14 @@ type Limits struct {
 	MaxRecordsPerBatch int64 `protobuf:"varint,2,opt,name=max_records_per_batch,json=maxRecordsPerBatch,proto3" json:"max_records_per_batch,omitempty"`
 	// Attempts per task before the job fails; default 4.
 	MaxTaskAttempts int32 `protobuf:"varint,3,opt,name=max_task_attempts,json=maxTaskAttempts,proto3" json:"max_task_attempts,omitempty"`
-	// Deadline of one task attempt; default 60s.
-	TaskTimeout   *durationpb.Duration `protobuf:"bytes,4,opt,name=task_timeout,json=taskTimeout,proto3" json:"task_timeout,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Deadline of one task attempt; default 60s, at most 24h.
+	TaskTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=task_timeout,json=taskTimeout,proto3" json:"task_timeout,omitempty"`
+	// Transient failures of one task (Kafka unreachable or slow, a missed
+	// deadline, a fenced producer) retried with backoff before the job fails;
+	// default 30. They do not use up max_task_attempts.
+	MaxTaskRetries int32 `protobuf:"varint,5,opt,name=max_task_retries,json=maxTaskRetries,proto3" json:"max_task_retries,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
@@ -1330,6 +1335,13 @@ func (x *Limits) GetTaskTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Limits) GetMaxTaskRetries() int32 {
+	if x != nil {
+		return x.MaxTaskRetries
+	}
+	return 0
+}
+
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -1340,7 +1352,14 @@ type Job struct {
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Id of the last committed batch; 0 before the first.
-	LastBatchId   int64 `protobuf:"varint,6,opt,name=last_batch_id,json=lastBatchId,proto3" json:"last_batch_id,omitempty"`
+	LastBatchId int64 `protobuf:"varint,6,opt,name=last_batch_id,json=lastBatchId,proto3" json:"last_batch_id,omitempty"`
+	// Identifies this incarnation of the job: new when the job is created and
+	// whenever its offsets are reset. The Kafka sink's transactional ids and the
+	// job's consumer group include it, so that a job deleted and submitted again,
+	// or reset, never shares them (or their committed offsets) with an earlier one.
+	Incarnation string `protobuf:"bytes,7,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// The Kafka consumer group the job's progress is committed to (output only).
+	KafkaGroup    string `protobuf:"bytes,8,opt,name=kafka_group,json=kafkaGroup,proto3" json:"kafka_group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1415,6 +1434,20 @@ func (x *Job) GetLastBatchId() int64 {
 		return x.LastBatchId
 	}
 	return 0
+}
+
+func (x *Job) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *Job) GetKafkaGroup() string {
+	if x != nil {
+		return x.KafkaGroup
+	}
+	return ""
 }
 
 // OffsetRange is Spark's HasOffsetRanges entry: records with
@@ -1776,13 +1809,17 @@ func (x *BatchMetrics) GetTaskAttempts() int32 {
 
 // KeyAggregate is the aggregate of one key; avg is sum/count.
 type KeyAggregate struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Count         int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
-	Sum           float64                `protobuf:"fixed64,3,opt,name=sum,proto3" json:"sum,omitempty"`
-	Min           float64                `protobuf:"fixed64,4,opt,name=min,proto3" json:"min,omitempty"`
-	Max           float64                `protobuf:"fixed64,5,opt,name=max,proto3" json:"max,omitempty"`
-	Avg           float64                `protobuf:"fixed64,6,opt,name=avg,proto3" json:"avg,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key; bytes that are not valid UTF-8 appear as \\xNN escapes, and
+	// key_bytes then holds the exact key.
+	Key   string  `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Count int64   `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	Sum   float64 `protobuf:"fixed64,3,opt,name=sum,proto3" json:"sum,omitempty"`
+	Min   float64 `protobuf:"fixed64,4,opt,name=min,proto3" json:"min,omitempty"`
+	Max   float64 `protobuf:"fixed64,5,opt,name=max,proto3" json:"max,omitempty"`
+	Avg   float64 `protobuf:"fixed64,6,opt,name=avg,proto3" json:"avg,omitempty"`
+	// The exact key, present only when it is not valid UTF-8.
+	KeyBytes      []byte `protobuf:"bytes,7,opt,name=key_bytes,json=keyBytes,proto3" json:"key_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1857,6 +1894,13 @@ func (x *KeyAggregate) GetAvg() float64 {
 		return x.Avg
 	}
 	return 0
+}
+
+func (x *KeyAggregate) GetKeyBytes() []byte {
+	if x != nil {
+		return x.KeyBytes
+	}
+	return nil
 }
 
 // OutputRecord is a record that left the steps. topic, partition and offset
@@ -2214,12 +2258,13 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\r\n" +
-	"\vCollectSink\"\xda\x01\n" +
+	"\vCollectSink\"\x84\x02\n" +
 	"\x06Limits\x123\n" +
 	"\x16max_rate_per_partition\x18\x01 \x01(\x03R\x13maxRatePerPartition\x121\n" +
 	"\x15max_records_per_batch\x18\x02 \x01(\x03R\x12maxRecordsPerBatch\x12*\n" +
 	"\x11max_task_attempts\x18\x03 \x01(\x05R\x0fmaxTaskAttempts\x12<\n" +
-	"\ftask_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vtaskTimeout\"\x90\x02\n" +
+	"\ftask_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vtaskTimeout\x12(\n" +
+	"\x10max_task_retries\x18\x05 \x01(\x05R\x0emaxTaskRetries\"\xd3\x02\n" +
 	"\x03Job\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\x12)\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x13.sluice.v1.JobStateR\x05state\x12\x18\n" +
@@ -2228,7 +2273,10 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\"\n" +
-	"\rlast_batch_id\x18\x06 \x01(\x03R\vlastBatchId\"\x85\x01\n" +
+	"\rlast_batch_id\x18\x06 \x01(\x03R\vlastBatchId\x12 \n" +
+	"\vincarnation\x18\a \x01(\tR\vincarnation\x12\x1f\n" +
+	"\vkafka_group\x18\b \x01(\tR\n" +
+	"kafkaGroup\"\x85\x01\n" +
 	"\vOffsetRange\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1f\n" +
@@ -2264,14 +2312,15 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\vtotal_delay\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"totalDelay\x12\x14\n" +
 	"\x05tasks\x18\a \x01(\x05R\x05tasks\x12#\n" +
-	"\rtask_attempts\x18\b \x01(\x05R\ftaskAttempts\"~\n" +
+	"\rtask_attempts\x18\b \x01(\x05R\ftaskAttempts\"\x9b\x01\n" +
 	"\fKeyAggregate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x10\n" +
 	"\x03sum\x18\x03 \x01(\x01R\x03sum\x12\x10\n" +
 	"\x03min\x18\x04 \x01(\x01R\x03min\x12\x10\n" +
 	"\x03max\x18\x05 \x01(\x01R\x03max\x12\x10\n" +
-	"\x03avg\x18\x06 \x01(\x01R\x03avg\"\xf5\x01\n" +
+	"\x03avg\x18\x06 \x01(\x01R\x03avg\x12\x1b\n" +
+	"\tkey_bytes\x18\a \x01(\fR\bkeyBytes\"\xf5\x01\n" +
 	"\fOutputRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x14\n" +

@@ -1209,7 +1209,10 @@ type GetResultsRequest struct {
 	FromBatchId int64 `protobuf:"varint,2,opt,name=from_batch_id,json=fromBatchId,proto3" json:"from_batch_id,omitempty"`
 	ToBatchId   int64 `protobuf:"varint,3,opt,name=to_batch_id,json=toBatchId,proto3" json:"to_batch_id,omitempty"`
 	// Merge the selected batches' aggregates into one total per key.
-	Merge         bool `protobuf:"varint,4,opt,name=merge,proto3" json:"merge,omitempty"`
+	Merge bool `protobuf:"varint,4,opt,name=merge,proto3" json:"merge,omitempty"`
+	// At most this many batches' results per response; default 100, at most
+	// 1000. A response is also cut at about 4 MiB. next_from_batch_id continues.
+	Limit         int32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1272,11 +1275,28 @@ func (x *GetResultsRequest) GetMerge() bool {
 	return false
 }
 
+func (x *GetResultsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 type GetResultsResponse struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Results []*BatchResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
-	// Present when merge was requested.
-	Merged        []*KeyAggregate `protobuf:"bytes,2,rep,name=merged,proto3" json:"merged,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The selected batches' results, oldest first, one page of them.
+	Results []*BatchResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// Present when merge was requested: the total over every selected retained
+	// batch, not only this page.
+	Merged []*KeyAggregate `protobuf:"bytes,2,rep,name=merged,proto3" json:"merged,omitempty"`
+	// Set when more results remain: ask again with from_batch_id set to it.
+	NextFromBatchId int64 `protobuf:"varint,3,opt,name=next_from_batch_id,json=nextFromBatchId,proto3" json:"next_from_batch_id,omitempty"`
+	// The oldest committed batch still retained; 0 if none is.
+	OldestRetainedBatchId int64 `protobuf:"varint,4,opt,name=oldest_retained_batch_id,json=oldestRetainedBatchId,proto3" json:"oldest_retained_batch_id,omitempty"`
+	// True when batches in the selected range were committed but pruned
+	// (coordinator --keep-batches / --keep-bytes): their results are gone, and
+	// merged does not include them.
+	Pruned        bool `protobuf:"varint,5,opt,name=pruned,proto3" json:"pruned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1323,6 +1343,27 @@ func (x *GetResultsResponse) GetMerged() []*KeyAggregate {
 		return x.Merged
 	}
 	return nil
+}
+
+func (x *GetResultsResponse) GetNextFromBatchId() int64 {
+	if x != nil {
+		return x.NextFromBatchId
+	}
+	return 0
+}
+
+func (x *GetResultsResponse) GetOldestRetainedBatchId() int64 {
+	if x != nil {
+		return x.OldestRetainedBatchId
+	}
+	return 0
+}
+
+func (x *GetResultsResponse) GetPruned() bool {
+	if x != nil {
+		return x.Pruned
+	}
+	return false
 }
 
 type GetOffsetsRequest struct {
@@ -1566,15 +1607,19 @@ const file_sluice_v1_job_service_proto_rawDesc = "" +
 	"\x0finclude_results\x18\x03 \x01(\bR\x0eincludeResults\"n\n" +
 	"\x14WatchBatchesResponse\x12&\n" +
 	"\x05batch\x18\x01 \x01(\v2\x10.sluice.v1.BatchR\x05batch\x12.\n" +
-	"\x06result\x18\x02 \x01(\v2\x16.sluice.v1.BatchResultR\x06result\"\x7f\n" +
+	"\x06result\x18\x02 \x01(\v2\x16.sluice.v1.BatchResultR\x06result\"\x95\x01\n" +
 	"\x11GetResultsRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\"\n" +
 	"\rfrom_batch_id\x18\x02 \x01(\x03R\vfromBatchId\x12\x1e\n" +
 	"\vto_batch_id\x18\x03 \x01(\x03R\ttoBatchId\x12\x14\n" +
-	"\x05merge\x18\x04 \x01(\bR\x05merge\"w\n" +
+	"\x05merge\x18\x04 \x01(\bR\x05merge\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\"\xf5\x01\n" +
 	"\x12GetResultsResponse\x120\n" +
 	"\aresults\x18\x01 \x03(\v2\x16.sluice.v1.BatchResultR\aresults\x12/\n" +
-	"\x06merged\x18\x02 \x03(\v2\x17.sluice.v1.KeyAggregateR\x06merged\"%\n" +
+	"\x06merged\x18\x02 \x03(\v2\x17.sluice.v1.KeyAggregateR\x06merged\x12+\n" +
+	"\x12next_from_batch_id\x18\x03 \x01(\x03R\x0fnextFromBatchId\x127\n" +
+	"\x18oldest_retained_batch_id\x18\x04 \x01(\x03R\x15oldestRetainedBatchId\x12\x16\n" +
+	"\x06pruned\x18\x05 \x01(\bR\x06pruned\"%\n" +
 	"\x11GetOffsetsRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\"\x8f\x01\n" +
 	"\x11PartitionProgress\x12\x14\n" +

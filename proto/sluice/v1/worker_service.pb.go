@@ -127,6 +127,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Registered
 	//	*ConnectResponse_Task
 	//	*ConnectResponse_Ping
+	//	*ConnectResponse_Cancel
 	Kind          isConnectResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -196,6 +197,15 @@ func (x *ConnectResponse) GetPing() *Ping {
 	return nil
 }
 
+func (x *ConnectResponse) GetCancel() *Cancel {
+	if x != nil {
+		if x, ok := x.Kind.(*ConnectResponse_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Kind interface {
 	isConnectResponse_Kind()
 }
@@ -212,11 +222,64 @@ type ConnectResponse_Ping struct {
 	Ping *Ping `protobuf:"bytes,3,opt,name=ping,proto3,oneof"`
 }
 
+type ConnectResponse_Cancel struct {
+	Cancel *Cancel `protobuf:"bytes,4,opt,name=cancel,proto3,oneof"`
+}
+
 func (*ConnectResponse_Registered) isConnectResponse_Kind() {}
 
 func (*ConnectResponse_Task) isConnectResponse_Kind() {}
 
 func (*ConnectResponse_Ping) isConnectResponse_Kind() {}
+
+func (*ConnectResponse_Cancel) isConnectResponse_Kind() {}
+
+// Cancel stops tasks whose result is no longer wanted (the job stopped, was
+// updated or deleted, or the task was re-run elsewhere). A cancelled task
+// aborts its Kafka transaction and reports nothing.
+type Cancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DispatchIds   []uint64               `protobuf:"varint,1,rep,packed,name=dispatch_ids,json=dispatchIds,proto3" json:"dispatch_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cancel) Reset() {
+	*x = Cancel{}
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cancel) ProtoMessage() {}
+
+func (x *Cancel) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
+func (*Cancel) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Cancel) GetDispatchIds() []uint64 {
+	if x != nil {
+		return x.DispatchIds
+	}
+	return nil
+}
 
 // Ping is sent every heartbeat interval, so that a worker notices a frozen or
 // partitioned coordinator and moves to another.
@@ -228,7 +291,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[2]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +303,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[2]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +316,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{3}
 }
 
 type Register struct {
@@ -270,7 +333,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[3]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +345,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[3]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +358,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Register) GetWorkerId() string {
@@ -335,7 +398,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[4]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +410,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[4]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +423,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Registered) GetHeartbeatInterval() *durationpb.Duration {
@@ -379,7 +442,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[5]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +454,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[5]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +467,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Heartbeat) GetRunningTasks() int32 {
@@ -415,18 +478,22 @@ func (x *Heartbeat) GetRunningTasks() int32 {
 }
 
 type TaskKey struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
-	BatchId       int64                  `protobuf:"varint,2,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	Index         int32                  `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
-	Attempt       int32                  `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Job     string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	BatchId int64                  `protobuf:"varint,2,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	Index   int32                  `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	Attempt int32                  `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Unique to one dispatch of one task by this coordinator process; the
+	// result echoes it, and a result is accepted only for the dispatch in
+	// flight, from the stream it was sent on.
+	DispatchId    uint64 `protobuf:"varint,5,opt,name=dispatch_id,json=dispatchId,proto3" json:"dispatch_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskKey) Reset() {
 	*x = TaskKey{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[6]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +505,7 @@ func (x *TaskKey) String() string {
 func (*TaskKey) ProtoMessage() {}
 
 func (x *TaskKey) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[6]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +518,7 @@ func (x *TaskKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskKey.ProtoReflect.Descriptor instead.
 func (*TaskKey) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TaskKey) GetJob() string {
@@ -482,21 +549,31 @@ func (x *TaskKey) GetAttempt() int32 {
 	return 0
 }
 
+func (x *TaskKey) GetDispatchId() uint64 {
+	if x != nil {
+		return x.DispatchId
+	}
+	return 0
+}
+
 type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   *TaskKey               `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Range *OffsetRange           `protobuf:"bytes,2,opt,name=range,proto3" json:"range,omitempty"`
 	Spec  *JobSpec               `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
 	// Changes whenever the spec does, so that workers can cache compiled steps.
-	SpecVersion   int64                `protobuf:"varint,4,opt,name=spec_version,json=specVersion,proto3" json:"spec_version,omitempty"`
-	Timeout       *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	SpecVersion int64                `protobuf:"varint,4,opt,name=spec_version,json=specVersion,proto3" json:"spec_version,omitempty"`
+	Timeout     *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// The job's incarnation (Job.incarnation): names the Kafka sink's
+	// transactional ids and the job's consumer group.
+	Incarnation   string `protobuf:"bytes,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[7]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +585,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[7]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +598,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Task) GetKey() *TaskKey {
@@ -559,6 +636,13 @@ func (x *Task) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Task) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
 type TaskResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   *TaskKey               `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -572,14 +656,22 @@ type TaskResult struct {
 	Duration      *durationpb.Duration `protobuf:"bytes,8,opt,name=duration,proto3" json:"duration,omitempty"`
 	// The error is transient (Kafka unreachable or slow): the task is retried
 	// with backoff without using up an attempt.
-	Retryable     bool `protobuf:"varint,9,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	Retryable bool `protobuf:"varint,9,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	// The task's range and spec version, echoed: the coordinator checks them
+	// against the dispatch.
+	Range       *OffsetRange `protobuf:"bytes,10,opt,name=range,proto3" json:"range,omitempty"`
+	SpecVersion int64        `protobuf:"varint,11,opt,name=spec_version,json=specVersion,proto3" json:"spec_version,omitempty"`
+	// The error would repeat on any worker and any attempt (a record the steps
+	// reject, a message Kafka refuses as too large, a sink topic that does not
+	// exist, conflicting producer settings): the job fails at once.
+	Fatal         bool `protobuf:"varint,12,opt,name=fatal,proto3" json:"fatal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[8]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +683,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_worker_service_proto_msgTypes[8]
+	mi := &file_sluice_v1_worker_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +696,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_worker_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TaskResult) GetKey() *TaskKey {
@@ -670,6 +762,27 @@ func (x *TaskResult) GetRetryable() bool {
 	return false
 }
 
+func (x *TaskResult) GetRange() *OffsetRange {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
+func (x *TaskResult) GetSpecVersion() int64 {
+	if x != nil {
+		return x.SpecVersion
+	}
+	return 0
+}
+
+func (x *TaskResult) GetFatal() bool {
+	if x != nil {
+		return x.Fatal
+	}
+	return false
+}
+
 var File_sluice_v1_worker_service_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_worker_service_proto_rawDesc = "" +
@@ -679,14 +792,17 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\bregister\x18\x01 \x01(\v2\x13.sluice.v1.RegisterH\x00R\bregister\x124\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x14.sluice.v1.HeartbeatH\x00R\theartbeat\x12/\n" +
 	"\x06result\x18\x03 \x01(\v2\x15.sluice.v1.TaskResultH\x00R\x06resultB\x06\n" +
-	"\x04kind\"\xa0\x01\n" +
+	"\x04kind\"\xcd\x01\n" +
 	"\x0fConnectResponse\x127\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x15.sluice.v1.RegisteredH\x00R\n" +
 	"registered\x12%\n" +
 	"\x04task\x18\x02 \x01(\v2\x0f.sluice.v1.TaskH\x00R\x04task\x12%\n" +
-	"\x04ping\x18\x03 \x01(\v2\x0f.sluice.v1.PingH\x00R\x04pingB\x06\n" +
-	"\x04kind\"\x06\n" +
+	"\x04ping\x18\x03 \x01(\v2\x0f.sluice.v1.PingH\x00R\x04ping\x12+\n" +
+	"\x06cancel\x18\x04 \x01(\v2\x11.sluice.v1.CancelH\x00R\x06cancelB\x06\n" +
+	"\x04kind\"+\n" +
+	"\x06Cancel\x12!\n" +
+	"\fdispatch_ids\x18\x01 \x03(\x04R\vdispatchIds\"\x06\n" +
 	"\x04Ping\"i\n" +
 	"\bRegister\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
@@ -697,18 +813,21 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"Registered\x12H\n" +
 	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"0\n" +
 	"\tHeartbeat\x12#\n" +
-	"\rrunning_tasks\x18\x01 \x01(\x05R\frunningTasks\"f\n" +
+	"\rrunning_tasks\x18\x01 \x01(\x05R\frunningTasks\"\x87\x01\n" +
 	"\aTaskKey\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\x03R\abatchId\x12\x14\n" +
 	"\x05index\x18\x03 \x01(\x05R\x05index\x12\x18\n" +
-	"\aattempt\x18\x04 \x01(\x05R\aattempt\"\xda\x01\n" +
+	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12\x1f\n" +
+	"\vdispatch_id\x18\x05 \x01(\x04R\n" +
+	"dispatchId\"\xfc\x01\n" +
 	"\x04Task\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12,\n" +
 	"\x05range\x18\x02 \x01(\v2\x16.sluice.v1.OffsetRangeR\x05range\x12&\n" +
 	"\x04spec\x18\x03 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\x12!\n" +
 	"\fspec_version\x18\x04 \x01(\x03R\vspecVersion\x123\n" +
-	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xf0\x02\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12 \n" +
+	"\vincarnation\x18\x06 \x01(\tR\vincarnation\"\xd7\x03\n" +
 	"\n" +
 	"TaskResult\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12\x14\n" +
@@ -723,7 +842,11 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"aggregates\x121\n" +
 	"\arecords\x18\a \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\x125\n" +
 	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1c\n" +
-	"\tretryable\x18\t \x01(\bR\tretryable2U\n" +
+	"\tretryable\x18\t \x01(\bR\tretryable\x12,\n" +
+	"\x05range\x18\n" +
+	" \x01(\v2\x16.sluice.v1.OffsetRangeR\x05range\x12!\n" +
+	"\fspec_version\x18\v \x01(\x03R\vspecVersion\x12\x14\n" +
+	"\x05fatal\x18\f \x01(\bR\x05fatal2U\n" +
 	"\rWorkerService\x12D\n" +
 	"\aConnect\x12\x19.sluice.v1.ConnectRequest\x1a\x1a.sluice.v1.ConnectResponse(\x010\x01B\xa2\x01\n" +
 	"\rcom.sluice.v1B\x12WorkerServiceProtoP\x01Z8github.com/sluice-stream/sluice/proto/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
@@ -741,46 +864,49 @@ func file_sluice_v1_worker_service_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_worker_service_proto_rawDescData
 }
 
-var file_sluice_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_sluice_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_sluice_v1_worker_service_proto_goTypes = []any{
 	(*ConnectRequest)(nil),      // 0: sluice.v1.ConnectRequest
 	(*ConnectResponse)(nil),     // 1: sluice.v1.ConnectResponse
-	(*Ping)(nil),                // 2: sluice.v1.Ping
-	(*Register)(nil),            // 3: sluice.v1.Register
-	(*Registered)(nil),          // 4: sluice.v1.Registered
-	(*Heartbeat)(nil),           // 5: sluice.v1.Heartbeat
-	(*TaskKey)(nil),             // 6: sluice.v1.TaskKey
-	(*Task)(nil),                // 7: sluice.v1.Task
-	(*TaskResult)(nil),          // 8: sluice.v1.TaskResult
-	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
-	(*OffsetRange)(nil),         // 10: sluice.v1.OffsetRange
-	(*JobSpec)(nil),             // 11: sluice.v1.JobSpec
-	(*KeyAggregate)(nil),        // 12: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),        // 13: sluice.v1.OutputRecord
+	(*Cancel)(nil),              // 2: sluice.v1.Cancel
+	(*Ping)(nil),                // 3: sluice.v1.Ping
+	(*Register)(nil),            // 4: sluice.v1.Register
+	(*Registered)(nil),          // 5: sluice.v1.Registered
+	(*Heartbeat)(nil),           // 6: sluice.v1.Heartbeat
+	(*TaskKey)(nil),             // 7: sluice.v1.TaskKey
+	(*Task)(nil),                // 8: sluice.v1.Task
+	(*TaskResult)(nil),          // 9: sluice.v1.TaskResult
+	(*durationpb.Duration)(nil), // 10: google.protobuf.Duration
+	(*OffsetRange)(nil),         // 11: sluice.v1.OffsetRange
+	(*JobSpec)(nil),             // 12: sluice.v1.JobSpec
+	(*KeyAggregate)(nil),        // 13: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),        // 14: sluice.v1.OutputRecord
 }
 var file_sluice_v1_worker_service_proto_depIdxs = []int32{
-	3,  // 0: sluice.v1.ConnectRequest.register:type_name -> sluice.v1.Register
-	5,  // 1: sluice.v1.ConnectRequest.heartbeat:type_name -> sluice.v1.Heartbeat
-	8,  // 2: sluice.v1.ConnectRequest.result:type_name -> sluice.v1.TaskResult
-	4,  // 3: sluice.v1.ConnectResponse.registered:type_name -> sluice.v1.Registered
-	7,  // 4: sluice.v1.ConnectResponse.task:type_name -> sluice.v1.Task
-	2,  // 5: sluice.v1.ConnectResponse.ping:type_name -> sluice.v1.Ping
-	9,  // 6: sluice.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	6,  // 7: sluice.v1.Task.key:type_name -> sluice.v1.TaskKey
-	10, // 8: sluice.v1.Task.range:type_name -> sluice.v1.OffsetRange
-	11, // 9: sluice.v1.Task.spec:type_name -> sluice.v1.JobSpec
-	9,  // 10: sluice.v1.Task.timeout:type_name -> google.protobuf.Duration
-	6,  // 11: sluice.v1.TaskResult.key:type_name -> sluice.v1.TaskKey
-	12, // 12: sluice.v1.TaskResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	13, // 13: sluice.v1.TaskResult.records:type_name -> sluice.v1.OutputRecord
-	9,  // 14: sluice.v1.TaskResult.duration:type_name -> google.protobuf.Duration
-	0,  // 15: sluice.v1.WorkerService.Connect:input_type -> sluice.v1.ConnectRequest
-	1,  // 16: sluice.v1.WorkerService.Connect:output_type -> sluice.v1.ConnectResponse
-	16, // [16:17] is the sub-list for method output_type
-	15, // [15:16] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	4,  // 0: sluice.v1.ConnectRequest.register:type_name -> sluice.v1.Register
+	6,  // 1: sluice.v1.ConnectRequest.heartbeat:type_name -> sluice.v1.Heartbeat
+	9,  // 2: sluice.v1.ConnectRequest.result:type_name -> sluice.v1.TaskResult
+	5,  // 3: sluice.v1.ConnectResponse.registered:type_name -> sluice.v1.Registered
+	8,  // 4: sluice.v1.ConnectResponse.task:type_name -> sluice.v1.Task
+	3,  // 5: sluice.v1.ConnectResponse.ping:type_name -> sluice.v1.Ping
+	2,  // 6: sluice.v1.ConnectResponse.cancel:type_name -> sluice.v1.Cancel
+	10, // 7: sluice.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	7,  // 8: sluice.v1.Task.key:type_name -> sluice.v1.TaskKey
+	11, // 9: sluice.v1.Task.range:type_name -> sluice.v1.OffsetRange
+	12, // 10: sluice.v1.Task.spec:type_name -> sluice.v1.JobSpec
+	10, // 11: sluice.v1.Task.timeout:type_name -> google.protobuf.Duration
+	7,  // 12: sluice.v1.TaskResult.key:type_name -> sluice.v1.TaskKey
+	13, // 13: sluice.v1.TaskResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	14, // 14: sluice.v1.TaskResult.records:type_name -> sluice.v1.OutputRecord
+	10, // 15: sluice.v1.TaskResult.duration:type_name -> google.protobuf.Duration
+	11, // 16: sluice.v1.TaskResult.range:type_name -> sluice.v1.OffsetRange
+	0,  // 17: sluice.v1.WorkerService.Connect:input_type -> sluice.v1.ConnectRequest
+	1,  // 18: sluice.v1.WorkerService.Connect:output_type -> sluice.v1.ConnectResponse
+	18, // [18:19] is the sub-list for method output_type
+	17, // [17:18] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_worker_service_proto_init() }
@@ -798,6 +924,7 @@ func file_sluice_v1_worker_service_proto_init() {
 		(*ConnectResponse_Registered)(nil),
 		(*ConnectResponse_Task)(nil),
 		(*ConnectResponse_Ping)(nil),
+		(*ConnectResponse_Cancel)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -805,7 +932,7 @@ func file_sluice_v1_worker_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_worker_service_proto_rawDesc), len(file_sluice_v1_worker_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
