@@ -39,6 +39,12 @@ type Config struct {
 	SessionTTL time.Duration
 	// KeepBatches is how many batches (and their results) each job retains. Default 1000.
 	KeepBatches int64
+	// KeepBytes bounds the encoded size of each job's retained results;
+	// older batches are pruned past it. Default 64 MiB.
+	KeepBytes int64
+	// CompactInterval is how often the leader compacts etcd's history;
+	// default 5m, negative disables it (an operator compacts instead).
+	CompactInterval time.Duration
 	// HeartbeatInterval is how often workers heartbeat; default 1s.
 	HeartbeatInterval time.Duration
 	// HeartbeatTimeout drops a silent worker and re-runs its tasks; default 10s.
@@ -56,6 +62,8 @@ func DefaultConfig() Config {
 		Prefix:            "/sluice/",
 		SessionTTL:        10 * time.Second,
 		KeepBatches:       1000,
+		KeepBytes:         64 << 20,
+		CompactInterval:   5 * time.Minute,
 		HeartbeatInterval: time.Second,
 		HeartbeatTimeout:  10 * time.Second,
 		Logger:            hclog.NewNullLogger(),
@@ -73,6 +81,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("coordinator: config: session TTL %s is below 1s", c.SessionTTL)
 	case c.KeepBatches < 1:
 		return fmt.Errorf("coordinator: config: keep batches %d is below 1", c.KeepBatches)
+	case c.KeepBytes < 0:
+		return fmt.Errorf("coordinator: config: keep bytes %d is negative", c.KeepBytes)
 	case c.HeartbeatInterval <= 0 || c.HeartbeatTimeout <= c.HeartbeatInterval:
 		return fmt.Errorf("coordinator: config: heartbeat timeout %s must exceed interval %s", c.HeartbeatTimeout, c.HeartbeatInterval)
 	}
@@ -183,7 +193,14 @@ func (c *Coordinator) campaignAndLead(ctx context.Context) error {
 	c.logger.Info("leading", "addr", c.cfg.AdvertiseAddr, "lease", sess.Lease())
 	fence := clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev())
 	c.leading.Store(true)
+	compacted := make(chan struct{})
+	go func() {
+		defer close(compacted)
+		c.compact(leaderCtx)
+	}()
 	err = c.lead(leaderCtx, c.store.WithFence(fence))
+	cancel()
+	<-compacted
 	c.leading.Store(false)
 	c.dispatcher.dropAll()
 
@@ -305,56 +322,6 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 	}
 }
 
-// abortTransactions aborts the open Kafka transactions of a job's
-// transactional ids (one per source partition) and returns their ids.
-func (c *Coordinator) abortTransactions(ctx context.Context, spec *sluicev1.JobSpec) ([]string, error) {
-	open, err := c.transactions(ctx, spec)
-	if err != nil {
-		return nil, err
-	}
-	var ids []string
-	for _, t := range open {
-		if t.State == "Ongoing" || t.State == "PrepareCommit" || t.State == "PrepareAbort" {
-			ids = append(ids, t.ID)
-		}
-	}
-	sink := jobspec.Sink(spec)
-	if err := kafkasrc.AbortTransactions(ctx, sink, spec.GetSink().GetKafka().GetProperties(), ids, c.logger.Named("kafka")); err != nil {
-		return nil, err
-	}
-	return ids, nil
-}
-
-// transactions lists the state of a job's transactional ids known to Kafka.
-func (c *Coordinator) transactions(ctx context.Context, spec *sluicev1.JobSpec) ([]kafkasrc.TxnInfo, error) {
-	r := &jobRunner{spec: spec, name: spec.GetName(), logger: c.logger}
-	admin, err := c.admins.Get(r.cluster())
-	if err != nil {
-		return nil, err
-	}
-	tps, err := r.partitions(ctx, admin, nil)
-	if err != nil {
-		return nil, err
-	}
-	want := map[string]bool{}
-	for _, tp := range tps {
-		want[jobspec.TransactionalID(spec, tp.Topic, tp.Partition)] = true
-	}
-	prefix := jobspec.TransactionalID(spec, "", 0)
-	prefix = prefix[:len(prefix)-len("-0")]
-	all, err := kafkasrc.ListTransactions(ctx, jobspec.Sink(spec).Bootstrap, prefix)
-	if err != nil {
-		return nil, err
-	}
-	var out []kafkasrc.TxnInfo
-	for _, t := range all {
-		if want[t.ID] {
-			out = append(out, t)
-		}
-	}
-	return out, nil
-}
-
 // startRunner runs a job until its ctx ends, restarting it after errors that
 // are not the job's own failure (etcd hiccups); each restart recovers from
 // what etcd holds, like a new leader would.
@@ -368,7 +335,7 @@ func (c *Coordinator) startRunner(ctx context.Context, store *offsetstore.Store,
 		for {
 			r := &jobRunner{
 				name: name, spec: job.GetSpec(), specVersion: specVersion, store: store,
-				dispatcher: c.dispatcher, admins: c.admins, keep: c.cfg.KeepBatches,
+				dispatcher: c.dispatcher, admins: c.admins, keep: c.cfg.KeepBatches, keepBytes: c.cfg.KeepBytes,
 				logger: logger, hooks: c.cfg.Hooks, message: job.GetMessage(), now: time.Now,
 			}
 			err := r.run(rctx)

@@ -35,6 +35,7 @@ type jobRunner struct {
 	dispatcher  *dispatcher
 	admins      *kafkasrc.AdminPool
 	keep        int64
+	keepBytes   int64
 	logger      hclog.Logger
 	hooks       Hooks
 	message     string // last message written to the job record
@@ -446,7 +447,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 	defer cancel()
 	rev, err := r.store.CommitBatch(cctx, offsetstore.Commit{
 		Batch: committed, BatchRevision: batchRev, Result: result,
-		Offsets: newOffs, OffsetsRevision: offs.ModRevision, Keep: r.keep,
+		Offsets: newOffs, OffsetsRevision: offs.ModRevision, Keep: r.keep, KeepBytes: r.keepBytes,
 	})
 	if errors.Is(err, offsetstore.ErrTooLarge) {
 		return offs, jobFailure("%v", err)

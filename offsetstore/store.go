@@ -332,6 +332,9 @@ type Commit struct {
 	OffsetsRevision int64
 	// Keep is how many batches (and results) to retain; older ones are deleted.
 	Keep int64
+	// KeepBytes bounds the retained results' encoded size; older batches
+	// (and results) are deleted past it. 0 is no bound.
+	KeepBytes int64
 }
 
 // CommitBatch atomically marks the batch committed, stores its results and
