@@ -246,7 +246,8 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 	}
 	// A job that stops leaves no open transaction behind: a task in flight
 	// is fenced and its transaction aborted.
-	stopAndAbort := func(spec *sluicev1.JobSpec) {
+	stopAndAbort := func(job *sluicev1.Job) {
+		spec := job.GetSpec()
 		stop(spec.GetName())
 		if !jobspec.Transactional(spec) {
 			return
@@ -256,7 +257,7 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 			defer aborts.Done()
 			actx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
-			aborted, err := c.abortTransactions(actx, spec)
+			aborted, err := c.abortTransactions(actx, job)
 			if err != nil {
 				c.logger.Warn("could not abort the transactions of a stopped job", "job", spec.GetName(), "error", err)
 				return
@@ -270,7 +271,7 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 		name := job.GetSpec().GetName()
 		h, ok := runners[name]
 		if job.GetState() != sluicev1.JobState_JOB_STATE_RUNNING {
-			stopAndAbort(job.GetSpec())
+			stopAndAbort(job)
 			return
 		}
 		if ok && proto.Equal(h.spec, job.GetSpec()) {
@@ -305,7 +306,7 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 				if ev.Type == clientv3.EventTypeDelete {
 					prev := &sluicev1.Job{}
 					if ev.PrevKv != nil && proto.Unmarshal(ev.PrevKv.Value, prev) == nil && prev.GetSpec() != nil {
-						stopAndAbort(prev.GetSpec())
+						stopAndAbort(prev)
 					} else {
 						stop(name)
 					}

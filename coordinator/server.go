@@ -128,7 +128,7 @@ func (s *jobServer) ListTransactions(ctx context.Context, req *sluicev1.ListTran
 	if !jobspec.Transactional(v.Value.GetSpec()) {
 		return &sluicev1.ListTransactionsResponse{}, nil
 	}
-	txns, err := s.c.transactions(ctx, v.Value.GetSpec())
+	txns, err := s.c.transactions(ctx, v.Value)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "ask Kafka for the transactions: %v", err)
 	}
@@ -147,7 +147,7 @@ func (s *jobServer) AbortTransactions(ctx context.Context, req *sluicev1.AbortTr
 	if err != nil {
 		return nil, err
 	}
-	aborted, err := s.c.abortTransactions(ctx, v.Value.GetSpec())
+	aborted, err := s.c.abortTransactions(ctx, v.Value)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "abort transactions: %v", err)
 	}
