@@ -378,7 +378,7 @@ func (s *Sinks) acquireTxn(ctx context.Context, t TxnTask) (*txnWriter, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		s.closeLater(func() { s.closeTxn(w) })
+		s.closeTxnLocked(w)
 		return nil, fmt.Errorf("transactional writer %s: %w", t.TransactionalID, ErrClosed)
 	}
 	if old, ok := s.txns[t.TransactionalID]; ok {
@@ -402,7 +402,7 @@ func (s *Sinks) releaseTxn(w *txnWriter) {
 		return
 	}
 	if w.dropped && w.refs == 0 {
-		s.closeLater(func() { s.closeTxn(w) })
+		s.closeTxnLocked(w)
 	}
 }
 
@@ -419,13 +419,21 @@ func (s *Sinks) dropTxnLocked(w *txnWriter) {
 	s.txnLRU.Remove(w.elem)
 	w.elem = nil
 	if w.refs == 0 {
-		s.closeLater(func() { s.closeTxn(w) })
+		s.closeTxnLocked(w)
 	}
 }
 
-func (s *Sinks) closeTxn(w *txnWriter) {
-	w.prod.Close()
-	s.releaseGroup(w.group)
+// closeTxnLocked closes w, and its group client if w was its last writer,
+// in the background. s.mu must be held.
+func (s *Sinks) closeTxnLocked(w *txnWriter) {
+	g := w.group
+	last := s.unrefGroupLocked(g)
+	s.closeLater(func() {
+		w.prod.Close()
+		if last {
+			g.close()
+		}
+	})
 }
 
 // groupMeta holds a consumer that has the job's group.id but never
@@ -476,16 +484,29 @@ func (s *Sinks) acquireGroup(c Cluster, group string) (*groupMeta, error) {
 // is closed; the last one closes g.
 func (s *Sinks) releaseGroup(g *groupMeta) {
 	s.mu.Lock()
-	g.refs--
-	last := g.refs == 0
-	if last && s.groups[g.key] == g {
-		delete(s.groups, g.key)
-	}
+	last := s.unrefGroupLocked(g)
 	s.mu.Unlock()
 	if last {
-		_ = closeKafkaConsumer(g.consumer)
-		g.logs.stop()
+		g.close()
 	}
+}
+
+// unrefGroupLocked drops one writer's reference to g and reports whether it
+// was the last: g is then out of the cache, for the caller to close.
+func (s *Sinks) unrefGroupLocked(g *groupMeta) bool {
+	g.refs--
+	if g.refs > 0 {
+		return false
+	}
+	if s.groups[g.key] == g {
+		delete(s.groups, g.key)
+	}
+	return true
+}
+
+func (g *groupMeta) close() {
+	_ = closeKafkaConsumer(g.consumer)
+	g.logs.stop()
 }
 
 // committed reads the group's committed offset of one partition, waiting for
