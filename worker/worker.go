@@ -8,10 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -69,9 +69,12 @@ type Worker struct {
 	cache  *kafkasrc.Cache
 	sinks  *kafkasrc.Sinks
 
-	mu       sync.Mutex
-	programs map[string]compiled // by job
+	// programs caches compiled steps by job; bounded, since jobs come and go.
+	programs *lru.Cache[string, compiled]
 }
+
+// programCacheSize bounds the compiled programs a worker keeps.
+const programCacheSize = 256
 
 type compiled struct {
 	version int64
@@ -91,12 +94,16 @@ func New(cfg Config) (*Worker, error) {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	logger := cfg.Logger.Named("worker").With("worker_id", cfg.ID)
+	programs, err := lru.New[string, compiled](programCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("worker: program cache: %w", err)
+	}
 	return &Worker{
 		cfg:      cfg,
 		logger:   logger,
 		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka")),
 		sinks:    kafkasrc.NewSinks(logger.Named("sink")),
-		programs: map[string]compiled{},
+		programs: programs,
 	}, nil
 }
 
