@@ -131,6 +131,9 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 				}
 				defer tasks.releaseSlot()
 				res := w.runTask(tctx, task)
+				if h := w.cfg.BeforeResult; h != nil {
+					h(task)
+				}
 				if tctx.Err() != nil && gctx.Err() == nil && tasks.cancelled(task.GetKey().GetDispatchId()) {
 					return // cancelled: nobody waits for the result
 				}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluice-stream/sluice/failpoint"
 	"github.com/sluice-stream/sluice/kafkasrc"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/steps"
 )
 
@@ -41,6 +42,9 @@ type Config struct {
 	// in a Kafka transaction not yet committed), "after-sink-write" (output
 	// written, result not yet reported).
 	Failpoints failpoint.Set
+	// BeforeResult, if set, runs when a task has finished, before its result
+	// is sent (tests: a worker slow to report).
+	BeforeResult func(task *sluicev1.Task)
 }
 
 // DefaultConfig returns the defaults.
