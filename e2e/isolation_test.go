@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/worker"
@@ -71,73 +72,107 @@ func TestNonUTF8KeysDoNotWedgeTheCluster(t *testing.T) {
 	}
 }
 
-// TestStopResetResumeWithBatchInFlight: a job is stopped while a task of
-// batch 1 is still running on a worker that is slow to report, its offsets
-// are reset, and it resumes. The new batch 1 has other ranges; the old
-// task's result must not be taken for it. The counts are exactly those of
-// the offsets after the reset.
-func TestStopResetResumeWithBatchInFlight(t *testing.T) {
+// TestChangeWithBatchInFlight: a job is changed while a task of batch 1
+// is still running on a worker that is slow to report (and deaf to the
+// cancel): stopped, reset and resumed; updated with another filter; or
+// deleted and submitted again from other offsets. The old task's result must
+// not be taken for the new batch: the counts are exactly those the job asks
+// for after the change.
+func TestChangeWithBatchInFlight(t *testing.T) {
 	const topic, parts = "inflight", 2
-	held := make(chan struct{})
-	release := make(chan struct{})
-	var once sync.Once
-	tc := newTestCluster(t, clusterOptions{workers: 2, partitions: parts, topics: []string{topic},
-		worker: func(c *worker.Config) {
-			c.BeforeResult = func(task *sluicev1.Task) {
-				if task.GetKey().GetJob() != "inflight" {
-					return
+	from := map[string]int64{topic + "/0": 10, topic + "/1": 30}
+	explicit := &sluicev1.StartingOffsets{Kind: &sluicev1.StartingOffsets_Explicit{Explicit: &sluicev1.ExplicitOffsets{Offsets: []*sluicev1.PartitionOffset{
+		{Topic: topic, Partition: 0, Offset: from[topic+"/0"]}, {Topic: topic, Partition: 1, Offset: from[topic+"/1"]},
+	}}}}
+	afterReset := func(p int32, off int64) bool { return off >= from[fmt.Sprintf("%s/%d", topic, p)] }
+	for _, tt := range []struct {
+		name   string
+		change func(t *testing.T, tc *testCluster, spec *sluicev1.JobSpec)
+		keep   func(l *ledger) func(p int32, off int64) bool
+	}{{
+		name: "stop-reset-resume",
+		change: func(t *testing.T, tc *testCluster, spec *sluicev1.JobSpec) {
+			if _, err := tc.Client.Stop(context.Background(), spec.GetName()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tc.Client.ResetOffsets(context.Background(), spec.GetName(), explicit); err != nil {
+				t.Fatalf("reset: %v", err)
+			}
+			if _, err := tc.Client.Resume(context.Background(), spec.GetName()); err != nil {
+				t.Fatal(err)
+			}
+		},
+		keep: func(*ledger) func(int32, int64) bool { return afterReset },
+	}, {
+		name: "update",
+		change: func(t *testing.T, tc *testCluster, spec *sluicev1.JobSpec) {
+			updated := proto.CloneOf(spec)
+			updated.Steps = []*sluicev1.Step{{Kind: &sluicev1.Step_Filter{Filter: `string(key) != "k01"`}}}
+			if _, err := tc.Client.Update(context.Background(), updated); err != nil {
+				t.Fatalf("update: %v", err)
+			}
+		},
+		keep: func(l *ledger) func(int32, int64) bool {
+			return func(p int32, off int64) bool { return l.keys[p][off] != "k01" }
+		},
+	}, {
+		name: "delete-resubmit",
+		change: func(t *testing.T, tc *testCluster, spec *sluicev1.JobSpec) {
+			if err := tc.Client.Delete(context.Background(), spec.GetName()); err != nil {
+				t.Fatal(err)
+			}
+			again := proto.CloneOf(spec)
+			again.Source.StartingOffsets = explicit
+			if _, err := tc.Client.Submit(context.Background(), again); err != nil {
+				t.Fatalf("submit again: %v", err)
+			}
+		},
+		keep: func(*ledger) func(int32, int64) bool { return afterReset },
+	}} {
+		t.Run(tt.name, func(t *testing.T) {
+			held := make(chan struct{})
+			release := make(chan struct{})
+			var once sync.Once
+			tc := newTestCluster(t, clusterOptions{workers: 2, partitions: parts, topics: []string{topic},
+				worker: func(c *worker.Config) {
+					c.BeforeResult = func(task *sluicev1.Task) {
+						first := false
+						once.Do(func() { first = true })
+						if first {
+							close(held)
+							<-release // deaf to cancels: a worker slow to report
+						}
+					}
+				}})
+			l := newLedger(topic, parts)
+			l.produce(t, tc.producer(), 100, nil)
+			spec := countJob("inflight", tc.Brokers, topic)
+			if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-held:
+			case <-time.After(30 * time.Second):
+				t.Fatal("batch 1 never reached a worker")
+			}
+			tt.change(t, tc, spec)
+			// Let the new batch 1 be dispatched, then let the old task report.
+			time.Sleep(300 * time.Millisecond)
+			close(release)
+			tc.waitOffsets(spec.GetName(), l.ends(), 30*time.Second)
+
+			if got, want := tc.mergedCounts(spec.GetName()), l.counts(tt.keep(l)); !maps.Equal(got, want) {
+				t.Fatalf("counts after the change:\n got %v\nwant %v", got, want)
+			}
+			for _, b := range batchesAsc(t, tc.Client, spec.GetName()) {
+				var in int64
+				for _, r := range b.GetRanges() {
+					in += r.GetUntilOffset() - r.GetFromOffset()
 				}
-				first := false
-				once.Do(func() { first = true })
-				if first {
-					close(held)
-					<-release // deaf to cancels: a worker slow to report
+				if b.GetMetrics().GetRecordsIn() != in {
+					t.Errorf("batch %d: records in %d, but its ranges hold %d", b.GetId(), b.GetMetrics().GetRecordsIn(), in)
 				}
 			}
-		}})
-	l := newLedger(topic, parts)
-	l.produce(t, tc.producer(), 100, nil)
-	spec := countJob("inflight", tc.Brokers, topic)
-	if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-held:
-	case <-time.After(30 * time.Second):
-		t.Fatal("batch 1 never reached a worker")
-	}
-	if _, err := tc.Client.Stop(context.Background(), spec.GetName()); err != nil {
-		t.Fatal(err)
-	}
-	reset := map[string]int64{topic + "/0": 10, topic + "/1": 30}
-	var explicit []*sluicev1.PartitionOffset
-	for p := range int32(parts) {
-		explicit = append(explicit, &sluicev1.PartitionOffset{Topic: topic, Partition: p, Offset: reset[fmt.Sprintf("%s/%d", topic, p)]})
-	}
-	if _, err := tc.Client.ResetOffsets(context.Background(), spec.GetName(), &sluicev1.StartingOffsets{
-		Kind: &sluicev1.StartingOffsets_Explicit{Explicit: &sluicev1.ExplicitOffsets{Offsets: explicit}},
-	}); err != nil {
-		t.Fatalf("reset: %v", err)
-	}
-	if _, err := tc.Client.Resume(context.Background(), spec.GetName()); err != nil {
-		t.Fatal(err)
-	}
-	// Let the new batch 1 be dispatched, then let the old task report.
-	time.Sleep(300 * time.Millisecond)
-	close(release)
-	tc.waitOffsets(spec.GetName(), l.ends(), 30*time.Second)
-
-	want := l.counts(func(p int32, off int64) bool { return off >= reset[fmt.Sprintf("%s/%d", topic, p)] })
-	if got := tc.mergedCounts(spec.GetName()); !maps.Equal(got, want) {
-		t.Fatalf("counts after the reset:\n got %v\nwant %v", got, want)
-	}
-	for _, b := range batchesAsc(t, tc.Client, spec.GetName()) {
-		var in int64
-		for _, r := range b.GetRanges() {
-			in += r.GetUntilOffset() - r.GetFromOffset()
-		}
-		if b.GetMetrics().GetRecordsIn() != in {
-			t.Errorf("batch %d: records in %d, but its ranges hold %d", b.GetId(), b.GetMetrics().GetRecordsIn(), in)
-		}
+		})
 	}
 }
