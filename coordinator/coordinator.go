@@ -51,7 +51,11 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	// MaxRequestBytes bounds one etcd transaction; default 1.4 MiB.
 	MaxRequestBytes int
-	Logger          hclog.Logger
+	// KafkaAdminClients bounds the Kafka admin clients kept, one per
+	// cluster and client properties; the least recently used is closed.
+	// Default (0) kafkasrc.DefaultAdminCapacity.
+	KafkaAdminClients int
+	Logger            hclog.Logger
 	// Hooks are failure points for tests.
 	Hooks Hooks
 }
@@ -116,8 +120,16 @@ func New(cfg Config) (*Coordinator, error) {
 		logger:     logger,
 		store:      offsetstore.New(cfg.Etcd, offsetstore.Options{Prefix: cfg.Prefix, MaxRequestBytes: cfg.MaxRequestBytes}),
 		dispatcher: newDispatcher(logger.Named("dispatch")),
-		admins:     kafkasrc.NewAdminPool(logger.Named("kafka")),
+		admins:     newAdminPool(cfg, logger),
 	}, nil
+}
+
+func newAdminPool(cfg Config, logger hclog.Logger) *kafkasrc.AdminPool {
+	var opts []kafkasrc.Option
+	if cfg.KafkaAdminClients > 0 {
+		opts = append(opts, kafkasrc.WithCapacity(cfg.KafkaAdminClients))
+	}
+	return kafkasrc.NewAdminPool(logger.Named("kafka"), opts...)
 }
 
 // Store is the coordinator's (unfenced) view of the state in etcd.
