@@ -440,3 +440,30 @@ func TestSinksEvictInUse(t *testing.T) {
 	}
 	waitLiveClients(t, base+2, "after the evicted writer's task")
 }
+
+// TestSinkTopicAutoCreated: with brokers that create topics on demand, a
+// missing sink topic is created, not refused: the topic check asks the way
+// a producer does.
+func TestSinkTopicAutoCreated(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.SeedTopics(1, "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cl := Cluster{Bootstrap: strings.Join(c.ListenAddrs(), ",")}
+	s := NewSinks(testLogger(t))
+	t.Cleanup(s.Close)
+	ctx := testCtx(t)
+	if err := s.WriteIdempotent(ctx, IdempotentTask{Job: "j", Cluster: cl}, messages("fresh", "a", 5, 10)); err != nil {
+		t.Fatalf("WriteIdempotent to a topic the broker creates: %v", err)
+	}
+	if _, err := s.Transact(ctx, txnTask(cl, "j2", "i1", 1), messages("fresh2", "b", 5, 10)); err != nil {
+		t.Fatalf("Transact to a topic the broker creates: %v", err)
+	}
+	if got := countRecords(t, cl, "fresh", 5); got["a"] != 5 {
+		t.Errorf("records in fresh: %v, want a:5", got)
+	}
+	if got := countRecords(t, cl, "fresh2", 5); got["b"] != 5 {
+		t.Errorf("records in fresh2: %v, want b:5", got)
+	}
+}
