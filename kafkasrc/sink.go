@@ -610,7 +610,7 @@ func (w *txnWriter) transact(ctx context.Context, t TxnTask, msgs []Message) (bo
 	}
 	offsets := []kafka.TopicPartition{{Topic: &src.Topic, Partition: src.Partition, Offset: kafka.Offset(src.Until)}}
 	if err := kp.SendOffsetsToTransaction(ctx, offsets, w.group.meta); err != nil {
-		return false, w.fail(ctx, "send offsets", err, tr)
+		return false, w.fail(ctx, "send offsets to group "+w.groupID, err, tr)
 	}
 	if t.BeforeCommit != nil {
 		t.BeforeCommit()

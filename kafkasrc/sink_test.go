@@ -467,3 +467,40 @@ func TestSinkTopicAutoCreated(t *testing.T) {
 		t.Errorf("records in fresh2: %v, want b:5", got)
 	}
 }
+
+// TestTransactAuthorizationErrors: a transaction refused for lack of rights
+// on the transactional id or on the group fails permanently, saying which.
+func TestTransactAuthorizationErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		key      kmsg.Key
+		respond  func(kmsg.Request) kmsg.Response
+		mentions string
+	}{
+		{"transactional id", kmsg.InitProducerID, func(r kmsg.Request) kmsg.Response {
+			resp := r.(*kmsg.InitProducerIDRequest).ResponseKind().(*kmsg.InitProducerIDResponse)
+			resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
+			return resp
+		}, "transactional id"},
+		{"group", kmsg.AddOffsetsToTxn, func(r kmsg.Request) kmsg.Response {
+			resp := r.(*kmsg.AddOffsetsToTxnRequest).ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
+			resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+			return resp
+		}, "group test:j:i1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, cl := newTestCluster(t, 1, "src", "out")
+			c.ControlKey(int16(tc.key), func(r kmsg.Request) (kmsg.Response, error, bool) {
+				c.KeepControl()
+				return tc.respond(r), nil, true
+			})
+			s := NewSinks(testLogger(t))
+			defer s.Close()
+			_, err := s.Transact(testCtx(t), txnTask(cl, "j", "i1", 1), messages("out", "a", 1, 10))
+			t.Logf("error: %v", err)
+			if !errors.Is(err, ErrPermanent) || !strings.Contains(err.Error(), tc.mentions) {
+				t.Errorf("Transact = %v, want a permanent error about the %s", err, tc.mentions)
+			}
+		})
+	}
+}
