@@ -47,8 +47,8 @@ type Result struct {
 	// In counts the records given to Process, Out those that left the steps
 	// (aggregated or collected), Failed those an expression could not evaluate.
 	In, Out, Failed int64
-	// Aggregates per key, sorted by key, avg filled; only when the program
-	// aggregates.
+	// Aggregates per key, sorted by exact key (ExactKey), avg filled; only
+	// when the program aggregates.
 	Aggregates []*sluicev1.KeyAggregate
 	// Records that left the steps, in the order processed; only when the
 	// program does not aggregate.
