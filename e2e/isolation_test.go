@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -174,5 +177,54 @@ func TestChangeWithBatchInFlight(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRunawayExpressionFailsItsJobAlone: an expression that cannot finish
+// on any record is refused at submit; one that runs away on one record's
+// data stops at the cost limit and fails its job with a message naming the
+// record and the step, while another job on the same workers runs on.
+func TestRunawayExpressionFailsItsJobAlone(t *testing.T) {
+	tc := newTestCluster(t, clusterOptions{workers: 2, partitions: 1, topics: []string{"loops", "plain"}})
+	pr := tc.producer()
+	var recs []*kgo.Record
+	for i := range 20 {
+		n := 3
+		if i == 7 {
+			n = 100000 // 1e10 iterations: hours of CPU without the limit
+		}
+		recs = append(recs, &kgo.Record{Topic: "loops", Key: []byte("k"), Value: fmt.Appendf(nil, `{"n": %d}`, n)})
+	}
+	if err := pr.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	static := countJob("static", tc.Brokers, "loops")
+	static.Steps = []*sluicev1.Step{{Kind: &sluicev1.Step_Filter{Filter: "lists.range(100000).all(i, lists.range(100000).all(j, j >= 0))"}}}
+	_, err := tc.Client.Submit(context.Background(), static)
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "steps[0].filter") {
+		t.Fatalf("submit of a runaway filter: %v, want InvalidArgument naming steps[0].filter", err)
+	}
+
+	runaway := countJob("runaway", tc.Brokers, "loops")
+	runaway.Steps = []*sluicev1.Step{{Kind: &sluicev1.Step_Filter{Filter: "lists.range(int(json.n)).all(i, lists.range(int(json.n)).all(j, j >= 0))"}}}
+	if _, err := tc.Client.Submit(context.Background(), runaway); err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	j := waitJob(t, tc.Client, "runaway", 60*time.Second, "FAILED state", func(j *sluicev1.Job) bool {
+		return j.GetState() == sluicev1.JobState_JOB_STATE_FAILED
+	})
+	if msg := j.GetMessage(); !strings.Contains(msg, "loops/0 offset 7") || !strings.Contains(msg, "steps[0].filter") || !strings.Contains(msg, "cost limit") {
+		t.Errorf("message %q does not name the record (loops/0 offset 7), the step and the cost limit", msg)
+	}
+
+	plain := newLedger("plain", 1)
+	plain.produce(t, pr, 30, nil)
+	if _, err := tc.Client.Submit(context.Background(), countJob("plain", tc.Brokers, "plain")); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitOffsets("plain", plain.ends(), 30*time.Second)
+	if got := tc.mergedCounts("plain"); !maps.Equal(got, plain.counts(nil)) {
+		t.Errorf("the other job's counts %v, want %v", got, plain.counts(nil))
 	}
 }

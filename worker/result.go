@@ -2,21 +2,17 @@ package worker
 
 import (
 	"fmt"
-	"strings"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"github.com/sluice-stream/sluice/steps"
 )
 
 // maxMessageBytes is the largest message the worker sends on its stream,
 // and the coordinator accepts.
 const maxMessageBytes = 64 << 20
-
-// maxErrorLen bounds an error message sent to the coordinator; the job's
-// message and logs repeat it.
-const maxErrorLen = 2048
 
 // sendable makes a result safe to send: protobuf refuses strings that are
 // not valid UTF-8, and gRPC messages above the limit; either would end the
@@ -34,44 +30,19 @@ func sendable(res *sluicev1.TaskResult) *sluicev1.TaskResult {
 			}
 		}
 	}()
-	res.Error = validString(res.Error)
-	if len(res.Error) > maxErrorLen {
-		res.Error = strings.ToValidUTF8(res.Error[:maxErrorLen], "") + "…"
-	}
+	res.Error = steps.SafeText(res.Error, steps.MaxErrorBytes)
 	for _, ka := range res.Aggregates {
-		if !utf8.ValidString(ka.Key) {
+		if !utf8.ValidString(ka.Key) { // steps makes them valid; this is the last line
 			ka.KeyBytes = []byte(ka.Key)
-			ka.Key = escapeInvalid(ka.Key)
+			ka.Key = steps.SafeText(ka.Key, 0)
 		}
 	}
 	for _, r := range res.Records {
-		r.Topic = validString(r.Topic)
-		r.SinkTopic = validString(r.SinkTopic)
+		r.Topic = steps.SafeText(r.Topic, 0)
+		r.SinkTopic = steps.SafeText(r.SinkTopic, 0)
 		for _, h := range r.Headers {
-			h.Key = validString(h.Key)
+			h.Key = steps.SafeText(h.Key, 0)
 		}
 	}
 	return res
-}
-
-func validString(s string) string {
-	if utf8.ValidString(s) {
-		return s
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
-}
-
-// escapeInvalid renders s with each byte that is not part of valid UTF-8 as \xNN.
-func escapeInvalid(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && n == 1 {
-			fmt.Fprintf(&b, "\\x%02x", s[i])
-		} else {
-			b.WriteString(s[i : i+n])
-		}
-		i += n
-	}
-	return b.String()
 }

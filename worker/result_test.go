@@ -48,8 +48,8 @@ func TestSendableMakesResultsMarshalable(t *testing.T) {
 
 func TestSendableBoundsErrorsAndSize(t *testing.T) {
 	res := sendable(&sluicev1.TaskResult{Error: strings.Repeat("é", 10000)})
-	if len(res.Error) > maxErrorLen+len("…") {
-		t.Errorf("error of %d bytes, want at most %d", len(res.Error), maxErrorLen)
+	if len(res.Error) > steps.MaxErrorBytes {
+		t.Errorf("error of %d bytes, want at most %d", len(res.Error), steps.MaxErrorBytes)
 	}
 	if _, err := proto.Marshal(res); err != nil {
 		t.Errorf("cut error does not marshal: %v", err)

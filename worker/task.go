@@ -60,7 +60,7 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	spec := task.GetSpec()
 	cl := jobspec.Source(spec)
 	r := task.GetRange()
-	runner := prog.NewRunner()
+	runner := prog.NewRunnerContext(ctx)
 	first := true
 	_, err = w.cache.Read(ctx, cl, kafkasrc.GroupID(spec.GetName()), kafkasrc.Range{
 		Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset(),
