@@ -503,8 +503,9 @@ func (r *jobRunner) mirrorOffsets(ctx context.Context, offs *sluicev1.CommittedO
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := admin.CommitGroupOffsets(ctx, kafkasrc.GroupID(r.name), m); err != nil && ctx.Err() == nil {
-		r.logger.Warn("could not mirror offsets to the Kafka consumer group", "group", kafkasrc.GroupID(r.name), "error", err)
+	group := jobspec.GroupID(r.name, r.incarnation)
+	if err := admin.CommitGroupOffsets(ctx, group, m); err != nil && ctx.Err() == nil {
+		r.logger.Warn("could not mirror offsets to the Kafka consumer group", "group", group, "error", err)
 	}
 }
 

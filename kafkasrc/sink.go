@@ -615,6 +615,17 @@ func (w *txnWriter) transact(ctx context.Context, t TxnTask, msgs []Message) (bo
 	if t.BeforeCommit != nil {
 		t.BeforeCommit()
 	}
+	// A task cancelled (its job stopped, reset or deleted; the task re-run
+	// elsewhere) or past its deadline must not commit: its range may have
+	// moved on meanwhile. Abort instead.
+	if err := ctx.Err(); err != nil {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if aerr := kp.AbortTransaction(actx); aerr != nil {
+			w.broken = true
+		}
+		return false, fmt.Errorf("transaction %s: not committed: %w", w.id, err)
+	}
 	if err := kp.CommitTransaction(ctx); err != nil {
 		return false, w.fail(ctx, "commit", err, tr)
 	}
