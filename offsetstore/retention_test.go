@@ -560,4 +560,3 @@ func TestResetOffsetsGuards(t *testing.T) {
 		}
 	})
 }
-
