@@ -638,4 +638,3 @@ func TestResetOffsetsNewIncarnation(t *testing.T) {
 		t.Errorf("committed offsets after the reset: %v, %v", offs, err)
 	}
 }
-
