@@ -3,7 +3,9 @@ package offsetstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -224,6 +226,7 @@ func TestCommitBatchKeepBytesLegacy(t *testing.T) {
 	if _, err := cli.Delete(ctx, s.Prefix()+"retained/", clientv3.WithPrefix()); err != nil {
 		t.Fatal(err)
 	}
+	s = offsetstore.New(cli, offsetstore.Options{Prefix: s.Prefix()}) // the upgraded coordinator
 	for id := int64(5); id <= 8; id++ {
 		rev = commitSized(t, ctx, s, "clicks", id, rev, 100, 6, 250)
 	}
@@ -559,4 +562,60 @@ func TestResetOffsetsGuards(t *testing.T) {
 			t.Errorf("offsets = %v, %v", offs.Value, err)
 		}
 	})
+}
+
+// countingKV counts transactions.
+type countingKV struct {
+	clientv3.KV
+	mu   sync.Mutex
+	txns int
+}
+
+func (c *countingKV) Txn(ctx context.Context) clientv3.Txn {
+	c.mu.Lock()
+	c.txns++
+	c.mu.Unlock()
+	return c.KV.Txn(ctx)
+}
+
+// TestCommitBatchSizeWindowCached: a commit reads the size index only when
+// its cached window is stale (another store committed) or running low; the
+// pruning is the same as with fresh reads.
+func TestCommitBatchSizeWindowCached(t *testing.T) {
+	for _, keepBytes := range []int64{3000, 9000} { // 30 results: the window holds all; 90: it does not
+		t.Run(fmt.Sprint(keepBytes), func(t *testing.T) {
+			_, cli := newStore(t, offsetstore.Options{})
+			ctx := testContext(t)
+			prefix := "/t-" + strings.ReplaceAll(t.Name(), "/", "_") + "/"
+			kv := &countingKV{KV: cli.KV}
+			s := offsetstore.New(kv, offsetstore.Options{Prefix: prefix})
+			other := offsetstore.New(cli, offsetstore.Options{Prefix: prefix}) // another coordinator
+			rev := initJob(t, ctx, s, "clicks")
+			const n = 300
+			keep := keepBytes / 100
+			for id := int64(1); id <= n; id++ {
+				store := s
+				if id%50 == 0 {
+					store = other // s's window is stale after this
+				}
+				rev = commitSized(t, ctx, store, "clicks", id, rev, 100, 1000, keepBytes)
+				_, results, bytes := retainedIDs(t, ctx, s, cli, "clicks")
+				if want := ids(max(id-keep+1, 1), id); !equalIDs(results, want) || bytes > keepBytes {
+					t.Fatalf("after batch %d: results %v (%d bytes), want %v", id, results, bytes, want)
+				}
+			}
+			// Per batch through s: a plan and a commit; the size index is
+			// read only after the other store's commits and when the
+			// window runs low.
+			kv.mu.Lock()
+			txns := kv.txns
+			kv.mu.Unlock()
+			through := n - n/50
+			extra := txns - 2*through - 1 // and InitOffsets
+			t.Logf("%d commits through the store: %d reads of the size index", through, extra)
+			if extra < 0 || extra > n/50+n/16+1 {
+				t.Errorf("%d reads of the size index for %d commits, want at most %d", extra, through, n/50+n/16+1)
+			}
+		})
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
@@ -55,6 +56,7 @@ type Store struct {
 	prefix   string
 	fence    []clientv3.Cmp
 	maxBytes int
+	sizes    *sizeCache // shared by the fenced copies
 }
 
 // Options tune a Store.
@@ -77,7 +79,7 @@ func New(kv KV, opts Options) *Store {
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = 1400 << 10
 	}
-	return &Store{kv: kv, prefix: opts.Prefix, maxBytes: opts.MaxRequestBytes}
+	return &Store{kv: kv, prefix: opts.Prefix, maxBytes: opts.MaxRequestBytes, sizes: &sizeCache{m: map[string]sizeWindow{}}}
 }
 
 // Prefix is the key prefix of this store.
@@ -486,9 +488,63 @@ func decodeSize(key, val []byte, prefix string) (sizeEntry, error) {
 	return sizeEntry{ID: id, Size: int64(size), Total: int64(total)}, nil
 }
 
-// sizes reads the newest and the pruneWindow oldest entries of a job's size
+// sizeWindow is what a commit needs of a job's size index: its newest entry
+// and its oldest ones (all of them when complete).
+type sizeWindow struct {
+	newest   *sizeEntry
+	oldest   []sizeEntry
+	complete bool
+	// offsetsRev is the offsets revision the window is current at: every
+	// write of the index also writes the offsets.
+	offsetsRev int64
+}
+
+// sizeCache keeps each job's size window as the last commit through this
+// store left it, so that the next commit, if nothing else wrote the offsets
+// meanwhile, needs no read.
+type sizeCache struct {
+	mu sync.Mutex
+	m  map[string]sizeWindow
+}
+
+func (c *sizeCache) get(job string, offsetsRev int64) (sizeWindow, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w, ok := c.m[job]
+	// A window running low is read again, so that pruning keeps a window to work on.
+	if !ok || w.offsetsRev != offsetsRev || (!w.complete && len(w.oldest) < pruneWindow/2) {
+		return sizeWindow{}, false
+	}
+	return w, true
+}
+
+func (c *sizeCache) put(job string, w sizeWindow) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[job] = w
+}
+
+func (c *sizeCache) drop(job string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, job)
+}
+
+// window returns a job's size window at offsetsRev, from the cache or etcd.
+func (s *Store) window(ctx context.Context, job string, offsetsRev int64) (sizeWindow, error) {
+	if w, ok := s.sizes.get(job, offsetsRev); ok {
+		return w, nil
+	}
+	newest, oldest, err := s.readSizes(ctx, job)
+	if err != nil {
+		return sizeWindow{}, err
+	}
+	return sizeWindow{newest: newest, oldest: oldest, complete: len(oldest) < pruneWindow, offsetsRev: offsetsRev}, nil
+}
+
+// readSizes reads the newest and the pruneWindow oldest entries of a job's size
 // index, in one request.
-func (s *Store) sizes(ctx context.Context, job string) (newest *sizeEntry, oldest []sizeEntry, err error) {
+func (s *Store) readSizes(ctx context.Context, job string) (newest *sizeEntry, oldest []sizeEntry, err error) {
 	prefix := s.retainedPrefix(job)
 	resp, err := s.kv.Txn(ctx).Then(
 		clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
@@ -580,18 +636,20 @@ func (s *Store) CommitBatch(ctx context.Context, c Commit) (int64, error) {
 		return 0, fmt.Errorf("commit of batch %d of %s is %d bytes, above the %d-byte etcd request limit (aggregate the output or lower maxRecordsPerBatch): %w",
 			id, job, size, s.maxBytes, ErrTooLarge)
 	}
-	newest, oldest, err := s.sizes(ctx, job)
+	w, err := s.window(ctx, job, c.OffsetsRevision)
 	if err != nil {
 		return 0, err
 	}
+	var entry *sizeEntry
 	if c.Result != nil {
-		total := resSize
-		if newest != nil {
-			total += newest.Total
+		entry = &sizeEntry{ID: id, Size: resSize, Total: resSize}
+		if w.newest != nil {
+			entry.Total += w.newest.Total
 		}
-		ops = append(ops, clientv3.OpPut(s.retainedKey(job, id), encodeSize(resSize, total)))
+		ops = append(ops, clientv3.OpPut(s.retainedKey(job, id), encodeSize(entry.Size, entry.Total)))
 	}
-	if cut := pruneBelow(id, c.Keep, c.KeepBytes, resSize, newest, oldest); cut > 1 { // ids start at 1
+	cut := pruneBelow(id, c.Keep, c.KeepBytes, resSize, w.newest, w.oldest)
+	if cut > 1 { // ids start at 1
 		ops = append(ops,
 			clientv3.OpDelete(s.batchKey(job, 0), clientv3.WithRange(s.batchKey(job, cut))),
 			clientv3.OpDelete(s.resultKey(job, 0), clientv3.WithRange(s.resultKey(job, cut))),
@@ -602,19 +660,46 @@ func (s *Store) CommitBatch(ctx context.Context, c Commit) (int64, error) {
 		clientv3.Compare(clientv3.ModRevision(s.offsetsKey(job)), "=", c.OffsetsRevision))
 	resp, err := s.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
+		s.sizes.drop(job)
 		return 0, fmt.Errorf("etcd commit of batch %d of %s: %w", id, job, err)
 	}
 	if !resp.Succeeded {
+		s.sizes.drop(job)
 		return 0, fmt.Errorf("commit of batch %d of %s: %w", id, job, ErrConflict)
 	}
+	s.sizes.put(job, w.after(entry, cut, resp.Header.Revision))
 	return resp.Header.Revision, nil
+}
+
+// after is the window once a commit at offsetsRev added entry (nil: no
+// result) and pruned the batches below cut.
+func (w sizeWindow) after(entry *sizeEntry, cut, offsetsRev int64) sizeWindow {
+	next := sizeWindow{newest: w.newest, complete: w.complete, offsetsRev: offsetsRev}
+	for _, e := range w.oldest {
+		if e.ID >= cut {
+			next.oldest = append(next.oldest, e)
+		}
+	}
+	if entry != nil {
+		next.newest = entry
+		// Only a window holding every entry may be extended at its end.
+		if next.complete && len(next.oldest) < pruneWindow {
+			next.oldest = append(next.oldest, *entry)
+		} else {
+			next.complete = false
+		}
+	}
+	if len(next.oldest) == 0 && !next.complete {
+		next.offsetsRev = 0 // entries beyond the window may remain: read them
+	}
+	return next
 }
 
 // RetainedBytes is the encoded size of a job's retained results, as the
 // size index knows it (results committed before the index existed are not
 // counted).
 func (s *Store) RetainedBytes(ctx context.Context, job string) (int64, error) {
-	newest, oldest, err := s.sizes(ctx, job)
+	newest, oldest, err := s.readSizes(ctx, job)
 	if err != nil || newest == nil {
 		return 0, err
 	}
