@@ -2,8 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -66,7 +64,7 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 	now := timestamppb.Now()
 	job := &sluicev1.Job{Spec: spec, State: sluicev1.JobState_JOB_STATE_RUNNING, CreateTime: now, UpdateTime: now}
 	if !req.GetUpdate() {
-		job.Incarnation = newIncarnation()
+		job.Incarnation = jobspec.NewIncarnation()
 		if err := s.c.store.CreateJob(ctx, job); err != nil {
 			if errors.Is(err, offsetstore.ErrExists) {
 				return nil, status.Errorf(codes.AlreadyExists, "job %q exists; set update to replace its spec (its offsets are kept)", spec.GetName())
@@ -87,23 +85,6 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 		return nil, toStatus(err)
 	}
 	return &sluicev1.SubmitJobResponse{Job: s.withProgress(ctx, job)}, nil
-}
-
-// newIncarnation returns a new job incarnation: 16 random lowercase hex
-// characters.
-func newIncarnation() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand panics rather)
-	return hex.EncodeToString(b[:])
-}
-
-// kafkaGroup is the consumer group of one incarnation of a job.
-// TODO(issue 7): jobspec.GroupID(job, incarnation) once it is on main.
-func kafkaGroup(job, incarnation string) string {
-	if incarnation == "" {
-		return kafkasrc.GroupID(job) // a job created before incarnations
-	}
-	return "sluice:" + job + ":" + incarnation
 }
 
 // checkTransactionTimeout refuses a transactional Kafka sink whose
@@ -184,7 +165,7 @@ func (s *jobServer) withProgress(ctx context.Context, job *sluicev1.Job) *sluice
 	if err == nil {
 		job.LastBatchId = offs.Value.GetBatchId()
 	}
-	job.KafkaGroup = kafkaGroup(job.GetSpec().GetName(), job.GetIncarnation())
+	job.KafkaGroup = jobspec.GroupID(job.GetSpec().GetName(), job.GetIncarnation())
 	return job
 }
 
@@ -323,7 +304,7 @@ func (s *jobServer) ResetOffsets(ctx context.Context, req *sluicev1.ResetOffsets
 	// not skip what the reset asks to reprocess. The group is set first: if
 	// the reset then fails, the new group is never used.
 	job := proto.Clone(v.Value).(*sluicev1.Job)
-	job.Incarnation = newIncarnation()
+	job.Incarnation = jobspec.NewIncarnation()
 	job.UpdateTime = timestamppb.Now()
 	group := map[kafkasrc.TopicPartition]int64{}
 	for _, po := range offs.GetOffsets() {
@@ -335,7 +316,7 @@ func (s *jobServer) ResetOffsets(ctx context.Context, req *sluicev1.ResetOffsets
 			return nil, toStatus(err)
 		}
 	}
-	groupID := kafkaGroup(spec.GetName(), job.GetIncarnation())
+	groupID := jobspec.GroupID(spec.GetName(), job.GetIncarnation())
 	if err := gadmin.CommitGroupOffsets(ctx, groupID, group); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "set the offsets of the job's new Kafka group %s: %v", groupID, err)
 	}

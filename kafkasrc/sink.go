@@ -784,9 +784,3 @@ func (a *Admin) BrokerConfigInt(ctx context.Context, name string) (int64, error)
 	}
 	return 0, fmt.Errorf("broker config %s: not reported", name)
 }
-
-// GroupID is the legacy consumer group of a job created before job
-// incarnations.
-//
-// Deprecated: use jobspec.GroupID, which names the job's incarnation.
-func GroupID(job string) string { return "sluice-" + job }
