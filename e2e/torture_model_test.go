@@ -332,11 +332,10 @@ func (m *tortureModel) applyJob(rev int64, job string, jm *jobModel, je *jobEven
 			m.report(job, "protocol", "rev %d: offsets rewritten outside a commit, but only %d resets were asked for and this is the %d-th: %s",
 				rev, asked, m.resets[job], fmtOffsets(offsetMapOf(je.offPut)))
 		}
-		m.endIncarnation(jm, "reset")
 		if len(jm.planned) > 0 {
 			m.report(job, "protocol", "rev %d: a reset kept planned batches %v: they would run from the old offsets", rev, slices.Sorted(maps.Keys(jm.planned)))
-			jm.planned = map[int64]*sluicev1.Batch{}
 		}
+		m.endIncarnation(jm, "reset")
 		m.newIncarnation(rev, jm, job, "reset", je.offPut)
 	}
 	if len(je.commits) == 0 {
