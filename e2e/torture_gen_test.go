@@ -100,12 +100,14 @@ type generator struct {
 	mirror  *sourceMirror
 	jobs    []*genJob
 
+	skip    map[string]bool
+
 	mu     sync.Mutex
 	resets map[string]int
 }
 
-func newGenerator(rng *rand.Rand, c *client.Client, h *history, brokers string, mirror *sourceMirror) *generator {
-	g := &generator{rng: rng, c: c, h: h, brokers: brokers, mirror: mirror, resets: map[string]int{}}
+func newGenerator(rng *rand.Rand, c *client.Client, h *history, brokers string, mirror *sourceMirror, skip map[string]bool) *generator {
+	g := &generator{rng: rng, c: c, h: h, brokers: brokers, mirror: mirror, skip: skip, resets: map[string]int{}}
 	for _, k := range tortureJobs {
 		g.jobs = append(g.jobs, &genJob{kind: k})
 	}
@@ -299,6 +301,13 @@ func (g *generator) delete(actor string, j *genJob) {
 	}
 }
 
+// clientOps are the generator's operations on a running or stopped job,
+// with their weights; TORTURE_SKIP can leave any of them out.
+var clientOps = []struct {
+	name   string
+	weight int
+}{{"update", 20}, {"stop", 20}, {"reset", 25}, {"delete", 20}, {"stop-resume", 15}}
+
 // step runs one random operation on a random job.
 func (g *generator) step(runStart time.Time) {
 	j := g.jobs[g.rng.Intn(len(g.jobs))]
@@ -306,29 +315,51 @@ func (g *generator) step(runStart time.Time) {
 		g.submit("client", j, runStart)
 		return
 	}
-	r := g.rng.Intn(100)
-	switch {
-	case !j.running && r < 45:
+	if !j.running && g.rng.Intn(100) < 45 {
 		g.resume("client", j)
-	case r < 20:
+		return
+	}
+	total := 0
+	for _, op := range clientOps {
+		if !g.skip[op.name] {
+			total += op.weight
+		}
+	}
+	if total == 0 {
+		return
+	}
+	r := g.rng.Intn(total)
+	op := ""
+	for _, o := range clientOps {
+		if g.skip[o.name] {
+			continue
+		}
+		if r < o.weight {
+			op = o.name
+			break
+		}
+		r -= o.weight
+	}
+	switch op {
+	case "update":
 		g.update("client", j)
-	case r < 40:
+	case "stop":
 		if j.running {
 			g.stop("client", j)
 		} else {
 			g.resume("client", j)
 		}
-	case r < 65:
+	case "reset":
 		g.reset("client", j, runStart)
 		if g.rng.Intn(2) == 0 {
 			g.resume("client", j)
 		}
-	case r < 85:
+	case "delete":
 		g.delete("client", j)
 		if g.rng.Intn(3) > 0 {
 			g.submit("client", j, runStart)
 		}
-	default:
+	case "stop-resume":
 		if j.running && g.stop("client", j) == nil {
 			g.resume("client", j)
 		}
@@ -375,10 +406,14 @@ type nemesis struct {
 	stopc  chan struct{}
 	counts map[string]int
 	errs   []string // heals that failed: the cluster is not whole again
+	skip   map[string]bool
 }
 
-func newNemesis(rng *rand.Rand, c *tortureCluster, h *history) *nemesis {
-	return &nemesis{rng: rng, c: c, h: h, maxFaults: 2, active: map[string]bool{}, stopc: make(chan struct{}), counts: map[string]int{}}
+// nemesisFaults are the faults; TORTURE_SKIP can leave any of them out.
+var nemesisFaults = []string{"kill", "pause", "broker-down", "broker-pause"}
+
+func newNemesis(rng *rand.Rand, c *tortureCluster, h *history, skip map[string]bool) *nemesis {
+	return &nemesis{rng: rng, c: c, h: h, maxFaults: 2, active: map[string]bool{}, stopc: make(chan struct{}), counts: map[string]int{}, skip: skip}
 }
 
 func (n *nemesis) targets() []string {
@@ -404,11 +439,20 @@ func (n *nemesis) step() {
 		}
 	}
 	target := free[n.rng.Intn(len(free))]
-	kinds := []string{"kill", "pause"}
-	if target == brokerProc {
-		kinds = []string{"broker-down", "pause"}
+	var kinds []string
+	for _, k := range nemesisFaults {
+		if !n.skip[k] && strings.HasPrefix(k, "broker-") == (target == brokerProc) {
+			kinds = append(kinds, strings.TrimPrefix(k, "broker-"))
+		}
+	}
+	if len(kinds) == 0 {
+		n.mu.Unlock()
+		return
 	}
 	kind := kinds[n.rng.Intn(len(kinds))]
+	if kind == "down" {
+		kind = "broker-down"
+	}
 	var hold time.Duration
 	switch {
 	case kind == "kill":
