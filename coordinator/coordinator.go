@@ -214,9 +214,10 @@ func (c *Coordinator) campaignAndLead(ctx context.Context) error {
 
 // runnerHandle is a running job runner owned by lead.
 type runnerHandle struct {
-	spec   *sluicev1.JobSpec
-	cancel context.CancelFunc
-	done   chan struct{}
+	spec        *sluicev1.JobSpec
+	incarnation string
+	cancel      context.CancelFunc
+	done        chan struct{}
 }
 
 // lead runs the jobs in etcd and follows their changes until ctx ends.
@@ -273,7 +274,7 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 			stopAndAbort(job.GetSpec())
 			return
 		}
-		if ok && proto.Equal(h.spec, job.GetSpec()) {
+		if ok && proto.Equal(h.spec, job.GetSpec()) && h.incarnation == job.GetIncarnation() {
 			return
 		}
 		stop(name)
@@ -327,14 +328,14 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 // what etcd holds, like a new leader would.
 func (c *Coordinator) startRunner(ctx context.Context, store *offsetstore.Store, job *sluicev1.Job, specVersion int64) *runnerHandle {
 	rctx, cancel := context.WithCancel(ctx)
-	h := &runnerHandle{spec: job.GetSpec(), cancel: cancel, done: make(chan struct{})}
+	h := &runnerHandle{spec: job.GetSpec(), incarnation: job.GetIncarnation(), cancel: cancel, done: make(chan struct{})}
 	name := job.GetSpec().GetName()
 	logger := c.logger.Named("job").With("job", name)
 	go func() {
 		defer close(h.done)
 		for {
 			r := &jobRunner{
-				name: name, spec: job.GetSpec(), specVersion: specVersion, store: store,
+				name: name, spec: job.GetSpec(), specVersion: specVersion, incarnation: job.GetIncarnation(), store: store,
 				dispatcher: c.dispatcher, admins: c.admins, keep: c.cfg.KeepBatches, keepBytes: c.cfg.KeepBytes,
 				logger: logger, hooks: c.cfg.Hooks, message: job.GetMessage(), now: time.Now,
 			}

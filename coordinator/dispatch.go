@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -18,8 +20,24 @@ import (
 // before it gives the task up as lost on its worker.
 const deadlineGrace = 5 * time.Second
 
+// maxTaskTimeout bounds a task's timeout wherever a deadline is computed
+// from it, so that no value can overflow into a deadline in the past.
+const maxTaskTimeout = 24 * time.Hour
+
+// poisonLosses is how many workers may leave while running one task before
+// the task is taken for poison (an input that crashes workers) and fails
+// its job instead of taking down every worker in turn.
+const poisonLosses = 3
+
+// defaultTaskRetries is the budget of transient failures per task when the
+// job does not set limits.max_task_retries.
+const defaultTaskRetries = 30
+
 // errNoWorkers is what a batch waits on while no worker is connected.
 var errNoWorkers = errors.New("coordinator: no workers connected")
+
+// errNoSlot is what a task waits on while every worker's slots are busy.
+var errNoSlot = errors.New("coordinator: every worker slot is busy")
 
 // workerConn is one connected worker stream. Its send channel is drained by
 // the stream handler that registered it; done closes when the stream ends.
@@ -30,6 +48,8 @@ type workerConn struct {
 	send  chan *sluicev1.ConnectResponse
 	done  chan struct{}
 	once  sync.Once
+
+	inflight int // dispatches sent and not yet released; guarded by dispatcher.mu
 }
 
 func (w *workerConn) close() { w.once.Do(func() { close(w.done) }) }
@@ -43,32 +63,40 @@ func (w *workerConn) alive() bool {
 	}
 }
 
-// taskID names a task across its attempts.
-type taskID struct {
-	job   string
-	batch int64
-	index int32
+// dispatch is one attempt of one task on one worker. A result counts only
+// if it names the dispatch, came on the stream the task was sent on, and
+// echoes the task's range and spec version.
+type dispatch struct {
+	id     uint64
+	task   *sluicev1.Task // the attempt as sent
+	worker *workerConn
+	// results is the channel of the runTasks call that sent it.
+	results   chan<- *sluicev1.TaskResult
+	delivered bool // guarded by dispatcher.mu
 }
 
-// dispatcher places tasks on connected workers and routes their results back
-// to the batch waiting for them. It is shared by all job runners.
+// dispatcher places tasks on connected workers, never more at once than a
+// worker has slots, and routes their results back to the batch waiting for
+// them. It is shared by all job runners.
 type dispatcher struct {
 	logger hclog.Logger
 
 	mu      sync.Mutex
 	workers map[string]*workerConn
-	// changed is closed and replaced whenever a worker joins or leaves.
+	// changed is closed and replaced whenever a worker joins or leaves or a
+	// slot frees.
 	changed chan struct{}
-	// waiting routes results to the batch run that owns the task.
-	waiting map[taskID]chan *sluicev1.TaskResult
+	// inflight holds every dispatch whose result is still wanted.
+	inflight map[uint64]*dispatch
+	lastID   uint64
 }
 
 func newDispatcher(logger hclog.Logger) *dispatcher {
 	return &dispatcher{
-		logger:  logger,
-		workers: map[string]*workerConn{},
-		changed: make(chan struct{}),
-		waiting: map[taskID]chan *sluicev1.TaskResult{},
+		logger:   logger,
+		workers:  map[string]*workerConn{},
+		changed:  make(chan struct{}),
+		inflight: map[uint64]*dispatch{},
 	}
 }
 
@@ -77,11 +105,13 @@ func newDispatcher(logger hclog.Logger) *dispatcher {
 func (d *dispatcher) register(reg *sluicev1.Register) *workerConn {
 	w := &workerConn{
 		id:    reg.GetWorkerId(),
-		slots: max(int(reg.GetSlots()), 1),
+		slots: min(max(int(reg.GetSlots()), 1), 1024),
 		host:  reg.GetHost(),
-		send:  make(chan *sluicev1.ConnectResponse, 256),
 		done:  make(chan struct{}),
 	}
+	// Room for a task and a cancel per slot: sends to a live stream never
+	// block for long.
+	w.send = make(chan *sluicev1.ConnectResponse, 2*w.slots+16)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if old, ok := d.workers[w.id]; ok {
@@ -120,35 +150,78 @@ func (d *dispatcher) dropAll() {
 	d.notifyLocked()
 }
 
-// deliver hands a result to the batch waiting for it. Results nobody waits
-// for (a batch that already finished, a superseded attempt) are dropped.
-func (d *dispatcher) deliver(res *sluicev1.TaskResult) {
+// deliver hands a result that arrived on from's stream to the batch waiting
+// for it. Anything else is dropped: a result of a dispatch nobody waits for
+// (a stopped job, a superseded attempt, a batch of an earlier incarnation),
+// from another stream, or whose range or spec version is not the task's.
+func (d *dispatcher) deliver(from *workerConn, res *sluicev1.TaskResult) {
 	k := res.GetKey()
 	d.mu.Lock()
-	ch, ok := d.waiting[taskID{k.GetJob(), k.GetBatchId(), k.GetIndex()}]
+	disp, ok := d.inflight[k.GetDispatchId()]
+	reason := ""
+	if ok {
+		reason = mismatch(disp, from, res)
+		if reason == "" {
+			if disp.delivered {
+				reason = "a duplicate"
+			}
+			disp.delivered = true
+		}
+	}
 	d.mu.Unlock()
 	if !ok {
+		d.logger.Debug("dropping a result nobody waits for", "worker_id", from.id, "job", k.GetJob(),
+			"batch", k.GetBatchId(), "task", k.GetIndex(), "dispatch", k.GetDispatchId())
 		return
 	}
+	if reason != "" {
+		d.logger.Warn("dropping a result that does not match its dispatch", "worker_id", from.id,
+			"job", k.GetJob(), "batch", k.GetBatchId(), "task", k.GetIndex(), "dispatch", k.GetDispatchId(), "reason", reason)
+		return
+	}
+	// The channel has room for every dispatch of its batch that can be
+	// delivered before the batch reads them.
 	select {
-	case ch <- res:
+	case disp.results <- res:
 	default:
-		// The channel holds one slot per attempt; a full one means a
-		// duplicate, which the batch would ignore anyway.
+		d.logger.Error("result channel full; the task will be re-run at its deadline", "job", k.GetJob(), "dispatch", disp.id)
 	}
 }
 
-// pick chooses the worker for a task by rendezvous hashing over live workers,
-// so a partition sticks to the same worker across batches and its cached
-// consumer is reused. Workers in avoid are skipped while others exist.
-func (d *dispatcher) pick(r *sluicev1.OffsetRange, avoid map[string]bool) (*workerConn, <-chan struct{}) {
+// mismatch says why res cannot be the result of disp sent to from, or "".
+func mismatch(disp *dispatch, from *workerConn, res *sluicev1.TaskResult) string {
+	want, got := disp.task.GetKey(), res.GetKey()
+	switch {
+	case disp.worker != from:
+		return fmt.Sprintf("sent to %s's stream, came on %s's", disp.worker.id, from.id)
+	case got.GetJob() != want.GetJob() || got.GetBatchId() != want.GetBatchId() ||
+		got.GetIndex() != want.GetIndex() || got.GetAttempt() != want.GetAttempt():
+		return fmt.Sprintf("key %v is not the dispatch's %v", got, want)
+	case !proto.Equal(res.GetRange(), disp.task.GetRange()):
+		return fmt.Sprintf("range %v is not the task's %v", res.GetRange(), disp.task.GetRange())
+	case res.GetSpecVersion() != disp.task.GetSpecVersion():
+		return fmt.Sprintf("spec version %d is not the task's %d", res.GetSpecVersion(), disp.task.GetSpecVersion())
+	}
+	return ""
+}
+
+// send queues task on a worker with a free slot, chosen by rendezvous
+// hashing over the workers with room, so a partition sticks to the same
+// worker across batches and its cached consumer is reused. Workers in avoid
+// are skipped while others have room. Without a worker it returns
+// errNoWorkers, with every slot busy errNoSlot, and with either the channel
+// that closes when that may have changed.
+func (d *dispatcher) send(ctx context.Context, task *sluicev1.Task, avoid map[string]bool, results chan<- *sluicev1.TaskResult) (*dispatch, <-chan struct{}, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	var best *workerConn
 	var bestScore uint64
 	var bestAvoided bool
 	for id, w := range d.workers {
+		if w.inflight >= w.slots || !w.alive() {
+			continue
+		}
 		h := fnv.New64a()
+		r := task.GetRange()
 		fmt.Fprintf(h, "%s\x00%d\x00%s", r.GetTopic(), r.GetPartition(), id)
 		score := h.Sum64()
 		avoided := avoid[id]
@@ -159,7 +232,58 @@ func (d *dispatcher) pick(r *sluicev1.OffsetRange, avoid map[string]bool) (*work
 			best, bestScore, bestAvoided = w, score, avoided
 		}
 	}
-	return best, d.changed
+	if best == nil {
+		err := errNoSlot
+		if len(d.workers) == 0 {
+			err = errNoWorkers
+		}
+		changed := d.changed
+		d.mu.Unlock()
+		return nil, changed, err
+	}
+	d.lastID++
+	task.Key.DispatchId = d.lastID
+	disp := &dispatch{id: d.lastID, task: task, worker: best, results: results}
+	d.inflight[disp.id] = disp
+	best.inflight++
+	d.mu.Unlock()
+
+	msg := &sluicev1.ConnectResponse{Kind: &sluicev1.ConnectResponse_Task{Task: task}}
+	select {
+	case best.send <- msg:
+	case <-best.done:
+		// Picked up as a lost worker by the caller.
+	case <-ctx.Done():
+		d.release(disp, false)
+		return nil, nil, ctx.Err()
+	}
+	return disp, nil, nil
+}
+
+// release forgets a dispatch and frees its slot; cancel also tells the
+// worker to stop the task, whose result is no longer wanted.
+func (d *dispatcher) release(disp *dispatch, cancel bool) {
+	d.mu.Lock()
+	if _, ok := d.inflight[disp.id]; !ok {
+		d.mu.Unlock()
+		return
+	}
+	delete(d.inflight, disp.id)
+	disp.worker.inflight--
+	d.notifyLocked()
+	d.mu.Unlock()
+	if !cancel || !disp.worker.alive() {
+		return
+	}
+	msg := &sluicev1.ConnectResponse{Kind: &sluicev1.ConnectResponse_Cancel{Cancel: &sluicev1.Cancel{DispatchIds: []uint64{disp.id}}}}
+	select {
+	case disp.worker.send <- msg:
+	case <-disp.worker.done:
+	default:
+		// The stream is backed up; the task's own deadline ends it, and its
+		// result is dropped since nobody waits for it.
+		d.logger.Warn("could not send a cancel to a busy worker stream", "worker_id", disp.worker.id, "dispatch", disp.id)
+	}
 }
 
 // batchOutcome is what running a batch's tasks yields.
@@ -168,122 +292,82 @@ type batchOutcome struct {
 	attempts int
 }
 
-// taskFailure is a task that used up its attempts.
+// taskFailure is a task that cannot succeed: it used up its attempts or its
+// retries, failed in a way no retry would change, or took workers down.
 type taskFailure struct {
-	task     *sluicev1.Task
-	failures int
-	lastErr  string
+	task   *sluicev1.Task
+	reason string
 }
 
 func (e *taskFailure) Error() string {
 	r := e.task.GetRange()
-	return fmt.Sprintf("task %d of batch %d (%s/%d [%d, %d)) failed %d times, last error: %s",
+	return fmt.Sprintf("task %d of batch %d (%s/%d [%d, %d)) %s",
 		e.task.GetKey().GetIndex(), e.task.GetKey().GetBatchId(), r.GetTopic(), r.GetPartition(),
-		r.GetFromOffset(), r.GetUntilOffset(), e.failures, e.lastErr)
+		r.GetFromOffset(), r.GetUntilOffset(), e.reason)
+}
+
+// taskLimits are a job's bounds on one task's attempts.
+type taskLimits struct {
+	maxAttempts int // failures that count: errors, missed deadlines
+	maxRetries  int // transient errors, retried with backoff
+}
+
+// runningTask is one task of runTasks and its history.
+type runningTask struct {
+	task     *sluicev1.Task
+	disp     *dispatch // in flight, or nil
+	deadline time.Time
+	notFrom  time.Time // earliest next dispatch, after a transient error
+	backoff  time.Duration
+	attempt  int32 // dispatches so far
+	failures int
+	retries  int
+	lostOn   []string // workers that left while running it
+	avoid    map[string]bool
+	lastErr  string
 }
 
 // runTasks runs every task to success. A task whose worker leaves is re-run
-// elsewhere; one that reports a transient error (Kafka away or slow) is
-// retried with backoff; one that fails otherwise or passes its deadline is
-// re-run, preferably on another worker, and counts against maxAttempts. Each
-// dispatch has a new attempt number and results of older attempts are
-// ignored. note is told what holds the batch back ("" when nothing does).
-func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAttempts int, note func(msg string), dispatched func()) (batchOutcome, error) {
-	type running struct {
-		task     *sluicev1.Task
-		worker   *workerConn
-		deadline time.Time
-		notFrom  time.Time // earliest next dispatch, after a transient error
-		backoff  time.Duration
-		failures int
-		avoid    map[string]bool
-		lastErr  string
-	}
+// elsewhere, unless workers left while running it poisonLosses times; one
+// that reports a transient error (Kafka away or slow) is retried with
+// backoff, up to maxRetries; one that fails otherwise or passes its deadline
+// is re-run, preferably on another worker, up to maxAttempts; a fatal error
+// fails at once. Superseded dispatches are cancelled on their workers, and
+// so is everything in flight when runTasks returns. note is told what holds
+// the batch back ("" when nothing does).
+func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim taskLimits, note func(msg string), dispatched func()) (batchOutcome, error) {
 	results := make([]*sluicev1.TaskResult, len(tasks))
-	state := make([]*running, len(tasks))
-	merged := make(chan *sluicev1.TaskResult, len(tasks)*4)
-
-	d.mu.Lock()
-	chans := make([]chan *sluicev1.TaskResult, len(tasks))
+	// Each task has one dispatch in flight, and a superseded one may have
+	// delivered before it was released: two results per task at most.
+	incoming := make(chan *sluicev1.TaskResult, 2*len(tasks))
+	state := make([]*runningTask, len(tasks))
 	for i, t := range tasks {
-		chans[i] = make(chan *sluicev1.TaskResult, 4)
-		k := t.GetKey()
-		d.waiting[taskID{k.GetJob(), k.GetBatchId(), k.GetIndex()}] = chans[i]
+		state[i] = &runningTask{task: t, avoid: map[string]bool{}, backoff: 100 * time.Millisecond}
 	}
-	d.mu.Unlock()
 	defer func() {
-		d.mu.Lock()
-		for _, t := range tasks {
-			k := t.GetKey()
-			delete(d.waiting, taskID{k.GetJob(), k.GetBatchId(), k.GetIndex()})
-		}
-		d.mu.Unlock()
-	}()
-
-	// Fan the per-task channels into one; the goroutines end with runCtx.
-	runCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-	for _, ch := range chans {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case r := <-ch:
-					select {
-					case merged <- r:
-					case <-runCtx.Done():
-						return
-					}
-				case <-runCtx.Done():
-					return
-				}
+		for _, st := range state {
+			if st.disp != nil {
+				d.release(st.disp, true)
 			}
-		}()
-	}
+		}
+	}()
 
 	attempts := 0
-	// dispatch sends task i to a worker, or reports that no worker is there.
-	dispatch := func(i int) (<-chan struct{}, error) {
-		st := state[i]
-		w, changed := d.pick(st.task.GetRange(), st.avoid)
-		if w == nil {
-			return changed, errNoWorkers
-		}
-		st.task.Key.Attempt++
-		attempts++
-		st.worker = w
-		// The worker enforces the timeout itself and reports it as a
-		// transient error; the grace leaves room for that report, so the
-		// coordinator's deadline only catches a worker that went silent.
-		st.deadline = time.Now().Add(st.task.GetTimeout().AsDuration() + deadlineGrace)
-		msg := &sluicev1.ConnectResponse{Kind: &sluicev1.ConnectResponse_Task{Task: cloneTask(st.task)}}
-		select {
-		case w.send <- msg:
-		case <-w.done:
-			// Picked up as a lost worker on the next check.
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		return nil, nil
-	}
 	// failed records a failure that counts against the task's attempts.
-	failed := func(st *running, reason string) error {
+	failed := func(st *runningTask, reason string) error {
 		st.lastErr = reason
 		st.failures++
-		if st.failures >= maxAttempts {
-			return &taskFailure{task: st.task, failures: st.failures, lastErr: reason}
+		if st.failures >= lim.maxAttempts {
+			return &taskFailure{task: st.task, reason: fmt.Sprintf("failed %d times, last error: %s", st.failures, reason)}
 		}
 		return nil
 	}
-
-	for i, t := range tasks {
-		state[i] = &running{task: t, avoid: map[string]bool{}, backoff: 100 * time.Millisecond}
+	// supersede gives up the task's dispatch, cancelling it on its worker.
+	supersede := func(st *runningTask) {
+		d.release(st.disp, true)
+		st.disp = nil
 	}
+
 	pendingDispatch := make([]int, 0, len(tasks))
 	for i := range tasks {
 		pendingDispatch = append(pendingDispatch, i)
@@ -307,20 +391,31 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 		waitingForWorkers := false
 		still := pendingDispatch[:0]
 		for _, i := range pendingDispatch {
-			if now.Before(state[i].notFrom) {
+			st := state[i]
+			if now.Before(st.notFrom) || changed != nil {
 				still = append(still, i)
 				continue
 			}
-			ch, err := dispatch(i)
-			if errors.Is(err, errNoWorkers) {
+			attempt := cloneTask(st.task)
+			attempt.Key.Attempt = st.attempt + 1
+			disp, ch, err := d.send(ctx, attempt, st.avoid, incoming)
+			if errors.Is(err, errNoWorkers) || errors.Is(err, errNoSlot) {
 				still = append(still, i)
 				changed = ch
-				waitingForWorkers = true
+				waitingForWorkers = waitingForWorkers || errors.Is(err, errNoWorkers)
 				continue
 			}
 			if err != nil {
 				return batchOutcome{}, err
 			}
+			attempts++
+			st.attempt++
+			st.disp = disp
+			timeout := min(st.task.GetTimeout().AsDuration(), maxTaskTimeout)
+			// The worker enforces the timeout itself and reports it as a
+			// transient error; the grace leaves room for that report, so the
+			// coordinator's deadline only catches a worker that went silent.
+			st.deadline = time.Now().Add(timeout + deadlineGrace)
 		}
 		pendingDispatch = still
 		if len(pendingDispatch) == 0 && dispatched != nil {
@@ -333,37 +428,48 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 			setNote("")
 		}
 
+		// Wait for a result, a change of workers or slots, or the tick.
+		var r *sluicev1.TaskResult
 		select {
 		case <-ctx.Done():
 			return batchOutcome{}, ctx.Err()
+		case r = <-incoming:
 		case <-changed:
 		case <-tick.C:
-		case r := <-merged:
+		}
+		if r != nil {
 			i := int(r.GetKey().GetIndex())
-			if i < 0 || i >= len(tasks) || results[i] != nil {
-				continue
-			}
 			st := state[i]
-			if r.GetKey().GetAttempt() != st.task.GetKey().GetAttempt() || st.worker == nil {
-				continue // a superseded attempt
+			if st.disp == nil || st.disp.id != r.GetKey().GetDispatchId() {
+				continue // of a dispatch superseded since it delivered
 			}
-			if r.GetError() == "" {
+			d.release(st.disp, false)
+			worker := st.disp.worker.id
+			st.disp = nil
+			switch {
+			case r.GetError() == "":
 				results[i] = r
 				remaining--
 				continue
+			case r.GetFatal():
+				return batchOutcome{}, &taskFailure{task: st.task, reason: fmt.Sprintf("failed on worker %s: %s", worker, r.GetError())}
 			}
 			d.logger.Warn("task failed", "job", r.GetKey().GetJob(), "batch", r.GetKey().GetBatchId(),
-				"task", i, "attempt", r.GetKey().GetAttempt(), "worker_id", st.worker.id,
+				"task", i, "attempt", r.GetKey().GetAttempt(), "worker_id", worker,
 				"retryable", r.GetRetryable(), "error", r.GetError())
-			failedOn := st.worker.id
-			st.worker = nil
 			if r.GetRetryable() {
 				st.lastErr = r.GetError()
+				st.retries++
+				if st.retries > lim.maxRetries {
+					return batchOutcome{}, &taskFailure{task: st.task, reason: fmt.Sprintf(
+						"still failing after %d retries (limits.max_task_retries), last error: %s", lim.maxRetries, r.GetError())}
+				}
 				st.notFrom = time.Now().Add(st.backoff)
 				st.backoff = min(st.backoff*2, 5*time.Second)
-				setNote(fmt.Sprintf("task %d (%s/%d): %s (retrying)", i, st.task.GetRange().GetTopic(), st.task.GetRange().GetPartition(), r.GetError()))
+				setNote(fmt.Sprintf("task %d (%s/%d): %s (retry %d of %d)", i, st.task.GetRange().GetTopic(),
+					st.task.GetRange().GetPartition(), r.GetError(), st.retries, lim.maxRetries))
 			} else {
-				st.avoid[failedOn] = true
+				st.avoid[worker] = true
 				if err := failed(st, r.GetError()); err != nil {
 					return batchOutcome{}, err
 				}
@@ -374,15 +480,22 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 		// Re-run tasks whose worker left or whose deadline passed.
 		now = time.Now()
 		for i, st := range state {
-			if results[i] != nil || st.worker == nil {
+			if results[i] != nil || st.disp == nil {
 				continue
 			}
+			w := st.disp.worker
 			switch {
-			case !st.worker.alive():
-				st.lastErr = fmt.Sprintf("worker %s left", st.worker.id)
+			case !w.alive():
+				st.lastErr = fmt.Sprintf("worker %s left", w.id)
+				st.lostOn = append(st.lostOn, w.id)
+				if len(st.lostOn) >= poisonLosses {
+					return batchOutcome{}, &taskFailure{task: st.task, reason: fmt.Sprintf(
+						"was running on %d workers that left (%s): its input may crash workers, so it is not tried again",
+						len(st.lostOn), strings.Join(st.lostOn, ", "))}
+				}
 			case now.After(st.deadline):
-				st.avoid[st.worker.id] = true
-				if err := failed(st, fmt.Sprintf("worker %s did not finish within %s", st.worker.id, st.task.GetTimeout().AsDuration())); err != nil {
+				st.avoid[w.id] = true
+				if err := failed(st, fmt.Sprintf("worker %s did not finish within %s", w.id, st.task.GetTimeout().AsDuration())); err != nil {
 					return batchOutcome{}, err
 				}
 			default:
@@ -390,7 +503,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 			}
 			d.logger.Warn("re-running task", "job", st.task.GetKey().GetJob(), "batch", st.task.GetKey().GetBatchId(),
 				"task", i, "reason", st.lastErr)
-			st.worker = nil
+			supersede(st)
 			pendingDispatch = append(pendingDispatch, i)
 		}
 	}
@@ -398,14 +511,8 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, maxAt
 }
 
 func cloneTask(t *sluicev1.Task) *sluicev1.Task {
-	return &sluicev1.Task{
-		Key: &sluicev1.TaskKey{
-			Job: t.GetKey().GetJob(), BatchId: t.GetKey().GetBatchId(),
-			Index: t.GetKey().GetIndex(), Attempt: t.GetKey().GetAttempt(),
-		},
-		Range:       t.GetRange(),
-		Spec:        t.GetSpec(),
-		SpecVersion: t.GetSpecVersion(),
-		Timeout:     durationpb.New(t.GetTimeout().AsDuration()),
-	}
+	c := proto.CloneOf(t)
+	c.Spec = t.GetSpec() // shared, read-only: specs can be large
+	c.Timeout = durationpb.New(min(t.GetTimeout().AsDuration(), maxTaskTimeout))
+	return c
 }

@@ -31,6 +31,7 @@ type jobRunner struct {
 	name        string
 	spec        *sluicev1.JobSpec
 	specVersion int64
+	incarnation string             // of the job: names its Kafka sink identities
 	store       *offsetstore.Store // fenced by leadership
 	dispatcher  *dispatcher
 	admins      *kafkasrc.AdminPool
@@ -376,9 +377,12 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
-	attempts := int(lim.GetMaxTaskAttempts())
-	if attempts <= 0 {
-		attempts = 4
+	tl := taskLimits{maxAttempts: int(lim.GetMaxTaskAttempts()), maxRetries: int(lim.GetMaxTaskRetries())}
+	if tl.maxAttempts <= 0 {
+		tl.maxAttempts = 4
+	}
+	if tl.maxRetries <= 0 {
+		tl.maxRetries = defaultTaskRetries
 	}
 	tasks := make([]*sluicev1.Task, len(b.GetRanges()))
 	for i, rg := range b.GetRanges() {
@@ -388,6 +392,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 			Spec:        r.spec,
 			SpecVersion: r.specVersion,
 			Timeout:     durationpb.New(timeout),
+			Incarnation: r.incarnation,
 		}
 	}
 	dispatched := func() {
@@ -395,7 +400,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 			_ = h(b)
 		}
 	}
-	out, err := r.dispatcher.runTasks(ctx, tasks, attempts, func(msg string) { r.setMessage(ctx, msg) }, dispatched)
+	out, err := r.dispatcher.runTasks(ctx, tasks, tl, func(msg string) { r.setMessage(ctx, msg) }, dispatched)
 	var tf *taskFailure
 	if errors.As(err, &tf) {
 		return offs, jobFailure("batch %d: %v", b.GetId(), tf)

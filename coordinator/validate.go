@@ -75,19 +75,12 @@ func Validate(spec *sluicev1.JobSpec) error {
 		}
 		if d := bi.AsDuration(); d < 10*time.Millisecond {
 			return invalid("batch_interval", "%s is below the 10ms minimum", d)
+		} else if d > maxDuration {
+			return invalid("batch_interval", "%s is above the 24h maximum", d)
 		}
 	}
-	if lim := spec.GetLimits(); lim != nil {
-		switch {
-		case lim.GetMaxRatePerPartition() < 0:
-			return invalid("limits.max_rate_per_partition", "must not be negative")
-		case lim.GetMaxRecordsPerBatch() < 0:
-			return invalid("limits.max_records_per_batch", "must not be negative")
-		case lim.GetMaxTaskAttempts() < 0:
-			return invalid("limits.max_task_attempts", "must not be negative")
-		case lim.GetTaskTimeout() != nil && lim.GetTaskTimeout().AsDuration() < 0:
-			return invalid("limits.task_timeout", "must not be negative")
-		}
+	if err := validateLimits(spec.GetLimits()); err != nil {
+		return err
 	}
 	if _, ok := sluicev1.RecordErrorPolicy_name[int32(spec.GetOnRecordError())]; !ok {
 		return invalid("on_record_error", "unknown value %d", spec.GetOnRecordError())
@@ -106,6 +99,49 @@ func Validate(spec *sluicev1.JobSpec) error {
 			return &ValidationError{Field: fe.Field, Reason: strings.TrimPrefix(fe.Error(), fe.Field+": ")}
 		}
 		return invalid("steps", "%v", err)
+	}
+	return nil
+}
+
+// Bounds of the limits. The planner multiplies the rate by the batch interval
+// in milliseconds: 1e9 records/s x 24h stays far below 2^63.
+const (
+	maxDuration         = 24 * time.Hour // batch_interval, limits.task_timeout
+	maxRatePerPartition = 1_000_000_000
+	maxRecordsPerBatch  = 1_000_000_000_000
+	maxTaskAttempts     = 100
+	maxTaskRetries      = 1000
+)
+
+// validateLimits checks spec.limits; nil is the defaults. Zero means the
+// default for every field but task_timeout, which is omitted for its default.
+func validateLimits(lim *sluicev1.Limits) error {
+	if lim == nil {
+		return nil
+	}
+	if r := lim.GetMaxRatePerPartition(); r < 0 || r > maxRatePerPartition {
+		return invalid("limits.max_rate_per_partition", "%d: use 0 (unlimited) to %d records per second", r, maxRatePerPartition)
+	}
+	if n := lim.GetMaxRecordsPerBatch(); n < 0 || n > maxRecordsPerBatch {
+		return invalid("limits.max_records_per_batch", "%d: use 0 (unlimited) to %d records", n, maxRecordsPerBatch)
+	}
+	if n := lim.GetMaxTaskAttempts(); n < 0 || n > maxTaskAttempts {
+		return invalid("limits.max_task_attempts", "%d: use 1 to %d, or 0 for the default 4", n, maxTaskAttempts)
+	}
+	if n := lim.GetMaxTaskRetries(); n < 0 || n > maxTaskRetries {
+		return invalid("limits.max_task_retries", "%d: use 0 to %d (0 for the default 30)", n, maxTaskRetries)
+	}
+	if tt := lim.GetTaskTimeout(); tt != nil {
+		if err := tt.CheckValid(); err != nil {
+			return invalid("limits.task_timeout", "%v", err)
+		}
+		// A huge timeout would overflow into a deadline in the past.
+		switch d := tt.AsDuration(); {
+		case d <= 0:
+			return invalid("limits.task_timeout", "%s: must be positive (omit it for the default 60s)", d)
+		case d > maxDuration:
+			return invalid("limits.task_timeout", "%s is above the 24h maximum", d)
+		}
 	}
 	return nil
 }

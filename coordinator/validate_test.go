@@ -94,6 +94,22 @@ func TestValidateValid(t *testing.T) {
 		}},
 		{name: "batch interval of 10ms", modify: func(s *sluicev1.JobSpec) { s.BatchInterval = durationpb.New(10 * time.Millisecond) }},
 		{name: "zero limits", modify: func(s *sluicev1.JobSpec) { s.Limits = &sluicev1.Limits{} }},
+		{name: "batch interval of 24h", modify: func(s *sluicev1.JobSpec) { s.BatchInterval = durationpb.New(24 * time.Hour) }},
+		{name: "largest limits", modify: func(s *sluicev1.JobSpec) {
+			s.Limits = &sluicev1.Limits{
+				MaxRatePerPartition: 1_000_000_000,
+				MaxRecordsPerBatch:  1_000_000_000_000,
+				MaxTaskAttempts:     100,
+				TaskTimeout:         durationpb.New(24 * time.Hour),
+				MaxTaskRetries:      1000,
+			}
+		}},
+		{name: "smallest limits", modify: func(s *sluicev1.JobSpec) {
+			s.Limits = &sluicev1.Limits{MaxRatePerPartition: 1, MaxRecordsPerBatch: 1, MaxTaskAttempts: 1, TaskTimeout: durationpb.New(time.Millisecond)}
+		}},
+		{name: "loop over the JSON value", modify: func(s *sluicev1.JobSpec) {
+			setFilters(s, `json.items.exists(i, i.tags.exists(t, t == "sale"))`)
+		}},
 		{name: "start at latest", modify: func(s *sluicev1.JobSpec) { setStartPosition(s, sluicev1.StartPosition_START_POSITION_LATEST) }},
 		{name: "same partition number in two topics", modify: func(s *sluicev1.JobSpec) {
 			setExplicitOffsets(s, &sluicev1.PartitionOffset{Topic: "clicks", Partition: 3}, &sluicev1.PartitionOffset{Topic: "orders.v1", Partition: 3})
@@ -147,6 +163,40 @@ func TestValidateInvalid(t *testing.T) {
 		{name: "negative max records", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxRecordsPerBatch = -1 }, wantField: "limits.max_records_per_batch"},
 		{name: "negative max task attempts", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxTaskAttempts = -1 }, wantField: "limits.max_task_attempts"},
 		{name: "negative task timeout", modify: func(s *sluicev1.JobSpec) { s.Limits.TaskTimeout = durationpb.New(-time.Second) }, wantField: "limits.task_timeout"},
+		{name: "batch interval over 24h", modify: func(s *sluicev1.JobSpec) { s.BatchInterval = durationpb.New(24*time.Hour + time.Second) }, wantField: "batch_interval", wantInError: []string{"24h"}},
+		{name: "batch interval of 10000 years", modify: func(s *sluicev1.JobSpec) { s.BatchInterval = &durationpb.Duration{Seconds: 315_576_000_000} }, wantField: "batch_interval", wantInError: []string{"24h"}},
+		{name: "max rate over 1e9", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxRatePerPartition = 1_000_000_001 }, wantField: "limits.max_rate_per_partition", wantInError: []string{"1000000000"}},
+		{name: "max rate overflowing rate times interval", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxRatePerPartition = 1 << 62 }, wantField: "limits.max_rate_per_partition"},
+		{name: "max records over 1e12", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxRecordsPerBatch = 1_000_000_000_001 }, wantField: "limits.max_records_per_batch", wantInError: []string{"1000000000000"}},
+		{name: "max task attempts over 100", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxTaskAttempts = 101 }, wantField: "limits.max_task_attempts", wantInError: []string{"1 to 100"}},
+		{name: "zero task timeout", modify: func(s *sluicev1.JobSpec) { s.Limits.TaskTimeout = durationpb.New(0) }, wantField: "limits.task_timeout", wantInError: []string{"omit it"}},
+		{name: "task timeout over 24h", modify: func(s *sluicev1.JobSpec) { s.Limits.TaskTimeout = durationpb.New(25 * time.Hour) }, wantField: "limits.task_timeout", wantInError: []string{"24h"}},
+		{name: "task timeout overflowing a deadline", modify: func(s *sluicev1.JobSpec) { s.Limits.TaskTimeout = &durationpb.Duration{Seconds: 315_576_000_000} }, wantField: "limits.task_timeout"},
+		{name: "task timeout out of range", modify: func(s *sluicev1.JobSpec) { s.Limits.TaskTimeout = &durationpb.Duration{Seconds: 1, Nanos: -1} }, wantField: "limits.task_timeout"},
+		{name: "negative max task retries", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxTaskRetries = -1 }, wantField: "limits.max_task_retries", wantInError: []string{"0 to 1000"}},
+		{name: "max task retries over 1000", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxTaskRetries = 1001 }, wantField: "limits.max_task_retries", wantInError: []string{"0 to 1000"}},
+		{
+			name: "runaway CEL loop",
+			modify: func(s *sluicev1.JobSpec) {
+				setFilters(s, `lists.range(100000).all(i, lists.range(100000).all(j, j >= 0))`)
+			},
+			wantField:   "steps[0].filter",
+			wantInError: []string{"above the limit of 1000000 for one record"},
+		},
+		{
+			name: "runaway CEL loop in the aggregate key",
+			modify: func(s *sluicev1.JobSpec) {
+				s.Aggregate.Key = `string(lists.range(5000).map(i, lists.range(5000).filter(j, j < i).size()).size())`
+			},
+			wantField:   "aggregate.key",
+			wantInError: []string{"above the limit"},
+		},
+		{
+			name:        "modulo of a double",
+			modify:      func(s *sluicev1.JobSpec) { setFilters(s, `double(size(value)) % 2 == 0.0`) },
+			wantField:   "steps[0].filter",
+			wantInError: []string{"% is defined on ints, not doubles"},
+		},
 		{name: "unknown record error policy", modify: func(s *sluicev1.JobSpec) { s.OnRecordError = 9 }, wantField: "on_record_error"},
 		{name: "sink without a kind", modify: func(s *sluicev1.JobSpec) { s.Sink = &sluicev1.Sink{} }, wantField: "sink"},
 		{
@@ -309,6 +359,17 @@ func TestToStatus(t *testing.T) {
 			wantCode:  codes.InvalidArgument,
 			wantMsg:   "invalid job spec: source.topics[1]: bad",
 			wantField: "source.topics[1]",
+		},
+		{
+			name: "runaway expression",
+			err: Validate(func() *sluicev1.JobSpec {
+				s := validJobSpec()
+				setFilters(s, `lists.range(100000).all(i, lists.range(100000).all(j, j >= 0))`)
+				return s
+			}()),
+			wantCode:  codes.InvalidArgument,
+			wantMsg:   "invalid job spec: steps[0].filter: ",
+			wantField: "steps[0].filter",
 		},
 		{
 			name:      "wrapped validation error",

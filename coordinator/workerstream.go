@@ -57,7 +57,7 @@ func (s *workerServer) Connect(stream grpc.BidiStreamingServer[sluicev1.ConnectR
 			default:
 			}
 			if res := msg.GetResult(); res != nil {
-				s.c.dispatcher.deliver(res)
+				s.c.dispatcher.deliver(w, res)
 			}
 		}
 	}()

@@ -75,6 +75,8 @@ type testCluster struct {
 	cancel  context.CancelFunc
 	workers map[string]context.CancelFunc
 	ctx     context.Context
+	// workerOpt adjusts every worker's config.
+	workerOpt func(*worker.Config)
 }
 
 type clusterOptions struct {
@@ -82,6 +84,7 @@ type clusterOptions struct {
 	partitions int32
 	topics     []string
 	coord      func(*coordinator.Config)
+	worker     func(*worker.Config)
 }
 
 // newTestCluster starts etcd, kfake (with the topics), a coordinator and
@@ -166,6 +169,7 @@ func newTestCluster(t testing.TB, opts clusterOptions) *testCluster {
 		<-done
 		<-done
 	})
+	tc.workerOpt = opts.worker
 	for i := range opts.workers {
 		tc.startWorker(fmt.Sprintf("w%d", i+1), logger)
 	}
@@ -183,6 +187,9 @@ func (tc *testCluster) startWorker(id string, logger hclog.Logger) {
 	wcfg.Coordinators = []string{tc.Addr}
 	wcfg.ID = id
 	wcfg.Logger = logger
+	if tc.workerOpt != nil {
+		tc.workerOpt(&wcfg)
+	}
 	w, err := worker.New(wcfg)
 	if err != nil {
 		tc.t.Fatal(err)

@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -32,7 +33,9 @@ func clickRecords(n int) []*record.Record {
 func benchProcess(b *testing.B, s *sluicev1.JobSpec) {
 	b.Helper()
 	recs := clickRecords(1024)
-	r := mustCompile(b, s).NewRunner()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := mustCompile(b, s).NewRunnerContext(ctx) // as the worker does
 	b.SetBytes(int64(len(recs[0].Value)))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -72,5 +75,9 @@ func BenchmarkFilterOnValue(b *testing.B) {
 	})
 	b.Run("collect", func(b *testing.B) {
 		benchProcess(b, spec(filter(`value.contains('"action":"click"')`), mapKV("topic + '-' + key", "")))
+	})
+	// A loop over parts of the value: metered (cost tracking, interruption).
+	b.Run("split_loop", func(b *testing.B) {
+		benchProcess(b, withAgg(spec(filter(`value.split(',').exists(s, s.contains('"action":"click"'))`)), "", ""))
 	})
 }

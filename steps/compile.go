@@ -92,6 +92,21 @@ type sinkHeader struct {
 type expr struct {
 	field string
 	prg   cel.Program
+	// metered: the expression may exceed MaxEvalCost, so prg tracks its cost
+	// and can be interrupted.
+	metered bool
+
+	// For the hints of run-time errors, built on the first one.
+	env      *cel.Env
+	checked  *cel.Ast
+	diagOnce sync.Once
+	diag     *diagnosis
+}
+
+// diagnosis returns the expression's diagnosis, building it on first use.
+func (x *expr) diagnosis() *diagnosis {
+	x.diagOnce.Do(func() { x.diag = newDiagnosis(x.env, x.checked) })
+	return x.diag
 }
 
 // UsesJSON reports whether an expression reads the json variable, i.e. whether
@@ -125,7 +140,7 @@ var (
 // one costs milliseconds, and an Env is safe for concurrent use.
 func environment() (*cel.Env, error) {
 	envOnce.Do(func() {
-		env, envErr = cel.NewEnv(
+		opts := []cel.EnvOption{
 			cel.Variable("key", cel.StringType),
 			cel.Variable("value", cel.StringType),
 			cel.Variable("key_bytes", cel.BytesType),
@@ -147,7 +162,8 @@ func environment() (*cel.Env, error) {
 			ext.Sets(),
 			ext.Regex(),
 			ext.Bindings(),
-		)
+		}
+		env, envErr = cel.NewEnv(append(opts, pairGuards()...)...)
 	})
 	return env, envErr
 }
@@ -349,7 +365,11 @@ func (p *Program) compile(e *cel.Env, field, src string, want map[types.Kind]boo
 	}
 	ast, iss := e.Compile(src)
 	if iss.Err() != nil {
-		return nil, &FieldError{Field: field, Expr: src, Err: &celError{msg: iss.String()}}
+		msg := iss.String()
+		if h := compileHint(msg); h != "" {
+			msg += "\n" + h
+		}
+		return nil, &FieldError{Field: field, Expr: src, Err: &celError{msg: msg}}
 	}
 	if out := ast.OutputType(); !want[out.Kind()] {
 		// Report in CEL's format so the position and source line show.
@@ -363,9 +383,19 @@ func (p *Program) compile(e *cel.Env, field, src string, want map[types.Kind]boo
 			p.usesJSON = true
 		}
 	}
-	prg, err := e.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	metered, err := checkCost(e, ast)
 	if err != nil {
 		return nil, &FieldError{Field: field, Expr: src, Err: err}
 	}
-	return &expr{field: field, prg: prg}, nil
+	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+	if metered {
+		// Cost tracking costs some 300ns and a few allocations per
+		// evaluation: only for the expressions that may need it.
+		opts = append(opts, costProgramOptions...)
+	}
+	prg, err := e.Program(ast, opts...)
+	if err != nil {
+		return nil, &FieldError{Field: field, Expr: src, Err: err}
+	}
+	return &expr{field: field, prg: prg, metered: metered, env: e, checked: ast}, nil
 }

@@ -7,7 +7,9 @@
 // the records of its offset range with [Runner.Process] and reads the outcome
 // with [Runner.Result]: partial aggregates per key, or the output records when
 // the job does not aggregate, routed when the job writes to a Kafka sink.
-// [Merge] adds up the partial aggregates of several tasks.
+// [Merge] adds up the partial aggregates of several tasks. A worker makes its
+// runners with [Program.NewRunnerContext], so that a cancelled task stops
+// evaluating.
 //
 // # Variables
 //
@@ -67,7 +69,10 @@
 // # Aggregation
 //
 // The aggregate key is formatted like a map result and must be a string, bytes,
-// number or bool; empty means the record key. The value must be a number; it is
+// number or bool; empty means the record key. Keys are told apart by their
+// exact bytes. A key that is not valid UTF-8 (a proto3 string must be) is
+// written in KeyAggregate.key with \xNN for each invalid byte, and its exact
+// bytes are in key_bytes ([ExactKey] reads either). The value must be a number; it is
 // required by SUM, MIN, MAX and AVG, and when it is set every KeyAggregate has
 // sum, min, max and avg filled whatever the functions asked for.
 //
@@ -97,13 +102,30 @@
 // as failed, not out. A Kafka sink cannot follow an aggregate (tasks write
 // their own output, and per-key totals only exist once the batch is merged).
 //
+// # Cost
+//
+// One evaluation of one expression on one record may cost at most
+// [MaxEvalCost] (cel-go's cost units: about one per operation, a few per loop
+// iteration; some 40ms). Compile refuses an expression that would exceed it
+// whatever the record, such as lists.range(100000).all(i,
+// lists.range(100000).all(j, j >= 0)). Loops over the record's data (its JSON
+// lists, value.split(...)) cannot be judged before the data is seen: their
+// evaluations are metered, and one that exceeds the limit fails that record. A
+// metered evaluation also stops soon after the runner's context is done.
+// l.distinct() and the sets functions refuse lists whose pairs exceed
+// [MaxPairs], since nothing can stop them once started.
+//
 // # Errors
 //
 // A record that an expression cannot evaluate (invalid JSON, a missing field, a
 // type error, a filter that does not give a bool, a routing expression that
 // gives no legal topic or partition) fails the task under
 // RECORD_ERROR_POLICY_FAIL (the default) with a [*RecordError], or is counted
-// in Result.Failed and skipped under RECORD_ERROR_POLICY_SKIP. Compile errors
+// in Result.Failed and skipped under RECORD_ERROR_POLICY_SKIP. A record error
+// names the topic, partition, offset and field, adds a hint when a JSON
+// double met an int ("JSON numbers are doubles: write int(json.x) % 3"), and
+// is valid UTF-8 of at most [MaxErrorBytes], since CEL errors may quote record
+// content; [ErrorText] does the same for any error. Compile errors
 // are [*FieldError]s; those of a Kafka sink name sink.kafka (with an
 // aggregate), sink.kafka.topic, sink.kafka.topic_expr,
 // sink.kafka.partition_expr or sink.kafka.headers["name"].

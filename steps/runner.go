@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -9,6 +10,7 @@ import (
 
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/interpreter"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/record"
@@ -22,10 +24,20 @@ type RecordError struct {
 	// Field is the expression's field in the spec, e.g. "steps[0].filter".
 	Field string
 	Err   error
+	// Hint says what to write instead, "" when there is nothing to say: e.g.
+	// "JSON numbers are doubles: write int(json.x) % 3".
+	Hint string
 }
 
+// Error names the record and the field. It is valid UTF-8 and at most
+// MaxErrorBytes long, since CEL errors may quote record content: it can go
+// into a protobuf string as it is.
 func (e *RecordError) Error() string {
-	return fmt.Sprintf("record %s/%d offset %d: %s: %v", e.Topic, e.Partition, e.Offset, e.Field, e.Err)
+	msg := fmt.Sprintf("record %s/%d offset %d: %s: %v", e.Topic, e.Partition, e.Offset, e.Field, e.Err)
+	if e.Hint != "" {
+		msg += " (" + e.Hint + ")"
+	}
+	return SafeText(msg, MaxErrorBytes)
 }
 
 func (e *RecordError) Unwrap() error { return e.Err }
@@ -35,13 +47,14 @@ type Result struct {
 	// In counts the records given to Process, Out those that left the steps
 	// (aggregated or collected), Failed those an expression could not evaluate.
 	In, Out, Failed int64
-	// Aggregates per key, sorted by key, avg filled; only when the program
-	// aggregates.
+	// Aggregates per key, sorted by exact key (ExactKey), avg filled; only
+	// when the program aggregates.
 	Aggregates []*sluicev1.KeyAggregate
 	// Records that left the steps, in the order processed; only when the
 	// program does not aggregate.
 	Records []*sluicev1.OutputRecord
-	// FirstError describes the first record that failed, "" if none did.
+	// FirstError describes the first record that failed, "" if none did; like
+	// RecordError.Error, it is valid UTF-8 and at most MaxErrorBytes long.
 	FirstError string
 }
 
@@ -50,11 +63,12 @@ type Result struct {
 type Runner struct {
 	p   *Program
 	act activation
+	ctx context.Context // nil: evaluations are not interrupted
 
 	in, out, failed int64
 	firstErr        string
 
-	aggs    map[string]*sluicev1.KeyAggregate
+	aggs    map[string]*sluicev1.KeyAggregate // by exact key
 	records []*sluicev1.OutputRecord
 	bytes   int64
 
@@ -77,9 +91,20 @@ const maxTopics = 1024
 // headerSlab is the number of Header structs (and pointers) allocated at once.
 const headerSlab = 64
 
-// NewRunner returns a Runner for one task.
-func (p *Program) NewRunner() *Runner {
+// NewRunner returns a Runner for one task, whose evaluations are bounded by
+// MaxEvalCost but not interrupted; see NewRunnerContext.
+func (p *Program) NewRunner() *Runner { return p.NewRunnerContext(nil) }
+
+// NewRunnerContext returns a Runner for one task whose evaluations stop soon
+// after ctx is done: Process then returns an error that wraps ctx's cause
+// (context.Canceled, context.DeadlineExceeded), not a *RecordError, and does
+// not count the record as failed, whatever the record error policy. ctx may
+// be nil.
+func (p *Program) NewRunnerContext(ctx context.Context) *Runner {
 	r := &Runner{p: p}
+	if ctx != nil && ctx.Done() != nil {
+		r.ctx = ctx
+	}
 	r.act.usesJSON = p.usesJSON
 	if p.agg != nil {
 		r.aggs = make(map[string]*sluicev1.KeyAggregate)
@@ -106,11 +131,11 @@ func (r *Runner) Process(rec *record.Record) error {
 		if s.filter != nil {
 			v, err := r.eval(s.filter)
 			if err != nil {
-				return r.fail(rec, s.filter.field, err)
+				return r.fail(rec, &fieldErr{s.filter, err})
 			}
 			keep, ok := v.(types.Bool)
 			if !ok {
-				return r.fail(rec, s.filter.field, fmt.Errorf("filter gave %s, want bool", typeName(v)))
+				return r.fail(rec, &fieldErr{s.filter, fmt.Errorf("filter gave %s, want bool", typeName(v))})
 			}
 			if !keep {
 				return nil
@@ -118,28 +143,36 @@ func (r *Runner) Process(rec *record.Record) error {
 			continue
 		}
 		if err := r.mapStep(s); err != nil {
-			return r.fail(rec, err.field, err.err)
+			return r.fail(rec, err)
 		}
 	}
 	if r.p.agg != nil {
 		if err := r.aggregate(); err != nil {
-			return r.fail(rec, err.field, err.err)
+			return r.fail(rec, err)
 		}
 	} else if err := r.collect(rec); err != nil {
-		return r.fail(rec, err.field, err.err)
+		return r.fail(rec, err)
 	}
 	r.out++
 	return nil
 }
 
-// fieldErr is an evaluation error and the field it happened in.
+// fieldErr is an evaluation error and the expression it happened in.
 type fieldErr struct {
-	field string
-	err   error
+	x   *expr
+	err error
 }
 
 func (r *Runner) eval(x *expr) (ref.Val, error) {
-	v, _, err := x.prg.Eval(&r.act)
+	var (
+		v   ref.Val
+		err error
+	)
+	if x.metered && r.ctx != nil {
+		v, _, err = x.prg.ContextEval(r.ctx, &r.act)
+	} else {
+		v, _, err = x.prg.Eval(&r.act)
+	}
 	// A value that is not JSON fails the record even when the expression got
 	// past it (json.a == 1 || true): the record is not what the job expects.
 	if r.act.jsonErr != nil {
@@ -157,22 +190,22 @@ func (r *Runner) mapStep(s *step) *fieldErr {
 	if s.key != nil {
 		v, err := r.eval(s.key)
 		if err != nil {
-			return &fieldErr{s.key.field, err}
+			return &fieldErr{s.key, err}
 		}
 		i := r.keyCur ^ 1
 		if key, err = appendValue(r.keyBufs[i][:0], v); err != nil {
-			return &fieldErr{s.key.field, err}
+			return &fieldErr{s.key, err}
 		}
 		r.keyBufs[i] = key
 	}
 	if s.value != nil {
 		v, err := r.eval(s.value)
 		if err != nil {
-			return &fieldErr{s.value.field, err}
+			return &fieldErr{s.value, err}
 		}
 		i := r.valueCur ^ 1
 		if value, err = appendValue(r.valueBufs[i][:0], v); err != nil {
-			return &fieldErr{s.value.field, err}
+			return &fieldErr{s.value, err}
 		}
 		r.valueBufs[i] = value
 	}
@@ -195,13 +228,13 @@ func (r *Runner) aggregate() *fieldErr {
 	} else {
 		v, err := r.eval(agg.key)
 		if err != nil {
-			return &fieldErr{agg.key.field, err}
+			return &fieldErr{agg.key, err}
 		}
 		if s, ok := v.(types.String); ok {
 			key = string(s)
 		} else {
 			if r.aggKeyBuf, err = appendScalar(r.aggKeyBuf[:0], v); err != nil {
-				return &fieldErr{agg.key.field, err}
+				return &fieldErr{agg.key, err}
 			}
 			key = bytesString(r.aggKeyBuf)
 		}
@@ -210,18 +243,20 @@ func (r *Runner) aggregate() *fieldErr {
 	if agg.value != nil {
 		v, err := r.eval(agg.value)
 		if err != nil {
-			return &fieldErr{agg.value.field, err}
+			return &fieldErr{agg.value, err}
 		}
 		if num, err = toFloat(v); err != nil {
-			return &fieldErr{agg.value.field, err}
+			return &fieldErr{agg.value, err}
 		}
 	}
 	ka := r.aggs[key]
 	if ka == nil {
 		// key may alias the record or a buffer.
-		ka = &sluicev1.KeyAggregate{Key: strings.Clone(key), Min: num, Max: num}
-		r.aggs[ka.Key] = ka
-		r.bytes += int64(len(key)) + aggregateOverhead
+		exact := strings.Clone(key)
+		ka = newKeyAggregate(exact)
+		ka.Min, ka.Max = num, num
+		r.aggs[exact] = ka
+		r.bytes += int64(len(ka.Key)+len(ka.KeyBytes)) + aggregateOverhead
 	}
 	ka.Count++
 	ka.Sum += num
@@ -310,21 +345,21 @@ func (r *Runner) route(ks *kafkaSink) (topic string, partition int32, hdrLen int
 	if x := ks.topicExpr; x != nil {
 		v, err := r.eval(x)
 		if err != nil {
-			return "", 0, 0, &fieldErr{x.field, err}
+			return "", 0, 0, &fieldErr{x, err}
 		}
 		s, ok := v.(types.String)
 		if !ok {
-			return "", 0, 0, &fieldErr{x.field, fmt.Errorf("expression gave %s, want a string", typeName(v))}
+			return "", 0, 0, &fieldErr{x, fmt.Errorf("expression gave %s, want a string", typeName(v))}
 		}
 		if err := checkTopic(string(s)); err != nil {
-			return "", 0, 0, &fieldErr{x.field, err}
+			return "", 0, 0, &fieldErr{x, err}
 		}
 		topic = string(s) // may alias the record: interned below
 	}
 	if x := ks.partition; x != nil {
 		v, err := r.eval(x)
 		if err != nil {
-			return "", 0, 0, &fieldErr{x.field, err}
+			return "", 0, 0, &fieldErr{x, err}
 		}
 		var n int64
 		switch v := v.(type) {
@@ -333,13 +368,13 @@ func (r *Runner) route(ks *kafkaSink) (topic string, partition int32, hdrLen int
 		case types.Uint:
 			n = int64(min(v, math.MaxInt32+1)) // above the range either way
 		case types.Double:
-			return "", 0, 0, &fieldErr{x.field, errors.New(
+			return "", 0, 0, &fieldErr{x, errors.New(
 				"expression gave double, want an int (JSON numbers are doubles: write int(...))")}
 		default:
-			return "", 0, 0, &fieldErr{x.field, fmt.Errorf("expression gave %s, want an int", typeName(v))}
+			return "", 0, 0, &fieldErr{x, fmt.Errorf("expression gave %s, want an int", typeName(v))}
 		}
 		if n < 0 || n > math.MaxInt32 {
-			return "", 0, 0, &fieldErr{x.field, fmt.Errorf("partition %v is out of range 0 to %d", v, math.MaxInt32)}
+			return "", 0, 0, &fieldErr{x, fmt.Errorf("partition %v is out of range 0 to %d", v, math.MaxInt32)}
 		}
 		partition = int32(n)
 	}
@@ -361,7 +396,7 @@ func (r *Runner) route(ks *kafkaSink) (topic string, partition int32, hdrLen int
 			}
 			if err != nil {
 				clear(r.hdrVals)
-				return "", 0, 0, &fieldErr{x.field, err}
+				return "", 0, 0, &fieldErr{x, err}
 			}
 			r.hdrVals = append(r.hdrVals, s)
 			hdrLen += len(s)
@@ -380,9 +415,25 @@ func (r *Runner) route(ks *kafkaSink) (topic string, partition int32, hdrLen int
 	return topic, partition, hdrLen, nil
 }
 
-func (r *Runner) fail(rec *record.Record, field string, err error) error {
+func (r *Runner) fail(rec *record.Record, fe *fieldErr) error {
+	err := fe.err
+	if r.ctx != nil && r.ctx.Err() != nil && errors.Is(err, interpreter.InterruptError{}) {
+		// Not the record's fault: the task is cancelled or out of time.
+		return fmt.Errorf("record %s/%d offset %d: %s: evaluation interrupted: %w",
+			rec.Topic, rec.Partition, rec.Offset, fe.x.field, context.Cause(r.ctx))
+	}
 	r.failed++
-	rerr := &RecordError{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Field: field, Err: err}
+	if r.p.skip && r.firstErr != "" {
+		// Skipped and not reported: no need for the message.
+		return nil
+	}
+	if isCostLimit(err) {
+		err = errCostLimit
+	}
+	rerr := &RecordError{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Field: fe.x.field, Err: err}
+	if strings.HasPrefix(err.Error(), "no such overload") {
+		rerr.Hint = fe.x.diagnosis().hint(r.ctx, &r.act)
+	}
 	if r.firstErr == "" {
 		r.firstErr = rerr.Error()
 	}
@@ -396,15 +447,18 @@ func (r *Runner) fail(rec *record.Record, field string, err error) error {
 // (output records, or aggregates), so that callers can bound it.
 func (r *Runner) OutputBytes() int64 { return r.bytes }
 
-// Result returns the counts and output so far. The aggregates are copies;
-// the records are shared and must not be modified.
+// Result returns the counts and output so far. The aggregates are copies
+// (their key_bytes shared); the records are shared and must not be modified.
+// Every string in it is valid UTF-8, so that it can be marshalled: an
+// aggregate key that is not valid UTF-8 has a readable key, with \xNN for the
+// invalid bytes, and its exact bytes in key_bytes (see ExactKey).
 func (r *Runner) Result() Result {
 	res := Result{In: r.in, Out: r.out, Failed: r.failed, FirstError: r.firstErr, Records: r.records}
 	if r.aggs != nil {
 		res.Aggregates = make([]*sluicev1.KeyAggregate, 0, len(r.aggs))
 		for _, ka := range r.aggs {
 			res.Aggregates = append(res.Aggregates, &sluicev1.KeyAggregate{
-				Key: ka.Key, Count: ka.Count, Sum: ka.Sum, Min: ka.Min, Max: ka.Max,
+				Key: ka.Key, KeyBytes: ka.KeyBytes, Count: ka.Count, Sum: ka.Sum, Min: ka.Min, Max: ka.Max,
 				Avg: ka.Sum / float64(ka.Count),
 			})
 		}
@@ -413,22 +467,26 @@ func (r *Runner) Result() Result {
 	return res
 }
 
+// sortAggregates sorts by exact key, byte by byte.
 func sortAggregates(s []*sluicev1.KeyAggregate) {
-	slices.SortFunc(s, func(a, b *sluicev1.KeyAggregate) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(s, func(a, b *sluicev1.KeyAggregate) int { return strings.Compare(ExactKey(a), ExactKey(b)) })
 }
 
 // Merge adds partial aggregates (of several tasks or batches) into totals,
-// sorted by key: counts and sums add, min and max combine, avg is recomputed
-// as sum/count. The parts are not modified.
+// sorted by exact key: counts and sums add, min and max combine, avg is
+// recomputed as sum/count. Keys are told apart by their exact bytes
+// (ExactKey), and the totals are written like Result's: key_bytes only when
+// the key is not valid UTF-8. The parts are not modified.
 func Merge(parts ...[]*sluicev1.KeyAggregate) []*sluicev1.KeyAggregate {
 	byKey := make(map[string]*sluicev1.KeyAggregate)
 	for _, part := range parts {
 		for _, ka := range part {
-			t := byKey[ka.GetKey()]
+			exact := ExactKey(ka)
+			t := byKey[exact]
 			if t == nil {
-				byKey[ka.GetKey()] = &sluicev1.KeyAggregate{
-					Key: ka.GetKey(), Count: ka.GetCount(), Sum: ka.GetSum(), Min: ka.GetMin(), Max: ka.GetMax(),
-				}
+				t = newKeyAggregate(exact)
+				t.Count, t.Sum, t.Min, t.Max = ka.GetCount(), ka.GetSum(), ka.GetMin(), ka.GetMax()
+				byKey[exact] = t
 				continue
 			}
 			if ka.GetCount() == 0 {

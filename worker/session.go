@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -20,7 +19,7 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
 	}, w.cfg.DialOptions...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
@@ -58,10 +57,8 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 		return nil
 	})
 	out := make(chan *sluicev1.ConnectRequest, w.cfg.Slots*2)
-	var running sync.WaitGroup
-	var runningCount int32
-	var countMu sync.Mutex
-	slots := make(chan struct{}, w.cfg.Slots)
+	tasks := newTaskSet(w.cfg.Slots)
+	defer tasks.wait()
 
 	// Sender: the only goroutine that writes to the stream.
 	g.Go(func() error {
@@ -74,10 +71,7 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 				return nil
 			case msg = <-out:
 			case <-t.C:
-				countMu.Lock()
-				n := runningCount
-				countMu.Unlock()
-				msg = &sluicev1.ConnectRequest{Kind: &sluicev1.ConnectRequest_Heartbeat{Heartbeat: &sluicev1.Heartbeat{RunningTasks: n}}}
+				msg = &sluicev1.ConnectRequest{Kind: &sluicev1.ConnectRequest_Heartbeat{Heartbeat: &sluicev1.Heartbeat{RunningTasks: int32(tasks.len())}}}
 			}
 			if err := stream.Send(msg); err != nil {
 				return fmt.Errorf("send: %w", err)
@@ -102,9 +96,11 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 			}
 		}
 	})
-	// Receiver: starts a goroutine per task, bounded by the slots.
+	// Receiver: never blocks on tasks, so that it hears every ping and
+	// cancel whatever the tasks do. Each task runs in its own goroutine,
+	// which waits for a slot (the coordinator sends no more than the slots,
+	// but a cancelled task may still be finishing).
 	g.Go(func() error {
-		defer running.Wait()
 		for {
 			msg, err := stream.Recv()
 			if err != nil {
@@ -114,30 +110,35 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 			case heard <- struct{}{}:
 			default:
 			}
+			if c := msg.GetCancel(); c != nil {
+				for _, id := range c.GetDispatchIds() {
+					tasks.cancel(id)
+				}
+				continue
+			}
 			task := msg.GetTask()
 			if task == nil {
 				continue
 			}
-			select {
-			case slots <- struct{}{}:
-			case <-gctx.Done():
-				return nil
+			tctx, ok := tasks.start(gctx, task.GetKey().GetDispatchId())
+			if !ok {
+				continue // a duplicate dispatch id: already running
 			}
-			running.Add(1)
-			countMu.Lock()
-			runningCount++
-			countMu.Unlock()
 			go func() {
-				defer running.Done()
-				defer func() {
-					countMu.Lock()
-					runningCount--
-					countMu.Unlock()
-					<-slots
-				}()
-				res := w.runTask(gctx, task)
+				defer tasks.done(task.GetKey().GetDispatchId())
+				if !tasks.acquire(tctx) {
+					return
+				}
+				defer tasks.releaseSlot()
+				res := w.runTask(tctx, task)
+				if h := w.cfg.BeforeResult; h != nil {
+					h(task)
+				}
+				if tctx.Err() != nil && gctx.Err() == nil && tasks.cancelled(task.GetKey().GetDispatchId()) {
+					return // cancelled: nobody waits for the result
+				}
 				select {
-				case out <- &sluicev1.ConnectRequest{Kind: &sluicev1.ConnectRequest_Result{Result: res}}:
+				case out <- &sluicev1.ConnectRequest{Kind: &sluicev1.ConnectRequest_Result{Result: sendable(res)}}:
 				case <-gctx.Done():
 				}
 			}()

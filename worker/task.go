@@ -18,16 +18,15 @@ import (
 // program returns the job's compiled steps, compiling once per spec version.
 func (w *Worker) program(task *sluicev1.Task) (*steps.Program, error) {
 	job := task.GetKey().GetJob()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if c, ok := w.programs[job]; ok && c.version == task.GetSpecVersion() {
+	if c, ok := w.programs.Get(job); ok && c.version == task.GetSpecVersion() {
 		return c.prog, nil
 	}
+	// Two tasks of a new version may both compile; the results are equal.
 	prog, err := steps.Compile(task.GetSpec())
 	if err != nil {
 		return nil, err
 	}
-	w.programs[job] = compiled{version: task.GetSpecVersion(), prog: prog}
+	w.programs.Add(job, compiled{version: task.GetSpecVersion(), prog: prog})
 	return prog, nil
 }
 
@@ -35,10 +34,15 @@ func (w *Worker) program(task *sluicev1.Task) (*steps.Program, error) {
 // reported in the result for the coordinator to retry.
 func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.TaskResult {
 	start := time.Now()
-	res := &sluicev1.TaskResult{Key: task.GetKey()}
+	res := &sluicev1.TaskResult{Key: task.GetKey(), Range: task.GetRange(), SpecVersion: task.GetSpecVersion()}
 	fail := func(err error) *sluicev1.TaskResult {
 		res.Error = err.Error()
-		res.Retryable = retryable(err)
+		switch classify(ctx, err) {
+		case errTransient:
+			res.Retryable = true
+		case errFatal:
+			res.Fatal = true
+		}
 		res.Duration = durationpb.New(time.Since(start))
 		w.logger.Warn("task failed", "job", task.GetKey().GetJob(), "batch", task.GetKey().GetBatchId(),
 			"task", task.GetKey().GetIndex(), "attempt", task.GetKey().GetAttempt(), "error", err)
@@ -48,7 +52,7 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	if err != nil {
 		return fail(fmt.Errorf("compile steps: %w", err))
 	}
-	if d := task.GetTimeout().AsDuration(); d > 0 {
+	if d := min(task.GetTimeout().AsDuration(), maxTaskTimeout); d > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
@@ -56,7 +60,7 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	spec := task.GetSpec()
 	cl := jobspec.Source(spec)
 	r := task.GetRange()
-	runner := prog.NewRunner()
+	runner := prog.NewRunnerContext(ctx)
 	first := true
 	_, err = w.cache.Read(ctx, cl, kafkasrc.GroupID(spec.GetName()), kafkasrc.Range{
 		Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset(),
@@ -83,16 +87,37 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	return res
 }
 
-// retryable tells transient failures (Kafka unreachable or slow, a task
-// deadline) from those that a retry would repeat: a record the steps reject
-// under the FAIL policy, offsets Kafka no longer has, a spec that does not compile.
-func retryable(err error) bool {
+// maxTaskTimeout bounds a task's timeout, so that no value overflows into
+// a deadline in the past.
+const maxTaskTimeout = 24 * time.Hour
+
+// errClass is what a task failure means for the coordinator.
+type errClass int
+
+const (
+	// errTransient: Kafka unreachable or slow, the task's deadline; retried
+	// with backoff, within the job's retry budget.
+	errTransient errClass = iota
+	// errFailed: may go away on another worker or attempt (offsets Kafka no
+	// longer has are re-planned); counts against the job's attempts.
+	errFailed
+	// errFatal: any worker and any attempt would fail the same way (a
+	// record the steps reject under the FAIL policy, a spec that does not
+	// compile): the job fails at once with the message.
+	errFatal
+)
+
+func classify(ctx context.Context, err error) errClass {
 	var re *steps.RecordError
 	var fe *steps.FieldError
 	switch {
-	case errors.As(err, &re), errors.As(err, &fe),
-		errors.Is(err, kafkasrc.ErrOffsetOutOfRange), errors.Is(err, kafkasrc.ErrInvalidRange):
-		return false
+	case ctx.Err() != nil:
+		// Whatever the error says, the task was cut short: its deadline.
+		return errTransient
+	case errors.As(err, &re), errors.As(err, &fe):
+		return errFatal
+	case errors.Is(err, kafkasrc.ErrOffsetOutOfRange), errors.Is(err, kafkasrc.ErrInvalidRange):
+		return errFailed
 	}
-	return true
+	return errTransient
 }

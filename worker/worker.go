@@ -8,16 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/sluice-stream/sluice/failpoint"
 	"github.com/sluice-stream/sluice/kafkasrc"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/steps"
 )
 
@@ -41,6 +42,9 @@ type Config struct {
 	// in a Kafka transaction not yet committed), "after-sink-write" (output
 	// written, result not yet reported).
 	Failpoints failpoint.Set
+	// BeforeResult, if set, runs when a task has finished, before its result
+	// is sent (tests: a worker slow to report).
+	BeforeResult func(task *sluicev1.Task)
 }
 
 // DefaultConfig returns the defaults.
@@ -69,9 +73,12 @@ type Worker struct {
 	cache  *kafkasrc.Cache
 	sinks  *kafkasrc.Sinks
 
-	mu       sync.Mutex
-	programs map[string]compiled // by job
+	// programs caches compiled steps by job; bounded, since jobs come and go.
+	programs *lru.Cache[string, compiled]
 }
+
+// programCacheSize bounds the compiled programs a worker keeps.
+const programCacheSize = 256
 
 type compiled struct {
 	version int64
@@ -91,12 +98,16 @@ func New(cfg Config) (*Worker, error) {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	logger := cfg.Logger.Named("worker").With("worker_id", cfg.ID)
+	programs, err := lru.New[string, compiled](programCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("worker: program cache: %w", err)
+	}
 	return &Worker{
 		cfg:      cfg,
 		logger:   logger,
 		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka")),
 		sinks:    kafkasrc.NewSinks(logger.Named("sink")),
-		programs: map[string]compiled{},
+		programs: programs,
 	}, nil
 }
 
