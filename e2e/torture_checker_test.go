@@ -294,24 +294,16 @@ func TestTortureCheckerCollect(t *testing.T) {
 }
 
 // sinkOutputOf writes what a correct sink would write for rs under tag
-// and batch, minus the offsets in skip.
+// and batch.
 func sinkOutputOf(sc *scenario, out *sinkOutput, tag string, batch int64, rs []*sluicev1.OffsetRange) {
 	k := kindNamed("sink-b")
 	for _, r := range rs {
 		src := tp{r.GetTopic(), r.GetPartition()}
 		for off := r.GetFromOffset(); off < r.GetUntilOffset(); off++ {
 			n, _ := sc.m.mirror.get(src, off)
-			if !k.keep(n) {
-				continue
+			if k.keep(n) {
+				out.put(tag, src, off, outRec{batch: batch, n: n})
 			}
-			e := out.entries[outKey{tag, src, off}]
-			if e == nil {
-				e = &outEntry{}
-				out.entries[outKey{tag, src, off}] = e
-			}
-			e.count++
-			e.batches = append(e.batches, batch)
-			e.ns = append(e.ns, n)
 		}
 	}
 }
@@ -342,28 +334,31 @@ func TestTortureCheckerSink(t *testing.T) {
 		}},
 		{name: "missing", lost: 1, run: func(sc *scenario, out *sinkOutput) {
 			sinkOutputOf(sc, out, "sink-b-g1", 1, b1)
-			delete(out.entries, outKey{"sink-b-g1", src(b1[1]), firstKept(sc, b1[1])})
+			out.replace("sink-b-g1", src(b1[1]), firstKept(sc, b1[1]))
 		}},
 		{name: "twice", dup: 1, run: func(sc *scenario, out *sinkOutput) {
 			sinkOutputOf(sc, out, "sink-b-g1", 1, b1)
-			sinkOutputOf(sc, out, "sink-b-g1", 1, b1[2:3][:1])
-			for key, e := range out.entries {
-				if e.count == 2 && key.off != firstKept(sc, b1[2]) {
-					e.count, e.batches, e.ns = 1, e.batches[:1], e.ns[:1]
-				}
-			}
+			off := firstKept(sc, b1[2])
+			n, _ := sc.m.mirror.get(src(b1[2]), off)
+			out.put("sink-b-g1", src(b1[2]), off, outRec{batch: 1, n: n})
 		}},
 		{name: "wrong batch header", wrong: 1, run: func(sc *scenario, out *sinkOutput) {
 			sinkOutputOf(sc, out, "sink-b-g1", 1, b1)
-			out.entries[outKey{"sink-b-g1", src(b1[0]), firstKept(sc, b1[0])}].batches[0] = 7
+			off := firstKept(sc, b1[0])
+			n, _ := sc.m.mirror.get(src(b1[0]), off)
+			out.replace("sink-b-g1", src(b1[0]), off, outRec{batch: 7, n: n})
 		}},
 		{name: "another record's value", wrong: 1, run: func(sc *scenario, out *sinkOutput) {
 			sinkOutputOf(sc, out, "sink-b-g1", 1, b1)
-			out.entries[outKey{"sink-b-g1", src(b1[0]), firstKept(sc, b1[0])}].ns[0] = 99999
+			out.replace("sink-b-g1", src(b1[0]), firstKept(sc, b1[0]), outRec{batch: 1, n: 99999})
 		}},
 		{name: "output of an unknown tag", wrong: 1, run: func(sc *scenario, out *sinkOutput) {
 			sinkOutputOf(sc, out, "sink-b-g1", 1, b1)
-			out.entries[outKey{"sink-b-g9", src(b1[0]), 3}] = &outEntry{count: 1, batches: []int64{1}, ns: []int64{9}}
+			out.put("sink-b-g9", src(b1[0]), 3, outRec{batch: 1, n: 9})
+		}},
+		{name: "a key that does not go with the value", wrong: 1, run: func(sc *scenario, out *sinkOutput) {
+			sinkOutputOf(sc, out, "sink-b-g1", 1, b1)
+			out.bad = append(out.bad, "tsink-out/0 offset 3: key \"c-k01\", want \"c-k05\" for n 7")
 		}},
 		{name: "dropped batch written whole", run: func(sc *scenario, out *sinkOutput) {
 			sinkOutputOf(sc, out, "sink-b-g1", 1, b1)
@@ -373,7 +368,7 @@ func TestTortureCheckerSink(t *testing.T) {
 			sinkOutputOf(sc, out, "sink-b-g1", 1, b1)
 			r := uniformRanges(k, 10, 20)[0]
 			sinkOutputOf(sc, out, "sink-b-g1", 2, []*sluicev1.OffsetRange{r})
-			delete(out.entries, outKey{"sink-b-g1", src(r), firstKept(sc, r)})
+			out.replace("sink-b-g1", src(r), firstKept(sc, r))
 		}},
 		{name: "old incarnation's dropped batch under the new tag", wrong: 5, run: func(sc *scenario, out *sinkOutput) {
 			sinkOutputOf(sc, out, "sink-b-g1", 1, b1)
@@ -383,7 +378,7 @@ func TestTortureCheckerSink(t *testing.T) {
 		{name: "a filtered-out record written", wrong: 1, run: func(sc *scenario, out *sinkOutput) {
 			sinkOutputOf(sc, out, "sink-b-g1", 1, b1)
 			// Offset 0 of tsrc-b/0 is n 0, whose amt is 0.
-			out.entries[outKey{"sink-b-g2", tp{srcB, 0}, 0}] = &outEntry{count: 1, batches: []int64{3}, ns: []int64{0}}
+			out.put("sink-b-g2", tp{srcB, 0}, 0, outRec{batch: 3, n: 0})
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -398,7 +393,7 @@ func TestTortureCheckerSink(t *testing.T) {
 			sc.txn(put("jobs/"+k.name, jobRecord(k, "sink-b-g2", sluicev1.JobState_JOB_STATE_RUNNING), false))
 			b3 := uniformRanges(k, 0, 5)
 			sc.planAndCommit(k, 3, b3, offsetsAt(k, at(5)), nil)
-			out := &sinkOutput{entries: map[outKey]*outEntry{}}
+			out := newSinkOutput()
 			sinkOutputOf(sc, out, "sink-b-g2", 3, b3)
 			tt.run(sc, out)
 			sc.m.checkSink(k.name, out)

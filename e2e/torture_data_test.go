@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,11 +23,11 @@ import (
 // source topics themselves, read back, are the ground truth of any offset
 // range, whatever the fate of a produce request the broker's outage cut off.
 const (
-	srcA, srcB         = "tsrc-a", "tsrc-b"
-	sinkOut            = "tsink-out"
-	sinkOutParts int32 = 3
-	tagHeader          = "torture-tag"
-	sentinelHeader     = "torture-sentinel"
+	srcA, srcB           = "tsrc-a", "tsrc-b"
+	sinkOut              = "tsink-out"
+	sinkOutParts   int32 = 3
+	tagHeader            = "torture-tag"
+	sentinelHeader       = "torture-sentinel"
 )
 
 var sourceParts = map[string]int32{srcA: 4, srcB: 3}
@@ -54,9 +56,9 @@ type jobKind struct {
 	sink   bool
 }
 
-func keepAll(int64) bool         { return true }
-func keepAmt10(n int64) bool     { return tAmt(n) >= 10 }
-func (k *jobKind) agg() bool     { return !k.sink }
+func keepAll(int64) bool          { return true }
+func keepAmt10(n int64) bool      { return tAmt(n) >= 10 }
+func (k *jobKind) agg() bool      { return !k.sink }
 func (k *jobKind) String() string { return k.name }
 
 var tortureJobs = []*jobKind{
@@ -318,19 +320,102 @@ type outKey struct {
 	off int64
 }
 
-// outEntry is what the read_committed reader saw for one outKey.
-type outEntry struct {
-	count   int
-	batches []int64
-	ns      []int64 // the n each output record's value carries
-	bad     []string
+// outRec is one output record: its sluice-batch header and the n its value
+// carries (-1 when the value is not a number).
+type outRec struct {
+	batch int64
+	n     int64
 }
 
-// sinkOutput is the sink topic as a read_committed consumer sees it.
+type seriesKey struct {
+	tag string
+	src tp
+}
+
+const chunkSize = 1024
+
+// outChunk holds the first output record of chunkSize consecutive source
+// offsets; the sink output of a long run is millions of records.
+type outChunk struct {
+	has, seen [chunkSize]bool
+	batch, n  [chunkSize]int32
+}
+
+// sinkOutput is the sink topic as a read_committed consumer sees it, by
+// tag and source record.
 type sinkOutput struct {
-	entries map[outKey]*outEntry
+	series  map[seriesKey]map[int64]*outChunk
+	more    map[outKey][]outRec // records after the first of a source record
 	records int
+	bad     []string // keys that do not go with the value
 	odd     []string // records that name no source, no tag or another job
+}
+
+func newSinkOutput() *sinkOutput {
+	return &sinkOutput{series: map[seriesKey]map[int64]*outChunk{}, more: map[outKey][]outRec{}}
+}
+
+func (o *sinkOutput) put(tag string, src tp, off int64, r outRec) {
+	sk := seriesKey{tag, src}
+	cs := o.series[sk]
+	if cs == nil {
+		cs = map[int64]*outChunk{}
+		o.series[sk] = cs
+	}
+	c := cs[off/chunkSize]
+	if c == nil {
+		c = &outChunk{}
+		cs[off/chunkSize] = c
+	}
+	i := off % chunkSize
+	if c.has[i] {
+		k := outKey{tag, src, off}
+		o.more[k] = append(o.more[k], r)
+		return
+	}
+	c.has[i], c.batch[i], c.n[i] = true, int32(r.batch), int32(r.n)
+}
+
+// get returns the output records of a source record under tag and marks
+// them seen.
+func (o *sinkOutput) get(tag string, src tp, off int64) []outRec {
+	c := o.series[seriesKey{tag, src}][off/chunkSize]
+	if c == nil || !c.has[off%chunkSize] {
+		return nil
+	}
+	i := off % chunkSize
+	c.seen[i] = true
+	return append([]outRec{{int64(c.batch[i]), int64(c.n[i])}}, o.more[outKey{tag, src, off}]...)
+}
+
+// replace sets the output records of a source record (tests).
+func (o *sinkOutput) replace(tag string, src tp, off int64, recs ...outRec) {
+	if c := o.series[seriesKey{tag, src}][off/chunkSize]; c != nil {
+		c.has[off%chunkSize] = false
+	}
+	delete(o.more, outKey{tag, src, off})
+	for _, r := range recs {
+		o.put(tag, src, off, r)
+	}
+}
+
+// unseen calls fn for every source record whose output get never returned.
+func (o *sinkOutput) unseen(fn func(k outKey, recs []outRec)) {
+	keys := slices.SortedFunc(maps.Keys(o.series), func(a, b seriesKey) int {
+		return strings.Compare(a.tag+" "+a.src.String(), b.tag+" "+b.src.String())
+	})
+	for _, sk := range keys {
+		cs := o.series[sk]
+		for _, ci := range slices.Sorted(maps.Keys(cs)) {
+			c := cs[ci]
+			for i := range int64(chunkSize) {
+				if c.has[i] && !c.seen[i] {
+					off := ci*chunkSize + i
+					fn(outKey{sk.tag, sk.src, off}, append([]outRec{{int64(c.batch[i]), int64(c.n[i])}}, o.more[outKey{sk.tag, sk.src, off}]...))
+				}
+			}
+		}
+	}
 }
 
 // readSinkOutput produces a sentinel record to every partition of the sink
@@ -355,7 +440,7 @@ func readSinkOutput(ctx context.Context, brokers string) (*sinkOutput, error) {
 		return nil, err
 	}
 	defer cl.Close()
-	out := &sinkOutput{entries: map[outKey]*outEntry{}}
+	out := newSinkOutput()
 	seen := map[int32]bool{}
 	for len(seen) < int(sinkOutParts) {
 		fs := cl.PollFetches(ctx)
@@ -395,37 +480,25 @@ func (o *sinkOutput) add(r *kgo.Record, sentinels map[int32]bool) {
 	}
 	o.records++
 	where := fmt.Sprintf("%s/%d offset %d", r.Topic, r.Partition, r.Offset)
+	srcOK := false
 	var src tp
 	var off int64
-	parts := strings.Split(h["sluice-src"], "/")
-	if len(parts) == 3 {
+	if parts := strings.Split(h["sluice-src"], "/"); len(parts) == 3 {
 		p, err1 := strconv.ParseInt(parts[1], 10, 32)
 		o2, err2 := strconv.ParseInt(parts[2], 10, 64)
-		if err1 != nil || err2 != nil {
-			parts = nil
-		}
-		src, off = tp{parts[0], int32(p)}, o2
+		src, off, srcOK = tp{parts[0], int32(p)}, o2, err1 == nil && err2 == nil && o2 >= 0
 	}
 	batch, err := strconv.ParseInt(h["sluice-batch"], 10, 64)
 	tag := h[tagHeader]
-	if len(parts) != 3 || err != nil || tag == "" || !strings.HasPrefix(tag, h["sluice-job"]+"-g") {
+	if !srcOK || err != nil || tag == "" || !strings.HasPrefix(tag, h["sluice-job"]+"-g") {
 		o.odd = append(o.odd, fmt.Sprintf("%s: headers %v", where, h))
 		return
 	}
-	k := outKey{tag: tag, src: src, off: off}
-	e := o.entries[k]
-	if e == nil {
-		e = &outEntry{}
-		o.entries[k] = e
-	}
-	e.count++
-	e.batches = append(e.batches, batch)
 	n, err := strconv.ParseInt(string(r.Value), 10, 64)
 	if err != nil {
 		n = -1
-		e.bad = append(e.bad, fmt.Sprintf("%s: value %q is not the source's n", where, r.Value))
 	} else if string(r.Key) != "c-"+tKey(n) {
-		e.bad = append(e.bad, fmt.Sprintf("%s: key %q, want %q for n %d", where, r.Key, "c-"+tKey(n), n))
+		o.bad = append(o.bad, fmt.Sprintf("%s (from %s/%d): key %q, want %q for n %d", where, src, off, r.Key, "c-"+tKey(n), n))
 	}
-	e.ns = append(e.ns, n)
+	o.put(tag, src, off, outRec{batch: batch, n: n})
 }

@@ -100,7 +100,7 @@ type generator struct {
 	mirror  *sourceMirror
 	jobs    []*genJob
 
-	skip    map[string]bool
+	skip map[string]bool
 
 	mu     sync.Mutex
 	resets map[string]int

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -627,7 +626,6 @@ func (m *tortureModel) checkSink(job string, out *sinkOutput) {
 	defer m.mu.Unlock()
 	jm := m.jobs[job]
 	kind := jm.kind
-	visited := map[outKey]bool{}
 	tagOwner := map[string]*incarnation{}
 	for _, inc := range jm.incs {
 		for tag := range inc.tags {
@@ -637,16 +635,12 @@ func (m *tortureModel) checkSink(job string, out *sinkOutput) {
 			tagOwner[tag] = inc
 		}
 	}
-	lookup := func(inc *incarnation, k tp, off int64) (total int, es []*outEntry) {
+	lookup := func(inc *incarnation, k tp, off int64) []outRec {
+		var recs []outRec
 		for tag := range inc.tags {
-			ok := outKey{tag: tag, src: k, off: off}
-			if e := out.entries[ok]; e != nil {
-				visited[ok] = true
-				total += e.count
-				es = append(es, e)
-			}
+			recs = append(recs, out.get(tag, k, off)...)
 		}
-		return total, es
+		return recs
 	}
 	for _, inc := range jm.incs {
 		var lost, dup, wrong int64
@@ -659,39 +653,37 @@ func (m *tortureModel) checkSink(job string, out *sinkOutput) {
 		if len(inc.tags) == 0 && len(inc.batches) > 0 {
 			m.report(job, "protocol", "incarnation %d committed %d batches but its job record never ran in it", inc.n, len(inc.batches))
 		}
+		// check compares the output of one source record with what batch
+		// id must have written; it returns whether anything was written.
+		check := func(k tp, off, id int64, what string) (kept, written bool) {
+			n, ok := m.mirror.get(k, off)
+			recs := lookup(inc, k, off)
+			if !ok || n < 0 || !kind.keep(n) {
+				if len(recs) > 0 {
+					wrong += int64(len(recs))
+					note("%s/%d (n %d, filtered out) written %d times by %s %d", k, off, n, len(recs), what, id)
+				}
+				return false, false
+			}
+			if len(recs) > 1 {
+				dup += int64(len(recs) - 1)
+				note("%s/%d of %s %d written %d times (sluice-batch %v)", k, off, what, id, len(recs), recBatches(recs))
+			}
+			for _, r := range recs {
+				if r.batch != id || r.n != n {
+					wrong++
+					note("%s/%d of %s %d written with sluice-batch %d and n %d, want n %d", k, off, what, id, r.batch, r.n, n)
+				}
+			}
+			return true, len(recs) > 0
+		}
 		for _, b := range inc.batches {
 			for _, r := range b.ranges {
 				k := tp{r.GetTopic(), r.GetPartition()}
 				for off := r.GetFromOffset(); off < r.GetUntilOffset(); off++ {
-					n, ok := m.mirror.get(k, off)
-					total, es := lookup(inc, k, off)
-					if !ok || n < 0 || !kind.keep(n) {
-						if total > 0 {
-							wrong += int64(total)
-							note("%s/%d (n %d, filtered out) written %d times", k, off, n, total)
-						}
-						continue
-					}
-					switch {
-					case total == 0:
+					if kept, written := check(k, off, b.id, "batch"); kept && !written {
 						lost++
 						note("%s/%d of batch %d missing", k, off, b.id)
-						continue
-					case total > 1:
-						dup += int64(total - 1)
-						note("%s/%d of batch %d written %d times (batches %v)", k, off, b.id, total, entryBatches(es))
-					}
-					for _, e := range es {
-						for i, eb := range e.batches {
-							if eb != b.id || e.ns[i] != n {
-								wrong++
-								note("%s/%d of batch %d written with sluice-batch %d and n %d, want n %d", k, off, b.id, eb, e.ns[i], n)
-							}
-						}
-						wrong += int64(len(e.bad))
-						for _, s := range e.bad {
-							note("%s", s)
-						}
 					}
 				}
 			}
@@ -701,30 +693,12 @@ func (m *tortureModel) checkSink(job string, out *sinkOutput) {
 				k := tp{r.GetTopic(), r.GetPartition()}
 				var expected, written int
 				for off := r.GetFromOffset(); off < r.GetUntilOffset(); off++ {
-					n, ok := m.mirror.get(k, off)
-					total, es := lookup(inc, k, off)
-					if !ok || n < 0 || !kind.keep(n) {
-						if total > 0 {
-							wrong += int64(total)
-							note("%s/%d (n %d, filtered out) written %d times by dropped batch %d", k, off, n, total, d.GetId())
-						}
-						continue
+					kept, w := check(k, off, d.GetId(), "dropped batch")
+					if kept {
+						expected++
 					}
-					expected++
-					if total > 0 {
+					if w {
 						written++
-					}
-					if total > 1 {
-						dup += int64(total - 1)
-						note("%s/%d of dropped batch %d written %d times", k, off, d.GetId(), total)
-					}
-					for _, e := range es {
-						for i, eb := range e.batches {
-							if eb != d.GetId() || e.ns[i] != n {
-								wrong++
-								note("%s/%d of dropped batch %d written with sluice-batch %d and n %d, want n %d", k, off, d.GetId(), eb, e.ns[i], n)
-							}
-						}
 					}
 				}
 				if written > 0 && written < expected {
@@ -742,33 +716,38 @@ func (m *tortureModel) checkSink(job string, out *sinkOutput) {
 	}
 	var strays []string
 	var nstray int64
-	for _, ok := range slices.SortedFunc(maps.Keys(out.entries), func(a, b outKey) int {
-		return strings.Compare(fmt.Sprintf("%s %s %012d", a.tag, a.src, a.off), fmt.Sprintf("%s %s %012d", b.tag, b.src, b.off))
-	}) {
-		if visited[ok] || !strings.HasPrefix(ok.tag, job+"-g") {
-			continue
+	out.unseen(func(k outKey, recs []outRec) {
+		if !strings.HasPrefix(k.tag, job+"-g") {
+			return
 		}
-		e := out.entries[ok]
-		nstray += int64(e.count)
+		nstray += int64(len(recs))
 		if len(strays) < 10 {
 			owner := "no incarnation"
-			if o := tagOwner[ok.tag]; o != nil {
+			if o := tagOwner[k.tag]; o != nil {
 				owner = fmt.Sprintf("incarnation %d", o.n)
 			}
-			strays = append(strays, fmt.Sprintf("%s %s/%d sluice-batch %v (%s)", ok.tag, ok.src, ok.off, e.batches, owner))
+			strays = append(strays, fmt.Sprintf("%s %s/%d sluice-batch %v (%s)", k.tag, k.src, k.off, recBatches(recs), owner))
 		}
-	}
+	})
 	if nstray > 0 {
 		m.wrong += nstray
 		m.report(job, "wrong", "%d output records outside every range an incarnation planned: %s", nstray, strings.Join(strays, "; "))
 	}
+	if len(out.bad) > 0 {
+		m.wrong += int64(len(out.bad))
+		m.report(job, "wrong", "%d output records with a key that does not go with their value: %s", len(out.bad), strings.Join(out.bad[:min(len(out.bad), 5)], "; "))
+	}
+	if len(out.odd) > 0 {
+		m.wrong += int64(len(out.odd))
+		m.report(job, "wrong", "%d output records without a source, batch or tag header: %s", len(out.odd), strings.Join(out.odd[:min(len(out.odd), 5)], "; "))
+	}
 }
 
-func entryBatches(es []*outEntry) []int64 {
-	var out []int64
-	for _, e := range es {
-		out = append(out, e.batches...)
+func recBatches(recs []outRec) []int64 {
+	out := make([]int64, len(recs))
+	for i, r := range recs {
+		out[i] = r.batch
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	slices.Sort(out)
 	return out
 }

@@ -223,7 +223,7 @@ func TestTorture(t *testing.T) {
 		model.mu.Unlock()
 	}
 	if out == nil {
-		out = &sinkOutput{entries: map[outKey]*outEntry{}}
+		out = newSinkOutput()
 	}
 	model.mu.Lock()
 	model.drainPending(true)
@@ -252,7 +252,7 @@ func TestTorture(t *testing.T) {
 		produced += e
 	}
 	summary := fmt.Sprintf("torture: seed %d, %s: operations %v; faults %v; %d records, %d batches committed, %d collect results checked, %d incarnations, %d sink output records; lost %d, duplicated %d, wrong %d, anomalies %d",
-		seed, duration, h.counts(), nem.counts, produced, model.commits, model.checked, nincs, len(out.entries), model.lost, model.dup, model.wrong, len(model.anomalies))
+		seed, duration, h.counts(), nem.counts, produced, model.commits, model.checked, nincs, out.records, model.lost, model.dup, model.wrong, len(model.anomalies))
 	fmt.Println(summary)
 	done = true
 	if len(model.anomalies) > 0 || model.lost+model.dup+model.wrong > 0 {
@@ -378,15 +378,16 @@ func checkPublicResults(t *testing.T, m *tortureModel, c interface {
 			continue
 		}
 		m.mu.Lock()
-		jm := m.jobs[k.name]
-		inc := jm.cur
-		m.mu.Unlock()
+		inc := m.jobs[k.name].cur
 		if inc == nil || len(inc.batches) == 0 {
+			m.mu.Unlock()
 			continue
 		}
+		start, end, firstID, n := maps.Clone(inc.start), maps.Clone(inc.end), inc.batches[0].id, inc.n
+		m.mu.Unlock()
 		want := map[string]*aggTruth{}
-		for key, from := range inc.start {
-			for off := from; off < inc.end[key]; off++ {
+		for key, from := range start {
+			for off := from; off < end[key]; off++ {
 				n, _ := m.mirror.get(key, off)
 				if n < 0 || !k.keep(n) {
 					continue
@@ -403,7 +404,7 @@ func checkPublicResults(t *testing.T, m *tortureModel, c interface {
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		resp, err := c.Results(ctx, k.name, inc.batches[0].id, 0, true)
+		resp, err := c.Results(ctx, k.name, firstID, 0, true)
 		cancel()
 		m.mu.Lock()
 		switch {
@@ -430,7 +431,7 @@ func checkPublicResults(t *testing.T, m *tortureModel, c interface {
 			}
 			if len(diffs) > 0 {
 				m.report(k.name, "wrong", "GetResults merged from batch %d (incarnation %d) differs from the ground truth of %s..%s: %s",
-					inc.batches[0].id, inc.n, fmtOffsets(inc.start), fmtOffsets(inc.end), strings.Join(diffs, "; "))
+					firstID, n, fmtOffsets(start), fmtOffsets(end), strings.Join(diffs, "; "))
 			}
 		}
 		m.mu.Unlock()
@@ -505,5 +506,3 @@ func checkInfra(m *tortureModel, mirror *sourceMirror, producers []*tProducer, n
 	}
 	nem.mu.Unlock()
 }
-
-
