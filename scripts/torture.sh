@@ -4,8 +4,10 @@
 # reset, delete and resubmit) while coordinators and workers are killed and
 # frozen and the broker goes down, then a check of every job incarnation
 # against the ground truth. Usage: scripts/torture.sh [duration, default 30m]
-# [seed]. The full log goes to .tmp/torture-<time>.log; on failure it holds
-# the seed, the anomalies and the operation history, and names the
+# [seed]. TORTURE_RATE (records/s per source topic) and TORTURE_SKIP
+# (operations to leave out, e.g. delete,reset) pass through. The full log
+# goes to .tmp/torture-<time>.log; on failure it holds the seed, the
+# anomalies, every job incarnation and the operation history, and names the
 # directory where the processes' logs are kept.
 set -o errexit -o nounset -o pipefail
 
