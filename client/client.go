@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -125,10 +126,58 @@ func (c *Client) Batches(ctx context.Context, job string, limit int) ([]*sluicev
 	return resp.GetBatches(), err
 }
 
-// Results reads the collect results of batches from..to (0 = unbounded),
-// and their merged per-key totals when merge is set.
+// Results reads the collect results of the retained batches from..to (0 =
+// unbounded), every page of them, and their merged per-key totals when
+// merge is set. Batches pruned by the coordinator's retention
+// (--keep-batches, --keep-bytes) are missing from both: the response's
+// pruned field says so. AllResults reads the pages without holding them.
 func (c *Client) Results(ctx context.Context, job string, from, to int64, merge bool) (*sluicev1.GetResultsResponse, error) {
-	return c.jobs.GetResults(ctx, &sluicev1.GetResultsRequest{Job: job, FromBatchId: from, ToBatchId: to, Merge: merge})
+	var results []*sluicev1.BatchResult
+	resp, err := c.AllResults(ctx, &sluicev1.GetResultsRequest{Job: job, FromBatchId: from, ToBatchId: to, Merge: merge}, func(r *sluicev1.BatchResult) error {
+		results = append(results, r)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp.Results = results
+	return resp, nil
+}
+
+// AllResults follows the pages of req (next_from_batch_id), calling fn with
+// each result, oldest first, until fn returns an error. It returns the first
+// page's answer without its results: merged (which covers every selected
+// retained batch), pruned and oldest_retained_batch_id.
+func (c *Client) AllResults(ctx context.Context, req *sluicev1.GetResultsRequest, fn func(*sluicev1.BatchResult) error) (*sluicev1.GetResultsResponse, error) {
+	req = proto.Clone(req).(*sluicev1.GetResultsRequest)
+	var first *sluicev1.GetResultsResponse
+	for {
+		resp, err := c.jobs.GetResults(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range resp.GetResults() {
+			if err := fn(r); err != nil {
+				return nil, err
+			}
+		}
+		if first == nil {
+			first = resp
+			// The totals came with the first page; the next pages need not
+			// merge everything again.
+			req.Merge = false
+		}
+		next := resp.GetNextFromBatchId()
+		if next == 0 {
+			break
+		}
+		if next <= req.GetFromBatchId() {
+			return nil, fmt.Errorf("client: results of %s: next page from batch %d does not advance past %d", req.GetJob(), next, req.GetFromBatchId())
+		}
+		req.FromBatchId = next
+	}
+	first.Results, first.NextFromBatchId = nil, 0
+	return first, nil
 }
 
 // Offsets reads a job's committed offsets and lag.

@@ -51,7 +51,11 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	// MaxRequestBytes bounds one etcd transaction; default 1.4 MiB.
 	MaxRequestBytes int
-	Logger          hclog.Logger
+	// KafkaAdminClients bounds the Kafka admin clients kept, one per
+	// cluster and client properties; the least recently used is closed.
+	// Default (0) kafkasrc.DefaultAdminCapacity.
+	KafkaAdminClients int
+	Logger            hclog.Logger
 	// Hooks are failure points for tests.
 	Hooks Hooks
 }
@@ -116,8 +120,16 @@ func New(cfg Config) (*Coordinator, error) {
 		logger:     logger,
 		store:      offsetstore.New(cfg.Etcd, offsetstore.Options{Prefix: cfg.Prefix, MaxRequestBytes: cfg.MaxRequestBytes}),
 		dispatcher: newDispatcher(logger.Named("dispatch")),
-		admins:     kafkasrc.NewAdminPool(logger.Named("kafka")),
+		admins:     newAdminPool(cfg, logger),
 	}, nil
+}
+
+func newAdminPool(cfg Config, logger hclog.Logger) *kafkasrc.AdminPool {
+	var opts []kafkasrc.Option
+	if cfg.KafkaAdminClients > 0 {
+		opts = append(opts, kafkasrc.WithCapacity(cfg.KafkaAdminClients))
+	}
+	return kafkasrc.NewAdminPool(logger.Named("kafka"), opts...)
 }
 
 // Store is the coordinator's (unfenced) view of the state in etcd.
@@ -247,7 +259,8 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 	}
 	// A job that stops leaves no open transaction behind: a task in flight
 	// is fenced and its transaction aborted.
-	stopAndAbort := func(spec *sluicev1.JobSpec) {
+	stopAndAbort := func(job *sluicev1.Job) {
+		spec := job.GetSpec()
 		stop(spec.GetName())
 		if !jobspec.Transactional(spec) {
 			return
@@ -257,7 +270,7 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 			defer aborts.Done()
 			actx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
-			aborted, err := c.abortTransactions(actx, spec)
+			aborted, err := c.abortTransactions(actx, job)
 			if err != nil {
 				c.logger.Warn("could not abort the transactions of a stopped job", "job", spec.GetName(), "error", err)
 				return
@@ -271,7 +284,7 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 		name := job.GetSpec().GetName()
 		h, ok := runners[name]
 		if job.GetState() != sluicev1.JobState_JOB_STATE_RUNNING {
-			stopAndAbort(job.GetSpec())
+			stopAndAbort(job)
 			return
 		}
 		if ok && proto.Equal(h.spec, job.GetSpec()) && h.incarnation == job.GetIncarnation() {
@@ -306,7 +319,7 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 				if ev.Type == clientv3.EventTypeDelete {
 					prev := &sluicev1.Job{}
 					if ev.PrevKv != nil && proto.Unmarshal(ev.PrevKv.Value, prev) == nil && prev.GetSpec() != nil {
-						stopAndAbort(prev.GetSpec())
+						stopAndAbort(prev)
 					} else {
 						stop(name)
 					}

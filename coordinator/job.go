@@ -184,32 +184,16 @@ func (r *jobRunner) recheckPlanned(ctx context.Context, b *sluicev1.Batch, rev i
 	if err != nil {
 		return 0, err
 	}
-	var kept []*sluicev1.OffsetRange
-	var losses []*sluicev1.DataLoss
-	for _, rg := range b.GetRanges() {
-		e := earliest[kafkasrc.TopicPartition{Topic: rg.GetTopic(), Partition: rg.GetPartition()}]
-		if rg.GetFromOffset() >= e {
-			kept = append(kept, rg)
-			continue
-		}
-		until := min(e, rg.GetUntilOffset())
-		loss := &sluicev1.DataLoss{
-			Topic: rg.GetTopic(), Partition: rg.GetPartition(), FromOffset: rg.GetFromOffset(), UntilOffset: until,
-			Reason: fmt.Sprintf("offsets %d to %d of planned batch %d were deleted (log start is now %d) before they were read", rg.GetFromOffset(), until-1, b.GetId(), e),
-		}
-		if r.failOnDataLoss() {
-			return 0, jobFailure("data loss on %s/%d: %s (set source.fail_on_data_loss false to skip lost offsets)", loss.GetTopic(), loss.GetPartition(), loss.GetReason())
-		}
-		losses = append(losses, loss)
-		if until < rg.GetUntilOffset() {
-			kept = append(kept, &sluicev1.OffsetRange{Topic: rg.GetTopic(), Partition: rg.GetPartition(), FromOffset: until, UntilOffset: rg.GetUntilOffset()})
-		}
-	}
+	kept, losses := cutDeleted(b, toKeyMap(earliest))
 	if len(losses) == 0 {
 		return rev, nil
 	}
+	if r.failOnDataLoss() {
+		l := losses[0]
+		return 0, jobFailure("data loss on %s/%d: %s (set source.fail_on_data_loss false to skip lost offsets)", l.GetTopic(), l.GetPartition(), l.GetReason())
+	}
 	b.Ranges = kept
-	b.DataLoss = append(b.DataLoss, losses...)
+	b.DataLoss = mergeLosses(append(b.DataLoss, losses...))
 	r.logger.Warn("planned batch lost offsets to retention; skipping them", "batch", b.GetId(), "losses", len(losses))
 	return r.store.UpdatePlan(ctx, b, rev)
 }
@@ -503,8 +487,9 @@ func (r *jobRunner) mirrorOffsets(ctx context.Context, offs *sluicev1.CommittedO
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := admin.CommitGroupOffsets(ctx, kafkasrc.GroupID(r.name), m); err != nil && ctx.Err() == nil {
-		r.logger.Warn("could not mirror offsets to the Kafka consumer group", "group", kafkasrc.GroupID(r.name), "error", err)
+	group := jobspec.GroupID(r.name, r.incarnation)
+	if err := admin.CommitGroupOffsets(ctx, group, m); err != nil && ctx.Err() == nil {
+		r.logger.Warn("could not mirror offsets to the Kafka consumer group", "group", group, "error", err)
 	}
 }
 

@@ -3,8 +3,13 @@ package coordinator
 import (
 	"fmt"
 	"math"
+	"math/bits"
+	"slices"
 	"sort"
+	"strings"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
@@ -55,40 +60,69 @@ func planRanges(parts []partitionState, lim limits) ([]*sluicev1.OffsetRange, er
 			return nil, fmt.Errorf("partition %s: latest offset %d is below committed offset %d (topic recreated or truncated)",
 				p.partitionKey, p.Latest, p.From)
 		}
-		totalLag += p.Latest - p.From
+		totalLag = addSat(totalLag, subSat(p.Latest, p.From))
 	}
 
 	var perPartition int64 = math.MaxInt64
 	if lim.MaxRatePerPartition > 0 {
 		// Integer milliseconds: float seconds would make 100/s x 290ms 28.99 records.
-		perPartition = max(lim.MaxRatePerPartition*lim.Interval.Milliseconds()/1000, 1)
+		perPartition = max(mulDivSat(lim.MaxRatePerPartition, lim.Interval.Milliseconds(), 1000), 1)
 	}
 
 	var ranges []*sluicev1.OffsetRange
 	for _, p := range sorted {
-		lag := p.Latest - p.From
+		lag := subSat(p.Latest, p.From)
 		if lag == 0 {
 			continue
 		}
 		n := min(lag, perPartition)
 		if lim.MaxRecordsPerBatch > 0 && totalLag > lim.MaxRecordsPerBatch {
-			share := float64(lim.MaxRecordsPerBatch) * float64(lag) / float64(totalLag)
-			// Ceil a share below one so that a small partition is never starved.
-			if share < 1 {
-				share = math.Ceil(share)
-			} else {
-				share = math.Floor(share)
-			}
-			n = min(n, int64(share))
-		}
-		if n <= 0 {
-			continue
+			// The share in proportion to the lag, exactly (no float rounding
+			// past 2^53); a share below one is one, so that a small partition
+			// is never starved.
+			n = min(n, max(mulDivSat(lim.MaxRecordsPerBatch, lag, totalLag), 1))
 		}
 		ranges = append(ranges, &sluicev1.OffsetRange{
 			Topic: p.Topic, Partition: p.Partition, FromOffset: p.From, UntilOffset: p.From + n,
 		})
 	}
 	return ranges, nil
+}
+
+// addSat is a+b for non-negative a and b, saturating at math.MaxInt64.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// subSat is a-b for a >= b, saturating at math.MaxInt64 (a offset far
+// above a negative one).
+func subSat(a, b int64) int64 {
+	d := a - b
+	if d < 0 {
+		return math.MaxInt64
+	}
+	return d
+}
+
+// mulDivSat is a*b/c for non-negative a and b and positive c, computed on
+// 128 bits and saturating at math.MaxInt64: a rate of 1e18 records per
+// second times a batch interval must cap a range, not wrap negative.
+func mulDivSat(a, b, c int64) int64 {
+	if a <= 0 || b <= 0 || c <= 0 {
+		return 0
+	}
+	hi, lo := bits.Mul64(uint64(a), uint64(b))
+	if hi >= uint64(c) {
+		return math.MaxInt64 // the quotient needs more than 64 bits
+	}
+	q, _ := bits.Div64(hi, lo, uint64(c))
+	if q > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(q)
 }
 
 // startingOffsets resolves where a new job starts on every known partition.
@@ -162,7 +196,7 @@ func findDataLoss(states []partitionState) ([]partitionState, []*sluicev1.DataLo
 		}
 		out[i] = p
 	}
-	return out, losses
+	return out, mergeLosses(losses)
 }
 
 // advanceOffsets returns the offsets after a batch: a partition with data
@@ -207,4 +241,104 @@ func offsetMap(offs *sluicev1.CommittedOffsets) map[partitionKey]int64 {
 		m[partitionKey{po.GetTopic(), po.GetPartition()}] = po.GetOffset()
 	}
 	return m
+}
+
+// cutDeleted applies the log start offsets Kafka reports now to a planned
+// batch about to be re-run (the job was stopped or down past the
+// retention): a range whose start was deleted starts at the log start
+// instead, or is dropped when all of it was deleted. Each cut yields a
+// DataLoss up to the log start itself, not only to the range's end: the
+// offsets between the range's end and the log start are gone too, and
+// reporting them here keeps the loss one span instead of a second one in
+// the next batch. The batch is not modified.
+func cutDeleted(b *sluicev1.Batch, earliest map[partitionKey]int64) (kept []*sluicev1.OffsetRange, losses []*sluicev1.DataLoss) {
+	for _, rg := range b.GetRanges() {
+		e := earliest[partitionKey{rg.GetTopic(), rg.GetPartition()}]
+		if rg.GetFromOffset() >= e {
+			kept = append(kept, rg)
+			continue
+		}
+		losses = append(losses, &sluicev1.DataLoss{
+			Topic: rg.GetTopic(), Partition: rg.GetPartition(), FromOffset: rg.GetFromOffset(), UntilOffset: e,
+			Reason: fmt.Sprintf("offsets %d to %d were deleted (log start is now %d) before planned batch %d read them",
+				rg.GetFromOffset(), e-1, e, b.GetId()),
+		})
+		if e < rg.GetUntilOffset() {
+			kept = append(kept, &sluicev1.OffsetRange{Topic: rg.GetTopic(), Partition: rg.GetPartition(), FromOffset: e, UntilOffset: rg.GetUntilOffset()})
+		}
+	}
+	return kept, losses
+}
+
+// mergeLosses merges the data loss spans of one partition that overlap or
+// touch ([500,687) and [687,700) are [500,700)), which is what a user wants
+// to read; the merged span's reason joins the distinct reasons. The result
+// is sorted by topic and partition. A span that goes backwards (until below
+// from: the topic was recreated and reading restarts lower) is kept as it
+// is, and within a partition that has one the order of the spans is kept,
+// since the last span says where reading resumes. The input is not
+// modified.
+func mergeLosses(losses []*sluicev1.DataLoss) []*sluicev1.DataLoss {
+	if len(losses) == 0 {
+		return losses
+	}
+	byPart := map[partitionKey][]*sluicev1.DataLoss{}
+	var order []partitionKey
+	for _, l := range losses {
+		pk := partitionKey{l.GetTopic(), l.GetPartition()}
+		if _, ok := byPart[pk]; !ok {
+			order = append(order, pk)
+		}
+		byPart[pk] = append(byPart[pk], l)
+	}
+	sort.Slice(order, func(i, j int) bool {
+		if order[i].Topic != order[j].Topic {
+			return order[i].Topic < order[j].Topic
+		}
+		return order[i].Partition < order[j].Partition
+	})
+	forward := func(l *sluicev1.DataLoss) bool { return l.GetFromOffset() <= l.GetUntilOffset() }
+	out := make([]*sluicev1.DataLoss, 0, len(losses))
+	for _, pk := range order {
+		spans := append([]*sluicev1.DataLoss(nil), byPart[pk]...)
+		allForward := true
+		for _, l := range spans {
+			allForward = allForward && forward(l)
+		}
+		if allForward {
+			sort.SliceStable(spans, func(i, j int) bool { return spans[i].GetFromOffset() < spans[j].GetFromOffset() })
+		}
+		var merged []*sluicev1.DataLoss
+		for _, l := range spans {
+			if n := len(merged); n > 0 {
+				prev := merged[n-1]
+				if forward(prev) && forward(l) && l.GetFromOffset() <= prev.GetUntilOffset() && prev.GetFromOffset() <= l.GetUntilOffset() {
+					merged[n-1] = &sluicev1.DataLoss{
+						Topic: pk.Topic, Partition: pk.Partition,
+						FromOffset:  min(prev.GetFromOffset(), l.GetFromOffset()),
+						UntilOffset: max(prev.GetUntilOffset(), l.GetUntilOffset()),
+						Reason:      joinReasons(prev.GetReason(), l.GetReason()),
+					}
+					continue
+				}
+			}
+			merged = append(merged, proto.Clone(l).(*sluicev1.DataLoss))
+		}
+		out = append(out, merged...)
+	}
+	return out
+}
+
+// joinReasons joins two reasons (each possibly already joined), each once.
+func joinReasons(a, b string) string {
+	if a == "" {
+		return b
+	}
+	have := strings.Split(a, "; ")
+	for _, r := range strings.Split(b, "; ") {
+		if r != "" && !slices.Contains(have, r) {
+			have = append(have, r)
+		}
+	}
+	return strings.Join(have, "; ")
 }

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"flag"
 	"fmt"
+	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -471,6 +472,273 @@ func TestAdvanceOffsets(t *testing.T) {
 			}
 			if tc.prev != nil && !proto.Equal(tc.prev, before) {
 				t.Errorf("advanceOffsets modified prev: %v, want %v", tc.prev, before)
+			}
+		})
+	}
+}
+
+// TestPlanRangesOverflow: limits near math.MaxInt64 cap ranges as if they
+// were unlimited; they never wrap into negative or empty ranges.
+func TestPlanRangesOverflow(t *testing.T) {
+	const maxI = math.MaxInt64
+	tests := []struct {
+		name  string
+		parts []partitionState
+		lim   limits
+		want  []string
+	}{
+		{
+			name:  "huge rate times a long interval",
+			parts: []partitionState{partState("a", 0, 0, 1000)},
+			lim:   limits{Interval: 24 * time.Hour, MaxRatePerPartition: maxI},
+			want:  []string{"a/0 [0, 1000)"},
+		},
+		{
+			name:  "rate times interval just above MaxInt64",
+			parts: []partitionState{partState("a", 0, 5, 2000)},
+			lim:   limits{Interval: 1001 * time.Millisecond, MaxRatePerPartition: maxI / 1000},
+			want:  []string{"a/0 [5, 2000)"},
+		},
+		{
+			name:  "rate times interval near the top stays exact",
+			parts: []partitionState{partState("a", 0, 0, maxI)},
+			lim:   limits{Interval: 500 * time.Millisecond, MaxRatePerPartition: maxI / 2},
+			want:  []string{fmt.Sprintf("a/0 [0, %d)", int64(maxI/2)/2)},
+		},
+		{
+			name:  "huge batch limit with huge lags",
+			parts: []partitionState{partState("a", 0, 0, maxI), partState("a", 1, 0, maxI-1), partState("b", 0, 10, 20)},
+			lim:   limits{Interval: time.Second, MaxRecordsPerBatch: maxI - 5},
+			// Lags add up past MaxInt64 (saturated): the split stays in proportion.
+			want: []string{fmt.Sprintf("a/0 [0, %d)", int64(maxI-5)), fmt.Sprintf("a/1 [0, %d)", int64(maxI-6)), "b/0 [10, 19)"},
+		},
+		{
+			// float64 makes a/1's share 3.0; exactly it is 2.99...: 2.
+			name:  "batch limit split exactly where float64 would round",
+			parts: []partitionState{partState("a", 0, 0, 1<<60), partState("a", 1, 0, 3)},
+			lim:   limits{Interval: time.Second, MaxRecordsPerBatch: 1<<60 + 1},
+			want:  []string{fmt.Sprintf("a/0 [0, %d)", int64(1<<60)-2), "a/1 [0, 2)"},
+		},
+		{
+			name:  "offsets near MaxInt64",
+			parts: []partitionState{partState("a", 0, maxI-10, maxI)},
+			lim:   limits{Interval: time.Hour, MaxRatePerPartition: maxI, MaxRecordsPerBatch: maxI},
+			want:  []string{fmt.Sprintf("a/0 [%d, %d)", int64(maxI-10), int64(maxI))},
+		},
+		{
+			name:  "huge rate with a batch limit",
+			parts: []partitionState{partState("a", 0, 0, 100), partState("a", 1, 0, 300)},
+			lim:   limits{Interval: time.Hour, MaxRatePerPartition: maxI, MaxRecordsPerBatch: 200},
+			want:  []string{"a/0 [0, 50)", "a/1 [0, 150)"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := planRanges(tc.parts, tc.lim)
+			if err != nil {
+				t.Fatalf("planRanges(%v, %+v) = %v", tc.parts, tc.lim, err)
+			}
+			if gs := rangeStrings(t, got); !reflect.DeepEqual(gs, tc.want) {
+				t.Errorf("planRanges(%v, %+v) = %q, want %q", tc.parts, tc.lim, gs, tc.want)
+			}
+			for _, r := range got {
+				if r.GetUntilOffset() <= r.GetFromOffset() {
+					t.Errorf("range %v is empty or negative", r)
+				}
+			}
+		})
+	}
+}
+
+func TestMulDivSat(t *testing.T) {
+	const maxI = math.MaxInt64
+	tests := []struct{ a, b, c, want int64 }{
+		{100, 290, 1000, 29},
+		{maxI, 1000, 1000, maxI},
+		{maxI, maxI, 1, maxI},
+		{maxI, maxI, maxI, maxI},
+		{maxI, 2, 4, maxI / 2},
+		{maxI - 1, maxI - 2, maxI, maxI - 3}, // (m-1)(m-2)/m = m-3 + 2/m
+		{0, 5, 1, 0},
+		{5, 0, 1, 0},
+		{-1, 5, 1, 0},
+	}
+	for _, tc := range tests {
+		if got := mulDivSat(tc.a, tc.b, tc.c); got != tc.want {
+			t.Errorf("mulDivSat(%d, %d, %d) = %d, want %d", tc.a, tc.b, tc.c, got, tc.want)
+		}
+	}
+}
+
+func lossStrings(ls []*sluicev1.DataLoss) []string {
+	out := make([]string, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, fmt.Sprintf("%s/%d [%d, %d) %s", l.GetTopic(), l.GetPartition(), l.GetFromOffset(), l.GetUntilOffset(), l.GetReason()))
+	}
+	return out
+}
+
+func TestMergeLosses(t *testing.T) {
+	loss := func(topic string, p int32, from, until int64, reason string) *sluicev1.DataLoss {
+		return &sluicev1.DataLoss{Topic: topic, Partition: p, FromOffset: from, UntilOffset: until, Reason: reason}
+	}
+	tests := []struct {
+		name string
+		in   []*sluicev1.DataLoss
+		want []string
+	}{
+		{name: "none", in: nil, want: []string{}},
+		{
+			name: "adjacent spans become one, reasons joined",
+			in:   []*sluicev1.DataLoss{loss("replay", 2, 500, 687, "r1"), loss("replay", 2, 687, 700, "r2")},
+			want: []string{"replay/2 [500, 700) r1; r2"},
+		},
+		{
+			name: "adjacent in reverse order",
+			in:   []*sluicev1.DataLoss{loss("t", 0, 687, 700, "r2"), loss("t", 0, 500, 687, "r1")},
+			want: []string{"t/0 [500, 700) r1; r2"},
+		},
+		{
+			name: "overlapping with the same reason",
+			in:   []*sluicev1.DataLoss{loss("t", 0, 10, 50, "gone"), loss("t", 0, 40, 60, "gone")},
+			want: []string{"t/0 [10, 60) gone"},
+		},
+		{
+			name: "contained",
+			in:   []*sluicev1.DataLoss{loss("t", 0, 10, 100, "a"), loss("t", 0, 20, 30, "b")},
+			want: []string{"t/0 [10, 100) a; b"},
+		},
+		{
+			name: "a gap keeps two spans",
+			in:   []*sluicev1.DataLoss{loss("t", 0, 10, 20, "a"), loss("t", 0, 21, 30, "b")},
+			want: []string{"t/0 [10, 20) a", "t/0 [21, 30) b"},
+		},
+		{
+			name: "three spans out of order chain into one",
+			in:   []*sluicev1.DataLoss{loss("t", 0, 500, 600, "a"), loss("t", 0, 700, 800, "c"), loss("t", 0, 600, 700, "b")},
+			want: []string{"t/0 [500, 800) a; b; c"},
+		},
+		{
+			name: "other partitions and topics are not merged, result sorted",
+			in: []*sluicev1.DataLoss{
+				loss("t", 1, 687, 700, "x"), loss("s", 0, 0, 5, "y"), loss("t", 0, 500, 687, "z"), loss("t", 1, 600, 687, "w"),
+			},
+			want: []string{"s/0 [0, 5) y", "t/0 [500, 687) z", "t/1 [600, 700) w; x"},
+		},
+		{
+			name: "a joined reason is not repeated",
+			in:   []*sluicev1.DataLoss{loss("t", 0, 0, 10, "a; b"), loss("t", 0, 10, 20, "b")},
+			want: []string{"t/0 [0, 20) a; b"},
+		},
+		{
+			name: "a backwards span (topic recreated) is kept with its order",
+			in:   []*sluicev1.DataLoss{loss("t", 0, 500, 0, "recreated"), loss("t", 0, 0, 30, "deleted"), loss("t", 0, 30, 40, "more")},
+			want: []string{"t/0 [500, 0) recreated", "t/0 [0, 40) deleted; more"},
+		},
+		{
+			name: "an empty span touching another is absorbed",
+			in:   []*sluicev1.DataLoss{loss("t", 0, 10, 20, "a"), loss("t", 0, 20, 20, "a")},
+			want: []string{"t/0 [10, 20) a"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var before []*sluicev1.DataLoss
+			for _, l := range tc.in {
+				before = append(before, proto.Clone(l).(*sluicev1.DataLoss))
+			}
+			got := lossStrings(mergeLosses(tc.in))
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("mergeLosses(%q) = %q, want %q", lossStrings(tc.in), got, tc.want)
+			}
+			for i := range tc.in {
+				if !proto.Equal(tc.in[i], before[i]) {
+					t.Errorf("mergeLosses modified its input: %v, want %v", tc.in[i], before[i])
+				}
+			}
+		})
+	}
+}
+
+// TestCutDeleted: a planned batch re-run after Kafka deleted part of its
+// ranges. The loss reaches the log start even past the range's end, so that
+// the offsets move there with this batch and the next plan finds no second
+// span: TestDataLossInReplayedBatch once read [500,687) + [687,700) where
+// one span [500,700) was lost.
+func TestCutDeleted(t *testing.T) {
+	or := func(p int32, from, until int64) *sluicev1.OffsetRange {
+		return &sluicev1.OffsetRange{Topic: "replay", Partition: p, FromOffset: from, UntilOffset: until}
+	}
+	tests := []struct {
+		name       string
+		ranges     []*sluicev1.OffsetRange
+		earliest   map[partitionKey]int64
+		wantKept   []string
+		wantLosses []string
+		wantOffs   map[partitionKey]int64 // after the batch commits
+	}{
+		{
+			name:       "nothing deleted",
+			ranges:     []*sluicev1.OffsetRange{or(0, 500, 687), or(2, 500, 687)},
+			earliest:   map[partitionKey]int64{{"replay", 0}: 0, {"replay", 2}: 500},
+			wantKept:   []string{"replay/0 [500, 687)", "replay/2 [500, 687)"},
+			wantLosses: []string{},
+			wantOffs:   map[partitionKey]int64{{"replay", 0}: 687, {"replay", 2}: 687},
+		},
+		{
+			name:       "deleted past the range's end",
+			ranges:     []*sluicev1.OffsetRange{or(0, 500, 687), or(2, 500, 687)},
+			earliest:   map[partitionKey]int64{{"replay", 0}: 0, {"replay", 2}: 700},
+			wantKept:   []string{"replay/0 [500, 687)"},
+			wantLosses: []string{"replay/2 [500, 700) offsets 500 to 699 were deleted (log start is now 700) before planned batch 7 read them"},
+			wantOffs:   map[partitionKey]int64{{"replay", 0}: 687, {"replay", 2}: 700},
+		},
+		{
+			name:       "deleted inside the range",
+			ranges:     []*sluicev1.OffsetRange{or(2, 500, 687)},
+			earliest:   map[partitionKey]int64{{"replay", 2}: 600},
+			wantKept:   []string{"replay/2 [600, 687)"},
+			wantLosses: []string{"replay/2 [500, 600) offsets 500 to 599 were deleted (log start is now 600) before planned batch 7 read them"},
+			wantOffs:   map[partitionKey]int64{{"replay", 2}: 687},
+		},
+		{
+			name:       "deleted exactly to the range's end",
+			ranges:     []*sluicev1.OffsetRange{or(2, 500, 687)},
+			earliest:   map[partitionKey]int64{{"replay", 2}: 687},
+			wantKept:   []string{},
+			wantLosses: []string{"replay/2 [500, 687) offsets 500 to 686 were deleted (log start is now 687) before planned batch 7 read them"},
+			wantOffs:   map[partitionKey]int64{{"replay", 2}: 687},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &sluicev1.Batch{Job: "j", Id: 7, Ranges: tc.ranges}
+			before := proto.Clone(b)
+			kept, losses := cutDeleted(b, tc.earliest)
+			if got := rangeStrings(t, kept); !reflect.DeepEqual(got, tc.wantKept) {
+				t.Errorf("kept = %q, want %q", got, tc.wantKept)
+			}
+			if got := lossStrings(losses); !reflect.DeepEqual(got, tc.wantLosses) {
+				t.Errorf("losses = %q, want %q", got, tc.wantLosses)
+			}
+			if !proto.Equal(b, before) {
+				t.Errorf("cutDeleted modified the batch: %v, want %v", b, before)
+			}
+			prev := &sluicev1.CommittedOffsets{BatchId: 6}
+			for _, rg := range tc.ranges {
+				prev.Offsets = append(prev.Offsets, &sluicev1.PartitionOffset{Topic: rg.GetTopic(), Partition: rg.GetPartition(), Offset: rg.GetFromOffset()})
+			}
+			after := offsetMap(advanceOffsets(prev, losses, kept, 7))
+			if !reflect.DeepEqual(after, tc.wantOffs) {
+				t.Errorf("offsets after the batch = %v, want %v", after, tc.wantOffs)
+			}
+			// The next plan finds no further loss.
+			var states []partitionState
+			for pk, off := range after {
+				states = append(states, partitionState{partitionKey: pk, From: off, Earliest: tc.earliest[pk], Latest: 1000})
+			}
+			if _, more := findDataLoss(states); len(more) != 0 {
+				t.Errorf("next plan finds more data loss: %q", lossStrings(more))
 			}
 		})
 	}

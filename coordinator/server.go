@@ -64,23 +64,27 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 	now := timestamppb.Now()
 	job := &sluicev1.Job{Spec: spec, State: sluicev1.JobState_JOB_STATE_RUNNING, CreateTime: now, UpdateTime: now}
 	if !req.GetUpdate() {
+		job.Incarnation = jobspec.NewIncarnation()
 		if err := s.c.store.CreateJob(ctx, job); err != nil {
 			if errors.Is(err, offsetstore.ErrExists) {
 				return nil, status.Errorf(codes.AlreadyExists, "job %q exists; set update to replace its spec (its offsets are kept)", spec.GetName())
 			}
 			return nil, toStatus(err)
 		}
-		return &sluicev1.SubmitJobResponse{Job: job}, nil
+		return &sluicev1.SubmitJobResponse{Job: s.withProgress(ctx, job)}, nil
 	}
 	old, err := s.c.store.Job(ctx, spec.GetName())
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	// An update keeps the incarnation: the offsets, and the Kafka group and
+	// transactional ids that go with them, are the same job's.
 	job.CreateTime = old.Value.GetCreateTime()
+	job.Incarnation = old.Value.GetIncarnation()
 	if err := s.c.store.UpdateJob(ctx, job, old.ModRevision); err != nil {
 		return nil, toStatus(err)
 	}
-	return &sluicev1.SubmitJobResponse{Job: job}, nil
+	return &sluicev1.SubmitJobResponse{Job: s.withProgress(ctx, job)}, nil
 }
 
 // checkTransactionTimeout refuses a transactional Kafka sink whose
@@ -128,7 +132,7 @@ func (s *jobServer) ListTransactions(ctx context.Context, req *sluicev1.ListTran
 	if !jobspec.Transactional(v.Value.GetSpec()) {
 		return &sluicev1.ListTransactionsResponse{}, nil
 	}
-	txns, err := s.c.transactions(ctx, v.Value.GetSpec())
+	txns, err := s.c.transactions(ctx, v.Value)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "ask Kafka for the transactions: %v", err)
 	}
@@ -147,18 +151,21 @@ func (s *jobServer) AbortTransactions(ctx context.Context, req *sluicev1.AbortTr
 	if err != nil {
 		return nil, err
 	}
-	aborted, err := s.c.abortTransactions(ctx, v.Value.GetSpec())
+	aborted, err := s.c.abortTransactions(ctx, v.Value)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "abort transactions: %v", err)
 	}
 	return &sluicev1.AbortTransactionsResponse{Aborted: aborted}, nil
 }
 
+// withProgress fills a job's output-only fields: its last committed batch
+// and its Kafka consumer group.
 func (s *jobServer) withProgress(ctx context.Context, job *sluicev1.Job) *sluicev1.Job {
 	offs, err := s.c.store.Offsets(ctx, job.GetSpec().GetName())
 	if err == nil {
 		job.LastBatchId = offs.Value.GetBatchId()
 	}
+	job.KafkaGroup = jobspec.GroupID(job.GetSpec().GetName(), job.GetIncarnation())
 	return job
 }
 
@@ -267,11 +274,23 @@ func (s *jobServer) ResetOffsets(ctx context.Context, req *sluicev1.ResetOffsets
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "ask Kafka for the offsets: %v", err)
 	}
+	// Read the offsets and the batches the reset replaces, with their
+	// revisions: the reset fails rather than overwrite a batch that commits
+	// (or is planned) meanwhile.
+	var offsRev int64
+	switch cur, err := s.c.store.Offsets(ctx, spec.GetName()); {
+	case err == nil:
+		offsRev = cur.ModRevision
+	case !errors.Is(err, offsetstore.ErrNotFound):
+		return nil, toStatus(err)
+	}
 	var plannedID, plannedRev int64
+	nextID := int64(1)
 	last, err := s.c.store.LastBatch(ctx, spec.GetName())
 	switch {
 	case err == nil:
 		offs.BatchId = last.Value.GetId()
+		nextID = last.Value.GetId() + 1
 		if last.Value.GetState() == sluicev1.BatchState_BATCH_STATE_PLANNED {
 			plannedID, plannedRev = last.Value.GetId(), last.ModRevision
 			offs.BatchId--
@@ -279,9 +298,14 @@ func (s *jobServer) ResetOffsets(ctx context.Context, req *sluicev1.ResetOffsets
 	case !errors.Is(err, offsetstore.ErrNotFound):
 		return nil, toStatus(err)
 	}
-	// The job's Kafka group moves too: lag tools follow, and a transactional
-	// sink, which skips ranges the group already holds, writes again what
-	// the reset asks to reprocess.
+	// A reset starts a new incarnation of the job, with a Kafka group of its
+	// own: a task of the old incarnation whose Kafka transaction commits
+	// late moves the old group, never the new one, so the resumed job does
+	// not skip what the reset asks to reprocess. The group is set first: if
+	// the reset then fails, the new group is never used.
+	job := proto.Clone(v.Value).(*sluicev1.Job)
+	job.Incarnation = jobspec.NewIncarnation()
+	job.UpdateTime = timestamppb.Now()
 	group := map[kafkasrc.TopicPartition]int64{}
 	for _, po := range offs.GetOffsets() {
 		group[kafkasrc.TopicPartition{Topic: po.GetTopic(), Partition: po.GetPartition()}] = po.GetOffset()
@@ -292,13 +316,23 @@ func (s *jobServer) ResetOffsets(ctx context.Context, req *sluicev1.ResetOffsets
 			return nil, toStatus(err)
 		}
 	}
-	if err := gadmin.CommitGroupOffsets(ctx, kafkasrc.GroupID(spec.GetName()), group); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "move the job's Kafka group offsets: %v", err)
+	groupID := jobspec.GroupID(spec.GetName(), job.GetIncarnation())
+	if err := gadmin.CommitGroupOffsets(ctx, groupID, group); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "set the offsets of the job's new Kafka group %s: %v", groupID, err)
 	}
-	if err := s.c.store.ResetOffsets(ctx, spec.GetName(), offs, v.ModRevision, plannedID, plannedRev); err != nil {
+	err = s.c.store.ResetOffsets(ctx, offsetstore.Reset{
+		Job: job, JobRevision: v.ModRevision,
+		Offsets: offs, OffsetsRevision: offsRev,
+		PlannedID: plannedID, PlannedRevision: plannedRev, NextBatchID: nextID,
+	})
+	if errors.Is(err, offsetstore.ErrConflict) {
+		return nil, status.Errorf(codes.Aborted, "job %q changed while its offsets were being reset (a batch was planned or committed, or the job was edited): nothing was reset; try again", spec.GetName())
+	}
+	if err != nil {
 		return nil, toStatus(err)
 	}
-	s.c.logger.Info("offsets reset", "job", spec.GetName(), "partitions", len(offs.GetOffsets()), "dropped_planned_batch", plannedID)
+	s.c.logger.Info("offsets reset", "job", spec.GetName(), "partitions", len(offs.GetOffsets()), "dropped_planned_batch", plannedID,
+		"incarnation", job.GetIncarnation(), "kafka_group", groupID)
 	return &sluicev1.ResetOffsetsResponse{Offsets: offs.GetOffsets()}, nil
 }
 
@@ -331,12 +365,6 @@ func (s *jobServer) WatchBatches(req *sluicev1.WatchBatchesRequest, stream grpc.
 	if _, err := store.Job(ctx, req.GetJob()); err != nil {
 		return toStatus(err)
 	}
-	// Read history and the revision to watch from in one request, so no
-	// commit falls between them.
-	resp, err := s.c.cfg.Etcd.Get(ctx, store.BatchesPrefix(req.GetJob()), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		return toStatus(err)
-	}
 	last := req.GetAfterBatchId()
 	send := func(raw []byte) error {
 		b := &sluicev1.Batch{}
@@ -357,54 +385,140 @@ func (s *jobServer) WatchBatches(req *sluicev1.WatchBatchesRequest, stream grpc.
 		last = b.GetId()
 		return stream.Send(out)
 	}
-	if last > 0 {
-		for _, kv := range resp.Kvs {
-			if err := send(kv.Value); err != nil {
-				return err
-			}
-		}
-	} else if n := len(resp.Kvs); n > 0 {
-		// Only new batches: skip everything committed so far.
-		b := &sluicev1.Batch{}
-		if err := proto.Unmarshal(resp.Kvs[n-1].Value, b); err == nil {
-			last = b.GetId()
-			if b.GetState() != sluicev1.BatchState_BATCH_STATE_COMMITTED {
-				last--
-			}
-		}
-	}
-	wch := s.c.cfg.Etcd.Watch(ctx, store.BatchesPrefix(req.GetJob()), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-	for wr := range wch {
-		if err := wr.Err(); err != nil {
+	onlyNew := last <= 0
+	for {
+		// Read history and the revision to watch from in one request, so no
+		// commit falls between them.
+		resp, err := s.c.cfg.Etcd.Get(ctx, store.BatchesPrefix(req.GetJob()), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+		if err != nil {
 			return toStatus(err)
+		}
+		if onlyNew {
+			// Only new batches: skip everything committed so far.
+			onlyNew = false
+			if n := len(resp.Kvs); n > 0 {
+				b := &sluicev1.Batch{}
+				if err := proto.Unmarshal(resp.Kvs[n-1].Value, b); err == nil {
+					last = b.GetId()
+					if b.GetState() != sluicev1.BatchState_BATCH_STATE_COMMITTED {
+						last--
+					}
+				}
+			}
+		} else {
+			for _, kv := range resp.Kvs {
+				if err := send(kv.Value); err != nil {
+					return err
+				}
+			}
+		}
+		compacted, err := s.watchBatches(ctx, req.GetJob(), resp.Header.Revision+1, send)
+		if err != nil || !compacted {
+			return err
+		}
+		// etcd compacted the history the watch had yet to deliver (a
+		// watcher that fell behind): read what is retained and go on from
+		// the last batch sent, rather than fail the client's stream.
+		s.c.logger.Debug("batch watch fell behind a compaction; re-reading", "job", req.GetJob(), "after_batch", last)
+	}
+}
+
+// watchBatches sends the job's batches that change from revision rev on,
+// until ctx ends (nil), sending fails, or etcd compacted rev (compacted).
+func (s *jobServer) watchBatches(ctx context.Context, job string, rev int64, send func(raw []byte) error) (compacted bool, err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := s.c.cfg.Etcd.Watch(wctx, s.c.store.BatchesPrefix(job), clientv3.WithPrefix(), clientv3.WithRev(rev))
+	for wr := range wch {
+		if wr.CompactRevision != 0 {
+			return true, nil
+		}
+		if err := wr.Err(); err != nil {
+			return false, toStatus(err)
 		}
 		for _, ev := range wr.Events {
 			if ev.Type != clientv3.EventTypePut {
 				continue
 			}
 			if err := send(ev.Kv.Value); err != nil {
-				return err
+				return false, err
 			}
 		}
 	}
-	return toStatus(ctx.Err())
+	return false, toStatus(ctx.Err())
 }
 
+// Results pages: at most maxResultsLimit results, and about maxPageBytes.
+const (
+	defaultResultsLimit = 100
+	maxResultsLimit     = 1000
+	maxPageBytes        = 4 << 20
+)
+
 func (s *jobServer) GetResults(ctx context.Context, req *sluicev1.GetResultsRequest) (*sluicev1.GetResultsResponse, error) {
+	switch {
+	case req.GetLimit() < 0:
+		return nil, toStatus(invalid("limit", "%d is negative: give at most %d results per page, or 0 for %d", req.GetLimit(), maxResultsLimit, defaultResultsLimit))
+	case req.GetFromBatchId() < 0:
+		return nil, toStatus(invalid("from_batch_id", "%d is negative (0 is the oldest retained batch)", req.GetFromBatchId()))
+	case req.GetToBatchId() < 0:
+		return nil, toStatus(invalid("to_batch_id", "%d is negative (0 is the newest batch)", req.GetToBatchId()))
+	}
 	if _, err := s.c.store.Job(ctx, req.GetJob()); err != nil {
 		return nil, toStatus(err)
 	}
-	results, err := s.c.store.Results(ctx, req.GetJob(), req.GetFromBatchId(), req.GetToBatchId())
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = defaultResultsLimit
+	}
+	limit = min(limit, maxResultsLimit)
+	ret, err := s.c.store.Retention(ctx, req.GetJob())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &sluicev1.GetResultsResponse{Results: results}
-	if req.GetMerge() {
-		parts := make([][]*sluicev1.KeyAggregate, len(results))
-		for i, r := range results {
-			parts[i] = r.GetAggregates()
+	resp := &sluicev1.GetResultsResponse{
+		OldestRetainedBatchId: ret.OldestRetained,
+		Pruned:                ret.Pruned(req.GetFromBatchId(), req.GetToBatchId()),
+	}
+	// One pass, at the revision the retention was read at: the page, and
+	// (merge) the totals over every selected batch, merged a few dozen
+	// results at a time so that memory holds one total per key.
+	var pageBytes int
+	var merged []*sluicev1.KeyAggregate
+	var parts [][]*sluicev1.KeyAggregate
+	flush := func() {
+		if len(parts) > 0 {
+			merged = steps.Merge(append([][]*sluicev1.KeyAggregate{merged}, parts...)...)
+			parts = parts[:0]
 		}
-		resp.Merged = steps.Merge(parts...)
+	}
+	err = s.c.store.EachResult(ctx, req.GetJob(), req.GetFromBatchId(), req.GetToBatchId(), ret.Revision, func(r *sluicev1.BatchResult, size int) bool {
+		if resp.NextFromBatchId == 0 {
+			if len(resp.Results) < limit && (len(resp.Results) == 0 || pageBytes+size <= maxPageBytes) {
+				resp.Results = append(resp.Results, r)
+				pageBytes += size
+			} else {
+				resp.NextFromBatchId = r.GetBatchId()
+			}
+		}
+		if !req.GetMerge() {
+			return resp.NextFromBatchId == 0
+		}
+		parts = append(parts, r.GetAggregates())
+		if len(parts) >= 64 {
+			flush()
+		}
+		return true
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if req.GetMerge() {
+		flush()
+		resp.Merged = merged
+		if resp.Merged == nil {
+			resp.Merged = []*sluicev1.KeyAggregate{}
+		}
 	}
 	return resp, nil
 }

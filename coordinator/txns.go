@@ -8,10 +8,11 @@ import (
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
-// abortTransactions aborts the open Kafka transactions of a job's
-// transactional ids (one per source partition) and returns their ids.
-func (c *Coordinator) abortTransactions(ctx context.Context, spec *sluicev1.JobSpec) ([]string, error) {
-	open, err := c.transactions(ctx, spec)
+// abortTransactions aborts the open Kafka transactions of the job's
+// incarnation (one transactional id per source partition) and returns their
+// ids.
+func (c *Coordinator) abortTransactions(ctx context.Context, job *sluicev1.Job) ([]string, error) {
+	open, err := c.transactions(ctx, job)
 	if err != nil {
 		return nil, err
 	}
@@ -21,6 +22,7 @@ func (c *Coordinator) abortTransactions(ctx context.Context, spec *sluicev1.JobS
 			ids = append(ids, t.ID)
 		}
 	}
+	spec := job.GetSpec()
 	sink := jobspec.Sink(spec)
 	if err := kafkasrc.AbortTransactions(ctx, sink, spec.GetSink().GetKafka().GetProperties(), ids, c.logger.Named("kafka")); err != nil {
 		return nil, err
@@ -28,8 +30,10 @@ func (c *Coordinator) abortTransactions(ctx context.Context, spec *sluicev1.JobS
 	return ids, nil
 }
 
-// transactions lists the state of a job's transactional ids known to Kafka.
-func (c *Coordinator) transactions(ctx context.Context, spec *sluicev1.JobSpec) ([]kafkasrc.TxnInfo, error) {
+// transactions lists the state of the transactional ids of the job's
+// incarnation known to Kafka.
+func (c *Coordinator) transactions(ctx context.Context, job *sluicev1.Job) ([]kafkasrc.TxnInfo, error) {
+	spec, inc := job.GetSpec(), job.GetIncarnation()
 	r := &jobRunner{spec: spec, name: spec.GetName(), logger: c.logger}
 	admin, err := c.admins.Get(r.cluster())
 	if err != nil {
@@ -39,13 +43,13 @@ func (c *Coordinator) transactions(ctx context.Context, spec *sluicev1.JobSpec) 
 	if err != nil {
 		return nil, err
 	}
+	// Another job's ids may start with this one's prefix (its own prefix
+	// may spell it): keep exactly this incarnation's ids.
 	want := map[string]bool{}
 	for _, tp := range tps {
-		want[jobspec.TransactionalID(spec, tp.Topic, tp.Partition)] = true
+		want[jobspec.TransactionalID(spec, inc, tp.Topic, tp.Partition)] = true
 	}
-	prefix := jobspec.TransactionalID(spec, "", 0)
-	prefix = prefix[:len(prefix)-len("-0")]
-	all, err := kafkasrc.ListTransactions(ctx, jobspec.Sink(spec).Bootstrap, prefix)
+	all, err := kafkasrc.ListTransactions(ctx, jobspec.Sink(spec).Bootstrap, jobspec.TransactionalIDPrefix(spec, inc))
 	if err != nil {
 		return nil, err
 	}

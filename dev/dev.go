@@ -38,21 +38,33 @@ type Config struct {
 	// InfraOnly runs just etcd and the broker, for a cluster of separate
 	// coordinator and worker processes on one machine.
 	InfraOnly bool
+	// KeepBatches and KeepBytes bound what the coordinator retains of each
+	// job's batches and results (coordinator.Config).
+	KeepBatches int64
+	KeepBytes   int64
+	// CompactInterval is how much history the embedded etcd keeps: it
+	// compacts itself (periodic auto-compaction), so the coordinator does
+	// not. Negative disables compaction.
+	CompactInterval time.Duration
 }
 
 // DefaultConfig returns the defaults of `sluice dev`.
 func DefaultConfig() Config {
+	ccfg := coordinator.DefaultConfig()
 	return Config{
-		DataDir:      ".sluice-dev",
-		GRPCAddr:     "127.0.0.1:7070",
-		KafkaAddr:    "127.0.0.1:19092",
-		EtcdAddr:     "127.0.0.1:12379",
-		EtcdPeerAddr: "127.0.0.1:12380",
-		Workers:      2,
-		Slots:        4,
-		Demo:         DefaultDemoConfig(),
-		Logger:       hclog.NewNullLogger(),
-		Out:          io.Discard,
+		KeepBatches:     ccfg.KeepBatches,
+		KeepBytes:       ccfg.KeepBytes,
+		CompactInterval: ccfg.CompactInterval,
+		DataDir:         ".sluice-dev",
+		GRPCAddr:        "127.0.0.1:7070",
+		KafkaAddr:       "127.0.0.1:19092",
+		EtcdAddr:        "127.0.0.1:12379",
+		EtcdPeerAddr:    "127.0.0.1:12380",
+		Workers:         2,
+		Slots:           4,
+		Demo:            DefaultDemoConfig(),
+		Logger:          hclog.NewNullLogger(),
+		Out:             io.Discard,
 	}
 }
 
@@ -65,7 +77,7 @@ func Run(ctx context.Context, cfg Config) error {
 	logger := cfg.Logger
 	e, err := StartEtcd(ctx, EtcdConfig{
 		Dir: filepath.Join(cfg.DataDir, "etcd"), ClientAddr: cfg.EtcdAddr, PeerAddr: cfg.EtcdPeerAddr,
-		MaxRequestBytes: 8 << 20,
+		MaxRequestBytes: 8 << 20, AutoCompaction: max(cfg.CompactInterval, 0),
 	})
 	if err != nil {
 		return err
@@ -98,6 +110,11 @@ func Run(ctx context.Context, cfg Config) error {
 	ccfg.AdvertiseAddr = cfg.GRPCAddr
 	ccfg.Logger = logger
 	ccfg.MaxRequestBytes = 7 << 20
+	if cfg.KeepBatches > 0 {
+		ccfg.KeepBatches = cfg.KeepBatches
+	}
+	ccfg.KeepBytes = cfg.KeepBytes
+	ccfg.CompactInterval = -1 // the embedded etcd compacts itself
 	if cfg.Coordinator != nil {
 		cfg.Coordinator(&ccfg)
 	}

@@ -26,6 +26,9 @@ type EtcdConfig struct {
 	PeerAddr   string
 	// MaxRequestBytes raises etcd's request limit; 0 keeps etcd's default.
 	MaxRequestBytes uint
+	// AutoCompaction makes etcd compact its own history, keeping this much
+	// of it (periodic mode); 0 leaves compaction to its clients.
+	AutoCompaction time.Duration
 }
 
 // StartEtcd starts an embedded single-member etcd and waits until it serves.
@@ -52,6 +55,10 @@ func StartEtcd(ctx context.Context, c EtcdConfig) (*embed.Etcd, error) {
 	cfg.LogOutputs = []string{filepath.Join(c.Dir, "etcd.log")}
 	if c.MaxRequestBytes > 0 {
 		cfg.MaxRequestBytes = c.MaxRequestBytes
+	}
+	if c.AutoCompaction > 0 {
+		cfg.AutoCompactionMode = embed.CompactorModePeriodic
+		cfg.AutoCompactionRetention = c.AutoCompaction.String()
 	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand"
 	"os"
 	"sync"
@@ -19,6 +20,11 @@ import (
 // the ground truth and the offsets the end offsets: nothing lost, nothing
 // counted twice. CHAOS_DURATION sets how long the chaos lasts (default 15s;
 // scripts/chaos.sh runs it longer).
+//
+// The counts are checked over every batch of the run, so the coordinators
+// retain them all (--keep-batches sized for the run, --keep-bytes 0) and the
+// check asserts that GetResults pruned nothing: a run too long for the
+// retention fails saying so, never by a wrong count.
 func TestChaos(t *testing.T) {
 	duration := 15 * time.Second
 	if d := os.Getenv("CHAOS_DURATION"); d != "" {
@@ -31,8 +37,19 @@ func TestChaos(t *testing.T) {
 	const topic, parts = "chaos", 6
 	pc := newProcCluster(t, 2)
 	createTopic(t, pc.brokers, topic, parts)
-	pc.startCoordinator(0, "")
-	pc.startCoordinator(1, "")
+	// At most one batch per 200ms tick, over the chaos and the drain after it.
+	keep := chaosKeepBatches(duration + 3*time.Minute)
+	startCoordinator := func(i int) {
+		pc.t.Helper()
+		p := startProcEnv(pc.t, nil, sluiceBin, "coordinator", "--etcd-endpoints", pc.etcdAddr, "--grpc-addr", pc.coords[i],
+			"--session-ttl", "2s", "--heartbeat-timeout", "3s", "--log-level", "info",
+			"--keep-batches", fmt.Sprint(keep), "--keep-bytes", "0")
+		pc.mu.Lock()
+		pc.procs[fmt.Sprintf("coordinator-%d", i)] = p
+		pc.mu.Unlock()
+	}
+	startCoordinator(0)
+	startCoordinator(1)
 	workers := []string{"w1", "w2", "w3"}
 	for _, w := range workers {
 		pc.startWorker(w, "")
@@ -75,7 +92,7 @@ func TestChaos(t *testing.T) {
 		kills[name]++
 		time.Sleep(time.Duration(200+rng.Intn(800)) * time.Millisecond)
 		if victim < len(pc.coords) {
-			pc.startCoordinator(victim, "")
+			startCoordinator(victim)
 		} else {
 			pc.startWorker(name, "")
 		}
@@ -84,6 +101,20 @@ func TestChaos(t *testing.T) {
 	var total int
 	for _, n := range kills {
 		total += n
+	}
+	// Wait for the end offsets, check that every batch is retained, then
+	// the exact counts and the tiling of the ranges (verifyExact).
+	s.mu.Lock()
+	ends := maps.Clone(s.ends)
+	s.mu.Unlock()
+	(&testCluster{t: t, Client: c}).waitOffsets(spec.GetName(), ends, 120*time.Second)
+	res, err := c.JobService().GetResults(context.Background(), &sluicev1.GetResultsRequest{Job: spec.GetName(), Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.GetPruned() || res.GetOldestRetainedBatchId() != 1 {
+		t.Fatalf("GetResults: pruned %v, oldest retained batch %d: the run outgrew --keep-batches %d, and the counts could not be checked",
+			res.GetPruned(), res.GetOldestRetainedBatchId(), keep)
 	}
 	batches := verifyExact(t, c, spec.GetName(), s, 120*time.Second)
 	var in int64
@@ -97,6 +128,12 @@ func TestChaos(t *testing.T) {
 	if err != nil || j.GetState() != sluicev1.JobState_JOB_STATE_RUNNING {
 		t.Fatalf("job after chaos: %v, %v", j, err)
 	}
-	fmt.Printf("chaos: %s, kills survived %d %v, records %d, batches %d, task attempts %d for %d tasks, lost 0, duplicated 0\n",
+	fmt.Printf("chaos: %s, kills survived %d %v, records %d, batches %d (all retained, none pruned), task attempts %d for %d tasks, lost 0, duplicated 0\n",
 		duration, total, kills, in, len(batches), attempts, tasks)
+}
+
+// chaosKeepBatches is a retention that holds every batch of a chaos run of
+// this length (chaosJob: at most one batch per 200ms tick), with room to spare.
+func chaosKeepBatches(run time.Duration) int64 {
+	return 2*int64(run/(200*time.Millisecond)) + 1000
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluice-stream/sluice/client"
+	"github.com/sluice-stream/sluice/jobspec"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -175,6 +176,14 @@ func checkGroupOffsets(t *testing.T, brokers string, c *client.Client, job strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	j, err := c.Job(context.Background(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := j.GetKafkaGroup()
+	if group == "" {
+		group = "sluice-" + job // a job without an incarnation
+	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +191,7 @@ func checkGroupOffsets(t *testing.T, brokers string, c *client.Client, job strin
 	defer cl.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		offs, err := kadm.NewClient(cl).FetchOffsets(context.Background(), "sluice-"+job)
+		offs, err := kadm.NewClient(cl).FetchOffsets(context.Background(), group)
 		mismatch := ""
 		if err != nil {
 			mismatch = err.Error()
@@ -198,7 +207,7 @@ func checkGroupOffsets(t *testing.T, brokers string, c *client.Client, job strin
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("group sluice-%s offsets differ from the committed offsets: %s", job, mismatch)
+			t.Fatalf("group %s offsets differ from the committed offsets: %s", group, mismatch)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -414,7 +423,11 @@ func TestKafkaSinkStopAbortsTransactions(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	out2 := run(t, sluiceBin, "txn", "list", "--job", spec.GetName(), "--coordinator", pc.coords[0])
-	if strings.Contains(out2, "Ongoing") || !strings.Contains(out2, "sluice-stopme-sin-") {
+	j, err := c.Job(context.Background(), spec.GetName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out2, "Ongoing") || !strings.Contains(out2, jobspec.TransactionalIDPrefix(spec, j.GetIncarnation())+"sin") {
 		t.Errorf("sluice txn list after stop:\n%s", out2)
 	}
 	_ = frozen.cmd.Process.Signal(syscall.SIGCONT)

@@ -1,8 +1,14 @@
 // Package jobspec derives what coordinator and worker both need from a job
-// spec, so that they agree on it: the Kafka clusters and the sink's mode.
+// spec, so that they agree on it: the Kafka clusters, the sink's mode and
+// the names of the job's Kafka transactional ids and consumer group.
 package jobspec
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+
 	"github.com/sluice-stream/sluice/kafkasrc"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
@@ -34,7 +40,69 @@ func Transactional(spec *sluicev1.JobSpec) bool {
 	return k != nil && k.GetMode() != sluicev1.KafkaSinkMode_KAFKA_SINK_MODE_IDEMPOTENT
 }
 
-// TransactionalID is the transactional id of one source partition of the job.
-func TransactionalID(spec *sluicev1.JobSpec, topic string, partition int32) string {
-	return kafkasrc.TransactionalID(spec.GetSink().GetKafka().GetTransactionalIdPrefix(), spec.GetName(), topic, partition)
+// The Kafka sink's transactional ids and the job's consumer group name the
+// job's incarnation (Job.incarnation: random, new when the job is created and
+// when its offsets are reset), so that a job deleted and submitted again with
+// the same name, or reset, never finds the transactions or the committed
+// group offsets of an earlier one. Their parts are separated by ':', which
+// job names (lowercase letters, digits and '-'), topic names (letters,
+// digits, '.', '_' and '-') and incarnations (hex) cannot contain: read from
+// the right, an id has one decomposition, so two jobs, or two incarnations,
+// never share one, whatever prefix each picks.
+//
+// A job created before incarnations existed has an empty one; it keeps the
+// names it had, "<prefix>-<job>-<topic>-<partition>" and "sluice-<job>", so
+// that its open transactions are still fenced and its committed offsets still
+// found after an upgrade.
+
+// NewIncarnation returns a new random job incarnation: 16 lowercase hex
+// digits.
+func NewIncarnation() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("jobspec: no randomness for a job incarnation: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// DefaultTransactionalIDPrefix is the prefix of a sink without
+// transactional_id_prefix.
+const DefaultTransactionalIDPrefix = "sluice"
+
+// TransactionalIDPrefix is what every transactional id of the job's
+// incarnation starts with: "<prefix>:<job>:<incarnation>:". Other jobs' ids
+// may start with it too (a prefix may contain the whole of it): match ids
+// exactly with TransactionalID, not by prefix alone.
+func TransactionalIDPrefix(spec *sluicev1.JobSpec, incarnation string) string {
+	prefix := spec.GetSink().GetKafka().GetTransactionalIdPrefix()
+	if prefix == "" {
+		prefix = DefaultTransactionalIDPrefix
+	}
+	if incarnation == "" {
+		return prefix + "-" + spec.GetName() + "-"
+	}
+	return prefix + ":" + spec.GetName() + ":" + incarnation + ":"
+}
+
+// TransactionalID is the transactional id of one source partition of the
+// job's incarnation: "<prefix>:<job>:<incarnation>:<topic>:<partition>". It is
+// stable across the incarnation's batches, so that a new attempt of a range
+// fences the previous one, and bounded: one per source partition.
+func TransactionalID(spec *sluicev1.JobSpec, incarnation, topic string, partition int32) string {
+	sep := ":"
+	if incarnation == "" {
+		sep = "-"
+	}
+	return TransactionalIDPrefix(spec, incarnation) + topic + sep + strconv.FormatInt(int64(partition), 10)
+}
+
+// GroupID is the job incarnation's Kafka consumer group,
+// "sluice:<job>:<incarnation>". Sluice never joins it (assign, not
+// subscribe); it holds the job's offsets for lag tools and, with the
+// transactional Kafka sink, the offsets committed with the output.
+func GroupID(job, incarnation string) string {
+	if incarnation == "" {
+		return "sluice-" + job
+	}
+	return "sluice:" + job + ":" + incarnation
 }

@@ -1,6 +1,7 @@
 package kafkasrc
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -38,7 +39,14 @@ type Admin struct {
 	logs    *logPump
 	events  sync.WaitGroup // the goroutine draining prod.Events()
 	pooled  bool           // owned by an AdminPool: Close is a no-op
+	elem    *list.Element  // in AdminPool.lru; guarded by AdminPool.mu
 
+	// calls is held shared by every request and exclusively by close, so
+	// that an Admin evicted from its pool is closed only after the requests
+	// in progress are done (each is bounded by defaultAdminTimeout or its
+	// ctx); closed makes later requests fail with ErrClosed.
+	calls     sync.RWMutex
+	closed    bool
 	closeOnce sync.Once
 }
 
@@ -58,14 +66,14 @@ func NewAdmin(c Cluster, logger hclog.Logger) (*Admin, error) {
 	cm["go.events.channel.size"] = 1000
 	cm["allow.auto.create.topics"] = false
 	a.logs.configure(cm)
-	prod, err := kafka.NewProducer(&cm)
+	prod, err := newKafkaProducer(&cm)
 	if err != nil {
 		a.logs.stop()
 		return nil, fmt.Errorf("new admin for %s: %w", c.Bootstrap, err)
 	}
 	admin, err := kafka.NewAdminClientFromProducer(prod)
 	if err != nil {
-		prod.Close()
+		closeKafkaProducer(prod)
 		a.logs.stop()
 		return nil, fmt.Errorf("new admin for %s: %w", c.Bootstrap, err)
 	}
@@ -93,11 +101,30 @@ func (a *Admin) Close() {
 
 func (a *Admin) close() {
 	a.closeOnce.Do(func() {
+		a.calls.Lock()
+		a.closed = true
+		a.calls.Unlock()
 		a.admin.Close()
-		a.prod.Close()
+		closeKafkaProducer(a.prod)
 		a.events.Wait()
 		a.logs.stop()
 	})
+}
+
+// start begins a request: it fails with ErrClosed once the Admin is closed,
+// and otherwise holds off close until done is called. The request's ctx gets
+// a deadline when it has none.
+func (a *Admin) start(ctx context.Context) (context.Context, func(), error) {
+	a.calls.RLock()
+	if a.closed {
+		a.calls.RUnlock()
+		return nil, nil, fmt.Errorf("admin for %s: %w", a.cluster.Bootstrap, ErrClosed)
+	}
+	ctx, cancel := withTimeout(ctx)
+	return ctx, func() {
+		cancel()
+		a.calls.RUnlock()
+	}, nil
 }
 
 // withTimeout gives ctx a deadline when it has none, so that no admin request
@@ -121,8 +148,11 @@ func (a *Admin) Partitions(ctx context.Context, topics []string) (map[string][]i
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("describe topics %v: %w", topics, err)
 	}
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
+	ctx, done, err := a.start(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("describe topics %v: %w", topics, err)
+	}
+	defer done()
 	res, err := a.admin.DescribeTopics(ctx, kafka.NewTopicCollectionOfTopicNames(dedup(topics)))
 	if err != nil {
 		return nil, fmt.Errorf("describe topics %v: %w", topics, err)
@@ -211,8 +241,11 @@ func (a *Admin) listOffsets(ctx context.Context, what string, tps []TopicPartiti
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list %s offsets of %v: %w", what, tps, err)
 	}
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
+	ctx, done, err := a.start(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list %s offsets of %v: %w", what, tps, err)
+	}
+	defer done()
 	req := make(map[kafka.TopicPartition]kafka.OffsetSpec, len(tps))
 	seen := make(map[TopicPartition]bool, len(tps))
 	for _, tp := range tps {
@@ -260,8 +293,11 @@ func (a *Admin) CreateTopic(ctx context.Context, topic string, partitions int32)
 	if partitions < 1 {
 		return fmt.Errorf("create topic %q with %d partitions: %w", topic, partitions, ErrInvalidRange)
 	}
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
+	ctx, done, err := a.start(ctx)
+	if err != nil {
+		return fmt.Errorf("create topic %q: %w", topic, err)
+	}
+	defer done()
 	res, err := a.admin.CreateTopics(ctx, []kafka.TopicSpecification{{
 		Topic:             topic,
 		NumPartitions:     int(partitions),
@@ -280,26 +316,41 @@ func (a *Admin) CreateTopic(ctx context.Context, topic string, partitions int32)
 	return nil
 }
 
-// AdminPool caches one Admin per Cluster.Key(). It is safe for concurrent
-// use.
-type AdminPool struct {
-	logger hclog.Logger
+// DefaultAdminCapacity is the number of Admins an AdminPool keeps by
+// default.
+const DefaultAdminCapacity = 64
 
-	mu     sync.Mutex
-	admins map[string]*Admin
-	closed bool
+// AdminPool caches one Admin per Cluster.Key(), at most a capacity of them:
+// the least recently used one is closed to make room, once its requests in
+// progress are done. It is safe for concurrent use.
+type AdminPool struct {
+	logger   hclog.Logger
+	capacity int
+
+	mu      sync.Mutex
+	admins  map[string]*Admin
+	lru     *list.List // of *Admin, most recently used first
+	closed  bool
+	closing sync.WaitGroup // evicted Admins being closed
 }
 
-// NewAdminPool returns an empty pool whose Admins log to logger.
-func NewAdminPool(logger hclog.Logger) *AdminPool {
+// NewAdminPool returns an empty pool whose Admins log to logger. It keeps
+// DefaultAdminCapacity Admins unless WithCapacity says otherwise.
+func NewAdminPool(logger hclog.Logger, opts ...Option) *AdminPool {
+	o := options{capacity: DefaultAdminCapacity}
+	for _, f := range opts {
+		f(&o)
+	}
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &AdminPool{logger: logger, admins: make(map[string]*Admin)}
+	return &AdminPool{logger: logger, capacity: o.capacity, admins: make(map[string]*Admin), lru: list.New()}
 }
 
 // Get returns the pool's Admin for c, connecting it on first use. The pool
-// owns the Admin: its Close does nothing, the pool's Close closes it.
+// owns the Admin: its Close does nothing. An Admin evicted from the pool
+// (see Forget and the capacity) fails later requests with ErrClosed: get it
+// again for each piece of work rather than keep it.
 func (p *AdminPool) Get(c Cluster) (*Admin, error) {
 	key := c.Key()
 	p.mu.Lock()
@@ -308,6 +359,7 @@ func (p *AdminPool) Get(c Cluster) (*Admin, error) {
 		return nil, fmt.Errorf("admin for %s: %w", c.Bootstrap, ErrClosed)
 	}
 	if a, ok := p.admins[key]; ok {
+		p.lru.MoveToFront(a.elem)
 		return a, nil
 	}
 	// Creating a client does not do network I/O: holding the lock is fine.
@@ -316,8 +368,42 @@ func (p *AdminPool) Get(c Cluster) (*Admin, error) {
 		return nil, err
 	}
 	a.pooled = true
+	a.elem = p.lru.PushFront(a)
 	p.admins[key] = a
+	for p.lru.Len() > p.capacity {
+		p.removeLocked(p.lru.Back().Value.(*Admin))
+	}
 	return a, nil
+}
+
+// Forget closes the pool's Admin for c, if any, once its requests in
+// progress are done. Call it when no job uses the cluster any more.
+func (p *AdminPool) Forget(c Cluster) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a, ok := p.admins[c.Key()]; ok {
+		p.removeLocked(a)
+	}
+}
+
+// Len returns the number of Admins in the pool.
+func (p *AdminPool) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.admins)
+}
+
+// removeLocked takes a out of the pool and closes it in the background.
+// p.mu must be held and p not closed.
+func (p *AdminPool) removeLocked(a *Admin) {
+	delete(p.admins, a.cluster.Key())
+	p.lru.Remove(a.elem)
+	a.elem = nil
+	p.closing.Add(1)
+	go func() {
+		defer p.closing.Done()
+		a.close()
+	}()
 }
 
 // Close closes every Admin of the pool. Get fails after Close.
@@ -325,11 +411,17 @@ func (p *AdminPool) Close() {
 	p.mu.Lock()
 	admins := p.admins
 	p.admins = nil
+	p.lru.Init()
 	p.closed = true
 	p.mu.Unlock()
 	for _, a := range admins {
-		a.close()
+		p.closing.Add(1)
+		go func() {
+			defer p.closing.Done()
+			a.close()
+		}()
 	}
+	p.closing.Wait()
 }
 
 // isUnknownTopic reports whether err is a Kafka unknown topic or partition

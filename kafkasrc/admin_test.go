@@ -2,6 +2,7 @@ package kafkasrc
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -233,5 +234,78 @@ func TestAdminPool(t *testing.T) {
 	p.Close()
 	if _, err := p.Get(cl); !errors.Is(err, ErrClosed) {
 		t.Errorf("Get after Close: got %v, want ErrClosed", err)
+	}
+}
+
+// TestAdminPoolCapacity: the pool keeps at most its capacity of Admins and
+// closes the least recently used; an evicted Admin fails with ErrClosed;
+// Forget closes one at once.
+func TestAdminPoolCapacity(t *testing.T) {
+	_, cl := newTestCluster(t, 1, "t")
+	base := LiveClients()
+	p := NewAdminPool(testLogger(t), WithCapacity(2))
+	t.Cleanup(p.Close)
+	ctx := testCtx(t)
+	clusterWithID := func(id string) Cluster {
+		return Cluster{Bootstrap: cl.Bootstrap, Properties: map[string]string{"client.id": id}}
+	}
+	first, err := p.Get(clusterWithID("c0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		a, err := p.Get(clusterWithID(fmt.Sprintf("c%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Partitions(ctx, []string{"t"}); err != nil {
+			t.Fatalf("Partitions with admin %d: %v", i, err)
+		}
+		if p.Len() > 2 {
+			t.Fatalf("pool Len = %d after %d clusters, want at most 2", p.Len(), i+1)
+		}
+	}
+	waitLiveClients(t, base+2, "after 50 clusters with capacity 2")
+	if _, err := first.Partitions(ctx, []string{"t"}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Partitions with an evicted Admin = %v, want ErrClosed", err)
+	}
+	p.Forget(clusterWithID("c49"))
+	if p.Len() != 1 {
+		t.Errorf("pool Len after Forget = %d, want 1", p.Len())
+	}
+	waitLiveClients(t, base+1, "after Forget")
+	p.Close()
+	waitLiveClients(t, base, "after Close")
+}
+
+// TestLiveClients: every librdkafka handle is counted while open, including
+// the consumers a Cache evicts, which it closes.
+func TestLiveClients(t *testing.T) {
+	_, cl := newTestCluster(t, 3, "t")
+	k := newKgo(t, cl)
+	for p := range int32(3) {
+		produce(t, k, "t", p, keyed(0, 5))
+	}
+	base := LiveClients()
+	prod, err := NewProducer(cl, nil, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := LiveClients(); got != base+1 {
+		t.Errorf("LiveClients with a producer = %d, want %d", got, base+1)
+	}
+	prod.Close()
+	prod.Close()
+	if got := LiveClients(); got != base {
+		t.Errorf("LiveClients after closing the producer (twice) = %d, want %d", got, base)
+	}
+	c := NewCache(1, testLogger(t))
+	for p := range int32(3) {
+		mustCollect(t, c, cl, Range{Topic: "t", Partition: p, From: 0, Until: 5})
+	}
+	waitLiveClients(t, base+1, "after 3 partitions through a cache of 1")
+	c.Close()
+	if got := LiveClients(); got != base {
+		t.Errorf("LiveClients after the cache's Close = %d, want %d", got, base)
 	}
 }

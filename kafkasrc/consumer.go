@@ -71,7 +71,7 @@ func newConsumer(cl Cluster, key cacheKey, logger hclog.Logger) (*consumer, erro
 	k.logs = newLogPump(logger)
 	cm := consumerConfig(cl, key.group)
 	k.logs.configure(cm)
-	kc, err := kafka.NewConsumer(&cm)
+	kc, err := newKafkaConsumer(&cm)
 	if err != nil {
 		k.logs.stop()
 		return nil, fmt.Errorf("new consumer for %s/%d: %w", key.topic, key.partition, err)
@@ -84,7 +84,7 @@ func newConsumer(cl Cluster, key cacheKey, logger hclog.Logger) (*consumer, erro
 // idempotent.
 func (k *consumer) close() {
 	k.closeOnce.Do(func() {
-		if err := k.kc.Close(); err != nil {
+		if err := closeKafkaConsumer(k.kc); err != nil {
 			k.logger.Warn("close kafka consumer", "error", err)
 		}
 		k.logs.stop()

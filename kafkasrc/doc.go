@@ -9,7 +9,25 @@
 //   - [Cache] reads exact offset ranges [from, until) for the workers, with an
 //     LRU cache of assigned consumers so that the data a consumer prefetched
 //     for one task is reused by the next task on the same partition.
-//   - [Producer] writes records (the demo's synthetic stream, the Kafka sink).
+//   - [Producer] writes records (the demo's synthetic stream), and [Sinks]
+//     writes task output: Kafka transactions that commit the source range's
+//     end offset with the output (exactly-once), or an idempotent producer
+//     whose deliveries are tracked per task (at-least-once).
+//
+// # Bounded clients
+//
+// Every librdkafka client holds threads, connections and buffers. [Cache],
+// [AdminPool] and [Sinks] keep theirs in LRU lists bounded by a capacity and
+// close what they evict once it is idle; [LiveClients] counts the handles
+// open, for tests.
+//
+// # Errors
+//
+// Errors wrap sentinels (test with errors.Is) and name the topic, partition,
+// offsets or property concerned. [ErrPermanent] marks those a retry would
+// repeat: a record too large for its topic, a missing sink topic or
+// partition, refused or conflicting producer properties, an authorization
+// failure. Fencing ([ErrFenced]) is not permanent.
 //
 // # Reading exact ranges
 //

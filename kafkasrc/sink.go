@@ -1,6 +1,7 @@
 package kafkasrc
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -14,45 +15,159 @@ import (
 )
 
 // ErrFenced is returned when a newer producer with the same transactional id
-// took over: this writer's transaction can never commit.
+// took over: this writer's transaction can never commit. It is not
+// permanent: the newer producer is another attempt of the same work.
 var ErrFenced = errors.New("kafkasrc: producer fenced by a newer instance")
 
-// Sinks writes task output to Kafka: transactions per source partition
-// (exactly-once) or an idempotent producer per cluster (at-least-once). It
-// keeps one producer per transactional id and per cluster so that producers
-// are reused across tasks, and is safe for concurrent use.
-type Sinks struct {
-	logger hclog.Logger
+// DefaultSinkCapacity is the number of transactional writers, and of
+// idempotent producers, that Sinks keeps by default.
+const DefaultSinkCapacity = 64
 
-	mu     sync.Mutex
-	txns   map[string]*txnWriter // by transactional id
-	idem   map[string]*Producer  // by cluster key + properties
-	groups map[string]*groupMeta // by cluster key + group
+// Sinks writes task output to Kafka: transactions per source partition
+// (exactly-once) or an idempotent producer per cluster (at-least-once). It is
+// safe for concurrent use.
+//
+// It keeps producers for reuse across tasks, in two LRU lists bounded by a
+// capacity: the transactional writers, by transactional id (a writer is
+// reused only when its cluster, properties, transaction timeout and group are
+// the task's too, so that an --update of any of them takes effect), and the
+// idempotent producers, by cluster and properties. A writer's group client
+// lives as long as the writers that use it. A client evicted or replaced
+// while a task uses it is closed when the task is done with it.
+//
+// Sinks also follows each job's incarnation and sink settings as its tasks
+// give them: when a task of a job brings new ones, the clients of the job's
+// earlier ones are released, so a job deleted and submitted again, reset or
+// updated does not leave its old clients behind until the LRU evicts them.
+type Sinks struct {
+	logger   hclog.Logger
+	capacity int
+
+	mu      sync.Mutex
+	txns    map[string]*txnWriter // by transactional id
+	txnLRU  *list.List            // of *txnWriter, most recently used first
+	idem    map[string]*idemProducer
+	idemLRU *list.List            // of *idemProducer, most recently used first
+	groups  map[string]*groupMeta // by cluster key + group; refcounted by writers
+	jobs    map[string]jobUse     // what each job's tasks last used
+	closed  bool
+	closing sync.WaitGroup // clients being closed in the background
 }
 
-// NewSinks returns an empty set of sink writers.
-func NewSinks(logger hclog.Logger) *Sinks {
+// jobUse is the incarnation and sink settings a job's last task used.
+type jobUse struct {
+	incarnation string
+	target      string
+}
+
+// Option configures NewSinks and NewAdminPool.
+type Option func(*options)
+
+type options struct{ capacity int }
+
+// WithCapacity bounds the number of clients kept (at least 1).
+func WithCapacity(n int) Option { return func(o *options) { o.capacity = max(n, 1) } }
+
+// NewSinks returns an empty set of sink writers, keeping at most
+// DefaultSinkCapacity transactional writers and as many idempotent producers
+// unless WithCapacity says otherwise.
+func NewSinks(logger hclog.Logger, opts ...Option) *Sinks {
+	o := options{capacity: DefaultSinkCapacity}
+	for _, f := range opts {
+		f(&o)
+	}
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Sinks{logger: logger, txns: map[string]*txnWriter{}, idem: map[string]*Producer{}, groups: map[string]*groupMeta{}}
+	return &Sinks{
+		logger: logger, capacity: o.capacity,
+		txns: map[string]*txnWriter{}, txnLRU: list.New(),
+		idem: map[string]*idemProducer{}, idemLRU: list.New(),
+		groups: map[string]*groupMeta{}, jobs: map[string]jobUse{},
+	}
 }
 
-// Close closes every producer.
+// Close closes every producer; one in use is closed when its task is done
+// with it. Writes fail with ErrClosed after Close.
 func (s *Sinks) Close() {
 	s.mu.Lock()
+	for _, w := range s.txns {
+		s.dropTxnLocked(w)
+	}
+	for _, p := range s.idem {
+		s.dropIdemLocked(p)
+	}
+	s.closed = true // after the drops, so that Wait counts their closes
+	s.mu.Unlock()
+	s.closing.Wait()
+}
+
+// Clients returns the number of transactional writers, idempotent producers
+// and group clients open.
+func (s *Sinks) Clients() (txns, idem, groups int) {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	for id, w := range s.txns {
-		w.close()
-		delete(s.txns, id)
+	return len(s.txns), len(s.idem), len(s.groups)
+}
+
+// ForgetJob releases the clients that only job uses: its transactional
+// writers, and the idempotent producers no other job wrote with since they
+// were created. Call it when the job is gone.
+func (s *Sinks) ForgetJob(job string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaseJobLocked(job, jobUse{})
+	delete(s.jobs, job)
+}
+
+// noteJobLocked records what a task of job uses, and releases the job's
+// clients of other incarnations or settings. s.mu must be held.
+func (s *Sinks) noteJobLocked(job string, use jobUse) {
+	if job == "" {
+		return
 	}
-	for k, p := range s.idem {
-		p.Close()
-		delete(s.idem, k)
+	if old, ok := s.jobs[job]; ok && old != use {
+		s.releaseJobLocked(job, use)
 	}
-	for k, g := range s.groups {
-		g.close()
-		delete(s.groups, k)
+	s.jobs[job] = use
+}
+
+// releaseJobLocked drops the job's clients that do not match keep.
+func (s *Sinks) releaseJobLocked(job string, keep jobUse) {
+	for _, w := range s.txns {
+		if w.job == job && w.use != keep {
+			s.dropTxnLocked(w)
+		}
+	}
+	for _, p := range s.idem {
+		if p.users[job] && "idem|"+p.key != keep.target {
+			delete(p.users, job)
+			if len(p.users) == 0 {
+				s.dropIdemLocked(p)
+			}
+		}
+	}
+}
+
+// forgetUnusedJobsLocked deletes the jobs that no cached client mentions,
+// so that jobs does not grow with every job ever seen.
+func (s *Sinks) forgetUnusedJobsLocked() {
+	if len(s.jobs) <= 2*s.capacity {
+		return
+	}
+	used := map[string]bool{}
+	for _, w := range s.txns {
+		used[w.job] = true
+	}
+	for _, p := range s.idem {
+		for j := range p.users {
+			used[j] = true
+		}
+	}
+	for j := range s.jobs {
+		if !used[j] {
+			delete(s.jobs, j)
+		}
 	}
 }
 
@@ -69,38 +184,129 @@ func propsKey(props map[string]string) string {
 	return out
 }
 
+// IdempotentTask is one task's write with an idempotent producer.
+type IdempotentTask struct {
+	// Job and Incarnation name the task's job; they let Sinks release the
+	// producers a job no longer uses.
+	Job, Incarnation string
+	Cluster          Cluster
+	Properties       map[string]string
+}
+
+// idemProducer is a cached idempotent producer, shared by the tasks of
+// every job that writes to its cluster with its properties.
+type idemProducer struct {
+	key     string
+	prod    *Producer
+	users   map[string]bool // jobs
+	elem    *list.Element   // in Sinks.idemLRU; nil once dropped
+	refs    int             // writes in progress
+	dropped bool
+}
+
 // WriteIdempotent writes msgs with an idempotent producer and waits until
-// every one is acknowledged.
-func (s *Sinks) WriteIdempotent(ctx context.Context, c Cluster, props map[string]string, msgs []Message) error {
-	key := c.Key() + "|" + propsKey(props)
+// every one is acknowledged. Its error is about these messages only: other
+// tasks writing with the same producer at the same time get their own.
+// Errors that a retry would repeat wrap ErrPermanent.
+func (s *Sinks) WriteIdempotent(ctx context.Context, t IdempotentTask, msgs []Message) error {
+	p, err := s.acquireIdem(t)
+	if err != nil {
+		return err
+	}
+	defer s.releaseIdem(p)
+	return p.prod.Write(ctx, msgs)
+}
+
+func (s *Sinks) acquireIdem(t IdempotentTask) (*idemProducer, error) {
+	key := t.Cluster.Key() + "|" + propsKey(t.Properties)
 	s.mu.Lock()
-	p, ok := s.idem[key]
-	if !ok {
-		all := map[string]string{"enable.idempotence": "true", "acks": "all"}
-		for k, v := range props {
-			all[k] = v
-		}
-		var err error
-		if p, err = NewProducer(c, all, s.logger); err != nil {
-			s.mu.Unlock()
-			return err
-		}
-		s.idem[key] = p
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("idempotent producer for %s: %w", t.Cluster.Bootstrap, ErrClosed)
 	}
-	s.mu.Unlock()
-	for _, m := range msgs {
-		if err := p.ProduceMessage(ctx, m); err != nil {
-			return err
-		}
+	s.noteJobLocked(t.Job, jobUse{incarnation: t.Incarnation, target: "idem|" + key})
+	if p, ok := s.idem[key]; ok && p.prod.Fatal() == nil {
+		p.refs++
+		p.users[t.Job] = true
+		s.idemLRU.MoveToFront(p.elem)
+		return p, nil
+	} else if ok {
+		s.logger.Warn("replacing an idempotent producer after a fatal error", "bootstrap", t.Cluster.Bootstrap, "error", p.prod.Fatal())
+		s.dropIdemLocked(p)
 	}
-	return p.Flush(ctx)
+	all := map[string]string{"enable.idempotence": "true", "acks": "all"}
+	for k, v := range t.Properties {
+		all[k] = v
+	}
+	// Creating a client does no network I/O: holding the lock is fine.
+	prod, err := NewProducer(t.Cluster, all, s.logger)
+	if err != nil {
+		return nil, err
+	}
+	p := &idemProducer{key: key, prod: prod, users: map[string]bool{t.Job: true}, refs: 1}
+	p.elem = s.idemLRU.PushFront(p)
+	s.idem[key] = p
+	for s.idemLRU.Len() > s.capacity {
+		s.dropIdemLocked(s.idemLRU.Back().Value.(*idemProducer))
+	}
+	s.forgetUnusedJobsLocked()
+	return p, nil
+}
+
+func (s *Sinks) releaseIdem(p *idemProducer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p.refs--
+	if p.prod.Fatal() != nil && !p.dropped {
+		s.dropIdemLocked(p)
+		return
+	}
+	if p.dropped && p.refs == 0 {
+		s.closeLater(p.prod.Close)
+	}
+}
+
+// dropIdemLocked removes p from the cache; it is closed now if idle, else
+// when its last write returns.
+func (s *Sinks) dropIdemLocked(p *idemProducer) {
+	if p.dropped {
+		return
+	}
+	p.dropped = true
+	if s.idem[p.key] == p {
+		delete(s.idem, p.key)
+	}
+	s.idemLRU.Remove(p.elem)
+	p.elem = nil
+	if p.refs == 0 {
+		s.closeLater(p.prod.Close)
+	}
+}
+
+// closeLater runs close in the background (closing a librdkafka client can
+// take a while) and counts it for Close. s.mu must be held.
+func (s *Sinks) closeLater(close func()) {
+	if s.closed {
+		// Close is waiting for, or is done with, the clients it dropped;
+		// a client that was in use when it ran is closed on its own.
+		go close()
+		return
+	}
+	s.closing.Add(1)
+	go func() {
+		defer s.closing.Done()
+		close()
+	}()
 }
 
 // TxnTask is one task's transactional write.
 type TxnTask struct {
-	Cluster    Cluster
-	Properties map[string]string
-	// TransactionalID is stable per (job, source partition).
+	// Job and Incarnation name the task's job; they let Sinks release the
+	// writers of a job's earlier incarnations and settings.
+	Job, Incarnation string
+	Cluster          Cluster
+	Properties       map[string]string
+	// TransactionalID is stable per (job incarnation, source partition).
 	TransactionalID string
 	Timeout         time.Duration
 	// Group is the job's consumer group; Source's Until is committed to it.
@@ -111,97 +317,196 @@ type TxnTask struct {
 	BeforeCommit func()
 }
 
+func (t TxnTask) timeout() time.Duration {
+	if t.Timeout <= 0 {
+		return time.Minute
+	}
+	return t.Timeout
+}
+
+// target names the settings a writer is created with, but for its id and
+// group.
+func (t TxnTask) target() string {
+	return fmt.Sprintf("txn|%s|%s|%d", t.Cluster.Key(), propsKey(t.Properties), t.timeout().Milliseconds())
+}
+
 // Transact writes msgs and commits Source.Until to the job's group in one
 // Kafka transaction. When the group's committed offset of the source
 // partition already reached Source.Until, an earlier attempt committed this
 // range: nothing is written and skipped is true. A newer producer with the
-// same transactional id fences this one (ErrFenced).
+// same transactional id fences this one (ErrFenced). Errors that a retry
+// would repeat wrap ErrPermanent.
 func (s *Sinks) Transact(ctx context.Context, t TxnTask, msgs []Message) (skipped bool, err error) {
-	w, err := s.txnWriter(ctx, t)
+	w, err := s.acquireTxn(ctx, t)
 	if err != nil {
 		return false, err
 	}
-	skipped, err = w.transact(ctx, t, msgs)
-	if err != nil && w.broken {
-		s.mu.Lock()
-		if s.txns[t.TransactionalID] == w {
-			delete(s.txns, t.TransactionalID)
-		}
-		s.mu.Unlock()
-		w.close()
-	}
-	return skipped, err
+	defer s.releaseTxn(w)
+	return w.transact(ctx, t, msgs)
 }
 
-func (s *Sinks) txnWriter(ctx context.Context, t TxnTask) (*txnWriter, error) {
+// acquireTxn returns the writer of t's transactional id, created with t's
+// settings, for the caller's use only.
+func (s *Sinks) acquireTxn(ctx context.Context, t TxnTask) (*txnWriter, error) {
+	use := jobUse{incarnation: t.Incarnation, target: t.target()}
 	s.mu.Lock()
-	w, ok := s.txns[t.TransactionalID]
-	s.mu.Unlock()
-	if ok {
+	if s.closed {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("transactional writer %s: %w", t.TransactionalID, ErrClosed)
+	}
+	s.noteJobLocked(t.Job, use)
+	if w, ok := s.txns[t.TransactionalID]; ok && !w.broken && w.refs == 0 && w.use == use && w.groupID == t.Group {
+		w.refs++
+		s.txnLRU.MoveToFront(w.elem)
+		s.mu.Unlock()
 		return w, nil
 	}
-	g, err := s.group(t.Cluster, t.Group)
-	if err != nil {
-		return nil, err
-	}
-	w, err = newTxnWriter(ctx, t, g, s.logger)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	if old, ok := s.txns[t.TransactionalID]; ok {
-		old.close()
-	}
-	s.txns[t.TransactionalID] = w
 	s.mu.Unlock()
+	// A writer of this id with other settings, or busy with another attempt
+	// of the same range, is replaced: the new writer's InitTransactions
+	// fences it and aborts its transaction.
+	g, err := s.acquireGroup(t.Cluster, t.Group)
+	if err != nil {
+		return nil, err
+	}
+	w, err := newTxnWriter(ctx, t, g, s.logger)
+	if err != nil {
+		s.releaseGroup(g)
+		return nil, err
+	}
+	w.job, w.use, w.refs = t.Job, use, 1
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		s.closeTxnLocked(w)
+		return nil, fmt.Errorf("transactional writer %s: %w", t.TransactionalID, ErrClosed)
+	}
+	if old, ok := s.txns[t.TransactionalID]; ok {
+		s.dropTxnLocked(old)
+	}
+	w.elem = s.txnLRU.PushFront(w)
+	s.txns[t.TransactionalID] = w
+	for s.txnLRU.Len() > s.capacity {
+		s.dropTxnLocked(s.txnLRU.Back().Value.(*txnWriter))
+	}
+	s.forgetUnusedJobsLocked()
 	return w, nil
+}
+
+func (s *Sinks) releaseTxn(w *txnWriter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w.refs--
+	if w.broken && !w.dropped {
+		s.dropTxnLocked(w)
+		return
+	}
+	if w.dropped && w.refs == 0 {
+		s.closeTxnLocked(w)
+	}
+}
+
+// dropTxnLocked removes w from the cache; it is closed now if idle, else
+// when its task is done with it.
+func (s *Sinks) dropTxnLocked(w *txnWriter) {
+	if w.dropped {
+		return
+	}
+	w.dropped = true
+	if s.txns[w.id] == w {
+		delete(s.txns, w.id)
+	}
+	s.txnLRU.Remove(w.elem)
+	w.elem = nil
+	if w.refs == 0 {
+		s.closeTxnLocked(w)
+	}
+}
+
+// closeTxnLocked closes w, and its group client if w was its last writer,
+// in the background. s.mu must be held.
+func (s *Sinks) closeTxnLocked(w *txnWriter) {
+	g := w.group
+	last := s.unrefGroupLocked(g)
+	s.closeLater(func() {
+		w.prod.Close()
+		if last {
+			g.close()
+		}
+	})
 }
 
 // groupMeta holds a consumer that has the job's group.id but never
 // subscribes: its group metadata lets a transaction commit offsets for the
 // group (SendOffsetsToTransaction), and its committed-offset queries read the
-// group's offsets.
+// group's offsets. It is shared by the writers of the group and closed with
+// the last of them.
 type groupMeta struct {
+	key      string
+	group    string
 	consumer *kafka.Consumer
 	logs     *logPump
 	meta     *kafka.ConsumerGroupMetadata
-	once     sync.Once
+	refs     int // writers using it; guarded by Sinks.mu
 }
 
-func (s *Sinks) group(c Cluster, group string) (*groupMeta, error) {
+func (s *Sinks) acquireGroup(c Cluster, group string) (*groupMeta, error) {
 	key := c.Key() + "|" + group
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if g, ok := s.groups[key]; ok {
+		g.refs++
 		return g, nil
 	}
-	g := &groupMeta{logs: newLogPump(s.logger)}
+	g := &groupMeta{key: key, group: group, logs: newLogPump(s.logger)}
 	cm := baseConfig(c)
 	cm["group.id"] = group
 	cm["enable.auto.commit"] = false
 	cm["isolation.level"] = "read_committed"
 	g.logs.configure(cm)
-	cons, err := kafka.NewConsumer(&cm)
+	cons, err := newKafkaConsumer(&cm)
 	if err != nil {
 		g.logs.stop()
-		return nil, fmt.Errorf("group %s consumer: %w", group, err)
+		return nil, permanent(fmt.Errorf("group %s consumer: %w", group, err))
 	}
 	meta, err := cons.GetConsumerGroupMetadata()
 	if err != nil {
-		cons.Close()
+		_ = closeKafkaConsumer(cons)
 		g.logs.stop()
 		return nil, fmt.Errorf("group %s metadata: %w", group, err)
 	}
-	g.consumer, g.meta = cons, meta
+	g.consumer, g.meta, g.refs = cons, meta, 1
 	s.groups[key] = g
 	return g, nil
 }
 
+// releaseGroup is called once per writer that acquired g, when the writer
+// is closed; the last one closes g.
+func (s *Sinks) releaseGroup(g *groupMeta) {
+	s.mu.Lock()
+	last := s.unrefGroupLocked(g)
+	s.mu.Unlock()
+	if last {
+		g.close()
+	}
+}
+
+// unrefGroupLocked drops one writer's reference to g and reports whether it
+// was the last: g is then out of the cache, for the caller to close.
+func (s *Sinks) unrefGroupLocked(g *groupMeta) bool {
+	g.refs--
+	if g.refs > 0 {
+		return false
+	}
+	if s.groups[g.key] == g {
+		delete(s.groups, g.key)
+	}
+	return true
+}
+
 func (g *groupMeta) close() {
-	g.once.Do(func() {
-		_ = g.consumer.Close()
-		g.logs.stop()
-	})
+	_ = closeKafkaConsumer(g.consumer)
+	g.logs.stop()
 }
 
 // committed reads the group's committed offset of one partition, waiting for
@@ -216,7 +521,7 @@ func (g *groupMeta) committed(ctx context.Context, topic string, partition int32
 		return -1, nil // a group that never committed (some brokers say so instead of -1)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("committed offset of %s/%d: %w", topic, partition, err)
+		return 0, permanent(fmt.Errorf("committed offset of %s/%d in group %s: %w", topic, partition, g.group, err))
 	}
 	if len(tps) != 1 {
 		return -1, nil
@@ -225,7 +530,7 @@ func (g *groupMeta) committed(ctx context.Context, topic string, partition int32
 		return -1, nil
 	}
 	if tps[0].Error != nil {
-		return 0, fmt.Errorf("committed offset of %s/%d: %w", topic, partition, tps[0].Error)
+		return 0, permanent(fmt.Errorf("committed offset of %s/%d in group %s: %w", topic, partition, g.group, tps[0].Error))
 	}
 	return int64(tps[0].Offset), nil
 }
@@ -235,24 +540,30 @@ func groupNotFound(err error) bool {
 	return errors.As(err, &ke) && ke.Code() == kafka.ErrGroupIDNotFound
 }
 
-// txnWriter is one transactional producer, used by one task at a time (its
-// transactional id is its source partition's, and a partition has one task
-// in flight).
+// txnWriter is one transactional producer. It is used by one task at a
+// time: its transactional id is its source partition's, and a second
+// attempt of the same range gets a new writer that fences this one.
 type txnWriter struct {
-	id     string
-	prod   *Producer
-	group  *groupMeta
+	id      string
+	groupID string
+	prod    *Producer
+	group   *groupMeta
+
+	// Guarded by Sinks.mu.
+	job     string
+	use     jobUse
+	elem    *list.Element // in Sinks.txnLRU; nil once dropped
+	refs    int
+	dropped bool
+
+	// Owned by the task using the writer; read under Sinks.mu on release.
 	broken bool
 }
 
 func newTxnWriter(ctx context.Context, t TxnTask, g *groupMeta, logger hclog.Logger) (*txnWriter, error) {
-	timeout := t.Timeout
-	if timeout <= 0 {
-		timeout = time.Minute
-	}
 	props := map[string]string{
 		"transactional.id":       t.TransactionalID,
-		"transaction.timeout.ms": strconv.FormatInt(timeout.Milliseconds(), 10),
+		"transaction.timeout.ms": strconv.FormatInt(t.timeout().Milliseconds(), 10),
 		"enable.idempotence":     "true",
 		"acks":                   "all",
 	}
@@ -267,12 +578,10 @@ func newTxnWriter(ctx context.Context, t TxnTask, g *groupMeta, logger hclog.Log
 	// id and aborts its open transaction.
 	if err := p.kp.InitTransactions(ctx); err != nil {
 		p.Close()
-		return nil, fmt.Errorf("init transactions of %s: %w", t.TransactionalID, err)
+		return nil, permanent(fmt.Errorf("init transactions of %s: %w", t.TransactionalID, err))
 	}
-	return &txnWriter{id: t.TransactionalID, prod: p, group: g}, nil
+	return &txnWriter{id: t.TransactionalID, groupID: t.Group, prod: p, group: g}, nil
 }
-
-func (w *txnWriter) close() { w.prod.Close() }
 
 func (w *txnWriter) transact(ctx context.Context, t TxnTask, msgs []Message) (bool, error) {
 	src := t.Source
@@ -284,55 +593,82 @@ func (w *txnWriter) transact(ctx context.Context, t TxnTask, msgs []Message) (bo
 	} else if off >= src.Until {
 		return true, nil
 	}
+	if err := w.prod.checkTopics(ctx, msgs); err != nil {
+		return false, fmt.Errorf("transaction %s: %w", w.id, err)
+	}
 	kp := w.prod.kp
 	if err := kp.BeginTransaction(); err != nil {
-		return false, w.fail(ctx, "begin", err)
+		return false, w.fail(ctx, "begin", err, nil)
 	}
+	// The transaction's own deliveries: their errors explain a failed
+	// commit.
+	tr := newTracker()
 	for _, m := range msgs {
-		if err := w.prod.ProduceMessage(ctx, m); err != nil {
-			return false, w.fail(ctx, "produce", err)
+		if err := w.prod.produce(ctx, tr, m); err != nil {
+			return false, w.fail(ctx, "produce", err, nil)
 		}
 	}
 	offsets := []kafka.TopicPartition{{Topic: &src.Topic, Partition: src.Partition, Offset: kafka.Offset(src.Until)}}
 	if err := kp.SendOffsetsToTransaction(ctx, offsets, w.group.meta); err != nil {
-		return false, w.fail(ctx, "send offsets", err)
+		return false, w.fail(ctx, "send offsets to group "+w.groupID, err, tr)
 	}
 	if t.BeforeCommit != nil {
 		t.BeforeCommit()
 	}
-	if err := kp.CommitTransaction(ctx); err != nil {
-		return false, w.fail(ctx, "commit", err)
+	// A task cancelled (its job stopped, reset or deleted; the task re-run
+	// elsewhere) or past its deadline must not commit: its range may have
+	// moved on meanwhile. Abort instead.
+	if err := ctx.Err(); err != nil {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if aerr := kp.AbortTransaction(actx); aerr != nil {
+			w.broken = true
+		}
+		return false, fmt.Errorf("transaction %s: not committed: %w", w.id, err)
 	}
-	// Deliveries are settled by the commit; clear the producer's count.
-	w.prod.mu.Lock()
-	w.prod.inflight, w.prod.firstErr = 0, nil
-	w.prod.mu.Unlock()
+	if err := kp.CommitTransaction(ctx); err != nil {
+		return false, w.fail(ctx, "commit", err, tr)
+	}
 	return false, nil
 }
 
-// fail aborts the transaction where that is possible and classifies err:
-// a fenced or fatal producer is broken and must be replaced.
-func (w *txnWriter) fail(ctx context.Context, what string, err error) error {
+// fail aborts the transaction where that is possible and classifies err: a
+// fenced or fatal producer is broken and must be replaced. When the
+// transaction failed because a record could not be delivered, that
+// delivery error is returned instead: it says what went wrong.
+func (w *txnWriter) fail(ctx context.Context, what string, err error, tr *tracker) error {
 	var ke kafka.Error
-	if errors.As(err, &ke) {
-		if ke.Code() == kafka.ErrFenced || ke.Code() == kafka.ErrProducerFenced || ke.IsFatal() {
+	isKafka := errors.As(err, &ke)
+	switch {
+	case isKafka && (ke.Code() == kafka.ErrFenced || ke.Code() == kafka.ErrProducerFenced):
+		w.broken = true
+		return fmt.Errorf("transaction %s: %s: %w: %w", w.id, what, ErrFenced, err)
+	case isKafka && ke.IsFatal():
+		w.broken = true
+	case (isKafka && ke.TxnRequiresAbort()) || what == "produce":
+		// A record refused by produce leaves the transaction open and
+		// usable: abort it too.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if aerr := w.prod.kp.AbortTransaction(actx); aerr != nil {
 			w.broken = true
-			return fmt.Errorf("transaction %s: %s: %w: %w", w.id, what, ErrFenced, err)
 		}
-		if ke.TxnRequiresAbort() {
-			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if aerr := w.prod.kp.AbortTransaction(actx); aerr != nil {
-				w.broken = true
-			}
-		} else {
-			w.broken = true
-		}
-	} else {
-		// A context error or our own: the transaction state is unknown.
+	default:
+		// A context error or a non-abortable one: the transaction state is
+		// unknown.
 		w.broken = true
 	}
-	return fmt.Errorf("transaction %s: %s: %w", w.id, what, err)
+	if tr != nil {
+		// The commit or abort flushed every record: their reports are on
+		// their way.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		derr := w.prod.wait(wctx, tr)
+		cancel()
+		if errors.Is(derr, ErrPermanent) {
+			return fmt.Errorf("transaction %s: %s: %w", w.id, what, derr)
+		}
+	}
+	return fmt.Errorf("transaction %s: %s: %w", w.id, what, permanent(err))
 }
 
 // AbortTransactions fences every producer of the given transactional ids
@@ -362,8 +698,11 @@ func AbortTransactions(ctx context.Context, c Cluster, props map[string]string, 
 // read of each partition), for lag tools. The group must have no active
 // members, which holds for Sluice's groups: nothing ever subscribes.
 func (a *Admin) CommitGroupOffsets(ctx context.Context, group string, offsets map[TopicPartition]int64) error {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
+	ctx, done, err := a.start(ctx)
+	if err != nil {
+		return fmt.Errorf("commit offsets of group %s: %w", group, err)
+	}
+	defer done()
 	tps := make([]kafka.TopicPartition, 0, len(offsets))
 	for tp, off := range offsets {
 		topic := tp.Topic
@@ -386,8 +725,11 @@ func (a *Admin) CommitGroupOffsets(ctx context.Context, group string, offsets ma
 // GroupOffsets reads the group's committed offsets of tps (-1 where none),
 // waiting for pending transactional commits to settle.
 func (a *Admin) GroupOffsets(ctx context.Context, group string, tps []TopicPartition) (map[TopicPartition]int64, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
+	ctx, done, err := a.start(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("offsets of group %s: %w", group, err)
+	}
+	defer done()
 	parts := make([]kafka.TopicPartition, 0, len(tps))
 	for _, tp := range tps {
 		topic := tp.Topic
@@ -413,8 +755,11 @@ func (a *Admin) GroupOffsets(ctx context.Context, group string, tps []TopicParti
 // BrokerConfigInt reads an integer broker configuration (e.g.
 // transaction.max.timeout.ms) from any broker of the cluster.
 func (a *Admin) BrokerConfigInt(ctx context.Context, name string) (int64, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
+	ctx, done, err := a.start(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("describe broker config %s: %w", name, err)
+	}
+	defer done()
 	md, err := a.admin.GetMetadata(nil, false, 5000)
 	if err != nil || len(md.Brokers) == 0 {
 		return 0, fmt.Errorf("describe broker config %s: no broker metadata: %v", name, err)
@@ -438,18 +783,4 @@ func (a *Admin) BrokerConfigInt(ctx context.Context, name string) (int64, error)
 		}
 	}
 	return 0, fmt.Errorf("broker config %s: not reported", name)
-}
-
-// GroupID is the consumer group of a job. Sluice never joins it (assign, not
-// subscribe); it holds the job's offsets for lag tools and, with the
-// transactional Kafka sink, the offsets committed with the output.
-func GroupID(job string) string { return "sluice-" + job }
-
-// TransactionalID is the stable, bounded transactional id of a job's source
-// partition: one per partition, whatever the number of batches.
-func TransactionalID(prefix, job, topic string, partition int32) string {
-	if prefix == "" {
-		prefix = "sluice"
-	}
-	return fmt.Sprintf("%s-%s-%s-%d", prefix, job, topic, partition)
 }

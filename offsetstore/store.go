@@ -7,6 +7,7 @@
 //	offsets/<job>              CommittedOffsets of every partition of the job
 //	batches/<job>/<id:020d>    Batch (plan, state, metrics)
 //	results/<job>/<id:020d>    BatchResult of a committed batch
+//	retained/<job>/<id:020d>   size index of that result (see CommitBatch)
 //	leader/                    coordinator election
 //
 // A job's offsets are one key so that a batch commit is a handful of etcd
@@ -17,10 +18,13 @@ package offsetstore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
@@ -52,6 +56,7 @@ type Store struct {
 	prefix   string
 	fence    []clientv3.Cmp
 	maxBytes int
+	sizes    *sizeCache // shared by the fenced copies
 }
 
 // Options tune a Store.
@@ -74,7 +79,7 @@ func New(kv KV, opts Options) *Store {
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = 1400 << 10
 	}
-	return &Store{kv: kv, prefix: opts.Prefix, maxBytes: opts.MaxRequestBytes}
+	return &Store{kv: kv, prefix: opts.Prefix, maxBytes: opts.MaxRequestBytes, sizes: &sizeCache{m: map[string]sizeWindow{}}}
 }
 
 // Prefix is the key prefix of this store.
@@ -98,6 +103,12 @@ func (s *Store) batchesPrefix(job string) string {
 }
 func (s *Store) resultsPrefix(job string) string {
 	return s.prefix + "results/" + job + "/"
+}
+func (s *Store) retainedPrefix(job string) string {
+	return s.prefix + "retained/" + job + "/"
+}
+func (s *Store) retainedKey(job string, id int64) string {
+	return fmt.Sprintf("%s%020d", s.retainedPrefix(job), id)
 }
 func (s *Store) batchKey(job string, id int64) string {
 	return fmt.Sprintf("%s%020d", s.batchesPrefix(job), id)
@@ -294,6 +305,111 @@ func (s *Store) Results(ctx context.Context, job string, from, to int64) ([]*slu
 	return out, nil
 }
 
+// Retention is what a job retains of its committed batches, read at one
+// etcd revision.
+type Retention struct {
+	// Revision is the etcd revision it was read at; read the results at it
+	// (EachResult) for a view consistent with it.
+	Revision int64
+	// LastCommitted is the id of the job's last committed batch (0: none).
+	LastCommitted int64
+	// OldestRetained is the oldest committed batch still retained (0: none).
+	OldestRetained int64
+}
+
+// Pruned reports whether committed batches of from..to (inclusive; 0 is
+// unbounded) were pruned: their results are gone.
+func (r Retention) Pruned(from, to int64) bool {
+	from = max(from, 1)
+	last := r.LastCommitted
+	if to > 0 {
+		last = min(last, to)
+	}
+	if from > last {
+		return false
+	}
+	return r.OldestRetained == 0 || from < r.OldestRetained
+}
+
+// Retention reads a job's last committed batch (from its offsets) and its
+// oldest retained committed batch (from the batch keys), in one request.
+func (s *Store) Retention(ctx context.Context, job string) (Retention, error) {
+	resp, err := s.kv.Txn(ctx).Then(
+		clientv3.OpGet(s.offsetsKey(job)),
+		clientv3.OpGet(s.batchesPrefix(job), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(1)),
+	).Commit()
+	if err != nil {
+		return Retention{}, fmt.Errorf("etcd read retention of %s: %w", job, err)
+	}
+	r := Retention{Revision: resp.Header.Revision}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		offs := newOffsets()
+		if err := proto.Unmarshal(kv.Value, offs); err != nil {
+			return r, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		r.LastCommitted = offs.GetBatchId()
+	}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		b := newBatch()
+		if err := proto.Unmarshal(kv.Value, b); err != nil {
+			return r, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		// Only the newest batch can be PLANNED: then none committed is retained.
+		if b.GetState() == sluicev1.BatchState_BATCH_STATE_COMMITTED {
+			r.OldestRetained = b.GetId()
+		}
+	}
+	return r, nil
+}
+
+// resultChunkBytes is about how much one read of EachResult fetches.
+const resultChunkBytes = 4 << 20
+
+// EachResult calls fn with the retained results of batches from..to
+// (inclusive, 0 = unbounded), oldest first, with each result's encoded
+// size, read at revision rev (0: the current one), until fn returns false.
+// Results are read a few at a time, so memory stays bounded whatever the
+// number of batches.
+func (s *Store) EachResult(ctx context.Context, job string, from, to, rev int64, fn func(r *sluicev1.BatchResult, size int) bool) error {
+	end := clientv3.GetPrefixRangeEnd(s.resultsPrefix(job))
+	if to > 0 && to < math.MaxInt64 {
+		end = s.resultKey(job, to+1)
+	}
+	key := s.resultKey(job, max(from, 0))
+	chunk := int64(8)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(chunk)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := s.kv.Get(ctx, key, opts...)
+		if err != nil {
+			return fmt.Errorf("etcd get results of %s: %w", job, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision // the next chunks read the same snapshot
+		}
+		var bytes int64
+		for _, kv := range resp.Kvs {
+			r := newResult()
+			if err := proto.Unmarshal(kv.Value, r); err != nil {
+				return fmt.Errorf("decode %s: %w", kv.Key, err)
+			}
+			bytes += int64(len(kv.Value))
+			if !fn(r, len(kv.Value)) {
+				return nil
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		// Fetch about resultChunkBytes next time: many small results per
+		// read, few large ones.
+		chunk = min(max(resultChunkBytes*int64(len(resp.Kvs))/max(bytes, 1), 1), 256)
+	}
+}
+
 // Result reads one batch's result; ErrNotFound if the batch had none.
 func (s *Store) Result(ctx context.Context, job string, id int64) (*sluicev1.BatchResult, error) {
 	v, err := get(ctx, s, s.resultKey(job, id), newResult)
@@ -337,8 +453,160 @@ type Commit struct {
 	KeepBytes int64
 }
 
+// pruneWindow is how many of the oldest retained results one commit looks
+// at to prune by size: the work of a commit stays bounded, and a backlog
+// (KeepBytes lowered) is pruned over the next commits.
+const pruneWindow = 64
+
+// sizeEntry is a retained/ index entry: the encoded size of one batch's
+// result and the running total of result bytes the job committed up to and
+// including it. The retained results' size is then the newest entry's
+// total minus what preceded the oldest entry, from two small reads,
+// whatever the number of retained batches.
+type sizeEntry struct {
+	ID, Size, Total int64
+}
+
+func encodeSize(size, total int64) string {
+	b := binary.AppendUvarint(nil, uint64(size))
+	return string(binary.AppendUvarint(b, uint64(total)))
+}
+
+func decodeSize(key, val []byte, prefix string) (sizeEntry, error) {
+	id, err := strconv.ParseInt(strings.TrimPrefix(string(key), prefix), 10, 64)
+	if err != nil {
+		return sizeEntry{}, fmt.Errorf("decode %s: %w", key, err)
+	}
+	size, n := binary.Uvarint(val)
+	if n <= 0 {
+		return sizeEntry{}, fmt.Errorf("decode %s: bad size entry %x", key, val)
+	}
+	total, m := binary.Uvarint(val[n:])
+	if m <= 0 {
+		return sizeEntry{}, fmt.Errorf("decode %s: bad size entry %x", key, val)
+	}
+	return sizeEntry{ID: id, Size: int64(size), Total: int64(total)}, nil
+}
+
+// sizeWindow is what a commit needs of a job's size index: its newest entry
+// and its oldest ones (all of them when complete).
+type sizeWindow struct {
+	newest   *sizeEntry
+	oldest   []sizeEntry
+	complete bool
+	// offsetsRev is the offsets revision the window is current at: every
+	// write of the index also writes the offsets.
+	offsetsRev int64
+}
+
+// sizeCache keeps each job's size window as the last commit through this
+// store left it, so that the next commit, if nothing else wrote the offsets
+// meanwhile, needs no read.
+type sizeCache struct {
+	mu sync.Mutex
+	m  map[string]sizeWindow
+}
+
+func (c *sizeCache) get(job string, offsetsRev int64) (sizeWindow, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w, ok := c.m[job]
+	// A window running low is read again, so that pruning keeps a window to work on.
+	if !ok || w.offsetsRev != offsetsRev || (!w.complete && len(w.oldest) < pruneWindow/2) {
+		return sizeWindow{}, false
+	}
+	return w, true
+}
+
+func (c *sizeCache) put(job string, w sizeWindow) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[job] = w
+}
+
+func (c *sizeCache) drop(job string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, job)
+}
+
+// window returns a job's size window at offsetsRev, from the cache or etcd.
+func (s *Store) window(ctx context.Context, job string, offsetsRev int64) (sizeWindow, error) {
+	if w, ok := s.sizes.get(job, offsetsRev); ok {
+		return w, nil
+	}
+	newest, oldest, err := s.readSizes(ctx, job)
+	if err != nil {
+		return sizeWindow{}, err
+	}
+	return sizeWindow{newest: newest, oldest: oldest, complete: len(oldest) < pruneWindow, offsetsRev: offsetsRev}, nil
+}
+
+// readSizes reads the newest and the pruneWindow oldest entries of a job's size
+// index, in one request.
+func (s *Store) readSizes(ctx context.Context, job string) (newest *sizeEntry, oldest []sizeEntry, err error) {
+	prefix := s.retainedPrefix(job)
+	resp, err := s.kv.Txn(ctx).Then(
+		clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
+		clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(pruneWindow)),
+	).Commit()
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcd read result sizes of %s: %w", job, err)
+	}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		e, err := decodeSize(kv.Key, kv.Value, prefix)
+		if err != nil {
+			return nil, nil, err
+		}
+		newest = &e
+	}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		e, err := decodeSize(kv.Key, kv.Value, prefix)
+		if err != nil {
+			return nil, nil, err
+		}
+		oldest = append(oldest, e)
+	}
+	return newest, oldest, nil
+}
+
+// pruneBelow decides the oldest batch id a commit of batch id keeps: the
+// keep newest batches, and within that as few of the oldest as make the
+// retained results (with the new one, of newSize bytes) fit keepBytes, as
+// far as the window of oldest index entries reaches. The batch being
+// committed is always kept.
+func pruneBelow(id, keep, keepBytes, newSize int64, newest *sizeEntry, oldest []sizeEntry) int64 {
+	cut := int64(0)
+	if keep > 0 && id-keep+1 > 0 {
+		cut = id - keep + 1
+	}
+	if keepBytes <= 0 || len(oldest) == 0 || newest == nil {
+		return cut
+	}
+	retained := newest.Total + newSize - (oldest[0].Total - oldest[0].Size)
+	for _, e := range oldest {
+		if e.ID < cut {
+			retained -= e.Size // pruned by count anyway
+			continue
+		}
+		if retained <= keepBytes || e.ID >= id {
+			break
+		}
+		retained -= e.Size
+		cut = e.ID + 1
+	}
+	return cut
+}
+
 // CommitBatch atomically marks the batch committed, stores its results and
 // advances the offsets. It returns the offsets' new revision.
+//
+// It also prunes the job's oldest batches and results, past c.Keep batches
+// or c.KeepBytes of results. The size of each result is kept in a small
+// index entry (retained/<job>/<id>) written with it, so that a commit knows
+// how much to prune from two bounded reads; the offsets comparison makes
+// those reads part of the transaction, since every write of the index also
+// writes the offsets.
 func (s *Store) CommitBatch(ctx context.Context, c Commit) (int64, error) {
 	job, id := c.Batch.GetJob(), c.Batch.GetId()
 	batchVal, err := marshal(c.Batch)
@@ -354,54 +622,140 @@ func (s *Store) CommitBatch(ctx context.Context, c Commit) (int64, error) {
 		clientv3.OpPut(s.offsetsKey(job), offVal),
 	}
 	size := len(batchVal) + len(offVal)
+	var resSize int64
 	if c.Result != nil {
 		resVal, err := marshal(c.Result)
 		if err != nil {
 			return 0, err
 		}
 		size += len(resVal)
+		resSize = int64(len(resVal))
 		ops = append(ops, clientv3.OpPut(s.resultKey(job, id), resVal))
 	}
 	if size > s.maxBytes {
 		return 0, fmt.Errorf("commit of batch %d of %s is %d bytes, above the %d-byte etcd request limit (aggregate the output or lower maxRecordsPerBatch): %w",
 			id, job, size, s.maxBytes, ErrTooLarge)
 	}
-	if c.Keep > 0 && id-c.Keep >= 1 {
-		oldest := id - c.Keep + 1
+	w, err := s.window(ctx, job, c.OffsetsRevision)
+	if err != nil {
+		return 0, err
+	}
+	var entry *sizeEntry
+	if c.Result != nil {
+		entry = &sizeEntry{ID: id, Size: resSize, Total: resSize}
+		if w.newest != nil {
+			entry.Total += w.newest.Total
+		}
+		ops = append(ops, clientv3.OpPut(s.retainedKey(job, id), encodeSize(entry.Size, entry.Total)))
+	}
+	cut := pruneBelow(id, c.Keep, c.KeepBytes, resSize, w.newest, w.oldest)
+	if cut > 1 { // ids start at 1
 		ops = append(ops,
-			clientv3.OpDelete(s.batchKey(job, 0), clientv3.WithRange(s.batchKey(job, oldest))),
-			clientv3.OpDelete(s.resultKey(job, 0), clientv3.WithRange(s.resultKey(job, oldest))))
+			clientv3.OpDelete(s.batchKey(job, 0), clientv3.WithRange(s.batchKey(job, cut))),
+			clientv3.OpDelete(s.resultKey(job, 0), clientv3.WithRange(s.resultKey(job, cut))),
+			clientv3.OpDelete(s.retainedKey(job, 0), clientv3.WithRange(s.retainedKey(job, cut))))
 	}
 	cmps := append(append([]clientv3.Cmp(nil), s.fence...),
 		clientv3.Compare(clientv3.ModRevision(s.batchKey(job, id)), "=", c.BatchRevision),
 		clientv3.Compare(clientv3.ModRevision(s.offsetsKey(job)), "=", c.OffsetsRevision))
 	resp, err := s.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
+		s.sizes.drop(job)
 		return 0, fmt.Errorf("etcd commit of batch %d of %s: %w", id, job, err)
 	}
 	if !resp.Succeeded {
+		s.sizes.drop(job)
 		return 0, fmt.Errorf("commit of batch %d of %s: %w", id, job, ErrConflict)
 	}
+	s.sizes.put(job, w.after(entry, cut, resp.Header.Revision))
 	return resp.Header.Revision, nil
 }
 
-// ResetOffsets replaces a job's offsets while its record is still at
-// jobRevision (so a job that was resumed meanwhile is not touched). A batch
-// that was planned but not committed (plannedID > 0) is deleted with it: its
-// ranges start from the old offsets.
-func (s *Store) ResetOffsets(ctx context.Context, job string, offs *sluicev1.CommittedOffsets, jobRevision, plannedID, plannedRevision int64) error {
-	val, err := marshal(offs)
+// after is the window once a commit at offsetsRev added entry (nil: no
+// result) and pruned the batches below cut.
+func (w sizeWindow) after(entry *sizeEntry, cut, offsetsRev int64) sizeWindow {
+	next := sizeWindow{newest: w.newest, complete: w.complete, offsetsRev: offsetsRev}
+	for _, e := range w.oldest {
+		if e.ID >= cut {
+			next.oldest = append(next.oldest, e)
+		}
+	}
+	if entry != nil {
+		next.newest = entry
+		// Only a window holding every entry may be extended at its end.
+		if next.complete && len(next.oldest) < pruneWindow {
+			next.oldest = append(next.oldest, *entry)
+		} else {
+			next.complete = false
+		}
+	}
+	if len(next.oldest) == 0 && !next.complete {
+		next.offsetsRev = 0 // entries beyond the window may remain: read them
+	}
+	return next
+}
+
+// RetainedBytes is the encoded size of a job's retained results, as the
+// size index knows it (results committed before the index existed are not
+// counted).
+func (s *Store) RetainedBytes(ctx context.Context, job string) (int64, error) {
+	newest, oldest, err := s.readSizes(ctx, job)
+	if err != nil || newest == nil {
+		return 0, err
+	}
+	return newest.Total - (oldest[0].Total - oldest[0].Size), nil
+}
+
+// Reset is what ResetOffsets writes, in one transaction.
+type Reset struct {
+	// Job is the job record to write (with its new incarnation); it must
+	// still be at JobRevision, so that a job resumed meanwhile is not touched.
+	Job         *sluicev1.Job
+	JobRevision int64
+	// Offsets replace the committed offsets, which must still be at
+	// OffsetsRevision (0: the job has none yet), so that a batch that
+	// committed meanwhile is not silently overwritten.
+	Offsets         *sluicev1.CommittedOffsets
+	OffsetsRevision int64
+	// PlannedID is a batch that was planned but not committed (0: none),
+	// still at PlannedRevision; it is deleted, as its ranges start from the
+	// old offsets.
+	PlannedID, PlannedRevision int64
+	// NextBatchID is the id the job's next batch would take; the reset fails
+	// if a batch was planned under it meanwhile.
+	NextBatchID int64
+}
+
+// ResetOffsets replaces a job's offsets and record. It returns ErrConflict
+// when the job, its offsets or its batches changed since they were read.
+func (s *Store) ResetOffsets(ctx context.Context, r Reset) error {
+	job := r.Job.GetSpec().GetName()
+	val, err := marshal(r.Offsets)
 	if err != nil {
 		return err
 	}
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.jobKey(job)), "=", jobRevision)}
-	ops := []clientv3.Op{clientv3.OpPut(s.offsetsKey(job), val)}
-	if plannedID > 0 {
-		key := s.batchKey(job, plannedID)
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", plannedRevision))
+	jobVal, err := marshal(r.Job)
+	if err != nil {
+		return err
+	}
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(s.jobKey(job)), "=", r.JobRevision),
+		clientv3.Compare(clientv3.ModRevision(s.offsetsKey(job)), "=", r.OffsetsRevision),
+	}
+	ops := []clientv3.Op{clientv3.OpPut(s.offsetsKey(job), val), clientv3.OpPut(s.jobKey(job), jobVal)}
+	if r.NextBatchID > 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.batchKey(job, r.NextBatchID)), "=", 0))
+	}
+	if r.PlannedID > 0 {
+		key := s.batchKey(job, r.PlannedID)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", r.PlannedRevision))
 		ops = append(ops, clientv3.OpDelete(key))
 	}
-	if err := s.txn(ctx, cmps, ops...); err != nil {
+	err = s.txn(ctx, cmps, ops...)
+	if errors.Is(err, ErrConflict) {
+		return fmt.Errorf("reset offsets of %s: the job was edited, a batch was planned or committed, or leadership was lost since they were read: %w", job, err)
+	}
+	if err != nil {
 		return fmt.Errorf("reset offsets of %s: %w", job, err)
 	}
 	return nil
@@ -414,7 +768,8 @@ func (s *Store) DeleteJob(ctx context.Context, job string) error {
 		clientv3.OpDelete(key),
 		clientv3.OpDelete(s.offsetsKey(job)),
 		clientv3.OpDelete(s.batchesPrefix(job), clientv3.WithPrefix()),
-		clientv3.OpDelete(s.resultsPrefix(job), clientv3.WithPrefix()))
+		clientv3.OpDelete(s.resultsPrefix(job), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.retainedPrefix(job), clientv3.WithPrefix()))
 	if errors.Is(err, ErrConflict) {
 		return fmt.Errorf("job %q: %w", job, ErrNotFound)
 	}

@@ -449,7 +449,7 @@ func TestCommitBatch(t *testing.T) {
 		t.Errorf("Result(1) = %v, want %v", gotRes, wantRes)
 	}
 
-	// One transaction: the three keys share the commit's revision.
+	// One transaction: the four keys share the commit's revision.
 	resp, err := cli.Get(ctx, s.Prefix(), clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
@@ -460,8 +460,8 @@ func TestCommitBatch(t *testing.T) {
 			written = append(written, strings.TrimPrefix(string(kv.Key), s.Prefix()))
 		}
 	}
-	if len(written) != 3 {
-		t.Errorf("keys written at the commit revision %d = %q, want the batch, its result and the offsets", rev, written)
+	if len(written) != 4 {
+		t.Errorf("keys written at the commit revision %d = %q, want the batch, its result, its size entry and the offsets", rev, written)
 	}
 
 	t.Run("without result", func(t *testing.T) {

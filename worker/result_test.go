@@ -84,6 +84,7 @@ func TestClassify(t *testing.T) {
 	}{
 		{"record rejected by the steps", context.Background(), fmt.Errorf("read t/0 [0, 9): %w", recErr), errFatal},
 		{"spec does not compile", context.Background(), fmt.Errorf("compile steps: %w", &steps.FieldError{Field: "steps[0].filter"}), errFatal},
+		{"sink topic missing", context.Background(), fmt.Errorf("write: %w", kafkasrc.ErrPermanent), errFatal},
 		{"offsets gone", context.Background(), fmt.Errorf("read: %w", kafkasrc.ErrOffsetOutOfRange), errFailed},
 		{"broker away", context.Background(), errors.New("all brokers down"), errTransient},
 		{"deadline, whatever the error says", cancelled, recErr, errTransient},

@@ -29,9 +29,12 @@ func (w *Worker) writeKafka(ctx context.Context, task *sluicev1.Task, k *sluicev
 			record.Header{Key: "sluice-src", Value: fmt.Appendf(nil, "%s/%d/%d", r.GetTopic(), r.GetPartition(), r.GetOffset())})
 		msgs[i] = kafkasrc.Message{Topic: r.GetSinkTopic(), Partition: r.GetSinkPartition(), Key: r.GetKey(), Value: r.GetValue(), Headers: hdrs}
 	}
-	target := jobspec.Sink(task.GetSpec())
-	if !jobspec.Transactional(task.GetSpec()) {
-		err := w.sinks.WriteIdempotent(ctx, target, k.GetProperties(), msgs)
+	spec, inc := task.GetSpec(), task.GetIncarnation()
+	target := jobspec.Sink(spec)
+	if !jobspec.Transactional(spec) {
+		err := w.sinks.WriteIdempotent(ctx, kafkasrc.IdempotentTask{
+			Job: job, Incarnation: inc, Cluster: target, Properties: k.GetProperties(),
+		}, msgs)
 		if err == nil {
 			w.cfg.Failpoints.Hit("after-sink-write")
 		}
@@ -39,11 +42,13 @@ func (w *Worker) writeKafka(ctx context.Context, task *sluicev1.Task, k *sluicev
 	}
 	r := task.GetRange()
 	skipped, err := w.sinks.Transact(ctx, kafkasrc.TxnTask{
+		Job:             job,
+		Incarnation:     inc,
 		Cluster:         target,
 		Properties:      k.GetProperties(),
-		TransactionalID: jobspec.TransactionalID(task.GetSpec(), r.GetTopic(), r.GetPartition()),
+		TransactionalID: jobspec.TransactionalID(spec, inc, r.GetTopic(), r.GetPartition()),
 		Timeout:         k.GetTransactionTimeout().AsDuration(),
-		Group:           kafkasrc.GroupID(job),
+		Group:           jobspec.GroupID(job, inc),
 		Source:          kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()},
 		BeforeCommit:    func() { w.cfg.Failpoints.Hit("mid-txn") },
 	}, msgs)

@@ -62,7 +62,7 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	r := task.GetRange()
 	runner := prog.NewRunnerContext(ctx)
 	first := true
-	_, err = w.cache.Read(ctx, cl, kafkasrc.GroupID(spec.GetName()), kafkasrc.Range{
+	_, err = w.cache.Read(ctx, cl, jobspec.GroupID(spec.GetName(), task.GetIncarnation()), kafkasrc.Range{
 		Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset(),
 	}, func(rec *record.Record) error {
 		if first {
@@ -103,7 +103,9 @@ const (
 	errFailed
 	// errFatal: any worker and any attempt would fail the same way (a
 	// record the steps reject under the FAIL policy, a spec that does not
-	// compile): the job fails at once with the message.
+	// compile, a record Kafka refuses as too large, a sink topic that does
+	// not exist, conflicting producer settings): the job fails at once with
+	// the message.
 	errFatal
 )
 
@@ -114,7 +116,7 @@ func classify(ctx context.Context, err error) errClass {
 	case ctx.Err() != nil:
 		// Whatever the error says, the task was cut short: its deadline.
 		return errTransient
-	case errors.As(err, &re), errors.As(err, &fe):
+	case errors.As(err, &re), errors.As(err, &fe), errors.Is(err, kafkasrc.ErrPermanent):
 		return errFatal
 	case errors.Is(err, kafkasrc.ErrOffsetOutOfRange), errors.Is(err, kafkasrc.ErrInvalidRange):
 		return errFailed

@@ -363,18 +363,21 @@ func runResults(ctx context.Context, args []string) error {
 	f := newClientFlags("results")
 	from := f.fs.Int64("from", 0, "first batch id (0: oldest retained)")
 	to := f.fs.Int64("to", 0, "last batch id (0: newest)")
-	merge := f.fs.Bool("merge", false, "print per-key totals over the selected batches")
+	merge := f.fs.Bool("merge", false, "print per-key totals over the selected retained batches")
 	pos, c, err := f.parse(args, 1)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	resp, err := c.Results(ctx, pos[0], *from, *to, *merge)
-	if err != nil {
-		return err
-	}
+	job := pos[0]
 	if f.json() {
+		// Every page in one response: results, merged, pruned, oldest retained.
+		resp, err := c.Results(ctx, job, *from, *to, *merge)
+		if err != nil {
+			return err
+		}
 		printJSON(resp)
+		prunedNotice(resp, *from)
 		return nil
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
@@ -384,18 +387,59 @@ func runResults(ctx context.Context, args []string) error {
 		}
 	}
 	if *merge {
+		// The totals cover every selected batch; one result is enough of the page.
+		resp, err := c.JobService().GetResults(ctx, &sluicev1.GetResultsRequest{Job: job, FromBatchId: *from, ToBatchId: *to, Merge: true, Limit: 1})
+		if err != nil {
+			return err
+		}
+		label := "none"
+		if j, err := c.Job(ctx, job); err == nil {
+			first, last := max(*from, resp.GetOldestRetainedBatchId()), j.GetLastBatchId()
+			if *to > 0 {
+				last = min(last, *to)
+			}
+			if resp.GetOldestRetainedBatchId() > 0 && first <= last {
+				label = fmt.Sprintf("%d-%d", first, last)
+			}
+		}
 		fmt.Fprintln(tw, "BATCHES\tKEY\tCOUNT\tSUM\tMIN\tMAX\tAVG")
-		printAggs(fmt.Sprintf("%d", len(resp.GetResults())), resp.GetMerged())
-		return tw.Flush()
+		printAggs(label, resp.GetMerged())
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		prunedNotice(resp, *from)
+		return nil
 	}
 	fmt.Fprintln(tw, "BATCH\tKEY\tCOUNT\tSUM\tMIN\tMAX\tAVG")
-	for _, r := range resp.GetResults() {
+	resp, err := c.AllResults(ctx, &sluicev1.GetResultsRequest{Job: job, FromBatchId: *from, ToBatchId: *to}, func(r *sluicev1.BatchResult) error {
 		printAggs(strconv.FormatInt(r.GetBatchId(), 10), r.GetAggregates())
 		for _, rec := range r.GetRecords() {
 			fmt.Fprintf(tw, "%d\t%s\t%s/%d@%d\t%s\n", r.GetBatchId(), rec.GetKey(), rec.GetTopic(), rec.GetPartition(), rec.GetOffset(), rec.GetValue())
 		}
+		return nil
+	})
+	if ferr := tw.Flush(); err == nil {
+		err = ferr
 	}
-	return tw.Flush()
+	if err != nil {
+		return err
+	}
+	prunedNotice(resp, *from)
+	return nil
+}
+
+// prunedNotice tells, on stderr, that results of the selected range are
+// gone: the coordinator keeps only its newest batches.
+func prunedNotice(resp *sluicev1.GetResultsResponse, from int64) {
+	if !resp.GetPruned() {
+		return
+	}
+	if oldest := resp.GetOldestRetainedBatchId(); oldest > 0 {
+		fmt.Fprintf(os.Stderr, "note: batches %d to %d were pruned; only batches from %d on are included (the coordinator's --keep-batches and --keep-bytes retain more)\n",
+			max(from, 1), oldest-1, oldest)
+		return
+	}
+	fmt.Fprintln(os.Stderr, "note: every committed batch in the range was pruned; none is included (the coordinator's --keep-batches and --keep-bytes retain more)")
 }
 
 func num(f float64) string { return strconv.FormatFloat(f, 'g', 10, 64) }

@@ -4,8 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -27,6 +30,42 @@ func newLogger(level string) (hclog.Logger, error) {
 	return hclog.New(&hclog.LoggerOptions{Name: "sluice", Level: l, Output: os.Stderr}), nil
 }
 
+// byteSize is a flag of bytes: 1048576, 512KiB, 64MiB or 1GiB.
+type byteSize int64
+
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	mult := int64(1)
+	num := s
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			num, mult = strings.TrimSuffix(s, u.suffix), u.size
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return fmt.Errorf("%q: want a non-negative size such as 1048576, 512KiB, 64MiB or 1GiB", s)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
 func runDev(ctx context.Context, args []string) error {
 	cfg := dev.DefaultConfig()
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
@@ -42,6 +81,9 @@ func runDev(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Demo.Rate, "demo-rate", cfg.Demo.Rate, "demo events per second")
 	fs.DurationVar(&cfg.Demo.Interval, "demo-interval", cfg.Demo.Interval, "demo job batch interval")
 	fs.BoolVar(&cfg.InfraOnly, "infra-only", false, "run only etcd and the broker (for separate coordinator and worker processes)")
+	fs.Int64Var(&cfg.KeepBatches, "keep-batches", cfg.KeepBatches, "batches (and results) retained per job")
+	fs.Var((*byteSize)(&cfg.KeepBytes), "keep-bytes", "bound on the encoded size of each job's retained results, e.g. 64MiB (0: no bound)")
+	fs.DurationVar(&cfg.CompactInterval, "compact-interval", cfg.CompactInterval, "history the embedded etcd keeps; it compacts older revisions (negative: never)")
 	level := fs.String("log-level", "warn", "log level: trace, debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -64,6 +106,8 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Prefix, "etcd-prefix", cfg.Prefix, "prefix of Sluice's etcd keys")
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "leader lease; a leader silent this long is replaced")
 	fs.Int64Var(&cfg.KeepBatches, "keep-batches", cfg.KeepBatches, "batches (and results) retained per job")
+	fs.Var((*byteSize)(&cfg.KeepBytes), "keep-bytes", "bound on the encoded size of each job's retained results, e.g. 64MiB (0: no bound)")
+	fs.DurationVar(&cfg.CompactInterval, "compact-interval", cfg.CompactInterval, "while leading, compact etcd's history older than this, every this often (negative: never)")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "drop a worker silent this long and re-run its tasks")
 	level := fs.String("log-level", "info", "log level")
 	if err := fs.Parse(args); err != nil {

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"testing"
+)
+
+func TestByteSize(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{in: "0", want: 0},
+		{in: "1048576", want: 1 << 20},
+		{in: "512KiB", want: 512 << 10},
+		{in: "64MiB", want: 64 << 20},
+		{in: "2GiB", want: 2 << 30},
+		{in: "100B", want: 100},
+		{in: "8589934591GiB", want: 1<<63 - 1<<30},
+		{in: "8589934592GiB", wantErr: true}, // 2^63 overflows int64
+		{in: "-1", wantErr: true},
+		{in: "64MB", wantErr: true},
+		{in: "lots", wantErr: true},
+	}
+	for _, tc := range tests {
+		var b byteSize
+		err := b.Set(tc.in)
+		if (err != nil) != tc.wantErr || (!tc.wantErr && int64(b) != tc.want) {
+			t.Errorf("Set(%q) = %d, %v; want %d, error %v", tc.in, b, err, tc.want, tc.wantErr)
+		}
+	}
+	for n, want := range map[int64]string{0: "0", 64 << 20: "64MiB", 1<<20 + 1: "1048577", 3 << 10: "3KiB", 1 << 30: "1GiB"} {
+		b := byteSize(n)
+		if got := b.String(); got != want {
+			t.Errorf("byteSize(%d).String() = %q, want %q", n, got, want)
+		}
+	}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var v int64 = 64 << 20
+	fs.Var((*byteSize)(&v), "keep-bytes", "")
+	if err := fs.Parse([]string{"--keep-bytes", "1MiB"}); err != nil || v != 1<<20 {
+		t.Errorf("--keep-bytes 1MiB = %d, %v", v, err)
+	}
+	if err := fs.Parse([]string{"--keep-bytes", "many"}); err == nil {
+		t.Errorf("--keep-bytes many: no error")
+	}
+}
