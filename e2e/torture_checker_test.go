@@ -75,7 +75,7 @@ func resultKey(job string, id int64) string { return fmt.Sprintf("results/%s/%02
 
 func jobRecord(k *jobKind, tag string, state sluicev1.JobState) *sluicev1.Job {
 	v := variant{interval: 200 * time.Millisecond, maxRecords: 1500}
-	return &sluicev1.Job{Spec: k.spec("b:9092", v, tag, nil), State: state}
+	return &sluicev1.Job{Spec: k.spec("b:9092", v, tag, nil), State: state, Incarnation: "inc-" + tag}
 }
 
 func offsetsAt(k *jobKind, at func(tp) int64) *sluicev1.CommittedOffsets {
@@ -239,20 +239,21 @@ func TestTortureCheckerCollect(t *testing.T) {
 		}},
 		{name: "reset nobody asked for", kinds: []string{"protocol"}, run: func(sc *scenario) {
 			sc.start(count, "")
-			sc.txn(put("offsets/"+count.name, offsetsAt(count, at(3)), false))
+			sc.txn(put("offsets/"+count.name, offsetsAt(count, at(3)), false), put("jobs/"+count.name, jobRecord(count, "r", sluicev1.JobState_JOB_STATE_STOPPED), false))
 		}},
 		{name: "asked reset drops the planned batch", run: func(sc *scenario) {
 			sc.start(count, "")
 			sc.txn(put(batchKey(count.name, 2), &sluicev1.Batch{Job: count.name, Id: 2, Ranges: uniformRanges(count, 10, 20), State: sluicev1.BatchState_BATCH_STATE_PLANNED}, true))
 			sc.resets++
-			sc.txn(put("offsets/"+count.name, offsetsAt(count, at(3)), false), del(batchKey(count.name, 2)))
+			sc.txn(put("offsets/"+count.name, offsetsAt(count, at(3)), false), del(batchKey(count.name, 2)),
+				put("jobs/"+count.name, jobRecord(count, "r", sluicev1.JobState_JOB_STATE_STOPPED), false))
 			sc.planAndCommit(count, 2, uniformRanges(count, 3, 8), offsetsAt(count, at(8)), nil)
 		}},
 		{name: "reset keeps the planned batch", kinds: []string{"protocol", "lost", "lost", "lost", "lost"}, lost: 28, run: func(sc *scenario) {
 			sc.start(count, "")
 			sc.txn(put(batchKey(count.name, 2), &sluicev1.Batch{Job: count.name, Id: 2, Ranges: uniformRanges(count, 10, 20), State: sluicev1.BatchState_BATCH_STATE_PLANNED}, true))
 			sc.resets++
-			sc.txn(put("offsets/"+count.name, offsetsAt(count, at(3)), false))
+			sc.txn(put("offsets/"+count.name, offsetsAt(count, at(3)), false), put("jobs/"+count.name, jobRecord(count, "r", sluicev1.JobState_JOB_STATE_STOPPED), false))
 			// The old plan then commits over the new offsets.
 			sc.m.jobs[count.name].planned[2] = &sluicev1.Batch{Id: 2, Ranges: uniformRanges(count, 10, 20)}
 			sc.commit(count, 2, uniformRanges(count, 10, 20), offsetsAt(count, at(20)), nil)
@@ -266,6 +267,21 @@ func TestTortureCheckerCollect(t *testing.T) {
 			sc.txn(del("jobs/"+count.name), del("offsets/"+count.name), del(batchKey(count.name, 1)), del(resultKey(count.name, 1)))
 			sc.txn(put(batchKey(count.name, 2), &sluicev1.Batch{Job: count.name, Id: 2, Ranges: uniformRanges(count, 10, 20), State: sluicev1.BatchState_BATCH_STATE_PLANNED}, true))
 		}},
+		{name: "incarnation id changes without a reset", kinds: []string{"protocol"}, run: func(sc *scenario) {
+			sc.start(count, "a")
+			sc.txn(put("jobs/"+count.name, jobRecord(count, "b", sluicev1.JobState_JOB_STATE_RUNNING), false))
+		}},
+		{name: "reset keeps the incarnation id", kinds: []string{"protocol"}, run: func(sc *scenario) {
+			sc.start(count, "a")
+			sc.resets++
+			sc.txn(put("offsets/"+count.name, offsetsAt(count, at(3)), false), put("jobs/"+count.name, jobRecord(count, "a", sluicev1.JobState_JOB_STATE_STOPPED), false))
+		}},
+		{name: "reset with a new incarnation id", run: func(sc *scenario) {
+			sc.start(count, "a")
+			sc.resets++
+			sc.txn(put("offsets/"+count.name, offsetsAt(count, at(3)), false), put("jobs/"+count.name, jobRecord(count, "b", sluicev1.JobState_JOB_STATE_STOPPED), false))
+			sc.txn(put("jobs/"+count.name, jobRecord(count, "b", sluicev1.JobState_JOB_STATE_RUNNING), false))
+		}},
 		{name: "job failed", kinds: []string{"failed"}, run: func(sc *scenario) {
 			sc.start(count, "")
 			j := jobRecord(count, "", sluicev1.JobState_JOB_STATE_FAILED)
@@ -276,6 +292,7 @@ func TestTortureCheckerCollect(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sc := newScenario(100)
 			tt.run(sc)
+			sc.m.checkIncarnationIDs()
 			sc.m.mu.Lock()
 			defer sc.m.mu.Unlock()
 			sc.m.drainPending(true)
@@ -389,7 +406,8 @@ func TestTortureCheckerSink(t *testing.T) {
 			sc.txn(put(batchKey(k.name, 2), &sluicev1.Batch{Job: k.name, Id: 2, Ranges: uniformRanges(k, 10, 20), State: sluicev1.BatchState_BATCH_STATE_PLANNED}, true))
 			sc.txn(put("jobs/"+k.name, jobRecord(k, "sink-b-g1", sluicev1.JobState_JOB_STATE_STOPPED), false))
 			sc.resets++
-			sc.txn(put("offsets/"+k.name, offsetsAt(k, at(0)), false), del(batchKey(k.name, 2)))
+			sc.txn(put("offsets/"+k.name, offsetsAt(k, at(0)), false), del(batchKey(k.name, 2)),
+				put("jobs/"+k.name, jobRecord(k, "sink-b-g2", sluicev1.JobState_JOB_STATE_STOPPED), false))
 			sc.txn(put("jobs/"+k.name, jobRecord(k, "sink-b-g2", sluicev1.JobState_JOB_STATE_RUNNING), false))
 			b3 := uniformRanges(k, 0, 5)
 			sc.planAndCommit(k, 3, b3, offsetsAt(k, at(5)), nil)

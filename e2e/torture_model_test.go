@@ -59,6 +59,8 @@ type incarnation struct {
 	// dropped them); a Kafka sink may have written their output.
 	dropped []*sluicev1.Batch
 	tags    map[string]bool
+	// ids are the Job.incarnation values the job record had during it.
+	ids     map[string]bool
 	ended   string
 	records int64
 }
@@ -88,6 +90,7 @@ type jobModel struct {
 	state   sluicev1.JobState
 	spec    *sluicev1.JobSpec
 	message string
+	incID   string       // Job.incarnation of the last job record
 	offsets map[tp]int64 // nil before the starting offsets are resolved
 	planned map[int64]*sluicev1.Batch
 	lastID  int64
@@ -304,6 +307,10 @@ func (m *tortureModel) applyJob(rev int64, job string, jm *jobModel, je *jobEven
 		m.report(job, "protocol", "rev %d: offsets or batches written for a job that does not exist (after its delete)", rev)
 		return
 	}
+	if je.jobPut != nil {
+		// A reset writes the job's new incarnation id with the offsets.
+		jm.incID = je.jobPut.GetIncarnation()
+	}
 	for _, id := range je.batchDels {
 		if p := jm.planned[id]; p != nil {
 			if jm.cur != nil {
@@ -351,7 +358,10 @@ func (m *tortureModel) setJob(jm *jobModel, j *sluicev1.Job) {
 	if j.GetState() == sluicev1.JobState_JOB_STATE_FAILED && jm.state != sluicev1.JobState_JOB_STATE_FAILED {
 		m.report(j.GetSpec().GetName(), "failed", "job failed: %s", j.GetMessage())
 	}
-	jm.state, jm.spec, jm.message = j.GetState(), j.GetSpec(), j.GetMessage()
+	jm.state, jm.spec, jm.message, jm.incID = j.GetState(), j.GetSpec(), j.GetMessage(), j.GetIncarnation()
+	if jm.cur != nil && jm.incID != "" {
+		jm.cur.ids[jm.incID] = true
+	}
 	if jm.cur != nil && jm.state == sluicev1.JobState_JOB_STATE_RUNNING && jm.kind.sink {
 		jm.cur.tags[specTag(jm.spec)] = true
 	}
@@ -377,7 +387,10 @@ func fmtOffsets(o map[tp]int64) string {
 func (m *tortureModel) newIncarnation(rev int64, jm *jobModel, job, kind string, offs *sluicev1.CommittedOffsets) {
 	start := offsetMapOf(offs)
 	inc := &incarnation{job: job, gen: jm.gen, n: len(jm.incs) + 1, kind: kind, rev: rev, at: m.since(),
-		start: start, end: maps.Clone(start), tags: map[string]bool{}}
+		start: start, end: maps.Clone(start), tags: map[string]bool{}, ids: map[string]bool{}}
+	if jm.incID != "" {
+		inc.ids[jm.incID] = true
+	}
 	jm.cur, jm.offsets = inc, maps.Clone(start)
 	jm.incs = append(jm.incs, inc)
 	if jm.state == sluicev1.JobState_JOB_STATE_RUNNING && jm.kind.sink {
@@ -613,6 +626,28 @@ func (m *tortureModel) checkResult(pc pendingCheck, ready bool) {
 	if len(diffs) > 0 {
 		m.report(pc.job, "wrong", "incarnation %d, batch %d %s: result differs from the ground truth of its ranges: %s",
 			pc.inc.n, b.GetId(), fmtRanges(b.GetRanges()), strings.Join(diffs, "; "))
+	}
+}
+
+// checkIncarnationIDs compares the incarnations the checker saw with the
+// job records' incarnation ids: one id per incarnation, never reused.
+func (m *tortureModel) checkIncarnationIDs() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range tortureJobs {
+		owner := map[string]*incarnation{}
+		for _, inc := range m.jobs[k.name].incs {
+			if len(inc.ids) > 1 {
+				m.report(k.name, "protocol", "incarnation %d (%s) ran under several job incarnation ids %v: an id changed without a reset or a new submit",
+					inc.n, inc, slices.Sorted(maps.Keys(inc.ids)))
+			}
+			for id := range inc.ids {
+				if o := owner[id]; o != nil {
+					m.report(k.name, "protocol", "job incarnation id %s is shared by incarnations %d and %d: a reset or a new submit kept it", id, o.n, inc.n)
+				}
+				owner[id] = inc
+			}
+		}
 	}
 }
 

@@ -233,6 +233,7 @@ func TestTorture(t *testing.T) {
 			model.checkSink(k.name, out)
 		}
 	}
+	model.checkIncarnationIDs()
 	checkPublicResults(t, model, c, ends)
 	checkSinkGroup(t, model, c, adm)
 	checkInfra(model, mirror, producers, nem)
