@@ -6,11 +6,14 @@ package dev
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -114,8 +117,38 @@ func StartKafka(c KafkaConfig) (*kfake.Cluster, error) {
 	return k, nil
 }
 
-// FreeAddr returns a loopback address with a port free right now.
+// FreeAddr returns a loopback address with a port free right now, for tests
+// and tools that start servers on chosen addresses. The port is below the
+// kernel's ephemeral range when it can be: a port of that range (what
+// listening on port 0 gives) can become the local end of any outgoing
+// connection on the machine before the server binds it. Ports handed out
+// are not handed out again by this process.
 func FreeAddr() (string, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				low = v
+			}
+		}
+	}
+	// Above the well-known ports and sluice dev's defaults (7070, 12379,
+	// 12380, 19092), which another run may be using.
+	const floor = 20000
+	for range 1000 {
+		if low <= floor+1000 {
+			break
+		}
+		port := floor + rand.IntN(low-floor)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		if _, taken := handedOut.LoadOrStore(port, true); !taken {
+			return l.Addr().String(), nil
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -123,3 +156,6 @@ func FreeAddr() (string, error) {
 	defer l.Close()
 	return l.Addr().String(), nil
 }
+
+// handedOut holds the ports FreeAddr returned.
+var handedOut sync.Map
