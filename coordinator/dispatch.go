@@ -33,6 +33,12 @@ const poisonLosses = 3
 // job does not set limits.max_task_retries.
 const defaultTaskRetries = 30
 
+// localityWait is how long a task waits for a slot on its preferred worker
+// (the one whose cached consumer holds its partition) before it takes a
+// slot elsewhere, like Spark's spark.locality.wait: moving a partition costs
+// a new consumer and its prefetch, far more than a short wait.
+const localityWait = time.Second
+
 // errNoWorkers is what a batch waits on while no worker is connected.
 var errNoWorkers = errors.New("coordinator: no workers connected")
 
@@ -205,19 +211,20 @@ func mismatch(disp *dispatch, from *workerConn, res *sluicev1.TaskResult) string
 	return ""
 }
 
-// send queues task on a worker with a free slot, chosen by rendezvous
-// hashing over the workers with room, so a partition sticks to the same
-// worker across batches and its cached consumer is reused. Workers in avoid
-// are skipped while others have room. Without a worker it returns
-// errNoWorkers, with every slot busy errNoSlot, and with either the channel
-// that closes when that may have changed.
-func (d *dispatcher) send(ctx context.Context, task *sluicev1.Task, avoid map[string]bool, results chan<- *sluicev1.TaskResult) (*dispatch, <-chan struct{}, error) {
+// send queues task on a worker with a free slot. The worker is chosen by
+// rendezvous hashing, so a partition sticks to the same worker across
+// batches and its cached consumer is reused: while that worker's slots are
+// busy the task waits for one, unless spill is set, when any worker with
+// room will do. Workers in avoid are skipped while others qualify. Without
+// a worker it returns errNoWorkers, without a slot errNoSlot, and with
+// either the channel that closes when that may have changed.
+func (d *dispatcher) send(ctx context.Context, task *sluicev1.Task, avoid map[string]bool, spill bool, results chan<- *sluicev1.TaskResult) (*dispatch, <-chan struct{}, error) {
 	d.mu.Lock()
 	var best *workerConn
 	var bestScore uint64
 	var bestAvoided bool
 	for id, w := range d.workers {
-		if w.inflight >= w.slots || !w.alive() {
+		if !w.alive() || (spill && w.inflight >= w.slots) {
 			continue
 		}
 		h := fnv.New64a()
@@ -232,9 +239,9 @@ func (d *dispatcher) send(ctx context.Context, task *sluicev1.Task, avoid map[st
 			best, bestScore, bestAvoided = w, score, avoided
 		}
 	}
-	if best == nil {
+	if best == nil || best.inflight >= best.slots {
 		err := errNoSlot
-		if len(d.workers) == 0 {
+		if best == nil && len(d.workers) == 0 {
 			err = errNoWorkers
 		}
 		changed := d.changed
@@ -318,6 +325,7 @@ type runningTask struct {
 	disp     *dispatch // in flight, or nil
 	deadline time.Time
 	notFrom  time.Time // earliest next dispatch, after a transient error
+	queued   time.Time // when it last became ready to dispatch
 	backoff  time.Duration
 	attempt  int32 // dispatches so far
 	failures int
@@ -392,13 +400,17 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 		still := pendingDispatch[:0]
 		for _, i := range pendingDispatch {
 			st := state[i]
-			if now.Before(st.notFrom) || changed != nil {
+			if now.Before(st.notFrom) {
 				still = append(still, i)
 				continue
 			}
+			if st.queued.IsZero() {
+				st.queued = now
+			}
 			attempt := cloneTask(st.task)
 			attempt.Key.Attempt = st.attempt + 1
-			disp, ch, err := d.send(ctx, attempt, st.avoid, incoming)
+			spill := now.Sub(st.queued) >= localityWait
+			disp, ch, err := d.send(ctx, attempt, st.avoid, spill, incoming)
 			if errors.Is(err, errNoWorkers) || errors.Is(err, errNoSlot) {
 				still = append(still, i)
 				changed = ch
@@ -411,6 +423,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 			attempts++
 			st.attempt++
 			st.disp = disp
+			st.queued = time.Time{}
 			timeout := min(st.task.GetTimeout().AsDuration(), maxTaskTimeout)
 			// The worker enforces the timeout itself and reports it as a
 			// transient error; the grace leaves room for that report, so the

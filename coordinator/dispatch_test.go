@@ -310,3 +310,85 @@ func waitCancels(w *fakeWorker, n int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestRunTasksKeepPartitionsOnTheirWorker(t *testing.T) {
+	d := newDispatcher(hclog.NewNullLogger())
+	handle := func(_ *fakeWorker, task *sluicev1.Task) *sluicev1.TaskResult {
+		time.Sleep(2 * time.Millisecond)
+		return ok(task)
+	}
+	workers := []*fakeWorker{
+		startFakeWorker(t, d, "w1", 1, handle), startFakeWorker(t, d, "w2", 1, handle), startFakeWorker(t, d, "w3", 1, handle),
+	}
+	tasks := testTasks(30, time.Minute)
+	for i, task := range tasks {
+		task.Range.Partition = int32(i % 3) // ten tasks per partition
+	}
+	if _, err := run(context.Background(), d, tasks, defaultLimits); err != nil {
+		t.Fatal(err)
+	}
+	owner := map[int32]string{}
+	for _, w := range workers {
+		for _, task := range w.tasks {
+			p := task.GetRange().GetPartition()
+			if o, ok := owner[p]; ok && o != w.conn.id {
+				t.Errorf("partition %d ran on %s and %s: a busy worker's partitions moved instead of waiting", p, o, w.conn.id)
+			}
+			owner[p] = w.conn.id
+		}
+	}
+}
+
+func TestRunTasksSpillAfterTheLocalityWait(t *testing.T) {
+	d := newDispatcher(hclog.NewNullLogger())
+	stuck := make(chan struct{})
+	var holder string
+	var mu sync.Mutex
+	handle := func(w *fakeWorker, task *sluicev1.Task) *sluicev1.TaskResult {
+		mu.Lock()
+		first := holder == ""
+		if first {
+			holder = w.conn.id
+		}
+		mu.Unlock()
+		if first {
+			<-stuck // holds its only slot for the whole test
+			return nil
+		}
+		return ok(task)
+	}
+	w1 := startFakeWorker(t, d, "w1", 1, handle)
+	w2 := startFakeWorker(t, d, "w2", 1, handle)
+	t.Cleanup(func() { close(stuck) }) // before the workers' cleanups wait for their handlers
+	tasks := testTasks(2, time.Minute)
+	tasks[1].Range.Partition = 0 // same partition: same preferred worker
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = run(ctx, d, tasks, defaultLimits)
+	}()
+	// The second task waits for the first's worker, then runs elsewhere.
+	deadline := time.Now().Add(5 * time.Second)
+	received := func(w *fakeWorker) int {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.tasks)
+	}
+	for {
+		if received(w1) == 1 && received(w2) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second task never spilled to the free worker")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if waited := time.Since(start); waited < localityWait {
+		t.Errorf("spilled after %s, before the locality wait of %s", waited, localityWait)
+	}
+	cancel()
+	<-done
+}
