@@ -258,6 +258,13 @@ func TestTortureCheckerCollect(t *testing.T) {
 			sc.m.jobs[count.name].planned[2] = &sluicev1.Batch{Id: 2, Ranges: uniformRanges(count, 10, 20)}
 			sc.commit(count, 2, uniformRanges(count, 10, 20), offsetsAt(count, at(20)), nil)
 		}},
+		{name: "reset before the starting offsets were resolved", run: func(sc *scenario) {
+			sc.txn(put("jobs/"+count.name, jobRecord(count, "a", sluicev1.JobState_JOB_STATE_STOPPED), true))
+			sc.resets++
+			sc.txn(put("offsets/"+count.name, offsetsAt(count, at(5)), true), put("jobs/"+count.name, jobRecord(count, "b", sluicev1.JobState_JOB_STATE_STOPPED), false))
+			sc.txn(put("jobs/"+count.name, jobRecord(count, "b", sluicev1.JobState_JOB_STATE_RUNNING), false))
+			sc.planAndCommit(count, 1, uniformRanges(count, 5, 9), offsetsAt(count, at(9)), nil)
+		}},
 		{name: "starting offsets not the spec's", kinds: []string{"wrong"}, run: func(sc *scenario) {
 			sc.txn(put("jobs/"+count.name, jobRecord(count, "", sluicev1.JobState_JOB_STATE_RUNNING), true))
 			sc.txn(put("offsets/"+count.name, offsetsAt(count, at(5)), true))

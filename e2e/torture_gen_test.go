@@ -262,8 +262,10 @@ func (g *generator) stop(actor string, j *genJob) error {
 // update that gives it a new tag.
 func (g *generator) resume(actor string, j *genJob) {
 	if j.kind.sink && j.newTag {
+		// Never Resume with the old tag: the new incarnation's output
+		// would carry the old one's.
 		g.update(actor, j)
-		if j.running || !j.exists {
+		if j.running || !j.exists || j.newTag {
 			return
 		}
 	}

@@ -329,7 +329,10 @@ func (m *tortureModel) applyJob(rev int64, job string, jm *jobModel, je *jobEven
 		m.report(job, "protocol", "rev %d: batch %d committed without moving the offsets", rev, je.commits[0].GetId())
 	case len(je.commits) == 1:
 		m.commit(rev, job, jm, je.commits[0], je.offPut, je.results[je.commits[0].GetId()])
-	case je.offPut != nil && jm.offsets == nil:
+	case je.offPut != nil && jm.offsets == nil && (je.jobPut == nil || je.created):
+		// A runner resolved the starting offsets. (A reset writes the job
+		// record with its new incarnation id in the same transaction; it
+		// may come before the runner resolved anything.)
 		m.newIncarnation(rev, jm, job, "start", je.offPut)
 	case je.offPut != nil:
 		asked := m.resetAsked(job)
