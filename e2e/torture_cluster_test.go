@@ -2,12 +2,9 @@ package e2e
 
 import (
 	"fmt"
-	"math/rand"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,18 +59,18 @@ func newTortureCluster(t *testing.T, logDir string, coordinators, workers int) *
 	t.Helper()
 	c := &tortureCluster{
 		t: t, logDir: logDir, dataDir: t.TempDir(),
-		brokers: stableAddr(t), etcd: stableAddr(t), brokerEtcd: stableAddr(t), brokerEtcdPeer: stableAddr(t),
+		brokers: freeAddr(t), etcd: freeAddr(t), brokerEtcd: freeAddr(t), brokerEtcdPeer: freeAddr(t),
 		procs: map[string]*tproc{}, runs: map[string]int{},
 	}
 	for range coordinators {
-		c.coords = append(c.coords, stableAddr(t))
+		c.coords = append(c.coords, freeAddr(t))
 	}
 	for i := range workers {
 		c.workers = append(c.workers, fmt.Sprintf("w%d", i+1))
 	}
 	t.Cleanup(c.closeAll)
 	etcd, err := c.start("etcd", "dev", "--infra-only", "--data-dir", filepath.Join(c.dataDir, "etcd"),
-		"--etcd-addr", c.etcd, "--etcd-peer-addr", stableAddr(t), "--kafka-bootstrap", c.brokers)
+		"--etcd-addr", c.etcd, "--etcd-peer-addr", freeAddr(t), "--kafka-bootstrap", c.brokers)
 	if err == nil {
 		err = waitLogErr(etcd, "is up", 30*time.Second)
 	}
@@ -95,50 +92,6 @@ func newTortureCluster(t *testing.T, logDir string, coordinators, workers int) *
 	}
 	return c
 }
-
-// stableAddr returns a free loopback address whose port is below the
-// kernel's ephemeral range. The processes keep their addresses across
-// restarts, and a port of the ephemeral range (what freeAddr hands out)
-// can meanwhile become the local end of any outgoing connection on the
-// machine.
-func stableAddr(t *testing.T) string {
-	t.Helper()
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil {
-				low = v
-			}
-		}
-	}
-	if low <= 12000 {
-		return freeAddr(t) // an unusual range: nothing better to do
-	}
-	for range 1000 {
-		// Above the well-known ports and sluice dev's defaults (7070,
-		// 12379, 12380, 19092: another run of it may be up).
-		port := 20000 + rand.Intn(low-20000)
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		stableMu.Lock()
-		taken := stableTaken[port]
-		stableTaken[port] = true
-		stableMu.Unlock()
-		l.Close()
-		if !taken {
-			return l.Addr().String()
-		}
-	}
-	t.Fatal("no free port below the ephemeral range")
-	return ""
-}
-
-var (
-	stableMu    sync.Mutex
-	stableTaken = map[int]bool{}
-)
 
 // start runs `sluice args...` as the process called name. (It returns
 // errors rather than failing the test: the nemesis calls it from its own
