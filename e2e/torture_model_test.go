@@ -548,6 +548,19 @@ type aggTruth struct {
 	count, sum, min, max int64
 }
 
+// addTruth counts record n of the known stream into want.
+func addTruth(want map[string]*aggTruth, n int64) {
+	a := tAmt(n)
+	t := want[tKey(n)]
+	if t == nil {
+		t = &aggTruth{min: a, max: a}
+		want[tKey(n)] = t
+	}
+	t.count++
+	t.sum += a
+	t.min, t.max = min(t.min, a), max(t.max, a)
+}
+
 // drainPending checks the results whose ranges the mirror now holds (all
 // of them when final).
 func (m *tortureModel) drainPending(final bool) {
@@ -582,15 +595,7 @@ func (m *tortureModel) checkResult(pc pendingCheck, ready bool) {
 			if n < 0 || !kind.keep(n) {
 				continue
 			}
-			a := tAmt(n)
-			t := want[tKey(n)]
-			if t == nil {
-				t = &aggTruth{min: a, max: a}
-				want[tKey(n)] = t
-			}
-			t.count++
-			t.sum += a
-			t.min, t.max = min(t.min, a), max(t.max, a)
+			addTruth(want, n)
 		}
 	}
 	got := map[string]*sluicev1.KeyAggregate{}

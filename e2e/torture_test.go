@@ -395,15 +395,7 @@ func checkPublicResults(t *testing.T, m *tortureModel, c interface {
 				if n < 0 || !k.keep(n) {
 					continue
 				}
-				a := tAmt(n)
-				w := want[tKey(n)]
-				if w == nil {
-					w = &aggTruth{min: a, max: a}
-					want[tKey(n)] = w
-				}
-				w.count++
-				w.sum += a
-				w.min, w.max = min(w.min, a), max(w.max, a)
+				addTruth(want, n)
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
