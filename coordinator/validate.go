@@ -3,10 +3,12 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/sluice-stream/sluice/jobspec"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/steps"
@@ -69,6 +71,9 @@ func Validate(spec *sluicev1.JobSpec) error {
 	if err := validateStart(src.GetStartingOffsets(), topics); err != nil {
 		return err
 	}
+	if err := validatePlacement(spec.GetPlacement(), topics); err != nil {
+		return err
+	}
 	if bi := spec.GetBatchInterval(); bi != nil {
 		if err := bi.CheckValid(); err != nil {
 			return invalid("batch_interval", "%v", err)
@@ -111,7 +116,12 @@ const (
 	maxRecordsPerBatch  = 1_000_000_000_000
 	maxTaskAttempts     = 100
 	maxTaskRetries      = 1000
+	maxJobRate          = 1_000_000_000_000 // records per second over a job
+	maxFixedEntries     = 10_000
 )
+
+// labelRE is a worker label: what `sluice worker --label` accepts.
+var labelRE = regexp.MustCompile(`^[A-Za-z0-9._=:-]{1,63}$`)
 
 // validateLimits checks spec.limits; nil is the defaults. Zero means the
 // default for every field but task_timeout, which is omitted for its default.
@@ -131,6 +141,28 @@ func validateLimits(lim *sluicev1.Limits) error {
 	if n := lim.GetMaxTaskRetries(); n < 0 || n > maxTaskRetries {
 		return invalid("limits.max_task_retries", "%d: use 0 to %d (0 for the default 30)", n, maxTaskRetries)
 	}
+	if r := lim.GetMinRatePerPartition(); r < 0 || r > maxRatePerPartition {
+		return invalid("limits.min_rate_per_partition", "%d: use 0 (none) to %d records per second", r, maxRatePerPartition)
+	}
+	if mx, mn := lim.GetMaxRatePerPartition(), lim.GetMinRatePerPartition(); mx > 0 && mn > mx {
+		return invalid("limits.min_rate_per_partition", "%d is above limits.max_rate_per_partition %d", mn, mx)
+	}
+	if r := lim.GetInitialRate(); r < 0 || r > maxJobRate {
+		return invalid("limits.initial_rate", "%d: use 0 (the default %d) to %d records per second", r, defaultInitialRate, maxJobRate)
+	}
+	if n := lim.GetMaxRecordsPerTask(); n < 0 || n > maxRecordsPerBatch {
+		return invalid("limits.max_records_per_task", "%d: use 0 (split hot partitions only) to %d records", n, maxRecordsPerBatch)
+	}
+	if n := lim.GetMaxTaskOutputBytes(); n < 0 || n > jobspec.MaxTaskOutputBytes {
+		return invalid("limits.max_task_output_bytes", "%d: use 0 (the default %d) to %d bytes", n, jobspec.DefaultTaskOutputBytes, jobspec.MaxTaskOutputBytes)
+	}
+	if k := lim.GetSpeculationMultiplier(); math.IsNaN(k) || k > jobspec.MaxSpeculationMultiplier || (k > 0 && k < 1) {
+		return invalid("limits.speculation_multiplier", "%v: use 1 to %v, 0 for the default %v, or a negative value to turn speculation off",
+			k, jobspec.MaxSpeculationMultiplier, jobspec.DefaultSpeculationMultiplier)
+	}
+	if err := validateBackpressure(lim.GetBackpressure()); err != nil {
+		return err
+	}
 	if tt := lim.GetTaskTimeout(); tt != nil {
 		if err := tt.CheckValid(); err != nil {
 			return invalid("limits.task_timeout", "%v", err)
@@ -141,6 +173,81 @@ func validateLimits(lim *sluicev1.Limits) error {
 			return invalid("limits.task_timeout", "%s: must be positive (omit it for the default 60s)", d)
 		case d > maxDuration:
 			return invalid("limits.task_timeout", "%s is above the 24h maximum", d)
+		}
+	}
+	return nil
+}
+
+// maxGain bounds the PID gains: a gain above it is a typo, not a tuning.
+const maxGain = 100
+
+func validateBackpressure(bp *sluicev1.Backpressure) error {
+	if bp == nil {
+		return nil
+	}
+	gains := []struct {
+		field string
+		v     *float64
+	}{
+		{"proportional", bp.Proportional}, {"integral", bp.Integral}, {"derivative", bp.Derivative},
+	}
+	for _, g := range gains {
+		if g.v == nil {
+			continue
+		}
+		if v := *g.v; math.IsNaN(v) || v < 0 || v > maxGain {
+			return invalid("limits.backpressure."+g.field, "%v: use 0 to %d", v, maxGain)
+		}
+	}
+	if r := bp.GetMinRate(); r < 0 || r > maxJobRate {
+		return invalid("limits.backpressure.min_rate", "%d: use 0 (the default 100) to %d records per second", r, maxJobRate)
+	}
+	return nil
+}
+
+// validatePlacement checks spec.placement against the job's topics.
+func validatePlacement(pl *sluicev1.Placement, topics map[string]bool) error {
+	if pl == nil {
+		return nil
+	}
+	if _, ok := sluicev1.PlacementMode_name[int32(pl.GetMode())]; !ok {
+		return invalid("placement.mode", "unknown value %d", pl.GetMode())
+	}
+	fixed := pl.GetMode() == sluicev1.PlacementMode_PLACEMENT_MODE_FIXED
+	if fixed && len(pl.GetFixed()) == 0 {
+		return invalid("placement.fixed", "fixed placement needs at least one entry (topic, partitions, worker_label)")
+	}
+	if !fixed && len(pl.GetFixed()) > 0 {
+		return invalid("placement.fixed", "entries are only used with mode PLACEMENT_MODE_FIXED")
+	}
+	if len(pl.GetFixed()) > maxFixedEntries {
+		return invalid("placement.fixed", "%d entries: at most %d", len(pl.GetFixed()), maxFixedEntries)
+	}
+	seen := map[partitionKey]bool{}
+	whole := map[string]bool{}
+	for i, f := range pl.GetFixed() {
+		field := fmt.Sprintf("placement.fixed[%d]", i)
+		if !topics[f.GetTopic()] {
+			return invalid(field+".topic", "%q is not one of the job's topics", f.GetTopic())
+		}
+		if !labelRE.MatchString(f.GetWorkerLabel()) {
+			return invalid(field+".worker_label", "%q must be 1 to 63 letters, digits, '.', '_', '-', '=' or ':'", f.GetWorkerLabel())
+		}
+		if len(f.GetPartitions()) == 0 {
+			if whole[f.GetTopic()] {
+				return invalid(field, "topic %q is placed twice", f.GetTopic())
+			}
+			whole[f.GetTopic()] = true
+		}
+		for _, p := range f.GetPartitions() {
+			pk := partitionKey{f.GetTopic(), p}
+			if p < 0 {
+				return invalid(field+".partitions", "partition %d is negative", p)
+			}
+			if seen[pk] {
+				return invalid(field+".partitions", "partition %s is placed twice", pk)
+			}
+			seen[pk] = true
 		}
 	}
 	return nil

@@ -23,6 +23,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PlacementMode int32
+
+const (
+	PlacementMode_PLACEMENT_MODE_UNSPECIFIED PlacementMode = 0
+	// A partition sticks to one worker across batches (rendezvous hashing over
+	// the live workers), so its cached Kafka consumer is reused (the default).
+	PlacementMode_PLACEMENT_MODE_CONSISTENT PlacementMode = 1
+	// A partition runs on a worker carrying the label `fixed` names for it.
+	PlacementMode_PLACEMENT_MODE_FIXED PlacementMode = 2
+	// Prefer a worker whose host is the partition leader's host; consistent
+	// among those, or among all workers when none is on that host.
+	PlacementMode_PLACEMENT_MODE_BROKERS PlacementMode = 3
+)
+
+// Enum value maps for PlacementMode.
+var (
+	PlacementMode_name = map[int32]string{
+		0: "PLACEMENT_MODE_UNSPECIFIED",
+		1: "PLACEMENT_MODE_CONSISTENT",
+		2: "PLACEMENT_MODE_FIXED",
+		3: "PLACEMENT_MODE_BROKERS",
+	}
+	PlacementMode_value = map[string]int32{
+		"PLACEMENT_MODE_UNSPECIFIED": 0,
+		"PLACEMENT_MODE_CONSISTENT":  1,
+		"PLACEMENT_MODE_FIXED":       2,
+		"PLACEMENT_MODE_BROKERS":     3,
+	}
+)
+
+func (x PlacementMode) Enum() *PlacementMode {
+	p := new(PlacementMode)
+	*p = x
+	return p
+}
+
+func (x PlacementMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlacementMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_job_proto_enumTypes[0].Descriptor()
+}
+
+func (PlacementMode) Type() protoreflect.EnumType {
+	return &file_sluice_v1_job_proto_enumTypes[0]
+}
+
+func (x PlacementMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlacementMode.Descriptor instead.
+func (PlacementMode) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{0}
+}
+
 type IsolationLevel int32
 
 const (
@@ -56,11 +113,11 @@ func (x IsolationLevel) String() string {
 }
 
 func (IsolationLevel) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_job_proto_enumTypes[0].Descriptor()
+	return file_sluice_v1_job_proto_enumTypes[1].Descriptor()
 }
 
 func (IsolationLevel) Type() protoreflect.EnumType {
-	return &file_sluice_v1_job_proto_enumTypes[0]
+	return &file_sluice_v1_job_proto_enumTypes[1]
 }
 
 func (x IsolationLevel) Number() protoreflect.EnumNumber {
@@ -69,7 +126,7 @@ func (x IsolationLevel) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IsolationLevel.Descriptor instead.
 func (IsolationLevel) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{0}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{1}
 }
 
 type StartPosition int32
@@ -105,11 +162,11 @@ func (x StartPosition) String() string {
 }
 
 func (StartPosition) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_job_proto_enumTypes[1].Descriptor()
+	return file_sluice_v1_job_proto_enumTypes[2].Descriptor()
 }
 
 func (StartPosition) Type() protoreflect.EnumType {
-	return &file_sluice_v1_job_proto_enumTypes[1]
+	return &file_sluice_v1_job_proto_enumTypes[2]
 }
 
 func (x StartPosition) Number() protoreflect.EnumNumber {
@@ -118,7 +175,7 @@ func (x StartPosition) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StartPosition.Descriptor instead.
 func (StartPosition) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{2}
 }
 
 type AggregateFunction int32
@@ -163,11 +220,11 @@ func (x AggregateFunction) String() string {
 }
 
 func (AggregateFunction) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_job_proto_enumTypes[2].Descriptor()
+	return file_sluice_v1_job_proto_enumTypes[3].Descriptor()
 }
 
 func (AggregateFunction) Type() protoreflect.EnumType {
-	return &file_sluice_v1_job_proto_enumTypes[2]
+	return &file_sluice_v1_job_proto_enumTypes[3]
 }
 
 func (x AggregateFunction) Number() protoreflect.EnumNumber {
@@ -176,7 +233,7 @@ func (x AggregateFunction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AggregateFunction.Descriptor instead.
 func (AggregateFunction) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
 type KafkaSinkMode int32
@@ -216,11 +273,11 @@ func (x KafkaSinkMode) String() string {
 }
 
 func (KafkaSinkMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_job_proto_enumTypes[3].Descriptor()
+	return file_sluice_v1_job_proto_enumTypes[4].Descriptor()
 }
 
 func (KafkaSinkMode) Type() protoreflect.EnumType {
-	return &file_sluice_v1_job_proto_enumTypes[3]
+	return &file_sluice_v1_job_proto_enumTypes[4]
 }
 
 func (x KafkaSinkMode) Number() protoreflect.EnumNumber {
@@ -229,7 +286,7 @@ func (x KafkaSinkMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use KafkaSinkMode.Descriptor instead.
 func (KafkaSinkMode) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 type RecordErrorPolicy int32
@@ -267,11 +324,11 @@ func (x RecordErrorPolicy) String() string {
 }
 
 func (RecordErrorPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_job_proto_enumTypes[4].Descriptor()
+	return file_sluice_v1_job_proto_enumTypes[5].Descriptor()
 }
 
 func (RecordErrorPolicy) Type() protoreflect.EnumType {
-	return &file_sluice_v1_job_proto_enumTypes[4]
+	return &file_sluice_v1_job_proto_enumTypes[5]
 }
 
 func (x RecordErrorPolicy) Number() protoreflect.EnumNumber {
@@ -280,7 +337,7 @@ func (x RecordErrorPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RecordErrorPolicy.Descriptor instead.
 func (RecordErrorPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 type JobState int32
@@ -319,11 +376,11 @@ func (x JobState) String() string {
 }
 
 func (JobState) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_job_proto_enumTypes[5].Descriptor()
+	return file_sluice_v1_job_proto_enumTypes[6].Descriptor()
 }
 
 func (JobState) Type() protoreflect.EnumType {
-	return &file_sluice_v1_job_proto_enumTypes[5]
+	return &file_sluice_v1_job_proto_enumTypes[6]
 }
 
 func (x JobState) Number() protoreflect.EnumNumber {
@@ -332,7 +389,7 @@ func (x JobState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use JobState.Descriptor instead.
 func (JobState) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 type BatchState int32
@@ -370,11 +427,11 @@ func (x BatchState) String() string {
 }
 
 func (BatchState) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_job_proto_enumTypes[6].Descriptor()
+	return file_sluice_v1_job_proto_enumTypes[7].Descriptor()
 }
 
 func (BatchState) Type() protoreflect.EnumType {
-	return &file_sluice_v1_job_proto_enumTypes[6]
+	return &file_sluice_v1_job_proto_enumTypes[7]
 }
 
 func (x BatchState) Number() protoreflect.EnumNumber {
@@ -383,7 +440,70 @@ func (x BatchState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BatchState.Descriptor instead.
 func (BatchState) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
+}
+
+type CapSource int32
+
+const (
+	CapSource_CAP_SOURCE_UNSPECIFIED CapSource = 0
+	// No cap: every available record.
+	CapSource_CAP_SOURCE_NONE CapSource = 1
+	// limits.max_rate_per_partition or limits.max_records_per_batch.
+	CapSource_CAP_SOURCE_STATIC CapSource = 2
+	// The backpressure estimate.
+	CapSource_CAP_SOURCE_ESTIMATE CapSource = 3
+	// limits.initial_rate: the first batch, before any estimate.
+	CapSource_CAP_SOURCE_INITIAL CapSource = 4
+	// limits.min_rate_per_partition raised the cap.
+	CapSource_CAP_SOURCE_MIN_RATE CapSource = 5
+)
+
+// Enum value maps for CapSource.
+var (
+	CapSource_name = map[int32]string{
+		0: "CAP_SOURCE_UNSPECIFIED",
+		1: "CAP_SOURCE_NONE",
+		2: "CAP_SOURCE_STATIC",
+		3: "CAP_SOURCE_ESTIMATE",
+		4: "CAP_SOURCE_INITIAL",
+		5: "CAP_SOURCE_MIN_RATE",
+	}
+	CapSource_value = map[string]int32{
+		"CAP_SOURCE_UNSPECIFIED": 0,
+		"CAP_SOURCE_NONE":        1,
+		"CAP_SOURCE_STATIC":      2,
+		"CAP_SOURCE_ESTIMATE":    3,
+		"CAP_SOURCE_INITIAL":     4,
+		"CAP_SOURCE_MIN_RATE":    5,
+	}
+)
+
+func (x CapSource) Enum() *CapSource {
+	p := new(CapSource)
+	*p = x
+	return p
+}
+
+func (x CapSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CapSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_job_proto_enumTypes[8].Descriptor()
+}
+
+func (CapSource) Type() protoreflect.EnumType {
+	return &file_sluice_v1_job_proto_enumTypes[8]
+}
+
+func (x CapSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CapSource.Descriptor instead.
+func (CapSource) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 // JobSpec is a streaming query: where records come from, what is done to them,
@@ -406,6 +526,8 @@ type JobSpec struct {
 	// What happens to a record that a step cannot evaluate (bad JSON, a missing
 	// field, a type error); default fail the batch.
 	OnRecordError RecordErrorPolicy `protobuf:"varint,8,opt,name=on_record_error,json=onRecordError,proto3,enum=sluice.v1.RecordErrorPolicy" json:"on_record_error,omitempty"`
+	// Which worker runs which partition's tasks; default consistent.
+	Placement     *Placement `protobuf:"bytes,9,opt,name=placement,proto3" json:"placement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -496,6 +618,132 @@ func (x *JobSpec) GetOnRecordError() RecordErrorPolicy {
 	return RecordErrorPolicy_RECORD_ERROR_POLICY_UNSPECIFIED
 }
 
+func (x *JobSpec) GetPlacement() *Placement {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
+}
+
+// Placement chooses the worker of each task. Every mode respects the workers'
+// slots; a task waits at the coordinator when its workers are busy.
+type Placement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Mode  PlacementMode          `protobuf:"varint,1,opt,name=mode,proto3,enum=sluice.v1.PlacementMode" json:"mode,omitempty"`
+	// PLACEMENT_MODE_FIXED: the worker label that runs each topic's (or
+	// partition's) tasks. A task whose partition matches no entry, or whose
+	// label no live worker carries, waits (the job's message says why).
+	Fixed         []*FixedPlacement `protobuf:"bytes,2,rep,name=fixed,proto3" json:"fixed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Placement) Reset() {
+	*x = Placement{}
+	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Placement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Placement) ProtoMessage() {}
+
+func (x *Placement) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Placement.ProtoReflect.Descriptor instead.
+func (*Placement) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Placement) GetMode() PlacementMode {
+	if x != nil {
+		return x.Mode
+	}
+	return PlacementMode_PLACEMENT_MODE_UNSPECIFIED
+}
+
+func (x *Placement) GetFixed() []*FixedPlacement {
+	if x != nil {
+		return x.Fixed
+	}
+	return nil
+}
+
+type FixedPlacement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Partitions of the topic this entry covers; empty is all of them.
+	Partitions []int32 `protobuf:"varint,2,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	// A label a worker registers with (`sluice worker --label`).
+	WorkerLabel   string `protobuf:"bytes,3,opt,name=worker_label,json=workerLabel,proto3" json:"worker_label,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FixedPlacement) Reset() {
+	*x = FixedPlacement{}
+	mi := &file_sluice_v1_job_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FixedPlacement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FixedPlacement) ProtoMessage() {}
+
+func (x *FixedPlacement) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FixedPlacement.ProtoReflect.Descriptor instead.
+func (*FixedPlacement) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FixedPlacement) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *FixedPlacement) GetPartitions() []int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *FixedPlacement) GetWorkerLabel() string {
+	if x != nil {
+		return x.WorkerLabel
+	}
+	return ""
+}
+
 // KafkaSource reads a fixed set of topics; partitions added later are found at
 // every batch and read from their earliest offset.
 type KafkaSource struct {
@@ -522,7 +770,7 @@ type KafkaSource struct {
 
 func (x *KafkaSource) Reset() {
 	*x = KafkaSource{}
-	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	mi := &file_sluice_v1_job_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +782,7 @@ func (x *KafkaSource) String() string {
 func (*KafkaSource) ProtoMessage() {}
 
 func (x *KafkaSource) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	mi := &file_sluice_v1_job_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +795,7 @@ func (x *KafkaSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSource.ProtoReflect.Descriptor instead.
 func (*KafkaSource) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *KafkaSource) GetBootstrapServers() string {
@@ -606,7 +854,7 @@ type StartingOffsets struct {
 
 func (x *StartingOffsets) Reset() {
 	*x = StartingOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[2]
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +866,7 @@ func (x *StartingOffsets) String() string {
 func (*StartingOffsets) ProtoMessage() {}
 
 func (x *StartingOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[2]
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +879,7 @@ func (x *StartingOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartingOffsets.ProtoReflect.Descriptor instead.
 func (*StartingOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StartingOffsets) GetKind() isStartingOffsets_Kind {
@@ -705,7 +953,7 @@ type ExplicitOffsets struct {
 
 func (x *ExplicitOffsets) Reset() {
 	*x = ExplicitOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[3]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +965,7 @@ func (x *ExplicitOffsets) String() string {
 func (*ExplicitOffsets) ProtoMessage() {}
 
 func (x *ExplicitOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[3]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +978,7 @@ func (x *ExplicitOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplicitOffsets.ProtoReflect.Descriptor instead.
 func (*ExplicitOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ExplicitOffsets) GetOffsets() []*PartitionOffset {
@@ -758,7 +1006,7 @@ type PartitionOffset struct {
 
 func (x *PartitionOffset) Reset() {
 	*x = PartitionOffset{}
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +1018,7 @@ func (x *PartitionOffset) String() string {
 func (*PartitionOffset) ProtoMessage() {}
 
 func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +1031,7 @@ func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOffset.ProtoReflect.Descriptor instead.
 func (*PartitionOffset) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PartitionOffset) GetTopic() string {
@@ -824,7 +1072,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +1084,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +1097,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Step) GetKind() isStep_Kind {
@@ -908,7 +1156,7 @@ type MapStep struct {
 
 func (x *MapStep) Reset() {
 	*x = MapStep{}
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1168,7 @@ func (x *MapStep) String() string {
 func (*MapStep) ProtoMessage() {}
 
 func (x *MapStep) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1181,7 @@ func (x *MapStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapStep.ProtoReflect.Descriptor instead.
 func (*MapStep) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MapStep) GetKey() string {
@@ -966,7 +1214,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1226,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1239,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Aggregate) GetKey() string {
@@ -1028,7 +1276,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1288,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1301,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Sink) GetKind() isSink_Kind {
@@ -1130,7 +1378,7 @@ type KafkaSink struct {
 
 func (x *KafkaSink) Reset() {
 	*x = KafkaSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1390,7 @@ func (x *KafkaSink) String() string {
 func (*KafkaSink) ProtoMessage() {}
 
 func (x *KafkaSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1403,7 @@ func (x *KafkaSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSink.ProtoReflect.Descriptor instead.
 func (*KafkaSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KafkaSink) GetBootstrapServers() string {
@@ -1231,7 +1479,7 @@ type CollectSink struct {
 
 func (x *CollectSink) Reset() {
 	*x = CollectSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1491,7 @@ func (x *CollectSink) String() string {
 func (*CollectSink) ProtoMessage() {}
 
 func (x *CollectSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1504,7 @@ func (x *CollectSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectSink.ProtoReflect.Descriptor instead.
 func (*CollectSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 type Limits struct {
@@ -1273,13 +1521,37 @@ type Limits struct {
 	// deadline, a fenced producer) retried with backoff before the job fails;
 	// default 30. They do not use up max_task_attempts.
 	MaxTaskRetries int32 `protobuf:"varint,5,opt,name=max_task_retries,json=maxTaskRetries,proto3" json:"max_task_retries,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Floor of the rate in records per second per partition, applied after
+	// backpressure (Spark's minRatePerPartition); 0 is none.
+	MinRatePerPartition int64 `protobuf:"varint,6,opt,name=min_rate_per_partition,json=minRatePerPartition,proto3" json:"min_rate_per_partition,omitempty"`
+	// Records per second over the job for the first batch, before backpressure
+	// has measured anything (Spark's backpressure.initialRate); default 100000.
+	InitialRate int64 `protobuf:"varint,7,opt,name=initial_rate,json=initialRate,proto3" json:"initial_rate,omitempty"`
+	// Backpressure sizes batches from the processing rate of the last ones
+	// (Spark's PID rate estimator); on by default.
+	Backpressure *Backpressure `protobuf:"bytes,8,opt,name=backpressure,proto3" json:"backpressure,omitempty"`
+	// A partition's range above this many records is split into several tasks,
+	// which may run on several workers; default 0: split only a hot partition
+	// (a range above its even share of the workers' slots, and above 100000
+	// records). Never for the transactional Kafka sink (see the README).
+	MaxRecordsPerTask int64 `protobuf:"varint,9,opt,name=max_records_per_task,json=maxRecordsPerTask,proto3" json:"max_records_per_task,omitempty"`
+	// Bytes of output records (key, value, headers) one collect task may return
+	// when the job does not aggregate; default 32 MiB, at most 48 MiB. Past it
+	// the task fails without retry: lower max_records_per_batch or
+	// max_records_per_task, or aggregate.
+	MaxTaskOutputBytes int64 `protobuf:"varint,10,opt,name=max_task_output_bytes,json=maxTaskOutputBytes,proto3" json:"max_task_output_bytes,omitempty"`
+	// Speculative execution: a task running longer than this many times the
+	// median duration of its batch's finished tasks (at least 1s) is also run on
+	// another worker, and the first result wins; default 3, 0 is the default,
+	// and negative turns it off.
+	SpeculationMultiplier float64 `protobuf:"fixed64,11,opt,name=speculation_multiplier,json=speculationMultiplier,proto3" json:"speculation_multiplier,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1563,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1576,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Limits) GetMaxRatePerPartition() int64 {
@@ -1342,6 +1614,132 @@ func (x *Limits) GetMaxTaskRetries() int32 {
 	return 0
 }
 
+func (x *Limits) GetMinRatePerPartition() int64 {
+	if x != nil {
+		return x.MinRatePerPartition
+	}
+	return 0
+}
+
+func (x *Limits) GetInitialRate() int64 {
+	if x != nil {
+		return x.InitialRate
+	}
+	return 0
+}
+
+func (x *Limits) GetBackpressure() *Backpressure {
+	if x != nil {
+		return x.Backpressure
+	}
+	return nil
+}
+
+func (x *Limits) GetMaxRecordsPerTask() int64 {
+	if x != nil {
+		return x.MaxRecordsPerTask
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxTaskOutputBytes() int64 {
+	if x != nil {
+		return x.MaxTaskOutputBytes
+	}
+	return 0
+}
+
+func (x *Limits) GetSpeculationMultiplier() float64 {
+	if x != nil {
+		return x.SpeculationMultiplier
+	}
+	return 0
+}
+
+// Backpressure is Spark's PID rate estimator: after every batch,
+// rate = max(latest - P*error - I*delay*measured/interval - D*dError, min_rate),
+// where measured = records/processing time and error = latest - measured.
+type Backpressure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Default true.
+	Enabled *bool `protobuf:"varint,1,opt,name=enabled,proto3,oneof" json:"enabled,omitempty"`
+	// Default 1.0.
+	Proportional *float64 `protobuf:"fixed64,2,opt,name=proportional,proto3,oneof" json:"proportional,omitempty"`
+	// Default 0.2.
+	Integral *float64 `protobuf:"fixed64,3,opt,name=integral,proto3,oneof" json:"integral,omitempty"`
+	// Default 0.
+	Derivative *float64 `protobuf:"fixed64,4,opt,name=derivative,proto3,oneof" json:"derivative,omitempty"`
+	// Records per second over the job; default 100.
+	MinRate       int64 `protobuf:"varint,5,opt,name=min_rate,json=minRate,proto3" json:"min_rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Backpressure) Reset() {
+	*x = Backpressure{}
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Backpressure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Backpressure) ProtoMessage() {}
+
+func (x *Backpressure) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Backpressure.ProtoReflect.Descriptor instead.
+func (*Backpressure) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Backpressure) GetEnabled() bool {
+	if x != nil && x.Enabled != nil {
+		return *x.Enabled
+	}
+	return false
+}
+
+func (x *Backpressure) GetProportional() float64 {
+	if x != nil && x.Proportional != nil {
+		return *x.Proportional
+	}
+	return 0
+}
+
+func (x *Backpressure) GetIntegral() float64 {
+	if x != nil && x.Integral != nil {
+		return *x.Integral
+	}
+	return 0
+}
+
+func (x *Backpressure) GetDerivative() float64 {
+	if x != nil && x.Derivative != nil {
+		return *x.Derivative
+	}
+	return 0
+}
+
+func (x *Backpressure) GetMinRate() int64 {
+	if x != nil {
+		return x.MinRate
+	}
+	return 0
+}
+
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -1366,7 +1764,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1378,7 +1776,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1391,7 +1789,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Job) GetSpec() *JobSpec {
@@ -1464,7 +1862,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1874,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1887,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OffsetRange) GetTopic() string {
@@ -1531,14 +1929,16 @@ type Batch struct {
 	Metrics    *BatchMetrics          `protobuf:"bytes,6,opt,name=metrics,proto3" json:"metrics,omitempty"`
 	CommitTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
 	// Offsets that could not be read (fail_on_data_loss false).
-	DataLoss      []*DataLoss `protobuf:"bytes,8,rep,name=data_loss,json=dataLoss,proto3" json:"data_loss,omitempty"`
+	DataLoss []*DataLoss `protobuf:"bytes,8,rep,name=data_loss,json=dataLoss,proto3" json:"data_loss,omitempty"`
+	// The cap on the batch's size and where it came from.
+	Cap           *BatchCap `protobuf:"bytes,9,opt,name=cap,proto3" json:"cap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1950,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1963,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Batch) GetJob() string {
@@ -1622,6 +2022,86 @@ func (x *Batch) GetDataLoss() []*DataLoss {
 	return nil
 }
 
+func (x *Batch) GetCap() *BatchCap {
+	if x != nil {
+		return x.Cap
+	}
+	return nil
+}
+
+// BatchCap is the limit that applied to a batch when it was planned.
+type BatchCap struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Source CapSource              `protobuf:"varint,1,opt,name=source,proto3,enum=sluice.v1.CapSource" json:"source,omitempty"`
+	// Records per second over the job from backpressure or initial_rate; 0
+	// when the cap is static or there is none.
+	Rate int64 `protobuf:"varint,2,opt,name=rate,proto3" json:"rate,omitempty"`
+	// Records the caps allowed in the batch over all partitions; 0 when unlimited.
+	MaxRecords int64 `protobuf:"varint,3,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
+	// True when the cap cut at least one range: more records were available.
+	Limited       bool `protobuf:"varint,4,opt,name=limited,proto3" json:"limited,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCap) Reset() {
+	*x = BatchCap{}
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCap) ProtoMessage() {}
+
+func (x *BatchCap) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCap.ProtoReflect.Descriptor instead.
+func (*BatchCap) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BatchCap) GetSource() CapSource {
+	if x != nil {
+		return x.Source
+	}
+	return CapSource_CAP_SOURCE_UNSPECIFIED
+}
+
+func (x *BatchCap) GetRate() int64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *BatchCap) GetMaxRecords() int64 {
+	if x != nil {
+		return x.MaxRecords
+	}
+	return 0
+}
+
+func (x *BatchCap) GetLimited() bool {
+	if x != nil {
+		return x.Limited
+	}
+	return false
+}
+
 // DataLoss is a span of offsets skipped because Kafka no longer has them.
 type DataLoss struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1637,7 +2117,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +2129,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +2142,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -1716,14 +2196,16 @@ type BatchMetrics struct {
 	TotalDelay *durationpb.Duration `protobuf:"bytes,6,opt,name=total_delay,json=totalDelay,proto3" json:"total_delay,omitempty"`
 	Tasks      int32                `protobuf:"varint,7,opt,name=tasks,proto3" json:"tasks,omitempty"`
 	// Task attempts, retries included.
-	TaskAttempts  int32 `protobuf:"varint,8,opt,name=task_attempts,json=taskAttempts,proto3" json:"task_attempts,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TaskAttempts int32 `protobuf:"varint,8,opt,name=task_attempts,json=taskAttempts,proto3" json:"task_attempts,omitempty"`
+	// Speculative copies of slow tasks launched (limits.speculation_multiplier).
+	SpeculativeTasks int32 `protobuf:"varint,9,opt,name=speculative_tasks,json=speculativeTasks,proto3" json:"speculative_tasks,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +2217,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +2230,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -1807,6 +2289,13 @@ func (x *BatchMetrics) GetTaskAttempts() int32 {
 	return 0
 }
 
+func (x *BatchMetrics) GetSpeculativeTasks() int32 {
+	if x != nil {
+		return x.SpeculativeTasks
+	}
+	return 0
+}
+
 // KeyAggregate is the aggregate of one key; avg is sum/count.
 type KeyAggregate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1826,7 +2315,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +2327,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +2340,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -1923,7 +2412,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2424,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2437,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -2017,7 +2506,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2518,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2531,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Header) GetKey() string {
@@ -2074,7 +2563,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2575,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2588,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -2143,7 +2632,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2644,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2657,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -2189,7 +2678,7 @@ var File_sluice_v1_job_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x03\n" +
+	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x03\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x06source\x18\x02 \x01(\v2\x16.sluice.v1.KafkaSourceR\x06source\x12@\n" +
@@ -2198,7 +2687,17 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\taggregate\x18\x05 \x01(\v2\x14.sluice.v1.AggregateR\taggregate\x12#\n" +
 	"\x04sink\x18\x06 \x01(\v2\x0f.sluice.v1.SinkR\x04sink\x12)\n" +
 	"\x06limits\x18\a \x01(\v2\x11.sluice.v1.LimitsR\x06limits\x12D\n" +
-	"\x0fon_record_error\x18\b \x01(\x0e2\x1c.sluice.v1.RecordErrorPolicyR\ronRecordError\"\xaa\x03\n" +
+	"\x0fon_record_error\x18\b \x01(\x0e2\x1c.sluice.v1.RecordErrorPolicyR\ronRecordError\x122\n" +
+	"\tplacement\x18\t \x01(\v2\x14.sluice.v1.PlacementR\tplacement\"j\n" +
+	"\tPlacement\x12,\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x18.sluice.v1.PlacementModeR\x04mode\x12/\n" +
+	"\x05fixed\x18\x02 \x03(\v2\x19.sluice.v1.FixedPlacementR\x05fixed\"i\n" +
+	"\x0eFixedPlacement\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\x05R\n" +
+	"partitions\x12!\n" +
+	"\fworker_label\x18\x03 \x01(\tR\vworkerLabel\"\xaa\x03\n" +
 	"\vKafkaSource\x12+\n" +
 	"\x11bootstrap_servers\x18\x01 \x01(\tR\x10bootstrapServers\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12E\n" +
@@ -2258,13 +2757,33 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\r\n" +
-	"\vCollectSink\"\x84\x02\n" +
+	"\vCollectSink\"\xb4\x04\n" +
 	"\x06Limits\x123\n" +
 	"\x16max_rate_per_partition\x18\x01 \x01(\x03R\x13maxRatePerPartition\x121\n" +
 	"\x15max_records_per_batch\x18\x02 \x01(\x03R\x12maxRecordsPerBatch\x12*\n" +
 	"\x11max_task_attempts\x18\x03 \x01(\x05R\x0fmaxTaskAttempts\x12<\n" +
 	"\ftask_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vtaskTimeout\x12(\n" +
-	"\x10max_task_retries\x18\x05 \x01(\x05R\x0emaxTaskRetries\"\xd3\x02\n" +
+	"\x10max_task_retries\x18\x05 \x01(\x05R\x0emaxTaskRetries\x123\n" +
+	"\x16min_rate_per_partition\x18\x06 \x01(\x03R\x13minRatePerPartition\x12!\n" +
+	"\finitial_rate\x18\a \x01(\x03R\vinitialRate\x12;\n" +
+	"\fbackpressure\x18\b \x01(\v2\x17.sluice.v1.BackpressureR\fbackpressure\x12/\n" +
+	"\x14max_records_per_task\x18\t \x01(\x03R\x11maxRecordsPerTask\x121\n" +
+	"\x15max_task_output_bytes\x18\n" +
+	" \x01(\x03R\x12maxTaskOutputBytes\x125\n" +
+	"\x16speculation_multiplier\x18\v \x01(\x01R\x15speculationMultiplier\"\xf0\x01\n" +
+	"\fBackpressure\x12\x1d\n" +
+	"\aenabled\x18\x01 \x01(\bH\x00R\aenabled\x88\x01\x01\x12'\n" +
+	"\fproportional\x18\x02 \x01(\x01H\x01R\fproportional\x88\x01\x01\x12\x1f\n" +
+	"\bintegral\x18\x03 \x01(\x01H\x02R\bintegral\x88\x01\x01\x12#\n" +
+	"\n" +
+	"derivative\x18\x04 \x01(\x01H\x03R\n" +
+	"derivative\x88\x01\x01\x12\x19\n" +
+	"\bmin_rate\x18\x05 \x01(\x03R\aminRateB\n" +
+	"\n" +
+	"\b_enabledB\x0f\n" +
+	"\r_proportionalB\v\n" +
+	"\t_integralB\r\n" +
+	"\v_derivative\"\xd3\x02\n" +
 	"\x03Job\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\x12)\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x13.sluice.v1.JobStateR\x05state\x12\x18\n" +
@@ -2282,7 +2801,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1f\n" +
 	"\vfrom_offset\x18\x03 \x01(\x03R\n" +
 	"fromOffset\x12!\n" +
-	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\"\xe3\x02\n" +
+	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\"\x8a\x03\n" +
 	"\x05Batch\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x03R\x02id\x129\n" +
@@ -2293,14 +2812,21 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\ametrics\x18\x06 \x01(\v2\x17.sluice.v1.BatchMetricsR\ametrics\x12;\n" +
 	"\vcommit_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"commitTime\x120\n" +
-	"\tdata_loss\x18\b \x03(\v2\x13.sluice.v1.DataLossR\bdataLoss\"\x9a\x01\n" +
+	"\tdata_loss\x18\b \x03(\v2\x13.sluice.v1.DataLossR\bdataLoss\x12%\n" +
+	"\x03cap\x18\t \x01(\v2\x13.sluice.v1.BatchCapR\x03cap\"\x87\x01\n" +
+	"\bBatchCap\x12,\n" +
+	"\x06source\x18\x01 \x01(\x0e2\x14.sluice.v1.CapSourceR\x06source\x12\x12\n" +
+	"\x04rate\x18\x02 \x01(\x03R\x04rate\x12\x1f\n" +
+	"\vmax_records\x18\x03 \x01(\x03R\n" +
+	"maxRecords\x12\x18\n" +
+	"\alimited\x18\x04 \x01(\bR\alimited\"\x9a\x01\n" +
 	"\bDataLoss\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1f\n" +
 	"\vfrom_offset\x18\x03 \x01(\x03R\n" +
 	"fromOffset\x12!\n" +
 	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xf6\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xa3\x03\n" +
 	"\fBatchMetrics\x12\x1d\n" +
 	"\n" +
 	"records_in\x18\x01 \x01(\x03R\trecordsIn\x12\x1f\n" +
@@ -2312,7 +2838,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\vtotal_delay\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"totalDelay\x12\x14\n" +
 	"\x05tasks\x18\a \x01(\x05R\x05tasks\x12#\n" +
-	"\rtask_attempts\x18\b \x01(\x05R\ftaskAttempts\"\x9b\x01\n" +
+	"\rtask_attempts\x18\b \x01(\x05R\ftaskAttempts\x12+\n" +
+	"\x11speculative_tasks\x18\t \x01(\x05R\x10speculativeTasks\"\x9b\x01\n" +
 	"\fKeyAggregate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x10\n" +
@@ -2343,7 +2870,12 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\arecords\x18\x04 \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\"c\n" +
 	"\x10CommittedOffsets\x124\n" +
 	"\aoffsets\x18\x01 \x03(\v2\x1a.sluice.v1.PartitionOffsetR\aoffsets\x12\x19\n" +
-	"\bbatch_id\x18\x02 \x01(\x03R\abatchId*{\n" +
+	"\bbatch_id\x18\x02 \x01(\x03R\abatchId*\x84\x01\n" +
+	"\rPlacementMode\x12\x1e\n" +
+	"\x1aPLACEMENT_MODE_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19PLACEMENT_MODE_CONSISTENT\x10\x01\x12\x18\n" +
+	"\x14PLACEMENT_MODE_FIXED\x10\x02\x12\x1a\n" +
+	"\x16PLACEMENT_MODE_BROKERS\x10\x03*{\n" +
 	"\x0eIsolationLevel\x12\x1f\n" +
 	"\x1bISOLATION_LEVEL_UNSPECIFIED\x10\x00\x12$\n" +
 	" ISOLATION_LEVEL_READ_UNCOMMITTED\x10\x01\x12\"\n" +
@@ -2376,7 +2908,14 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"BatchState\x12\x1b\n" +
 	"\x17BATCH_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13BATCH_STATE_PLANNED\x10\x01\x12\x19\n" +
-	"\x15BATCH_STATE_COMMITTED\x10\x02B\x98\x01\n" +
+	"\x15BATCH_STATE_COMMITTED\x10\x02*\x9d\x01\n" +
+	"\tCapSource\x12\x1a\n" +
+	"\x16CAP_SOURCE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fCAP_SOURCE_NONE\x10\x01\x12\x15\n" +
+	"\x11CAP_SOURCE_STATIC\x10\x02\x12\x17\n" +
+	"\x13CAP_SOURCE_ESTIMATE\x10\x03\x12\x16\n" +
+	"\x12CAP_SOURCE_INITIAL\x10\x04\x12\x17\n" +
+	"\x13CAP_SOURCE_MIN_RATE\x10\x05B\x98\x01\n" +
 	"\rcom.sluice.v1B\bJobProtoP\x01Z8github.com/sluice-stream/sluice/proto/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
 	"Sluice::V1b\x06proto3"
 
@@ -2392,91 +2931,103 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_job_proto_rawDescData
 }
 
-var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_sluice_v1_job_proto_goTypes = []any{
-	(IsolationLevel)(0),           // 0: sluice.v1.IsolationLevel
-	(StartPosition)(0),            // 1: sluice.v1.StartPosition
-	(AggregateFunction)(0),        // 2: sluice.v1.AggregateFunction
-	(KafkaSinkMode)(0),            // 3: sluice.v1.KafkaSinkMode
-	(RecordErrorPolicy)(0),        // 4: sluice.v1.RecordErrorPolicy
-	(JobState)(0),                 // 5: sluice.v1.JobState
-	(BatchState)(0),               // 6: sluice.v1.BatchState
-	(*JobSpec)(nil),               // 7: sluice.v1.JobSpec
-	(*KafkaSource)(nil),           // 8: sluice.v1.KafkaSource
-	(*StartingOffsets)(nil),       // 9: sluice.v1.StartingOffsets
-	(*ExplicitOffsets)(nil),       // 10: sluice.v1.ExplicitOffsets
-	(*PartitionOffset)(nil),       // 11: sluice.v1.PartitionOffset
-	(*Step)(nil),                  // 12: sluice.v1.Step
-	(*MapStep)(nil),               // 13: sluice.v1.MapStep
-	(*Aggregate)(nil),             // 14: sluice.v1.Aggregate
-	(*Sink)(nil),                  // 15: sluice.v1.Sink
-	(*KafkaSink)(nil),             // 16: sluice.v1.KafkaSink
-	(*CollectSink)(nil),           // 17: sluice.v1.CollectSink
-	(*Limits)(nil),                // 18: sluice.v1.Limits
-	(*Job)(nil),                   // 19: sluice.v1.Job
-	(*OffsetRange)(nil),           // 20: sluice.v1.OffsetRange
-	(*Batch)(nil),                 // 21: sluice.v1.Batch
-	(*DataLoss)(nil),              // 22: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 23: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 24: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 25: sluice.v1.OutputRecord
-	(*Header)(nil),                // 26: sluice.v1.Header
-	(*BatchResult)(nil),           // 27: sluice.v1.BatchResult
-	(*CommittedOffsets)(nil),      // 28: sluice.v1.CommittedOffsets
-	nil,                           // 29: sluice.v1.KafkaSource.PropertiesEntry
-	nil,                           // 30: sluice.v1.KafkaSink.HeadersEntry
-	nil,                           // 31: sluice.v1.KafkaSink.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(PlacementMode)(0),            // 0: sluice.v1.PlacementMode
+	(IsolationLevel)(0),           // 1: sluice.v1.IsolationLevel
+	(StartPosition)(0),            // 2: sluice.v1.StartPosition
+	(AggregateFunction)(0),        // 3: sluice.v1.AggregateFunction
+	(KafkaSinkMode)(0),            // 4: sluice.v1.KafkaSinkMode
+	(RecordErrorPolicy)(0),        // 5: sluice.v1.RecordErrorPolicy
+	(JobState)(0),                 // 6: sluice.v1.JobState
+	(BatchState)(0),               // 7: sluice.v1.BatchState
+	(CapSource)(0),                // 8: sluice.v1.CapSource
+	(*JobSpec)(nil),               // 9: sluice.v1.JobSpec
+	(*Placement)(nil),             // 10: sluice.v1.Placement
+	(*FixedPlacement)(nil),        // 11: sluice.v1.FixedPlacement
+	(*KafkaSource)(nil),           // 12: sluice.v1.KafkaSource
+	(*StartingOffsets)(nil),       // 13: sluice.v1.StartingOffsets
+	(*ExplicitOffsets)(nil),       // 14: sluice.v1.ExplicitOffsets
+	(*PartitionOffset)(nil),       // 15: sluice.v1.PartitionOffset
+	(*Step)(nil),                  // 16: sluice.v1.Step
+	(*MapStep)(nil),               // 17: sluice.v1.MapStep
+	(*Aggregate)(nil),             // 18: sluice.v1.Aggregate
+	(*Sink)(nil),                  // 19: sluice.v1.Sink
+	(*KafkaSink)(nil),             // 20: sluice.v1.KafkaSink
+	(*CollectSink)(nil),           // 21: sluice.v1.CollectSink
+	(*Limits)(nil),                // 22: sluice.v1.Limits
+	(*Backpressure)(nil),          // 23: sluice.v1.Backpressure
+	(*Job)(nil),                   // 24: sluice.v1.Job
+	(*OffsetRange)(nil),           // 25: sluice.v1.OffsetRange
+	(*Batch)(nil),                 // 26: sluice.v1.Batch
+	(*BatchCap)(nil),              // 27: sluice.v1.BatchCap
+	(*DataLoss)(nil),              // 28: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 29: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 30: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 31: sluice.v1.OutputRecord
+	(*Header)(nil),                // 32: sluice.v1.Header
+	(*BatchResult)(nil),           // 33: sluice.v1.BatchResult
+	(*CommittedOffsets)(nil),      // 34: sluice.v1.CommittedOffsets
+	nil,                           // 35: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 36: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 37: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
-	8,  // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	32, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
-	12, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
-	14, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
-	15, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
-	18, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
-	4,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
-	9,  // 7: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
-	0,  // 8: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	29, // 9: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
-	1,  // 10: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
-	10, // 11: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	33, // 12: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
-	11, // 13: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	1,  // 14: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
-	13, // 15: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
-	2,  // 16: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
-	17, // 17: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	16, // 18: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
-	30, // 19: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
-	31, // 20: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
-	3,  // 21: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
-	32, // 22: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
-	32, // 23: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	7,  // 24: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	5,  // 25: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	33, // 26: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	33, // 27: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	33, // 28: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	6,  // 29: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	20, // 30: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	23, // 31: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	33, // 32: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	22, // 33: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	32, // 34: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	32, // 35: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	32, // 36: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	26, // 37: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
-	24, // 38: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	25, // 39: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	11, // 40: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	12, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
+	38, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	16, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
+	18, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
+	19, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
+	22, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
+	5,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
+	10, // 7: sluice.v1.JobSpec.placement:type_name -> sluice.v1.Placement
+	0,  // 8: sluice.v1.Placement.mode:type_name -> sluice.v1.PlacementMode
+	11, // 9: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
+	13, // 10: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
+	1,  // 11: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
+	35, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	2,  // 13: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
+	14, // 14: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
+	39, // 15: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	15, // 16: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	2,  // 17: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
+	17, // 18: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
+	3,  // 19: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
+	21, // 20: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	20, // 21: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
+	36, // 22: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	37, // 23: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	4,  // 24: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
+	38, // 25: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	38, // 26: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	23, // 27: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
+	9,  // 28: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	6,  // 29: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	39, // 30: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	39, // 31: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	39, // 32: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	7,  // 33: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	25, // 34: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	29, // 35: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	39, // 36: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	28, // 37: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	27, // 38: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
+	8,  // 39: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
+	38, // 40: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	38, // 41: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	38, // 42: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	32, // 43: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	30, // 44: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	31, // 45: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	15, // 46: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -2484,27 +3035,28 @@ func file_sluice_v1_job_proto_init() {
 	if File_sluice_v1_job_proto != nil {
 		return
 	}
-	file_sluice_v1_job_proto_msgTypes[1].OneofWrappers = []any{}
-	file_sluice_v1_job_proto_msgTypes[2].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[3].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[4].OneofWrappers = []any{
 		(*StartingOffsets_Position)(nil),
 		(*StartingOffsets_Explicit)(nil),
 		(*StartingOffsets_Timestamp)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[5].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[7].OneofWrappers = []any{
 		(*Step_Filter)(nil),
 		(*Step_Map)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[8].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[10].OneofWrappers = []any{
 		(*Sink_Collect)(nil),
 		(*Sink_Kafka)(nil),
 	}
+	file_sluice_v1_job_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   25,
+			NumEnums:      9,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -566,7 +566,9 @@ type Task struct {
 	Timeout     *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// The job's incarnation (Job.incarnation): names the Kafka sink's
 	// transactional ids and the job's consumer group.
-	Incarnation   string `protobuf:"bytes,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Incarnation string `protobuf:"bytes,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// A speculative copy of a slow task that still runs elsewhere.
+	Speculative   bool `protobuf:"varint,7,opt,name=speculative,proto3" json:"speculative,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -641,6 +643,13 @@ func (x *Task) GetIncarnation() string {
 		return x.Incarnation
 	}
 	return ""
+}
+
+func (x *Task) GetSpeculative() bool {
+	if x != nil {
+		return x.Speculative
+	}
+	return false
 }
 
 type TaskResult struct {
@@ -820,14 +829,15 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\x05index\x18\x03 \x01(\x05R\x05index\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12\x1f\n" +
 	"\vdispatch_id\x18\x05 \x01(\x04R\n" +
-	"dispatchId\"\xfc\x01\n" +
+	"dispatchId\"\x9e\x02\n" +
 	"\x04Task\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12,\n" +
 	"\x05range\x18\x02 \x01(\v2\x16.sluice.v1.OffsetRangeR\x05range\x12&\n" +
 	"\x04spec\x18\x03 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\x12!\n" +
 	"\fspec_version\x18\x04 \x01(\x03R\vspecVersion\x123\n" +
 	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12 \n" +
-	"\vincarnation\x18\x06 \x01(\tR\vincarnation\"\xd7\x03\n" +
+	"\vincarnation\x18\x06 \x01(\tR\vincarnation\x12 \n" +
+	"\vspeculative\x18\a \x01(\bR\vspeculative\"\xd7\x03\n" +
 	"\n" +
 	"TaskResult\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12\x14\n" +
