@@ -155,22 +155,90 @@ func baseConfig(c Cluster) kafka.ConfigMap {
 	return cm
 }
 
-// consumerConfig returns the configuration of a range-reading consumer.
-func consumerConfig(c Cluster, groupID string) kafka.ConfigMap {
-	cm := kafka.ConfigMap{
+// DefaultConsumerMemory is the default budget of a Cache's consumers'
+// prefetch: 128 MiB, 2 MiB for each of 64 cached consumers.
+const DefaultConsumerMemory = 128 << 20
+
+// MinConsumerShare is the least prefetch memory a consumer gets: one fetch
+// of a full default-size record batch (message.max.bytes is 1,000,000),
+// and a queue as large.
+const MinConsumerShare = 2 << 20
+
+// prefetchLimits are the librdkafka properties that bound a consumer's
+// prefetch memory, with their aliases. librdkafka queues fetched records
+// until queued.max.messages.kbytes, then fetches again once below it, so a
+// consumer holds at most its queue and one fetch response (fetch.max.bytes;
+// one partition, so max.partition.fetch.bytes too).
+var prefetchLimits = []struct {
+	name    string
+	aliases []string
+	kbytes  bool // in KiB
+}{
+	{name: "queued.max.messages.kbytes", kbytes: true},
+	{name: "fetch.max.bytes"},
+	{name: "max.partition.fetch.bytes", aliases: []string{"fetch.message.max.bytes"}},
+	// librdkafka requires fetch.max.bytes >= message.max.bytes; a consumer
+	// sends no large requests, so the smaller value costs nothing.
+	{name: "message.max.bytes"},
+}
+
+// consumerConfig returns the configuration of a range-reading consumer
+// whose prefetch may use share bytes: half for its queue, half for one fetch.
+// Prefetch properties of the cluster that ask for more are lowered to that,
+// and reported in clamped as "name=value (asked for N)".
+func consumerConfig(c Cluster, groupID string, share int64) (cm kafka.ConfigMap, clamped []string) {
+	share = max(share, MinConsumerShare)
+	half := share / 2
+	cm = kafka.ConfigMap{
 		// Fetch settings (the user's properties override them): a fetch at
 		// the tail waits at most 100 ms, and a consumer prefetches at most
-		// ~50k records or 16 MiB, so that many cached consumers keep the
-		// worker's memory bounded. When its queue is full, the fetcher
-		// looks again after 10 ms: librdkafka's default (1 s) stalls a
-		// consumer that drains its queue quickly, halving throughput.
-		"fetch.wait.max.ms":          100,
-		"queued.min.messages":        50000,
-		"queued.max.messages.kbytes": 16384,
-		"fetch.queue.backoff.ms":     10,
+		// ~50k records or its share of the worker's consumer memory. When
+		// its queue is full, the fetcher looks again after 10 ms:
+		// librdkafka's default (1 s) stalls a consumer that drains its
+		// queue quickly, halving throughput.
+		"fetch.wait.max.ms":      100,
+		"queued.min.messages":    50000,
+		"fetch.queue.backoff.ms": 10,
 	}
 	for k, v := range baseConfig(c) {
 		cm[k] = v
+	}
+	for _, l := range prefetchLimits {
+		limit := half
+		if l.kbytes {
+			limit = half >> 10
+		}
+		if l.name == "message.max.bytes" {
+			// Only lowered, never raised: librdkafka's default is below.
+			if v, ok := userInt(cm, l.name); ok && v > limit {
+				cm[l.name] = strconv.FormatInt(limit, 10)
+				clamped = append(clamped, fmt.Sprintf("%s=%d (asked for %d)", l.name, limit, v))
+			}
+			continue
+		}
+		asked, name, set, ok := int64(0), l.name, false, false
+		for _, a := range append([]string{l.name}, l.aliases...) {
+			if _, found := cm[a]; found && !set {
+				name, set = a, true
+				asked, ok = userInt(cm, a)
+				if !ok {
+					cm[l.name] = cm[a] // not a number: librdkafka refuses it, naming it
+				}
+			}
+			if a != l.name {
+				delete(cm, a) // set once, by its name: librdkafka applies them in map order
+			}
+		}
+		switch {
+		case set && !ok:
+		case !set:
+			cm[l.name] = strconv.FormatInt(limit, 10)
+		case asked > limit:
+			cm[l.name] = strconv.FormatInt(limit, 10)
+			clamped = append(clamped, fmt.Sprintf("%s=%d (asked for %d)", name, limit, asked))
+		default:
+			cm[l.name] = strconv.FormatInt(asked, 10)
+		}
 	}
 	isolation := "read_uncommitted"
 	if c.ReadCommitted {
@@ -183,5 +251,16 @@ func consumerConfig(c Cluster, groupID string) kafka.ConfigMap {
 	cm["auto.offset.reset"] = "error"
 	cm["isolation.level"] = isolation
 	cm["enable.partition.eof"] = false
-	return cm
+	return cm, clamped
+}
+
+// userInt reads an integer property of cm; a value that is not an integer
+// is left for librdkafka to refuse with its own message.
+func userInt(cm kafka.ConfigMap, name string) (int64, bool) {
+	v, ok := cm[name]
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(fmt.Sprint(v)), 10, 64)
+	return n, err == nil
 }
