@@ -829,7 +829,7 @@ func (w *txnWriter) fail(ctx context.Context, what string, err error, tr *tracke
 		derr := w.prod.wait(wctx, tr)
 		cancel()
 		// Records purged by the abort say nothing about the cause.
-		if c := errorCode(derr); errors.Is(derr, ErrPermanent) && c != kafka.ErrPurgeQueue && c != kafka.ErrPurgeInflight {
+		if errors.Is(derr, ErrPermanent) && !purged(derr) {
 			return fmt.Errorf("transaction %s: %s: %w", w.id, what, derr)
 		}
 	}
