@@ -33,6 +33,10 @@ type Config struct {
 	Slots int
 	// ConsumerCacheSize is the capacity of the Kafka consumer cache; default 64.
 	ConsumerCacheSize int
+	// ConsumerMemory bounds, in bytes, the records all cached consumers
+	// prefetch: each gets ConsumerMemory/ConsumerCacheSize, at least
+	// kafkasrc.MinConsumerShare. Default 128 MiB (2 MiB per consumer).
+	ConsumerMemory int64
 	Labels            []string
 	Logger            hclog.Logger
 	// DialOptions are added to the gRPC dial (tests).
@@ -45,11 +49,15 @@ type Config struct {
 	// BeforeResult, if set, runs when a task has finished, before its result
 	// is sent (tests: a worker slow to report).
 	BeforeResult func(task *sluicev1.Task)
+	// BeforeCommit, if set, runs where the "mid-txn" failpoint is: a
+	// transactional Kafka sink's output and offsets are in the transaction,
+	// not committed (tests: a transaction held open in process).
+	BeforeCommit func(task *sluicev1.Task)
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Slots: 4, ConsumerCacheSize: 64, Logger: hclog.NewNullLogger()}
+	return Config{Slots: 4, ConsumerCacheSize: 64, ConsumerMemory: kafkasrc.DefaultConsumerMemory, Logger: hclog.NewNullLogger()}
 }
 
 // Validate checks the config.
@@ -63,6 +71,11 @@ func (c *Config) Validate() error {
 	if c.ConsumerCacheSize < 1 {
 		return fmt.Errorf("worker: config: consumer cache size %d is below 1", c.ConsumerCacheSize)
 	}
+	if c.ConsumerMemory/int64(c.ConsumerCacheSize) < kafkasrc.MinConsumerShare {
+		return fmt.Errorf("worker: config: consumer memory %d bytes for %d cached consumers is %d bytes each, below the %d MiB a consumer needs: raise the consumer memory to at least %d MiB or lower the consumer cache",
+			c.ConsumerMemory, c.ConsumerCacheSize, c.ConsumerMemory/int64(c.ConsumerCacheSize), kafkasrc.MinConsumerShare>>20,
+			int64(c.ConsumerCacheSize)*kafkasrc.MinConsumerShare>>20)
+	}
 	return nil
 }
 
@@ -75,6 +88,10 @@ type Worker struct {
 
 	// programs caches compiled steps by job; bounded, since jobs come and go.
 	programs *lru.Cache[string, compiled]
+
+	// afterChunk, if set, runs after each chunk a task writes to a Kafka
+	// sink while it reads (tests).
+	afterChunk func(task *sluicev1.Task, chunk int)
 }
 
 // programCacheSize bounds the compiled programs a worker keeps.
@@ -105,7 +122,7 @@ func New(cfg Config) (*Worker, error) {
 	return &Worker{
 		cfg:      cfg,
 		logger:   logger,
-		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka")),
+		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka"), kafkasrc.WithMemory(cfg.ConsumerMemory)),
 		sinks:    kafkasrc.NewSinks(logger.Named("sink")),
 		programs: programs,
 	}, nil

@@ -160,6 +160,8 @@ func runWorker(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.ID, "id", "", "stable worker id (default hostname-pid)")
 	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "tasks run at once")
 	fs.IntVar(&cfg.ConsumerCacheSize, "consumer-cache", cfg.ConsumerCacheSize, "Kafka consumers kept for reuse")
+	fs.Var((*byteSize)(&cfg.ConsumerMemory), "consumer-memory",
+		"bound on the records all cached consumers prefetch, e.g. 128MiB; each consumer gets consumer-memory/consumer-cache (at least 2 MiB)")
 	level := fs.String("log-level", "info", "log level")
 	if err := fs.Parse(args); err != nil {
 		return err
