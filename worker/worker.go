@@ -37,8 +37,8 @@ type Config struct {
 	// prefetch: each gets ConsumerMemory/ConsumerCacheSize, at least
 	// kafkasrc.MinConsumerShare. Default 128 MiB (2 MiB per consumer).
 	ConsumerMemory int64
-	Labels            []string
-	Logger            hclog.Logger
+	Labels         []string
+	Logger         hclog.Logger
 	// DialOptions are added to the gRPC dial (tests).
 	DialOptions []grpc.DialOption
 	// Failpoints may crash or freeze the worker for the fault-tolerance
