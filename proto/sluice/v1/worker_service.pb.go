@@ -568,7 +568,10 @@ type Task struct {
 	// transactional ids and the job's consumer group.
 	Incarnation string `protobuf:"bytes,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// A speculative copy of a slow task that still runs elsewhere.
-	Speculative   bool `protobuf:"varint,7,opt,name=speculative,proto3" json:"speculative,omitempty"`
+	Speculative bool `protobuf:"varint,7,opt,name=speculative,proto3" json:"speculative,omitempty"`
+	// Index of this task among the tasks of its partition in the batch: a
+	// range above limits.max_records_per_task is split into several tasks.
+	Piece         int32 `protobuf:"varint,8,opt,name=piece,proto3" json:"piece,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -650,6 +653,13 @@ func (x *Task) GetSpeculative() bool {
 		return x.Speculative
 	}
 	return false
+}
+
+func (x *Task) GetPiece() int32 {
+	if x != nil {
+		return x.Piece
+	}
+	return 0
 }
 
 type TaskResult struct {
@@ -829,7 +839,7 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\x05index\x18\x03 \x01(\x05R\x05index\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12\x1f\n" +
 	"\vdispatch_id\x18\x05 \x01(\x04R\n" +
-	"dispatchId\"\x9e\x02\n" +
+	"dispatchId\"\xb4\x02\n" +
 	"\x04Task\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12,\n" +
 	"\x05range\x18\x02 \x01(\v2\x16.sluice.v1.OffsetRangeR\x05range\x12&\n" +
@@ -837,7 +847,8 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\fspec_version\x18\x04 \x01(\x03R\vspecVersion\x123\n" +
 	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12 \n" +
 	"\vincarnation\x18\x06 \x01(\tR\vincarnation\x12 \n" +
-	"\vspeculative\x18\a \x01(\bR\vspeculative\"\xd7\x03\n" +
+	"\vspeculative\x18\a \x01(\bR\vspeculative\x12\x14\n" +
+	"\x05piece\x18\b \x01(\x05R\x05piece\"\xd7\x03\n" +
 	"\n" +
 	"TaskResult\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12\x14\n" +
