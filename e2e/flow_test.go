@@ -137,4 +137,3 @@ func TestSplitHotPartition(t *testing.T) {
 		t.Fatalf("collected %v records per partition, want %d and %d", next, hot, cold)
 	}
 }
-
