@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"sort"
+
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -14,12 +16,88 @@ const (
 	maxPiecesPerRange = 1024
 )
 
-// taskRange is the range one task reads: a whole partition range of the
-// batch, or one piece of it.
+// taskRange is what one task reads: a whole partition range of the batch,
+// one piece of it, or (ranges set, OffsetRange nil) several small ranges.
 type taskRange struct {
 	*sluicev1.OffsetRange
-	piece int32 // index among the pieces of its partition's range
+	piece  int32 // index among the pieces of its partition's range
+	ranges []*sluicev1.OffsetRange
 }
+
+const (
+	// packRecords: ranges below this many records are packed several to a
+	// task when a batch has more ranges than the workers have slots.
+	packRecords = 10_000
+	// maxRangesPerTask bounds a packed task (its message and its reader's
+	// assignment).
+	maxRangesPerTask = 2048
+)
+
+// packRanges packs the small whole ranges of a batch (below packRecords)
+// into at most slots tasks, balanced by records, when there are more of
+// them than slots: the cost of a batch over a thousand partitions is then a
+// few tasks, not a thousand. Bigger ranges and split pieces stay tasks of
+// their own. A packed task's ranges are in topic and partition order.
+// Without packable (the transactional Kafka sink, one transaction per
+// partition) nothing is packed.
+func packRanges(trs []taskRange, slots int, packable bool) []taskRange {
+	var small []int
+	for i, tr := range trs {
+		if tr.OffsetRange != nil && tr.piece == 0 && tr.GetUntilOffset()-tr.GetFromOffset() < packRecords {
+			small = append(small, i)
+		}
+	}
+	groups := max(slots, 1)
+	groups = max(groups, (len(small)+maxRangesPerTask-1)/maxRangesPerTask)
+	if !packable || len(small) <= groups {
+		return trs
+	}
+	// Longest first to the least loaded group (ties: the lower index), so
+	// that the tasks are about even.
+	order := append([]int(nil), small...)
+	sort.SliceStable(order, func(a, b int) bool {
+		return size(trs[order[a]]) > size(trs[order[b]])
+	})
+	load := make([]int64, groups)
+	members := make([][]int, groups)
+	for _, i := range order {
+		g := 0
+		for j := range groups {
+			if len(members[j]) < maxRangesPerTask && (len(members[g]) >= maxRangesPerTask || load[j] < load[g]) {
+				g = j
+			}
+		}
+		load[g] += size(trs[i])
+		members[g] = append(members[g], i)
+	}
+	out := make([]taskRange, 0, len(trs)-len(small)+groups)
+	isSmall := map[int]bool{}
+	for _, i := range small {
+		isSmall[i] = true
+	}
+	for i, tr := range trs {
+		if !isSmall[i] {
+			out = append(out, tr)
+		}
+	}
+	for _, m := range members {
+		sort.Ints(m) // trs is in topic and partition order
+		switch len(m) {
+		case 0:
+		case 1:
+			out = append(out, trs[m[0]])
+		default:
+			packed := taskRange{}
+			for _, i := range m {
+				packed.ranges = append(packed.ranges, trs[i].OffsetRange)
+			}
+			out = append(out, packed)
+		}
+	}
+	return out
+}
+
+func size(tr taskRange) int64 { return tr.GetUntilOffset() - tr.GetFromOffset() }
 
 // splitRanges cuts a batch's ranges into the ranges of its tasks. A range
 // above maxPerTask records becomes ceil(n/maxPerTask) pieces of nearly

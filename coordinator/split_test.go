@@ -109,3 +109,72 @@ func TestSplitRangesTile(t *testing.T) {
 		}
 	}
 }
+
+func TestPackRanges(t *testing.T) {
+	whole := func(rs ...*sluicev1.OffsetRange) []taskRange {
+		out := make([]taskRange, len(rs))
+		for i, r := range rs {
+			out[i] = taskRange{OffsetRange: r}
+		}
+		return out
+	}
+	many := func(n int, records int64) []*sluicev1.OffsetRange {
+		out := make([]*sluicev1.OffsetRange, n)
+		for i := range out {
+			out[i] = rng("t", int32(i), 100, 100+records)
+		}
+		return out
+	}
+	tests := []struct {
+		name      string
+		in        []taskRange
+		slots     int
+		packable  bool
+		wantTasks int
+		wantMax   int // ranges in the biggest task
+	}{
+		{"no more ranges than slots", whole(many(8, 1)...), 8, true, 8, 1},
+		{"1,024 partitions on 16 slots", whole(many(1024, 1)...), 16, true, 16, 64},
+		{"10,000 partitions on 2 slots: tasks of at most 2,048", whole(many(10_000, 1)...), 2, true, 5, 2000},
+		{"not packable: transactional sink", whole(many(1024, 1)...), 16, false, 1024, 1},
+		{"big ranges stay alone", whole(append(many(4, 1), rng("big", 0, 0, 50_000), rng("big", 1, 0, 50_000))...), 2, true, 4, 2},
+		{"no workers counts one slot", whole(many(5, 3)...), 0, true, 1, 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := packRanges(tc.in, tc.slots, tc.packable)
+			if len(got) != tc.wantTasks {
+				t.Fatalf("%d tasks, want %d", len(got), tc.wantTasks)
+			}
+			seen := map[string]int{}
+			biggest := 0
+			for _, tr := range got {
+				rs := tr.ranges
+				if tr.OffsetRange != nil {
+					if len(tr.ranges) > 0 {
+						t.Fatalf("task with both a range and ranges")
+					}
+					rs = []*sluicev1.OffsetRange{tr.OffsetRange}
+				}
+				biggest = max(biggest, len(rs))
+				for i, r := range rs {
+					seen[fmt.Sprintf("%s/%d [%d, %d)", r.GetTopic(), r.GetPartition(), r.GetFromOffset(), r.GetUntilOffset())]++
+					if i > 0 && r.GetTopic() == rs[i-1].GetTopic() && r.GetPartition() <= rs[i-1].GetPartition() {
+						t.Fatalf("packed ranges out of order: %v after %v", r, rs[i-1])
+					}
+				}
+			}
+			if biggest != tc.wantMax {
+				t.Errorf("biggest task has %d ranges, want %d", biggest, tc.wantMax)
+			}
+			if len(seen) != len(tc.in) {
+				t.Fatalf("%d distinct ranges in the tasks, want %d", len(seen), len(tc.in))
+			}
+			for r, n := range seen {
+				if n != 1 {
+					t.Fatalf("range %s in %d tasks", r, n)
+				}
+			}
+		})
+	}
+}
