@@ -252,8 +252,22 @@ func (r *jobRunner) partitions(ctx context.Context, admin *kafkasrc.Admin, commi
 	for pk := range committed {
 		seen[pk.Topic] = true
 	}
+	// One metadata request for every topic; only when one of them is
+	// unknown are they asked one by one, to tell which.
+	topics := r.spec.GetSource().GetTopics()
+	if all, err := admin.Partitions(ctx, topics); err == nil {
+		var tps []kafkasrc.TopicPartition
+		for _, topic := range topics {
+			for _, p := range all[topic] {
+				tps = append(tps, kafkasrc.TopicPartition{Topic: topic, Partition: p})
+			}
+		}
+		return tps, nil
+	} else if !errors.Is(err, kafkasrc.ErrUnknownTopic) {
+		return nil, err
+	}
 	var tps []kafkasrc.TopicPartition
-	for _, topic := range r.spec.GetSource().GetTopics() {
+	for _, topic := range topics {
 		parts, err := admin.Partitions(ctx, []string{topic})
 		if errors.Is(err, kafkasrc.ErrUnknownTopic) && seen[topic] {
 			if r.failOnDataLoss() {
@@ -328,13 +342,21 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 	if err != nil {
 		return planned{}, err
 	}
+	// The two requests go out together: planning waits for one round trip.
+	var earliest map[kafkasrc.TopicPartition]int64
+	var earliestErr error
+	got := make(chan struct{})
+	go func() {
+		defer close(got)
+		earliest, earliestErr = admin.EarliestOffsets(ctx, tps)
+	}()
 	latest, err := admin.LatestOffsets(ctx, tps)
+	<-got
 	if err != nil {
 		return planned{}, err
 	}
-	earliest, err := admin.EarliestOffsets(ctx, tps)
-	if err != nil {
-		return planned{}, err
+	if earliestErr != nil {
+		return planned{}, earliestErr
 	}
 	states := make([]partitionState, 0, len(tps))
 	for _, tp := range tps {
