@@ -164,6 +164,11 @@ const DefaultConsumerMemory = 128 << 20
 // and a queue as large.
 const MinConsumerShare = 2 << 20
 
+// multiConsumerShare is the prefetch memory of a Pool consumer. Idle pool
+// consumers are unassigned and hold nothing, so a worker's pool holds at
+// most this much per running task.
+const multiConsumerShare = 8 << 20
+
 // prefetchLimits are the librdkafka properties that bound a consumer's
 // prefetch memory, with their aliases. librdkafka queues fetched records
 // until queued.max.messages.kbytes, then fetches again once below it, so a
