@@ -64,7 +64,7 @@ type cacheKey struct {
 // Its consumers' prefetch shares a memory budget (WithMemory, default
 // DefaultConsumerMemory): each consumer may hold budget/capacity bytes of
 // fetched records, at least MinConsumerShare, half in its queue and half in
-// one fetch. A cluster's properties that ask for more are lowered to that
+// one fetch (see prefetchLimits). A cluster's properties that ask for more are lowered to that
 // (and logged): the budget is the worker's, which a job cannot know at
 // submit, so a job runs the same on workers of any budget. A temporary
 // consumer takes a share beyond the budget while it reads.

@@ -121,26 +121,26 @@ func TestConsumerConfigPrefetch(t *testing.T) {
 		absent  []string
 	}{
 		{name: "default share", share: DefaultConsumerMemory / 64, want: map[string]string{
-			"queued.max.messages.kbytes": "1024", "fetch.max.bytes": "1048576", "max.partition.fetch.bytes": "1048576",
-		}},
+			"queued.max.messages.kbytes": "1024", "queued.min.messages": "4096", "fetch.max.bytes": "1048576", "max.partition.fetch.bytes": "1048576",
+		}, absent: []string{"message.max.bytes"}},
 		{name: "below the minimum share", share: 1000, want: map[string]string{
 			"queued.max.messages.kbytes": "1024", "fetch.max.bytes": "1048576",
 		}},
 		{name: "large share", share: 64 * mib, want: map[string]string{
-			"queued.max.messages.kbytes": "32768", "fetch.max.bytes": "33554432", "max.partition.fetch.bytes": "33554432",
+			"queued.max.messages.kbytes": "32768", "queued.min.messages": "131072", "fetch.max.bytes": "33554432", "max.partition.fetch.bytes": "33554432",
 		}},
 		{name: "user asks for more", share: 4 * mib, props: map[string]string{
-			"queued.max.messages.kbytes": "65536", "fetch.max.bytes": "52428800", "max.partition.fetch.bytes": "10485760", "message.max.bytes": "10000000",
+			"queued.max.messages.kbytes": "65536", "queued.min.messages": "100000", "fetch.max.bytes": "52428800", "max.partition.fetch.bytes": "10485760", "message.max.bytes": "10000000",
 		}, want: map[string]string{
-			"queued.max.messages.kbytes": "2048", "fetch.max.bytes": "2097152", "max.partition.fetch.bytes": "2097152", "message.max.bytes": "2097152",
+			"queued.max.messages.kbytes": "2048", "queued.min.messages": "8192", "fetch.max.bytes": "2097152", "max.partition.fetch.bytes": "2097152", "message.max.bytes": "2097152",
 		}, clamped: []string{
-			"queued.max.messages.kbytes=2048 (asked for 65536)", "fetch.max.bytes=2097152 (asked for 52428800)",
+			"queued.max.messages.kbytes=2048 (asked for 65536)", "queued.min.messages=8192 (asked for 100000)", "fetch.max.bytes=2097152 (asked for 52428800)",
 			"max.partition.fetch.bytes=2097152 (asked for 10485760)", "message.max.bytes=2097152 (asked for 10000000)",
 		}},
 		{name: "user asks for less", share: 4 * mib, props: map[string]string{
-			"queued.max.messages.kbytes": "100", "max.partition.fetch.bytes": "65536", "message.max.bytes": "1000000",
+			"queued.max.messages.kbytes": "100", "queued.min.messages": "10", "max.partition.fetch.bytes": "65536", "message.max.bytes": "1000000",
 		}, want: map[string]string{
-			"queued.max.messages.kbytes": "100", "fetch.max.bytes": "2097152", "max.partition.fetch.bytes": "65536", "message.max.bytes": "1000000",
+			"queued.max.messages.kbytes": "100", "queued.min.messages": "10", "fetch.max.bytes": "2097152", "max.partition.fetch.bytes": "65536", "message.max.bytes": "1000000",
 		}},
 		{name: "alias", share: 2 * mib, props: map[string]string{"fetch.message.max.bytes": "50000000"},
 			want:    map[string]string{"max.partition.fetch.bytes": "1048576"},
