@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -33,8 +34,14 @@ type Config struct {
 	Slots int
 	// ConsumerCacheSize is the capacity of the Kafka consumer cache; default 64.
 	ConsumerCacheSize int
-	Labels            []string
-	Logger            hclog.Logger
+	// Labels name this worker for fixed placement (placement.fixed
+	// worker_label); each is 1 to 63 letters, digits, '.', '_', '-', '='
+	// or ':'.
+	Labels []string
+	// Host is the host this worker runs on, matched against the partition
+	// leaders' hosts by brokers placement; default os.Hostname().
+	Host   string
+	Logger hclog.Logger
 	// DialOptions are added to the gRPC dial (tests).
 	DialOptions []grpc.DialOption
 	// Failpoints may crash or freeze the worker for the fault-tolerance
@@ -45,6 +52,20 @@ type Config struct {
 	// BeforeResult, if set, runs when a task has finished, before its result
 	// is sent (tests: a worker slow to report).
 	BeforeResult func(task *sluicev1.Task)
+}
+
+// LabelPattern is what a worker label may be: the same rule the coordinator
+// applies to placement.fixed[].worker_label.
+const LabelPattern = `^[A-Za-z0-9._=:-]{1,63}$`
+
+var labelRE = regexp.MustCompile(LabelPattern)
+
+// ValidateLabel says what is wrong with a worker label, or nil.
+func ValidateLabel(l string) error {
+	if !labelRE.MatchString(l) {
+		return fmt.Errorf("label %q must be 1 to 63 letters, digits, '.', '_', '-', '=' or ':'", l)
+	}
+	return nil
 }
 
 // DefaultConfig returns the defaults.
@@ -62,6 +83,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ConsumerCacheSize < 1 {
 		return fmt.Errorf("worker: config: consumer cache size %d is below 1", c.ConsumerCacheSize)
+	}
+	for _, l := range c.Labels {
+		if err := ValidateLabel(l); err != nil {
+			return fmt.Errorf("worker: config: %w", err)
+		}
 	}
 	return nil
 }
@@ -87,9 +113,14 @@ type compiled struct {
 
 // New builds a worker; Run starts it.
 func New(cfg Config) (*Worker, error) {
-	if cfg.ID == "" {
+	if cfg.ID == "" || cfg.Host == "" {
 		host, _ := os.Hostname()
-		cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		if cfg.ID == "" {
+			cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
+		if cfg.Host == "" {
+			cfg.Host = host
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
