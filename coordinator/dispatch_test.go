@@ -38,7 +38,14 @@ func (f *fakeWorker) cancels() []uint64 {
 // nil to send nothing.
 func startFakeWorker(t *testing.T, d *dispatcher, id string, slots int, handle func(w *fakeWorker, task *sluicev1.Task) *sluicev1.TaskResult) *fakeWorker {
 	t.Helper()
-	f := &fakeWorker{conn: d.register(&sluicev1.Register{WorkerId: id, Slots: int32(slots)})}
+	return startFakeWorkerReg(t, d, &sluicev1.Register{WorkerId: id, Slots: int32(slots)}, handle)
+}
+
+// startFakeWorkerReg is startFakeWorker with a whole register message
+// (labels, host).
+func startFakeWorkerReg(t *testing.T, d *dispatcher, reg *sluicev1.Register, handle func(w *fakeWorker, task *sluicev1.Task) *sluicev1.TaskResult) *fakeWorker {
+	t.Helper()
+	f := &fakeWorker{conn: d.register(reg)}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
@@ -100,7 +107,7 @@ func testTasks(n int, timeout time.Duration) []*sluicev1.Task {
 }
 
 func run(ctx context.Context, d *dispatcher, tasks []*sluicev1.Task, lim taskLimits) (batchOutcome, error) {
-	return d.runTasks(ctx, tasks, lim, func(string) {}, nil)
+	return d.runTasks(ctx, tasks, lim, taskPolicy{}, func(string) {}, nil)
 }
 
 var defaultLimits = taskLimits{maxAttempts: 4, maxRetries: 30}
