@@ -497,7 +497,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 		case len(unplaced) == 1:
 			wait = unplaced[0]
 		case len(unplaced) > 1:
-			wait = fmt.Sprintf("%s (and %d more tasks that no live worker may run)", unplaced[0], len(unplaced)-1)
+			wait = fmt.Sprintf("%s; %d tasks wait for a worker their placement allows", unplaced[0], len(unplaced))
 		}
 		if wait != "" {
 			setNote(wait)
