@@ -115,12 +115,16 @@ func TestBrokersPlacement(t *testing.T) {
 	const topic, parts = "near", 8
 	ran := newRanOn()
 	hosts := map[string]string{"w1": "elsewhere-1", "w2": "127.0.0.1", "w3": "elsewhere-3"}
-	tc := newTestCluster(t, clusterOptions{workers: 3, partitions: parts, topics: []string{topic},
+	opts := clusterOptions{workers: 3, partitions: parts, topics: []string{topic},
 		worker: func(c *worker.Config) {
 			c.Host = hosts[c.ID]
 			c.Slots = parts // the host's worker never lacks a slot
 			c.BeforeResult = ran.hook(c.ID)
-		}})
+		}}
+	logs := infoLogs(&opts)
+	tc := newTestCluster(t, opts)
+	// Placement is among the workers connected when a batch runs.
+	waitRegistered(t, logs, 3)
 	l := newLedger(topic, parts)
 	l.produce(t, tc.producer(), 2000, nil)
 	near := countJob("near", tc.Brokers, topic)
@@ -150,4 +154,17 @@ func TestBrokersPlacement(t *testing.T) {
 		t.Errorf("consistent placement ran every partition on %v: the control says nothing", slices.Sorted(maps.Keys(used)))
 	}
 	t.Logf("consistent placement used %v", slices.Sorted(maps.Keys(used)))
+}
+
+// waitRegistered waits until the coordinator has logged n worker
+// registrations (infoLogs).
+func waitRegistered(t *testing.T, logs *syncBuffer, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(logs.String(), "worker registered") < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d workers registered within 30s:\n%s", n, lastLines(logs.String(), 20))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -74,12 +74,19 @@ func TestSpeculationRescuesASlowWorker(t *testing.T) {
 
 // TestSpeculationFencesAFrozenWorker: a worker process of one slot is
 // frozen (SIGSTOP) inside a Kafka sink transaction, its output produced
-// and not committed. The coordinator's heartbeat timeout and the task
-// timeout are a minute, so only a speculative copy can finish the batch in
-// time: it runs on another worker with the same transactional id, whose
+// and not committed. Only a speculative copy can finish the batch in time:
+// the coordinator's heartbeat timeout and the task timeout are a minute
+// (its gRPC keepalive would drop the frozen worker after some 10s). The
+// copy runs on another worker with the same transactional id, whose
 // InitTransactions fences the frozen one and aborts its transaction. After
 // SIGCONT the frozen worker cannot commit, and a read_committed reader of
 // the output sees every record exactly once.
+//
+// The worker runs batch 1's four tasks one after the other and freezes in
+// the third, so that half of the batch has finished (what speculation
+// waits for): the broker here (kfake) holds back every committed-offset
+// read of the job's group while one transaction with offsets is open, so
+// no task started after the freeze can finish before the copy's fencing.
 func TestSpeculationFencesAFrozenWorker(t *testing.T) {
 	const in, out, parts = "spec-in", "spec-out", 4
 	pc := newProcCluster(t, 1)
@@ -87,9 +94,7 @@ func TestSpeculationFencesAFrozenWorker(t *testing.T) {
 	createTopic(t, pc.brokers, out, 2)
 	coord := startProcEnv(t, nil, sluiceBin, "coordinator", "--etcd-endpoints", pc.etcdAddr, "--grpc-addr", pc.coords[0],
 		"--session-ttl", "2s", "--heartbeat-timeout", "60s", "--log-level", "info")
-	// Alone at first and with one slot: its first task freezes it, and the
-	// batch's other tasks wait at the coordinator.
-	frozen := startProcEnv(t, []string{"SLUICE_FAILPOINTS=mid-txn:1:stop"}, sluiceBin,
+	frozen := startProcEnv(t, []string{"SLUICE_FAILPOINTS=mid-txn:3:stop"}, sluiceBin,
 		"worker", "--coordinator", pc.coords[0], "--id", "frozen", "--slots", "1", "--log-level", "info")
 	c := pc.client()
 	waitServing(t, c)
@@ -101,7 +106,7 @@ func TestSpeculationFencesAFrozenWorker(t *testing.T) {
 	if _, err := c.Submit(context.Background(), spec); err != nil {
 		t.Fatal(err)
 	}
-	frozen.waitOutput(t, "failpoint mid-txn:1:stop reached", 60*time.Second)
+	frozen.waitOutput(t, "failpoint mid-txn:3:stop reached", 60*time.Second)
 	startProcEnv(t, nil, sluiceBin, "worker", "--coordinator", pc.coords[0], "--id", "healthy", "--log-level", "info")
 
 	tc := &testCluster{t: t, Client: c}
@@ -118,7 +123,7 @@ func TestSpeculationFencesAFrozenWorker(t *testing.T) {
 	// dropped or its task timed out.
 	tc.waitOffsets(spec.GetName(), ends(), 40*time.Second)
 	if n := speculated(batchesAsc(t, c, spec.GetName())); n < 1 {
-		t.Fatalf("the batch committed without a speculative copy")
+		t.Fatalf("the batch committed without a speculative copy:\n%s", lastLines(coord.out.String(), 30))
 	}
 	if !strings.Contains(coord.out.String(), "speculative copy finished first") {
 		t.Errorf("the coordinator did not log the copy finishing first:\n%s", lastLines(coord.out.String(), 30))
