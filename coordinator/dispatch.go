@@ -215,6 +215,8 @@ func mismatch(disp *dispatch, from *workerConn, res *sluicev1.TaskResult) string
 		return fmt.Sprintf("key %v is not the dispatch's %v", got, want)
 	case !proto.Equal(res.GetRange(), disp.task.GetRange()):
 		return fmt.Sprintf("range %v is not the task's %v", res.GetRange(), disp.task.GetRange())
+	case !slices.EqualFunc(res.GetRanges(), disp.task.GetRanges(), func(a, b *sluicev1.OffsetRange) bool { return proto.Equal(a, b) }):
+		return fmt.Sprintf("ranges %v are not the task's %v", res.GetRanges(), disp.task.GetRanges())
 	case res.GetSpecVersion() != disp.task.GetSpecVersion():
 		return fmt.Sprintf("spec version %d is not the task's %d", res.GetSpecVersion(), disp.task.GetSpecVersion())
 	}
@@ -238,8 +240,7 @@ func (d *dispatcher) send(ctx context.Context, task *sluicev1.Task, pl *placemen
 			d.conns = append(d.conns, w)
 		}
 	}
-	r := task.GetRange()
-	i, err := pl.choose(partitionKey{r.GetTopic(), r.GetPartition()}, d.infos, avoid, exclude, spill)
+	i, err := pl.choose(placeKeyOf(task), d.infos, avoid, exclude, spill)
 	if err != nil {
 		changed := d.changed
 		d.mu.Unlock()

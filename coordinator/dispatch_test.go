@@ -88,7 +88,7 @@ func startFakeWorkerReg(t *testing.T, d *dispatcher, reg *sluicev1.Register, han
 // ok is the successful result of task, as a worker builds it.
 func ok(task *sluicev1.Task) *sluicev1.TaskResult {
 	return &sluicev1.TaskResult{
-		Key: proto.CloneOf(task.GetKey()), Range: task.GetRange(), SpecVersion: task.GetSpecVersion(),
+		Key: proto.CloneOf(task.GetKey()), Range: task.GetRange(), Ranges: task.GetRanges(), SpecVersion: task.GetSpecVersion(),
 		RecordsIn: task.GetRange().GetUntilOffset() - task.GetRange().GetFromOffset(),
 	}
 }
@@ -124,7 +124,10 @@ func TestRunTasksAcceptsOnlyTheDispatchedResult(t *testing.T) {
 		wrongAttempt.Key.Attempt++
 		wrongDispatch := ok(task)
 		wrongDispatch.Key.DispatchId += 1000
-		return []*sluicev1.TaskResult{wrongRange, wrongSpec, wrongAttempt, wrongDispatch}
+		// A task carries one range or several: a result must echo the same.
+		extraRanges := ok(task)
+		extraRanges.Ranges = []*sluicev1.OffsetRange{task.GetRange()}
+		return []*sluicev1.TaskResult{wrongRange, wrongSpec, wrongAttempt, wrongDispatch, extraRanges}
 	}
 	w := startFakeWorker(t, d, "w1", 4, func(w *fakeWorker, task *sluicev1.Task) *sluicev1.TaskResult {
 		for _, r := range forged(task) {

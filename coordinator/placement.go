@@ -48,6 +48,23 @@ func newPlacement(pl *sluicev1.Placement, leaders map[partitionKey]string) *plac
 	return p
 }
 
+// placeKey is what places a task: its partition, and which piece of the
+// partition's range it is when the range was split into several tasks.
+type placeKey struct {
+	partitionKey
+	piece int32
+}
+
+// placeKeyOf is the task's placeKey. A task that carries the ranges of
+// several partitions is placed by its first.
+func placeKeyOf(task *sluicev1.Task) placeKey {
+	r := task.GetRange()
+	if r == nil && len(task.GetRanges()) > 0 {
+		r = task.GetRanges()[0]
+	}
+	return placeKey{partitionKey{r.GetTopic(), r.GetPartition()}, task.GetPiece()}
+}
+
 // workerInfo is what placement knows of a live worker.
 type workerInfo struct {
 	id     string
@@ -80,10 +97,11 @@ func (e *placementWait) Error() string { return e.reason }
 // allowed worker with a free slot will do, the preferred group first.
 // Workers in avoid are passed over while others qualify; exclude (a
 // speculative copy's original worker) never runs it.
-func (p *placement) choose(pk partitionKey, ws []workerInfo, avoid map[string]bool, exclude string, spill bool) (int, error) {
+func (p *placement) choose(k placeKey, ws []workerInfo, avoid map[string]bool, exclude string, spill bool) (int, error) {
 	if len(ws) == 0 {
 		return -1, errNoWorkers
 	}
+	pk := k.partitionKey
 	// tier[i]: 0 preferred, 1 allowed as a fallback, -1 not allowed.
 	tier := make([]int8, len(ws))
 	fallback := false
@@ -129,17 +147,17 @@ func (p *placement) choose(pk partitionKey, ws []workerInfo, avoid map[string]bo
 		}
 	}
 	if !spill {
-		best := p.best(pk, ws, tier, avoid, 0, false)
+		best := p.best(k, ws, tier, avoid, 0, false)
 		if best < 0 || ws[best].free <= 0 {
 			return -1, errNoSlot
 		}
 		return best, nil
 	}
-	if best := p.best(pk, ws, tier, avoid, 0, true); best >= 0 {
+	if best := p.best(k, ws, tier, avoid, 0, true); best >= 0 {
 		return best, nil
 	}
 	if fallback {
-		if best := p.best(pk, ws, tier, avoid, 1, true); best >= 0 {
+		if best := p.best(k, ws, tier, avoid, 1, true); best >= 0 {
 			return best, nil
 		}
 	}
@@ -148,14 +166,14 @@ func (p *placement) choose(pk partitionKey, ws []workerInfo, avoid map[string]bo
 
 // best is the highest-scoring worker of tier at most maxTier (and with a
 // free slot if needsFree), preferring those not in avoid; -1 if none.
-func (p *placement) best(pk partitionKey, ws []workerInfo, tier []int8, avoid map[string]bool, maxTier int8, needsFree bool) int {
+func (p *placement) best(k placeKey, ws []workerInfo, tier []int8, avoid map[string]bool, maxTier int8, needsFree bool) int {
 	best, bestAvoided := -1, false
 	var bestScore uint64
 	for i := range ws {
 		if tier[i] < 0 || tier[i] > maxTier || (needsFree && ws[i].free <= 0) {
 			continue
 		}
-		score := rendezvous(pk, ws[i].id)
+		score := rendezvous(k, ws[i].id)
 		avoided := avoid[ws[i].id]
 		if best < 0 || (bestAvoided && !avoided) || (bestAvoided == avoided && score > bestScore) {
 			best, bestScore, bestAvoided = i, score, avoided
@@ -164,11 +182,16 @@ func (p *placement) best(pk partitionKey, ws []workerInfo, tier []int8, avoid ma
 	return best
 }
 
-// rendezvous is the score of worker id for partition pk: each partition
-// goes to its highest-scoring worker, and only the partitions of a worker
-// that joins or leaves move.
-func rendezvous(pk partitionKey, id string) uint64 {
+// rendezvous is the score of worker id for k: each partition goes to its
+// highest-scoring worker, and only the partitions of a worker that joins or
+// leaves move. The pieces of a split range spread over the workers; the
+// first keeps the partition's worker and its consumer.
+func rendezvous(k placeKey, id string) uint64 {
 	h := fnv.New64a()
-	fmt.Fprintf(h, "%s\x00%d\x00%s", pk.Topic, pk.Partition, id)
+	if k.piece == 0 {
+		fmt.Fprintf(h, "%s\x00%d\x00%s", k.Topic, k.Partition, id)
+	} else {
+		fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s", k.Topic, k.Partition, k.piece, id)
+	}
 	return h.Sum64()
 }

@@ -10,18 +10,22 @@ import (
 )
 
 func TestPlacementChoose(t *testing.T) {
-	pk := func(p int32) partitionKey { return partitionKey{"t", p} }
+	pk := func(p int32) placeKey { return placeKey{partitionKey{"t", p}, 0} }
+	piece := func(p, n int32) placeKey { return placeKey{partitionKey{"t", p}, n} }
 	// The rendezvous order of workers a..d, which the table relies on.
-	for p, want := range map[int32][]string{0: {"d", "b", "c", "a"}, 1: {"d", "c", "b", "a"}, 2: {"d", "a", "b", "c"}, 4: {"b", "c", "a", "d"}} {
+	for k, want := range map[placeKey][]string{
+		pk(0): {"d", "b", "c", "a"}, pk(1): {"d", "c", "b", "a"}, pk(2): {"d", "a", "b", "c"}, pk(4): {"b", "c", "a", "d"},
+		piece(4, 2): {"a", "b", "c", "d"},
+	} {
 		got := []string{"a", "b", "c", "d"}
 		slices.SortFunc(got, func(x, y string) int {
-			if rendezvous(pk(p), x) > rendezvous(pk(p), y) {
+			if rendezvous(k, x) > rendezvous(k, y) {
 				return -1
 			}
 			return 1
 		})
 		if !slices.Equal(got, want) {
-			t.Fatalf("rendezvous order of t/%d is %v, the table expects %v", p, got, want)
+			t.Fatalf("rendezvous order of %v is %v, the table expects %v", k, got, want)
 		}
 	}
 	workers := []workerInfo{
@@ -37,12 +41,12 @@ func TestPlacementChoose(t *testing.T) {
 		{Topic: "t", Partitions: []int32{2}, WorkerLabel: "tpu"},
 	}}, nil)
 	brokers := newPlacement(&sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_BROKERS}, map[partitionKey]string{
-		pk(0): "127.0.0.1", pk(1): "H4", pk(2): "elsewhere", pk(4): "h2",
+		{"t", 0}: "127.0.0.1", {"t", 1}: "H4", {"t", 2}: "elsewhere", {"t", 4}: "h2",
 	})
 	tests := []struct {
 		name     string
 		pl       *placement
-		pk       partitionKey
+		pk       placeKey
 		workers  []workerInfo
 		avoid    []string
 		exclude  string
@@ -57,6 +61,7 @@ func TestPlacementChoose(t *testing.T) {
 		{name: "consistent: spills to the next with a free slot", pl: consistent, pk: pk(4), spill: true, want: "c"},
 		{name: "consistent: passes over avoided workers, waits for the next", pl: consistent, pk: pk(0), avoid: []string{"d"}, wantErr: errNoSlot},
 		{name: "consistent: avoided workers only when no other has room", pl: consistent, pk: pk(0), avoid: []string{"d", "c", "a"}, spill: true, want: "d"},
+		{name: "consistent: a later piece of a split range has a preferred worker of its own", pl: consistent, pk: piece(4, 2), want: "a"},
 		{name: "consistent: never the excluded worker", pl: consistent, pk: pk(0), exclude: "d", spill: true, want: "c"},
 		{name: "no workers", pl: consistent, pk: pk(0), workers: []workerInfo{}, wantErr: errNoWorkers},
 		{name: "no workers, fixed", pl: fixed, pk: pk(0), workers: []workerInfo{}, wantErr: errNoWorkers},
@@ -67,7 +72,7 @@ func TestPlacementChoose(t *testing.T) {
 		{name: "fixed: the copy finds no other labelled worker with room", pl: fixed, pk: pk(1), exclude: "d", spill: true, wantErr: errNoSlot},
 		{name: "fixed: no live worker has the label", pl: fixed, pk: pk(2), spill: true,
 			wantWait: `no live worker has label "tpu" (placement.fixed for t/2)`},
-		{name: "fixed: no entry covers the partition", pl: fixed, pk: partitionKey{"u", 0},
+		{name: "fixed: no entry covers the partition", pl: fixed, pk: placeKey{partitionKey{"u", 0}, 0},
 			wantWait: "no placement.fixed entry covers u/0"},
 
 		{name: "brokers: consistent among the leader's host", pl: brokers, pk: pk(0), want: "c"},

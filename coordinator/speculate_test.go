@@ -223,7 +223,7 @@ func TestSpeculationWaitsForAFreeSlotOnAnotherWorker(t *testing.T) {
 	d := newDispatcher(hclog.NewNullLogger())
 	// A runs on x or y (label L), and prefers x; C only on y; B and D on z.
 	var pA int32
-	for rendezvous(partitionKey{"t", pA}, "x") < rendezvous(partitionKey{"t", pA}, "y") {
+	for rendezvous(placeKey{partitionKey{"t", pA}, 0}, "x") < rendezvous(placeKey{partitionKey{"t", pA}, 0}, "y") {
 		pA++
 	}
 	pC, pB, pD := pA+1, pA+2, pA+3

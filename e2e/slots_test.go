@@ -14,20 +14,6 @@ import (
 	"github.com/sluice-stream/sluice/worker"
 )
 
-// defaultJob is a job with every setting at its default: count by key over
-// one topic from the earliest offset.
-func defaultJob(name, brokers, topic string) *sluicev1.JobSpec {
-	return &sluicev1.JobSpec{
-		Name: name,
-		Source: &sluicev1.KafkaSource{
-			BootstrapServers: brokers,
-			Topics:           []string{topic},
-			StartingOffsets:  &sluicev1.StartingOffsets{Kind: &sluicev1.StartingOffsets_Position{Position: sluicev1.StartPosition_START_POSITION_EARLIEST}},
-		},
-		Aggregate: &sluicev1.Aggregate{},
-	}
-}
-
 // infoLogs sends the coordinator's and the workers' logs, from info up,
 // to one buffer the test can read.
 func infoLogs(opts *clusterOptions) *syncBuffer {
