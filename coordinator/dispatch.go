@@ -434,9 +434,11 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 		pendingDispatch = append(pendingDispatch, i)
 	}
 	remaining := len(tasks)
-	// durations of the finished tasks, dispatch to result, and their median.
+	// durations of the finished tasks, dispatch to result; their median is
+	// computed again only when speculation needs it and they changed.
 	var durations []time.Duration
 	var median time.Duration
+	medianN := 0 // how many durations median was computed from
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	currentNote, waitNote := "", ""
@@ -534,7 +536,6 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 				results[i] = r
 				remaining--
 				durations = append(durations, time.Since(s.at))
-				median = medianOf(durations)
 				// The other dispatch lost the race: it is cancelled, and
 				// its result, should one come, is dropped.
 				if isCopy {
@@ -639,6 +640,9 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 		if pol.speculation <= 0 || len(durations) == 0 || 2*len(durations) < len(tasks) {
 			continue
 		}
+		if medianN != len(durations) {
+			median, medianN = medianDuration(durations), len(durations)
+		}
 		threshold := max(time.Duration(pol.speculation*float64(median)), minSpeculationAge)
 		for i, st := range state {
 			if results[i] != nil || st.cur == nil || st.speculated || now.Sub(st.cur.at) <= threshold {
@@ -669,8 +673,8 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 	return out, nil
 }
 
-// medianOf is the median of ds (not empty); it sorts a copy.
-func medianOf(ds []time.Duration) time.Duration {
+// medianDuration is the median of ds (not empty); it sorts a copy.
+func medianDuration(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	n := len(s)
