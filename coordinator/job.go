@@ -459,7 +459,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 			_ = h(b)
 		}
 	}
-	out, err := r.dispatcher.runTasks(ctx, tasks, tl, func(msg string) { r.setMessage(ctx, msg) }, dispatched)
+	out, err := r.dispatcher.runTasks(ctx, tasks, tl, r.taskPolicy(ctx, tasks), func(msg string) { r.setMessage(ctx, msg) }, dispatched)
 	var tf *taskFailure
 	if errors.As(err, &tf) {
 		return offs, jobFailure("batch %d: %v", b.GetId(), tf)
@@ -468,7 +468,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 		return offs, err
 	}
 
-	m := &sluicev1.BatchMetrics{Tasks: int32(len(tasks)), TaskAttempts: int32(out.attempts)}
+	m := &sluicev1.BatchMetrics{Tasks: int32(len(tasks)), TaskAttempts: int32(out.attempts), SpeculativeTasks: int32(out.speculative)}
 	var aggs [][]*sluicev1.KeyAggregate
 	var records []*sluicev1.OutputRecord
 	for _, res := range out.results {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -37,8 +38,14 @@ type Config struct {
 	// prefetch: each gets ConsumerMemory/ConsumerCacheSize, at least
 	// kafkasrc.MinConsumerShare. Default 128 MiB (2 MiB per consumer).
 	ConsumerMemory int64
-	Labels         []string
-	Logger         hclog.Logger
+	// Labels name this worker for fixed placement (placement.fixed
+	// worker_label); each is 1 to 63 letters, digits, '.', '_', '-', '='
+	// or ':'.
+	Labels []string
+	// Host is the host this worker runs on, matched against the partition
+	// leaders' hosts by brokers placement; default os.Hostname().
+	Host   string
+	Logger hclog.Logger
 	// DialOptions are added to the gRPC dial (tests).
 	DialOptions []grpc.DialOption
 	// Failpoints may crash or freeze the worker for the fault-tolerance
@@ -53,6 +60,20 @@ type Config struct {
 	// transactional Kafka sink's output and offsets are in the transaction,
 	// not committed (tests: a transaction held open in process).
 	BeforeCommit func(task *sluicev1.Task)
+}
+
+// LabelPattern is what a worker label may be: the same rule the coordinator
+// applies to placement.fixed[].worker_label.
+const LabelPattern = `^[A-Za-z0-9._=:-]{1,63}$`
+
+var labelRE = regexp.MustCompile(LabelPattern)
+
+// ValidateLabel says what is wrong with a worker label, or nil.
+func ValidateLabel(l string) error {
+	if !labelRE.MatchString(l) {
+		return fmt.Errorf("label %q must be 1 to 63 letters, digits, '.', '_', '-', '=' or ':'", l)
+	}
+	return nil
 }
 
 // DefaultConfig returns the defaults.
@@ -75,6 +96,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("worker: config: consumer memory %d bytes for %d cached consumers is %d bytes each, below the %d MiB a consumer needs: raise the consumer memory to at least %d MiB or lower the consumer cache",
 			c.ConsumerMemory, c.ConsumerCacheSize, c.ConsumerMemory/int64(c.ConsumerCacheSize), kafkasrc.MinConsumerShare>>20,
 			int64(c.ConsumerCacheSize)*kafkasrc.MinConsumerShare>>20)
+	}
+	for _, l := range c.Labels {
+		if err := ValidateLabel(l); err != nil {
+			return fmt.Errorf("worker: config: %w", err)
+		}
 	}
 	return nil
 }
@@ -104,9 +130,14 @@ type compiled struct {
 
 // New builds a worker; Run starts it.
 func New(cfg Config) (*Worker, error) {
-	if cfg.ID == "" {
+	if cfg.ID == "" || cfg.Host == "" {
 		host, _ := os.Hostname()
-		cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		if cfg.ID == "" {
+			cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
+		if cfg.Host == "" {
+			cfg.Host = host
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
