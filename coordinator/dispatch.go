@@ -307,10 +307,29 @@ type taskFailure struct {
 }
 
 func (e *taskFailure) Error() string {
-	r := e.task.GetRange()
-	return fmt.Sprintf("task %d of batch %d (%s/%d [%d, %d)) %s",
-		e.task.GetKey().GetIndex(), e.task.GetKey().GetBatchId(), r.GetTopic(), r.GetPartition(),
-		r.GetFromOffset(), r.GetUntilOffset(), e.reason)
+	return fmt.Sprintf("task %d of batch %d (%s) %s",
+		e.task.GetKey().GetIndex(), e.task.GetKey().GetBatchId(), describeRanges(e.task), e.reason)
+}
+
+// describeRanges names what a task reads: "t/3 [0, 10)", or for a packed
+// task its first ranges and how many more.
+func describeRanges(task *sluicev1.Task) string {
+	rs := task.GetRanges()
+	if r := task.GetRange(); r != nil || len(rs) == 0 {
+		rs = []*sluicev1.OffsetRange{r}
+	}
+	var sb strings.Builder
+	for i, r := range rs {
+		if i == 2 {
+			fmt.Fprintf(&sb, " and %d more ranges", len(rs)-i)
+			break
+		}
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		fmt.Fprintf(&sb, "%s/%d [%d, %d)", r.GetTopic(), r.GetPartition(), r.GetFromOffset(), r.GetUntilOffset())
+	}
+	return sb.String()
 }
 
 // taskLimits are a job's bounds on one task's attempts.
@@ -575,8 +594,8 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 				}
 				st.notFrom = time.Now().Add(st.backoff)
 				st.backoff = min(st.backoff*2, 5*time.Second)
-				setNote(fmt.Sprintf("task %d (%s/%d): %s (retry %d of %d)", i, st.task.GetRange().GetTopic(),
-					st.task.GetRange().GetPartition(), r.GetError(), st.retries, lim.maxRetries))
+				setNote(fmt.Sprintf("task %d (%s): %s (retry %d of %d)", i, describeRanges(st.task),
+					r.GetError(), st.retries, lim.maxRetries))
 			} else {
 				st.avoid[worker] = true
 				if err := failed(st, r.GetError()); err != nil {

@@ -441,12 +441,18 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 	}
 	// Splitting is decided again when a planned batch is re-run: the
 	// batch's ranges, not its tasks, are what is logged and committed.
-	pieces := splitRanges(b.GetRanges(), lim.GetMaxRecordsPerTask(), r.dispatcher.liveSlots(), !jobspec.Transactional(r.spec))
+	// Packing small ranges follows consistent placement only: fixed and
+	// brokers placement choose a worker per partition.
+	slots, transactional := r.dispatcher.liveSlots(), jobspec.Transactional(r.spec)
+	mode := r.spec.GetPlacement().GetMode()
+	consistent := mode == sluicev1.PlacementMode_PLACEMENT_MODE_UNSPECIFIED || mode == sluicev1.PlacementMode_PLACEMENT_MODE_CONSISTENT
+	pieces := packRanges(splitRanges(b.GetRanges(), lim.GetMaxRecordsPerTask(), slots, !transactional), slots, consistent && !transactional)
 	tasks := make([]*sluicev1.Task, len(pieces))
 	for i, rg := range pieces {
 		tasks[i] = &sluicev1.Task{
 			Key:         &sluicev1.TaskKey{Job: r.name, BatchId: b.GetId(), Index: int32(i)},
 			Range:       rg.OffsetRange,
+			Ranges:      rg.ranges,
 			Piece:       rg.piece,
 			Spec:        r.spec,
 			SpecVersion: r.specVersion,

@@ -34,7 +34,7 @@ func (w *Worker) program(task *sluicev1.Task) (*steps.Program, error) {
 // reported in the result for the coordinator to retry.
 func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.TaskResult {
 	start := time.Now()
-	res := &sluicev1.TaskResult{Key: task.GetKey(), Range: task.GetRange(), SpecVersion: task.GetSpecVersion()}
+	res := &sluicev1.TaskResult{Key: task.GetKey(), Range: task.GetRange(), Ranges: task.GetRanges(), SpecVersion: task.GetSpecVersion()}
 	fail := func(err error) *sluicev1.TaskResult {
 		res.Error = err.Error()
 		switch classify(ctx, err) {
@@ -58,8 +58,11 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 		defer cancel()
 	}
 	spec := task.GetSpec()
-	cl := jobspec.Source(spec)
-	r := task.GetRange()
+	if len(task.GetRanges()) > 0 && jobspec.Transactional(spec) {
+		// Its transactions are per source partition: the coordinator never
+		// packs such ranges, and a task that does is refused, not half run.
+		return fail(fmt.Errorf("a task with %d ranges for a transactional Kafka sink: %w", len(task.GetRanges()), errBadTask))
+	}
 	runner := prog.NewRunnerContext(ctx)
 	var out *kafkaOutput
 	switch k := spec.GetSink().GetKafka(); {
@@ -77,9 +80,7 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 		})
 	}
 	first := true
-	_, err = w.cache.Read(ctx, cl, jobspec.GroupID(spec.GetName(), task.GetIncarnation()), kafkasrc.Range{
-		Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset(),
-	}, func(rec *record.Record) error {
+	err = w.read(ctx, task, func(rec *record.Record) error {
 		if first {
 			first = false
 			w.cfg.Failpoints.Hit("mid-task")
@@ -105,6 +106,30 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	res.Aggregates, res.Records = result.Aggregates, result.Records
 	res.Duration = durationpb.New(time.Since(start))
 	return res
+}
+
+// errBadTask is a task the worker cannot run as sent.
+var errBadTask = errors.New("worker: malformed task")
+
+// read delivers the records of the task's ranges: one range through the
+// consumer cache, whose per-partition consumers keep their prefetch between
+// batches; several small ones through the pool, one consumer for them all.
+func (w *Worker) read(ctx context.Context, task *sluicev1.Task, fn func(*record.Record) error) error {
+	spec := task.GetSpec()
+	cl, group := jobspec.Source(spec), jobspec.GroupID(spec.GetName(), task.GetIncarnation())
+	if rs := task.GetRanges(); len(rs) > 0 {
+		ranges := make([]kafkasrc.Range, len(rs))
+		for i, r := range rs {
+			ranges[i] = kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()}
+		}
+		_, err := w.pool.ReadRanges(ctx, cl, group, ranges, fn)
+		return err
+	}
+	r := task.GetRange()
+	_, err := w.cache.Read(ctx, cl, group, kafkasrc.Range{
+		Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset(),
+	}, fn)
+	return err
 }
 
 // maxTaskTimeout bounds a task's timeout, so that no value overflows into
@@ -137,7 +162,7 @@ func classify(ctx context.Context, err error) errClass {
 	case ctx.Err() != nil:
 		// Whatever the error says, the task was cut short: its deadline.
 		return errTransient
-	case errors.As(err, &re), errors.As(err, &fe), errors.As(err, &le), errors.Is(err, kafkasrc.ErrPermanent):
+	case errors.As(err, &re), errors.As(err, &fe), errors.As(err, &le), errors.Is(err, kafkasrc.ErrPermanent), errors.Is(err, errBadTask):
 		return errFatal
 	case errors.Is(err, kafkasrc.ErrOffsetOutOfRange), errors.Is(err, kafkasrc.ErrInvalidRange):
 		return errFailed

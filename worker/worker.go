@@ -110,6 +110,7 @@ type Worker struct {
 	cfg    Config
 	logger hclog.Logger
 	cache  *kafkasrc.Cache
+	pool   *kafkasrc.Pool // consumers of tasks with several ranges
 	sinks  *kafkasrc.Sinks
 
 	// programs caches compiled steps by job; bounded, since jobs come and go.
@@ -154,6 +155,7 @@ func New(cfg Config) (*Worker, error) {
 		cfg:      cfg,
 		logger:   logger,
 		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka"), kafkasrc.WithMemory(cfg.ConsumerMemory)),
+		pool:     kafkasrc.NewPool(cfg.Slots, logger.Named("kafka")),
 		sinks:    kafkasrc.NewSinks(logger.Named("sink")),
 		programs: programs,
 	}, nil
@@ -166,6 +168,7 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // reconnecting with backoff when the stream breaks.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.cache.Close()
+	defer w.pool.Close()
 	defer w.sinks.Close()
 	backoff := 100 * time.Millisecond
 	for i := 0; ; i++ {
