@@ -384,6 +384,12 @@ type TxnTask struct {
 	// BeforeCommit, if set, runs after the output and offsets are in the
 	// transaction and before it commits (a failpoint for tests).
 	BeforeCommit func()
+	// Fence makes the writer fence every other writer of the id at once
+	// (a re-run, or a speculative copy of a task still running elsewhere):
+	// an idle cached writer is not reused, since reusing it would skip
+	// InitTransactions and leave a slow or frozen attempt's transaction to
+	// time out first.
+	Fence bool
 }
 
 func (t TxnTask) timeout() time.Duration {
@@ -560,7 +566,7 @@ func (s *Sinks) acquireTxn(ctx context.Context, t TxnTask) (*txnWriter, error) {
 		return nil, fmt.Errorf("transactional writer %s: %w", t.TransactionalID, ErrClosed)
 	}
 	s.noteJobLocked(t.Job, use)
-	if w, ok := s.txns[t.TransactionalID]; ok && !w.broken && w.refs == 0 && w.use == use && w.groupID == t.Group {
+	if w, ok := s.txns[t.TransactionalID]; ok && !t.Fence && !w.broken && w.refs == 0 && w.use == use && w.groupID == t.Group {
 		w.refs++
 		s.txnLRU.MoveToFront(w.elem)
 		s.mu.Unlock()

@@ -81,6 +81,7 @@ func (o *kafkaOutput) open(ctx context.Context) error {
 		Timeout:         o.sink.GetTransactionTimeout().AsDuration(),
 		Group:           jobspec.GroupID(o.job, inc),
 		Source:          kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()},
+		Fence:           o.task.GetSpeculative() || o.task.GetKey().GetAttempt() > 1,
 		BeforeCommit: func() {
 			o.w.cfg.Failpoints.Hit("mid-txn")
 			if f := o.w.cfg.BeforeCommit; f != nil {
