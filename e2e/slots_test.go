@@ -59,7 +59,7 @@ func TestMoreTasksThanSlots(t *testing.T) {
 		t.Fatalf("tasks of %s are not longer than the heartbeat timeout", taskTime)
 	}
 	l := newLedger(topic, parts)
-	l.produce(t, tc.producer(), 4000, nil)
+	l.produce(t, tc.producer(), 80_000, nil) // 10,000 a partition: ranges too big to be packed
 	spec := defaultJob("slots", tc.Brokers, topic)
 	if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
 		t.Fatal(err)

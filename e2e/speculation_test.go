@@ -53,7 +53,7 @@ func TestSpeculationRescuesASlowWorker(t *testing.T) {
 	tc := newTestCluster(t, opts)
 	t.Cleanup(func() { close(release) }) // before the workers stop
 	l := newLedger(topic, parts)
-	l.produce(t, tc.producer(), 4000, nil)
+	l.produce(t, tc.producer(), 80_000, nil) // 10,000 a partition: ranges too big to be packed
 	spec := defaultJob("speculate", tc.Brokers, topic)
 	if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
 		t.Fatal(err)
