@@ -42,6 +42,8 @@ type JobRun struct {
 	// Committed is the number of records whose offsets were committed.
 	Committed int64
 	Batches   int64
+	// MaxBatchRecords is the most records one retained batch read.
+	MaxBatchRecords int64
 	// Message is the job's message when it failed or did not finish.
 	Message string
 }
@@ -76,12 +78,16 @@ func RunJob(ctx context.Context, c *client.Client, spec *sluicev1.JobSpec, ends 
 			return JobRun{}, err
 		}
 		if committed == total {
-			last, err := c.Batches(ctx, spec.GetName(), 1)
-			if err != nil || len(last) == 0 {
-				return JobRun{}, fmt.Errorf("last batch of %s: %v", spec.GetName(), err)
+			list, err := c.Batches(ctx, spec.GetName(), 10000)
+			if err != nil || len(list) == 0 {
+				return JobRun{}, fmt.Errorf("batches of %s: %v", spec.GetName(), err)
 			}
-			b := last[0]
-			return JobRun{Done: true, Elapsed: b.GetCommitTime().AsTime().Sub(start), Committed: committed, Batches: b.GetId()}, nil
+			b := list[0] // the newest
+			run := JobRun{Done: true, Elapsed: b.GetCommitTime().AsTime().Sub(start), Committed: committed, Batches: b.GetId()}
+			for _, b := range list {
+				run.MaxBatchRecords = max(run.MaxBatchRecords, b.GetMetrics().GetRecordsIn())
+			}
+			return run, nil
 		}
 		j, err := c.Job(ctx, spec.GetName())
 		if err != nil {

@@ -23,6 +23,8 @@ type cluster struct {
 	coord    *proc
 	c        *client.Client
 	workers  []*proc
+	// workerArgs are added to every worker's command line.
+	workerArgs []string
 }
 
 func freeAddrs(n int) ([]string, error) {
@@ -87,11 +89,11 @@ func startCluster(ctx context.Context, dir, bin string) (*cluster, error) {
 // startWorkers stops the current workers and starts n new ones with slots
 // each, named bench-<tag>-w<i>, and waits until the coordinator has
 // registered them.
-func (cl *cluster) startWorkers(ctx context.Context, tag string, n, slots int, extra ...string) error {
+func (cl *cluster) startWorkers(ctx context.Context, tag string, n, slots int) error {
 	cl.stopWorkers()
 	for i := range n {
 		id := fmt.Sprintf("bench-%s-w%d", tag, i+1)
-		args := append([]string{"worker", "--coordinator", cl.grpc, "--id", id, "--slots", strconv.Itoa(slots), "--log-level", "info"}, extra...)
+		args := append([]string{"worker", "--coordinator", cl.grpc, "--id", id, "--slots", strconv.Itoa(slots), "--log-level", "info"}, cl.workerArgs...)
 		w, err := startProc(cl.dir, id, cl.bin, args...)
 		if err != nil {
 			return err

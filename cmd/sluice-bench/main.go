@@ -33,6 +33,8 @@ type config struct {
 	dir     string
 	keep    bool
 	parts   string
+	// workerArgs are added to every `sluice worker` command line.
+	workerArgs []string
 	// (b)
 	window    time.Duration
 	rateStart int
@@ -54,6 +56,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.dir, "dir", "", "work directory for the processes' data and logs (default a new temporary one)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the work directory (logs) at the end")
 	fs.StringVar(&cfg.parts, "parts", "abc", "which parts to run: a (backlog), b (sustained rate), c (overhead)")
+	workerArgs := fs.String("worker-args", "", "extra flags of every sluice worker, space-separated (e.g. \"--consumer-cache 600\"); the default is none: the defaults")
 	fs.DurationVar(&cfg.window, "window", 0, "(b) how long the producer runs at each rate (default 20s, quick 10s)")
 	fs.IntVar(&cfg.rateStart, "rate-start", 50_000, "(b) first input rate tried, records/s")
 	fs.IntVar(&cfg.rateLimit, "rate-limit", 3_200_000, "(b) highest input rate tried, records/s")
@@ -64,6 +67,7 @@ func parseFlags(args []string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
+	cfg.workerArgs = strings.Fields(*workerArgs)
 	if *records == "" {
 		*records = "1000000,10000000"
 		if cfg.quick {

@@ -29,12 +29,15 @@ func run(ctx context.Context, cfg config, t *table) error {
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("the sluice binary: %w (build it with make build, or pass -sluice)", err)
 	}
-	dir := cfg.dir
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "sluice-bench-"); err != nil {
+	// A new directory every run, even under -dir: the broker's topics must
+	// be new.
+	if cfg.dir != "" {
+		if err := os.MkdirAll(cfg.dir, 0o755); err != nil {
 			return err
 		}
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	}
+	dir, err := os.MkdirTemp(cfg.dir, "sluice-bench-")
+	if err != nil {
 		return err
 	}
 	if cfg.keep {
@@ -48,6 +51,10 @@ func run(ctx context.Context, cfg config, t *table) error {
 		return err
 	}
 	defer cl.close()
+	if len(cfg.workerArgs) > 0 {
+		cl.workerArgs = cfg.workerArgs
+		t.note("every worker ran with %s", strings.Join(cfg.workerArgs, " "))
+	}
 
 	var errs []error
 	if strings.Contains(cfg.parts, "a") {
@@ -194,10 +201,11 @@ func addBacklogRows(t *table, r backlogResult) {
 		exact = "WRONG RESULTS: " + oneLine(r.verify)
 	}
 	if job.Done {
-		jobValue = fmt.Sprintf("%s records/s (%s, %d batches, %s)", bench.Human(job.Rate()), job.Elapsed.Round(10*time.Millisecond), job.Batches, exact)
+		jobValue = fmt.Sprintf("%s records/s (%s, %s, largest %s records; %s)", bench.Human(job.Rate()), job.Elapsed.Round(10*time.Millisecond),
+			plural(job.Batches, "batch", "batches"), count(job.MaxBatchRecords), exact)
 	} else {
-		jobValue = fmt.Sprintf("NOT DONE: %s; %s of %s records committed in %s (%s records/s), %d batches",
-			job.Message, count(job.Committed), n, job.Elapsed.Round(time.Second), bench.Human(job.Rate()), job.Batches)
+		jobValue = fmt.Sprintf("NOT DONE: %s; %s of %s records committed in %s (%s records/s), %s",
+			job.Message, count(job.Committed), n, job.Elapsed.Round(time.Second), bench.Human(job.Rate()), plural(job.Batches, "batch", "batches"))
 	}
 	if r.left > 0 {
 		jobValue += fmt.Sprintf("; %d worker sessions lost", r.left)
@@ -307,6 +315,13 @@ func runOverhead(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		t.add(measure, fmt.Sprintf("p50 %s, p99 %s (%d batches%s)", ms(o.P50), ms(o.P99), o.Batches, boxed), "p99 < 20 ms", yesNo(o.P99 < 20*time.Millisecond))
 	}
 	return firstErr
+}
+
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func ms(d time.Duration) string {
