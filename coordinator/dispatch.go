@@ -229,7 +229,13 @@ func (d *dispatcher) send(ctx context.Context, task *sluicev1.Task, avoid map[st
 		}
 		h := fnv.New64a()
 		r := task.GetRange()
-		fmt.Fprintf(h, "%s\x00%d\x00%s", r.GetTopic(), r.GetPartition(), id)
+		if task.GetPiece() == 0 {
+			fmt.Fprintf(h, "%s\x00%d\x00%s", r.GetTopic(), r.GetPartition(), id)
+		} else {
+			// The pieces of a split range spread over the workers; the
+			// first keeps the partition's worker and its consumer.
+			fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s", r.GetTopic(), r.GetPartition(), task.GetPiece(), id)
+		}
 		score := h.Sum64()
 		avoided := avoid[id]
 		better := best == nil ||

@@ -41,6 +41,10 @@ type jobRunner struct {
 	hooks       Hooks
 	message     string // last message written to the job record
 	now         func() time.Time
+	// estimator is the backpressure estimator (nil when off) and rate its
+	// latest estimate in records per second over the job (0: none yet).
+	estimator *pidEstimator
+	rate      float64
 }
 
 // Hooks let tests stop the lifecycle at its failure points. Each hook may
@@ -102,9 +106,15 @@ func (r *jobRunner) loop(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.estimator = estimatorFor(r.spec, r.interval())
 	if b := last.Value; b != nil {
 		nextID = b.GetId() + 1
 		prevTime = b.GetBatchTime().AsTime()
+		if b.GetState() == sluicev1.BatchState_BATCH_STATE_COMMITTED {
+			// A new leader goes on at the speed the job last had, not at
+			// the initial rate.
+			r.observe(b)
+		}
 		if b.GetState() == sluicev1.BatchState_BATCH_STATE_PLANNED {
 			r.logger.Info("re-running planned batch", "batch", b.GetId(), "ranges", len(b.GetRanges()))
 			rev, err := retry(ctx, r, "check planned batch", func(ctx context.Context) (int64, error) {
@@ -142,7 +152,7 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		}
 		b := &sluicev1.Batch{
 			Job: r.name, Id: nextID, BatchTime: timestamppb.New(bt),
-			State: sluicev1.BatchState_BATCH_STATE_PLANNED, Ranges: p.ranges, DataLoss: p.losses,
+			State: sluicev1.BatchState_BATCH_STATE_PLANNED, Ranges: p.ranges, DataLoss: p.losses, Cap: p.cap,
 		}
 		if h := r.hooks.BeforePlanLog; h != nil {
 			if err := h(b); err != nil {
@@ -242,8 +252,22 @@ func (r *jobRunner) partitions(ctx context.Context, admin *kafkasrc.Admin, commi
 	for pk := range committed {
 		seen[pk.Topic] = true
 	}
+	// One metadata request for every topic; only when one of them is
+	// unknown are they asked one by one, to tell which.
+	topics := r.spec.GetSource().GetTopics()
+	if all, err := admin.Partitions(ctx, topics); err == nil {
+		var tps []kafkasrc.TopicPartition
+		for _, topic := range topics {
+			for _, p := range all[topic] {
+				tps = append(tps, kafkasrc.TopicPartition{Topic: topic, Partition: p})
+			}
+		}
+		return tps, nil
+	} else if !errors.Is(err, kafkasrc.ErrUnknownTopic) {
+		return nil, err
+	}
 	var tps []kafkasrc.TopicPartition
-	for _, topic := range r.spec.GetSource().GetTopics() {
+	for _, topic := range topics {
 		parts, err := admin.Partitions(ctx, []string{topic})
 		if errors.Is(err, kafkasrc.ErrUnknownTopic) && seen[topic] {
 			if r.failOnDataLoss() {
@@ -302,6 +326,7 @@ func resolveStart(ctx context.Context, admin *kafkasrc.Admin, so *sluicev1.Start
 type planned struct {
 	ranges []*sluicev1.OffsetRange
 	losses []*sluicev1.DataLoss
+	cap    *sluicev1.BatchCap
 }
 
 // plan asks Kafka for the earliest and latest offsets of every partition,
@@ -317,13 +342,21 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 	if err != nil {
 		return planned{}, err
 	}
+	// The two requests go out together: planning waits for one round trip.
+	var earliest map[kafkasrc.TopicPartition]int64
+	var earliestErr error
+	got := make(chan struct{})
+	go func() {
+		defer close(got)
+		earliest, earliestErr = admin.EarliestOffsets(ctx, tps)
+	}()
 	latest, err := admin.LatestOffsets(ctx, tps)
+	<-got
 	if err != nil {
 		return planned{}, err
 	}
-	earliest, err := admin.EarliestOffsets(ctx, tps)
-	if err != nil {
-		return planned{}, err
+	if earliestErr != nil {
+		return planned{}, earliestErr
 	}
 	states := make([]partitionState, 0, len(tps))
 	for _, tp := range tps {
@@ -341,16 +374,54 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 		return planned{}, jobFailure("data loss on %s/%d: %s (set source.fail_on_data_loss false to skip lost offsets)",
 			l.GetTopic(), l.GetPartition(), l.GetReason())
 	}
-	lim := r.spec.GetLimits()
-	ranges, err := planRanges(states, limits{
-		Interval:            r.interval(),
-		MaxRatePerPartition: lim.GetMaxRatePerPartition(),
-		MaxRecordsPerBatch:  lim.GetMaxRecordsPerBatch(),
-	})
+	ranges, bc, err := planRanges(states, r.limits())
 	if err != nil {
 		return planned{}, jobFailure("%v", err)
 	}
-	return planned{ranges: ranges, losses: losses}, nil
+	return planned{ranges: ranges, losses: losses, cap: bc}, nil
+}
+
+// limits are the caps of the next batch: the static ones, and the
+// backpressure estimate or, before there is one, the initial rate.
+func (r *jobRunner) limits() limits {
+	lim := r.spec.GetLimits()
+	out := limits{
+		Interval:            r.interval(),
+		MaxRatePerPartition: lim.GetMaxRatePerPartition(),
+		MaxRecordsPerBatch:  lim.GetMaxRecordsPerBatch(),
+		MinRatePerPartition: lim.GetMinRatePerPartition(),
+	}
+	switch initial := lim.GetInitialRate(); {
+	case r.estimator != nil && r.rate > 0:
+		out.Rate, out.RateSource = r.rate, sluicev1.CapSource_CAP_SOURCE_ESTIMATE
+	case r.estimator != nil && initial == 0:
+		out.Rate, out.RateSource = defaultInitialRate, sluicev1.CapSource_CAP_SOURCE_INITIAL
+	case initial > 0 && r.rate == 0:
+		// Without backpressure an explicit initial rate still caps the
+		// first batch, as its name says.
+		out.Rate, out.RateSource = float64(initial), sluicev1.CapSource_CAP_SOURCE_INITIAL
+	}
+	return out
+}
+
+// observe feeds a committed batch to the backpressure estimator. Without
+// backpressure the first batch still ends the initial rate.
+func (r *jobRunner) observe(b *sluicev1.Batch) {
+	m := b.GetMetrics()
+	if r.estimator == nil {
+		r.rate = -1
+		return
+	}
+	end := b.GetCommitTime().AsTime().UnixMilli()
+	rate, ok := r.estimator.compute(end, m.GetRecordsIn(),
+		m.GetProcessingTime().AsDuration().Milliseconds(), m.GetSchedulingDelay().AsDuration().Milliseconds())
+	if !ok && r.rate <= 0 {
+		rate, ok = r.estimator.measured()
+	}
+	if ok {
+		r.rate = rate
+		r.logger.Debug("backpressure rate", "batch", b.GetId(), "records_per_second", int64(rate))
+	}
 }
 
 // execute runs a logged batch's tasks and commits it.
@@ -368,11 +439,15 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 	if tl.maxRetries <= 0 {
 		tl.maxRetries = defaultTaskRetries
 	}
-	tasks := make([]*sluicev1.Task, len(b.GetRanges()))
-	for i, rg := range b.GetRanges() {
+	// Splitting is decided again when a planned batch is re-run: the
+	// batch's ranges, not its tasks, are what is logged and committed.
+	pieces := splitRanges(b.GetRanges(), lim.GetMaxRecordsPerTask(), r.dispatcher.liveSlots(), !jobspec.Transactional(r.spec))
+	tasks := make([]*sluicev1.Task, len(pieces))
+	for i, rg := range pieces {
 		tasks[i] = &sluicev1.Task{
 			Key:         &sluicev1.TaskKey{Job: r.name, BatchId: b.GetId(), Index: int32(i)},
-			Range:       rg,
+			Range:       rg.OffsetRange,
+			Piece:       rg.piece,
 			Spec:        r.spec,
 			SpecVersion: r.specVersion,
 			Timeout:     durationpb.New(timeout),
@@ -418,7 +493,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 	committed := &sluicev1.Batch{
 		Job: b.GetJob(), Id: b.GetId(), BatchTime: b.GetBatchTime(), Ranges: b.GetRanges(),
 		State: sluicev1.BatchState_BATCH_STATE_COMMITTED, Metrics: m, CommitTime: timestamppb.New(done),
-		DataLoss: b.GetDataLoss(),
+		DataLoss: b.GetDataLoss(), Cap: b.GetCap(),
 	}
 	if h := r.hooks.BeforeCommit; h != nil {
 		if err := h(committed); err != nil {
@@ -458,6 +533,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 	}
 	r.logger.Debug("batch committed", "batch", b.GetId(), "records_in", m.RecordsIn,
 		"processing_ms", m.ProcessingTime.AsDuration().Milliseconds())
+	r.observe(committed)
 	if h := r.hooks.AfterCommit; h != nil {
 		if err := h(committed); err != nil {
 			return offs, err

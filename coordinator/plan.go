@@ -38,14 +38,22 @@ type limits struct {
 	Interval            time.Duration
 	MaxRatePerPartition int64
 	MaxRecordsPerBatch  int64
+	MinRatePerPartition int64
+	// Rate is records per second over the job, from backpressure or the
+	// initial rate (RateSource says which); 0 is none.
+	Rate       float64
+	RateSource sluicev1.CapSource
 }
 
-// planRanges cuts one batch: for every partition [from, min(latest, from+cap)),
-// where the cap comes from the per-partition rate and the batch-wide limit,
-// the latter split across partitions in proportion to their lag (Structured
-// Streaming's maxOffsetsPerTrigger). Empty ranges are dropped. The result is
-// sorted by topic and partition so that a plan is deterministic.
-func planRanges(parts []partitionState, lim limits) ([]*sluicev1.OffsetRange, error) {
+// planRanges cuts one batch: for every partition [from, min(latest, from+cap)).
+// The cap is the smallest of the per-partition rate, the partition's share
+// of the job's rate (backpressure or initial rate) and of the batch-wide
+// limit, both split across partitions in proportion to their lag (Spark's
+// DirectKafkaInputDStream and Structured Streaming's maxOffsetsPerTrigger);
+// min_rate_per_partition raises the rate caps but not the batch-wide one.
+// Empty ranges are dropped. The result is sorted by topic and partition so
+// that a plan is deterministic; the cap says which limit applied.
+func planRanges(parts []partitionState, lim limits) ([]*sluicev1.OffsetRange, *sluicev1.BatchCap, error) {
 	sorted := append([]partitionState(nil), parts...)
 	sort.Slice(sorted, func(i, j int) bool {
 		if sorted[i].Topic != sorted[j].Topic {
@@ -57,36 +65,96 @@ func planRanges(parts []partitionState, lim limits) ([]*sluicev1.OffsetRange, er
 	var totalLag int64
 	for _, p := range sorted {
 		if p.Latest < p.From {
-			return nil, fmt.Errorf("partition %s: latest offset %d is below committed offset %d (topic recreated or truncated)",
+			return nil, nil, fmt.Errorf("partition %s: latest offset %d is below committed offset %d (topic recreated or truncated)",
 				p.partitionKey, p.Latest, p.From)
 		}
 		totalLag = addSat(totalLag, subSat(p.Latest, p.From))
 	}
 
-	var perPartition int64 = math.MaxInt64
+	ms := lim.Interval.Milliseconds()
+	var staticRate int64 = math.MaxInt64
 	if lim.MaxRatePerPartition > 0 {
 		// Integer milliseconds: float seconds would make 100/s x 290ms 28.99 records.
-		perPartition = max(mulDivSat(lim.MaxRatePerPartition, lim.Interval.Milliseconds(), 1000), 1)
+		staticRate = max(mulDivSat(lim.MaxRatePerPartition, ms, 1000), 1)
+	}
+	var floor int64
+	if lim.MinRatePerPartition > 0 {
+		floor = max(mulDivSat(lim.MinRatePerPartition, ms, 1000), 1)
 	}
 
 	var ranges []*sluicev1.OffsetRange
+	var allowed int64
+	unlimited := false
+	cut := map[sluicev1.CapSource]int64{}
+	binding := map[sluicev1.CapSource]int{}
 	for _, p := range sorted {
 		lag := subSat(p.Latest, p.From)
 		if lag == 0 {
 			continue
 		}
-		n := min(lag, perPartition)
+		capN, src := staticRate, sluicev1.CapSource_CAP_SOURCE_STATIC
+		if lim.MaxRatePerPartition <= 0 {
+			src = sluicev1.CapSource_CAP_SOURCE_NONE
+		}
+		if lim.Rate > 0 {
+			// The partition's share of the job's rate, at least one record
+			// so that a small partition is never starved.
+			share := lim.Rate * float64(ms) / 1000 * float64(lag) / float64(totalLag)
+			n := int64(math.MaxInt64)
+			if share < math.MaxInt64/2 {
+				n = max(int64(share), 1)
+			}
+			if n < capN {
+				capN, src = n, lim.RateSource
+			}
+		}
+		if src != sluicev1.CapSource_CAP_SOURCE_NONE && capN < floor {
+			capN, src = floor, sluicev1.CapSource_CAP_SOURCE_MIN_RATE
+		}
 		if lim.MaxRecordsPerBatch > 0 && totalLag > lim.MaxRecordsPerBatch {
 			// The share in proportion to the lag, exactly (no float rounding
-			// past 2^53); a share below one is one, so that a small partition
-			// is never starved.
-			n = min(n, max(mulDivSat(lim.MaxRecordsPerBatch, lag, totalLag), 1))
+			// past 2^53); a share below one is one.
+			if n := max(mulDivSat(lim.MaxRecordsPerBatch, lag, totalLag), 1); n < capN {
+				capN, src = n, sluicev1.CapSource_CAP_SOURCE_STATIC
+			}
+		}
+		if src == sluicev1.CapSource_CAP_SOURCE_NONE {
+			unlimited = true
+		} else {
+			allowed = addSat(allowed, capN)
+		}
+		binding[src]++
+		n := min(lag, capN)
+		if n < lag {
+			cut[src] = addSat(cut[src], lag-n)
 		}
 		ranges = append(ranges, &sluicev1.OffsetRange{
 			Topic: p.Topic, Partition: p.Partition, FromOffset: p.From, UntilOffset: p.From + n,
 		})
 	}
-	return ranges, nil
+	bc := &sluicev1.BatchCap{Source: sluicev1.CapSource_CAP_SOURCE_NONE, Limited: len(cut) > 0}
+	if !unlimited {
+		bc.MaxRecords = allowed
+	}
+	// The batch's cap is the limit that cut the most records, or, when
+	// none cut any, the one that bound the most partitions.
+	var best int64 = -1
+	for _, src := range []sluicev1.CapSource{
+		sluicev1.CapSource_CAP_SOURCE_STATIC, sluicev1.CapSource_CAP_SOURCE_ESTIMATE,
+		sluicev1.CapSource_CAP_SOURCE_INITIAL, sluicev1.CapSource_CAP_SOURCE_MIN_RATE,
+	} {
+		score := int64(binding[src])
+		if bc.Limited {
+			score = cut[src]
+		}
+		if score > 0 && score > best {
+			best, bc.Source = score, src
+		}
+	}
+	if bc.Source == sluicev1.CapSource_CAP_SOURCE_ESTIMATE || bc.Source == sluicev1.CapSource_CAP_SOURCE_INITIAL {
+		bc.Rate = int64(min(lim.Rate, math.MaxInt64/2))
+	}
+	return ranges, bc, nil
 }
 
 // addSat is a+b for non-negative a and b, saturating at math.MaxInt64.

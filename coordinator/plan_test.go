@@ -40,6 +40,7 @@ func TestPlanRanges(t *testing.T) {
 		parts []partitionState
 		lim   limits
 		want  []string
+		cap   string // the batch's cap, checked when set
 	}{
 		{
 			name: "no partitions",
@@ -128,17 +129,96 @@ func TestPlanRanges(t *testing.T) {
 			want: []string{
 				"clicks/0 [0, 40)", "clicks/1 [40, 50)", "orders/0 [0, 30)", "orders/1 [0, 20)",
 			},
+			cap: "STATIC rate=0 max=100 limited",
+		},
+		{
+			name:  "no caps at all",
+			parts: []partitionState{partState("a", 0, 0, 10)},
+			want:  []string{"a/0 [0, 10)"},
+			cap:   "NONE rate=0 max=0",
+		},
+		{
+			name:  "estimate split by lag",
+			parts: []partitionState{partState("a", 0, 0, 6000), partState("a", 1, 0, 3000), partState("a", 2, 0, 1000)},
+			lim:   limits{Interval: 500 * time.Millisecond, Rate: 1000, RateSource: sluicev1.CapSource_CAP_SOURCE_ESTIMATE},
+			want:  []string{"a/0 [0, 300)", "a/1 [0, 150)", "a/2 [0, 50)"},
+			cap:   "ESTIMATE rate=1000 max=500 limited",
+		},
+		{
+			name:  "initial rate caps the first batch",
+			parts: []partitionState{partState("a", 0, 0, 1_000_000), partState("a", 1, 0, 1_000_000)},
+			lim:   limits{Interval: time.Second, Rate: 100_000, RateSource: sluicev1.CapSource_CAP_SOURCE_INITIAL},
+			want:  []string{"a/0 [0, 50000)", "a/1 [0, 50000)"},
+			cap:   "INITIAL rate=100000 max=100000 limited",
+		},
+		{
+			name:  "estimate above the lag: caught up, not limited",
+			parts: []partitionState{partState("a", 0, 0, 10), partState("a", 1, 0, 30)},
+			lim:   limits{Interval: time.Second, Rate: 1000, RateSource: sluicev1.CapSource_CAP_SOURCE_ESTIMATE},
+			want:  []string{"a/0 [0, 10)", "a/1 [0, 30)"},
+			cap:   "ESTIMATE rate=1000 max=1000",
+		},
+		{
+			name:  "static rate below the estimate wins",
+			parts: []partitionState{partState("a", 0, 0, 5000), partState("a", 1, 0, 5000)},
+			lim:   limits{Interval: time.Second, MaxRatePerPartition: 100, Rate: 1000, RateSource: sluicev1.CapSource_CAP_SOURCE_ESTIMATE},
+			want:  []string{"a/0 [0, 100)", "a/1 [0, 100)"},
+			cap:   "STATIC rate=0 max=200 limited",
+		},
+		{
+			name:  "estimate share below one record is one",
+			parts: []partitionState{partState("a", 0, 0, 100_000), partState("a", 1, 0, 1)},
+			lim:   limits{Interval: time.Second, Rate: 100, RateSource: sluicev1.CapSource_CAP_SOURCE_ESTIMATE},
+			want:  []string{"a/0 [0, 99)", "a/1 [0, 1)"},
+		},
+		{
+			name:  "min rate per partition raises the estimate",
+			parts: []partitionState{partState("a", 0, 0, 9000), partState("a", 1, 0, 1000)},
+			// shares 90 and 10; floor 50 records per 1s
+			lim:  limits{Interval: time.Second, MinRatePerPartition: 50, Rate: 100, RateSource: sluicev1.CapSource_CAP_SOURCE_ESTIMATE},
+			want: []string{"a/0 [0, 90)", "a/1 [0, 50)"},
+			cap:  "ESTIMATE rate=100 max=140 limited",
+		},
+		{
+			name:  "min rate floor binds most",
+			parts: []partitionState{partState("a", 0, 0, 1000), partState("a", 1, 0, 1000), partState("a", 2, 0, 1000)},
+			lim:   limits{Interval: time.Second, MinRatePerPartition: 200, Rate: 30, RateSource: sluicev1.CapSource_CAP_SOURCE_ESTIMATE},
+			want:  []string{"a/0 [0, 200)", "a/1 [0, 200)", "a/2 [0, 200)"},
+			cap:   "MIN_RATE rate=0 max=600 limited",
+		},
+		{
+			name:  "batch limit beats the min rate floor",
+			parts: []partitionState{partState("a", 0, 0, 1000), partState("a", 1, 0, 1000)},
+			lim:   limits{Interval: time.Second, MinRatePerPartition: 200, MaxRecordsPerBatch: 100, Rate: 30, RateSource: sluicev1.CapSource_CAP_SOURCE_ESTIMATE},
+			want:  []string{"a/0 [0, 50)", "a/1 [0, 50)"},
+			cap:   "STATIC rate=0 max=100 limited",
+		},
+		{
+			name:  "min rate without any other cap does nothing",
+			parts: []partitionState{partState("a", 0, 0, 1000)},
+			lim:   limits{Interval: time.Second, MinRatePerPartition: 10},
+			want:  []string{"a/0 [0, 1000)"},
+			cap:   "NONE rate=0 max=0",
+		},
+		{
+			name:  "huge estimate saturates",
+			parts: []partitionState{partState("a", 0, 0, math.MaxInt64)},
+			lim:   limits{Interval: 24 * time.Hour, Rate: 1e18, RateSource: sluicev1.CapSource_CAP_SOURCE_ESTIMATE},
+			want:  []string{fmt.Sprintf("a/0 [0, %d)", int64(math.MaxInt64))},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			in := append([]partitionState(nil), tc.parts...)
-			got, err := planRanges(tc.parts, tc.lim)
+			got, bc, err := planRanges(tc.parts, tc.lim)
 			if err != nil {
 				t.Fatalf("planRanges(%v, %+v) error: %v", tc.parts, tc.lim, err)
 			}
 			if gs := rangeStrings(t, got); !reflect.DeepEqual(gs, tc.want) {
 				t.Errorf("planRanges(%v, %+v) = %q, want %q", tc.parts, tc.lim, gs, tc.want)
+			}
+			if tc.cap != "" && capString(bc) != tc.cap {
+				t.Errorf("planRanges(%v, %+v) cap = %q, want %q", tc.parts, tc.lim, capString(bc), tc.cap)
 			}
 			if !reflect.DeepEqual(tc.parts, in) {
 				t.Errorf("planRanges modified its input: %v, want %v", tc.parts, in)
@@ -148,7 +228,7 @@ func TestPlanRanges(t *testing.T) {
 }
 
 func TestPlanRangesRateCapRounding(t *testing.T) {
-	got, err := planRanges([]partitionState{partState("a", 0, 0, 1000)}, limits{Interval: 290 * time.Millisecond, MaxRatePerPartition: 100})
+	got, _, err := planRanges([]partitionState{partState("a", 0, 0, 1000)}, limits{Interval: 290 * time.Millisecond, MaxRatePerPartition: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +256,7 @@ func TestPlanRangesLatestBelowFrom(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := planRanges(tc.parts, limits{Interval: time.Second})
+			got, _, err := planRanges(tc.parts, limits{Interval: time.Second})
 			if err == nil {
 				t.Fatalf("planRanges(%v) = %v, want an error", tc.parts, got)
 			}
@@ -212,7 +292,7 @@ func TestPlanRangesGolden(t *testing.T) {
 	rng.Shuffle(len(parts), func(i, j int) { parts[i], parts[j] = parts[j], parts[i] })
 	lim := limits{Interval: 500 * time.Millisecond, MaxRatePerPartition: 2000, MaxRecordsPerBatch: 40_000}
 
-	ranges, err := planRanges(parts, lim)
+	ranges, _, err := planRanges(parts, lim)
 	if err != nil {
 		t.Fatalf("planRanges: %v", err)
 	}
@@ -534,7 +614,7 @@ func TestPlanRangesOverflow(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := planRanges(tc.parts, tc.lim)
+			got, _, err := planRanges(tc.parts, tc.lim)
 			if err != nil {
 				t.Fatalf("planRanges(%v, %+v) = %v", tc.parts, tc.lim, err)
 			}
@@ -742,4 +822,12 @@ func TestCutDeleted(t *testing.T) {
 			}
 		})
 	}
+}
+
+func capString(bc *sluicev1.BatchCap) string {
+	s := fmt.Sprintf("%s rate=%d max=%d", strings.TrimPrefix(bc.GetSource().String(), "CAP_SOURCE_"), bc.GetRate(), bc.GetMaxRecords())
+	if bc.GetLimited() {
+		s += " limited"
+	}
+	return s
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluice-stream/sluice/offsetstore"
@@ -97,12 +99,31 @@ func TestValidateValid(t *testing.T) {
 		{name: "batch interval of 24h", modify: func(s *sluicev1.JobSpec) { s.BatchInterval = durationpb.New(24 * time.Hour) }},
 		{name: "largest limits", modify: func(s *sluicev1.JobSpec) {
 			s.Limits = &sluicev1.Limits{
-				MaxRatePerPartition: 1_000_000_000,
-				MaxRecordsPerBatch:  1_000_000_000_000,
-				MaxTaskAttempts:     100,
-				TaskTimeout:         durationpb.New(24 * time.Hour),
-				MaxTaskRetries:      1000,
+				MaxRatePerPartition:   1_000_000_000,
+				MaxRecordsPerBatch:    1_000_000_000_000,
+				MaxTaskAttempts:       100,
+				TaskTimeout:           durationpb.New(24 * time.Hour),
+				MaxTaskRetries:        1000,
+				MinRatePerPartition:   1_000_000_000,
+				InitialRate:           1_000_000_000_000,
+				MaxRecordsPerTask:     1_000_000_000_000,
+				MaxTaskOutputBytes:    48 << 20,
+				SpeculationMultiplier: 1000,
+				Backpressure: &sluicev1.Backpressure{Proportional: proto.Float64(100), Integral: proto.Float64(100),
+					Derivative: proto.Float64(100), MinRate: 1_000_000_000_000},
 			}
+		}},
+		{name: "backpressure and speculation off", modify: func(s *sluicev1.JobSpec) {
+			s.Limits = &sluicev1.Limits{Backpressure: &sluicev1.Backpressure{Enabled: proto.Bool(false)}, SpeculationMultiplier: -1}
+		}},
+		{name: "fixed placement", modify: func(s *sluicev1.JobSpec) {
+			s.Placement = &sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_FIXED, Fixed: []*sluicev1.FixedPlacement{
+				{Topic: "clicks", WorkerLabel: "zone=a"}, {Topic: "clicks", Partitions: []int32{0, 3}, WorkerLabel: "gpu"},
+				{Topic: "orders.v1", Partitions: []int32{3}, WorkerLabel: "host:b_1"},
+			}}
+		}},
+		{name: "brokers placement", modify: func(s *sluicev1.JobSpec) {
+			s.Placement = &sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_BROKERS}
 		}},
 		{name: "smallest limits", modify: func(s *sluicev1.JobSpec) {
 			s.Limits = &sluicev1.Limits{MaxRatePerPartition: 1, MaxRecordsPerBatch: 1, MaxTaskAttempts: 1, TaskTimeout: durationpb.New(time.Millisecond)}
@@ -175,6 +196,48 @@ func TestValidateInvalid(t *testing.T) {
 		{name: "task timeout out of range", modify: func(s *sluicev1.JobSpec) { s.Limits.TaskTimeout = &durationpb.Duration{Seconds: 1, Nanos: -1} }, wantField: "limits.task_timeout"},
 		{name: "negative max task retries", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxTaskRetries = -1 }, wantField: "limits.max_task_retries", wantInError: []string{"0 to 1000"}},
 		{name: "max task retries over 1000", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxTaskRetries = 1001 }, wantField: "limits.max_task_retries", wantInError: []string{"0 to 1000"}},
+		{name: "negative min rate", modify: func(s *sluicev1.JobSpec) { s.Limits.MinRatePerPartition = -1 }, wantField: "limits.min_rate_per_partition"},
+		{name: "min rate above max rate", modify: func(s *sluicev1.JobSpec) { s.Limits.MinRatePerPartition = 2000 }, wantField: "limits.min_rate_per_partition", wantInError: []string{"max_rate_per_partition 1000"}},
+		{name: "negative initial rate", modify: func(s *sluicev1.JobSpec) { s.Limits.InitialRate = -5 }, wantField: "limits.initial_rate", wantInError: []string{"100000"}},
+		{name: "initial rate over 1e12", modify: func(s *sluicev1.JobSpec) { s.Limits.InitialRate = 1 << 62 }, wantField: "limits.initial_rate"},
+		{name: "negative max records per task", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxRecordsPerTask = -1 }, wantField: "limits.max_records_per_task"},
+		{name: "output bytes over 48 MiB", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxTaskOutputBytes = 49 << 20 }, wantField: "limits.max_task_output_bytes", wantInError: []string{"50331648"}},
+		{name: "speculation multiplier below 1", modify: func(s *sluicev1.JobSpec) { s.Limits.SpeculationMultiplier = 0.5 }, wantField: "limits.speculation_multiplier", wantInError: []string{"turn speculation off"}},
+		{name: "speculation multiplier NaN", modify: func(s *sluicev1.JobSpec) { s.Limits.SpeculationMultiplier = math.NaN() }, wantField: "limits.speculation_multiplier"},
+		{name: "negative PID gain", modify: func(s *sluicev1.JobSpec) { s.Limits.Backpressure = &sluicev1.Backpressure{Integral: proto.Float64(-1)} }, wantField: "limits.backpressure.integral"},
+		{name: "huge PID gain", modify: func(s *sluicev1.JobSpec) {
+			s.Limits.Backpressure = &sluicev1.Backpressure{Proportional: proto.Float64(1e9)}
+		}, wantField: "limits.backpressure.proportional"},
+		{name: "infinite PID gain", modify: func(s *sluicev1.JobSpec) {
+			s.Limits.Backpressure = &sluicev1.Backpressure{Derivative: proto.Float64(math.Inf(1))}
+		}, wantField: "limits.backpressure.derivative"},
+		{name: "negative PID min rate", modify: func(s *sluicev1.JobSpec) { s.Limits.Backpressure = &sluicev1.Backpressure{MinRate: -1} }, wantField: "limits.backpressure.min_rate"},
+		{name: "unknown placement mode", modify: func(s *sluicev1.JobSpec) { s.Placement = &sluicev1.Placement{Mode: 9} }, wantField: "placement.mode"},
+		{name: "fixed placement without entries", modify: func(s *sluicev1.JobSpec) {
+			s.Placement = &sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_FIXED}
+		}, wantField: "placement.fixed"},
+		{name: "fixed entries without fixed mode", modify: func(s *sluicev1.JobSpec) {
+			s.Placement = &sluicev1.Placement{Fixed: []*sluicev1.FixedPlacement{{Topic: "clicks", WorkerLabel: "a"}}}
+		}, wantField: "placement.fixed"},
+		{name: "fixed placement of an unknown topic", modify: func(s *sluicev1.JobSpec) {
+			s.Placement = &sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_FIXED, Fixed: []*sluicev1.FixedPlacement{{Topic: "nope", WorkerLabel: "a"}}}
+		}, wantField: "placement.fixed[0].topic"},
+		{name: "fixed placement with a bad label", modify: func(s *sluicev1.JobSpec) {
+			s.Placement = &sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_FIXED, Fixed: []*sluicev1.FixedPlacement{{Topic: "clicks", WorkerLabel: "a b"}}}
+		}, wantField: "placement.fixed[0].worker_label"},
+		{name: "fixed placement of a partition twice", modify: func(s *sluicev1.JobSpec) {
+			s.Placement = &sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_FIXED, Fixed: []*sluicev1.FixedPlacement{
+				{Topic: "clicks", Partitions: []int32{1, 2}, WorkerLabel: "a"}, {Topic: "clicks", Partitions: []int32{2}, WorkerLabel: "b"},
+			}}
+		}, wantField: "placement.fixed[1].partitions", wantInError: []string{"clicks/2"}},
+		{name: "fixed placement of a negative partition", modify: func(s *sluicev1.JobSpec) {
+			s.Placement = &sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_FIXED, Fixed: []*sluicev1.FixedPlacement{{Topic: "clicks", Partitions: []int32{-1}, WorkerLabel: "a"}}}
+		}, wantField: "placement.fixed[0].partitions"},
+		{name: "fixed placement of a topic twice", modify: func(s *sluicev1.JobSpec) {
+			s.Placement = &sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_FIXED, Fixed: []*sluicev1.FixedPlacement{
+				{Topic: "clicks", WorkerLabel: "a"}, {Topic: "clicks", WorkerLabel: "b"},
+			}}
+		}, wantField: "placement.fixed[1]"},
 		{
 			name: "runaway CEL loop",
 			modify: func(s *sluicev1.JobSpec) {

@@ -156,6 +156,7 @@ func FormatBatch(b *sluicev1.Batch, r *sluicev1.BatchResult) string {
 		m.GetProcessingTime().AsDuration().Round(time.Millisecond),
 		m.GetSchedulingDelay().AsDuration().Round(time.Millisecond),
 		m.GetTotalDelay().AsDuration().Round(time.Millisecond), len(b.GetRanges()))
+	fmt.Fprintf(&sb, "  cap %s", FormatCap(b.GetCap()))
 	if m.GetRecordsFailed() > 0 {
 		fmt.Fprintf(&sb, "  failed %d", m.GetRecordsFailed())
 	}
@@ -166,6 +167,31 @@ func FormatBatch(b *sluicev1.Batch, r *sluicev1.BatchResult) string {
 		for _, a := range aggs[:min(3, len(aggs))] {
 			fmt.Fprintf(&sb, " %s=%d(avg %.0fms)", a.GetKey(), a.GetCount(), a.GetAvg())
 		}
+	}
+	return sb.String()
+}
+
+// FormatCap says which limit sized a batch: "estimate 712345/s, 712345
+// records (limited)" is a batch cut by backpressure; "none" took every
+// available record.
+func FormatCap(c *sluicev1.BatchCap) string {
+	if c == nil || c.GetSource() == sluicev1.CapSource_CAP_SOURCE_UNSPECIFIED {
+		return "-"
+	}
+	name := strings.ToLower(strings.TrimPrefix(c.GetSource().String(), "CAP_SOURCE_"))
+	if c.GetSource() == sluicev1.CapSource_CAP_SOURCE_NONE {
+		return name
+	}
+	var sb strings.Builder
+	sb.WriteString(strings.ReplaceAll(name, "_", "-"))
+	if c.GetRate() > 0 {
+		fmt.Fprintf(&sb, " %d/s", c.GetRate())
+	}
+	if c.GetMaxRecords() > 0 {
+		fmt.Fprintf(&sb, ", %d records", c.GetMaxRecords())
+	}
+	if c.GetLimited() {
+		sb.WriteString(" (limited)")
 	}
 	return sb.String()
 }

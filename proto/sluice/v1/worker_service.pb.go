@@ -568,7 +568,14 @@ type Task struct {
 	// transactional ids and the job's consumer group.
 	Incarnation string `protobuf:"bytes,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// A speculative copy of a slow task that still runs elsewhere.
-	Speculative   bool `protobuf:"varint,7,opt,name=speculative,proto3" json:"speculative,omitempty"`
+	Speculative bool `protobuf:"varint,7,opt,name=speculative,proto3" json:"speculative,omitempty"`
+	// Index of this task among the tasks of its partition in the batch: a
+	// range above limits.max_records_per_task is split into several tasks.
+	Piece int32 `protobuf:"varint,8,opt,name=piece,proto3" json:"piece,omitempty"`
+	// Several small ranges of distinct partitions read by one task (and
+	// `range` unset): a batch over many partitions costs a few tasks, not one
+	// per partition.
+	Ranges        []*OffsetRange `protobuf:"bytes,9,rep,name=ranges,proto3" json:"ranges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -652,6 +659,20 @@ func (x *Task) GetSpeculative() bool {
 	return false
 }
 
+func (x *Task) GetPiece() int32 {
+	if x != nil {
+		return x.Piece
+	}
+	return 0
+}
+
+func (x *Task) GetRanges() []*OffsetRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
 type TaskResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   *TaskKey               `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -673,7 +694,9 @@ type TaskResult struct {
 	// The error would repeat on any worker and any attempt (a record the steps
 	// reject, a message Kafka refuses as too large, a sink topic that does not
 	// exist, conflicting producer settings): the job fails at once.
-	Fatal         bool `protobuf:"varint,12,opt,name=fatal,proto3" json:"fatal,omitempty"`
+	Fatal bool `protobuf:"varint,12,opt,name=fatal,proto3" json:"fatal,omitempty"`
+	// The task's ranges, echoed, when it carried several.
+	Ranges        []*OffsetRange `protobuf:"bytes,13,rep,name=ranges,proto3" json:"ranges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -792,6 +815,13 @@ func (x *TaskResult) GetFatal() bool {
 	return false
 }
 
+func (x *TaskResult) GetRanges() []*OffsetRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
 var File_sluice_v1_worker_service_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_worker_service_proto_rawDesc = "" +
@@ -829,7 +859,7 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\x05index\x18\x03 \x01(\x05R\x05index\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12\x1f\n" +
 	"\vdispatch_id\x18\x05 \x01(\x04R\n" +
-	"dispatchId\"\x9e\x02\n" +
+	"dispatchId\"\xe4\x02\n" +
 	"\x04Task\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12,\n" +
 	"\x05range\x18\x02 \x01(\v2\x16.sluice.v1.OffsetRangeR\x05range\x12&\n" +
@@ -837,7 +867,9 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\fspec_version\x18\x04 \x01(\x03R\vspecVersion\x123\n" +
 	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12 \n" +
 	"\vincarnation\x18\x06 \x01(\tR\vincarnation\x12 \n" +
-	"\vspeculative\x18\a \x01(\bR\vspeculative\"\xd7\x03\n" +
+	"\vspeculative\x18\a \x01(\bR\vspeculative\x12\x14\n" +
+	"\x05piece\x18\b \x01(\x05R\x05piece\x12.\n" +
+	"\x06ranges\x18\t \x03(\v2\x16.sluice.v1.OffsetRangeR\x06ranges\"\x87\x04\n" +
 	"\n" +
 	"TaskResult\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12\x14\n" +
@@ -856,7 +888,8 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\x05range\x18\n" +
 	" \x01(\v2\x16.sluice.v1.OffsetRangeR\x05range\x12!\n" +
 	"\fspec_version\x18\v \x01(\x03R\vspecVersion\x12\x14\n" +
-	"\x05fatal\x18\f \x01(\bR\x05fatal2U\n" +
+	"\x05fatal\x18\f \x01(\bR\x05fatal\x12.\n" +
+	"\x06ranges\x18\r \x03(\v2\x16.sluice.v1.OffsetRangeR\x06ranges2U\n" +
 	"\rWorkerService\x12D\n" +
 	"\aConnect\x12\x19.sluice.v1.ConnectRequest\x1a\x1a.sluice.v1.ConnectResponse(\x010\x01B\xa2\x01\n" +
 	"\rcom.sluice.v1B\x12WorkerServiceProtoP\x01Z8github.com/sluice-stream/sluice/proto/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
@@ -905,18 +938,20 @@ var file_sluice_v1_worker_service_proto_depIdxs = []int32{
 	11, // 9: sluice.v1.Task.range:type_name -> sluice.v1.OffsetRange
 	12, // 10: sluice.v1.Task.spec:type_name -> sluice.v1.JobSpec
 	10, // 11: sluice.v1.Task.timeout:type_name -> google.protobuf.Duration
-	7,  // 12: sluice.v1.TaskResult.key:type_name -> sluice.v1.TaskKey
-	13, // 13: sluice.v1.TaskResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	14, // 14: sluice.v1.TaskResult.records:type_name -> sluice.v1.OutputRecord
-	10, // 15: sluice.v1.TaskResult.duration:type_name -> google.protobuf.Duration
-	11, // 16: sluice.v1.TaskResult.range:type_name -> sluice.v1.OffsetRange
-	0,  // 17: sluice.v1.WorkerService.Connect:input_type -> sluice.v1.ConnectRequest
-	1,  // 18: sluice.v1.WorkerService.Connect:output_type -> sluice.v1.ConnectResponse
-	18, // [18:19] is the sub-list for method output_type
-	17, // [17:18] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	11, // 12: sluice.v1.Task.ranges:type_name -> sluice.v1.OffsetRange
+	7,  // 13: sluice.v1.TaskResult.key:type_name -> sluice.v1.TaskKey
+	13, // 14: sluice.v1.TaskResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	14, // 15: sluice.v1.TaskResult.records:type_name -> sluice.v1.OutputRecord
+	10, // 16: sluice.v1.TaskResult.duration:type_name -> google.protobuf.Duration
+	11, // 17: sluice.v1.TaskResult.range:type_name -> sluice.v1.OffsetRange
+	11, // 18: sluice.v1.TaskResult.ranges:type_name -> sluice.v1.OffsetRange
+	0,  // 19: sluice.v1.WorkerService.Connect:input_type -> sluice.v1.ConnectRequest
+	1,  // 20: sluice.v1.WorkerService.Connect:output_type -> sluice.v1.ConnectResponse
+	20, // [20:21] is the sub-list for method output_type
+	19, // [19:20] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_worker_service_proto_init() }

@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+)
+
+// defaultJob is a count-by-key job with every setting at its default: no
+// limits, the default batch interval.
+func defaultJob(name, brokers, topic string) *sluicev1.JobSpec {
+	spec := countJob(name, brokers, topic)
+	spec.BatchInterval = nil
+	return spec
+}
+
+// TestDefaultJobOnBacklogUsesBackpressure: a job with default settings on a
+// backlog of 600,000 records reads its first batch at the initial rate
+// (100,000 records per second over the job, one default interval), then at
+// the backpressure estimate; every batch records the cap that applied; the
+// counts are exact and the ranges tile every partition. The CLI shows the
+// cap.
+func TestDefaultJobOnBacklogUsesBackpressure(t *testing.T) {
+	const topic, parts, n = "backlog", 8, 600_000
+	tc := newTestCluster(t, clusterOptions{workers: 2, partitions: parts, topics: []string{topic}})
+	counts, ends := map[string]int64{}, map[string]int64{}
+	produceKeyed(t, tc.producer(kgo.ProducerLinger(5*time.Millisecond)), topic, parts, n, 7, counts, ends)
+
+	ctx := context.Background()
+	if _, err := tc.Client.Submit(ctx, defaultJob("backlog", tc.Brokers, topic)); err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	tc.waitOffsets("backlog", ends, 3*time.Minute)
+	if got := tc.mergedCounts("backlog"); !maps.Equal(got, counts) {
+		t.Fatalf("counts differ from the ground truth (%d keys, want %d)", len(got), len(counts))
+	}
+	start := map[string]int64{}
+	for k := range ends {
+		start[k] = 0
+	}
+	batches := tc.checkRanges("backlog", start, ends)
+	if len(batches) < 2 {
+		t.Fatalf("%d batches; the initial rate should have cut the backlog", len(batches))
+	}
+	first := batches[0]
+	if c := first.GetCap(); c.GetSource() != sluicev1.CapSource_CAP_SOURCE_INITIAL || c.GetRate() != 100_000 || !c.GetLimited() || c.GetMaxRecords() != 100_000 {
+		t.Fatalf("batch 1 cap %v; want the initial rate 100000/s, limited, 100000 records", c)
+	}
+	if in := first.GetMetrics().GetRecordsIn(); in != 100_000 {
+		t.Fatalf("batch 1 read %d records; want 100000 (initial rate x 1s)", in)
+	}
+	for _, b := range batches[1:] {
+		c := b.GetCap()
+		if c.GetSource() != sluicev1.CapSource_CAP_SOURCE_ESTIMATE || c.GetRate() <= 0 {
+			t.Fatalf("batch %d cap %v; want the backpressure estimate", b.GetId(), c)
+		}
+		if c.GetLimited() && b.GetMetrics().GetRecordsIn() > c.GetMaxRecords() {
+			t.Fatalf("batch %d read %d records above its cap %v", b.GetId(), b.GetMetrics().GetRecordsIn(), c)
+		}
+	}
+
+	out := run(t, sluiceBin, "batches", "--coordinator", tc.Addr, "-n", "100", "backlog")
+	if !strings.Contains(out, "initial 100000/s, 100000 records (limited)") || !strings.Contains(out, "estimate ") {
+		t.Fatalf("sluice batches does not show the caps:\n%s", out)
+	}
+}
+
+// TestSplitHotPartition: a hot partition's range above
+// max_records_per_task runs as several tasks on several workers. Counts
+// are exact for an aggregate, and a collect job without aggregate gets
+// every record exactly once in offset order.
+func TestSplitHotPartition(t *testing.T) {
+	const topic = "hot"
+	tc := newTestCluster(t, clusterOptions{workers: 3, partitions: 2, topics: []string{topic}})
+	pr := tc.producer(kgo.ProducerLinger(5 * time.Millisecond))
+	counts := map[string]int64{}
+	const hot, cold = 50_000, 100
+	for i := range hot + cold {
+		p, key := int32(0), fmt.Sprintf("k%d", i%37)
+		if i >= hot {
+			p = 1
+		}
+		counts[key]++
+		pr.Produce(context.Background(), &kgo.Record{Topic: topic, Partition: p, Key: []byte(key), Value: fmt.Appendf(nil, "%d", i)}, nil)
+	}
+	if err := pr.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ends := map[string]int64{topic + "/0": hot, topic + "/1": cold}
+
+	ctx := context.Background()
+	agg := defaultJob("split-agg", tc.Brokers, topic)
+	agg.Limits = &sluicev1.Limits{MaxRecordsPerTask: 4_000}
+	coll := defaultJob("split-collect", tc.Brokers, topic)
+	coll.Aggregate = nil
+	coll.Limits = &sluicev1.Limits{MaxRecordsPerTask: 4_000}
+	for _, spec := range []*sluicev1.JobSpec{agg, coll} {
+		if _, err := tc.Client.Submit(ctx, spec); err != nil {
+			t.Fatalf("submit %s: %v", spec.GetName(), err)
+		}
+	}
+	tc.waitOffsets("split-agg", ends, time.Minute)
+	tc.waitOffsets("split-collect", ends, time.Minute)
+	if got := tc.mergedCounts("split-agg"); !maps.Equal(got, counts) {
+		t.Fatalf("counts %v, want %v", got, counts)
+	}
+	start := map[string]int64{topic + "/0": 0, topic + "/1": 0}
+	for _, job := range []string{"split-agg", "split-collect"} {
+		batches := tc.checkRanges(job, start, ends)
+		// One batch holds everything (the initial rate allows 100,000):
+		// 50,000 records at most 4,000 per task is 13 tasks, plus one.
+		if len(batches) != 1 || batches[0].GetMetrics().GetTasks() != 14 {
+			t.Fatalf("%s: %d batches, first with %d tasks; want 1 batch of 14 tasks", job, len(batches), batches[0].GetMetrics().GetTasks())
+		}
+	}
+
+	next := map[int32]int64{}
+	if _, err := tc.Client.AllResults(ctx, &sluicev1.GetResultsRequest{Job: "split-collect"}, func(r *sluicev1.BatchResult) error {
+		for _, rec := range r.GetRecords() {
+			if rec.GetOffset() != next[rec.GetPartition()] {
+				return fmt.Errorf("partition %d: record at offset %d, want %d", rec.GetPartition(), rec.GetOffset(), next[rec.GetPartition()])
+			}
+			next[rec.GetPartition()]++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if next[0] != hot || next[1] != cold {
+		t.Fatalf("collected %v records per partition, want %d and %d", next, hot, cold)
+	}
+}

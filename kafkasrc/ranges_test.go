@@ -1,0 +1,164 @@
+package kafkasrc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-stream/sluice/record"
+)
+
+func newTestPool(t testing.TB) *Pool {
+	t.Helper()
+	p := NewPool(2, testLogger(t))
+	t.Cleanup(p.Close)
+	return p
+}
+
+// readRanges reads through p and returns the records per partition, copied.
+func readRanges(ctx context.Context, p *Pool, cl Cluster, ranges []Range) (map[int32][]want, ReadStats, error) {
+	got := map[int32][]want{}
+	st, err := p.ReadRanges(ctx, cl, "sluice-test", ranges, func(rec *record.Record) error {
+		w := want{Offset: rec.Offset, Key: string(rec.Key), Value: string(rec.Value), Time: rec.Timestamp}
+		for _, h := range rec.Headers {
+			w.Headers = append(w.Headers, record.Header{Key: h.Key, Value: append([]byte(nil), h.Value...)})
+		}
+		got[rec.Partition] = append(got[rec.Partition], w)
+		return nil
+	})
+	return got, st, err
+}
+
+// TestReadRangesManyPartitions reads 64 partitions' ranges at once, twice
+// in a row through the same pooled consumer: exactly the ground truth per
+// partition, in offset order.
+func TestReadRangesManyPartitions(t *testing.T) {
+	const parts = 64
+	_, cl := newTestCluster(t, parts, "many")
+	k := newKgo(t, cl)
+	truth := map[int32][]want{}
+	for p := range int32(parts) {
+		truth[p] = produce(t, k, "many", p, keyed(0, int(p%7)*3+1))
+	}
+	pool := newTestPool(t)
+	from := map[int32]int64{}
+	for round := range 2 {
+		var ranges []Range
+		for p := range int32(parts) {
+			n := int64(len(truth[p]))
+			until := n
+			if round == 0 {
+				until = n / 2
+			}
+			ranges = append(ranges, Range{Topic: "many", Partition: p, From: from[p], Until: until})
+		}
+		got, st, err := readRanges(testCtx(t), pool, cl, ranges)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		var total int64
+		for _, r := range ranges {
+			sameRecords(t, r.String(), got[r.Partition], between(truth[r.Partition], r.From, r.Until))
+			total += int64(len(got[r.Partition]))
+			from[r.Partition] = r.Until
+		}
+		if st.Records != total {
+			t.Errorf("round %d: stats.Records = %d, delivered %d", round, st.Records, total)
+		}
+		if pool.Idle() != 1 {
+			t.Errorf("round %d: %d idle consumers, want the one consumer back in the pool", round, pool.Idle())
+		}
+	}
+}
+
+// TestReadRangesTransactional: aborted records and transaction markers are
+// gaps; a range ending in a gap finishes by the consumer's position.
+func TestReadRangesTransactional(t *testing.T) {
+	cl, committed := txnTopic(t)
+	pool := newTestPool(t)
+	// 5 committed + marker, 3 aborted + marker, 2 committed + marker: 13 offsets.
+	for _, r := range []Range{{Topic: "tx", From: 0, Until: 13}, {Topic: "tx", From: 0, Until: 9}, {Topic: "tx", From: 5, Until: 13}} {
+		got, _, err := readRanges(testCtx(t), pool, cl, []Range{r})
+		if err != nil {
+			t.Fatalf("ReadRanges(%s): %v", r, err)
+		}
+		sameRecords(t, r.String(), got[0], between(committed, r.From, r.Until))
+	}
+}
+
+func TestReadRangesInvalid(t *testing.T) {
+	_, cl := newTestCluster(t, 2, "t")
+	pool := newTestPool(t)
+	for _, rs := range [][]Range{
+		{{Topic: "", Partition: 0, From: 0, Until: 1}},
+		{{Topic: "t", Partition: 0, From: 5, Until: 1}},
+		{{Topic: "t", Partition: -1, From: 0, Until: 1}},
+		{{Topic: "t", Partition: 0, From: 0, Until: 1}, {Topic: "t", Partition: 0, From: 1, Until: 2}},
+	} {
+		if _, _, err := readRanges(testCtx(t), pool, cl, rs); !errors.Is(err, ErrInvalidRange) {
+			t.Errorf("ReadRanges(%v) = %v, want ErrInvalidRange", rs, err)
+		}
+	}
+	got, _, err := readRanges(testCtx(t), pool, cl, []Range{{Topic: "t", Partition: 1, From: 3, Until: 3}})
+	if err != nil || len(got) != 0 {
+		t.Errorf("ReadRanges(empty) = %v, %v; want nothing", got, err)
+	}
+}
+
+// TestReadRangesOutOfRange: one partition's range below its log start fails
+// the read naming that partition, and the consumer is not pooled.
+func TestReadRangesOutOfRange(t *testing.T) {
+	_, cl := newTestCluster(t, 2, "t")
+	k := newKgo(t, cl)
+	produce(t, k, "t", 0, keyed(0, 10))
+	produce(t, k, "t", 1, keyed(0, 100))
+	deleteRecords(t, k, "t", 1, 50)
+	pool := newTestPool(t)
+	_, _, err := readRanges(testCtx(t), pool, cl, []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}, {Topic: "t", Partition: 1, From: 10, Until: 60}})
+	if !errors.Is(err, ErrOffsetOutOfRange) {
+		t.Fatalf("ReadRanges = %v, want ErrOffsetOutOfRange", err)
+	}
+	if !strings.Contains(err.Error(), "t/1") {
+		t.Errorf("error %q does not name t/1", err)
+	}
+	if pool.Idle() != 0 {
+		t.Errorf("%d idle consumers after a failed read, want none", pool.Idle())
+	}
+}
+
+func TestReadRangesCancel(t *testing.T) {
+	_, cl := newTestCluster(t, 1, "t")
+	k := newKgo(t, cl)
+	produce(t, k, "t", 0, keyed(0, 10))
+	pool := newTestPool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	// Offset 20 never comes: the read waits until its context ends.
+	_, _, err := readRanges(ctx, pool, cl, []Range{{Topic: "t", Partition: 0, From: 0, Until: 20}})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ReadRanges = %v, want the deadline", err)
+	}
+	if !strings.Contains(err.Error(), "t/0") || !strings.Contains(err.Error(), fmt.Sprint(10)) {
+		t.Errorf("error %q does not name t/0 at offset 10", err)
+	}
+}
+
+func TestReadRangesCallbackError(t *testing.T) {
+	_, cl := newTestCluster(t, 1, "t")
+	k := newKgo(t, cl)
+	produce(t, k, "t", 0, keyed(0, 10))
+	pool := newTestPool(t)
+	boom := errors.New("boom")
+	_, err := pool.ReadRanges(testCtx(t), cl, "g", []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}}, func(r *record.Record) error {
+		if r.Offset == 4 {
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "offset 4") {
+		t.Fatalf("ReadRanges = %v, want boom at offset 4", err)
+	}
+}
