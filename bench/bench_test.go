@@ -155,11 +155,43 @@ func TestBatchCycles(t *testing.T) {
 	}
 }
 
+func TestQueuedDelays(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	// sample: batch time, recorded scheduling delay and commit, in ms.
+	sample := func(at, sched, commit int) batchSample {
+		return batchSample{time: t0.Add(ms(at)), schedDelay: ms(sched), commit: t0.Add(ms(commit))}
+	}
+	for _, tc := range []struct {
+		name    string
+		samples []batchSample
+		want    []time.Duration
+	}{
+		{"keeps pace", []batchSample{sample(0, 10, 500), sample(1000, 20, 1600), sample(2000, 10, 2900)}, []time.Duration{ms(10), ms(20), ms(10)}},
+		{"one long batch", []batchSample{sample(0, 10, 1400), sample(1000, 410, 1900), sample(2000, 10, 2500)},
+			// The first delays the next tick by 400ms; the second, recorded
+			// as 410ms (400 waiting plus 10 planning), ends in time.
+			[]time.Duration{ms(400), ms(410), ms(10)}},
+		{"falls behind", []batchSample{
+			sample(0, 10, 1200), sample(1000, 210, 2400), sample(2000, 410, 3600),
+			sample(3000, 610, 4800), sample(4000, 810, 6000),
+			// Tick 5000 was skipped: batch 6000 reads two intervals and
+			// takes twice as long.
+			sample(6000, 10, 8400),
+		}, []time.Duration{ms(200), ms(400), ms(600), ms(800), ms(1000), ms(1400)}},
+	} {
+		if got := queuedDelays(tc.samples, time.Second); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: queued delays %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestJudgeSustain(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	from, to := t0.Add(10*time.Second), t0.Add(20*time.Second)
 	sample := func(at int, sched, proc time.Duration) batchSample {
-		return batchSample{time: t0.Add(time.Duration(at) * time.Second), schedDelay: sched, processing: proc, isCommitted: true}
+		bt := t0.Add(time.Duration(at) * time.Second)
+		return batchSample{time: bt, schedDelay: sched, processing: proc, commit: bt.Add(sched + proc)}
 	}
 	steady := []batchSample{
 		sample(5, 2*time.Second, time.Second), // before the judged half
@@ -177,7 +209,9 @@ func TestJudgeSustain(t *testing.T) {
 		{"slow producer", SustainRun{Rate: 1000, Achieved: 900}, steady, false, "the producer reached only 900 records/s"},
 		{"no batches", SustainRun{Rate: 1000, Achieved: 1000}, steady[:1], false, "no batch committed in the last half of the window"},
 		{"late batch", SustainRun{Rate: 1000, Achieved: 1000}, append(slices.Clone(steady), sample(13, time.Second, 100*time.Millisecond)), false, "scheduling delay reached 1s (interval 1s)"},
-		{"long batch", SustainRun{Rate: 1000, Achieved: 1000}, append(slices.Clone(steady), sample(13, 0, 1200*time.Millisecond)), false, "a batch took 1.2s to process (interval 1s)"},
+		{"one long batch", SustainRun{Rate: 1000, Achieved: 1000}, append(slices.Clone(steady), sample(13, 0, 1800*time.Millisecond)), true, ""},
+		{"too long a batch", SustainRun{Rate: 1000, Achieved: 1000}, append(slices.Clone(steady), sample(13, 0, 2100*time.Millisecond)), false,
+			"queued as in Spark, scheduling delay would reach 1.1s (interval 1s; longest batch 2.1s)"},
 		{"behind", SustainRun{Rate: 1000, Achieved: 1000, Behind: 12}, steady, false, "fell behind: 12 records uncommitted 3s after the producer stopped"},
 	} {
 		got := judgeSustain(tc.run, tc.samples, from, to, time.Second)
@@ -186,8 +220,9 @@ func TestJudgeSustain(t *testing.T) {
 		}
 	}
 	got := judgeSustain(SustainRun{Rate: 1000, Achieved: 1000}, steady, from, to, time.Second)
-	if got.Batches != 2 || got.MaxSchedDelay != 20*time.Millisecond || got.MaxProcessing != 500*time.Millisecond {
-		t.Errorf("judged %d batches, max delay %v, max processing %v; want 2, 20ms, 500ms", got.Batches, got.MaxSchedDelay, got.MaxProcessing)
+	if got.Batches != 2 || got.MaxSchedDelay != 20*time.Millisecond || got.MaxQueuedDelay != 20*time.Millisecond || got.MaxProcessing != 500*time.Millisecond {
+		t.Errorf("judged %d batches, max delay %v (queued %v), max processing %v; want 2, 20ms, 20ms, 500ms",
+			got.Batches, got.MaxSchedDelay, got.MaxQueuedDelay, got.MaxProcessing)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -28,10 +29,13 @@ type SustainRun struct {
 	Held     bool
 	// Why the rate did not hold; empty when it did.
 	Why string
-	// Over the batches of the last half of the window.
-	Batches       int
-	MaxSchedDelay time.Duration
-	MaxProcessing time.Duration
+	// Over the batches of the last half of the window: how many, their
+	// largest scheduling delay as recorded and as Spark would have had it
+	// (QueuedDelay, see queuedDelays), and their longest processing time.
+	Batches        int
+	MaxSchedDelay  time.Duration
+	MaxQueuedDelay time.Duration
+	MaxProcessing  time.Duration
 	// CatchUp runs from the producer's stop to the commit of its last
 	// record; Behind is what was left when the wait ended without it.
 	CatchUp time.Duration
@@ -40,30 +44,63 @@ type SustainRun struct {
 
 // batchSample is what the verdict needs of a committed batch.
 type batchSample struct {
-	time        time.Time
-	schedDelay  time.Duration
-	processing  time.Duration
-	isCommitted bool
+	time       time.Time
+	schedDelay time.Duration
+	processing time.Duration
+	commit     time.Time
+}
+
+// queuedDelays returns, for batches sorted by time, the scheduling delay
+// each would have had, or caused at the next tick, if late batches queued as
+// in Spark. Sluice's planner instead skips the ticks a late batch missed
+// (the next batch reads their records), so its recorded scheduling delay
+// never builds up: a job that falls behind shows longer batches and a
+// growing lag instead. The queue replays each batch's cycle (from when its
+// planning could start, the later of its batch time and the previous
+// commit, to its commit) after the previous batch's replayed end. A batch's
+// delay is its replayed start minus its batch time, plus its own planning
+// time; the next tick's is the replayed end minus that tick. Without a
+// backlog it is the recorded scheduling delay.
+func queuedDelays(samples []batchSample, interval time.Duration) []time.Duration {
+	out := make([]time.Duration, len(samples))
+	var prevCommit, prevEnd time.Time
+	for i, s := range samples {
+		ready := s.time
+		if prevCommit.After(ready) {
+			ready = prevCommit
+		}
+		start := s.time.Add(s.schedDelay)
+		plan := max(start.Sub(ready), 0)
+		cycle := max(s.commit.Sub(ready), 0)
+		vstart := s.time
+		if prevEnd.After(vstart) {
+			vstart = prevEnd
+		}
+		vend := vstart.Add(cycle)
+		out[i] = max(vstart.Sub(s.time)+plan, vend.Sub(s.time.Add(interval)))
+		prevCommit, prevEnd = s.commit, vend
+	}
+	return out
 }
 
 // judgeSustain decides whether a run held its rate. It held when the
 // producer reached the rate, at least one batch was planned in the last half
-// of the window, and every such batch started within one interval of its
-// batch time and took less than one interval to process, and the job kept
-// pace: it had committed every record within catchUpIntervals intervals of
-// the producer's stop. The planner skips the ticks a late batch missed, so a
-// job that falls behind shows longer batches and a growing lag rather than
-// a growing scheduling delay; processing within the interval is Spark's
-// condition for a scheduling delay that does not grow.
+// of the window, every such batch started within one interval of its batch
+// time, both as recorded and as it would have queued in Spark
+// (queuedDelays), and the job kept pace: it had committed every record
+// within catchUpIntervals intervals of the producer's stop. samples are the
+// committed batches in time order.
 func judgeSustain(r SustainRun, samples []batchSample, from, to time.Time, interval time.Duration) SustainRun {
 	r.Held = false
-	r.Batches, r.MaxSchedDelay, r.MaxProcessing = 0, 0, 0
-	for _, s := range samples {
-		if !s.isCommitted || s.time.Before(from) || s.time.After(to) {
+	r.Batches, r.MaxSchedDelay, r.MaxQueuedDelay, r.MaxProcessing = 0, 0, 0, 0
+	queued := queuedDelays(samples, interval)
+	for i, s := range samples {
+		if s.time.Before(from) || s.time.After(to) {
 			continue
 		}
 		r.Batches++
 		r.MaxSchedDelay = max(r.MaxSchedDelay, s.schedDelay)
+		r.MaxQueuedDelay = max(r.MaxQueuedDelay, queued[i])
 		r.MaxProcessing = max(r.MaxProcessing, s.processing)
 	}
 	switch {
@@ -73,8 +110,9 @@ func judgeSustain(r SustainRun, samples []batchSample, from, to time.Time, inter
 		r.Why = "no batch committed in the last half of the window"
 	case r.MaxSchedDelay >= interval:
 		r.Why = fmt.Sprintf("scheduling delay reached %s (interval %s)", r.MaxSchedDelay.Round(time.Millisecond), interval)
-	case r.MaxProcessing >= interval:
-		r.Why = fmt.Sprintf("a batch took %s to process (interval %s)", r.MaxProcessing.Round(time.Millisecond), interval)
+	case r.MaxQueuedDelay >= interval:
+		r.Why = fmt.Sprintf("queued as in Spark, scheduling delay would reach %s (interval %s; longest batch %s)",
+			r.MaxQueuedDelay.Round(time.Millisecond), interval, r.MaxProcessing.Round(time.Millisecond))
 	case r.Behind > 0:
 		r.Why = fmt.Sprintf("fell behind: %d records uncommitted %s after the producer stopped", r.Behind, (catchUpIntervals * interval).Round(time.Millisecond))
 	default:
@@ -142,13 +180,16 @@ func Sustain(ctx context.Context, c *client.Client, brokers, topic string, rate 
 	}
 	samples := make([]batchSample, 0, len(list))
 	for _, b := range list {
+		if b.GetState() != sluicev1.BatchState_BATCH_STATE_COMMITTED {
+			continue
+		}
 		m := b.GetMetrics()
 		samples = append(samples, batchSample{
 			time: b.GetBatchTime().AsTime(), schedDelay: m.GetSchedulingDelay().AsDuration(),
-			processing:  m.GetProcessingTime().AsDuration(),
-			isCommitted: b.GetState() == sluicev1.BatchState_BATCH_STATE_COMMITTED,
+			processing: m.GetProcessingTime().AsDuration(), commit: b.GetCommitTime().AsTime(),
 		})
 	}
+	sort.Slice(samples, func(i, j int) bool { return samples[i].time.Before(samples[j].time) })
 	return judgeSustain(run, samples, start.Add(window/2), stop, interval), nil
 }
 
