@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -48,12 +48,13 @@ var errNoSlot = errors.New("coordinator: every worker slot is busy")
 // workerConn is one connected worker stream. Its send channel is drained by
 // the stream handler that registered it; done closes when the stream ends.
 type workerConn struct {
-	id    string
-	slots int
-	host  string
-	send  chan *sluicev1.ConnectResponse
-	done  chan struct{}
-	once  sync.Once
+	id     string
+	slots  int
+	host   string
+	labels []string
+	send   chan *sluicev1.ConnectResponse
+	done   chan struct{}
+	once   sync.Once
 
 	inflight int // dispatches sent and not yet released; guarded by dispatcher.mu
 }
@@ -69,7 +70,7 @@ func (w *workerConn) alive() bool {
 	}
 }
 
-// dispatch is one attempt of one task on one worker. A result counts only
+// dispatch is one attempt (or speculative copy) of one task on one worker. A result counts only
 // if it names the dispatch, came on the stream the task was sent on, and
 // echoes the task's range and spec version.
 type dispatch struct {
@@ -95,6 +96,13 @@ type dispatcher struct {
 	// inflight holds every dispatch whose result is still wanted.
 	inflight map[uint64]*dispatch
 	lastID   uint64
+	// infos and conns are the live workers as placement sees them, rebuilt
+	// by every send (kept to spare the allocations).
+	infos []workerInfo
+	conns []*workerConn
+
+	// leaders are the partition leaders' hosts of jobs placed by broker.
+	leaders *leaderCache
 }
 
 func newDispatcher(logger hclog.Logger) *dispatcher {
@@ -103,6 +111,7 @@ func newDispatcher(logger hclog.Logger) *dispatcher {
 		workers:  map[string]*workerConn{},
 		changed:  make(chan struct{}),
 		inflight: map[uint64]*dispatch{},
+		leaders:  newLeaderCache(),
 	}
 }
 
@@ -110,10 +119,11 @@ func newDispatcher(logger hclog.Logger) *dispatcher {
 // old stream, whose tasks are then re-run elsewhere.
 func (d *dispatcher) register(reg *sluicev1.Register) *workerConn {
 	w := &workerConn{
-		id:    reg.GetWorkerId(),
-		slots: min(max(int(reg.GetSlots()), 1), 1024),
-		host:  reg.GetHost(),
-		done:  make(chan struct{}),
+		id:     reg.GetWorkerId(),
+		slots:  min(max(int(reg.GetSlots()), 1), 1024),
+		host:   reg.GetHost(),
+		labels: append([]string(nil), reg.GetLabels()...),
+		done:   make(chan struct{}),
 	}
 	// Room for a task and a cancel per slot: sends to a live stream never
 	// block for long.
@@ -125,7 +135,7 @@ func (d *dispatcher) register(reg *sluicev1.Register) *workerConn {
 	}
 	d.workers[w.id] = w
 	d.notifyLocked()
-	d.logger.Info("worker registered", "worker_id", w.id, "slots", w.slots, "host", w.host)
+	d.logger.Info("worker registered", "worker_id", w.id, "slots", w.slots, "host", w.host, "labels", w.labels)
 	return w
 }
 
@@ -205,55 +215,38 @@ func mismatch(disp *dispatch, from *workerConn, res *sluicev1.TaskResult) string
 		return fmt.Sprintf("key %v is not the dispatch's %v", got, want)
 	case !proto.Equal(res.GetRange(), disp.task.GetRange()):
 		return fmt.Sprintf("range %v is not the task's %v", res.GetRange(), disp.task.GetRange())
+	case !slices.EqualFunc(res.GetRanges(), disp.task.GetRanges(), func(a, b *sluicev1.OffsetRange) bool { return proto.Equal(a, b) }):
+		return fmt.Sprintf("ranges %v are not the task's %v", res.GetRanges(), disp.task.GetRanges())
 	case res.GetSpecVersion() != disp.task.GetSpecVersion():
 		return fmt.Sprintf("spec version %d is not the task's %d", res.GetSpecVersion(), disp.task.GetSpecVersion())
 	}
 	return ""
 }
 
-// send queues task on a worker with a free slot. The worker is chosen by
-// rendezvous hashing, so a partition sticks to the same worker across
-// batches and its cached consumer is reused: while that worker's slots are
-// busy the task waits for one, unless spill is set, when any worker with
-// room will do. Workers in avoid are skipped while others qualify. Without
-// a worker it returns errNoWorkers, without a slot errNoSlot, and with
-// either the channel that closes when that may have changed.
-func (d *dispatcher) send(ctx context.Context, task *sluicev1.Task, avoid map[string]bool, spill bool, results chan<- *sluicev1.TaskResult) (*dispatch, <-chan struct{}, error) {
+// send queues task on a worker with a free slot, chosen by pl (see
+// placement.choose): a partition sticks to the same worker across batches
+// and its cached consumer is reused, so while that worker's slots are busy
+// the task waits for one, unless spill is set, when any allowed worker with
+// room will do. exclude never gets it. Without a worker it returns
+// errNoWorkers, without a slot errNoSlot, when the placement allows no live
+// worker a *placementWait, and with any of them the channel that closes
+// when that may have changed.
+func (d *dispatcher) send(ctx context.Context, task *sluicev1.Task, pl *placement, avoid map[string]bool, exclude string, spill bool, results chan<- *sluicev1.TaskResult) (*dispatch, <-chan struct{}, error) {
 	d.mu.Lock()
-	var best *workerConn
-	var bestScore uint64
-	var bestAvoided bool
-	for id, w := range d.workers {
-		if !w.alive() || (spill && w.inflight >= w.slots) {
-			continue
-		}
-		h := fnv.New64a()
-		r := task.GetRange()
-		if task.GetPiece() == 0 {
-			fmt.Fprintf(h, "%s\x00%d\x00%s", r.GetTopic(), r.GetPartition(), id)
-		} else {
-			// The pieces of a split range spread over the workers; the
-			// first keeps the partition's worker and its consumer.
-			fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s", r.GetTopic(), r.GetPartition(), task.GetPiece(), id)
-		}
-		score := h.Sum64()
-		avoided := avoid[id]
-		better := best == nil ||
-			(bestAvoided && !avoided) ||
-			(bestAvoided == avoided && score > bestScore)
-		if better {
-			best, bestScore, bestAvoided = w, score, avoided
+	d.infos, d.conns = d.infos[:0], d.conns[:0]
+	for _, w := range d.workers {
+		if w.alive() {
+			d.infos = append(d.infos, workerInfo{id: w.id, slots: w.slots, free: w.slots - w.inflight, labels: w.labels, host: w.host})
+			d.conns = append(d.conns, w)
 		}
 	}
-	if best == nil || best.inflight >= best.slots {
-		err := errNoSlot
-		if best == nil && len(d.workers) == 0 {
-			err = errNoWorkers
-		}
+	i, err := pl.choose(placeKeyOf(task), d.infos, avoid, exclude, spill)
+	if err != nil {
 		changed := d.changed
 		d.mu.Unlock()
 		return nil, changed, err
 	}
+	best := d.conns[i]
 	d.lastID++
 	task.Key.DispatchId = d.lastID
 	disp := &dispatch{id: d.lastID, task: task, worker: best, results: results}
@@ -301,8 +294,9 @@ func (d *dispatcher) release(disp *dispatch, cancel bool) {
 
 // batchOutcome is what running a batch's tasks yields.
 type batchOutcome struct {
-	results  []*sluicev1.TaskResult // by task index
-	attempts int
+	results     []*sluicev1.TaskResult // by task index
+	attempts    int                    // dispatches, speculative copies included
+	speculative int                    // speculative copies launched
 }
 
 // taskFailure is a task that cannot succeed: it used up its attempts or its
@@ -313,10 +307,29 @@ type taskFailure struct {
 }
 
 func (e *taskFailure) Error() string {
-	r := e.task.GetRange()
-	return fmt.Sprintf("task %d of batch %d (%s/%d [%d, %d)) %s",
-		e.task.GetKey().GetIndex(), e.task.GetKey().GetBatchId(), r.GetTopic(), r.GetPartition(),
-		r.GetFromOffset(), r.GetUntilOffset(), e.reason)
+	return fmt.Sprintf("task %d of batch %d (%s) %s",
+		e.task.GetKey().GetIndex(), e.task.GetKey().GetBatchId(), describeRanges(e.task), e.reason)
+}
+
+// describeRanges names what a task reads: "t/3 [0, 10)", or for a packed
+// task its first ranges and how many more.
+func describeRanges(task *sluicev1.Task) string {
+	rs := task.GetRanges()
+	if r := task.GetRange(); r != nil || len(rs) == 0 {
+		rs = []*sluicev1.OffsetRange{r}
+	}
+	var sb strings.Builder
+	for i, r := range rs {
+		if i == 2 {
+			fmt.Fprintf(&sb, " and %d more ranges", len(rs)-i)
+			break
+		}
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		fmt.Fprintf(&sb, "%s/%d [%d, %d)", r.GetTopic(), r.GetPartition(), r.GetFromOffset(), r.GetUntilOffset())
+	}
+	return sb.String()
 }
 
 // taskLimits are a job's bounds on one task's attempts.
@@ -325,20 +338,41 @@ type taskLimits struct {
 	maxRetries  int // transient errors, retried with backoff
 }
 
+// minSpeculationAge is the least a task runs before it is speculated,
+// however fast the batch's other tasks were: a copy costs a consumer and a
+// read of the range, and below a second the noise of scheduling dominates.
+const minSpeculationAge = time.Second
+
+// sent is one dispatch of a task in flight.
+type sent struct {
+	disp     *dispatch
+	at       time.Time
+	deadline time.Time
+}
+
 // runningTask is one task of runTasks and its history.
 type runningTask struct {
-	task     *sluicev1.Task
-	disp     *dispatch // in flight, or nil
-	deadline time.Time
-	notFrom  time.Time // earliest next dispatch, after a transient error
-	queued   time.Time // when it last became ready to dispatch
-	backoff  time.Duration
-	attempt  int32 // dispatches so far
-	failures int
-	retries  int
-	lostOn   []string // workers that left while running it
-	avoid    map[string]bool
-	lastErr  string
+	task *sluicev1.Task
+	cur  *sent // the dispatch in flight, or nil
+	// copy is the speculative copy in flight beside cur, or nil; a task
+	// gets one copy at most (speculated).
+	copy       *sent
+	speculated bool
+	notFrom    time.Time // earliest next dispatch, after a transient error
+	queued     time.Time // when it last became ready to dispatch
+	backoff    time.Duration
+	attempt    int32 // dispatches so far, copies included
+	failures   int
+	retries    int
+	lostOn     []string // workers that left while running it
+	avoid      map[string]bool
+	lastErr    string
+}
+
+// promote makes the speculative copy the task's dispatch, when the original
+// ended without a result: the copy runs on, as the task's only attempt.
+func (st *runningTask) promote() {
+	st.cur, st.copy = st.copy, nil
 }
 
 // runTasks runs every task to success. A task whose worker leaves is re-run
@@ -346,27 +380,41 @@ type runningTask struct {
 // that reports a transient error (Kafka away or slow) is retried with
 // backoff, up to maxRetries; one that fails otherwise or passes its deadline
 // is re-run, preferably on another worker, up to maxAttempts; a fatal error
-// fails at once. Superseded dispatches are cancelled on their workers, and
-// so is everything in flight when runTasks returns. note is told what holds
-// the batch back ("" when nothing does).
-func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim taskLimits, note func(msg string), dispatched func()) (batchOutcome, error) {
+// fails at once. Tasks are placed by pol.placement.
+//
+// Speculation (pol.speculation > 0), as in Spark: once half of the tasks
+// have finished, a task running longer than pol.speculation times their
+// median duration (and at least minSpeculationAge) gets one copy on another
+// worker with a free slot. The first success wins and the other dispatch
+// is cancelled. While both run, the failure of either leaves the other as
+// the task's attempt and counts against nothing: the copy of a Kafka sink
+// task fences the original's transaction, which then fails.
+//
+// Superseded dispatches are cancelled on their workers, and so is
+// everything in flight when runTasks returns. note is told what holds the
+// batch back ("" when nothing does).
+func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim taskLimits, pol taskPolicy, note func(msg string), dispatched func()) (batchOutcome, error) {
 	results := make([]*sluicev1.TaskResult, len(tasks))
-	// Each task has one dispatch in flight, and a superseded one may have
-	// delivered before it was released: two results per task at most.
-	incoming := make(chan *sluicev1.TaskResult, 2*len(tasks))
+	// A task has two dispatches in flight at most (its attempt and a
+	// copy), and superseded ones may have delivered before they were
+	// released.
+	incoming := make(chan *sluicev1.TaskResult, 4*len(tasks))
 	state := make([]*runningTask, len(tasks))
 	for i, t := range tasks {
 		state[i] = &runningTask{task: t, avoid: map[string]bool{}, backoff: 100 * time.Millisecond}
 	}
 	defer func() {
 		for _, st := range state {
-			if st.disp != nil {
-				d.release(st.disp, true)
+			if st.cur != nil {
+				d.release(st.cur.disp, true)
+			}
+			if st.copy != nil {
+				d.release(st.copy.disp, true)
 			}
 		}
 	}()
 
-	attempts := 0
+	out := batchOutcome{results: results}
 	// failed records a failure that counts against the task's attempts.
 	failed := func(st *runningTask, reason string) error {
 		st.lastErr = reason
@@ -376,10 +424,28 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 		}
 		return nil
 	}
-	// supersede gives up the task's dispatch, cancelling it on its worker.
-	supersede := func(st *runningTask) {
-		d.release(st.disp, true)
-		st.disp = nil
+	// lost records that a worker left while running the task.
+	lost := func(st *runningTask, worker string) error {
+		st.lastErr = fmt.Sprintf("worker %s left", worker)
+		st.lostOn = append(st.lostOn, worker)
+		if len(st.lostOn) >= poisonLosses {
+			return &taskFailure{task: st.task, reason: fmt.Sprintf(
+				"was running on %d workers that left (%s): its input may crash workers, so it is not tried again",
+				len(st.lostOn), strings.Join(st.lostOn, ", "))}
+		}
+		return nil
+	}
+	timeoutOf := func(st *runningTask) time.Duration { return min(st.task.GetTimeout().AsDuration(), maxTaskTimeout) }
+	newSent := func(st *runningTask, disp *dispatch) *sent {
+		// The worker enforces the timeout itself and reports it as a
+		// transient error; the grace leaves room for that report, so the
+		// coordinator's deadline only catches a worker that went silent.
+		now := time.Now()
+		return &sent{disp: disp, at: now, deadline: now.Add(timeoutOf(st) + deadlineGrace)}
+	}
+	logTask := func(st *runningTask, msg string, args ...any) {
+		k := st.task.GetKey()
+		d.logger.Warn(msg, append([]any{"job", k.GetJob(), "batch", k.GetBatchId(), "task", k.GetIndex()}, args...)...)
 	}
 
 	pendingDispatch := make([]int, 0, len(tasks))
@@ -387,9 +453,14 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 		pendingDispatch = append(pendingDispatch, i)
 	}
 	remaining := len(tasks)
+	// durations of the finished tasks, dispatch to result; their median is
+	// computed again only when speculation needs it and they changed.
+	var durations []time.Duration
+	var median time.Duration
+	medianN := 0 // how many durations median was computed from
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	currentNote := ""
+	currentNote, waitNote := "", ""
 	setNote := func(msg string) {
 		if msg != currentNote {
 			currentNote = msg
@@ -403,6 +474,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 		var changed <-chan struct{}
 		now := time.Now()
 		waitingForWorkers := false
+		var unplaced []string
 		still := pendingDispatch[:0]
 		for _, i := range pendingDispatch {
 			st := state[i]
@@ -416,34 +488,43 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 			attempt := cloneTask(st.task)
 			attempt.Key.Attempt = st.attempt + 1
 			spill := now.Sub(st.queued) >= localityWait
-			disp, ch, err := d.send(ctx, attempt, st.avoid, spill, incoming)
-			if errors.Is(err, errNoWorkers) || errors.Is(err, errNoSlot) {
+			disp, ch, err := d.send(ctx, attempt, pol.placement, st.avoid, "", spill, incoming)
+			var pw *placementWait
+			if errors.Is(err, errNoWorkers) || errors.Is(err, errNoSlot) || errors.As(err, &pw) {
 				still = append(still, i)
 				changed = ch
 				waitingForWorkers = waitingForWorkers || errors.Is(err, errNoWorkers)
+				if pw != nil {
+					unplaced = append(unplaced, pw.reason)
+				}
 				continue
 			}
 			if err != nil {
 				return batchOutcome{}, err
 			}
-			attempts++
+			out.attempts++
 			st.attempt++
-			st.disp = disp
+			st.cur = newSent(st, disp)
 			st.queued = time.Time{}
-			timeout := min(st.task.GetTimeout().AsDuration(), maxTaskTimeout)
-			// The worker enforces the timeout itself and reports it as a
-			// transient error; the grace leaves room for that report, so the
-			// coordinator's deadline only catches a worker that went silent.
-			st.deadline = time.Now().Add(timeout + deadlineGrace)
 		}
 		pendingDispatch = still
 		if len(pendingDispatch) == 0 && dispatched != nil {
 			dispatched()
 			dispatched = nil
 		}
-		if waitingForWorkers {
-			setNote("waiting for workers to connect")
-		} else if currentNote == "waiting for workers to connect" {
+		wait := ""
+		switch {
+		case waitingForWorkers:
+			wait = "waiting for workers to connect"
+		case len(unplaced) == 1:
+			wait = unplaced[0]
+		case len(unplaced) > 1:
+			wait = fmt.Sprintf("%s; %d tasks wait for a worker their placement allows", unplaced[0], len(unplaced))
+		}
+		if wait != "" {
+			setNote(wait)
+			waitNote = wait
+		} else if currentNote != "" && currentNote == waitNote {
 			setNote("")
 		}
 
@@ -459,22 +540,50 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 		if r != nil {
 			i := int(r.GetKey().GetIndex())
 			st := state[i]
-			if st.disp == nil || st.disp.id != r.GetKey().GetDispatchId() {
+			id := r.GetKey().GetDispatchId()
+			isCopy := st.copy != nil && st.copy.disp.id == id
+			if !isCopy && (st.cur == nil || st.cur.disp.id != id) {
 				continue // of a dispatch superseded since it delivered
 			}
-			d.release(st.disp, false)
-			worker := st.disp.worker.id
-			st.disp = nil
-			switch {
-			case r.GetError() == "":
+			s := st.cur
+			if isCopy {
+				s = st.copy
+			}
+			d.release(s.disp, false)
+			worker := s.disp.worker.id
+			if r.GetError() == "" {
 				results[i] = r
 				remaining--
+				durations = append(durations, time.Since(s.at))
+				// The other dispatch lost the race: it is cancelled, and
+				// its result, should one come, is dropped.
+				if isCopy {
+					d.release(st.cur.disp, true)
+					d.logger.Info("speculative copy finished first", "job", r.GetKey().GetJob(), "batch", r.GetKey().GetBatchId(),
+						"task", i, "worker_id", worker, "original_worker_id", st.cur.disp.worker.id)
+				} else if st.copy != nil {
+					d.release(st.copy.disp, true)
+				}
+				st.cur, st.copy = nil, nil
 				continue
-			case r.GetFatal():
+			}
+			if isCopy {
+				logTask(st, "speculative copy failed; the original runs on", "worker_id", worker, "error", r.GetError())
+				st.copy = nil
+				continue
+			}
+			if st.copy != nil {
+				logTask(st, "task failed while its speculative copy runs; the copy goes on", "worker_id", worker,
+					"copy_worker_id", st.copy.disp.worker.id, "error", r.GetError())
+				st.lastErr = r.GetError()
+				st.promote()
+				continue
+			}
+			st.cur = nil
+			if r.GetFatal() {
 				return batchOutcome{}, &taskFailure{task: st.task, reason: fmt.Sprintf("failed on worker %s: %s", worker, r.GetError())}
 			}
-			d.logger.Warn("task failed", "job", r.GetKey().GetJob(), "batch", r.GetKey().GetBatchId(),
-				"task", i, "attempt", r.GetKey().GetAttempt(), "worker_id", worker,
+			logTask(st, "task failed", "attempt", r.GetKey().GetAttempt(), "worker_id", worker,
 				"retryable", r.GetRetryable(), "error", r.GetError())
 			if r.GetRetryable() {
 				st.lastErr = r.GetError()
@@ -485,8 +594,8 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 				}
 				st.notFrom = time.Now().Add(st.backoff)
 				st.backoff = min(st.backoff*2, 5*time.Second)
-				setNote(fmt.Sprintf("task %d (%s/%d): %s (retry %d of %d)", i, st.task.GetRange().GetTopic(),
-					st.task.GetRange().GetPartition(), r.GetError(), st.retries, lim.maxRetries))
+				setNote(fmt.Sprintf("task %d (%s): %s (retry %d of %d)", i, describeRanges(st.task),
+					r.GetError(), st.retries, lim.maxRetries))
 			} else {
 				st.avoid[worker] = true
 				if err := failed(st, r.GetError()); err != nil {
@@ -496,37 +605,102 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 			pendingDispatch = append(pendingDispatch, i)
 			continue
 		}
-		// Re-run tasks whose worker left or whose deadline passed.
+		// Give up copies whose worker left or whose deadline passed, and
+		// re-run tasks whose worker left or whose deadline passed.
 		now = time.Now()
 		for i, st := range state {
-			if results[i] != nil || st.disp == nil {
+			if results[i] != nil || st.cur == nil {
 				continue
 			}
-			w := st.disp.worker
-			switch {
-			case !w.alive():
-				st.lastErr = fmt.Sprintf("worker %s left", w.id)
-				st.lostOn = append(st.lostOn, w.id)
-				if len(st.lostOn) >= poisonLosses {
-					return batchOutcome{}, &taskFailure{task: st.task, reason: fmt.Sprintf(
-						"was running on %d workers that left (%s): its input may crash workers, so it is not tried again",
-						len(st.lostOn), strings.Join(st.lostOn, ", "))}
+			if c := st.copy; c != nil && (!c.disp.worker.alive() || now.After(c.deadline)) {
+				w := c.disp.worker
+				reason := fmt.Sprintf("worker %s did not finish within %s", w.id, timeoutOf(st))
+				if !w.alive() {
+					reason = fmt.Sprintf("worker %s left", w.id)
+					if err := lost(st, w.id); err != nil {
+						return batchOutcome{}, err
+					}
 				}
-			case now.After(st.deadline):
 				st.avoid[w.id] = true
-				if err := failed(st, fmt.Sprintf("worker %s did not finish within %s", w.id, st.task.GetTimeout().AsDuration())); err != nil {
+				logTask(st, "giving up a speculative copy; the original runs on", "worker_id", w.id, "reason", reason)
+				d.release(c.disp, true)
+				st.copy = nil
+			}
+			w := st.cur.disp.worker
+			left, late := !w.alive(), now.After(st.cur.deadline)
+			if !left && !late {
+				continue
+			}
+			if left {
+				if err := lost(st, w.id); err != nil {
 					return batchOutcome{}, err
 				}
-			default:
+			} else {
+				st.avoid[w.id] = true
+				st.lastErr = fmt.Sprintf("worker %s did not finish within %s", w.id, st.task.GetTimeout().AsDuration())
+			}
+			d.release(st.cur.disp, true)
+			if st.copy != nil {
+				logTask(st, "task's worker left or missed its deadline; its speculative copy goes on", "reason", st.lastErr,
+					"copy_worker_id", st.copy.disp.worker.id)
+				st.promote()
 				continue
 			}
-			d.logger.Warn("re-running task", "job", st.task.GetKey().GetJob(), "batch", st.task.GetKey().GetBatchId(),
-				"task", i, "reason", st.lastErr)
-			supersede(st)
+			if late {
+				if err := failed(st, st.lastErr); err != nil {
+					return batchOutcome{}, err
+				}
+			}
+			logTask(st, "re-running task", "reason", st.lastErr)
+			st.cur = nil
 			pendingDispatch = append(pendingDispatch, i)
 		}
+		// Speculate on stragglers once half of the tasks have finished.
+		if pol.speculation <= 0 || len(durations) == 0 || 2*len(durations) < len(tasks) {
+			continue
+		}
+		if medianN != len(durations) {
+			median, medianN = medianDuration(durations), len(durations)
+		}
+		threshold := max(time.Duration(pol.speculation*float64(median)), minSpeculationAge)
+		for i, st := range state {
+			if results[i] != nil || st.cur == nil || st.speculated || now.Sub(st.cur.at) <= threshold {
+				continue
+			}
+			attempt := cloneTask(st.task)
+			attempt.Key.Attempt = st.attempt + 1
+			attempt.Speculative = true
+			orig := st.cur.disp.worker.id
+			disp, _, err := d.send(ctx, attempt, pol.placement, st.avoid, orig, true, incoming)
+			var pw *placementWait
+			if errors.Is(err, errNoWorkers) || errors.Is(err, errNoSlot) || errors.As(err, &pw) {
+				continue // no other worker has room now: the next tick tries again
+			}
+			if err != nil {
+				return batchOutcome{}, err
+			}
+			out.attempts++
+			out.speculative++
+			st.attempt++
+			st.speculated = true
+			st.copy = newSent(st, disp)
+			d.logger.Info("speculating a slow task", "job", st.task.GetKey().GetJob(), "batch", st.task.GetKey().GetBatchId(),
+				"task", i, "running", now.Sub(st.cur.at).Round(time.Millisecond), "median", median.Round(time.Millisecond),
+				"worker_id", orig, "copy_worker_id", disp.worker.id)
+		}
 	}
-	return batchOutcome{results: results, attempts: attempts}, nil
+	return out, nil
+}
+
+// medianDuration is the median of ds (not empty); it sorts a copy.
+func medianDuration(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func cloneTask(t *sluicev1.Task) *sluicev1.Task {

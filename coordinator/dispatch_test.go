@@ -38,7 +38,14 @@ func (f *fakeWorker) cancels() []uint64 {
 // nil to send nothing.
 func startFakeWorker(t *testing.T, d *dispatcher, id string, slots int, handle func(w *fakeWorker, task *sluicev1.Task) *sluicev1.TaskResult) *fakeWorker {
 	t.Helper()
-	f := &fakeWorker{conn: d.register(&sluicev1.Register{WorkerId: id, Slots: int32(slots)})}
+	return startFakeWorkerReg(t, d, &sluicev1.Register{WorkerId: id, Slots: int32(slots)}, handle)
+}
+
+// startFakeWorkerReg is startFakeWorker with a whole register message
+// (labels, host).
+func startFakeWorkerReg(t *testing.T, d *dispatcher, reg *sluicev1.Register, handle func(w *fakeWorker, task *sluicev1.Task) *sluicev1.TaskResult) *fakeWorker {
+	t.Helper()
+	f := &fakeWorker{conn: d.register(reg)}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
@@ -81,7 +88,7 @@ func startFakeWorker(t *testing.T, d *dispatcher, id string, slots int, handle f
 // ok is the successful result of task, as a worker builds it.
 func ok(task *sluicev1.Task) *sluicev1.TaskResult {
 	return &sluicev1.TaskResult{
-		Key: proto.CloneOf(task.GetKey()), Range: task.GetRange(), SpecVersion: task.GetSpecVersion(),
+		Key: proto.CloneOf(task.GetKey()), Range: task.GetRange(), Ranges: task.GetRanges(), SpecVersion: task.GetSpecVersion(),
 		RecordsIn: task.GetRange().GetUntilOffset() - task.GetRange().GetFromOffset(),
 	}
 }
@@ -100,7 +107,7 @@ func testTasks(n int, timeout time.Duration) []*sluicev1.Task {
 }
 
 func run(ctx context.Context, d *dispatcher, tasks []*sluicev1.Task, lim taskLimits) (batchOutcome, error) {
-	return d.runTasks(ctx, tasks, lim, func(string) {}, nil)
+	return d.runTasks(ctx, tasks, lim, taskPolicy{}, func(string) {}, nil)
 }
 
 var defaultLimits = taskLimits{maxAttempts: 4, maxRetries: 30}
@@ -117,7 +124,10 @@ func TestRunTasksAcceptsOnlyTheDispatchedResult(t *testing.T) {
 		wrongAttempt.Key.Attempt++
 		wrongDispatch := ok(task)
 		wrongDispatch.Key.DispatchId += 1000
-		return []*sluicev1.TaskResult{wrongRange, wrongSpec, wrongAttempt, wrongDispatch}
+		// A task carries one range or several: a result must echo the same.
+		extraRanges := ok(task)
+		extraRanges.Ranges = []*sluicev1.OffsetRange{task.GetRange()}
+		return []*sluicev1.TaskResult{wrongRange, wrongSpec, wrongAttempt, wrongDispatch, extraRanges}
 	}
 	w := startFakeWorker(t, d, "w1", 4, func(w *fakeWorker, task *sluicev1.Task) *sluicev1.TaskResult {
 		for _, r := range forged(task) {

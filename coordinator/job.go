@@ -441,12 +441,18 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 	}
 	// Splitting is decided again when a planned batch is re-run: the
 	// batch's ranges, not its tasks, are what is logged and committed.
-	pieces := splitRanges(b.GetRanges(), lim.GetMaxRecordsPerTask(), r.dispatcher.liveSlots(), !jobspec.Transactional(r.spec))
+	// Packing small ranges follows consistent placement only: fixed and
+	// brokers placement choose a worker per partition.
+	slots, transactional := r.dispatcher.liveSlots(), jobspec.Transactional(r.spec)
+	mode := r.spec.GetPlacement().GetMode()
+	consistent := mode == sluicev1.PlacementMode_PLACEMENT_MODE_UNSPECIFIED || mode == sluicev1.PlacementMode_PLACEMENT_MODE_CONSISTENT
+	pieces := packRanges(splitRanges(b.GetRanges(), lim.GetMaxRecordsPerTask(), slots, !transactional), slots, consistent && !transactional)
 	tasks := make([]*sluicev1.Task, len(pieces))
 	for i, rg := range pieces {
 		tasks[i] = &sluicev1.Task{
 			Key:         &sluicev1.TaskKey{Job: r.name, BatchId: b.GetId(), Index: int32(i)},
 			Range:       rg.OffsetRange,
+			Ranges:      rg.ranges,
 			Piece:       rg.piece,
 			Spec:        r.spec,
 			SpecVersion: r.specVersion,
@@ -459,7 +465,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 			_ = h(b)
 		}
 	}
-	out, err := r.dispatcher.runTasks(ctx, tasks, tl, func(msg string) { r.setMessage(ctx, msg) }, dispatched)
+	out, err := r.dispatcher.runTasks(ctx, tasks, tl, r.taskPolicy(ctx, tasks), func(msg string) { r.setMessage(ctx, msg) }, dispatched)
 	var tf *taskFailure
 	if errors.As(err, &tf) {
 		return offs, jobFailure("batch %d: %v", b.GetId(), tf)
@@ -468,7 +474,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 		return offs, err
 	}
 
-	m := &sluicev1.BatchMetrics{Tasks: int32(len(tasks)), TaskAttempts: int32(out.attempts)}
+	m := &sluicev1.BatchMetrics{Tasks: int32(len(tasks)), TaskAttempts: int32(out.attempts), SpeculativeTasks: int32(out.speculative)}
 	var aggs [][]*sluicev1.KeyAggregate
 	var records []*sluicev1.OutputRecord
 	for _, res := range out.results {

@@ -180,6 +180,55 @@ func (a *Admin) Partitions(ctx context.Context, topics []string) (map[string][]i
 	return out, nil
 }
 
+// Leaders returns the host of each partition's leader broker (the host part
+// of its advertised address), for placing tasks near their data. A
+// partition without a leader at the moment (an election in progress) is
+// left out. A missing topic fails with an error naming it that wraps
+// ErrUnknownTopic.
+func (a *Admin) Leaders(ctx context.Context, tps []TopicPartition) (map[TopicPartition]string, error) {
+	out := make(map[TopicPartition]string, len(tps))
+	if len(tps) == 0 {
+		return out, nil
+	}
+	topics := make([]string, 0, len(tps))
+	for _, tp := range tps {
+		topics = append(topics, tp.Topic)
+	}
+	topics = dedup(topics)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("partition leaders of %v: %w", topics, err)
+	}
+	ctx, done, err := a.start(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("partition leaders of %v: %w", topics, err)
+	}
+	defer done()
+	res, err := a.admin.DescribeTopics(ctx, kafka.NewTopicCollectionOfTopicNames(topics))
+	if err != nil {
+		return nil, fmt.Errorf("partition leaders of %v: %w", topics, err)
+	}
+	want := make(map[TopicPartition]bool, len(tps))
+	for _, tp := range tps {
+		want[tp] = true
+	}
+	for _, d := range res.TopicDescriptions {
+		switch d.Error.Code() {
+		case kafka.ErrNoError:
+		case kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrUnknownTopicID:
+			return nil, fmt.Errorf("partition leaders: topic %q: %w", d.Name, ErrUnknownTopic)
+		default:
+			return nil, fmt.Errorf("partition leaders: describe topic %q: %w", d.Name, d.Error)
+		}
+		for _, p := range d.Partitions {
+			tp := TopicPartition{Topic: d.Name, Partition: int32(p.Partition)}
+			if want[tp] && p.Leader != nil && p.Leader.ID >= 0 && p.Leader.Host != "" {
+				out[tp] = p.Leader.Host
+			}
+		}
+	}
+	return out, nil
+}
+
 func dedup(ss []string) []string {
 	seen := make(map[string]bool, len(ss))
 	out := make([]string, 0, len(ss))

@@ -17,7 +17,10 @@ const benchRecords = 200_000
 
 // BenchmarkRead compares reading 200k small records from kfake through
 // Cache.Read with a bare confluent-kafka-go consumer loop over the same
-// records, with the same consumer settings. Each read uses a new consumer
+// records, with the cache's settings but librdkafka's default 64 MiB queue
+// (its default fetch.queue.backoff.ms of 1 s would halve the bare rate). The cache's
+// consumer has a default worker's share of its consumer memory
+// (DefaultConsumerMemory over 64 consumers: 2 MiB). Each read uses a new consumer
 // (creation and connection are timed, closing is not); the cache reads the
 // records as 10 consecutive ranges (10 tasks) through its cached consumer.
 //
@@ -75,12 +78,12 @@ func BenchmarkRead(b *testing.B) {
 }
 
 // bareRead reads the benchmark's records with a bare confluent-kafka-go
-// consumer loop, with the consumer settings Cache uses, and returns how long
-// it took, without closing the consumer.
+// consumer loop, with the cache's settings but a 64 MiB queue, and returns
+// how long it took, without closing the consumer.
 func bareRead(b *testing.B, cl Cluster) time.Duration {
 	b.Helper()
 	start := time.Now()
-	cm := consumerConfig(cl, "bench-bare")
+	cm, _ := consumerConfig(cl, "bench-bare", 128<<20)
 	cm["log_level"] = 4
 	kc, err := kafka.NewConsumer(&cm)
 	if err != nil {
@@ -126,7 +129,7 @@ func cacheRead(b *testing.B, cl Cluster, logger hclog.Logger, ranges int64) time
 		return nil
 	}
 	start := time.Now()
-	c := NewCache(1, logger)
+	c := NewCache(1, logger, WithMemory(DefaultConsumerMemory/64))
 	step := benchRecords / ranges
 	for from := int64(0); from < benchRecords; from += step {
 		st, err := c.Read(ctx, cl, "bench-cache", Range{Topic: "bench", Partition: 0, From: from, Until: from + step}, fn)

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -59,8 +60,17 @@ type cacheKey struct {
 // previous one ended reuses the records the consumer has prefetched. A
 // consumer serves one read at a time: a read of a partition whose consumer
 // is busy uses a temporary consumer, closed after the read (as Spark does).
+//
+// Its consumers' prefetch shares a memory budget (WithMemory, default
+// DefaultConsumerMemory): each consumer may hold budget/capacity bytes of
+// fetched records, at least MinConsumerShare, half in its queue and half in
+// one fetch (see prefetchLimits). A cluster's properties that ask for more are lowered to that
+// (and logged): the budget is the worker's, which a job cannot know at
+// submit, so a job runs the same on workers of any budget. A temporary
+// consumer takes a share beyond the budget while it reads.
 type Cache struct {
 	capacity int
+	share    int64 // prefetch bytes of each consumer
 	logger   hclog.Logger
 
 	mu      sync.Mutex
@@ -72,23 +82,69 @@ type Cache struct {
 	// a librdkafka consumer takes ~100 ms, which a read should not wait
 	// for). Add is called with mu held and closed false; Close waits.
 	closing sync.WaitGroup
+
+	// warned holds the cluster keys whose lowered properties were logged,
+	// so that a job's partitions do not log one line each.
+	warned map[string]bool
 }
 
+// maxWarned bounds Cache.warned; past it the set starts again.
+const maxWarned = 256
+
 // NewCache returns an empty cache that keeps at most capacity consumers
-// (at least 1). Consumers log to logger.
-func NewCache(capacity int, logger hclog.Logger) *Cache {
+// (at least 1), their prefetch bounded by WithMemory (the only option it
+// uses). Consumers log to logger.
+func NewCache(capacity int, logger hclog.Logger, opts ...Option) *Cache {
 	if capacity < 1 {
 		capacity = 1
 	}
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
+	o := options{memory: DefaultConsumerMemory}
+	for _, f := range opts {
+		f(&o)
+	}
 	return &Cache{
 		capacity: capacity,
+		share:    ConsumerShare(o.memory, capacity),
 		logger:   logger,
 		entries:  make(map[cacheKey]*consumer),
 		lru:      list.New(),
+		warned:   map[string]bool{},
 	}
+}
+
+// ConsumerShare is the prefetch memory of each consumer of a cache of
+// capacity consumers with a budget of memory bytes: memory/capacity, at
+// least MinConsumerShare.
+func ConsumerShare(memory int64, capacity int) int64 {
+	return max(memory/int64(max(capacity, 1)), MinConsumerShare)
+}
+
+// newConsumer creates a consumer for key with the cache's prefetch share,
+// logging once per cluster the properties lowered to fit it.
+func (c *Cache) newConsumer(cl Cluster, key cacheKey) (*consumer, error) {
+	if err := ValidateProperties(cl.Properties); err != nil {
+		return nil, fmt.Errorf("new consumer: %w", err)
+	}
+	cm, clamped := consumerConfig(cl, key.group, c.share)
+	if len(clamped) > 0 {
+		c.mu.Lock()
+		first := !c.warned[key.cluster]
+		if first {
+			if len(c.warned) >= maxWarned {
+				clear(c.warned)
+			}
+			c.warned[key.cluster] = true
+		}
+		c.mu.Unlock()
+		if first {
+			c.logger.Warn("source properties lowered to the worker's consumer memory (--consumer-memory / --consumer-cache per consumer)",
+				"bootstrap", cl.Bootstrap, "per_consumer_bytes", c.share, "lowered", strings.Join(clamped, ", "))
+		}
+	}
+	return newConsumer(cl, key, cm, c.logger)
 }
 
 // Len returns the number of cached consumers.
@@ -165,7 +221,7 @@ func (c *Cache) acquire(cl Cluster, key cacheKey) (cons *consumer, cached bool, 
 			return e, true, nil
 		}
 		c.mu.Unlock()
-		cons, err := newConsumer(cl, key, c.logger)
+		cons, err := c.newConsumer(cl, key)
 		if err != nil {
 			return nil, false, err
 		}
@@ -175,7 +231,7 @@ func (c *Cache) acquire(cl Cluster, key cacheKey) (cons *consumer, cached bool, 
 
 	// Create outside the lock; another read may insert the same key
 	// meanwhile, in which case ours is used as a temporary consumer.
-	cons, err = newConsumer(cl, key, c.logger)
+	cons, err = c.newConsumer(cl, key)
 	if err != nil {
 		return nil, false, err
 	}

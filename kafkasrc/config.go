@@ -155,22 +155,93 @@ func baseConfig(c Cluster) kafka.ConfigMap {
 	return cm
 }
 
-// consumerConfig returns the configuration of a range-reading consumer.
-func consumerConfig(c Cluster, groupID string) kafka.ConfigMap {
-	cm := kafka.ConfigMap{
+// DefaultConsumerMemory is the default budget of a Cache's consumers'
+// prefetch: 128 MiB, 2 MiB for each of 64 cached consumers.
+const DefaultConsumerMemory = 128 << 20
+
+// MinConsumerShare is the least prefetch memory a consumer gets: one fetch
+// of a full default-size record batch (the brokers' message.max.bytes is
+// about 1 MB), and a queue as large.
+const MinConsumerShare = 2 << 20
+
+// multiConsumerShare is the prefetch memory of a Pool consumer. Idle pool
+// consumers are unassigned and hold nothing, so a worker's pool holds at
+// most this much per running task.
+const multiConsumerShare = 8 << 20
+
+// prefetchLimits are the librdkafka properties that bound a consumer's
+// prefetch memory, with their aliases and their value for a share of
+// memory. librdkafka fetches until its queue holds queued.min.messages
+// records or queued.max.messages.kbytes of keys and values, so a consumer
+// holds its queue and one fetch response (fetch.max.bytes; one partition,
+// so max.partition.fetch.bytes too): half the share each. The queue's
+// bytes count keys and values only, while each queued record also costs
+// librdkafka a few hundred bytes of bookkeeping: the record count bounds
+// that (one record per 256 bytes of the queue's half), which small records
+// would otherwise multiply.
+var prefetchLimits = []struct {
+	name    string
+	aliases []string
+	limit   func(half int64) int64
+	// lowerOnly: set only a user value above the limit, else leave
+	// librdkafka's default.
+	lowerOnly bool
+}{
+	{name: "queued.max.messages.kbytes", limit: func(h int64) int64 { return h >> 10 }},
+	{name: "queued.min.messages", limit: func(h int64) int64 { return h / 256 }},
+	{name: "fetch.max.bytes", limit: func(h int64) int64 { return h }},
+	{name: "max.partition.fetch.bytes", aliases: []string{"fetch.message.max.bytes"}, limit: func(h int64) int64 { return h }},
+	// librdkafka requires fetch.max.bytes >= message.max.bytes (default
+	// 1,000,000); a consumer sends no large requests, so a smaller value
+	// costs nothing.
+	{name: "message.max.bytes", limit: func(h int64) int64 { return h }, lowerOnly: true},
+}
+
+// consumerConfig returns the configuration of a range-reading consumer
+// whose prefetch may use share bytes (see prefetchLimits). Prefetch
+// properties of the cluster that ask for more are lowered to that, and
+// reported in clamped as "name=value (asked for N)"; smaller ones are kept.
+func consumerConfig(c Cluster, groupID string, share int64) (cm kafka.ConfigMap, clamped []string) {
+	share = max(share, MinConsumerShare)
+	half := share / 2
+	cm = kafka.ConfigMap{
 		// Fetch settings (the user's properties override them): a fetch at
-		// the tail waits at most 100 ms, and a consumer prefetches at most
-		// ~50k records or 16 MiB, so that many cached consumers keep the
-		// worker's memory bounded. When its queue is full, the fetcher
-		// looks again after 10 ms: librdkafka's default (1 s) stalls a
-		// consumer that drains its queue quickly, halving throughput.
-		"fetch.wait.max.ms":          100,
-		"queued.min.messages":        50000,
-		"queued.max.messages.kbytes": 16384,
-		"fetch.queue.backoff.ms":     10,
+		// the tail waits at most 100 ms. When its queue is full, the
+		// fetcher looks again after 10 ms: librdkafka's default (1 s)
+		// stalls a consumer that drains its queue quickly, halving
+		// throughput.
+		"fetch.wait.max.ms":      100,
+		"fetch.queue.backoff.ms": 10,
 	}
 	for k, v := range baseConfig(c) {
 		cm[k] = v
+	}
+	for _, l := range prefetchLimits {
+		limit := l.limit(half)
+		asked, name, set, ok := int64(0), l.name, false, false
+		for _, a := range append([]string{l.name}, l.aliases...) {
+			if _, found := cm[a]; found && !set {
+				name, set = a, true
+				asked, ok = userInt(cm, a)
+				if !ok {
+					cm[l.name] = cm[a] // not a number: librdkafka refuses it, naming it
+				}
+			}
+			if a != l.name {
+				delete(cm, a) // set once, by its name: librdkafka applies them in map order
+			}
+		}
+		switch {
+		case set && !ok:
+		case !set && l.lowerOnly:
+		case !set:
+			cm[l.name] = strconv.FormatInt(limit, 10)
+		case asked > limit:
+			cm[l.name] = strconv.FormatInt(limit, 10)
+			clamped = append(clamped, fmt.Sprintf("%s=%d (asked for %d)", name, limit, asked))
+		default:
+			cm[l.name] = strconv.FormatInt(asked, 10)
+		}
 	}
 	isolation := "read_uncommitted"
 	if c.ReadCommitted {
@@ -183,5 +254,16 @@ func consumerConfig(c Cluster, groupID string) kafka.ConfigMap {
 	cm["auto.offset.reset"] = "error"
 	cm["isolation.level"] = isolation
 	cm["enable.partition.eof"] = false
-	return cm
+	return cm, clamped
+}
+
+// userInt reads an integer property of cm; a value that is not an integer
+// is left for librdkafka to refuse with its own message.
+func userInt(cm kafka.ConfigMap, name string) (int64, bool) {
+	v, ok := cm[name]
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(fmt.Sprint(v)), 10, 64)
+	return n, err == nil
 }

@@ -2,6 +2,9 @@ package kafkasrc
 
 import (
 	"errors"
+	"fmt"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -100,5 +103,91 @@ func TestValidateProducerProperties(t *testing.T) {
 				t.Errorf("validateProducerProperties(%v) = %v, want error %v", tc.props, err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// A consumer's prefetch properties follow its share of the worker's
+// consumer memory: half for the queue, half for one fetch. Properties that
+// ask for more are lowered and reported, smaller ones are kept, and an
+// alias is folded into its property.
+func TestConsumerConfigPrefetch(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name    string
+		share   int64
+		props   map[string]string
+		want    map[string]string // property -> value in the config
+		clamped []string
+		absent  []string
+	}{
+		{name: "default share", share: DefaultConsumerMemory / 64, want: map[string]string{
+			"queued.max.messages.kbytes": "1024", "queued.min.messages": "4096", "fetch.max.bytes": "1048576", "max.partition.fetch.bytes": "1048576",
+		}, absent: []string{"message.max.bytes"}},
+		{name: "below the minimum share", share: 1000, want: map[string]string{
+			"queued.max.messages.kbytes": "1024", "fetch.max.bytes": "1048576",
+		}},
+		{name: "large share", share: 64 * mib, want: map[string]string{
+			"queued.max.messages.kbytes": "32768", "queued.min.messages": "131072", "fetch.max.bytes": "33554432", "max.partition.fetch.bytes": "33554432",
+		}},
+		{name: "user asks for more", share: 4 * mib, props: map[string]string{
+			"queued.max.messages.kbytes": "65536", "queued.min.messages": "100000", "fetch.max.bytes": "52428800", "max.partition.fetch.bytes": "10485760", "message.max.bytes": "10000000",
+		}, want: map[string]string{
+			"queued.max.messages.kbytes": "2048", "queued.min.messages": "8192", "fetch.max.bytes": "2097152", "max.partition.fetch.bytes": "2097152", "message.max.bytes": "2097152",
+		}, clamped: []string{
+			"queued.max.messages.kbytes=2048 (asked for 65536)", "queued.min.messages=8192 (asked for 100000)", "fetch.max.bytes=2097152 (asked for 52428800)",
+			"max.partition.fetch.bytes=2097152 (asked for 10485760)", "message.max.bytes=2097152 (asked for 10000000)",
+		}},
+		{name: "user asks for less", share: 4 * mib, props: map[string]string{
+			"queued.max.messages.kbytes": "100", "queued.min.messages": "10", "max.partition.fetch.bytes": "65536", "message.max.bytes": "1000000",
+		}, want: map[string]string{
+			"queued.max.messages.kbytes": "100", "queued.min.messages": "10", "fetch.max.bytes": "2097152", "max.partition.fetch.bytes": "65536", "message.max.bytes": "1000000",
+		}},
+		{name: "alias", share: 2 * mib, props: map[string]string{"fetch.message.max.bytes": "50000000"},
+			want:    map[string]string{"max.partition.fetch.bytes": "1048576"},
+			clamped: []string{"fetch.message.max.bytes=1048576 (asked for 50000000)"},
+			absent:  []string{"fetch.message.max.bytes"}},
+		{name: "not a number is left to librdkafka", share: 2 * mib, props: map[string]string{"fetch.max.bytes": "lots"},
+			want: map[string]string{"fetch.max.bytes": "lots"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cm, clamped := consumerConfig(Cluster{Bootstrap: "b:9092", Properties: tc.props}, "g", tc.share)
+			for k, v := range tc.want {
+				if got := fmt.Sprint(cm[k]); got != v {
+					t.Errorf("%s = %s, want %s", k, got, v)
+				}
+			}
+			for _, k := range tc.absent {
+				if _, ok := cm[k]; ok {
+					t.Errorf("%s is set", k)
+				}
+			}
+			sort.Strings(clamped)
+			want := slices.Clone(tc.clamped)
+			sort.Strings(want)
+			if !slices.Equal(clamped, want) {
+				t.Errorf("clamped = %q, want %q", clamped, want)
+			}
+		})
+	}
+}
+
+// librdkafka accepts the prefetch settings of every share, and refuses a
+// property that is not a number with a message naming it.
+func TestConsumerConfigAccepted(t *testing.T) {
+	for _, share := range []int64{0, MinConsumerShare, 3<<20 + 17, DefaultConsumerMemory} {
+		cm, _ := consumerConfig(Cluster{Bootstrap: "127.0.0.1:1", Properties: map[string]string{"message.max.bytes": "50000000"}}, "g", share)
+		kc, err := newKafkaConsumer(&cm)
+		if err != nil {
+			t.Fatalf("share %d: %v", share, err)
+		}
+		_ = closeKafkaConsumer(kc)
+	}
+	cm, _ := consumerConfig(Cluster{Bootstrap: "127.0.0.1:1", Properties: map[string]string{"fetch.max.bytes": "lots"}}, "g", MinConsumerShare)
+	if kc, err := newKafkaConsumer(&cm); err == nil {
+		_ = closeKafkaConsumer(kc)
+		t.Fatal("fetch.max.bytes=lots accepted")
+	} else if !strings.Contains(err.Error(), "fetch.max.bytes") {
+		t.Errorf("error %q does not name fetch.max.bytes", err)
 	}
 }

@@ -61,15 +61,13 @@ type consumer struct {
 	closeOnce sync.Once
 }
 
-func newConsumer(cl Cluster, key cacheKey, logger hclog.Logger) (*consumer, error) {
-	if err := ValidateProperties(cl.Properties); err != nil {
-		return nil, fmt.Errorf("new consumer: %w", err)
-	}
+// newConsumer creates the consumer of key with the configuration cm (see
+// consumerConfig).
+func newConsumer(cl Cluster, key cacheKey, cm kafka.ConfigMap, logger hclog.Logger) (*consumer, error) {
 	logger = logger.With("topic", key.topic, "partition", key.partition)
 	k := &consumer{key: key, logger: logger, topic: key.topic}
 	k.tp = []kafka.TopicPartition{{Topic: &k.topic, Partition: key.partition}}
 	k.logs = newLogPump(logger)
-	cm := consumerConfig(cl, key.group)
 	k.logs.configure(cm)
 	kc, err := newKafkaConsumer(&cm)
 	if err != nil {

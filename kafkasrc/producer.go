@@ -104,7 +104,9 @@ func (t *tracker) delivered(err error) {
 	t.pending--
 	if err != nil {
 		t.failed++
-		if t.firstErr == nil {
+		// A record purged by an abort says less than one the brokers
+		// refused, whichever is reported first.
+		if t.firstErr == nil || purged(t.firstErr) && !purged(err) {
 			t.firstErr = err
 		}
 	}
@@ -116,6 +118,13 @@ func (t *tracker) delivered(err error) {
 		default:
 		}
 	}
+}
+
+// purged reports whether err is a record purged from the producer's queue
+// (a transaction aborted, a producer closed) rather than refused.
+func purged(err error) bool {
+	c := errorCode(err)
+	return c == kafka.ErrPurgeQueue || c == kafka.ErrPurgeInflight
 }
 
 // settled reports whether every message has its report, and then the

@@ -176,7 +176,7 @@ func newMultiConsumer(cl Cluster, groupID string, logger hclog.Logger) (*multiCo
 		return nil, fmt.Errorf("new consumer: %w", err)
 	}
 	c := &multiConsumer{logger: logger, logs: newLogPump(logger)}
-	cm := consumerConfig(cl, groupID)
+	cm, _ := consumerConfig(cl, groupID, multiConsumerShare)
 	c.logs.configure(cm)
 	kc, err := newKafkaConsumer(&cm)
 	if err != nil {

@@ -19,6 +19,12 @@ import (
 // permanent: the newer producer is another attempt of the same work.
 var ErrFenced = errors.New("kafkasrc: producer fenced by a newer instance")
 
+// sinkQueueKBytes bounds the records a sink producer holds for delivery
+// (librdkafka's default is 1 GiB): a task that produces faster than the
+// brokers acknowledge waits for room instead of growing. 16 MiB is many
+// batches in flight; a sink's properties may set another value.
+const sinkQueueKBytes = "16384"
+
 // DefaultSinkCapacity is the number of transactional writers, and of
 // idempotent producers, that Sinks keeps by default.
 const DefaultSinkCapacity = 64
@@ -63,10 +69,17 @@ type jobUse struct {
 // Option configures NewSinks and NewAdminPool.
 type Option func(*options)
 
-type options struct{ capacity int }
+type options struct {
+	capacity int
+	memory   int64
+}
 
 // WithCapacity bounds the number of clients kept (at least 1).
 func WithCapacity(n int) Option { return func(o *options) { o.capacity = max(n, 1) } }
+
+// WithMemory is the budget of a Cache's consumers' prefetch, in bytes (see
+// Cache).
+func WithMemory(n int64) Option { return func(o *options) { o.memory = n } }
 
 // NewSinks returns an empty set of sink writers, keeping at most
 // DefaultSinkCapacity transactional writers and as many idempotent producers
@@ -209,12 +222,68 @@ type idemProducer struct {
 // tasks writing with the same producer at the same time get their own.
 // Errors that a retry would repeat wrap ErrPermanent.
 func (s *Sinks) WriteIdempotent(ctx context.Context, t IdempotentTask, msgs []Message) error {
-	p, err := s.acquireIdem(t)
+	w, err := s.OpenIdempotent(t)
 	if err != nil {
 		return err
 	}
-	defer s.releaseIdem(p)
-	return p.prod.Write(ctx, msgs)
+	defer w.Close()
+	if err := w.Write(ctx, msgs); err != nil {
+		return err
+	}
+	return w.Flush(ctx)
+}
+
+// IdemWrite is one task's write with an idempotent producer, in chunks:
+// Write produces a chunk without waiting for it, Flush waits for every
+// record written, Close releases the producer. Its errors are about its own
+// records only. It is not safe for concurrent use.
+type IdemWrite struct {
+	s      *Sinks
+	p      *idemProducer
+	tr     *tracker
+	closed bool
+}
+
+// OpenIdempotent returns a write with the idempotent producer of t's
+// cluster and properties; Close it.
+func (s *Sinks) OpenIdempotent(t IdempotentTask) (*IdemWrite, error) {
+	p, err := s.acquireIdem(t)
+	if err != nil {
+		return nil, err
+	}
+	return &IdemWrite{s: s, p: p, tr: newTracker()}, nil
+}
+
+// Write queues msgs. It blocks while librdkafka's queue is full
+// (queue.buffering.max.messages, queue.buffering.max.kbytes), until
+// deliveries make room. A topic that does not exist fails before its
+// records are queued; a delivery already failed is returned at once.
+func (w *IdemWrite) Write(ctx context.Context, msgs []Message) error {
+	if err := w.tr.failure(); err != nil {
+		return err
+	}
+	if err := w.p.prod.checkTopics(ctx, msgs); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if err := w.p.prod.produce(ctx, w.tr, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Flush waits until every record written is delivered or failed, and
+// returns the first failure (saying how many more failed).
+func (w *IdemWrite) Flush(ctx context.Context) error { return w.p.prod.wait(ctx, w.tr) }
+
+// Close releases the producer; records not flushed may still be delivered.
+func (w *IdemWrite) Close() {
+	if w.closed {
+		return
+	}
+	w.closed = true
+	w.s.releaseIdem(w.p)
 }
 
 func (s *Sinks) acquireIdem(t IdempotentTask) (*idemProducer, error) {
@@ -234,7 +303,7 @@ func (s *Sinks) acquireIdem(t IdempotentTask) (*idemProducer, error) {
 		s.logger.Warn("replacing an idempotent producer after a fatal error", "bootstrap", t.Cluster.Bootstrap, "error", p.prod.Fatal())
 		s.dropIdemLocked(p)
 	}
-	all := map[string]string{"enable.idempotence": "true", "acks": "all"}
+	all := map[string]string{"enable.idempotence": "true", "acks": "all", "queue.buffering.max.kbytes": sinkQueueKBytes}
 	for k, v := range t.Properties {
 		all[k] = v
 	}
@@ -315,6 +384,12 @@ type TxnTask struct {
 	// BeforeCommit, if set, runs after the output and offsets are in the
 	// transaction and before it commits (a failpoint for tests).
 	BeforeCommit func()
+	// Fence makes the writer fence every other writer of the id at once
+	// (a re-run, or a speculative copy of a task still running elsewhere):
+	// an idle cached writer is not reused, since reusing it would skip
+	// InitTransactions and leave a slow or frozen attempt's transaction to
+	// time out first.
+	Fence bool
 }
 
 func (t TxnTask) timeout() time.Duration {
@@ -337,12 +412,148 @@ func (t TxnTask) target() string {
 // same transactional id fences this one (ErrFenced). Errors that a retry
 // would repeat wrap ErrPermanent.
 func (s *Sinks) Transact(ctx context.Context, t TxnTask, msgs []Message) (skipped bool, err error) {
-	w, err := s.acquireTxn(ctx, t)
-	if err != nil {
+	tw, skipped, err := s.BeginTxn(ctx, t)
+	if err != nil || skipped {
+		return skipped, err
+	}
+	defer tw.Close()
+	if err := tw.Write(ctx, msgs); err != nil {
 		return false, err
 	}
-	defer s.releaseTxn(w)
-	return w.transact(ctx, t, msgs)
+	return false, tw.Commit(ctx)
+}
+
+// TxnWrite is one task's open transaction, written in chunks as the task
+// produces its output: Write produces a chunk (librdkafka sends it while
+// the task goes on; a read_uncommitted reader sees it), Commit adds
+// Source.Until for the job's group and commits, and Close aborts a
+// transaction that did not commit and releases the writer. A TxnWrite
+// holds no records: its memory is librdkafka's queue. It is not safe for
+// concurrent use.
+type TxnWrite struct {
+	s    *Sinks
+	w    *txnWriter
+	t    TxnTask
+	tr   *tracker // the transaction's deliveries: their errors explain a failure
+	open bool     // begun, neither committed nor aborted
+	done bool     // Close was called
+}
+
+// BeginTxn checks t's range and begins its transaction. When the group's
+// committed offset of the source partition already reached Source.Until,
+// an earlier attempt committed the range: skipped is true, there is no
+// transaction, and the caller must write nothing. Otherwise Close the
+// TxnWrite when done with it.
+func (s *Sinks) BeginTxn(ctx context.Context, t TxnTask) (tw *TxnWrite, skipped bool, err error) {
+	w, err := s.acquireTxn(ctx, t)
+	if err != nil {
+		return nil, false, err
+	}
+	src := t.Source
+	// A range whose end offset the group already holds was written by an
+	// earlier attempt (committed in Kafka before its result reached the
+	// coordinator): writing it again would duplicate it. Asked before
+	// anything is produced.
+	if off, err := w.group.committed(ctx, src.Topic, src.Partition); err != nil {
+		s.releaseTxn(w)
+		return nil, false, err
+	} else if off >= src.Until {
+		s.releaseTxn(w)
+		return nil, true, nil
+	}
+	tw = &TxnWrite{s: s, w: w, t: t, tr: newTracker()}
+	if err := w.prod.kp.BeginTransaction(); err != nil {
+		err = w.fail(ctx, "begin", err, nil)
+		tw.Close()
+		return nil, false, err
+	}
+	tw.open = true
+	return tw, false, nil
+}
+
+// Write produces msgs in the transaction. It blocks while librdkafka's
+// queue is full, until deliveries make room. A topic that does not exist,
+// a record refused or a delivery already failed aborts the transaction and
+// is returned; the TxnWrite is then done but for Close.
+func (tw *TxnWrite) Write(ctx context.Context, msgs []Message) error {
+	if !tw.open {
+		return fmt.Errorf("transaction %s: write: %w", tw.w.id, errTxnNotOpen)
+	}
+	w := tw.w
+	if err := tw.tr.failure(); err != nil {
+		// librdkafka would refuse the next produce or the commit anyway.
+		tw.open = false
+		w.abort(ctx)
+		return fmt.Errorf("transaction %s: deliver: %w", w.id, err)
+	}
+	if err := w.prod.checkTopics(ctx, msgs); err != nil {
+		tw.open = false
+		w.abort(ctx)
+		return fmt.Errorf("transaction %s: %w", w.id, err)
+	}
+	for _, m := range msgs {
+		if err := w.prod.produce(ctx, tw.tr, m); err != nil {
+			tw.open = false
+			return w.fail(ctx, "produce", err, tw.tr)
+		}
+	}
+	return nil
+}
+
+// failure returns the first delivery error so far, nil if none, without
+// waiting for the records still pending.
+func (t *tracker) failure() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.failed == 0 {
+		return nil
+	}
+	return t.firstErr
+}
+
+// errTxnNotOpen: a TxnWrite used after it failed, committed or closed.
+var errTxnNotOpen = errors.New("kafkasrc: transaction not open")
+
+// Commit sends Source.Until to the group in the transaction, runs
+// BeforeCommit and commits. A ctx done by then aborts instead: the task was
+// cancelled or is past its deadline, and its range may have moved on.
+func (tw *TxnWrite) Commit(ctx context.Context) error {
+	if !tw.open {
+		return fmt.Errorf("transaction %s: commit: %w", tw.w.id, errTxnNotOpen)
+	}
+	tw.open = false
+	w, src := tw.w, tw.t.Source
+	kp := w.prod.kp
+	offsets := []kafka.TopicPartition{{Topic: &src.Topic, Partition: src.Partition, Offset: kafka.Offset(src.Until)}}
+	if err := kp.SendOffsetsToTransaction(ctx, offsets, w.group.meta); err != nil {
+		return w.fail(ctx, "send offsets to group "+w.groupID, err, tw.tr)
+	}
+	if tw.t.BeforeCommit != nil {
+		tw.t.BeforeCommit()
+	}
+	if err := ctx.Err(); err != nil {
+		w.abort(ctx)
+		return fmt.Errorf("transaction %s: not committed: %w", w.id, err)
+	}
+	if err := kp.CommitTransaction(ctx); err != nil {
+		return w.fail(ctx, "commit", err, tw.tr)
+	}
+	return nil
+}
+
+// Close aborts the transaction if it is still open (the task failed or was
+// cancelled part way) and releases the writer. It may be called more than
+// once.
+func (tw *TxnWrite) Close() {
+	if tw.done {
+		return
+	}
+	tw.done = true
+	if tw.open {
+		tw.open = false
+		tw.w.abort(context.Background())
+	}
+	tw.s.releaseTxn(tw.w)
 }
 
 // acquireTxn returns the writer of t's transactional id, created with t's
@@ -355,7 +566,7 @@ func (s *Sinks) acquireTxn(ctx context.Context, t TxnTask) (*txnWriter, error) {
 		return nil, fmt.Errorf("transactional writer %s: %w", t.TransactionalID, ErrClosed)
 	}
 	s.noteJobLocked(t.Job, use)
-	if w, ok := s.txns[t.TransactionalID]; ok && !w.broken && w.refs == 0 && w.use == use && w.groupID == t.Group {
+	if w, ok := s.txns[t.TransactionalID]; ok && !t.Fence && !w.broken && w.refs == 0 && w.use == use && w.groupID == t.Group {
 		w.refs++
 		s.txnLRU.MoveToFront(w.elem)
 		s.mu.Unlock()
@@ -562,10 +773,11 @@ type txnWriter struct {
 
 func newTxnWriter(ctx context.Context, t TxnTask, g *groupMeta, logger hclog.Logger) (*txnWriter, error) {
 	props := map[string]string{
-		"transactional.id":       t.TransactionalID,
-		"transaction.timeout.ms": strconv.FormatInt(t.timeout().Milliseconds(), 10),
-		"enable.idempotence":     "true",
-		"acks":                   "all",
+		"transactional.id":           t.TransactionalID,
+		"transaction.timeout.ms":     strconv.FormatInt(t.timeout().Milliseconds(), 10),
+		"enable.idempotence":         "true",
+		"acks":                       "all",
+		"queue.buffering.max.kbytes": sinkQueueKBytes,
 	}
 	for k, v := range t.Properties {
 		props[k] = v
@@ -583,53 +795,15 @@ func newTxnWriter(ctx context.Context, t TxnTask, g *groupMeta, logger hclog.Log
 	return &txnWriter{id: t.TransactionalID, groupID: t.Group, prod: p, group: g}, nil
 }
 
-func (w *txnWriter) transact(ctx context.Context, t TxnTask, msgs []Message) (bool, error) {
-	src := t.Source
-	// A range whose end offset the group already holds was written by an
-	// earlier attempt (committed in Kafka before its result reached the
-	// coordinator): writing it again would duplicate it.
-	if off, err := w.group.committed(ctx, src.Topic, src.Partition); err != nil {
-		return false, err
-	} else if off >= src.Until {
-		return true, nil
+// abort aborts the open transaction, within 10 seconds whatever ctx says;
+// a writer that cannot abort is broken.
+func (w *txnWriter) abort(ctx context.Context) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := w.prod.kp.AbortTransaction(actx); err != nil {
+		w.prod.logger.Warn("abort transaction", "transactional_id", w.id, "error", err)
+		w.broken = true
 	}
-	if err := w.prod.checkTopics(ctx, msgs); err != nil {
-		return false, fmt.Errorf("transaction %s: %w", w.id, err)
-	}
-	kp := w.prod.kp
-	if err := kp.BeginTransaction(); err != nil {
-		return false, w.fail(ctx, "begin", err, nil)
-	}
-	// The transaction's own deliveries: their errors explain a failed
-	// commit.
-	tr := newTracker()
-	for _, m := range msgs {
-		if err := w.prod.produce(ctx, tr, m); err != nil {
-			return false, w.fail(ctx, "produce", err, nil)
-		}
-	}
-	offsets := []kafka.TopicPartition{{Topic: &src.Topic, Partition: src.Partition, Offset: kafka.Offset(src.Until)}}
-	if err := kp.SendOffsetsToTransaction(ctx, offsets, w.group.meta); err != nil {
-		return false, w.fail(ctx, "send offsets to group "+w.groupID, err, tr)
-	}
-	if t.BeforeCommit != nil {
-		t.BeforeCommit()
-	}
-	// A task cancelled (its job stopped, reset or deleted; the task re-run
-	// elsewhere) or past its deadline must not commit: its range may have
-	// moved on meanwhile. Abort instead.
-	if err := ctx.Err(); err != nil {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if aerr := kp.AbortTransaction(actx); aerr != nil {
-			w.broken = true
-		}
-		return false, fmt.Errorf("transaction %s: not committed: %w", w.id, err)
-	}
-	if err := kp.CommitTransaction(ctx); err != nil {
-		return false, w.fail(ctx, "commit", err, tr)
-	}
-	return false, nil
 }
 
 // fail aborts the transaction where that is possible and classifies err: a
@@ -648,11 +822,7 @@ func (w *txnWriter) fail(ctx context.Context, what string, err error, tr *tracke
 	case (isKafka && ke.TxnRequiresAbort()) || what == "produce":
 		// A record refused by produce leaves the transaction open and
 		// usable: abort it too.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if aerr := w.prod.kp.AbortTransaction(actx); aerr != nil {
-			w.broken = true
-		}
+		w.abort(ctx)
 	default:
 		// A context error or a non-abortable one: the transaction state is
 		// unknown.
@@ -664,7 +834,8 @@ func (w *txnWriter) fail(ctx context.Context, what string, err error, tr *tracke
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		derr := w.prod.wait(wctx, tr)
 		cancel()
-		if errors.Is(derr, ErrPermanent) {
+		// Records purged by the abort say nothing about the cause.
+		if errors.Is(derr, ErrPermanent) && !purged(derr) {
 			return fmt.Errorf("transaction %s: %s: %w", w.id, what, derr)
 		}
 	}

@@ -504,3 +504,39 @@ func TestTransactAuthorizationErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSinksFenceSkipsTheCachedWriter: worker A holds a cached writer of an
+// id; worker B's attempt of the same range opens a transaction and stalls
+// (frozen). A's re-run with Fence creates a new writer whose
+// InitTransactions fences B at once, and commits; B's commit then fails.
+// Without Fence, A would reuse its cached writer, which B had fenced.
+func TestSinksFenceSkipsTheCachedWriter(t *testing.T) {
+	_, cl := newTestCluster(t, 1, "src", "out")
+	a, b := NewSinks(testLogger(t)), NewSinks(testLogger(t))
+	t.Cleanup(a.Close)
+	t.Cleanup(b.Close)
+	ctx := testCtx(t)
+	if _, err := a.Transact(ctx, txnTask(cl, "j", "i1", 1), messages("out", "first", 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	stalled, _, err := b.BeginTxn(ctx, txnTask(cl, "j", "i1", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	if err := stalled.Write(ctx, messages("out", "zombie", 5, 10)); err != nil {
+		t.Fatal(err)
+	}
+	rerun := txnTask(cl, "j", "i1", 2)
+	rerun.Fence = true
+	if _, err := a.Transact(ctx, rerun, messages("out", "rerun", 5, 10)); err != nil {
+		t.Fatalf("fencing re-run: %v", err)
+	}
+	if err := stalled.Commit(ctx); err == nil {
+		t.Fatal("the fenced attempt committed")
+	}
+	got := countRecords(t, cl, "out", 6)
+	if got["first"] != 1 || got["rerun"] != 5 || got["zombie"] != 0 {
+		t.Fatalf("committed records by prefix %v; want first 1, rerun 5, zombie 0", got)
+	}
+}

@@ -7,7 +7,11 @@
 // the records of its offset range with [Runner.Process] and reads the outcome
 // with [Runner.Result]: partial aggregates per key, or the output records when
 // the job does not aggregate, routed when the job writes to a Kafka sink.
-// [Merge] adds up the partial aggregates of several tasks. A worker makes its
+// A caller that writes its output as it goes (the Kafka sink) takes the output
+// records a chunk at a time with [Runner.Drain], and [Runner.SetOutputLimit]
+// bounds what a runner keeps (output records, or per-key state) with an
+// [*OutputLimitError]. [Merge] adds up the partial aggregates of several
+// tasks. A worker makes its
 // runners with [Program.NewRunnerContext], so that a cancelled task stops
 // evaluating.
 //

@@ -50,8 +50,8 @@ type Result struct {
 	// Aggregates per key, sorted by exact key (ExactKey), avg filled; only
 	// when the program aggregates.
 	Aggregates []*sluicev1.KeyAggregate
-	// Records that left the steps, in the order processed; only when the
-	// program does not aggregate.
+	// Records that left the steps, in the order processed, but those taken
+	// by Drain; only when the program does not aggregate.
 	Records []*sluicev1.OutputRecord
 	// FirstError describes the first record that failed, "" if none did; like
 	// RecordError.Error, it is valid UTF-8 and at most MaxErrorBytes long.
@@ -69,8 +69,9 @@ type Runner struct {
 	firstErr        string
 
 	aggs    map[string]*sluicev1.KeyAggregate // by exact key
-	records []*sluicev1.OutputRecord
-	bytes   int64
+	records []*sluicev1.OutputRecord          // since the last Drain
+	bytes   int64                             // of aggs, or of records
+	limit   OutputLimit
 
 	// Map results are written into the buffer of each pair that the current
 	// key or value does not use, since a result may alias the current one.
@@ -154,7 +155,63 @@ func (r *Runner) Process(rec *record.Record) error {
 		return r.fail(rec, err)
 	}
 	r.out++
+	if l := r.limit.Bytes; l > 0 && r.bytes > l {
+		// Not the record's fault: no record error policy applies.
+		return &OutputLimitError{
+			Limit: r.limit, Bytes: r.bytes, Keys: len(r.aggs), Aggregate: r.aggs != nil,
+			Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset,
+		}
+	}
 	return nil
+}
+
+// OutputLimit bounds the output a Runner keeps: its aggregates, or its
+// output records not yet drained.
+type OutputLimit struct {
+	// Bytes is the bound on OutputBytes; 0 means none.
+	Bytes int64
+	// Field names the limit in the job spec, e.g.
+	// "limits.max_task_output_bytes"; "" when the limit is fixed.
+	Field string
+	// Max is the highest value Field may take (0: not said).
+	Max int64
+}
+
+// OutputLimitError is output kept beyond the Runner's OutputLimit. The task
+// cannot succeed with the same records and settings: it says what to
+// change.
+type OutputLimitError struct {
+	Limit OutputLimit
+	// Bytes is the output kept when the record at Offset pushed it past
+	// the limit.
+	Bytes int64
+	// Keys is the number of aggregate keys, when Aggregate.
+	Keys      int
+	Aggregate bool
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
+func (e *OutputLimitError) Error() string {
+	at := fmt.Sprintf("topic %s partition %d at offset %d", e.Topic, e.Partition, e.Offset)
+	limit := fmt.Sprintf("the %d bytes a task may return", e.Limit.Bytes)
+	if e.Limit.Field != "" {
+		limit = fmt.Sprintf("%s %d", e.Limit.Field, e.Limit.Bytes)
+	}
+	raise := ""
+	if e.Limit.Field != "" && e.Limit.Max > e.Limit.Bytes {
+		raise = fmt.Sprintf(", raise %s (at most %d MiB)", e.Limit.Field, e.Limit.Max>>20)
+	}
+	var msg string
+	if e.Aggregate {
+		msg = fmt.Sprintf("aggregate state of %d keys (%d bytes) exceeds %s (%s): reduce the key cardinality of aggregate.key, or lower limits.max_records_per_batch or limits.max_records_per_task%s",
+			e.Keys, e.Bytes, limit, at, raise)
+	} else {
+		msg = fmt.Sprintf("task output of %d bytes exceeds %s (%s): lower limits.max_records_per_batch or limits.max_records_per_task%s, aggregate, or write to a Kafka sink",
+			e.Bytes, limit, at, raise)
+	}
+	return SafeText(msg, MaxErrorBytes)
 }
 
 // fieldErr is an evaluation error and the expression it happened in.
@@ -443,11 +500,35 @@ func (r *Runner) fail(rec *record.Record, fe *fieldErr) error {
 	return rerr
 }
 
-// OutputBytes is the approximate encoded size of the output kept so far
-// (output records, or aggregates), so that callers can bound it.
+// OutputBytes is the approximate encoded size of the output kept (the output
+// records not yet drained, or the aggregates), so that callers can bound it.
 func (r *Runner) OutputBytes() int64 { return r.bytes }
 
-// Result returns the counts and output so far. The aggregates are copies
+// SetOutputLimit makes Process fail with an *OutputLimitError, once it has
+// taken its record, when the output kept exceeds l.Bytes; the record error
+// policy does not apply. A Runner whose records are drained as they come
+// (a Kafka sink) keeps only what was not drained yet.
+func (r *Runner) SetOutputLimit(l OutputLimit) { r.limit = l }
+
+// Pending returns the number of output records kept since the last Drain.
+func (r *Runner) Pending() int { return len(r.records) }
+
+// Drain returns the output records kept since the last Drain, in the order
+// processed, and forgets them: OutputBytes drops by their size, and Result
+// has only the records after them. A caller that writes its output as it
+// goes (the Kafka sink) drains a chunk at a time, so that a task's memory
+// does not grow with its output. The records are the caller's.
+func (r *Runner) Drain() []*sluicev1.OutputRecord {
+	recs := r.records
+	r.records = make([]*sluicev1.OutputRecord, 0, cap(recs))
+	if r.aggs == nil {
+		r.bytes = 0
+	}
+	return recs
+}
+
+// Result returns the counts and output so far (the records not drained).
+// The aggregates are copies
 // (their key_bytes shared); the records are shared and must not be modified.
 // Every string in it is valid UTF-8, so that it can be marshalled: an
 // aggregate key that is not valid UTF-8 has a readable key, with \xNN for the

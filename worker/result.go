@@ -25,7 +25,7 @@ func sendable(res *sluicev1.TaskResult) *sluicev1.TaskResult {
 		if n := proto.Size(res); n > maxMessageBytes {
 			*res = sluicev1.TaskResult{
 				Key: res.GetKey(), Range: res.GetRange(), SpecVersion: res.GetSpecVersion(), Duration: res.GetDuration(), Fatal: true,
-				Error: fmt.Sprintf("the task's output is %d MiB, above the %d MiB a worker can send: aggregate it, write it to a Kafka sink, or lower limits.maxRecordsPerBatch",
+				Error: fmt.Sprintf("the task's output is %d MiB, above the %d MiB a worker can send: aggregate it, write it to a Kafka sink, or lower limits.max_records_per_batch or limits.max_task_output_bytes",
 					n>>20, maxMessageBytes>>20),
 			}
 		}

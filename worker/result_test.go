@@ -64,7 +64,7 @@ func TestSendableBoundsErrorsAndSize(t *testing.T) {
 		big.Records = append(big.Records, &sluicev1.OutputRecord{Value: value})
 	}
 	res = sendable(big)
-	if !res.Fatal || len(res.Records) != 0 || !strings.Contains(res.Error, "lower limits.maxRecordsPerBatch") {
+	if !res.Fatal || len(res.Records) != 0 || !strings.Contains(res.Error, "lower limits.max_records_per_batch") {
 		t.Errorf("oversized result: fatal %v, %d records, error %q; want a fatal error saying what to change", res.Fatal, len(res.Records), res.Error)
 	}
 	if res.GetKey().GetBatchId() != 4 || res.GetRange().GetUntilOffset() != 9 {

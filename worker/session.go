@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -33,9 +32,8 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", addr, err)
 	}
-	host, _ := os.Hostname()
 	if err := stream.Send(&sluicev1.ConnectRequest{Kind: &sluicev1.ConnectRequest_Register{Register: &sluicev1.Register{
-		WorkerId: w.cfg.ID, Slots: int32(w.cfg.Slots), Host: host, Labels: w.cfg.Labels,
+		WorkerId: w.cfg.ID, Slots: int32(w.cfg.Slots), Host: w.cfg.Host, Labels: w.cfg.Labels,
 	}}}); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
@@ -47,7 +45,7 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 	if hb <= 0 {
 		hb = time.Second
 	}
-	w.logger.Info("connected", "coordinator", addr, "slots", w.cfg.Slots)
+	w.logger.Info("connected", "coordinator", addr, "slots", w.cfg.Slots, "host", w.cfg.Host, "labels", w.cfg.Labels)
 
 	g, gctx := errgroup.WithContext(ctx)
 	// Recv has no ctx of its own: cancelling the stream's is what unblocks it.

@@ -11,53 +11,171 @@ import (
 	"github.com/sluice-stream/sluice/record"
 )
 
-// writeKafka writes a task's output records to the Kafka sink: in one
-// transaction with the source range's end offset (exactly-once), or with an
-// idempotent producer (at-least-once). Every record carries sluice-job,
-// sluice-batch and sluice-src headers so that readers can de-duplicate.
-func (w *Worker) writeKafka(ctx context.Context, task *sluicev1.Task, k *sluicev1.KafkaSink, recs []*sluicev1.OutputRecord) error {
-	job, batch := task.GetKey().GetJob(), strconv.FormatInt(task.GetKey().GetBatchId(), 10)
-	msgs := make([]kafkasrc.Message, len(recs))
-	for i, r := range recs {
+// A Kafka sink's output leaves the steps in chunks of at most this many
+// bytes (as steps counts them) or records, whichever comes first: a task's
+// memory is a chunk and the producer's queue, whatever its output.
+const (
+	chunkBytes   = 1 << 20
+	chunkRecords = 4096
+)
+
+// kafkaOutput writes a task's output records to the Kafka sink as the task
+// produces them: in one transaction with the source range's end offset
+// (exactly-once), or with an idempotent producer (at-least-once). Every
+// record carries sluice-job, sluice-batch and sluice-src headers so that
+// readers can de-duplicate.
+//
+// The transaction (or the producer) is opened with the first chunk, so that
+// a task whose output fits in one chunk holds it open no longer than it
+// takes to write it. When an earlier attempt already committed the range,
+// nothing is written and the output is dropped.
+type kafkaOutput struct {
+	w     *Worker
+	task  *sluicev1.Task
+	sink  *sluicev1.KafkaSink
+	job   string
+	batch string
+	// The header values shared by every record (the producer copies them).
+	jobHdr, batchHdr []byte
+	txn              *kafkasrc.TxnWrite
+	idem             *kafkasrc.IdemWrite
+	opened           bool
+	// skipped: the range was committed by an earlier attempt.
+	skipped bool
+	msgs    []kafkasrc.Message // reused for every chunk
+	chunks  int                // written
+}
+
+func (w *Worker) newKafkaOutput(task *sluicev1.Task, k *sluicev1.KafkaSink) *kafkaOutput {
+	o := &kafkaOutput{
+		w: w, task: task, sink: k,
+		job: task.GetKey().GetJob(), batch: strconv.FormatInt(task.GetKey().GetBatchId(), 10),
+	}
+	o.jobHdr, o.batchHdr = []byte(o.job), []byte(o.batch)
+	return o
+}
+
+// full reports whether the runner's pending output makes a chunk.
+func full(pending int, bytes int64) bool { return pending >= chunkRecords || bytes >= chunkBytes }
+
+// open begins the transaction, or takes the idempotent producer. The check
+// that the range is not committed yet comes before anything is produced.
+func (o *kafkaOutput) open(ctx context.Context) error {
+	o.opened = true
+	spec, inc := o.task.GetSpec(), o.task.GetIncarnation()
+	target := jobspec.Sink(spec)
+	if !jobspec.Transactional(spec) {
+		w, err := o.w.sinks.OpenIdempotent(kafkasrc.IdempotentTask{
+			Job: o.job, Incarnation: inc, Cluster: target, Properties: o.sink.GetProperties(),
+		})
+		o.idem = w
+		return err
+	}
+	r := o.task.GetRange()
+	txn, skipped, err := o.w.sinks.BeginTxn(ctx, kafkasrc.TxnTask{
+		Job:             o.job,
+		Incarnation:     inc,
+		Cluster:         target,
+		Properties:      o.sink.GetProperties(),
+		TransactionalID: jobspec.TransactionalID(spec, inc, r.GetTopic(), r.GetPartition()),
+		Timeout:         o.sink.GetTransactionTimeout().AsDuration(),
+		Group:           jobspec.GroupID(o.job, inc),
+		Source:          kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()},
+		Fence:           o.task.GetSpeculative() || o.task.GetKey().GetAttempt() > 1,
+		BeforeCommit: func() {
+			o.w.cfg.Failpoints.Hit("mid-txn")
+			if f := o.w.cfg.BeforeCommit; f != nil {
+				f(o.task)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if skipped {
+		o.skipped = true
+		o.w.logger.Info("range already committed to Kafka by an earlier attempt; not written again",
+			"job", o.job, "batch", o.batch, "topic", r.GetTopic(), "partition", r.GetPartition(), "until", r.GetUntilOffset())
+	}
+	o.txn = txn
+	return nil
+}
+
+// write produces one chunk of output records.
+func (o *kafkaOutput) write(ctx context.Context, recs []*sluicev1.OutputRecord) error {
+	if !o.opened {
+		if err := o.open(ctx); err != nil {
+			return err
+		}
+	}
+	if o.skipped || len(recs) == 0 {
+		return nil
+	}
+	msgs := o.messages(recs)
+	var err error
+	if o.txn != nil {
+		err = o.txn.Write(ctx, msgs)
+	} else {
+		err = o.idem.Write(ctx, msgs)
+	}
+	if err == nil {
+		o.chunks++
+		if f := o.w.afterChunk; f != nil {
+			f(o.task, o.chunks)
+		}
+	}
+	return err
+}
+
+// finish writes the last chunk and commits the transaction, or waits for
+// every record's delivery.
+func (o *kafkaOutput) finish(ctx context.Context, recs []*sluicev1.OutputRecord) error {
+	// Open even without output: the transaction commits the range's offset.
+	if err := o.write(ctx, recs); err != nil {
+		return err
+	}
+	var err error
+	switch {
+	case o.skipped:
+		return nil
+	case o.txn != nil:
+		err = o.txn.Commit(ctx)
+	default:
+		err = o.idem.Flush(ctx)
+	}
+	if err == nil {
+		o.w.cfg.Failpoints.Hit("after-sink-write")
+	}
+	return err
+}
+
+// close aborts a transaction that did not commit and releases the
+// producer; call it however the task ends.
+func (o *kafkaOutput) close() {
+	if o.txn != nil {
+		o.txn.Close()
+	}
+	if o.idem != nil {
+		o.idem.Close()
+	}
+}
+
+// messages converts output records to Kafka messages with Sluice's headers,
+// in a slice reused from chunk to chunk (the producer copies what it needs).
+func (o *kafkaOutput) messages(recs []*sluicev1.OutputRecord) []kafkasrc.Message {
+	clear(o.msgs) // drop the previous chunk's references
+	msgs := o.msgs[:0]
+	for _, r := range recs {
 		hdrs := make([]record.Header, 0, len(r.GetHeaders())+3)
 		for _, h := range r.GetHeaders() {
 			hdrs = append(hdrs, record.Header{Key: h.GetKey(), Value: h.GetValue()})
 		}
 		hdrs = append(hdrs,
-			record.Header{Key: "sluice-job", Value: []byte(job)},
-			record.Header{Key: "sluice-batch", Value: []byte(batch)},
+			record.Header{Key: "sluice-job", Value: o.jobHdr},
+			record.Header{Key: "sluice-batch", Value: o.batchHdr},
 			record.Header{Key: "sluice-src", Value: fmt.Appendf(nil, "%s/%d/%d", r.GetTopic(), r.GetPartition(), r.GetOffset())})
-		msgs[i] = kafkasrc.Message{Topic: r.GetSinkTopic(), Partition: r.GetSinkPartition(), Key: r.GetKey(), Value: r.GetValue(), Headers: hdrs}
+		msgs = append(msgs, kafkasrc.Message{Topic: r.GetSinkTopic(), Partition: r.GetSinkPartition(), Key: r.GetKey(), Value: r.GetValue(), Headers: hdrs})
 	}
-	spec, inc := task.GetSpec(), task.GetIncarnation()
-	target := jobspec.Sink(spec)
-	if !jobspec.Transactional(spec) {
-		err := w.sinks.WriteIdempotent(ctx, kafkasrc.IdempotentTask{
-			Job: job, Incarnation: inc, Cluster: target, Properties: k.GetProperties(),
-		}, msgs)
-		if err == nil {
-			w.cfg.Failpoints.Hit("after-sink-write")
-		}
-		return err
-	}
-	r := task.GetRange()
-	skipped, err := w.sinks.Transact(ctx, kafkasrc.TxnTask{
-		Job:             job,
-		Incarnation:     inc,
-		Cluster:         target,
-		Properties:      k.GetProperties(),
-		TransactionalID: jobspec.TransactionalID(spec, inc, r.GetTopic(), r.GetPartition()),
-		Timeout:         k.GetTransactionTimeout().AsDuration(),
-		Group:           jobspec.GroupID(job, inc),
-		Source:          kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()},
-		BeforeCommit:    func() { w.cfg.Failpoints.Hit("mid-txn") },
-	}, msgs)
-	if err == nil {
-		w.cfg.Failpoints.Hit("after-sink-write")
-	}
-	if skipped {
-		w.logger.Info("range already committed to Kafka by an earlier attempt; not written again",
-			"job", job, "batch", batch, "topic", r.GetTopic(), "partition", r.GetPartition(), "until", r.GetUntilOffset())
-	}
-	return err
+	o.msgs = msgs
+	return msgs
 }

@@ -34,7 +34,7 @@ func (w *Worker) program(task *sluicev1.Task) (*steps.Program, error) {
 // reported in the result for the coordinator to retry.
 func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.TaskResult {
 	start := time.Now()
-	res := &sluicev1.TaskResult{Key: task.GetKey(), Range: task.GetRange(), SpecVersion: task.GetSpecVersion()}
+	res := &sluicev1.TaskResult{Key: task.GetKey(), Range: task.GetRange(), Ranges: task.GetRanges(), SpecVersion: task.GetSpecVersion()}
 	fail := func(err error) *sluicev1.TaskResult {
 		res.Error = err.Error()
 		switch classify(ctx, err) {
@@ -58,33 +58,78 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 		defer cancel()
 	}
 	spec := task.GetSpec()
-	cl := jobspec.Source(spec)
-	r := task.GetRange()
+	if len(task.GetRanges()) > 0 && jobspec.Transactional(spec) {
+		// Its transactions are per source partition: the coordinator never
+		// packs such ranges, and a task that does is refused, not half run.
+		return fail(fmt.Errorf("a task with %d ranges for a transactional Kafka sink: %w", len(task.GetRanges()), errBadTask))
+	}
 	runner := prog.NewRunnerContext(ctx)
+	var out *kafkaOutput
+	switch k := spec.GetSink().GetKafka(); {
+	case k != nil:
+		// Written as it comes, a chunk at a time: the limit is a safety
+		// net that a drained runner never reaches.
+		out = w.newKafkaOutput(task, k)
+		defer out.close()
+		runner.SetOutputLimit(steps.OutputLimit{Bytes: jobspec.MaxTaskOutputBytes})
+	case spec.GetAggregate() != nil:
+		runner.SetOutputLimit(steps.OutputLimit{Bytes: jobspec.MaxTaskOutputBytes})
+	default:
+		runner.SetOutputLimit(steps.OutputLimit{
+			Bytes: jobspec.TaskOutputBytes(spec), Field: "limits.max_task_output_bytes", Max: jobspec.MaxTaskOutputBytes,
+		})
+	}
 	first := true
-	_, err = w.cache.Read(ctx, cl, jobspec.GroupID(spec.GetName(), task.GetIncarnation()), kafkasrc.Range{
-		Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset(),
-	}, func(rec *record.Record) error {
+	err = w.read(ctx, task, func(rec *record.Record) error {
 		if first {
 			first = false
 			w.cfg.Failpoints.Hit("mid-task")
 		}
-		return runner.Process(rec)
+		if err := runner.Process(rec); err != nil {
+			return err
+		}
+		if out != nil && full(runner.Pending(), runner.OutputBytes()) {
+			return out.write(ctx, runner.Drain())
+		}
+		return nil
 	})
 	if err != nil {
 		return fail(err)
 	}
-	out := runner.Result()
-	res.RecordsIn, res.RecordsOut, res.RecordsFailed = out.In, out.Out, out.Failed
-	res.Aggregates, res.Records = out.Aggregates, out.Records
-	if k := spec.GetSink().GetKafka(); k != nil {
-		if err := w.writeKafka(ctx, task, k, out.Records); err != nil {
+	if out != nil {
+		if err := out.finish(ctx, runner.Drain()); err != nil {
 			return fail(err)
 		}
-		res.Records = nil // written to Kafka, not collected
 	}
+	result := runner.Result()
+	res.RecordsIn, res.RecordsOut, res.RecordsFailed = result.In, result.Out, result.Failed
+	res.Aggregates, res.Records = result.Aggregates, result.Records
 	res.Duration = durationpb.New(time.Since(start))
 	return res
+}
+
+// errBadTask is a task the worker cannot run as sent.
+var errBadTask = errors.New("worker: malformed task")
+
+// read delivers the records of the task's ranges: one range through the
+// consumer cache, whose per-partition consumers keep their prefetch between
+// batches; several small ones through the pool, one consumer for them all.
+func (w *Worker) read(ctx context.Context, task *sluicev1.Task, fn func(*record.Record) error) error {
+	spec := task.GetSpec()
+	cl, group := jobspec.Source(spec), jobspec.GroupID(spec.GetName(), task.GetIncarnation())
+	if rs := task.GetRanges(); len(rs) > 0 {
+		ranges := make([]kafkasrc.Range, len(rs))
+		for i, r := range rs {
+			ranges[i] = kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()}
+		}
+		_, err := w.pool.ReadRanges(ctx, cl, group, ranges, fn)
+		return err
+	}
+	r := task.GetRange()
+	_, err := w.cache.Read(ctx, cl, group, kafkasrc.Range{
+		Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset(),
+	}, fn)
+	return err
 }
 
 // maxTaskTimeout bounds a task's timeout, so that no value overflows into
@@ -103,20 +148,21 @@ const (
 	errFailed
 	// errFatal: any worker and any attempt would fail the same way (a
 	// record the steps reject under the FAIL policy, a spec that does not
-	// compile, a record Kafka refuses as too large, a sink topic that does
-	// not exist, conflicting producer settings): the job fails at once with
-	// the message.
+	// compile, output above its limit, a record Kafka refuses as too large,
+	// a sink topic that does not exist, conflicting producer settings): the
+	// job fails at once with the message.
 	errFatal
 )
 
 func classify(ctx context.Context, err error) errClass {
 	var re *steps.RecordError
 	var fe *steps.FieldError
+	var le *steps.OutputLimitError
 	switch {
 	case ctx.Err() != nil:
 		// Whatever the error says, the task was cut short: its deadline.
 		return errTransient
-	case errors.As(err, &re), errors.As(err, &fe), errors.Is(err, kafkasrc.ErrPermanent):
+	case errors.As(err, &re), errors.As(err, &fe), errors.As(err, &le), errors.Is(err, kafkasrc.ErrPermanent), errors.Is(err, errBadTask):
 		return errFatal
 	case errors.Is(err, kafkasrc.ErrOffsetOutOfRange), errors.Is(err, kafkasrc.ErrInvalidRange):
 		return errFailed

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -33,8 +34,18 @@ type Config struct {
 	Slots int
 	// ConsumerCacheSize is the capacity of the Kafka consumer cache; default 64.
 	ConsumerCacheSize int
-	Labels            []string
-	Logger            hclog.Logger
+	// ConsumerMemory bounds, in bytes, the records all cached consumers
+	// prefetch: each gets ConsumerMemory/ConsumerCacheSize, at least
+	// kafkasrc.MinConsumerShare. Default 128 MiB (2 MiB per consumer).
+	ConsumerMemory int64
+	// Labels name this worker for fixed placement (placement.fixed
+	// worker_label); each is 1 to 63 letters, digits, '.', '_', '-', '='
+	// or ':'.
+	Labels []string
+	// Host is the host this worker runs on, matched against the partition
+	// leaders' hosts by brokers placement; default os.Hostname().
+	Host   string
+	Logger hclog.Logger
 	// DialOptions are added to the gRPC dial (tests).
 	DialOptions []grpc.DialOption
 	// Failpoints may crash or freeze the worker for the fault-tolerance
@@ -45,11 +56,29 @@ type Config struct {
 	// BeforeResult, if set, runs when a task has finished, before its result
 	// is sent (tests: a worker slow to report).
 	BeforeResult func(task *sluicev1.Task)
+	// BeforeCommit, if set, runs where the "mid-txn" failpoint is: a
+	// transactional Kafka sink's output and offsets are in the transaction,
+	// not committed (tests: a transaction held open in process).
+	BeforeCommit func(task *sluicev1.Task)
+}
+
+// LabelPattern is what a worker label may be: the same rule the coordinator
+// applies to placement.fixed[].worker_label.
+const LabelPattern = `^[A-Za-z0-9._=:-]{1,63}$`
+
+var labelRE = regexp.MustCompile(LabelPattern)
+
+// ValidateLabel says what is wrong with a worker label, or nil.
+func ValidateLabel(l string) error {
+	if !labelRE.MatchString(l) {
+		return fmt.Errorf("label %q must be 1 to 63 letters, digits, '.', '_', '-', '=' or ':'", l)
+	}
+	return nil
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Slots: 4, ConsumerCacheSize: 64, Logger: hclog.NewNullLogger()}
+	return Config{Slots: 4, ConsumerCacheSize: 64, ConsumerMemory: kafkasrc.DefaultConsumerMemory, Logger: hclog.NewNullLogger()}
 }
 
 // Validate checks the config.
@@ -63,6 +92,16 @@ func (c *Config) Validate() error {
 	if c.ConsumerCacheSize < 1 {
 		return fmt.Errorf("worker: config: consumer cache size %d is below 1", c.ConsumerCacheSize)
 	}
+	if c.ConsumerMemory/int64(c.ConsumerCacheSize) < kafkasrc.MinConsumerShare {
+		return fmt.Errorf("worker: config: consumer memory %d bytes for %d cached consumers is %d bytes each, below the %d MiB a consumer needs: raise the consumer memory to at least %d MiB or lower the consumer cache",
+			c.ConsumerMemory, c.ConsumerCacheSize, c.ConsumerMemory/int64(c.ConsumerCacheSize), kafkasrc.MinConsumerShare>>20,
+			int64(c.ConsumerCacheSize)*kafkasrc.MinConsumerShare>>20)
+	}
+	for _, l := range c.Labels {
+		if err := ValidateLabel(l); err != nil {
+			return fmt.Errorf("worker: config: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -71,10 +110,15 @@ type Worker struct {
 	cfg    Config
 	logger hclog.Logger
 	cache  *kafkasrc.Cache
+	pool   *kafkasrc.Pool // consumers of tasks with several ranges
 	sinks  *kafkasrc.Sinks
 
 	// programs caches compiled steps by job; bounded, since jobs come and go.
 	programs *lru.Cache[string, compiled]
+
+	// afterChunk, if set, runs after each chunk a task writes to a Kafka
+	// sink while it reads (tests).
+	afterChunk func(task *sluicev1.Task, chunk int)
 }
 
 // programCacheSize bounds the compiled programs a worker keeps.
@@ -87,9 +131,14 @@ type compiled struct {
 
 // New builds a worker; Run starts it.
 func New(cfg Config) (*Worker, error) {
-	if cfg.ID == "" {
+	if cfg.ID == "" || cfg.Host == "" {
 		host, _ := os.Hostname()
-		cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		if cfg.ID == "" {
+			cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
+		if cfg.Host == "" {
+			cfg.Host = host
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -105,7 +154,8 @@ func New(cfg Config) (*Worker, error) {
 	return &Worker{
 		cfg:      cfg,
 		logger:   logger,
-		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka")),
+		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka"), kafkasrc.WithMemory(cfg.ConsumerMemory)),
+		pool:     kafkasrc.NewPool(cfg.Slots, logger.Named("kafka")),
 		sinks:    kafkasrc.NewSinks(logger.Named("sink")),
 		programs: programs,
 	}, nil
@@ -118,6 +168,7 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // reconnecting with backoff when the stream breaks.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.cache.Close()
+	defer w.pool.Close()
 	defer w.sinks.Close()
 	backoff := 100 * time.Millisecond
 	for i := 0; ; i++ {

@@ -66,6 +66,19 @@ func (b *byteSize) Set(s string) error {
 	return nil
 }
 
+// labelFlags is the repeatable --label flag of a worker.
+type labelFlags []string
+
+func (l *labelFlags) String() string { return strings.Join(*l, ",") }
+
+func (l *labelFlags) Set(v string) error {
+	if err := worker.ValidateLabel(v); err != nil {
+		return err
+	}
+	*l = append(*l, v)
+	return nil
+}
+
 func runDev(ctx context.Context, args []string) error {
 	cfg := dev.DefaultConfig()
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
@@ -160,6 +173,10 @@ func runWorker(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.ID, "id", "", "stable worker id (default hostname-pid)")
 	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "tasks run at once")
 	fs.IntVar(&cfg.ConsumerCacheSize, "consumer-cache", cfg.ConsumerCacheSize, "Kafka consumers kept for reuse")
+	fs.Var((*byteSize)(&cfg.ConsumerMemory), "consumer-memory",
+		"bound on the records all cached consumers prefetch, e.g. 128MiB; each consumer gets consumer-memory/consumer-cache (at least 2 MiB)")
+	fs.Var((*labelFlags)(&cfg.Labels), "label", "a label for fixed placement (placement.fixed worker_label); repeatable")
+	fs.StringVar(&cfg.Host, "host", "", "this worker's host, matched with the partition leaders' hosts by brokers placement (default the hostname)")
 	level := fs.String("log-level", "info", "log level")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -46,5 +47,23 @@ func TestByteSize(t *testing.T) {
 	}
 	if err := fs.Parse([]string{"--keep-bytes", "many"}); err == nil {
 		t.Errorf("--keep-bytes many: no error")
+	}
+}
+
+func TestLabelFlags(t *testing.T) {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var labels []string
+	fs.Var((*labelFlags)(&labels), "label", "")
+	if err := fs.Parse([]string{"--label", "gpu", "--label", "zone=eu-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(labels) != 2 || labels[0] != "gpu" || labels[1] != "zone=eu-1" {
+		t.Errorf("labels = %q, want [gpu zone=eu-1]", labels)
+	}
+	for _, bad := range []string{"", "two words", "x/y", strings.Repeat("a", 64)} {
+		if err := fs.Parse([]string{"--label", bad}); err == nil {
+			t.Errorf("--label %q: no error", bad)
+		}
 	}
 }

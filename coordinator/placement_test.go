@@ -1,0 +1,122 @@
+package coordinator
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"github.com/sluice-stream/sluice/worker"
+)
+
+func TestPlacementChoose(t *testing.T) {
+	pk := func(p int32) placeKey { return placeKey{partitionKey{"t", p}, 0} }
+	piece := func(p, n int32) placeKey { return placeKey{partitionKey{"t", p}, n} }
+	// The rendezvous order of workers a..d, which the table relies on.
+	for k, want := range map[placeKey][]string{
+		pk(0): {"d", "b", "c", "a"}, pk(1): {"d", "c", "b", "a"}, pk(2): {"d", "a", "b", "c"}, pk(4): {"b", "c", "a", "d"},
+		piece(4, 2): {"a", "b", "c", "d"},
+	} {
+		got := []string{"a", "b", "c", "d"}
+		slices.SortFunc(got, func(x, y string) int {
+			if rendezvous(k, x) > rendezvous(k, y) {
+				return -1
+			}
+			return 1
+		})
+		if !slices.Equal(got, want) {
+			t.Fatalf("rendezvous order of %v is %v, the table expects %v", k, got, want)
+		}
+	}
+	workers := []workerInfo{
+		{id: "a", slots: 2, free: 2, labels: []string{"gpu"}, host: "127.0.0.1"},
+		{id: "b", slots: 2, free: 0, labels: []string{"gpu", "ssd"}, host: "h2"},
+		{id: "c", slots: 1, free: 1, host: "127.0.0.1"},
+		{id: "d", slots: 4, free: 4, labels: []string{"ssd"}, host: "h4"},
+	}
+	consistent := newPlacement(&sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_CONSISTENT}, nil)
+	fixed := newPlacement(&sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_FIXED, Fixed: []*sluicev1.FixedPlacement{
+		{Topic: "t", WorkerLabel: "ssd"},
+		{Topic: "t", Partitions: []int32{0}, WorkerLabel: "gpu"}, // beats the topic-wide entry
+		{Topic: "t", Partitions: []int32{2}, WorkerLabel: "tpu"},
+	}}, nil)
+	brokers := newPlacement(&sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_BROKERS}, map[partitionKey]string{
+		{"t", 0}: "127.0.0.1", {"t", 1}: "H4", {"t", 2}: "elsewhere", {"t", 4}: "h2",
+	})
+	tests := []struct {
+		name     string
+		pl       *placement
+		pk       placeKey
+		workers  []workerInfo
+		avoid    []string
+		exclude  string
+		spill    bool
+		want     string
+		wantErr  error
+		wantWait string
+	}{
+		{name: "consistent: the top worker", pl: consistent, pk: pk(0), want: "d"},
+		{name: "nil placement is consistent", pk: pk(0), want: "d"},
+		{name: "consistent: waits for a busy top worker", pl: consistent, pk: pk(4), wantErr: errNoSlot},
+		{name: "consistent: spills to the next with a free slot", pl: consistent, pk: pk(4), spill: true, want: "c"},
+		{name: "consistent: passes over avoided workers, waits for the next", pl: consistent, pk: pk(0), avoid: []string{"d"}, wantErr: errNoSlot},
+		{name: "consistent: avoided workers only when no other has room", pl: consistent, pk: pk(0), avoid: []string{"d", "c", "a"}, spill: true, want: "d"},
+		{name: "consistent: a later piece of a split range has a preferred worker of its own", pl: consistent, pk: piece(4, 2), want: "a"},
+		{name: "consistent: never the excluded worker", pl: consistent, pk: pk(0), exclude: "d", spill: true, want: "c"},
+		{name: "no workers", pl: consistent, pk: pk(0), workers: []workerInfo{}, wantErr: errNoWorkers},
+		{name: "no workers, fixed", pl: fixed, pk: pk(0), workers: []workerInfo{}, wantErr: errNoWorkers},
+
+		{name: "fixed: partition entry, top labelled worker busy", pl: fixed, pk: pk(0), wantErr: errNoSlot},
+		{name: "fixed: spills only among labelled workers", pl: fixed, pk: pk(0), spill: true, want: "a"},
+		{name: "fixed: topic-wide entry", pl: fixed, pk: pk(1), want: "d"},
+		{name: "fixed: the copy finds no other labelled worker with room", pl: fixed, pk: pk(1), exclude: "d", spill: true, wantErr: errNoSlot},
+		{name: "fixed: no live worker has the label", pl: fixed, pk: pk(2), spill: true,
+			wantWait: `no live worker has label "tpu" (placement.fixed for t/2)`},
+		{name: "fixed: no entry covers the partition", pl: fixed, pk: placeKey{partitionKey{"u", 0}, 0},
+			wantWait: "no placement.fixed entry covers u/0"},
+
+		{name: "brokers: consistent among the leader's host", pl: brokers, pk: pk(0), want: "c"},
+		{name: "brokers: hosts compare without case", pl: brokers, pk: pk(1), want: "d"},
+		{name: "brokers: the copy goes to the leader's host too", pl: brokers, pk: pk(0), exclude: "c", spill: true, want: "a"},
+		{name: "brokers: no worker on the leader's host", pl: brokers, pk: pk(2), want: "d"},
+		{name: "brokers: leader unknown", pl: brokers, pk: pk(3), want: "d"},
+		{name: "brokers: waits for the busy worker on the leader's host", pl: brokers, pk: pk(4), wantErr: errNoSlot},
+		{name: "brokers: spills elsewhere when the host is full", pl: brokers, pk: pk(4), spill: true, want: "c"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := workers
+			if tc.workers != nil {
+				ws = tc.workers
+			}
+			avoid := map[string]bool{}
+			for _, id := range tc.avoid {
+				avoid[id] = true
+			}
+			i, err := tc.pl.choose(tc.pk, ws, avoid, tc.exclude, tc.spill)
+			var pw *placementWait
+			switch {
+			case tc.wantWait != "":
+				if !errors.As(err, &pw) || pw.reason != tc.wantWait {
+					t.Fatalf("err = %v, want the wait %q", err, tc.wantWait)
+				}
+			case tc.wantErr != nil:
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+			case err != nil:
+				t.Fatalf("err = %v, want worker %s", err, tc.want)
+			case ws[i].id != tc.want:
+				t.Fatalf("chose %s, want %s", ws[i].id, tc.want)
+			}
+		})
+	}
+}
+
+// TestWorkerLabelsAgreeWithValidation: a label a worker accepts is one a
+// job's placement may name, and the other way round.
+func TestWorkerLabelsAgreeWithValidation(t *testing.T) {
+	if labelRE.String() != worker.LabelPattern {
+		t.Fatalf("placement labels %s, worker labels %s: they must be the same rule", labelRE, worker.LabelPattern)
+	}
+}
