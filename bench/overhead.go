@@ -35,7 +35,8 @@ const OverheadInterval = 50 * time.Millisecond
 
 // CoordinationOverhead measures what a batch costs beyond reading records:
 // plan (latest offsets of every partition) + log the plan in etcd + dispatch
-// one task per partition + collect + commit. Every batch carries one record
+// the tasks (one range per partition, packed as the coordinator chooses) +
+// collect + commit. Every batch carries one record
 // per partition (max_records_per_batch = partitions, backpressure off, so
 // the batches stay that size). It writes the records to topic (created with
 // partitions unless it exists), runs a counting job until the warmup and

@@ -11,8 +11,9 @@ import (
 
 // BenchmarkCoordinationOverhead measures what a batch costs beyond reading
 // records, at 64 and 1,024 partitions on 4 in-process workers: plan (latest
-// offsets of every partition) + log the plan in etcd + dispatch one task per
-// partition + collect + commit, every batch one record per partition
+// offsets of every partition) + log the plan in etcd + dispatch the tasks
+// (one range per partition) + collect + commit, every batch one record per
+// partition
 // (bench.CoordinationOverhead, which `make bench` also runs against
 // separate processes). Reported as p50 and p99 per batch; the target is p99
 // < 20ms at 1,024 partitions. A partition count whose batches are slow is

@@ -296,8 +296,8 @@ func runOverhead(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		return err
 	}
 	for _, parts := range cfg.overheadParts {
-		measure := fmt.Sprintf("(c) coordination overhead per batch, %d partitions, 1 record per task, 2 workers x 4 slots", parts)
-		logf("(c) %d batches of %d one-record tasks", cfg.overheadBatches, parts)
+		measure := fmt.Sprintf("(c) coordination overhead per batch, %d partitions, 1 record per partition, 2 workers x 4 slots", parts)
+		logf("(c) %d batches of one record on each of %d partitions", cfg.overheadBatches, parts)
 		octx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 		o, err := bench.CoordinationOverhead(octx, cl.c, cl.kafka, fmt.Sprintf("overhead-%d", parts), parts, cfg.overheadBatches, cfg.overheadBudget)
 		cancel()
