@@ -32,7 +32,12 @@ test-short: ## Unit tests only
 	go test -short ./...
 
 .PHONY: bench
-bench: ## Run the benchmarks
+bench: build ## One table, side by side in one run: backlog vs bare consumers, RSS, sustained rate, overhead (SLUICE_BENCH_QUICK=1: short)
+	go build -o $(BIN)/sluice-bench ./cmd/sluice-bench
+	$(BIN)/sluice-bench -sluice bin/sluice
+
+.PHONY: bench-go
+bench-go: ## Run the Go benchmarks (go test -bench) of every package
 	go test -run '^$$' -bench . -benchmem ./...
 
 .PHONY: generate

@@ -1,0 +1,151 @@
+// Command sluice-bench is `make bench`: it runs Sluice as separate processes
+// (`sluice dev --infra-only`, `sluice coordinator`, two `sluice worker
+// --slots 4`) and prints one table of figures measured side by side in one
+// run:
+//
+//	(a) the click job with default settings on backlogs of two sizes against
+//	    8 bare librdkafka consumers on the same broker, and the workers' peak
+//	    RSS;
+//	(b) the highest sustained input rate the default job keeps up with;
+//	(c) the coordination overhead per batch at 64 and 1,024 partitions.
+//
+// SLUICE_BENCH_QUICK=1 (or -quick) runs a short version for development;
+// SLUICE_BENCH_RECORDS=200000,1000000 (or -records) sets the backlogs.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	sluice  string
+	records []int64
+	quick   bool
+	dir     string
+	keep    bool
+	parts   string
+	// workerArgs are added to every `sluice worker` command line.
+	workerArgs []string
+	// (b)
+	window    time.Duration
+	rateStart int
+	rateLimit int
+	bisect    int
+	// (c)
+	overheadBatches int
+	overheadBudget  time.Duration
+	overheadParts   []int32
+}
+
+func parseFlags(args []string) (config, error) {
+	fs := flag.NewFlagSet("sluice-bench", flag.ContinueOnError)
+	cfg := config{}
+	quickDefault, _ := strconv.ParseBool(os.Getenv("SLUICE_BENCH_QUICK"))
+	fs.StringVar(&cfg.sluice, "sluice", "bin/sluice", "the sluice binary")
+	fs.BoolVar(&cfg.quick, "quick", quickDefault, "short run for development: backlogs of 200k and 1M, short windows (env SLUICE_BENCH_QUICK)")
+	records := fs.String("records", os.Getenv("SLUICE_BENCH_RECORDS"), "comma-separated backlog sizes, smallest first (env SLUICE_BENCH_RECORDS; default 1000000,10000000, quick 200000,1000000)")
+	fs.StringVar(&cfg.dir, "dir", "", "work directory for the processes' data and logs (default a new temporary one)")
+	fs.BoolVar(&cfg.keep, "keep", false, "keep the work directory (logs) at the end")
+	fs.StringVar(&cfg.parts, "parts", "abc", "which parts to run: a (backlog), b (sustained rate), c (overhead)")
+	workerArgs := fs.String("worker-args", "", "extra flags of every sluice worker, space-separated (e.g. \"--consumer-cache 600\"); the default is none: the defaults")
+	fs.DurationVar(&cfg.window, "window", 0, "(b) how long the producer runs at each rate (default 20s, quick 10s)")
+	fs.IntVar(&cfg.rateStart, "rate-start", 50_000, "(b) first input rate tried, records/s")
+	fs.IntVar(&cfg.rateLimit, "rate-limit", 3_200_000, "(b) highest input rate tried, records/s")
+	fs.IntVar(&cfg.bisect, "bisect", 2, "(b) bisection steps after the doubling")
+	fs.IntVar(&cfg.overheadBatches, "overhead-batches", 0, "(c) batches measured per partition count (default 200, quick 100)")
+	fs.DurationVar(&cfg.overheadBudget, "overhead-budget", 0, "(c) time after which a partition count is measured over the batches committed so far (default 90s, quick 45s)")
+	overheadParts := fs.String("overhead-partitions", "64,1024", "(c) partition counts")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	cfg.workerArgs = strings.Fields(*workerArgs)
+	if *records == "" {
+		*records = "1000000,10000000"
+		if cfg.quick {
+			*records = "200000,1000000"
+		}
+	}
+	for _, f := range strings.Split(*records, ",") {
+		n, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+		if err != nil || n < 1 {
+			return cfg, fmt.Errorf("-records %q: want positive record counts separated by commas", *records)
+		}
+		cfg.records = append(cfg.records, n)
+	}
+	for _, f := range strings.Split(*overheadParts, ",") {
+		n, err := strconv.ParseInt(strings.TrimSpace(f), 10, 32)
+		if err != nil || n < 1 {
+			return cfg, fmt.Errorf("-overhead-partitions %q: want positive partition counts separated by commas", *overheadParts)
+		}
+		cfg.overheadParts = append(cfg.overheadParts, int32(n))
+	}
+	if cfg.window == 0 {
+		cfg.window = 20 * time.Second
+		if cfg.quick {
+			cfg.window = 10 * time.Second
+		}
+	}
+	if cfg.overheadBatches == 0 {
+		cfg.overheadBatches = 200
+		if cfg.quick {
+			cfg.overheadBatches = 100
+		}
+	}
+	if cfg.overheadBudget == 0 {
+		cfg.overheadBudget = 90 * time.Second
+		if cfg.quick {
+			cfg.overheadBudget = 45 * time.Second
+		}
+	}
+	if cfg.rateStart < 1 || cfg.rateLimit < cfg.rateStart {
+		return cfg, fmt.Errorf("-rate-start %d, -rate-limit %d: want 1 <= start <= limit", cfg.rateStart, cfg.rateLimit)
+	}
+	return cfg, nil
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	t := &table{}
+	err = run(ctx, cfg, t)
+	mode := "full"
+	if cfg.quick {
+		mode = "quick"
+	}
+	fmt.Printf("\n## sluice-bench (%s mode), %s\n\n", mode, start.Format(time.DateTime))
+	t.print(os.Stdout)
+	fmt.Printf("\nOne run, %d cores, took %s. Everything shares the machine: broker, etcd, coordinator, workers, producers and bare consumers.\n",
+		numCPU(), time.Since(start).Round(time.Second))
+	if len(t.notes) > 0 {
+		fmt.Println()
+		for _, n := range t.notes {
+			fmt.Println("- " + n)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
