@@ -177,6 +177,12 @@ func newMultiConsumer(cl Cluster, groupID string, logger hclog.Logger) (*multiCo
 	}
 	c := &multiConsumer{logger: logger, logs: newLogPump(logger)}
 	cm, _ := consumerConfig(cl, groupID, multiConsumerShare)
+	// A read ends with a fetch past its ranges in flight, which the broker
+	// holds until fetch.wait.max.ms when there is no more data; librdkafka
+	// sends no other fetch to that broker meanwhile, so the next read's
+	// first fetch would wait for it. The ranges are planned below the
+	// latest offsets, so a read rarely waits on the broker for data.
+	cm["fetch.wait.max.ms"] = 1
 	c.logs.configure(cm)
 	kc, err := newKafkaConsumer(&cm)
 	if err != nil {
