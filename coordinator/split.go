@@ -31,12 +31,17 @@ const (
 	// maxRangesPerTask bounds a packed task (its message and its reader's
 	// assignment).
 	maxRangesPerTask = 2048
+	// packRecordsPerTask: small ranges are packed into one task per this
+	// many records (up to one per slot). Every task costs a dispatch, a
+	// consumer and a fetch; below this, fewer tasks finish sooner.
+	packRecordsPerTask = 50_000
 )
 
 // packRanges packs the small whole ranges of a batch (below packRecords)
-// into at most slots tasks, balanced by records, when there are more of
-// them than slots: the cost of a batch over a thousand partitions is then a
-// few tasks, not a thousand. Bigger ranges and split pieces stay tasks of
+// into tasks of about packRecordsPerTask records, at most one per slot,
+// balanced by records, when there are more of them than slots or they are
+// few records: the cost of a batch over a thousand partitions is then a few
+// tasks, not a thousand. Bigger ranges and split pieces stay tasks of
 // their own. A packed task's ranges are in topic and partition order.
 // Without packable (the transactional Kafka sink, one transaction per
 // partition) nothing is packed.
@@ -47,9 +52,17 @@ func packRanges(trs []taskRange, slots int, packable bool) []taskRange {
 			small = append(small, i)
 		}
 	}
-	groups := max(slots, 1)
-	groups = max(groups, (len(small)+maxRangesPerTask-1)/maxRangesPerTask)
-	if !packable || len(small) <= groups {
+	// As few tasks as keep the slots busy: one per packRecordsPerTask
+	// records, at most one per slot, at least enough for maxRangesPerTask.
+	var smallRecords int64
+	for _, i := range small {
+		smallRecords += size(trs[i])
+	}
+	groups := int(min(int64(max(slots, 1)), (smallRecords+packRecordsPerTask-1)/packRecordsPerTask))
+	groups = max(groups, 1, (len(small)+maxRangesPerTask-1)/maxRangesPerTask)
+	if !packable || len(small) <= max(slots, 1) {
+		// Few enough for the cached consumers, whose prefetch makes the
+		// next batch of a partition cheapest.
 		return trs
 	}
 	// Longest first to the least loaded group (ties: the lower index), so

@@ -134,10 +134,12 @@ func TestPackRanges(t *testing.T) {
 		wantMax   int // ranges in the biggest task
 	}{
 		{"no more ranges than slots", whole(many(8, 1)...), 8, true, 8, 1},
-		{"1,024 partitions on 16 slots", whole(many(1024, 1)...), 16, true, 16, 64},
+		{"1,024 partitions of one record on 16 slots: one task", whole(many(1024, 1)...), 16, true, 1, 1024},
+		{"1,024 partitions of 1,000 records on 16 slots", whole(many(1024, 1000)...), 16, true, 16, 64},
+		{"1,024 partitions of 100 records on 16 slots: 50,000 records a task", whole(many(1024, 100)...), 16, true, 3, 342},
 		{"10,000 partitions on 2 slots: tasks of at most 2,048", whole(many(10_000, 1)...), 2, true, 5, 2000},
 		{"not packable: transactional sink", whole(many(1024, 1)...), 16, false, 1024, 1},
-		{"big ranges stay alone", whole(append(many(4, 1), rng("big", 0, 0, 50_000), rng("big", 1, 0, 50_000))...), 2, true, 4, 2},
+		{"big ranges stay alone", whole(append(many(4, 1), rng("big", 0, 0, 50_000), rng("big", 1, 0, 50_000))...), 2, true, 3, 4},
 		{"no workers counts one slot", whole(many(5, 3)...), 0, true, 1, 5},
 	}
 	for _, tc := range tests {
