@@ -45,6 +45,10 @@ type jobRunner struct {
 	// latest estimate in records per second over the job (0: none yet).
 	estimator *pidEstimator
 	rate      float64
+	// mirror hands committed offsets to the goroutine that copies them to
+	// the job's Kafka consumer group (nil for the transactional sink, which
+	// commits them in its transactions).
+	mirror chan *sluicev1.CommittedOffsets
 }
 
 // Hooks let tests stop the lifecycle at its failure points. Each hook may
@@ -90,6 +94,21 @@ func (r *jobRunner) run(ctx context.Context) error {
 func (r *jobRunner) loop(ctx context.Context) error {
 	var prevTime time.Time
 	nextID := int64(1)
+	if !jobspec.Transactional(r.spec) {
+		// Mirroring runs beside the batches: a thousand partitions' group
+		// commit would otherwise delay every next batch.
+		mctx, stop := context.WithCancel(ctx)
+		r.mirror = make(chan *sluicev1.CommittedOffsets, 1)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.runMirror(mctx)
+		}()
+		defer func() {
+			stop()
+			<-done
+		}()
+	}
 
 	// Recover: a PLANNED batch is re-run with its logged ranges.
 	last, err := retry(ctx, r, "read last batch", func(ctx context.Context) (offsetstore.Versioned[*sluicev1.Batch], error) {
@@ -545,13 +564,30 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 			return offs, err
 		}
 	}
-	if !jobspec.Transactional(r.spec) {
-		r.mirrorOffsets(ctx, newOffs)
+	if r.mirror != nil {
+		// Only the newest offsets matter: replace any not mirrored yet.
+		select {
+		case <-r.mirror:
+		default:
+		}
+		r.mirror <- newOffs
 	}
 	if r.message != "" {
 		r.setMessage(ctx, "")
 	}
 	return offsetstore.Versioned[*sluicev1.CommittedOffsets]{Value: newOffs, ModRevision: rev}, nil
+}
+
+// runMirror mirrors the offsets the loop hands over until ctx ends.
+func (r *jobRunner) runMirror(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case offs := <-r.mirror:
+			r.mirrorOffsets(ctx, offs)
+		}
+	}
 }
 
 // mirrorOffsets commits the batch's offsets to the job's Kafka consumer

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -64,6 +65,31 @@ func TestDefaultJobOnBacklogUsesBackpressure(t *testing.T) {
 		if c.GetLimited() && b.GetMetrics().GetRecordsIn() > c.GetMaxRecords() {
 			t.Fatalf("batch %d read %d records above its cap %v", b.GetId(), b.GetMetrics().GetRecordsIn(), c)
 		}
+	}
+
+	// The offsets are mirrored to the job's Kafka group beside the batches.
+	j, err := tc.Client.Job(ctx, "backlog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(tc.producer())
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		offs, err := adm.FetchOffsets(ctx, j.GetKafkaGroup())
+		mirrored := err == nil
+		for k, want := range ends {
+			var p int32
+			fmt.Sscanf(strings.TrimPrefix(k, topic+"/"), "%d", &p)
+			o, ok := offs.Lookup(topic, p)
+			mirrored = mirrored && ok && o.At == want
+		}
+		if mirrored {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group %s offsets %v (%v), want %v", j.GetKafkaGroup(), offs, err, ends)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 
 	out := run(t, sluiceBin, "batches", "--coordinator", tc.Addr, "-n", "100", "backlog")
