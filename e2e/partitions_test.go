@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -37,4 +38,48 @@ func TestThousandPartitions(t *testing.T) {
 			t.Fatalf("batch %d has %d tasks for %d ranges; want them packed into at most 8", b.GetId(), n, len(b.GetRanges()))
 		}
 	}
+}
+
+// TestPartitionsGrowWhileRunning: a default job on an 8-partition topic
+// that grows to 1,024 partitions while it runs finds the new partitions,
+// reads them from their earliest offset, and counts every record exactly.
+func TestPartitionsGrowWhileRunning(t *testing.T) {
+	const topic = "growing"
+	tc := newTestCluster(t, clusterOptions{workers: 2, partitions: 8, topics: []string{topic}})
+	pr := tc.producer(kgo.ProducerLinger(5 * time.Millisecond))
+	counts, ends := map[string]int64{}, map[string]int64{}
+	produceKeyed(t, pr, topic, 8, 8_000, 5, counts, ends)
+	ctx := context.Background()
+	if _, err := tc.Client.Submit(ctx, defaultJob("growing", tc.Brokers, topic)); err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	tc.waitOffsets("growing", ends, time.Minute)
+
+	resp, err := kadm.NewClient(pr).CreatePartitions(ctx, 1024-8, topic)
+	if err != nil || resp[topic].Err != nil {
+		t.Fatalf("grow %s to 1,024 partitions: %v %v", topic, err, resp[topic].Err)
+	}
+	// kgo learns of the new partitions from its next metadata refresh.
+	pr.ForceMetadataRefresh()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		parts, err := kadm.NewClient(pr).ListTopics(ctx, topic)
+		if err == nil && len(parts[topic].Partitions) == 1024 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the topic did not grow to 1,024 partitions: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	produceKeyed(t, pr, topic, 1024, 40_000, 6, counts, ends)
+	tc.waitOffsets("growing", ends, 2*time.Minute)
+	if got := tc.mergedCounts("growing"); !maps.Equal(got, counts) {
+		t.Fatalf("counts differ from the ground truth (%d keys, want %d)", len(got), len(counts))
+	}
+	start := map[string]int64{}
+	for k := range ends {
+		start[k] = 0
+	}
+	tc.checkRanges("growing", start, ends)
 }
