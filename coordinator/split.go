@@ -21,6 +21,7 @@ const (
 type taskRange struct {
 	*sluicev1.OffsetRange
 	piece  int32 // index among the pieces of its partition's range
+	split  bool  // one of several pieces of a range
 	ranges []*sluicev1.OffsetRange
 }
 
@@ -48,7 +49,7 @@ const (
 func packRanges(trs []taskRange, slots int, packable bool) []taskRange {
 	var small []int
 	for i, tr := range trs {
-		if tr.OffsetRange != nil && tr.piece == 0 && tr.GetUntilOffset()-tr.GetFromOffset() < packRecords {
+		if tr.OffsetRange != nil && !tr.split && tr.GetUntilOffset()-tr.GetFromOffset() < packRecords {
 			small = append(small, i)
 		}
 	}
@@ -154,6 +155,7 @@ func splitRanges(ranges []*sluicev1.OffsetRange, maxPerTask int64, slots int, sp
 			out = append(out, taskRange{
 				OffsetRange: &sluicev1.OffsetRange{Topic: r.GetTopic(), Partition: r.GetPartition(), FromOffset: from, UntilOffset: until},
 				piece:       int32(i),
+				split:       true,
 			})
 			from = until
 		}

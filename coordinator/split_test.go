@@ -141,6 +141,8 @@ func TestPackRanges(t *testing.T) {
 		{"not packable: transactional sink", whole(many(1024, 1)...), 16, false, 1024, 1},
 		{"big ranges stay alone", whole(append(many(4, 1), rng("big", 0, 0, 50_000), rng("big", 1, 0, 50_000))...), 2, true, 3, 4},
 		{"no workers counts one slot", whole(many(5, 3)...), 0, true, 1, 5},
+		{"pieces of a split range are never packed", append(splitRanges([]*sluicev1.OffsetRange{rng("hot", 0, 0, 12_000)}, 4_000, 1, true),
+			whole(rng("cold", 0, 0, 100), rng("cold", 1, 0, 100))...), 1, true, 4, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
