@@ -196,21 +196,23 @@ var errUnexpectedOffset = errors.New("kafkasrc: unexpected offset")
 func (k *consumer) deliver(r Range, m *kafka.Message, fn func(*record.Record) error) error {
 	off := int64(m.TopicPartition.Offset)
 	k.free, k.next = off+1, off+1
-	rec := &k.rec
-	rec.Topic = r.Topic
-	rec.Partition = r.Partition
-	rec.Offset = off
-	rec.Key = m.Key
-	rec.Value = m.Value
-	rec.Timestamp = m.Timestamp
+	return deliverRecord(&k.rec, &k.hdrs, r, m, fn)
+}
+
+// deliverRecord fills rec (and its reused headers) from m, a message of r,
+// and passes it to fn.
+func deliverRecord(rec *record.Record, hdrs *[]record.Header, r Range, m *kafka.Message, fn func(*record.Record) error) error {
+	off := int64(m.TopicPartition.Offset)
+	rec.Topic, rec.Partition, rec.Offset = r.Topic, r.Partition, off
+	rec.Key, rec.Value, rec.Timestamp = m.Key, m.Value, m.Timestamp
 	if len(m.Headers) == 0 {
 		rec.Headers = nil
 	} else {
-		k.hdrs = k.hdrs[:0]
+		*hdrs = (*hdrs)[:0]
 		for _, h := range m.Headers {
-			k.hdrs = append(k.hdrs, record.Header{Key: h.Key, Value: h.Value})
+			*hdrs = append(*hdrs, record.Header{Key: h.Key, Value: h.Value})
 		}
-		rec.Headers = k.hdrs
+		rec.Headers = *hdrs
 	}
 	if err := fn(rec); err != nil {
 		return fmt.Errorf("read %s: record at offset %d: %w", r, off, err)
@@ -219,15 +221,18 @@ func (k *consumer) deliver(r Range, m *kafka.Message, fn func(*record.Record) er
 }
 
 // kafkaError converts a partition error of a polled message.
-func (k *consumer) kafkaError(r Range, err error) error {
+func (k *consumer) kafkaError(r Range, err error) error { return readError(r, k.next, err) }
+
+// readError converts a partition error met while reading r at next.
+func readError(r Range, next int64, err error) error {
 	var ke kafka.Error
 	if errors.As(err, &ke) && isOutOfRange(ke) {
-		return fmt.Errorf("read %s: from offset %d: %w: %w", r, k.next, ke, ErrOffsetOutOfRange)
+		return fmt.Errorf("read %s: from offset %d: %w: %w", r, next, ke, ErrOffsetOutOfRange)
 	}
 	if isUnknownTopic(err) {
-		return fmt.Errorf("read %s: at offset %d: %w: %w", r, k.next, err, ErrUnknownTopic)
+		return fmt.Errorf("read %s: at offset %d: %w: %w", r, next, err, ErrUnknownTopic)
 	}
-	return fmt.Errorf("read %s: at offset %d: %w", r, k.next, err)
+	return fmt.Errorf("read %s: at offset %d: %w", r, next, err)
 }
 
 // eventError decides whether an error event fails the read. librdkafka
@@ -235,12 +240,17 @@ func (k *consumer) kafkaError(r Range, err error) error {
 // as error events and recovers by itself: those are logged and the read goes
 // on, bounded by its ctx.
 func (k *consumer) eventError(r Range, e kafka.Error) error {
-	switch {
-	case isOutOfRange(e), e.IsFatal(), isUnknownTopic(e), e.Code() == kafka.ErrTopicAuthorizationFailed:
+	if failsRead(e) {
 		return k.kafkaError(r, e)
 	}
 	k.logger.Warn("kafka consumer error", "range", r.String(), "offset", k.next, "error", e, "code", e.Code())
 	return nil
+}
+
+// failsRead says whether an error event ends a read: the others are
+// transient conditions librdkafka recovers from by itself.
+func failsRead(e kafka.Error) bool {
+	return isOutOfRange(e) || e.IsFatal() || isUnknownTopic(e) || e.Code() == kafka.ErrTopicAuthorizationFailed
 }
 
 func isOutOfRange(e kafka.Error) bool {

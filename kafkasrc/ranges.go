@@ -2,7 +2,6 @@ package kafkasrc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -226,7 +225,8 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 	for remaining > 0 {
 		select {
 		case <-done:
-			return st, fmt.Errorf("read %s: at offset %d: %w", c.firstOpen(parts).r, c.firstOpen(parts).next, ctx.Err())
+			pr := c.firstOpen(parts)
+			return st, fmt.Errorf("read %s: at offset %d: %w", pr.r, pr.next, ctx.Err())
 		default:
 		}
 		ev := c.kc.Poll(pollTimeoutMs)
@@ -254,7 +254,7 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 				continue
 			}
 			pr.next = off + 1
-			if err := c.deliver(pr.r, e, fn); err != nil {
+			if err := deliverRecord(&c.rec, &c.hdrs, pr.r, e, fn); err != nil {
 				return st, err
 			}
 			st.Records++
@@ -270,9 +270,8 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 			}
 			remaining -= n
 		case kafka.Error:
-			pr := c.firstOpen(parts)
-			switch {
-			case isOutOfRange(e), e.IsFatal(), isUnknownTopic(e), e.Code() == kafka.ErrTopicAuthorizationFailed:
+			if failsRead(e) {
+				pr := c.firstOpen(parts)
 				return st, readError(pr.r, pr.next, e)
 			}
 			c.logger.Warn("kafka consumer error", "ranges", len(parts), "error", e, "code", e.Code())
@@ -331,41 +330,9 @@ func (c *multiConsumer) firstOpen(parts map[TopicPartition]*partRead) *partRead 
 	return open[0]
 }
 
-func (c *multiConsumer) deliver(r Range, m *kafka.Message, fn func(*record.Record) error) error {
-	off := int64(m.TopicPartition.Offset)
-	rec := &c.rec
-	rec.Topic, rec.Partition, rec.Offset = r.Topic, r.Partition, off
-	rec.Key, rec.Value, rec.Timestamp = m.Key, m.Value, m.Timestamp
-	if len(m.Headers) == 0 {
-		rec.Headers = nil
-	} else {
-		c.hdrs = c.hdrs[:0]
-		for _, h := range m.Headers {
-			c.hdrs = append(c.hdrs, record.Header{Key: h.Key, Value: h.Value})
-		}
-		rec.Headers = c.hdrs
-	}
-	if err := fn(rec); err != nil {
-		return fmt.Errorf("read %s: record at offset %d: %w", r, off, err)
-	}
-	return nil
-}
-
 func topicOf(tp kafka.TopicPartition) string {
 	if tp.Topic == nil {
 		return ""
 	}
 	return *tp.Topic
-}
-
-// readError converts a partition error met while reading r at next.
-func readError(r Range, next int64, err error) error {
-	var ke kafka.Error
-	if errors.As(err, &ke) && isOutOfRange(ke) {
-		return fmt.Errorf("read %s: from offset %d: %w: %w", r, next, ke, ErrOffsetOutOfRange)
-	}
-	if isUnknownTopic(err) {
-		return fmt.Errorf("read %s: at offset %d: %w: %w", r, next, err, ErrUnknownTopic)
-	}
-	return fmt.Errorf("read %s: at offset %d: %w", r, next, err)
 }
