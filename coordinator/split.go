@@ -57,7 +57,7 @@ func packRanges(trs []taskRange, slots int, packable bool) []taskRange {
 	// records, at most one per slot, at least enough for maxRangesPerTask.
 	var smallRecords int64
 	for _, i := range small {
-		smallRecords += size(trs[i])
+		smallRecords += rangeRecords(trs[i])
 	}
 	groups := int(min(int64(max(slots, 1)), (smallRecords+packRecordsPerTask-1)/packRecordsPerTask))
 	groups = max(groups, 1, (len(small)+maxRangesPerTask-1)/maxRangesPerTask)
@@ -70,7 +70,7 @@ func packRanges(trs []taskRange, slots int, packable bool) []taskRange {
 	// that the tasks are about even.
 	order := append([]int(nil), small...)
 	sort.SliceStable(order, func(a, b int) bool {
-		return size(trs[order[a]]) > size(trs[order[b]])
+		return rangeRecords(trs[order[a]]) > rangeRecords(trs[order[b]])
 	})
 	load := make([]int64, groups)
 	members := make([][]int, groups)
@@ -81,7 +81,7 @@ func packRanges(trs []taskRange, slots int, packable bool) []taskRange {
 				g = j
 			}
 		}
-		load[g] += size(trs[i])
+		load[g] += rangeRecords(trs[i])
 		members[g] = append(members[g], i)
 	}
 	out := make([]taskRange, 0, len(trs)-len(small)+groups)
@@ -111,7 +111,8 @@ func packRanges(trs []taskRange, slots int, packable bool) []taskRange {
 	return out
 }
 
-func size(tr taskRange) int64 { return tr.GetUntilOffset() - tr.GetFromOffset() }
+// rangeRecords is the offsets a whole range or piece spans.
+func rangeRecords(tr taskRange) int64 { return tr.GetUntilOffset() - tr.GetFromOffset() }
 
 // splitRanges cuts a batch's ranges into the ranges of its tasks. A range
 // above maxPerTask records becomes ceil(n/maxPerTask) pieces of nearly
