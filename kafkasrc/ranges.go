@@ -244,6 +244,7 @@ type multiConsumer struct {
 	parts      map[TopicPartition]*partRead // the assigned partitions
 	reads      uint64                       // reads so far; partRead.lastRead
 	stashBytes int64                        // the bytes of every partition's stash
+	toPause    []kafka.TopicPartition       // paused here, not yet in librdkafka
 }
 
 func newMultiConsumer(cl Cluster, groupID string, logger hclog.Logger) (*multiConsumer, error) {
@@ -279,8 +280,11 @@ func (c *multiConsumer) close() {
 }
 
 const (
-	// stickyFetchWaitMs is fetch.wait.max.ms of a pool consumer.
-	stickyFetchWaitMs = 10
+	// stickyFetchWaitMs is fetch.wait.max.ms of a pool consumer: what a
+	// partition sought or resumed may wait while the consumer's others are
+	// at the tail, against the fetches an idle consumer sends (each names
+	// every partition it has, and the broker looks at each).
+	stickyFetchWaitMs = 25
 	// stashLimit bounds the records a pool consumer keeps for later reads,
 	// and stashPartLimit one partition's; a partition past them is paused
 	// until a read asks for it (librdkafka then fetches it again from
@@ -294,8 +298,12 @@ const (
 	maxAssigned = 4096
 	// advanceEvery: while records of other partitions keep the queue
 	// busy, the positions of the open ranges are still looked at this
-	// often (a range ending in transaction markers finishes only so).
+	// often, per 128 open ranges (a range ending in transaction markers
+	// finishes only so; asking costs librdkafka a lookup per partition).
 	advanceEvery = 5 * time.Millisecond
+	// pauseBatch: partitions whose stash filled are paused this many at a
+	// time (and at the end of a read).
+	pauseBatch = 256
 	// messageOverhead approximates what a kept message costs beyond its
 	// key, value and headers.
 	messageOverhead = 160
@@ -455,8 +463,9 @@ func (c *multiConsumer) dropStash(pr *partRead, n int) {
 }
 
 // keep stashes m, polled for pr outside a read of it, or drops it when pr
-// is paused (the next read seeks back to it). Past the stash limits, pr is
-// paused: librdkafka then drops what it holds of pr and fetches no more.
+// is paused (the next read seeks back to where the stash ends). Past the
+// stash limits, pr is paused: librdkafka then drops what it holds of pr
+// and fetches no more. Pauses are sent to librdkafka pauseBatch at a time.
 func (c *multiConsumer) keep(pr *partRead, m *kafka.Message) error {
 	off := int64(m.TopicPartition.Offset)
 	if pr.paused {
@@ -474,12 +483,27 @@ func (c *multiConsumer) keep(pr *partRead, m *kafka.Message) error {
 	c.stashBytes += size
 	pr.next = off + 1
 	if pr.stashSize >= stashPartLimit || c.stashBytes >= stashLimit {
-		// Pausing is synchronous and makes librdkafka resume at the
-		// offset after m: nothing polled is lost.
-		if err := c.kc.Pause([]kafka.TopicPartition{pr.tp(0)}); err != nil {
-			return fmt.Errorf("%s/%d: pause: %w", pr.topic, pr.partition, err)
-		}
 		pr.paused = true
+		c.toPause = append(c.toPause, pr.tp(0))
+		if len(c.toPause) >= pauseBatch {
+			return c.pause()
+		}
+	}
+	return nil
+}
+
+// pause sends the pending pauses to librdkafka. Pausing is synchronous and
+// makes librdkafka resume a partition after the last record polled of it;
+// a partition that had records polled (and dropped) meanwhile is marked
+// lost, and its next read seeks.
+func (c *multiConsumer) pause() error {
+	if len(c.toPause) == 0 {
+		return nil
+	}
+	tps := c.toPause
+	c.toPause = nil
+	if err := c.kc.Pause(tps); err != nil {
+		return fmt.Errorf("pause %d partitions: %w", len(tps), err)
 	}
 	return nil
 }
@@ -495,6 +519,21 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 			pr.reading = false
 		}
 	}()
+	// A read that fails closes the consumer: the pauses only matter to one
+	// that ends well.
+	read := func() (ReadStats, error) {
+		st, err := c.readPrepared(ctx, prs, fn)
+		if err == nil {
+			err = c.pause()
+		}
+		return st, err
+	}
+	return read()
+}
+
+// readPrepared is read once the partitions are positioned.
+func (c *multiConsumer) readPrepared(ctx context.Context, prs []*partRead, fn func(*record.Record) error) (ReadStats, error) {
+	var st ReadStats
 	remaining := len(prs)
 	// The stash first: records polled by earlier reads.
 	for _, pr := range prs {
@@ -577,7 +616,7 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 		// An empty queue means the positions account for every marker and
 		// aborted record consumed since the last record; a busy one is
 		// looked at now and then.
-		if ev == nil || time.Since(lastAdvance) >= advanceEvery {
+		if ev == nil || time.Since(lastAdvance) >= advanceEvery*time.Duration(1+remaining/128) {
 			n, err := c.advance(prs)
 			if err != nil {
 				return st, err
