@@ -291,3 +291,121 @@ func TestHuman(t *testing.T) {
 		}
 	}
 }
+
+func TestOverheadTopicsAndLayout(t *testing.T) {
+	one := OverheadTopics("big", 1, 10000)
+	if !slices.Equal(one, []OverheadTopic{{"big", 10000}}) {
+		t.Errorf("one topic: %v", one)
+	}
+	many := OverheadTopics("t", 100, 100)
+	if len(many) != 100 || many[0] != (OverheadTopic{"t-00", 100}) || many[99] != (OverheadTopic{"t-99", 100}) {
+		t.Errorf("100 topics: %d, first %v, last %v", len(many), many[0], many[len(many)-1])
+	}
+	if got := totalPartitions(many); got != 10000 {
+		t.Errorf("total partitions of 100x100: %d", got)
+	}
+	if got := OverheadTopics("t", 11, 1); got[0].Name != "t-00" || got[10].Name != "t-10" {
+		t.Errorf("11 topics: %v ... %v", got[0], got[10])
+	}
+	for _, tc := range []struct {
+		topics []OverheadTopic
+		want   string
+	}{
+		{one, "10000"},
+		{many, "100x100"},
+		{[]OverheadTopic{{"a", 8}, {"b", 16}}, "8+16"},
+	} {
+		if got := OverheadLayout(tc.topics); got != tc.want {
+			t.Errorf("OverheadLayout(%d topics) = %q, want %q", len(tc.topics), got, tc.want)
+		}
+	}
+}
+
+func TestParseLayouts(t *testing.T) {
+	got, err := ParseLayouts("1x10000, 100x100")
+	if err != nil || !slices.Equal(got, []Layout{{1, 10000}, {100, 100}}) {
+		t.Errorf("ParseLayouts = %v, %v", got, err)
+	}
+	if got[1].String() != "100x100" {
+		t.Errorf("String() = %q", got[1].String())
+	}
+	for _, bad := range []string{"", "10000", "0x10", "2x0", "x5", "2x", "ax3", "2x3x4", "1x99999999999"} {
+		if _, err := ParseLayouts(bad); err == nil || !strings.Contains(err.Error(), "want TOPICSxPARTITIONS") {
+			t.Errorf("ParseLayouts(%q) = %v, want an error naming the format", bad, err)
+		}
+	}
+	if _, err := ParseLayouts("1x8,3y4"); err == nil || !strings.Contains(err.Error(), `layout "3y4"`) {
+		t.Errorf("bad second layout: %v", err)
+	}
+}
+
+func TestOverheadStop(t *testing.T) {
+	const budget = time.Minute
+	for _, tc := range []struct {
+		name        string
+		elapsed     time.Duration
+		budget      time.Duration
+		seen, want  int64
+		stop, boxed bool
+	}{
+		{"running", 10 * time.Second, budget, 50, 111, false, false},
+		{"all committed", 10 * time.Second, budget, 111, 111, true, false},
+		{"all committed late", 3 * time.Minute, budget, 111, 111, true, false},
+		{"budget spent", 61 * time.Second, budget, 40, 111, true, true},
+		{"budget spent, too few yet", 61 * time.Second, budget, 3, 111, false, false},
+		{"twice the budget, too few", 121 * time.Second, budget, 1, 111, true, true},
+		{"twice the budget, none", 121 * time.Second, budget, 0, 111, true, true},
+		{"no budget", time.Hour, 0, 3, 111, false, false},
+	} {
+		stop, boxed := overheadStop(tc.elapsed, tc.budget, tc.seen, tc.want)
+		if stop != tc.stop || boxed != tc.boxed {
+			t.Errorf("%s: stop %v time-boxed %v, want %v %v", tc.name, stop, boxed, tc.stop, tc.boxed)
+		}
+	}
+}
+
+func TestSharePartitions(t *testing.T) {
+	blocks := SharePartitions(1024, 8)
+	if len(blocks) != 8 {
+		t.Fatalf("1,024 partitions over 8 consumers: %d blocks", len(blocks))
+	}
+	var all []int32
+	for i, b := range blocks {
+		if len(b) != 128 || b[0] != int32(128*i) {
+			t.Errorf("block %d: %d partitions from %d, want 128 from %d", i, len(b), b[0], 128*i)
+		}
+		all = append(all, b...)
+	}
+	for i, p := range all {
+		if p != int32(i) {
+			t.Fatalf("partition %d is at %d of the blocks", p, i)
+		}
+	}
+	for _, tc := range []struct {
+		parts     int32
+		consumers int
+		sizes     []int
+	}{
+		{10, 4, []int{3, 3, 2, 2}},
+		{8, 8, []int{1, 1, 1, 1, 1, 1, 1, 1}},
+		{3, 8, []int{1, 1, 1}},
+		{5, 0, []int{5}},
+		{0, 4, nil},
+	} {
+		var sizes []int
+		for _, b := range SharePartitions(tc.parts, tc.consumers) {
+			sizes = append(sizes, len(b))
+		}
+		if !slices.Equal(sizes, tc.sizes) {
+			t.Errorf("SharePartitions(%d, %d) sizes %v, want %v", tc.parts, tc.consumers, sizes, tc.sizes)
+		}
+	}
+	for _, tc := range []struct {
+		ps   []int32
+		want string
+	}{{[]int32{3}, "partition 3"}, {[]int32{0, 1, 2}, "partitions 0-2"}, {[]int32{1, 5}, "partitions [1 5]"}} {
+		if got := partitionList(tc.ps); got != tc.want {
+			t.Errorf("partitionList(%v) = %q, want %q", tc.ps, got, tc.want)
+		}
+	}
+}

@@ -72,10 +72,20 @@ func RunJob(ctx context.Context, c *client.Client, spec *sluicev1.JobSpec, ends 
 	deadline := start.Add(timeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	// The committed offsets are read only when a batch has committed: the
+	// coordinator answers them with a ListOffsets of every partition, which
+	// at 1,024 partitions would load the broker the job reads from.
+	var committed, lastBatch int64
 	for {
-		committed, err := committedRecords(ctx, c, spec.GetName(), topic, len(ends))
+		j, err := c.Job(ctx, spec.GetName())
 		if err != nil {
-			return JobRun{}, err
+			return JobRun{}, fmt.Errorf("job %s: %w", spec.GetName(), err)
+		}
+		if j.GetLastBatchId() != lastBatch {
+			lastBatch = j.GetLastBatchId()
+			if committed, err = committedRecords(ctx, c, spec.GetName(), topic, len(ends)); err != nil {
+				return JobRun{}, err
+			}
 		}
 		if committed == total {
 			list, err := c.Batches(ctx, spec.GetName(), 10000)
@@ -89,10 +99,6 @@ func RunJob(ctx context.Context, c *client.Client, spec *sluicev1.JobSpec, ends 
 			}
 			return run, nil
 		}
-		j, err := c.Job(ctx, spec.GetName())
-		if err != nil {
-			return JobRun{}, fmt.Errorf("job %s: %w", spec.GetName(), err)
-		}
 		if failed := j.GetState() == sluicev1.JobState_JOB_STATE_FAILED; failed || time.Now().After(deadline) {
 			msg := "failed: " + j.GetMessage()
 			if !failed {
@@ -100,6 +106,9 @@ func RunJob(ctx context.Context, c *client.Client, spec *sluicev1.JobSpec, ends 
 				if m := j.GetMessage(); m != "" {
 					msg += " (" + m + ")"
 				}
+			}
+			if committed, err = committedRecords(ctx, c, spec.GetName(), topic, len(ends)); err != nil {
+				return JobRun{}, err
 			}
 			return JobRun{Elapsed: time.Since(start), Committed: committed, Batches: j.GetLastBatchId(), Message: msg}, nil
 		}
