@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -124,28 +125,40 @@ func TestPercentile(t *testing.T) {
 func TestBatchCycles(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
-	batch := func(id int64, at, commit int, ranges int) *sluicev1.Batch {
+	d := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	// batch: tick at, dispatched sched after it, tasks done proc later,
+	// committed at commit.
+	batch := func(id int64, at, sched, proc, commit int, ranges int) *sluicev1.Batch {
 		return &sluicev1.Batch{
 			Id: id, State: sluicev1.BatchState_BATCH_STATE_COMMITTED, BatchTime: timestamppb.New(ms(at)),
 			CommitTime: timestamppb.New(ms(commit)), Ranges: make([]*sluicev1.OffsetRange, ranges),
+			Metrics: &sluicev1.BatchMetrics{SchedulingDelay: durationpb.New(d(sched)), ProcessingTime: durationpb.New(d(proc)), Tasks: int32(ranges)},
 		}
 	}
 	// Newest first, as ListBatches returns them. Batch 3 waited for batch 2
-	// (committed at 170, after 3's batch time 150): its cycle starts at 170.
+	// (committed at 170, after 3's batch time 150): its cycle starts at 170,
+	// and its planning ran from then to its dispatch at 180.
 	list := []*sluicev1.Batch{
 		{Id: 5, State: sluicev1.BatchState_BATCH_STATE_PLANNED},
-		batch(4, 250, 262, 2),
-		batch(3, 150, 200, 2),
-		batch(2, 100, 170, 2),
-		batch(1, 50, 60, 2),
+		batch(4, 250, 2, 8, 262, 2),
+		batch(3, 150, 30, 15, 200, 2),
+		batch(2, 100, 10, 50, 170, 2),
+		batch(1, 50, 2, 5, 60, 2),
 	}
 	got, err := batchCycles(list, 2, 1, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []time.Duration{70 * time.Millisecond, 30 * time.Millisecond, 12 * time.Millisecond}
+	want := []cycle{
+		{total: d(70), plan: d(10), tasks: d(50), commit: d(10), taskCount: 2},
+		{total: d(30), plan: d(10), tasks: d(15), commit: d(5), taskCount: 2},
+		{total: d(12), plan: d(2), tasks: d(8), commit: d(2), taskCount: 2},
+	}
 	if !slices.Equal(got, want) {
-		t.Errorf("cycles %v, want %v", got, want)
+		t.Errorf("cycles %+v, want %+v", got, want)
+	}
+	if s := split(got); s != (CycleSplit{Plan: d(10), Tasks: d(15), Commit: d(5), TaskCount: 2}) {
+		t.Errorf("split %+v", s)
 	}
 	if _, err := batchCycles(list, 3, 1, 4); err == nil || !strings.Contains(err.Error(), "batch 2 has 2 ranges, want one per partition (3)") {
 		t.Errorf("short batch: %v", err)

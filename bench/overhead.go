@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -81,6 +80,8 @@ type Overhead struct {
 	// within the time box to measure any.
 	Batches  int
 	P50, P99 time.Duration
+	// Split is where the time of a median batch went.
+	Split CycleSplit
 	// TimeBoxed: the budget ran out before the batches asked for.
 	TimeBoxed bool
 	// Committed batches when the wait ended, Elapsed from just before the
@@ -203,7 +204,11 @@ func CoordinationOverhead(ctx context.Context, c *client.Client, brokers string,
 	if err != nil {
 		return Overhead{}, fmt.Errorf("job %s: %w", name, err)
 	}
-	o.Batches, o.P50, o.P99 = len(cycles), Percentile(cycles, 0.50), Percentile(cycles, 0.99)
+	totals := make([]time.Duration, len(cycles))
+	for i, c := range cycles {
+		totals[i] = c.total
+	}
+	o.Batches, o.P50, o.P99, o.Split = len(cycles), Percentile(totals, 0.50), Percentile(totals, 0.99), split(cycles)
 	return o, nil
 }
 
@@ -273,24 +278,6 @@ func createTopics(ctx context.Context, brokers string, topics []OverheadTopic) e
 	return nil
 }
 
-// DeleteTopics deletes topics from the broker, to free what a large layout
-// holds once it has been measured.
-func DeleteTopics(ctx context.Context, brokers string, topics ...string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
-	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
-	}
-	defer cl.Close()
-	resp, err := kadm.NewClient(cl).DeleteTopics(ctx, topics...)
-	if err == nil {
-		err = resp.Error()
-	}
-	if err != nil {
-		return fmt.Errorf("delete %d topics: %w", len(topics), err)
-	}
-	return nil
-}
-
 // produceOverhead writes perPartition records to every partition of
 // topics from several producers, each partition's records together so that
 // they travel in one record batch (interleaving partitions makes small
@@ -325,11 +312,20 @@ func produceOverhead(ctx context.Context, brokers string, topics []OverheadTopic
 	return g.Wait()
 }
 
+// cycle is one batch's cycle and its parts: from its start to the
+// dispatch of its tasks (planning: the offsets from Kafka, the plan logged
+// in etcd), the tasks (dispatch to the last result) and the commit (last
+// result to commit).
+type cycle struct {
+	total, plan, tasks, commit time.Duration
+	taskCount                  int
+}
+
 // batchCycles returns the cycle of each committed batch after the first
 // warmup ones, up to batch id last: commit time minus the later of its batch
 // time and the previous batch's commit time. Every batch must have one
 // range per partition.
-func batchCycles(batches []*sluicev1.Batch, partitions, warmup int, last int64) ([]time.Duration, error) {
+func batchCycles(batches []*sluicev1.Batch, partitions, warmup int, last int64) ([]cycle, error) {
 	bs := make([]*sluicev1.Batch, 0, len(batches))
 	for _, b := range batches {
 		if b.GetState() == sluicev1.BatchState_BATCH_STATE_COMMITTED && b.GetId() <= last {
@@ -337,7 +333,7 @@ func batchCycles(batches []*sluicev1.Batch, partitions, warmup int, last int64) 
 		}
 	}
 	sort.Slice(bs, func(i, j int) bool { return bs[i].GetId() < bs[j].GetId() })
-	var cycles []time.Duration
+	var cycles []cycle
 	for i := warmup; i < len(bs); i++ {
 		b := bs[i]
 		if n := len(b.GetRanges()); n != partitions {
@@ -349,12 +345,48 @@ func batchCycles(batches []*sluicev1.Batch, partitions, warmup int, last int64) 
 				start = prev.GetCommitTime().AsTime()
 			}
 		}
-		cycles = append(cycles, b.GetCommitTime().AsTime().Sub(start))
+		m := b.GetMetrics()
+		dispatch := b.GetBatchTime().AsTime().Add(m.GetSchedulingDelay().AsDuration())
+		done := dispatch.Add(m.GetProcessingTime().AsDuration())
+		commit := b.GetCommitTime().AsTime()
+		cycles = append(cycles, cycle{
+			total: commit.Sub(start), plan: max(dispatch.Sub(start), 0), tasks: m.GetProcessingTime().AsDuration(),
+			commit: commit.Sub(done), taskCount: int(m.GetTasks()),
+		})
 	}
 	if len(cycles) == 0 {
 		return nil, fmt.Errorf("no batches after the %d warmup ones", warmup)
 	}
 	return cycles, nil
+}
+
+// CycleSplit is the median of each part of the cycles (see cycle); the
+// medians need not add up to the median cycle.
+type CycleSplit struct {
+	Plan, Tasks, Commit time.Duration
+	TaskCount           int
+}
+
+// split returns the medians of the cycles' parts.
+func split(cycles []cycle) CycleSplit {
+	part := func(f func(cycle) time.Duration) time.Duration {
+		ds := make([]time.Duration, len(cycles))
+		for i, c := range cycles {
+			ds[i] = f(c)
+		}
+		return Percentile(ds, 0.5)
+	}
+	counts := make([]int, len(cycles))
+	for i, c := range cycles {
+		counts[i] = c.taskCount
+	}
+	slices.Sort(counts)
+	return CycleSplit{
+		Plan:      part(func(c cycle) time.Duration { return c.plan }),
+		Tasks:     part(func(c cycle) time.Duration { return c.tasks }),
+		Commit:    part(func(c cycle) time.Duration { return c.commit }),
+		TaskCount: counts[len(counts)/2],
+	}
 }
 
 // Percentile returns the q quantile (0..1) of ds (nearest rank); ds is

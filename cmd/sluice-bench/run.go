@@ -320,6 +320,7 @@ func runOverhead(ctx context.Context, cfg config, cl *cluster, t *table) error {
 			continue
 		}
 		logf("(c) %d partitions: p50 %s p99 %s over %d batches (setup %s)", parts, o.P50, o.P99, o.Batches, o.Setup.Round(time.Millisecond))
+		noteSplit(t, fmt.Sprintf("(c) %s partitions", thousands(int64(parts))), o)
 		t.add(measure, overheadValue(o, cfg.overheadBudget), overheadTarget, yesNo(o.Batches > 0 && o.P50 < 10*time.Millisecond && o.P99 < 20*time.Millisecond))
 	}
 	return firstErr
@@ -327,6 +328,16 @@ func runOverhead(ctx context.Context, cfg config, cl *cluster, t *table) error {
 
 // overheadTarget is issue 9's target for (c), up to 1,024 partitions.
 const overheadTarget = "p50 < 10 ms, p99 < 20 ms"
+
+// noteSplit notes where the median batch's time went.
+func noteSplit(t *table, what string, o bench.Overhead) {
+	if o.Batches == 0 {
+		return
+	}
+	sp := o.Split
+	t.note("%s: medians of a batch's parts: planning (offsets from Kafka, plan logged in etcd) %s, %s (dispatch to last result) %s, commit %s; setup %s for %s records, not in the figures",
+		what, ms(sp.Plan), plural(int64(sp.TaskCount), "task", "tasks"), ms(sp.Tasks), ms(sp.Commit), o.Setup.Round(100*time.Millisecond), count(o.Records))
+}
 
 // overheadValue is the table cell of an overhead measurement.
 func overheadValue(o bench.Overhead, budget time.Duration) string {

@@ -136,56 +136,65 @@ func addWideRows(t *table, n int64, parts int32, consumers int, narrow, wide wid
 }
 
 // runLarge is part (d): the coordination overhead of (c) for each large
-// layout, each on new workers, time-boxed; the layout's topics are deleted
-// afterwards.
+// layout, each on a new in-memory broker process (see memoryBrokerArg) and
+// new workers, time-boxed.
 func runLarge(ctx context.Context, cfg config, cl *cluster, t *table) error {
 	var firstErr error
+	t.note("(d) reads from its own broker process, kfake in memory (sluice-bench %s), one per layout: sluice dev's embedded broker keeps 2 files open per partition, 20,000 at 10,000 partitions (open-file limit here: %d)",
+		memoryBrokerArg, openFileLimit())
 	for _, l := range cfg.largeLayouts {
-		total := int64(l.Topics) * int64(l.Partitions)
-		where := "in 1 topic"
-		if l.Topics > 1 {
-			where = fmt.Sprintf("in %d topics of %s (one job)", l.Topics, thousands(int64(l.Partitions)))
+		if ctx.Err() != nil {
+			break
 		}
-		measure := fmt.Sprintf("(d) coordination overhead per batch, %s partitions %s, 1 record per partition, 2 workers x 4 slots", thousands(total), where)
-		const target = "p99 < 100 ms"
-		fail := func(err error) {
-			t.add(measure, "ERROR: "+oneLine(err), target, "no")
-			logf("(d) %s: %v", l, err)
-			if firstErr == nil {
-				firstErr = err
-			}
+		if err := runLayout(ctx, cfg, cl, t, l); err != nil && firstErr == nil {
+			firstErr = err
 		}
-		if err := cl.startWorkers(ctx, "large-"+l.String(), workers, slots); err != nil {
-			fail(err)
-			continue
-		}
-		topics := bench.OverheadTopics("large-"+l.String(), l.Topics, l.Partitions)
-		logf("(d) %d batches of one record on each of %d partitions (%s), time-boxed to %s", cfg.largeBatches, total, l, cfg.largeBudget)
-		// Beyond the time box: the setup, the reading of the batches, and
-		// a margin; a hang ends as an error here, not a stuck bench.
-		octx, cancel := context.WithTimeout(ctx, 2*cfg.largeBudget+3*time.Minute)
-		o, err := bench.CoordinationOverhead(octx, cl.c, cl.kafka, topics, cfg.largeBatches, cfg.largeBudget)
-		cancel()
-		var names []string
-		for _, tp := range topics {
-			names = append(names, tp.Name)
-		}
-		dctx, dcancel := context.WithTimeout(ctx, time.Minute)
-		if derr := bench.DeleteTopics(dctx, cl.kafka, names...); derr != nil {
-			logf("(d) %v", derr)
-		}
-		dcancel()
-		if err != nil {
-			fail(err)
-			continue
-		}
-		logf("(d) %s: p50 %s p99 %s over %d batches, %d committed in %s (time-boxed %v); setup %s",
-			l, o.P50, o.P99, o.Batches, o.Committed, o.Elapsed.Round(time.Millisecond), o.TimeBoxed, o.Setup.Round(time.Millisecond))
-		t.note("(d) %s: %d topic(s) created and %s records produced in %s (not in the figures)",
-			l, l.Topics, count(o.Records), o.Setup.Round(100*time.Millisecond))
-		t.add(measure, overheadValue(o, cfg.largeBudget), target, yesNo(o.Batches > 0 && o.P99 < 100*time.Millisecond))
 	}
 	return firstErr
+}
+
+func runLayout(ctx context.Context, cfg config, cl *cluster, t *table, l bench.Layout) error {
+	total := int64(l.Topics) * int64(l.Partitions)
+	where := "in 1 topic"
+	if l.Topics > 1 {
+		where = fmt.Sprintf("in %d topics of %s (one job)", l.Topics, thousands(int64(l.Partitions)))
+	}
+	measure := fmt.Sprintf("(d) coordination overhead per batch, %s partitions %s, 1 record per partition, 2 workers x 4 slots", thousands(total), where)
+	const target = "p99 < 100 ms"
+	fail := func(err error) error {
+		t.add(measure, "ERROR: "+oneLine(err), target, "no")
+		logf("(d) %s: %v", l, err)
+		return err
+	}
+	broker, brokers, err := cl.startMemoryBroker(ctx, "broker-"+l.String())
+	if err != nil {
+		return fail(err)
+	}
+	defer broker.stop()
+	// The workers go first: a broker stopping under them would only add
+	// noise to their logs.
+	defer cl.stopWorkers()
+	if err := cl.startWorkers(ctx, "large-"+l.String(), workers, slots); err != nil {
+		return fail(err)
+	}
+	topics := bench.OverheadTopics("large-"+l.String(), l.Topics, l.Partitions)
+	logf("(d) %d batches of one record on each of %d partitions (%s), time-boxed to %s", cfg.largeBatches, total, l, cfg.largeBudget)
+	// Beyond the time box: the setup, reading the batches, and a margin; a
+	// hang ends here as an error, not as a stuck bench.
+	octx, cancel := context.WithTimeout(ctx, 2*cfg.largeBudget+3*time.Minute)
+	o, err := bench.CoordinationOverhead(octx, cl.c, brokers, topics, cfg.largeBatches, cfg.largeBudget)
+	cancel()
+	if err != nil {
+		return fail(err)
+	}
+	logf("(d) %s: p50 %s p99 %s over %d batches, %d committed in %s (time-boxed %v); setup %s",
+		l, o.P50, o.P99, o.Batches, o.Committed, o.Elapsed.Round(time.Millisecond), o.TimeBoxed, o.Setup.Round(time.Millisecond))
+	if o.Batches == 0 {
+		t.note("(d) %s: setup %s for %s records, not in the figures", l, o.Setup.Round(100*time.Millisecond), count(o.Records))
+	}
+	noteSplit(t, "(d) "+l.String(), o)
+	t.add(measure, overheadValue(o, cfg.largeBudget), target, yesNo(o.Batches > 0 && o.P99 < 100*time.Millisecond))
+	return nil
 }
 
 // thousands formats n with commas: 10,000.
