@@ -150,14 +150,14 @@ func TestBatchCycles(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []cycle{
-		{total: d(70), plan: d(10), tasks: d(50), commit: d(10), taskCount: 2},
-		{total: d(30), plan: d(10), tasks: d(15), commit: d(5), taskCount: 2},
-		{total: d(12), plan: d(2), tasks: d(8), commit: d(2), taskCount: 2},
+		{total: d(70), plan: d(10), tasks: d(50), taskCount: 2},
+		{total: d(30), plan: d(10), tasks: d(15), taskCount: 2},
+		{total: d(12), plan: d(2), tasks: d(8), taskCount: 2},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("cycles %+v, want %+v", got, want)
 	}
-	if s := split(got); s != (CycleSplit{Plan: d(10), Tasks: d(15), Commit: d(5), TaskCount: 2}) {
+	if s := split(got); s != (CycleSplit{Plan: d(10), Tasks: d(15), TaskCount: 2}) {
 		t.Errorf("split %+v", s)
 	}
 	if _, err := batchCycles(list, 3, 1, 4); err == nil || !strings.Contains(err.Error(), "batch 2 has 2 ranges, want one per partition (3)") {

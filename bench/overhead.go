@@ -312,13 +312,14 @@ func produceOverhead(ctx context.Context, brokers string, topics []OverheadTopic
 	return g.Wait()
 }
 
-// cycle is one batch's cycle and its parts: from its start to the
-// dispatch of its tasks (planning: the offsets from Kafka, the plan logged
-// in etcd), the tasks (dispatch to the last result) and the commit (last
-// result to commit).
+// cycle is one batch's cycle and two of its parts: plan, from its start
+// to the dispatch of its tasks, and tasks, from the dispatch to the last
+// result. The coordinator stamps a batch's commit time before it writes the
+// commit to etcd, so plan holds the previous batch's etcd commit, then the
+// offsets from Kafka and the plan logged in etcd.
 type cycle struct {
-	total, plan, tasks, commit time.Duration
-	taskCount                  int
+	total, plan, tasks time.Duration
+	taskCount          int
 }
 
 // batchCycles returns the cycle of each committed batch after the first
@@ -347,11 +348,9 @@ func batchCycles(batches []*sluicev1.Batch, partitions, warmup int, last int64) 
 		}
 		m := b.GetMetrics()
 		dispatch := b.GetBatchTime().AsTime().Add(m.GetSchedulingDelay().AsDuration())
-		done := dispatch.Add(m.GetProcessingTime().AsDuration())
-		commit := b.GetCommitTime().AsTime()
 		cycles = append(cycles, cycle{
-			total: commit.Sub(start), plan: max(dispatch.Sub(start), 0), tasks: m.GetProcessingTime().AsDuration(),
-			commit: commit.Sub(done), taskCount: int(m.GetTasks()),
+			total: b.GetCommitTime().AsTime().Sub(start), plan: max(dispatch.Sub(start), 0),
+			tasks: m.GetProcessingTime().AsDuration(), taskCount: int(m.GetTasks()),
 		})
 	}
 	if len(cycles) == 0 {
@@ -360,11 +359,13 @@ func batchCycles(batches []*sluicev1.Batch, partitions, warmup int, last int64) 
 	return cycles, nil
 }
 
-// CycleSplit is the median of each part of the cycles (see cycle); the
+// CycleSplit is the median of each part of the cycles: Plan (the
+// previous batch's etcd commit, the offsets from Kafka, the plan logged in
+// etcd), Tasks (dispatch to the last result) and the tasks per batch. The
 // medians need not add up to the median cycle.
 type CycleSplit struct {
-	Plan, Tasks, Commit time.Duration
-	TaskCount           int
+	Plan, Tasks time.Duration
+	TaskCount   int
 }
 
 // split returns the medians of the cycles' parts.
@@ -384,7 +385,6 @@ func split(cycles []cycle) CycleSplit {
 	return CycleSplit{
 		Plan:      part(func(c cycle) time.Duration { return c.plan }),
 		Tasks:     part(func(c cycle) time.Duration { return c.tasks }),
-		Commit:    part(func(c cycle) time.Duration { return c.commit }),
 		TaskCount: counts[len(counts)/2],
 	}
 }
