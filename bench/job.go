@@ -44,6 +44,10 @@ type JobRun struct {
 	Batches   int64
 	// MaxBatchRecords is the most records one retained batch read.
 	MaxBatchRecords int64
+	// Over the retained batches: the longest processing time, and how
+	// many batches a cap (backpressure, initial rate) cut.
+	MaxProcessing time.Duration
+	Capped        int
 	// Message is the job's message when it failed or did not finish.
 	Message string
 }
@@ -96,6 +100,10 @@ func RunJob(ctx context.Context, c *client.Client, spec *sluicev1.JobSpec, ends 
 			run := JobRun{Done: true, Elapsed: b.GetCommitTime().AsTime().Sub(start), Committed: committed, Batches: b.GetId()}
 			for _, b := range list {
 				run.MaxBatchRecords = max(run.MaxBatchRecords, b.GetMetrics().GetRecordsIn())
+				run.MaxProcessing = max(run.MaxProcessing, b.GetMetrics().GetProcessingTime().AsDuration())
+				if b.GetCap().GetLimited() {
+					run.Capped++
+				}
 			}
 			return run, nil
 		}

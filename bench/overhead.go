@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -274,6 +275,28 @@ func createTopics(ctx context.Context, brokers string, topics []OverheadTopic) e
 		if err := kerr.ErrorForCode(t.ErrorCode); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("create topic %s: %w", t.Topic, err)
 		}
+	}
+	return nil
+}
+
+// DeleteTopics deletes topics, so that a layout measured on a broker does
+// not weigh on the next.
+func DeleteTopics(ctx context.Context, brokers string, topics []OverheadTopic) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	var names []string
+	for _, t := range topics {
+		names = append(names, t.Name)
+	}
+	resp, err := kadm.NewClient(cl).DeleteTopics(ctx, names...)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("delete %d topics (%s...): %w", len(names), names[0], err)
 	}
 	return nil
 }

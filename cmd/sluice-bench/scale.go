@@ -76,8 +76,9 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 			}
 			r.rss = append(r.rss, rss)
 		}
-		logf("(e) job on %d partitions: done %v, %s records in %s (%s records/s), %d batches, worker RSS %v",
-			len(p.Ends), r.job.Done, count(r.job.Committed), r.job.Elapsed.Round(time.Millisecond), bench.Human(r.job.Rate()), r.job.Batches, r.rss)
+		logf("(e) job on %d partitions: done %v, %s records in %s (%s records/s), %d batches (%d cut by a cap, longest %s), worker RSS %v",
+			len(p.Ends), r.job.Done, count(r.job.Committed), r.job.Elapsed.Round(time.Millisecond), bench.Human(r.job.Rate()), r.job.Batches,
+			r.job.Capped, r.job.MaxProcessing.Round(time.Millisecond), r.rss)
 		if r.job.Done {
 			r.verify = bench.VerifyTruth(ctx, cl.c, spec.GetName(), p.Truth)
 		}
@@ -136,24 +137,34 @@ func addWideRows(t *table, n int64, parts int32, consumers int, narrow, wide wid
 }
 
 // runLarge is part (d): the coordination overhead of (c) for each large
-// layout, each on a new in-memory broker process (see memoryBrokerArg) and
-// new workers, time-boxed.
+// layout, each on new workers, time-boxed, on an in-memory broker process
+// (see memoryBrokerArg) from which each layout's topics are deleted once
+// measured.
 func runLarge(ctx context.Context, cfg config, cl *cluster, t *table) error {
-	var firstErr error
-	t.note("(d) reads from its own broker process, kfake in memory (sluice-bench %s), one per layout: sluice dev's embedded broker keeps 2 files open per partition, 20,000 at 10,000 partitions (open-file limit here: %d)",
+	t.note("(d) reads from its own broker process, kfake in memory (sluice-bench %s): sluice dev's embedded broker keeps 2 files open per partition, 20,000 at 10,000 partitions (open-file limit here: %d)",
 		memoryBrokerArg, openFileLimit())
+	broker, brokers, err := cl.startMemoryBroker(ctx, "broker-d")
+	if err != nil {
+		t.add("(d) coordination overhead per batch", "ERROR: "+oneLine(err), "p99 < 100 ms", "no")
+		return err
+	}
+	defer broker.stop()
+	// The workers go first: a broker stopping under them would only add
+	// noise to their logs.
+	defer cl.stopWorkers()
+	var firstErr error
 	for _, l := range cfg.largeLayouts {
 		if ctx.Err() != nil {
 			break
 		}
-		if err := runLayout(ctx, cfg, cl, t, l); err != nil && firstErr == nil {
+		if err := runLayout(ctx, cfg, cl, t, brokers, l); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
 	return firstErr
 }
 
-func runLayout(ctx context.Context, cfg config, cl *cluster, t *table, l bench.Layout) error {
+func runLayout(ctx context.Context, cfg config, cl *cluster, t *table, brokers string, l bench.Layout) error {
 	total := int64(l.Topics) * int64(l.Partitions)
 	where := "in 1 topic"
 	if l.Topics > 1 {
@@ -166,14 +177,6 @@ func runLayout(ctx context.Context, cfg config, cl *cluster, t *table, l bench.L
 		logf("(d) %s: %v", l, err)
 		return err
 	}
-	broker, brokers, err := cl.startMemoryBroker(ctx, "broker-"+l.String())
-	if err != nil {
-		return fail(err)
-	}
-	defer broker.stop()
-	// The workers go first: a broker stopping under them would only add
-	// noise to their logs.
-	defer cl.stopWorkers()
 	if err := cl.startWorkers(ctx, "large-"+l.String(), workers, slots); err != nil {
 		return fail(err)
 	}
@@ -184,6 +187,16 @@ func runLayout(ctx context.Context, cfg config, cl *cluster, t *table, l bench.L
 	octx, cancel := context.WithTimeout(ctx, 2*cfg.largeBudget+3*time.Minute)
 	o, err := bench.CoordinationOverhead(octx, cl.c, brokers, topics, cfg.largeBatches, cfg.largeBudget)
 	cancel()
+	// The workers' consumers may still hold the partitions: they go
+	// before the topics.
+	cl.stopWorkers()
+	dstart := time.Now()
+	dctx, dcancel := context.WithTimeout(ctx, time.Minute)
+	if derr := bench.DeleteTopics(dctx, brokers, topics); derr != nil {
+		logf("(d) %v", derr)
+	}
+	dcancel()
+	logf("(d) %s: topics deleted in %s", l, time.Since(dstart).Round(time.Millisecond))
 	if err != nil {
 		return fail(err)
 	}
