@@ -339,7 +339,8 @@ func produceOverhead(ctx context.Context, brokers string, topics []OverheadTopic
 // to the dispatch of its tasks, and tasks, from the dispatch to the last
 // result. The coordinator stamps a batch's commit time before it writes the
 // commit to etcd, so plan holds the previous batch's etcd commit, then the
-// offsets from Kafka and the plan logged in etcd.
+// planning (offsets from Kafka, and the plan logged in etcd unless it is
+// logged while the tasks run).
 type cycle struct {
 	total, plan, tasks time.Duration
 	taskCount          int
@@ -382,10 +383,10 @@ func batchCycles(batches []*sluicev1.Batch, partitions, warmup int, last int64) 
 	return cycles, nil
 }
 
-// CycleSplit is the median of each part of the cycles: Plan (the
-// previous batch's etcd commit, the offsets from Kafka, the plan logged in
-// etcd), Tasks (dispatch to the last result) and the tasks per batch. The
-// medians need not add up to the median cycle.
+// CycleSplit is the median of each part of the cycles (see cycle): Plan
+// (the previous batch's etcd commit, then the planning), Tasks (dispatch to
+// the last result) and the tasks per batch. The medians need not add up to
+// the median cycle.
 type CycleSplit struct {
 	Plan, Tasks time.Duration
 	TaskCount   int

@@ -335,7 +335,7 @@ func noteSplit(t *table, what string, o bench.Overhead) {
 		return
 	}
 	sp := o.Split
-	t.note("%s: medians of a batch's parts: up to the dispatch (the previous batch's etcd commit, offsets from Kafka, plan logged in etcd) %s, %s (dispatch to last result) %s; setup %s for %s records, not in the figures",
+	t.note("%s: medians of a batch's parts: up to the dispatch (the previous batch's etcd commit, then planning) %s, %s (dispatch to last result) %s; setup %s for %s records, not in the figures",
 		what, ms(sp.Plan), plural(int64(sp.TaskCount), "task", "tasks"), ms(sp.Tasks), o.Setup.Round(100*time.Millisecond), count(o.Records))
 }
 
