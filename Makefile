@@ -32,7 +32,7 @@ test-short: ## Unit tests only
 	go test -short ./...
 
 .PHONY: bench
-bench: build ## One table, side by side in one run: backlog vs bare consumers, RSS, sustained rate, overhead (SLUICE_BENCH_QUICK=1: short)
+bench: build ## One table, side by side in one run: backlog vs bare consumers, RSS, sustained rate, overhead at 64 to 10,000 partitions, 1,024-partition throughput (SLUICE_BENCH_QUICK=1: short)
 	go build -o $(BIN)/sluice-bench ./cmd/sluice-bench
 	$(BIN)/sluice-bench -sluice bin/sluice
 

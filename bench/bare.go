@@ -39,19 +39,26 @@ func BareConfig(brokers string) kafka.ConfigMap {
 // consumers to the last record of the last partition (closing them is not
 // timed) and fails unless every partition yields exactly its records.
 func BareRead(ctx context.Context, brokers, topic string, ends []int64) (time.Duration, error) {
+	return BareReadShared(ctx, brokers, topic, ends, len(ends))
+}
+
+// BareReadShared is BareRead with the partitions shared by consumers bare
+// consumers, each assigned a contiguous block of them (SharePartitions).
+func BareReadShared(ctx context.Context, brokers, topic string, ends []int64, consumers int) (time.Duration, error) {
+	blocks := SharePartitions(int32(len(ends)), consumers)
 	start := time.Now()
 	var wg sync.WaitGroup
-	errs := make([]error, len(ends))
-	consumers := make([]*kafka.Consumer, len(ends))
+	errs := make([]error, len(blocks))
+	cs := make([]*kafka.Consumer, len(blocks))
 	var mu sync.Mutex
 	var last time.Time
-	for p, end := range ends {
+	for i, parts := range blocks {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := readPartition(ctx, brokers, topic, int32(p), end)
-			consumers[p] = c
-			errs[p] = err
+			c, err := readPartitions(ctx, brokers, topic, parts, ends)
+			cs[i] = c
+			errs[i] = err
 			mu.Lock()
 			if now := time.Now(); now.After(last) {
 				last = now
@@ -61,7 +68,7 @@ func BareRead(ctx context.Context, brokers, topic string, ends []int64) (time.Du
 	}
 	wg.Wait()
 	took := last.Sub(start)
-	for _, c := range consumers {
+	for _, c := range cs {
 		if c != nil {
 			c.Close()
 		}
@@ -72,39 +79,91 @@ func BareRead(ctx context.Context, brokers, topic string, ends []int64) (time.Du
 	return took, nil
 }
 
-// readPartition reads [0, end) of one partition and returns its consumer,
-// still open.
-func readPartition(ctx context.Context, brokers, topic string, partition int32, end int64) (*kafka.Consumer, error) {
+// SharePartitions splits partitions 0..partitions-1 into at most consumers
+// contiguous blocks whose sizes differ by at most one, the larger first.
+func SharePartitions(partitions int32, consumers int) [][]int32 {
+	n := min(int32(max(consumers, 1)), partitions)
+	out := make([][]int32, 0, n)
+	var next int32
+	for i := range n {
+		size := partitions / n
+		if i < partitions%n {
+			size++
+		}
+		block := make([]int32, size)
+		for j := range block {
+			block[j] = next
+			next++
+		}
+		out = append(out, block)
+	}
+	return out
+}
+
+// readPartitions reads [0, ends[p]) of each of partitions with one consumer
+// and returns it, still open.
+func readPartitions(ctx context.Context, brokers, topic string, partitions []int32, ends []int64) (*kafka.Consumer, error) {
 	cm := BareConfig(brokers)
 	c, err := kafka.NewConsumer(&cm)
 	if err != nil {
-		return nil, fmt.Errorf("bare consumer of %s/%d: %w", topic, partition, err)
+		return nil, fmt.Errorf("bare consumer of %s %s: %w", topic, partitionList(partitions), err)
 	}
-	if end == 0 {
+	var assign []kafka.TopicPartition
+	read := make(map[int32]int64, len(partitions))
+	for _, p := range partitions {
+		if ends[p] > 0 {
+			assign = append(assign, kafka.TopicPartition{Topic: &topic, Partition: p, Offset: 0})
+			read[p] = 0
+		}
+	}
+	if len(assign) == 0 {
 		return c, nil
 	}
-	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: partition, Offset: 0}}); err != nil {
-		return c, fmt.Errorf("bare consumer: assign %s/%d: %w", topic, partition, err)
+	if err := c.Assign(assign); err != nil {
+		return c, fmt.Errorf("bare consumer: assign %s %s: %w", topic, partitionList(partitions), err)
 	}
-	var n int64
+	left := len(assign)
 	for ctx.Err() == nil {
 		switch e := c.Poll(100).(type) {
 		case *kafka.Message:
+			p := e.TopicPartition.Partition
 			if e.TopicPartition.Error != nil {
-				return c, fmt.Errorf("bare consumer of %s/%d: %w", topic, partition, e.TopicPartition.Error)
+				return c, fmt.Errorf("bare consumer of %s/%d: %w", topic, p, e.TopicPartition.Error)
 			}
-			n++
-			if off := int64(e.TopicPartition.Offset); off >= end-1 {
-				if n != end {
-					return c, fmt.Errorf("bare consumer of %s/%d read %d records up to offset %d, want %d", topic, partition, n, off, end)
+			n, ok := read[p]
+			if !ok {
+				return c, fmt.Errorf("bare consumer of %s %s: a record of partition %d, not assigned", topic, partitionList(partitions), p)
+			}
+			read[p] = n + 1
+			if off := int64(e.TopicPartition.Offset); off >= ends[p]-1 {
+				if n+1 != ends[p] {
+					return c, fmt.Errorf("bare consumer of %s/%d read %d records up to offset %d, want %d", topic, p, n+1, off, ends[p])
 				}
-				return c, nil
+				if left--; left == 0 {
+					return c, nil
+				}
 			}
 		case kafka.Error:
 			if e.IsFatal() {
-				return c, fmt.Errorf("bare consumer of %s/%d: %w", topic, partition, e)
+				return c, fmt.Errorf("bare consumer of %s %s: %w", topic, partitionList(partitions), e)
 			}
 		}
 	}
-	return c, fmt.Errorf("bare consumer of %s/%d: %d of %d records read: %w", topic, partition, n, end, ctx.Err())
+	var got, want int64
+	for p, n := range read {
+		got, want = got+n, want+ends[p]
+	}
+	return c, fmt.Errorf("bare consumer of %s %s: %d of %d records read: %w", topic, partitionList(partitions), got, want, ctx.Err())
+}
+
+// partitionList names partitions for an error: "partition 3" or
+// "partitions 0-127" (a contiguous block, as SharePartitions makes).
+func partitionList(ps []int32) string {
+	switch {
+	case len(ps) == 1:
+		return fmt.Sprintf("partition %d", ps[0])
+	case len(ps) > 1 && int(ps[len(ps)-1]-ps[0]) == len(ps)-1:
+		return fmt.Sprintf("partitions %d-%d", ps[0], ps[len(ps)-1])
+	}
+	return fmt.Sprintf("partitions %v", ps)
 }

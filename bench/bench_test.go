@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -124,28 +125,40 @@ func TestPercentile(t *testing.T) {
 func TestBatchCycles(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
-	batch := func(id int64, at, commit int, ranges int) *sluicev1.Batch {
+	d := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	// batch: tick at, dispatched sched after it, tasks done proc later,
+	// committed at commit.
+	batch := func(id int64, at, sched, proc, commit int, ranges int) *sluicev1.Batch {
 		return &sluicev1.Batch{
 			Id: id, State: sluicev1.BatchState_BATCH_STATE_COMMITTED, BatchTime: timestamppb.New(ms(at)),
 			CommitTime: timestamppb.New(ms(commit)), Ranges: make([]*sluicev1.OffsetRange, ranges),
+			Metrics: &sluicev1.BatchMetrics{SchedulingDelay: durationpb.New(d(sched)), ProcessingTime: durationpb.New(d(proc)), Tasks: int32(ranges)},
 		}
 	}
 	// Newest first, as ListBatches returns them. Batch 3 waited for batch 2
-	// (committed at 170, after 3's batch time 150): its cycle starts at 170.
+	// (committed at 170, after 3's batch time 150): its cycle starts at 170,
+	// and its planning ran from then to its dispatch at 180.
 	list := []*sluicev1.Batch{
 		{Id: 5, State: sluicev1.BatchState_BATCH_STATE_PLANNED},
-		batch(4, 250, 262, 2),
-		batch(3, 150, 200, 2),
-		batch(2, 100, 170, 2),
-		batch(1, 50, 60, 2),
+		batch(4, 250, 2, 8, 262, 2),
+		batch(3, 150, 30, 15, 200, 2),
+		batch(2, 100, 10, 50, 170, 2),
+		batch(1, 50, 2, 5, 60, 2),
 	}
 	got, err := batchCycles(list, 2, 1, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []time.Duration{70 * time.Millisecond, 30 * time.Millisecond, 12 * time.Millisecond}
+	want := []cycle{
+		{total: d(70), plan: d(10), tasks: d(50), taskCount: 2},
+		{total: d(30), plan: d(10), tasks: d(15), taskCount: 2},
+		{total: d(12), plan: d(2), tasks: d(8), taskCount: 2},
+	}
 	if !slices.Equal(got, want) {
-		t.Errorf("cycles %v, want %v", got, want)
+		t.Errorf("cycles %+v, want %+v", got, want)
+	}
+	if s := split(got); s != (CycleSplit{Plan: d(10), Tasks: d(15), TaskCount: 2}) {
+		t.Errorf("split %+v", s)
 	}
 	if _, err := batchCycles(list, 3, 1, 4); err == nil || !strings.Contains(err.Error(), "batch 2 has 2 ranges, want one per partition (3)") {
 		t.Errorf("short batch: %v", err)
@@ -288,6 +301,124 @@ func TestHuman(t *testing.T) {
 	for v, want := range map[float64]string{950: "950", 12_345: "12k", 787_000: "787k", 1_050_000: "1.05M"} {
 		if got := Human(v); got != want {
 			t.Errorf("Human(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func TestOverheadTopicsAndLayout(t *testing.T) {
+	one := OverheadTopics("big", 1, 10000)
+	if !slices.Equal(one, []OverheadTopic{{"big", 10000}}) {
+		t.Errorf("one topic: %v", one)
+	}
+	many := OverheadTopics("t", 100, 100)
+	if len(many) != 100 || many[0] != (OverheadTopic{"t-00", 100}) || many[99] != (OverheadTopic{"t-99", 100}) {
+		t.Errorf("100 topics: %d, first %v, last %v", len(many), many[0], many[len(many)-1])
+	}
+	if got := totalPartitions(many); got != 10000 {
+		t.Errorf("total partitions of 100x100: %d", got)
+	}
+	if got := OverheadTopics("t", 11, 1); got[0].Name != "t-00" || got[10].Name != "t-10" {
+		t.Errorf("11 topics: %v ... %v", got[0], got[10])
+	}
+	for _, tc := range []struct {
+		topics []OverheadTopic
+		want   string
+	}{
+		{one, "10000"},
+		{many, "100x100"},
+		{[]OverheadTopic{{"a", 8}, {"b", 16}}, "8+16"},
+	} {
+		if got := OverheadLayout(tc.topics); got != tc.want {
+			t.Errorf("OverheadLayout(%d topics) = %q, want %q", len(tc.topics), got, tc.want)
+		}
+	}
+}
+
+func TestParseLayouts(t *testing.T) {
+	got, err := ParseLayouts("1x10000, 100x100")
+	if err != nil || !slices.Equal(got, []Layout{{1, 10000}, {100, 100}}) {
+		t.Errorf("ParseLayouts = %v, %v", got, err)
+	}
+	if got[1].String() != "100x100" {
+		t.Errorf("String() = %q", got[1].String())
+	}
+	for _, bad := range []string{"", "10000", "0x10", "2x0", "x5", "2x", "ax3", "2x3x4", "1x99999999999"} {
+		if _, err := ParseLayouts(bad); err == nil || !strings.Contains(err.Error(), "want TOPICSxPARTITIONS") {
+			t.Errorf("ParseLayouts(%q) = %v, want an error naming the format", bad, err)
+		}
+	}
+	if _, err := ParseLayouts("1x8,3y4"); err == nil || !strings.Contains(err.Error(), `layout "3y4"`) {
+		t.Errorf("bad second layout: %v", err)
+	}
+}
+
+func TestOverheadStop(t *testing.T) {
+	const budget = time.Minute
+	for _, tc := range []struct {
+		name        string
+		elapsed     time.Duration
+		budget      time.Duration
+		seen, want  int64
+		stop, boxed bool
+	}{
+		{"running", 10 * time.Second, budget, 50, 111, false, false},
+		{"all committed", 10 * time.Second, budget, 111, 111, true, false},
+		{"all committed late", 3 * time.Minute, budget, 111, 111, true, false},
+		{"budget spent", 61 * time.Second, budget, 40, 111, true, true},
+		{"budget spent, too few yet", 61 * time.Second, budget, 3, 111, false, false},
+		{"twice the budget, too few", 121 * time.Second, budget, 1, 111, true, true},
+		{"twice the budget, none", 121 * time.Second, budget, 0, 111, true, true},
+		{"no budget", time.Hour, 0, 3, 111, false, false},
+	} {
+		stop, boxed := overheadStop(tc.elapsed, tc.budget, tc.seen, tc.want)
+		if stop != tc.stop || boxed != tc.boxed {
+			t.Errorf("%s: stop %v time-boxed %v, want %v %v", tc.name, stop, boxed, tc.stop, tc.boxed)
+		}
+	}
+}
+
+func TestSharePartitions(t *testing.T) {
+	blocks := SharePartitions(1024, 8)
+	if len(blocks) != 8 {
+		t.Fatalf("1,024 partitions over 8 consumers: %d blocks", len(blocks))
+	}
+	var all []int32
+	for i, b := range blocks {
+		if len(b) != 128 || b[0] != int32(128*i) {
+			t.Errorf("block %d: %d partitions from %d, want 128 from %d", i, len(b), b[0], 128*i)
+		}
+		all = append(all, b...)
+	}
+	for i, p := range all {
+		if p != int32(i) {
+			t.Fatalf("partition %d is at %d of the blocks", p, i)
+		}
+	}
+	for _, tc := range []struct {
+		parts     int32
+		consumers int
+		sizes     []int
+	}{
+		{10, 4, []int{3, 3, 2, 2}},
+		{8, 8, []int{1, 1, 1, 1, 1, 1, 1, 1}},
+		{3, 8, []int{1, 1, 1}},
+		{5, 0, []int{5}},
+		{0, 4, nil},
+	} {
+		var sizes []int
+		for _, b := range SharePartitions(tc.parts, tc.consumers) {
+			sizes = append(sizes, len(b))
+		}
+		if !slices.Equal(sizes, tc.sizes) {
+			t.Errorf("SharePartitions(%d, %d) sizes %v, want %v", tc.parts, tc.consumers, sizes, tc.sizes)
+		}
+	}
+	for _, tc := range []struct {
+		ps   []int32
+		want string
+	}{{[]int32{3}, "partition 3"}, {[]int32{0, 1, 2}, "partitions 0-2"}, {[]int32{1, 5}, "partitions [1 5]"}} {
+		if got := partitionList(tc.ps); got != tc.want {
+			t.Errorf("partitionList(%v) = %q, want %q", tc.ps, got, tc.want)
 		}
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -271,6 +270,3 @@ func checkEnds(ctx context.Context, brokers, topic string, want []int64) error {
 	}
 	return nil
 }
-
-// isTopicExists reports whether err is Kafka's TOPIC_ALREADY_EXISTS.
-func isTopicExists(err error) bool { return errors.Is(err, kerr.TopicAlreadyExists) }

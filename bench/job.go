@@ -44,6 +44,10 @@ type JobRun struct {
 	Batches   int64
 	// MaxBatchRecords is the most records one retained batch read.
 	MaxBatchRecords int64
+	// Over the retained batches: the longest processing time, and how
+	// many batches a cap (backpressure, initial rate) cut.
+	MaxProcessing time.Duration
+	Capped        int
 	// Message is the job's message when it failed or did not finish.
 	Message string
 }
@@ -72,10 +76,20 @@ func RunJob(ctx context.Context, c *client.Client, spec *sluicev1.JobSpec, ends 
 	deadline := start.Add(timeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	// The committed offsets are read only when a batch has committed: the
+	// coordinator answers them with a ListOffsets of every partition, which
+	// at 1,024 partitions would load the broker the job reads from.
+	var committed, lastBatch int64
 	for {
-		committed, err := committedRecords(ctx, c, spec.GetName(), topic, len(ends))
+		j, err := c.Job(ctx, spec.GetName())
 		if err != nil {
-			return JobRun{}, err
+			return JobRun{}, fmt.Errorf("job %s: %w", spec.GetName(), err)
+		}
+		if j.GetLastBatchId() != lastBatch {
+			lastBatch = j.GetLastBatchId()
+			if committed, err = committedRecords(ctx, c, spec.GetName(), topic, len(ends)); err != nil {
+				return JobRun{}, err
+			}
 		}
 		if committed == total {
 			list, err := c.Batches(ctx, spec.GetName(), 10000)
@@ -86,12 +100,12 @@ func RunJob(ctx context.Context, c *client.Client, spec *sluicev1.JobSpec, ends 
 			run := JobRun{Done: true, Elapsed: b.GetCommitTime().AsTime().Sub(start), Committed: committed, Batches: b.GetId()}
 			for _, b := range list {
 				run.MaxBatchRecords = max(run.MaxBatchRecords, b.GetMetrics().GetRecordsIn())
+				run.MaxProcessing = max(run.MaxProcessing, b.GetMetrics().GetProcessingTime().AsDuration())
+				if b.GetCap().GetLimited() {
+					run.Capped++
+				}
 			}
 			return run, nil
-		}
-		j, err := c.Job(ctx, spec.GetName())
-		if err != nil {
-			return JobRun{}, fmt.Errorf("job %s: %w", spec.GetName(), err)
 		}
 		if failed := j.GetState() == sluicev1.JobState_JOB_STATE_FAILED; failed || time.Now().After(deadline) {
 			msg := "failed: " + j.GetMessage()
@@ -100,6 +114,9 @@ func RunJob(ctx context.Context, c *client.Client, spec *sluicev1.JobSpec, ends 
 				if m := j.GetMessage(); m != "" {
 					msg += " (" + m + ")"
 				}
+			}
+			if committed, err = committedRecords(ctx, c, spec.GetName(), topic, len(ends)); err != nil {
+				return JobRun{}, err
 			}
 			return JobRun{Elapsed: time.Since(start), Committed: committed, Batches: j.GetLastBatchId(), Message: msg}, nil
 		}

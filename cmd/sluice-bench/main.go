@@ -7,7 +7,12 @@
 //	    8 bare librdkafka consumers on the same broker, and the workers' peak
 //	    RSS;
 //	(b) the highest sustained input rate the default job keeps up with;
-//	(c) the coordination overhead per batch at 64 and 1,024 partitions.
+//	(c) the coordination overhead per batch at 64 and 1,024 partitions;
+//	(d) the same at 10,000 partitions, in one topic and in 100 topics of
+//	    100 partitions (one job), time-boxed;
+//	(e) the default job on a 1,024-partition backlog against bare
+//	    librdkafka consumers sharing its partitions, and against the same
+//	    job on 8 partitions.
 //
 // SLUICE_BENCH_QUICK=1 (or -quick) runs a short version for development;
 // SLUICE_BENCH_RECORDS=200000,1000000 (or -records) sets the backlogs.
@@ -24,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sluice-stream/sluice/bench"
 )
 
 type config struct {
@@ -44,6 +51,14 @@ type config struct {
 	overheadBatches int
 	overheadBudget  time.Duration
 	overheadParts   []int32
+	// (d)
+	largeLayouts []bench.Layout
+	largeBatches int
+	largeBudget  time.Duration
+	// (e)
+	wideRecords    int64
+	widePartitions int32
+	wideConsumers  int
 }
 
 func parseFlags(args []string) (config, error) {
@@ -55,7 +70,7 @@ func parseFlags(args []string) (config, error) {
 	records := fs.String("records", os.Getenv("SLUICE_BENCH_RECORDS"), "comma-separated backlog sizes, smallest first (env SLUICE_BENCH_RECORDS; default 1000000,10000000, quick 200000,1000000)")
 	fs.StringVar(&cfg.dir, "dir", "", "work directory for the processes' data and logs (default a new temporary one)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the work directory (logs) at the end")
-	fs.StringVar(&cfg.parts, "parts", "abc", "which parts to run: a (backlog), b (sustained rate), c (overhead)")
+	fs.StringVar(&cfg.parts, "parts", "abcde", "which parts to run: a (backlog), b (sustained rate), c (overhead), d (overhead at 10,000 partitions), e (backlog on 1,024 partitions)")
 	workerArgs := fs.String("worker-args", "", "extra flags of every sluice worker, space-separated (e.g. \"--consumer-cache 600\"); the default is none: the defaults")
 	fs.DurationVar(&cfg.window, "window", 0, "(b) how long the producer runs at each rate (default 20s, quick 10s)")
 	fs.IntVar(&cfg.rateStart, "rate-start", 50_000, "(b) first input rate tried, records/s")
@@ -64,9 +79,16 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.overheadBatches, "overhead-batches", 0, "(c) batches measured per partition count (default 200, quick 100)")
 	fs.DurationVar(&cfg.overheadBudget, "overhead-budget", 0, "(c) time after which a partition count is measured over the batches committed so far (default 90s, quick 45s)")
 	overheadParts := fs.String("overhead-partitions", "64,1024", "(c) partition counts")
+	largeLayouts := fs.String("large-layouts", "1x10000,100x100", "(d) source layouts, TOPICSxPARTITIONS (partitions of each topic), comma-separated")
+	fs.IntVar(&cfg.largeBatches, "large-batches", 0, "(d) batches measured per layout (default 100, quick 50)")
+	fs.DurationVar(&cfg.largeBudget, "large-budget", 0, "(d) time after which a layout is measured over the batches committed so far; at twice this, over whatever committed (default 60s, quick 30s)")
+	fs.Int64Var(&cfg.wideRecords, "wide-records", 0, "(e) backlog size (default 2000000, quick 500000)")
+	wideParts := fs.Int("wide-partitions", 1024, "(e) partitions of the wide backlog")
+	fs.IntVar(&cfg.wideConsumers, "wide-consumers", 8, "(e) bare consumers sharing the wide backlog's partitions")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
+	var err error
 	cfg.workerArgs = strings.Fields(*workerArgs)
 	if *records == "" {
 		*records = "1000000,10000000"
@@ -87,6 +109,34 @@ func parseFlags(args []string) (config, error) {
 			return cfg, fmt.Errorf("-overhead-partitions %q: want positive partition counts separated by commas", *overheadParts)
 		}
 		cfg.overheadParts = append(cfg.overheadParts, int32(n))
+	}
+	if cfg.largeLayouts, err = bench.ParseLayouts(*largeLayouts); err != nil {
+		return cfg, fmt.Errorf("-large-layouts: %w", err)
+	}
+	if *wideParts < 1 || *wideParts > 100_000 || cfg.wideConsumers < 1 {
+		return cfg, fmt.Errorf("-wide-partitions %d, -wide-consumers %d: want 1 to 100000 partitions and at least 1 consumer", *wideParts, cfg.wideConsumers)
+	}
+	cfg.widePartitions = int32(*wideParts)
+	if cfg.wideRecords < 0 {
+		return cfg, fmt.Errorf("-wide-records %d: want a positive record count", cfg.wideRecords)
+	}
+	if cfg.wideRecords == 0 {
+		cfg.wideRecords = 2_000_000
+		if cfg.quick {
+			cfg.wideRecords = 500_000
+		}
+	}
+	if cfg.largeBatches == 0 {
+		cfg.largeBatches = 100
+		if cfg.quick {
+			cfg.largeBatches = 50
+		}
+	}
+	if cfg.largeBudget == 0 {
+		cfg.largeBudget = time.Minute
+		if cfg.quick {
+			cfg.largeBudget = 30 * time.Second
+		}
 	}
 	if cfg.window == 0 {
 		cfg.window = 20 * time.Second
@@ -113,6 +163,13 @@ func parseFlags(args []string) (config, error) {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == memoryBrokerArg {
+		if err := runMemoryBroker(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "sluice-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-stream/sluice/bench"
+)
+
+func TestThousands(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 64: "64", 1024: "1,024", 10000: "10,000", 2000000: "2,000,000", -1500: "-1,500"} {
+		if got := thousands(n); got != want {
+			t.Errorf("thousands(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestParseFlagsScaleParts(t *testing.T) {
+	t.Setenv("SLUICE_BENCH_QUICK", "")
+	cfg, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.parts != "abcde" || cfg.wideRecords != 2_000_000 || cfg.widePartitions != 1024 || cfg.wideConsumers != 8 ||
+		cfg.largeBatches != 100 || cfg.largeBudget != time.Minute || !slices.Equal(cfg.largeLayouts, []bench.Layout{{Topics: 1, Partitions: 10000}, {Topics: 100, Partitions: 100}}) {
+		t.Errorf("defaults: parts %q, (e) %d records on %d partitions, %d consumers; (d) %v, %d batches, %s",
+			cfg.parts, cfg.wideRecords, cfg.widePartitions, cfg.wideConsumers, cfg.largeLayouts, cfg.largeBatches, cfg.largeBudget)
+	}
+	cfg, err = parseFlags([]string{"-quick", "-large-layouts", "2x50", "-wide-records", "300000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.wideRecords != 300_000 || cfg.largeBatches != 50 || cfg.largeBudget != 30*time.Second || !slices.Equal(cfg.largeLayouts, []bench.Layout{{Topics: 2, Partitions: 50}}) {
+		t.Errorf("quick: (e) %d records; (d) %v, %d batches, %s", cfg.wideRecords, cfg.largeLayouts, cfg.largeBatches, cfg.largeBudget)
+	}
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"-large-layouts", "10000"}, `-large-layouts: layout "10000"`},
+		{[]string{"-wide-partitions", "0"}, "-wide-partitions 0"},
+		{[]string{"-wide-consumers", "0"}, "-wide-consumers 0"},
+		{[]string{"-wide-records", "-5"}, "-wide-records -5"},
+	} {
+		if _, err := parseFlags(tc.args); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("parseFlags(%v) = %v, want %q", tc.args, err, tc.err)
+		}
+	}
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sluice-stream/sluice/bench"
+)
+
+// wideRun is the default job on one backlog of part (e).
+type wideRun struct {
+	job    bench.JobRun
+	verify error
+	rss    []int64
+}
+
+// runWide is part (e): the same backlog size on 8 partitions and on
+// cfg.widePartitions; bare consumers sharing the wide topic's partitions,
+// the job on each topic on new workers, the bare consumers again.
+func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
+	n, parts := cfg.wideRecords, cfg.widePartitions
+	wideName := fmt.Sprintf("(e) %s backlog, %s partitions", count(n), thousands(int64(parts)))
+	fail := func(err error) error {
+		t.add(wideName, "ERROR: "+oneLine(err), "", "no")
+		logf("(e) %v", err)
+		return err
+	}
+	var narrow, wide bench.Produced
+	for _, b := range []struct {
+		p     *bench.Produced
+		parts int32
+		seed  uint64
+	}{{&narrow, backlogPartitions, 8}, {&wide, parts, uint64(parts)}} {
+		topic := fmt.Sprintf("wide-%s-%d", strings.ToLower(count(n)), b.parts)
+		logf("(e) producing %s records to %s (%d partitions)", count(n), topic, b.parts)
+		var err error
+		if *b.p, err = bench.ProduceEvents(ctx, cl.kafka, topic, b.parts, n, b.seed); err != nil {
+			return fail(err)
+		}
+		logf("(e) produced %s records to %d partitions in %s", count(n), b.parts, b.p.Took.Round(time.Millisecond))
+		t.note("(e) %s records produced to %s partitions in %s (4 kgo producers; not in the figures)", count(n), thousands(int64(b.parts)), b.p.Took.Round(100*time.Millisecond))
+	}
+	consumers := min(cfg.wideConsumers, int(parts))
+	var bare []time.Duration
+	readBare := func() error {
+		d, err := bench.BareReadShared(ctx, cl.kafka, wide.Topic, wide.Ends, consumers)
+		if err != nil {
+			return err
+		}
+		logf("(e) %d bare consumers read %s records on %d partitions in %s (%s records/s)", consumers, count(n), parts, d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
+		bare = append(bare, d)
+		return nil
+	}
+	if err := readBare(); err != nil {
+		return fail(err)
+	}
+	runOne := func(p bench.Produced) (wideRun, error) {
+		var r wideRun
+		tag := fmt.Sprintf("wide-%d", len(p.Ends))
+		if err := cl.startWorkers(ctx, tag, workers, slots); err != nil {
+			return r, err
+		}
+		timeout := time.Minute + time.Duration(n/100_000)*time.Second
+		logf("(e) running the click job on %s records on %d partitions (timeout %s)", count(n), len(p.Ends), timeout)
+		spec := bench.ClickJob("clicks-"+tag, cl.kafka, p.Topic)
+		var err error
+		if r.job, err = bench.RunJob(ctx, cl.c, spec, p.Ends, timeout); err != nil {
+			return r, err
+		}
+		for _, w := range cl.workers {
+			rss, err := bench.PeakRSS(w.pid())
+			if err != nil {
+				return r, fmt.Errorf("%w (%v)", err, cl.workerGone())
+			}
+			r.rss = append(r.rss, rss)
+		}
+		logf("(e) job on %d partitions: done %v, %s records in %s (%s records/s), %d batches (%d cut by a cap, longest %s), worker RSS %v",
+			len(p.Ends), r.job.Done, count(r.job.Committed), r.job.Elapsed.Round(time.Millisecond), bench.Human(r.job.Rate()), r.job.Batches,
+			r.job.Capped, r.job.MaxProcessing.Round(time.Millisecond), r.rss)
+		if r.job.Done {
+			r.verify = bench.VerifyTruth(ctx, cl.c, spec.GetName(), p.Truth)
+		}
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := cl.c.Delete(dctx, spec.GetName()); err != nil {
+			logf("(e) delete %s: %v", spec.GetName(), err)
+		}
+		cancel()
+		return r, nil
+	}
+	nr, err := runOne(narrow)
+	if err != nil {
+		return fail(err)
+	}
+	wr, err := runOne(wide)
+	if err != nil {
+		return fail(err)
+	}
+	// Again with the job gone; the better of the two counts, the stricter
+	// comparison on a busy machine.
+	if err := readBare(); err != nil {
+		return fail(err)
+	}
+	addWideRows(t, n, parts, consumers, nr, wr, bare)
+	return nil
+}
+
+func addWideRows(t *table, n int64, parts int32, consumers int, narrow, wide wideRun, bare []time.Duration) {
+	name := fmt.Sprintf("(e) %s backlog, %s partitions", count(n), thousands(int64(parts)))
+	t.add(name+": sluice job, default settings, 2 workers x 4 slots (submit to last commit)", jobCell(wide.job, n, wide.verify), "",
+		failedIf(wide.verify != nil || !wide.job.Done))
+	best := bare[0]
+	var bares []string
+	for _, d := range bare {
+		best = min(best, d)
+		bares = append(bares, d.Round(10*time.Millisecond).String())
+	}
+	bareRate := float64(n) / best.Seconds()
+	t.add(fmt.Sprintf("%s: %d bare librdkafka consumers, %s partitions each (assigned from offset 0, (a)'s fetch settings), before and after the job",
+		name, consumers, thousands(int64(parts)/int64(consumers))),
+		fmt.Sprintf("%s records/s (best of %s)", bench.Human(bareRate), strings.Join(bares, ", ")), "", "")
+	t.add(name+": job / bare consumers", fmt.Sprintf("%.2f", wide.job.Rate()/bareRate), "", "")
+	var rss []string
+	for i, b := range wide.rss {
+		rss = append(rss, fmt.Sprintf("w%d %s", i+1, mib(b)))
+	}
+	t.add(name+": worker peak RSS (VmHWM), new workers", strings.Join(rss, ", "), "", "")
+	t.add(fmt.Sprintf("(e) %s backlog, 8 partitions: the same job, same run, new workers", count(n)), jobCell(narrow.job, n, narrow.verify), "",
+		failedIf(narrow.verify != nil || !narrow.job.Done))
+	ok := wide.job.Done && narrow.job.Done && wide.verify == nil && narrow.verify == nil
+	ratio := 0.0
+	if narrow.job.Rate() > 0 {
+		ratio = wide.job.Rate() / narrow.job.Rate()
+	}
+	t.add(fmt.Sprintf("(e) job records/s, %s / 8 partitions", thousands(int64(parts))), fmt.Sprintf("%.2f", ratio), ">= 0.90", yesNo(ok && ratio >= 0.9))
+}
+
+// runLarge is part (d): the coordination overhead of (c) for each large
+// layout, each on new workers, time-boxed, on an in-memory broker process
+// (see memoryBrokerArg) from which each layout's topics are deleted once
+// measured.
+func runLarge(ctx context.Context, cfg config, cl *cluster, t *table) error {
+	t.note("(d) reads from its own broker process, kfake in memory (sluice-bench %s): sluice dev's embedded broker keeps 2 files open per partition, 20,000 at 10,000 partitions (open-file limit here: %d)",
+		memoryBrokerArg, openFileLimit())
+	broker, brokers, err := cl.startMemoryBroker(ctx, "broker-d")
+	if err != nil {
+		t.add("(d) coordination overhead per batch", "ERROR: "+oneLine(err), "p99 < 100 ms", "no")
+		return err
+	}
+	defer broker.stop()
+	// The workers go first: a broker stopping under them would only add
+	// noise to their logs.
+	defer cl.stopWorkers()
+	var firstErr error
+	for _, l := range cfg.largeLayouts {
+		if ctx.Err() != nil {
+			break
+		}
+		if err := runLayout(ctx, cfg, cl, t, brokers, l); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+func runLayout(ctx context.Context, cfg config, cl *cluster, t *table, brokers string, l bench.Layout) error {
+	total := int64(l.Topics) * int64(l.Partitions)
+	where := "in 1 topic"
+	if l.Topics > 1 {
+		where = fmt.Sprintf("in %d topics of %s (one job)", l.Topics, thousands(int64(l.Partitions)))
+	}
+	measure := fmt.Sprintf("(d) coordination overhead per batch, %s partitions %s, 1 record per partition, 2 workers x 4 slots", thousands(total), where)
+	const target = "p99 < 100 ms"
+	fail := func(err error) error {
+		t.add(measure, "ERROR: "+oneLine(err), target, "no")
+		logf("(d) %s: %v", l, err)
+		return err
+	}
+	if err := cl.startWorkers(ctx, "large-"+l.String(), workers, slots); err != nil {
+		return fail(err)
+	}
+	topics := bench.OverheadTopics("large-"+l.String(), l.Topics, l.Partitions)
+	logf("(d) %d batches of one record on each of %d partitions (%s), time-boxed to %s", cfg.largeBatches, total, l, cfg.largeBudget)
+	// Beyond the time box: the setup, reading the batches, and a margin; a
+	// hang ends here as an error, not as a stuck bench.
+	octx, cancel := context.WithTimeout(ctx, 2*cfg.largeBudget+3*time.Minute)
+	o, err := bench.CoordinationOverhead(octx, cl.c, brokers, topics, cfg.largeBatches, cfg.largeBudget)
+	cancel()
+	// The workers' consumers may still hold the partitions: they go
+	// before the topics.
+	cl.stopWorkers()
+	dstart := time.Now()
+	dctx, dcancel := context.WithTimeout(ctx, time.Minute)
+	if derr := bench.DeleteTopics(dctx, brokers, topics); derr != nil {
+		logf("(d) %v", derr)
+	}
+	dcancel()
+	logf("(d) %s: topics deleted in %s", l, time.Since(dstart).Round(time.Millisecond))
+	if err != nil {
+		return fail(err)
+	}
+	logf("(d) %s: p50 %s p99 %s over %d batches, %d committed in %s (time-boxed %v); setup %s",
+		l, o.P50, o.P99, o.Batches, o.Committed, o.Elapsed.Round(time.Millisecond), o.TimeBoxed, o.Setup.Round(time.Millisecond))
+	if o.Batches == 0 {
+		t.note("(d) %s: setup %s for %s records, not in the figures", l, o.Setup.Round(100*time.Millisecond), count(o.Records))
+	}
+	noteSplit(t, "(d) "+l.String(), o)
+	t.add(measure, overheadValue(o, cfg.largeBudget), target, yesNo(o.Batches > 0 && o.P99 < 100*time.Millisecond))
+	return nil
+}
+
+// thousands formats n with commas: 10,000.
+func thousands(n int64) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
