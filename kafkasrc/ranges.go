@@ -244,7 +244,6 @@ type multiConsumer struct {
 	parts      map[TopicPartition]*partRead // the assigned partitions
 	reads      uint64                       // reads so far; partRead.lastRead
 	stashBytes int64                        // the bytes of every partition's stash
-	toPause    []kafka.TopicPartition       // paused here, not yet in librdkafka
 }
 
 func newMultiConsumer(cl Cluster, groupID string, logger hclog.Logger) (*multiConsumer, error) {
@@ -285,10 +284,10 @@ const (
 	// at the tail, against the fetches an idle consumer sends (each names
 	// every partition it has, and the broker looks at each).
 	stickyFetchWaitMs = 25
-	// stashLimit bounds the records a pool consumer keeps for later reads,
-	// and stashPartLimit one partition's; a partition past them is paused
-	// until a read asks for it (librdkafka then fetches it again from
-	// where the stash ends).
+	// stashLimit bounds the records a pool consumer keeps for later reads;
+	// a partition gets its share of it, at most stashPartLimit. A partition
+	// past that is paused until a read asks for it (librdkafka then
+	// fetches it again from where the stash ends).
 	stashLimit     = multiConsumerShare
 	stashPartLimit = 1 << 20
 	// idleReads: a partition that none of its consumer's last idleReads
@@ -301,9 +300,6 @@ const (
 	// often, per 128 open ranges (a range ending in transaction markers
 	// finishes only so; asking costs librdkafka a lookup per partition).
 	advanceEvery = 5 * time.Millisecond
-	// pauseBatch: partitions whose stash filled are paused this many at a
-	// time (and at the end of a read).
-	pauseBatch = 256
 	// messageOverhead approximates what a kept message costs beyond its
 	// key, value and headers.
 	messageOverhead = 160
@@ -463,9 +459,10 @@ func (c *multiConsumer) dropStash(pr *partRead, n int) {
 }
 
 // keep stashes m, polled for pr outside a read of it, or drops it when pr
-// is paused (the next read seeks back to where the stash ends). Past the
-// stash limits, pr is paused: librdkafka then drops what it holds of pr
-// and fetches no more. Pauses are sent to librdkafka pauseBatch at a time.
+// is paused (the next read seeks back to where the stash ends). A
+// partition's stash holds its share of stashLimit (at most
+// stashPartLimit); past it, pr is paused at once, so that librdkafka drops
+// what it holds of pr without handing it over and fetches no more.
 func (c *multiConsumer) keep(pr *partRead, m *kafka.Message) error {
 	off := int64(m.TopicPartition.Offset)
 	if pr.paused {
@@ -482,28 +479,13 @@ func (c *multiConsumer) keep(pr *partRead, m *kafka.Message) error {
 	pr.stashSize += size
 	c.stashBytes += size
 	pr.next = off + 1
-	if pr.stashSize >= stashPartLimit || c.stashBytes >= stashLimit {
-		pr.paused = true
-		c.toPause = append(c.toPause, pr.tp(0))
-		if len(c.toPause) >= pauseBatch {
-			return c.pause()
+	if pr.stashSize >= min(stashLimit/int64(len(c.parts)), stashPartLimit) || c.stashBytes >= stashLimit {
+		// Pausing is synchronous and makes librdkafka resume at the
+		// offset after m: nothing polled is lost.
+		if err := c.kc.Pause([]kafka.TopicPartition{pr.tp(0)}); err != nil {
+			return fmt.Errorf("%s/%d: pause: %w", pr.topic, pr.partition, err)
 		}
-	}
-	return nil
-}
-
-// pause sends the pending pauses to librdkafka. Pausing is synchronous and
-// makes librdkafka resume a partition after the last record polled of it;
-// a partition that had records polled (and dropped) meanwhile is marked
-// lost, and its next read seeks.
-func (c *multiConsumer) pause() error {
-	if len(c.toPause) == 0 {
-		return nil
-	}
-	tps := c.toPause
-	c.toPause = nil
-	if err := c.kc.Pause(tps); err != nil {
-		return fmt.Errorf("pause %d partitions: %w", len(tps), err)
+		pr.paused = true
 	}
 	return nil
 }
@@ -519,16 +501,7 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 			pr.reading = false
 		}
 	}()
-	// A read that fails closes the consumer: the pauses only matter to one
-	// that ends well.
-	read := func() (ReadStats, error) {
-		st, err := c.readPrepared(ctx, prs, fn)
-		if err == nil {
-			err = c.pause()
-		}
-		return st, err
-	}
-	return read()
+	return c.readPrepared(ctx, prs, fn)
 }
 
 // readPrepared is read once the partitions are positioned.
