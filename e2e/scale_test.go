@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/sluice-stream/sluice/bench"
 	"github.com/sluice-stream/sluice/client"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
@@ -48,6 +50,7 @@ func TestThousandPartitionsThroughKills(t *testing.T) {
 	c := pc.client()
 	waitServing(t, c)
 	k := pc.killer(t, c, job, keep)
+	k.watchMemory(workerMemoryBound)
 
 	pr, err := kgo.NewClient(kgo.SeedBrokers(pc.brokers), kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(5*time.Millisecond), kgo.RecordRetries(100))
@@ -62,7 +65,9 @@ func TestThousandPartitionsThroughKills(t *testing.T) {
 		produceKeyed(t, pr, topic, parts, perPartition*parts, seed, counts, ends)
 		seed++
 	}
-	produce(20)
+	// A backlog above the first batch's initial-rate cap (100,000): batches of
+	// several packed tasks, on several workers.
+	produce(100)
 	if _, err := c.Submit(context.Background(), defaultJob(job, pc.brokers, topic)); err != nil {
 		t.Fatalf("submit: %v", err)
 	}
@@ -85,9 +90,9 @@ func TestThousandPartitionsThroughKills(t *testing.T) {
 	produce(8)
 	k.progress()
 
-	tc := &testCluster{t: t, Client: c}
-	tc.waitOffsets(job, ends, 2*time.Minute)
+	k.waitOffsets(ends, 2*time.Minute)
 	k.checkRetained()
+	tc := &testCluster{t: t, Client: c}
 	if got := tc.mergedCounts(job); !maps.Equal(got, counts) {
 		var lost, dup int64
 		for key, n := range counts {
@@ -111,7 +116,8 @@ func TestThousandPartitionsThroughKills(t *testing.T) {
 	for _, n := range counts {
 		records += n
 	}
-	t.Logf("1,024 partitions, %d records, kills survived %v (by failpoints %v); %s", records, k.kills, k.fired, batchFigures(batches))
+	t.Logf("1,024 partitions, %d records, kills survived %v (by failpoints %v); %s; worker peak RSS %s",
+		records, k.kills, k.fired, batchFigures(batches), k.peaks())
 }
 
 // startRetainingCoordinator starts coordinator i as startCoordinator does,
@@ -147,6 +153,10 @@ type killer struct {
 	last  int64          // the job's last batch id when progress last returned
 	kills map[string]int // by process name, failpoints included
 	fired map[string]int // failpoints that killed a process, by spec
+
+	mu   sync.Mutex
+	peak map[string]int64 // workers' peak RSS over their restarts, by id
+	over string           // the first worker above the memory bound
 }
 
 func (pc *procCluster) killer(t *testing.T, c *client.Client, job string, keep int64) *killer {
@@ -156,7 +166,7 @@ func (pc *procCluster) killer(t *testing.T, c *client.Client, job string, keep i
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	return &killer{t: t, pc: pc, c: c, etcd: cli, job: job, keep: keep, kills: map[string]int{}, fired: map[string]int{}}
+	return &killer{t: t, pc: pc, c: c, etcd: cli, job: job, keep: keep, kills: map[string]int{}, fired: map[string]int{}, peak: map[string]int64{}}
 }
 
 // restartExited restarts every coordinator and worker that exited.
@@ -173,6 +183,7 @@ func (k *killer) restartExited() {
 	}
 	k.pc.mu.Unlock()
 	sort.Strings(dead)
+	k.checkMemory()
 	for _, name := range dead {
 		k.kills[name]++
 		out := k.pc.proc(name).out.String()
@@ -262,6 +273,109 @@ func (k *killer) progress() {
 	}
 }
 
+// waitOffsets waits until the job's committed offsets equal want, as
+// testCluster.waitOffsets does, stopping early if a worker outgrew the
+// memory bound.
+func (k *killer) waitOffsets(want map[string]int64, timeout time.Duration) {
+	k.t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		k.checkMemory()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		resp, err := k.c.Offsets(ctx, k.job)
+		cancel()
+		if err != nil {
+			continue
+		}
+		got := map[string]int64{}
+		for _, p := range resp.GetPartitions() {
+			got[fmt.Sprintf("%s/%d", p.GetTopic(), p.GetPartition())] = p.GetCommitted()
+		}
+		if equalOffsets(got, want) {
+			return
+		}
+	}
+	// Fails saying where the offsets are and what state the job is in.
+	(&testCluster{t: k.t, Client: k.c}).waitOffsets(k.job, want, time.Second)
+}
+
+// workerMemoryBound is a worker's peak RSS that no test here should come
+// near: per the README a worker holds, per slot, a chunk of sink output and
+// a 16 MiB producer queue, and prefetches within --consumer-memory (128 MiB)
+// plus a few MB per cached consumer.
+const workerMemoryBound = 1 << 30
+
+// watchMemory samples the peak RSS (VmHWM) of every worker process every
+// 200ms until the test ends. A worker above limit fails the test, and every
+// worker is killed at once rather than left to grow on a machine shared
+// with other tests; the killer's waits then stop the test.
+func (k *killer) watchMemory(limit int64) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	k.t.Cleanup(func() {
+		close(stop)
+		<-done
+	})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			k.pc.mu.Lock()
+			procs := maps.Clone(k.pc.procs)
+			k.pc.mu.Unlock()
+			for name, p := range procs {
+				if name == "infra" || strings.HasPrefix(name, "coordinator-") {
+					continue
+				}
+				rss, err := bench.PeakRSS(p.cmd.Process.Pid)
+				if err != nil {
+					continue // exited
+				}
+				k.mu.Lock()
+				k.peak[name] = max(k.peak[name], rss)
+				first := rss > limit && k.over == ""
+				if first {
+					k.over = fmt.Sprintf("worker %s (pid %d): peak RSS %d MiB, above %d MiB", name, p.cmd.Process.Pid, rss>>20, limit>>20)
+				}
+				k.mu.Unlock()
+				if first {
+					for n, q := range procs {
+						if n != "infra" && !strings.HasPrefix(n, "coordinator-") {
+							_ = q.cmd.Process.Kill()
+						}
+					}
+				}
+			}
+		}
+	}()
+}
+
+// checkMemory stops the test if a worker outgrew the memory bound.
+func (k *killer) checkMemory() {
+	k.t.Helper()
+	k.mu.Lock()
+	over := k.over
+	k.mu.Unlock()
+	if over != "" {
+		k.t.Fatalf("%s; all workers were killed to stop the growth (peaks %s)", over, k.peaks())
+	}
+}
+
+// peaks formats the workers' peak RSS.
+func (k *killer) peaks() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(k.peak)) {
+		parts = append(parts, fmt.Sprintf("%s %d MiB", name, k.peak[name]>>20))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // checkRetained fails the test if the coordinators pruned a batch of the
 // job: the counts could not be checked over the whole run.
 func (k *killer) checkRetained() {
@@ -303,6 +417,73 @@ func quantiles(ds []time.Duration) string {
 	}
 	ds = slices.Clone(ds)
 	slices.Sort(ds)
-	q := func(f float64) time.Duration { return ds[min(int(f*float64(len(ds))), len(ds)-1)].Round(time.Millisecond) }
+	q := func(f float64) time.Duration {
+		return ds[min(int(f*float64(len(ds))), len(ds)-1)].Round(time.Millisecond)
+	}
 	return fmt.Sprintf("p50 %s p90 %s max %s", q(0.5), q(0.9), ds[len(ds)-1].Round(time.Millisecond))
+}
+
+// TestKafkaSinkExactlyOnce256Partitions is TestKafkaSinkExactlyOnceThroughKills
+// on a 256-partition input topic: a Kafka-to-Kafka job (filter + map,
+// transactional sink, one transactional id per input partition: 256
+// transactions per batch) while a worker, the leading coordinator and
+// another worker are killed with SIGKILL as orders are produced. A
+// read_committed reader of the output sees every expected record exactly
+// once, the job's group offsets equal its committed offsets, and no worker
+// outgrows workerMemoryBound.
+func TestKafkaSinkExactlyOnce256Partitions(t *testing.T) {
+	const in, out, parts, job = "orders-wide", "doubled-wide", 256, "orders-wide-doubled"
+	pc := newProcCluster(t, 2)
+	createTopic(t, pc.brokers, in, parts)
+	createTopic(t, pc.brokers, out, 3)
+	pc.startRetainingCoordinator(0, 100_000, "").waitOutput(t, "leading", 30*time.Second)
+	pc.startRetainingCoordinator(1, 100_000, "")
+	workers := []string{"w1", "w2", "w3"}
+	for _, w := range workers {
+		pc.startWorker(w, "")
+	}
+	c := pc.client()
+	waitServing(t, c)
+	k := pc.killer(t, c, job, 100_000)
+	k.watchMemory(workerMemoryBound)
+	spec := sinkJob(job, pc.brokers, in, out, sluicev1.KafkaSinkMode_KAFKA_SINK_MODE_UNSPECIFIED)
+	if _, err := c.Submit(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	// 40 orders a partition over about 10 seconds, and three kills in
+	// them: a worker, the leader, another worker.
+	o := newOrders()
+	const n, rate = 40 * parts, 1_000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		o.produce(t, pc.brokers, in, parts, n, rate)
+	}()
+	for _, victim := range []string{workers[0], "leader", workers[1]} {
+		time.Sleep(2500 * time.Millisecond)
+		k.restartExited()
+		if victim == "leader" {
+			victim = k.leader()
+		}
+		k.kill(victim)
+	}
+	<-done
+	o.mu.Lock()
+	ends := map[string]int64{}
+	for i := range parts {
+		ends[fmt.Sprintf("%s/%d", in, i)] = int64(o.n/parts + boolInt(i < o.n%parts))
+	}
+	want := len(o.want)
+	o.mu.Unlock()
+	k.waitOffsets(ends, 2*time.Minute)
+	seen, values := readOutput(t, pc.brokers, out, want, 60*time.Second)
+	checkOutput(t, o, seen, values, false)
+	checkGroupOffsets(t, pc.brokers, c, job)
+	k.checkMemory()
+	batches, err := c.Batches(context.Background(), job, 100_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("256 partitions, %d orders, %d written exactly once, kills survived %v; %s; worker peak RSS %s",
+		o.n, want, k.kills, batchFigures(batches), k.peaks())
 }
