@@ -462,10 +462,10 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 	// batch's ranges, not its tasks, are what is logged and committed.
 	// Packing small ranges follows consistent placement only: fixed and
 	// brokers placement choose a worker per partition.
-	slots, transactional := r.dispatcher.liveSlots(), jobspec.Transactional(r.spec)
+	workers, transactional := r.dispatcher.liveWorkers(), jobspec.Transactional(r.spec)
 	mode := r.spec.GetPlacement().GetMode()
 	consistent := mode == sluicev1.PlacementMode_PLACEMENT_MODE_UNSPECIFIED || mode == sluicev1.PlacementMode_PLACEMENT_MODE_CONSISTENT
-	pieces := packRanges(splitRanges(b.GetRanges(), lim.GetMaxRecordsPerTask(), slots, !transactional), slots, consistent && !transactional)
+	pieces := packRanges(splitRanges(b.GetRanges(), lim.GetMaxRecordsPerTask(), totalSlots(workers), !transactional), workers, consistent && !transactional)
 	tasks := make([]*sluicev1.Task, len(pieces))
 	for i, rg := range pieces {
 		tasks[i] = &sluicev1.Task{

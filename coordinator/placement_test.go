@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -10,13 +11,9 @@ import (
 )
 
 func TestPlacementChoose(t *testing.T) {
-	pk := func(p int32) placeKey { return placeKey{partitionKey{"t", p}, 0} }
-	piece := func(p, n int32) placeKey { return placeKey{partitionKey{"t", p}, n} }
-	// The rendezvous order of workers a..d, which the table relies on.
-	for k, want := range map[placeKey][]string{
-		pk(0): {"d", "b", "c", "a"}, pk(1): {"d", "c", "b", "a"}, pk(2): {"d", "a", "b", "c"}, pk(4): {"b", "c", "a", "d"},
-		piece(4, 2): {"a", "b", "c", "d"},
-	} {
+	// The table names partitions by the rendezvous order of workers a..d
+	// they need: part[i] is the first partition of t with order[i].
+	orderOf := func(k placeKey) []string {
 		got := []string{"a", "b", "c", "d"}
 		slices.SortFunc(got, func(x, y string) int {
 			if rendezvous(k, x) > rendezvous(k, y) {
@@ -24,10 +21,27 @@ func TestPlacementChoose(t *testing.T) {
 			}
 			return 1
 		})
-		if !slices.Equal(got, want) {
-			t.Fatalf("rendezvous order of %v is %v, the table expects %v", k, got, want)
+		return got
+	}
+	orders := [][]string{{"d", "b", "c", "a"}, {"d", "c", "b", "a"}, {"d", "a", "b", "c"}, {"d", "c", "a", "b"}, {"b", "c", "a", "d"}}
+	part := make([]int32, len(orders))
+	for i, want := range orders {
+		part[i] = -1
+		for p := int32(0); p < 100_000 && part[i] < 0; p++ {
+			if slices.Equal(orderOf(placeKey{partitionKey{"t", p}, 0}), want) && !slices.Contains(part[:i], p) {
+				part[i] = p
+			}
+		}
+		if part[i] < 0 {
+			t.Fatalf("no partition has the rendezvous order %v", want)
 		}
 	}
+	pk := func(i int32) placeKey { return placeKey{partitionKey{"t", part[i]}, 0} }
+	var piece4 int32 = 1 // a later piece of part[4] whose order starts with a
+	for orderOf(placeKey{partitionKey{"t", part[4]}, piece4})[0] != "a" {
+		piece4++
+	}
+	piece := func(i, n int32) placeKey { return placeKey{partitionKey{"t", part[i]}, n} }
 	workers := []workerInfo{
 		{id: "a", slots: 2, free: 2, labels: []string{"gpu"}, host: "127.0.0.1"},
 		{id: "b", slots: 2, free: 0, labels: []string{"gpu", "ssd"}, host: "h2"},
@@ -37,11 +51,11 @@ func TestPlacementChoose(t *testing.T) {
 	consistent := newPlacement(&sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_CONSISTENT}, nil)
 	fixed := newPlacement(&sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_FIXED, Fixed: []*sluicev1.FixedPlacement{
 		{Topic: "t", WorkerLabel: "ssd"},
-		{Topic: "t", Partitions: []int32{0}, WorkerLabel: "gpu"}, // beats the topic-wide entry
-		{Topic: "t", Partitions: []int32{2}, WorkerLabel: "tpu"},
+		{Topic: "t", Partitions: []int32{part[0]}, WorkerLabel: "gpu"}, // beats the topic-wide entry
+		{Topic: "t", Partitions: []int32{part[2]}, WorkerLabel: "tpu"},
 	}}, nil)
 	brokers := newPlacement(&sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_BROKERS}, map[partitionKey]string{
-		{"t", 0}: "127.0.0.1", {"t", 1}: "H4", {"t", 2}: "elsewhere", {"t", 4}: "h2",
+		{"t", part[0]}: "127.0.0.1", {"t", part[1]}: "H4", {"t", part[2]}: "elsewhere", {"t", part[4]}: "h2",
 	})
 	tests := []struct {
 		name     string
@@ -61,7 +75,7 @@ func TestPlacementChoose(t *testing.T) {
 		{name: "consistent: spills to the next with a free slot", pl: consistent, pk: pk(4), spill: true, want: "c"},
 		{name: "consistent: passes over avoided workers, waits for the next", pl: consistent, pk: pk(0), avoid: []string{"d"}, wantErr: errNoSlot},
 		{name: "consistent: avoided workers only when no other has room", pl: consistent, pk: pk(0), avoid: []string{"d", "c", "a"}, spill: true, want: "d"},
-		{name: "consistent: a later piece of a split range has a preferred worker of its own", pl: consistent, pk: piece(4, 2), want: "a"},
+		{name: "consistent: a later piece of a split range has a preferred worker of its own", pl: consistent, pk: piece(4, piece4), want: "a"},
 		{name: "consistent: never the excluded worker", pl: consistent, pk: pk(0), exclude: "d", spill: true, want: "c"},
 		{name: "no workers", pl: consistent, pk: pk(0), workers: []workerInfo{}, wantErr: errNoWorkers},
 		{name: "no workers, fixed", pl: fixed, pk: pk(0), workers: []workerInfo{}, wantErr: errNoWorkers},
@@ -71,7 +85,7 @@ func TestPlacementChoose(t *testing.T) {
 		{name: "fixed: topic-wide entry", pl: fixed, pk: pk(1), want: "d"},
 		{name: "fixed: the copy finds no other labelled worker with room", pl: fixed, pk: pk(1), exclude: "d", spill: true, wantErr: errNoSlot},
 		{name: "fixed: no live worker has the label", pl: fixed, pk: pk(2), spill: true,
-			wantWait: `no live worker has label "tpu" (placement.fixed for t/2)`},
+			wantWait: fmt.Sprintf(`no live worker has label "tpu" (placement.fixed for t/%d)`, part[2])},
 		{name: "fixed: no entry covers the partition", pl: fixed, pk: placeKey{partitionKey{"u", 0}, 0},
 			wantWait: "no placement.fixed entry covers u/0"},
 

@@ -38,74 +38,100 @@ const (
 	packRecordsPerTask = 50_000
 )
 
+// liveWorker is a live worker as packing sees it.
+type liveWorker struct {
+	id    string
+	slots int
+}
+
+func totalSlots(ws []liveWorker) int {
+	n := 0
+	for _, w := range ws {
+		n += w.slots
+	}
+	return n
+}
+
+// owner is the index in ws of the worker that consistent placement gives
+// r's partition (-1 without workers).
+func owner(r *sluicev1.OffsetRange, ws []liveWorker) int {
+	k := placeKey{partitionKey: partitionKey{r.GetTopic(), r.GetPartition()}}
+	best, bestScore := -1, uint64(0)
+	for i, w := range ws {
+		if score := rendezvous(k, w.id); best < 0 || score > bestScore {
+			best, bestScore = i, score
+		}
+	}
+	return best
+}
+
 // packRanges packs the small whole ranges of a batch (below packRecords)
-// into tasks of about packRecordsPerTask records, at most one per slot,
-// balanced by records, when there are more of them than slots or they are
-// few records: the cost of a batch over a thousand partitions is then a few
-// tasks, not a thousand. Bigger ranges and split pieces stay tasks of
-// their own. A packed task's ranges are in topic and partition order.
-// Without packable (the transactional Kafka sink, one transaction per
+// into a few tasks when there are more of them than the workers have
+// slots: the cost of a batch over a thousand partitions is then a few
+// tasks, not a thousand. Bigger ranges and split pieces stay tasks of their
+// own. Without packable (the transactional Kafka sink, one transaction per
 // partition) nothing is packed.
-func packRanges(trs []taskRange, slots int, packable bool) []taskRange {
+//
+// Ranges are packed by the worker their partition hashes to, into one task
+// per packRecordsPerTask records, at most one per slot of that worker
+// (and at most maxRangesPerTask ranges each), dealt in partition order.
+// So a worker's tasks carry the same partitions batch after batch, and its
+// sticky pool consumers find them assigned, their records prefetched. A
+// packed task's ranges are in topic and partition order.
+func packRanges(trs []taskRange, ws []liveWorker, packable bool) []taskRange {
 	var small []int
 	for i, tr := range trs {
-		if tr.OffsetRange != nil && !tr.split && tr.GetUntilOffset()-tr.GetFromOffset() < packRecords {
+		if tr.OffsetRange != nil && !tr.split && rangeRecords(tr) < packRecords {
 			small = append(small, i)
 		}
 	}
-	// As few tasks as keep the slots busy: one per packRecordsPerTask
-	// records, at most one per slot, at least enough for maxRangesPerTask.
-	var smallRecords int64
-	for _, i := range small {
-		smallRecords += rangeRecords(trs[i])
-	}
-	groups := int(min(int64(max(slots, 1)), (smallRecords+packRecordsPerTask-1)/packRecordsPerTask))
-	groups = max(groups, 1, (len(small)+maxRangesPerTask-1)/maxRangesPerTask)
-	if !packable || len(small) <= max(slots, 1) {
+	if !packable || len(small) <= max(totalSlots(ws), 1) {
 		// Few enough for the cached consumers, whose prefetch makes the
 		// next batch of a partition cheapest.
 		return trs
 	}
-	// Longest first to the least loaded group (ties: the lower index), so
-	// that the tasks are about even.
-	order := append([]int(nil), small...)
-	sort.SliceStable(order, func(a, b int) bool {
-		return rangeRecords(trs[order[a]]) > rangeRecords(trs[order[b]])
-	})
-	load := make([]int64, groups)
-	members := make([][]int, groups)
-	for _, i := range order {
-		g := 0
-		for j := range groups {
-			if len(members[j]) < maxRangesPerTask && (len(members[g]) >= maxRangesPerTask || load[j] < load[g]) {
-				g = j
-			}
-		}
-		load[g] += rangeRecords(trs[i])
-		members[g] = append(members[g], i)
-	}
-	out := make([]taskRange, 0, len(trs)-len(small)+groups)
-	isSmall := map[int]bool{}
+	byOwner := map[int][]int{}
+	isSmall := make(map[int]bool, len(small))
 	for _, i := range small {
+		o := owner(trs[i].OffsetRange, ws)
+		byOwner[o] = append(byOwner[o], i)
 		isSmall[i] = true
 	}
+	out := make([]taskRange, 0, len(trs)-len(small)+max(totalSlots(ws), 1))
 	for i, tr := range trs {
 		if !isSmall[i] {
 			out = append(out, tr)
 		}
 	}
-	for _, m := range members {
-		sort.Ints(m) // trs is in topic and partition order
-		switch len(m) {
-		case 0:
-		case 1:
-			out = append(out, trs[m[0]])
-		default:
-			packed := taskRange{}
-			for _, i := range m {
-				packed.ranges = append(packed.ranges, trs[i].OffsetRange)
+	owners := make([]int, 0, len(byOwner))
+	for o := range byOwner {
+		owners = append(owners, o)
+	}
+	sort.Ints(owners)
+	for _, o := range owners {
+		members := byOwner[o] // in trs order: topic and partition
+		slots := 1
+		if o >= 0 {
+			slots = max(ws[o].slots, 1)
+		}
+		var records int64
+		for _, i := range members {
+			records += rangeRecords(trs[i])
+		}
+		groups := int(min(int64(slots), (records+packRecordsPerTask-1)/packRecordsPerTask))
+		groups = max(groups, 1, (len(members)+maxRangesPerTask-1)/maxRangesPerTask)
+		for g := range groups {
+			var packed []*sluicev1.OffsetRange
+			for j := g; j < len(members); j += groups {
+				packed = append(packed, trs[members[j]].OffsetRange)
 			}
-			out = append(out, packed)
+			switch len(packed) {
+			case 0:
+			case 1:
+				out = append(out, taskRange{OffsetRange: packed[0]})
+			default:
+				out = append(out, taskRange{ranges: packed})
+			}
 		}
 	}
 	return out
@@ -164,15 +190,16 @@ func splitRanges(ranges []*sluicev1.OffsetRange, maxPerTask int64, slots int, sp
 	return out
 }
 
-// liveSlots is the number of task slots of the live workers.
-func (d *dispatcher) liveSlots() int {
+// liveWorkers are the live workers and their slots, by id.
+func (d *dispatcher) liveWorkers() []liveWorker {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n := 0
+	var ws []liveWorker
 	for _, w := range d.workers {
 		if w.alive() {
-			n += w.slots
+			ws = append(ws, liveWorker{id: w.id, slots: w.slots})
 		}
 	}
-	return n
+	sort.Slice(ws, func(i, j int) bool { return ws[i].id < ws[j].id })
+	return ws
 }

@@ -125,30 +125,58 @@ func TestPackRanges(t *testing.T) {
 		}
 		return out
 	}
+	workers := func(n, slots int) []liveWorker {
+		ws := make([]liveWorker, n)
+		for i := range ws {
+			ws[i] = liveWorker{id: fmt.Sprintf("w%d", i+1), slots: slots}
+		}
+		return ws
+	}
 	tests := []struct {
 		name      string
 		in        []taskRange
-		slots     int
+		workers   []liveWorker
 		packable  bool
 		wantTasks int
-		wantMax   int // ranges in the biggest task
+		wantMax   int // ranges in the biggest task; 0: not checked (hashing decides)
 	}{
-		{"no more ranges than slots", whole(many(8, 1)...), 8, true, 8, 1},
-		{"1,024 partitions of one record on 16 slots: one task", whole(many(1024, 1)...), 16, true, 1, 1024},
-		{"1,024 partitions of 1,000 records on 16 slots", whole(many(1024, 1000)...), 16, true, 16, 64},
-		{"1,024 partitions of 100 records on 16 slots: 50,000 records a task", whole(many(1024, 100)...), 16, true, 3, 342},
-		{"10,000 partitions on 2 slots: tasks of at most 2,048", whole(many(10_000, 1)...), 2, true, 5, 2000},
-		{"not packable: transactional sink", whole(many(1024, 1)...), 16, false, 1024, 1},
-		{"big ranges stay alone", whole(append(many(4, 1), rng("big", 0, 0, 50_000), rng("big", 1, 0, 50_000))...), 2, true, 3, 4},
-		{"no workers counts one slot", whole(many(5, 3)...), 0, true, 1, 5},
+		{"no more ranges than slots", whole(many(8, 1)...), workers(2, 4), true, 8, 1},
+		{"1,024 partitions of one record on 4 workers: a task each", whole(many(1024, 1)...), workers(4, 4), true, 4, 0},
+		{"1,024 partitions of 1,000 records on 4x4 slots: a task a slot", whole(many(1024, 1000)...), workers(4, 4), true, 16, 0},
+		{"1,024 partitions of 100 records on 1 worker: 50,000 records a task", whole(many(1024, 100)...), workers(1, 16), true, 3, 342},
+		{"10,000 partitions on 1 worker of 2 slots: tasks of at most 2,048", whole(many(10_000, 1)...), workers(1, 2), true, 5, 2000},
+		{"not packable: transactional sink", whole(many(1024, 1)...), workers(4, 4), false, 1024, 1},
+		{"big ranges stay alone", whole(append(many(4, 1), rng("big", 0, 0, 50_000), rng("big", 1, 0, 50_000))...), workers(1, 2), true, 3, 4},
+		{"no workers counts one slot", whole(many(5, 3)...), nil, true, 1, 5},
 		{"pieces of a split range are never packed", append(splitRanges([]*sluicev1.OffsetRange{rng("hot", 0, 0, 12_000)}, 4_000, 1, true),
-			whole(rng("cold", 0, 0, 100), rng("cold", 1, 0, 100))...), 1, true, 4, 2},
+			whole(rng("cold", 0, 0, 100), rng("cold", 1, 0, 100))...), workers(1, 1), true, 4, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := packRanges(tc.in, tc.slots, tc.packable)
+			got := packRanges(tc.in, tc.workers, tc.packable)
 			if len(got) != tc.wantTasks {
 				t.Fatalf("%d tasks, want %d", len(got), tc.wantTasks)
+			}
+			// A packed task's ranges all hash to one worker, which gets at
+			// most a task per slot.
+			perWorker, rangesOf := map[int]int{}, map[int]int{}
+			for _, tr := range got {
+				if len(tr.ranges) == 0 {
+					continue
+				}
+				o := owner(tr.ranges[0], tc.workers)
+				perWorker[o]++
+				rangesOf[o] += len(tr.ranges)
+				for _, r := range tr.ranges {
+					if owner(r, tc.workers) != o {
+						t.Fatalf("a packed task holds %v (worker %d) and %v (worker %d)", r, owner(r, tc.workers), tr.ranges[0], o)
+					}
+				}
+			}
+			for o, n := range perWorker {
+				if o >= 0 && n > max(tc.workers[o].slots, (rangesOf[o]+maxRangesPerTask-1)/maxRangesPerTask) {
+					t.Fatalf("worker %s gets %d packed tasks of %d ranges for %d slots", tc.workers[o].id, n, rangesOf[o], tc.workers[o].slots)
+				}
 			}
 			seen := map[string]int{}
 			biggest := 0
@@ -168,7 +196,7 @@ func TestPackRanges(t *testing.T) {
 					}
 				}
 			}
-			if biggest != tc.wantMax {
+			if tc.wantMax > 0 && biggest != tc.wantMax {
 				t.Errorf("biggest task has %d ranges, want %d", biggest, tc.wantMax)
 			}
 			if len(seen) != len(tc.in) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // defaultAdminTimeout bounds an admin request whose ctx has no deadline.
@@ -36,10 +37,13 @@ type Admin struct {
 	logger  hclog.Logger
 	prod    *kafka.Producer
 	admin   *kafka.AdminClient
-	logs    *logPump
-	events  sync.WaitGroup // the goroutine draining prod.Events()
-	pooled  bool           // owned by an AdminPool: Close is a no-op
-	elem    *list.Element  // in AdminPool.lru; guarded by AdminPool.mu
+	// plan answers Partitions, LatestOffsets and EarliestOffsets when the
+	// cluster allows it (see plancalls.go); nil otherwise.
+	plan   *kgo.Client
+	logs   *logPump
+	events sync.WaitGroup // the goroutine draining prod.Events()
+	pooled bool           // owned by an AdminPool: Close is a no-op
+	elem   *list.Element  // in AdminPool.lru; guarded by AdminPool.mu
 
 	// calls is held shared by every request and exclusively by close, so
 	// that an Admin evicted from its pool is closed only after the requests
@@ -78,6 +82,12 @@ func NewAdmin(c Cluster, logger hclog.Logger) (*Admin, error) {
 		return nil, fmt.Errorf("new admin for %s: %w", c.Bootstrap, err)
 	}
 	a.prod, a.admin = prod, admin
+	if a.plan, err = newPlanClient(c); err != nil {
+		admin.Close()
+		closeKafkaProducer(prod)
+		a.logs.stop()
+		return nil, fmt.Errorf("new admin for %s: %w", c.Bootstrap, err)
+	}
 	a.events.Add(1)
 	go func() { // stops when prod.Close closes the Events channel
 		defer a.events.Done()
@@ -105,6 +115,9 @@ func (a *Admin) close() {
 		a.closed = true
 		a.calls.Unlock()
 		a.admin.Close()
+		if a.plan != nil {
+			a.plan.Close()
+		}
 		closeKafkaProducer(a.prod)
 		a.events.Wait()
 		a.logs.stop()
@@ -153,6 +166,9 @@ func (a *Admin) Partitions(ctx context.Context, topics []string) (map[string][]i
 		return nil, fmt.Errorf("describe topics %v: %w", topics, err)
 	}
 	defer done()
+	if a.plan != nil {
+		return a.kgoPartitions(ctx, topics)
+	}
 	res, err := a.admin.DescribeTopics(ctx, kafka.NewTopicCollectionOfTopicNames(dedup(topics)))
 	if err != nil {
 		return nil, fmt.Errorf("describe topics %v: %w", topics, err)
@@ -245,13 +261,13 @@ func dedup(ss []string) []string {
 // record: the high watermark, or the last stable offset when the cluster is
 // read with ReadCommitted.
 func (a *Admin) LatestOffsets(ctx context.Context, tps []TopicPartition) (map[TopicPartition]int64, error) {
-	return a.listOffsets(ctx, "latest", tps, kafka.LatestOffsetSpec)
+	return a.listOffsets(ctx, "latest", tps, kafka.LatestOffsetSpec, -1)
 }
 
 // EarliestOffsets returns, for each partition, the log start offset: the
 // first offset that can still be read.
 func (a *Admin) EarliestOffsets(ctx context.Context, tps []TopicPartition) (map[TopicPartition]int64, error) {
-	return a.listOffsets(ctx, "earliest", tps, kafka.EarliestOffsetSpec)
+	return a.listOffsets(ctx, "earliest", tps, kafka.EarliestOffsetSpec, -2)
 }
 
 // OffsetsForTimes returns, for each partition, the first offset whose record
@@ -259,7 +275,7 @@ func (a *Admin) EarliestOffsets(ctx context.Context, tps []TopicPartition) (map[
 // none.
 func (a *Admin) OffsetsForTimes(ctx context.Context, tps []TopicPartition, ts time.Time) (map[TopicPartition]int64, error) {
 	what := "offsets for time " + ts.UTC().Format(time.RFC3339Nano)
-	out, err := a.listOffsets(ctx, what, tps, kafka.NewOffsetSpecForTimestamp(ts.UnixMilli()))
+	out, err := a.listOffsets(ctx, what, tps, kafka.NewOffsetSpecForTimestamp(ts.UnixMilli()), 0)
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +298,10 @@ func (a *Admin) OffsetsForTimes(ctx context.Context, tps []TopicPartition, ts ti
 	return out, nil
 }
 
-func (a *Admin) listOffsets(ctx context.Context, what string, tps []TopicPartition, spec kafka.OffsetSpec) (map[TopicPartition]int64, error) {
+// listOffsets asks for the offsets spec names; kgoSpec is the same as a
+// ListOffsets timestamp for the franz-go client (-1 latest, -2 earliest),
+// or 0 to ask through librdkafka.
+func (a *Admin) listOffsets(ctx context.Context, what string, tps []TopicPartition, spec kafka.OffsetSpec, kgoSpec int64) (map[TopicPartition]int64, error) {
 	out := make(map[TopicPartition]int64, len(tps))
 	if len(tps) == 0 {
 		return out, nil
@@ -295,6 +314,9 @@ func (a *Admin) listOffsets(ctx context.Context, what string, tps []TopicPartiti
 		return nil, fmt.Errorf("list %s offsets of %v: %w", what, tps, err)
 	}
 	defer done()
+	if a.plan != nil && kgoSpec < 0 {
+		return a.kgoListOffsets(ctx, what, tps, kgoSpec)
+	}
 	req := make(map[kafka.TopicPartition]kafka.OffsetSpec, len(tps))
 	seen := make(map[TopicPartition]bool, len(tps))
 	for _, tp := range tps {

@@ -31,6 +31,9 @@ type ReadStats struct {
 	Records int64
 	// Polls is the number of consumer polls.
 	Polls int64
+	// Stashed is how many of Records a pool consumer had polled during
+	// earlier reads (see Pool).
+	Stashed int64
 	// Cached is true when the read used the cache's consumer for the
 	// partition, false when it used a temporary one (the cached consumer was
 	// busy with another read).

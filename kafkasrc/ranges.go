@@ -1,10 +1,14 @@
 package kafkasrc
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/hashicorp/go-hclog"
@@ -14,12 +18,20 @@ import (
 
 // Pool lends consumers that read the ranges of many partitions at once:
 // the read path of a task carrying several small ranges, whose cost grows
-// with the records read, not with the partitions. A consumer is assigned
-// exactly the read's partitions at their start offsets and unassigned after
-// it, so it keeps no position between reads (unlike the Cache's
-// per-partition consumers, whose prefetch is worth keeping for big ranges).
+// with the records read, not with the partitions.
+//
+// A pool consumer is sticky: it keeps its partitions assigned between
+// reads, and the records it polled past a range's end (a fetch returns what
+// the partition has, not what the range asks for) are kept for the read
+// that continues there. A batch's tasks of a worker carry the same
+// partitions batch after batch (the coordinator packs them by the worker
+// they hash to), so the next read of a partition usually finds its records
+// already fetched: it costs no seek and no round trip to the broker. A
+// partition no read asked for lately is unassigned.
+//
 // Idle consumers are kept per (cluster, consumer group), at most maxIdle of
-// each. It is safe for concurrent use.
+// each; a read takes the idle one that has most of its partitions. It is
+// safe for concurrent use.
 type Pool struct {
 	maxIdle int
 	logger  hclog.Logger
@@ -104,7 +116,7 @@ func (p *Pool) ReadRanges(ctx context.Context, cl Cluster, groupID string, range
 		return ReadStats{}, fmt.Errorf("read %d ranges: %w", len(todo), err)
 	}
 	key := poolKey{cluster: cl.Key(), group: groupID}
-	c, err := p.get(cl, key)
+	c, err := p.get(cl, key, todo)
 	if err != nil {
 		return ReadStats{}, fmt.Errorf("read %d ranges: %w", len(todo), err)
 	}
@@ -115,15 +127,29 @@ func (p *Pool) ReadRanges(ctx context.Context, cl Cluster, groupID string, range
 	return st, err
 }
 
-func (p *Pool) get(cl Cluster, key poolKey) (*multiConsumer, error) {
+// get takes the idle consumer of key that has most of the ranges'
+// partitions assigned, or makes one.
+func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*multiConsumer, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
 	if cs := p.idle[key]; len(cs) > 0 {
-		c := cs[len(cs)-1]
-		p.idle[key] = cs[:len(cs)-1]
+		best, bestHave := len(cs)-1, -1
+		for i, c := range cs {
+			have := 0
+			for _, r := range ranges {
+				if c.parts[TopicPartition{r.Topic, r.Partition}] != nil {
+					have++
+				}
+			}
+			if have > bestHave {
+				best, bestHave = i, have
+			}
+		}
+		c := cs[best]
+		p.idle[key] = append(cs[:best], cs[best+1:]...)
 		p.mu.Unlock()
 		return c, nil
 	}
@@ -131,16 +157,9 @@ func (p *Pool) get(cl Cluster, key poolKey) (*multiConsumer, error) {
 	return newMultiConsumer(cl, key.group, p.logger)
 }
 
-// put returns c to the pool after a read; a failed read, a full pool or a
-// closed one closes it instead.
+// put returns c to the pool after a read, still assigned; a failed read, a
+// full pool or a closed one closes it instead.
 func (p *Pool) put(key poolKey, c *multiConsumer, ok bool) {
-	if ok {
-		// Unassigning drops whatever was prefetched past the ranges.
-		if err := c.kc.Unassign(); err != nil {
-			c.logger.Warn("unassign after read", "error", err)
-			ok = false
-		}
-	}
 	p.mu.Lock()
 	if ok && !p.closed && len(p.idle[key]) < p.maxIdle {
 		p.idle[key] = append(p.idle[key], c)
@@ -160,7 +179,8 @@ func (p *Pool) put(key poolKey, c *multiConsumer, ok bool) {
 	}()
 }
 
-// multiConsumer is one librdkafka consumer reading the ranges of one read.
+// multiConsumer is one librdkafka consumer reading the ranges of one read
+// at a time, and keeping its partitions between reads (see Pool).
 type multiConsumer struct {
 	logger    hclog.Logger
 	kc        *kafka.Consumer
@@ -168,20 +188,26 @@ type multiConsumer struct {
 	rec       record.Record
 	hdrs      []record.Header
 	closeOnce sync.Once
+
+	// Owned by the read holding the consumer.
+	parts      map[TopicPartition]*partRead // the assigned partitions
+	reads      uint64                       // reads so far; partRead.lastRead
+	stashBytes int64                        // the bytes of every partition's stash
 }
 
 func newMultiConsumer(cl Cluster, groupID string, logger hclog.Logger) (*multiConsumer, error) {
 	if err := ValidateProperties(cl.Properties); err != nil {
 		return nil, fmt.Errorf("new consumer: %w", err)
 	}
-	c := &multiConsumer{logger: logger, logs: newLogPump(logger)}
+	c := &multiConsumer{logger: logger, logs: newLogPump(logger), parts: map[TopicPartition]*partRead{}}
 	cm, _ := consumerConfig(cl, groupID, multiConsumerShare)
-	// A read ends with a fetch past its ranges in flight, which the broker
-	// holds until fetch.wait.max.ms when there is no more data; librdkafka
-	// sends no other fetch to that broker meanwhile, so the next read's
-	// first fetch would wait for it. The ranges are planned below the
-	// latest offsets, so a read rarely waits on the broker for data.
-	cm["fetch.wait.max.ms"] = 1
+	// A fetch at the tail is held by the broker until data arrives or
+	// fetch.wait.max.ms passes, and librdkafka sends no other fetch to that
+	// broker meanwhile: a partition assigned or resumed by a read waits for
+	// it. The ranges are planned below the latest offsets, so the wait is
+	// short; it is not 1 ms because the consumer keeps fetching its
+	// partitions between reads.
+	cm["fetch.wait.max.ms"] = stickyFetchWaitMs
 	c.logs.configure(cm)
 	kc, err := newKafkaConsumer(&cm)
 	if err != nil {
@@ -201,31 +227,250 @@ func (c *multiConsumer) close() {
 	})
 }
 
-// partRead is where one partition's read is.
+const (
+	// stickyFetchWaitMs is fetch.wait.max.ms of a pool consumer.
+	stickyFetchWaitMs = 10
+	// stashLimit bounds the records a pool consumer keeps for later reads,
+	// and stashPartLimit one partition's; a partition past them is paused
+	// until a read asks for it (librdkafka then fetches it again from
+	// where the stash ends).
+	stashLimit     = multiConsumerShare
+	stashPartLimit = 1 << 20
+	// idleReads: a partition that none of its consumer's last idleReads
+	// reads asked for is unassigned. maxAssigned bounds a consumer's
+	// partitions; the least recently read go first.
+	idleReads   = 8
+	maxAssigned = 4096
+	// advanceEvery: while records of other partitions keep the queue
+	// busy, the positions of the open ranges are still looked at this
+	// often (a range ending in transaction markers finishes only so).
+	advanceEvery = 5 * time.Millisecond
+	// messageOverhead approximates what a kept message costs beyond its
+	// key, value and headers.
+	messageOverhead = 160
+)
+
+// partRead is one assigned partition of a pool consumer: where its stream
+// is, the records polled ahead of the reads, and the read in progress.
+//
+// As in consumer, every offset below next has been polled by the consumer
+// and every data record below consumed has been delivered or belongs to
+// no later read of the partition; stash holds the data records in
+// [consumed, next), in offset order. A read from From continues without a
+// seek when consumed <= From <= next.
 type partRead struct {
-	r     Range
-	topic string // r.Topic, addressable for kafka.TopicPartition
-	next  int64  // every offset below next is consumed
+	topic     string // addressable for kafka.TopicPartition
+	partition int32
+	consumed  int64
+	next      int64
+	stash     []*kafka.Message
+	stashSize int64
+	// paused: the stash is full; librdkafka's position is next, or (lost,
+	// a record arrived after the pause) past it, and the next read seeks.
+	paused, lost bool
+	lastRead     uint64
+
+	// The read in progress, when reading.
+	r       Range
+	reading bool
+}
+
+func (pr *partRead) tp(off int64) kafka.TopicPartition {
+	return kafka.TopicPartition{Topic: &pr.topic, Partition: pr.partition, Offset: kafka.Offset(off)}
+}
+
+// open is whether pr is part of the read in progress and not finished.
+func (pr *partRead) open() bool { return pr.reading && pr.next < pr.r.Until }
+
+func messageSize(m *kafka.Message) int64 {
+	n := int64(len(m.Key) + len(m.Value) + messageOverhead)
+	for _, h := range m.Headers {
+		n += int64(len(h.Key) + len(h.Value))
+	}
+	return n
+}
+
+// position readies the read's partitions: a new one is assigned at From,
+// one whose stream is elsewhere is sought, one paused is resumed; the
+// partitions no recent read asked for are unassigned.
+func (c *multiConsumer) position(ranges []Range) ([]*partRead, error) {
+	c.reads++
+	var assign, seek, resume []kafka.TopicPartition
+	prs := make([]*partRead, 0, len(ranges))
+	for _, r := range ranges {
+		key := TopicPartition{r.Topic, r.Partition}
+		pr := c.parts[key]
+		switch {
+		case pr == nil:
+			pr = &partRead{topic: r.Topic, partition: r.Partition, consumed: r.From, next: r.From}
+			c.parts[key] = pr
+			assign = append(assign, pr.tp(r.From))
+		case r.From < pr.consumed || r.From > pr.next:
+			c.dropStash(pr, len(pr.stash))
+			pr.consumed, pr.next, pr.lost = r.From, r.From, false
+			seek = append(seek, pr.tp(r.From))
+		default:
+			drop := 0
+			for drop < len(pr.stash) && int64(pr.stash[drop].TopicPartition.Offset) < r.From {
+				drop++ // read by an earlier batch elsewhere
+			}
+			c.dropStash(pr, drop)
+			pr.consumed = r.From
+			if pr.lost {
+				pr.lost = false
+				seek = append(seek, pr.tp(pr.next))
+			}
+		}
+		if pr.paused {
+			pr.paused = false
+			resume = append(resume, pr.tp(0))
+		}
+		pr.r, pr.reading, pr.lastRead = r, true, c.reads
+		prs = append(prs, pr)
+	}
+	if err := c.evict(); err != nil {
+		return nil, err
+	}
+	if len(assign) > 0 {
+		if err := c.kc.IncrementalAssign(assign); err != nil {
+			return nil, fmt.Errorf("read %d ranges: assign %d partitions: %w", len(ranges), len(assign), err)
+		}
+	}
+	if len(seek) > 0 {
+		res, err := c.kc.SeekPartitions(seek)
+		if err != nil {
+			return nil, fmt.Errorf("read %d ranges: seek %d partitions: %w", len(ranges), len(seek), err)
+		}
+		for _, p := range res {
+			if p.Error != nil {
+				return nil, fmt.Errorf("read %d ranges: seek %s/%d to offset %d: %w", len(ranges), topicOf(p), p.Partition, p.Offset, p.Error)
+			}
+		}
+	}
+	if len(resume) > 0 {
+		if err := c.kc.Resume(resume); err != nil {
+			return nil, fmt.Errorf("read %d ranges: resume %d partitions: %w", len(ranges), len(resume), err)
+		}
+	}
+	return prs, nil
+}
+
+// evict unassigns the partitions that no read of the last idleReads asked
+// for, and the least recently read beyond maxAssigned.
+func (c *multiConsumer) evict() error {
+	var gone []*partRead
+	for _, pr := range c.parts {
+		if !pr.reading && c.reads-pr.lastRead > idleReads {
+			gone = append(gone, pr)
+		}
+	}
+	if over := len(c.parts) - len(gone) - maxAssigned; over > 0 {
+		var kept []*partRead
+		for _, pr := range c.parts {
+			if !pr.reading && c.reads-pr.lastRead <= idleReads {
+				kept = append(kept, pr)
+			}
+		}
+		sort.Slice(kept, func(i, j int) bool { return kept[i].lastRead < kept[j].lastRead })
+		gone = append(gone, kept[:min(over, len(kept))]...)
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	tps := make([]kafka.TopicPartition, len(gone))
+	for i, pr := range gone {
+		tps[i] = pr.tp(0)
+		c.dropStash(pr, len(pr.stash))
+		delete(c.parts, TopicPartition{pr.topic, pr.partition})
+	}
+	if err := c.kc.IncrementalUnassign(tps); err != nil {
+		return fmt.Errorf("unassign %d idle partitions: %w", len(tps), err)
+	}
+	return nil
+}
+
+// dropStash forgets the first n records of pr's stash.
+func (c *multiConsumer) dropStash(pr *partRead, n int) {
+	for _, m := range pr.stash[:n] {
+		size := messageSize(m)
+		pr.stashSize -= size
+		c.stashBytes -= size
+	}
+	clear(pr.stash[:n])
+	pr.stash = pr.stash[n:]
+	if len(pr.stash) == 0 {
+		pr.stash = nil
+	}
+}
+
+// keep stashes m, polled for pr outside a read of it, or drops it when pr
+// is paused (the next read seeks back to it). Past the stash limits, pr is
+// paused: librdkafka then drops what it holds of pr and fetches no more.
+func (c *multiConsumer) keep(pr *partRead, m *kafka.Message) error {
+	off := int64(m.TopicPartition.Offset)
+	if pr.paused {
+		if off >= pr.next {
+			pr.lost = true
+		}
+		return nil
+	}
+	if off < pr.next {
+		return fmt.Errorf("%s/%d: polled offset %d below the position %d: %w", pr.topic, pr.partition, off, pr.next, errUnexpectedOffset)
+	}
+	size := messageSize(m)
+	pr.stash = append(pr.stash, m)
+	pr.stashSize += size
+	c.stashBytes += size
+	pr.next = off + 1
+	if pr.stashSize >= stashPartLimit || c.stashBytes >= stashLimit {
+		// Pausing is synchronous and makes librdkafka resume at the
+		// offset after m: nothing polled is lost.
+		if err := c.kc.Pause([]kafka.TopicPartition{pr.tp(0)}); err != nil {
+			return fmt.Errorf("%s/%d: pause: %w", pr.topic, pr.partition, err)
+		}
+		pr.paused = true
+	}
+	return nil
 }
 
 func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*record.Record) error) (ReadStats, error) {
 	var st ReadStats
-	parts := make(map[TopicPartition]*partRead, len(ranges))
-	assign := make([]kafka.TopicPartition, 0, len(ranges))
-	for _, r := range ranges {
-		pr := &partRead{r: r, topic: r.Topic, next: r.From}
-		parts[TopicPartition{r.Topic, r.Partition}] = pr
-		assign = append(assign, kafka.TopicPartition{Topic: &pr.topic, Partition: r.Partition, Offset: kafka.Offset(r.From)})
+	prs, err := c.position(ranges)
+	if err != nil {
+		return st, err
 	}
-	if err := c.kc.Assign(assign); err != nil {
-		return st, fmt.Errorf("read %d ranges: assign: %w", len(ranges), err)
+	defer func() {
+		for _, pr := range prs {
+			pr.reading = false
+		}
+	}()
+	remaining := len(prs)
+	// The stash first: records polled by earlier reads.
+	for _, pr := range prs {
+		n := 0
+		for _, m := range pr.stash {
+			if int64(m.TopicPartition.Offset) >= pr.r.Until {
+				break
+			}
+			if err := deliverRecord(&c.rec, &c.hdrs, pr.r, m, fn); err != nil {
+				return st, err
+			}
+			st.Records++
+			st.Stashed++
+			n++
+		}
+		c.dropStash(pr, n)
+		pr.consumed = pr.r.Until
+		if len(pr.stash) > 0 || pr.next >= pr.r.Until {
+			remaining-- // the rest of the range is a gap
+		}
 	}
-	remaining := len(parts)
 	done := ctx.Done()
+	lastAdvance := time.Now()
 	for remaining > 0 {
 		select {
 		case <-done:
-			pr := c.firstOpen(parts)
+			pr := c.firstOpen(prs)
 			return st, fmt.Errorf("read %s: at offset %d: %w", pr.r, pr.next, ctx.Err())
 		default:
 		}
@@ -234,24 +479,34 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 		switch e := ev.(type) {
 		case *kafka.Message:
 			tp := e.TopicPartition
-			pr := parts[TopicPartition{topicOf(tp), tp.Partition}]
+			pr := c.parts[TopicPartition{topicOf(tp), tp.Partition}]
 			if pr == nil {
-				continue // cannot happen: only the ranges' partitions are assigned
+				continue // unassigned since it was fetched
+			}
+			if !pr.open() {
+				if tp.Error != nil {
+					continue // an error of a partition no read is on: the read that asks for it meets it again
+				}
+				if err := c.keep(pr, e); err != nil {
+					return st, fmt.Errorf("read %d ranges: %w", len(prs), err)
+				}
+				break
 			}
 			if tp.Error != nil {
 				return st, readError(pr.r, pr.next, tp.Error)
-			}
-			if pr.next >= pr.r.Until {
-				continue // prefetched past a finished range
 			}
 			off := int64(tp.Offset)
 			if off < pr.next {
 				return st, fmt.Errorf("read %s: polled offset %d below the position %d: %w", pr.r, off, pr.next, errUnexpectedOffset)
 			}
 			if off >= pr.r.Until {
-				pr.next = off // past a gap at the end of the range
+				// Past a gap at the end of the range: the next read's.
+				pr.next = off
 				remaining--
-				continue
+				if err := c.keep(pr, e); err != nil {
+					return st, fmt.Errorf("read %d ranges: %w", len(prs), err)
+				}
+				break
 			}
 			pr.next = off + 1
 			if err := deliverRecord(&c.rec, &c.hdrs, pr.r, e, fn); err != nil {
@@ -261,43 +516,49 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 			if pr.next >= pr.r.Until {
 				remaining--
 			}
-		case nil:
-			// The queue is empty: the positions now account for every
-			// marker and aborted record consumed since the last record.
-			n, err := c.advance(parts)
+		case kafka.Error:
+			if failsRead(e) {
+				pr := c.firstOpen(prs)
+				return st, readError(pr.r, pr.next, e)
+			}
+			c.logger.Warn("kafka consumer error", "ranges", len(prs), "error", e, "code", e.Code())
+		}
+		// An empty queue means the positions account for every marker and
+		// aborted record consumed since the last record; a busy one is
+		// looked at now and then.
+		if ev == nil || time.Since(lastAdvance) >= advanceEvery {
+			n, err := c.advance(prs)
 			if err != nil {
 				return st, err
 			}
 			remaining -= n
-		case kafka.Error:
-			if failsRead(e) {
-				pr := c.firstOpen(parts)
-				return st, readError(pr.r, pr.next, e)
-			}
-			c.logger.Warn("kafka consumer error", "ranges", len(parts), "error", e, "code", e.Code())
+			lastAdvance = time.Now()
 		}
 	}
 	return st, nil
 }
 
-// advance moves the unfinished partitions to the consumer's positions and
-// returns how many finished that way.
-func (c *multiConsumer) advance(parts map[TopicPartition]*partRead) (int, error) {
+// advance moves the open ranges to the consumer's positions and returns
+// how many finished that way.
+func (c *multiConsumer) advance(prs []*partRead) (int, error) {
 	var open []kafka.TopicPartition
-	for _, pr := range parts {
-		if pr.next < pr.r.Until {
-			open = append(open, kafka.TopicPartition{Topic: &pr.topic, Partition: pr.r.Partition})
+	for _, pr := range prs {
+		if pr.open() {
+			open = append(open, pr.tp(0))
 		}
+	}
+	if len(open) == 0 {
+		return 0, nil
 	}
 	pos, err := c.kc.Position(open)
 	if err != nil {
-		pr := c.firstOpen(parts)
+		pr := c.firstOpen(prs)
 		return 0, fmt.Errorf("read %s: position after offset %d: %w", pr.r, pr.next, err)
 	}
 	finished := 0
 	for _, p := range pos {
-		pr := parts[TopicPartition{topicOf(p), p.Partition}]
-		if pr == nil || p.Error != nil || int64(p.Offset) <= pr.next {
+		pr := c.parts[TopicPartition{topicOf(p), p.Partition}]
+		if pr == nil || !pr.open() || p.Error != nil || int64(p.Offset) <= pr.next {
 			continue
 		}
 		pr.next = int64(p.Offset)
@@ -308,26 +569,20 @@ func (c *multiConsumer) advance(parts map[TopicPartition]*partRead) (int, error)
 	return finished, nil
 }
 
-// firstOpen is an unfinished partition, the lowest, for error messages.
-func (c *multiConsumer) firstOpen(parts map[TopicPartition]*partRead) *partRead {
+// firstOpen is an unfinished range, the lowest, for error messages.
+func (c *multiConsumer) firstOpen(prs []*partRead) *partRead {
 	var open []*partRead
-	for _, pr := range parts {
-		if pr.next < pr.r.Until {
+	for _, pr := range prs {
+		if pr.open() {
 			open = append(open, pr)
 		}
 	}
 	if len(open) == 0 {
-		for _, pr := range parts {
-			open = append(open, pr)
-		}
+		open = prs
 	}
-	sort.Slice(open, func(i, j int) bool {
-		if open[i].r.Topic != open[j].r.Topic {
-			return open[i].r.Topic < open[j].r.Topic
-		}
-		return open[i].r.Partition < open[j].r.Partition
+	return slices.MinFunc(open, func(a, b *partRead) int {
+		return cmp.Or(strings.Compare(a.r.Topic, b.r.Topic), cmp.Compare(a.r.Partition, b.r.Partition))
 	})
-	return open[0]
 }
 
 func topicOf(tp kafka.TopicPartition) string {

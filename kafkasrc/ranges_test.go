@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/sluice-stream/sluice/record"
 )
 
@@ -160,5 +162,73 @@ func TestReadRangesCallbackError(t *testing.T) {
 	})
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "offset 4") {
 		t.Fatalf("ReadRanges = %v, want boom at offset 4", err)
+	}
+}
+
+// TestReadRangesSticky: a pool consumer keeps its partitions between reads.
+// Reads that continue where the last ones ended are served from what it
+// polled before; reads that go back, skip ahead or follow a partition whose
+// stash filled up (and was paused) still deliver exactly their records; a
+// partition no read asked for in idleReads reads is unassigned.
+func TestReadRangesSticky(t *testing.T) {
+	const parts = 8
+	_, cl := newTestCluster(t, parts, "s")
+	k := newKgo(t, cl, kgo.ProducerBatchMaxBytes(4<<20))
+	truth := map[int32][]want{}
+	for p := range int32(parts) {
+		truth[p] = produce(t, k, "s", p, keyed(0, 200))
+	}
+	// Partition 0 also holds more than a stash may keep of it.
+	big := make([]*kgo.Record, 0, 3000)
+	for i := range 3000 {
+		big = append(big, &kgo.Record{Key: fmt.Appendf(nil, "b%d", i), Value: []byte(strings.Repeat("x", 1000))})
+	}
+	truth[0] = append(truth[0], produce(t, k, "s", 0, big)...)
+	pool := newTestPool(t)
+	read := func(what string, ranges []Range) ReadStats {
+		t.Helper()
+		got, st, err := readRanges(testCtx(t), pool, cl, ranges)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		for _, r := range ranges {
+			sameRecords(t, what+" "+r.String(), got[r.Partition], between(truth[r.Partition], r.From, r.Until))
+		}
+		return st
+	}
+	window := func(from, until int64, ps ...int32) []Range {
+		var rs []Range
+		for _, p := range ps {
+			rs = append(rs, Range{Topic: "s", Partition: p, From: from, Until: until})
+		}
+		return rs
+	}
+	all := []int32{0, 1, 2, 3, 4, 5, 6, 7}
+	var stashed int64
+	for i := range int64(5) {
+		st := read(fmt.Sprintf("window %d", i), window(i*10, i*10+10, all...))
+		if i > 0 {
+			stashed += st.Stashed
+		}
+	}
+	if stashed == 0 {
+		t.Errorf("reads continuing where the last ones ended delivered nothing from the stash")
+	}
+	read("back to the start", window(0, 30, all...))
+	read("skip ahead", window(100, 120, all...))
+	read("the rest of partition 0, past its stash limit", []Range{{Topic: "s", Partition: 0, From: 120, Until: int64(len(truth[0]))}})
+	read("more than the stash of partition 0 holds", window(120, 150, all...))
+	for i := range int64(idleReads + 1) {
+		read("partition 1 only", window(150+i, 151+i, 1))
+	}
+	if pool.Idle() != 1 {
+		t.Fatalf("%d idle consumers, want 1", pool.Idle())
+	}
+	for _, cs := range pool.idle {
+		for tp := range cs[0].parts {
+			if tp.Partition != 1 {
+				t.Errorf("%s is still assigned after %d reads without it", tp, idleReads+1)
+			}
+		}
 	}
 }
