@@ -297,7 +297,11 @@ func (k *killer) waitOffsets(want map[string]int64, timeout time.Duration) {
 			return
 		}
 	}
-	// Fails saying where the offsets are and what state the job is in.
+	// How far the job got, then a failure saying where the offsets are and
+	// what state the job is in.
+	if batches, err := k.c.Batches(context.Background(), k.job, 100_000); err == nil {
+		k.t.Logf("job %s after %s: %s; worker peak RSS %s", k.job, timeout, batchFigures(batches), k.peaks())
+	}
 	(&testCluster{t: k.t, Client: k.c}).waitOffsets(k.job, want, time.Second)
 }
 
