@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand"
+	"os"
 	"runtime"
 	"slices"
 	"sort"
@@ -217,7 +219,8 @@ func (k *killer) restart(name string) {
 func (k *killer) kill(name string) {
 	k.t.Helper()
 	p := k.pc.proc(name)
-	if err := p.cmd.Process.Kill(); err != nil {
+	// An armed worker may have killed itself a moment ago.
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		k.t.Fatalf("kill %s: %v", name, err)
 	}
 	<-p.done
