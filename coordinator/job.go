@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -142,7 +144,7 @@ func (r *jobRunner) loop(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if offs, err = r.execute(ctx, b, rev, offs); err != nil {
+			if offs, err = r.execute(ctx, b, func() (int64, error) { return rev, nil }, offs); err != nil {
 				return err
 			}
 		}
@@ -178,16 +180,12 @@ func (r *jobRunner) loop(ctx context.Context) error {
 				return err
 			}
 		}
-		rev, err := r.store.LogPlan(ctx, b, offs.ModRevision)
+		logged, err := r.logPlan(ctx, b, offs.ModRevision)
 		if err != nil {
-			return fmt.Errorf("batch %d: %w", nextID, err)
+			return err
 		}
-		if h := r.hooks.AfterPlanLogged; h != nil {
-			if err := h(b); err != nil {
-				return err
-			}
-		}
-		if offs, err = r.execute(ctx, b, rev, offs); err != nil {
+		if offs, err = r.execute(ctx, b, logged, offs); err != nil {
+			_, _ = logged() // the log's goroutine ends before the runner does
 			return err
 		}
 		nextID++
@@ -357,25 +355,44 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 		return planned{}, err
 	}
 	committed := offsetMap(offs)
-	tps, err := r.partitions(ctx, admin, committed)
-	if err != nil {
-		return planned{}, err
+	known := make([]kafkasrc.TopicPartition, 0, len(committed))
+	for pk := range committed {
+		known = append(known, kafkasrc.TopicPartition{Topic: pk.Topic, Partition: pk.Partition})
 	}
-	// The two requests go out together: planning waits for one round trip.
-	var earliest map[kafkasrc.TopicPartition]int64
-	var earliestErr error
-	got := make(chan struct{})
+	// The partitions, and the offsets of those the job knows, are asked
+	// at once: planning waits for one round trip, and for a second only
+	// when partitions were added or a topic went away.
+	var tps []kafkasrc.TopicPartition
+	var tpsErr error
+	listed := make(chan struct{})
 	go func() {
-		defer close(got)
-		earliest, earliestErr = admin.EarliestOffsets(ctx, tps)
+		defer close(listed)
+		tps, tpsErr = r.partitions(ctx, admin, committed)
 	}()
-	latest, err := admin.LatestOffsets(ctx, tps)
-	<-got
-	if err != nil {
-		return planned{}, err
+	earliest, latest, err := offsetsOf(ctx, admin, known)
+	<-listed
+	if tpsErr != nil {
+		return planned{}, tpsErr
 	}
-	if earliestErr != nil {
-		return planned{}, earliestErr
+	if err != nil {
+		// A topic deleted since: ask for the partitions there are.
+		if earliest, latest, err = offsetsOf(ctx, admin, tps); err != nil {
+			return planned{}, err
+		}
+	}
+	var added []kafkasrc.TopicPartition
+	for _, tp := range tps {
+		if _, ok := latest[tp]; !ok {
+			added = append(added, tp)
+		}
+	}
+	if len(added) > 0 {
+		e, l, err := offsetsOf(ctx, admin, added)
+		if err != nil {
+			return planned{}, err
+		}
+		maps.Copy(earliest, e)
+		maps.Copy(latest, l)
 	}
 	states := make([]partitionState, 0, len(tps))
 	for _, tp := range tps {
@@ -398,6 +415,25 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 		return planned{}, jobFailure("%v", err)
 	}
 	return planned{ranges: ranges, losses: losses, cap: bc}, nil
+}
+
+// offsetsOf asks for the earliest and latest offsets of tps, both at once.
+func offsetsOf(ctx context.Context, admin *kafkasrc.Admin, tps []kafkasrc.TopicPartition) (earliest, latest map[kafkasrc.TopicPartition]int64, err error) {
+	var earliestErr error
+	got := make(chan struct{})
+	go func() {
+		defer close(got)
+		earliest, earliestErr = admin.EarliestOffsets(ctx, tps)
+	}()
+	latest, err = admin.LatestOffsets(ctx, tps)
+	<-got
+	if err != nil {
+		return nil, nil, err
+	}
+	if earliestErr != nil {
+		return nil, nil, earliestErr
+	}
+	return earliest, latest, nil
 }
 
 // limits are the caps of the next batch: the static ones, and the
@@ -444,7 +480,50 @@ func (r *jobRunner) observe(b *sluicev1.Batch) {
 }
 
 // execute runs a logged batch's tasks and commits it.
-func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int64, offs offsetstore.Versioned[*sluicev1.CommittedOffsets]) (offsetstore.Versioned[*sluicev1.CommittedOffsets], error) {
+// logPlan logs b's plan in etcd and returns how to wait for its revision.
+// A job with a Kafka sink logs it before any task runs: what its tasks
+// write may commit in Kafka, so a re-run after a crash must read the same
+// ranges. Other jobs commit their results with their offsets in one etcd
+// transaction, so their tasks run while the plan is logged (a re-planned
+// batch is as good as the logged one) and only the commit waits for it.
+func (r *jobRunner) logPlan(ctx context.Context, b *sluicev1.Batch, offsetsRev int64) (func() (int64, error), error) {
+	log := func() (int64, error) {
+		rev, err := r.store.LogPlan(ctx, b, offsetsRev)
+		if err != nil {
+			return 0, fmt.Errorf("batch %d: %w", b.GetId(), err)
+		}
+		if h := r.hooks.AfterPlanLogged; h != nil {
+			if err := h(b); err != nil {
+				return 0, err
+			}
+		}
+		return rev, nil
+	}
+	if r.spec.GetSink().GetKafka() != nil {
+		rev, err := log()
+		if err != nil {
+			return nil, err
+		}
+		return func() (int64, error) { return rev, nil }, nil
+	}
+	type result struct {
+		rev int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { // ends with LogPlan, bounded by ctx
+		rev, err := log()
+		done <- result{rev, err}
+	}()
+	var once sync.Once
+	var res result
+	return func() (int64, error) {
+		once.Do(func() { res = <-done })
+		return res.rev, res.err
+	}, nil
+}
+
+func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func() (int64, error), offs offsetstore.Versioned[*sluicev1.CommittedOffsets]) (offsetstore.Versioned[*sluicev1.CommittedOffsets], error) {
 	start := r.now()
 	lim := r.spec.GetLimits()
 	timeout := lim.GetTaskTimeout().AsDuration()
@@ -524,6 +603,10 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, batchRev int
 		if err := h(committed); err != nil {
 			return offs, err
 		}
+	}
+	batchRev, err := logged()
+	if err != nil {
+		return offs, err
 	}
 	newOffs := advanceOffsets(offs.Value, b.GetDataLoss(), b.GetRanges(), b.GetId())
 	// A commit that started runs to its end even if leadership is being lost

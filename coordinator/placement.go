@@ -3,6 +3,7 @@ package coordinator
 import (
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"strings"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -187,12 +188,20 @@ func (p *placement) best(k placeKey, ws []workerInfo, tier []int8, avoid map[str
 // leaves move. The pieces of a split range spread over the workers; the
 // first keeps the partition's worker and its consumer.
 func rendezvous(k placeKey, id string) uint64 {
-	h := fnv.New64a()
-	if k.piece == 0 {
-		fmt.Fprintf(h, "%s\x00%d\x00%s", k.Topic, k.Partition, id)
-	} else {
-		fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s", k.Topic, k.Partition, k.piece, id)
+	// The bytes of "%s\x00%d\x00%s", or "%s\x00%d\x00%d\x00%s" for a later
+	// piece, without fmt: packing scores every partition of a batch.
+	var buf [128]byte
+	b := append(buf[:0], k.Topic...)
+	b = append(b, 0)
+	b = strconv.AppendInt(b, int64(k.Partition), 10)
+	b = append(b, 0)
+	if k.piece != 0 {
+		b = strconv.AppendInt(b, int64(k.piece), 10)
+		b = append(b, 0)
 	}
+	b = append(b, id...)
+	h := fnv.New64a()
+	_, _ = h.Write(b)
 	return mix64(h.Sum64())
 }
 

@@ -368,7 +368,7 @@ func (s *jobServer) WatchBatches(req *sluicev1.WatchBatchesRequest, stream grpc.
 	last := req.GetAfterBatchId()
 	send := func(raw []byte) error {
 		b := &sluicev1.Batch{}
-		if err := proto.Unmarshal(raw, b); err != nil {
+		if err := offsetstore.Decode(raw, b); err != nil {
 			return status.Errorf(codes.Internal, "decode batch: %v", err)
 		}
 		if b.GetState() != sluicev1.BatchState_BATCH_STATE_COMMITTED || b.GetId() <= last {
@@ -398,7 +398,7 @@ func (s *jobServer) WatchBatches(req *sluicev1.WatchBatchesRequest, stream grpc.
 			onlyNew = false
 			if n := len(resp.Kvs); n > 0 {
 				b := &sluicev1.Batch{}
-				if err := proto.Unmarshal(resp.Kvs[n-1].Value, b); err == nil {
+				if err := offsetstore.Decode(resp.Kvs[n-1].Value, b); err == nil {
 					last = b.GetId()
 					if b.GetState() != sluicev1.BatchState_BATCH_STATE_COMMITTED {
 						last--

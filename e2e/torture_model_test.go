@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluice-stream/sluice/offsetstore"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -234,7 +235,7 @@ func (m *tortureModel) apply(rev int64, evs []*clientv3.Event) {
 				continue
 			}
 			o := &sluicev1.CommittedOffsets{}
-			if err := proto.Unmarshal(ev.Kv.Value, o); err != nil {
+			if err := offsetstore.Decode(ev.Kv.Value, o); err != nil {
 				m.report(name, "protocol", "rev %d: undecodable offsets: %v", rev, err)
 				continue
 			}
@@ -254,7 +255,7 @@ func (m *tortureModel) apply(rev int64, evs []*clientv3.Event) {
 			}
 			if kind == "results" {
 				r := &sluicev1.BatchResult{}
-				if err := proto.Unmarshal(ev.Kv.Value, r); err != nil {
+				if err := offsetstore.Decode(ev.Kv.Value, r); err != nil {
 					m.report(job, "protocol", "rev %d: undecodable result of batch %d: %v", rev, id, err)
 					continue
 				}
@@ -262,7 +263,7 @@ func (m *tortureModel) apply(rev int64, evs []*clientv3.Event) {
 				continue
 			}
 			b := &sluicev1.Batch{}
-			if err := proto.Unmarshal(ev.Kv.Value, b); err != nil {
+			if err := offsetstore.Decode(ev.Kv.Value, b); err != nil {
 				m.report(job, "protocol", "rev %d: undecodable batch %d: %v", rev, id, err)
 				continue
 			}

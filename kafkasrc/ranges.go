@@ -57,6 +57,55 @@ func NewPool(maxIdle int, logger hclog.Logger) *Pool {
 	return &Pool{maxIdle: max(maxIdle, 1), logger: logger, idle: map[poolKey][]*multiConsumer{}}
 }
 
+// poolIdleTimeout: an idle consumer no read took for this long is closed
+// by Run. The job it read for may be gone, and a sticky consumer keeps
+// fetching its partitions.
+const poolIdleTimeout = time.Minute
+
+// Run closes the consumers left idle for poolIdleTimeout until ctx ends.
+func (p *Pool) Run(ctx context.Context) error {
+	t := time.NewTicker(poolIdleTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n := p.closeIdle(time.Now().Add(-poolIdleTimeout)); n > 0 {
+				p.logger.Debug("closed idle pooled consumers", "consumers", n)
+			}
+		}
+	}
+}
+
+// closeIdle closes the idle consumers put back before t and returns how
+// many.
+func (p *Pool) closeIdle(t time.Time) int {
+	p.mu.Lock()
+	var old []*multiConsumer
+	for key, cs := range p.idle {
+		kept := cs[:0]
+		for _, c := range cs {
+			if c.idleSince.Before(t) {
+				old = append(old, c)
+			} else {
+				kept = append(kept, c)
+			}
+		}
+		clear(cs[len(kept):])
+		if len(kept) == 0 {
+			delete(p.idle, key)
+		} else {
+			p.idle[key] = kept
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range old {
+		c.close()
+	}
+	return len(old)
+}
+
 // Idle returns the number of idle consumers.
 func (p *Pool) Idle() int {
 	p.mu.Lock()
@@ -162,6 +211,7 @@ func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*multiConsumer, err
 func (p *Pool) put(key poolKey, c *multiConsumer, ok bool) {
 	p.mu.Lock()
 	if ok && !p.closed && len(p.idle[key]) < p.maxIdle {
+		c.idleSince = time.Now()
 		p.idle[key] = append(p.idle[key], c)
 		p.mu.Unlock()
 		return
@@ -188,6 +238,7 @@ type multiConsumer struct {
 	rec       record.Record
 	hdrs      []record.Header
 	closeOnce sync.Once
+	idleSince time.Time // when put back; guarded by Pool.mu
 
 	// Owned by the read holding the consumer.
 	parts      map[TopicPartition]*partRead // the assigned partitions

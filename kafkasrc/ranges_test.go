@@ -232,3 +232,21 @@ func TestReadRangesSticky(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolClosesIdleConsumers: consumers left idle past the timeout are
+// closed (a sticky consumer would otherwise keep fetching for a job that
+// may be gone); recent ones are kept.
+func TestPoolClosesIdleConsumers(t *testing.T) {
+	_, cl := newTestCluster(t, 1, "t")
+	produce(t, newKgo(t, cl), "t", 0, keyed(0, 10))
+	pool := newTestPool(t)
+	if _, _, err := readRanges(testCtx(t), pool, cl, []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := pool.closeIdle(time.Now().Add(-time.Hour)); n != 0 || pool.Idle() != 1 {
+		t.Fatalf("closeIdle(an hour ago) closed %d, %d idle; want the recent consumer kept", n, pool.Idle())
+	}
+	if n := pool.closeIdle(time.Now().Add(time.Second)); n != 1 || pool.Idle() != 0 {
+		t.Fatalf("closeIdle(now) closed %d, %d idle; want the consumer closed", n, pool.Idle())
+	}
+}

@@ -144,13 +144,7 @@ func (s *Store) txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op
 	return nil
 }
 
-func marshal(m proto.Message) (string, error) {
-	b, err := proto.Marshal(m)
-	if err != nil {
-		return "", fmt.Errorf("marshal %T: %w", m, err)
-	}
-	return string(b), nil
-}
+func marshal(m proto.Message) (string, error) { return encode(m) }
 
 // Versioned is a record with the etcd revision it was read at, for CAS.
 type Versioned[T proto.Message] struct {
@@ -167,7 +161,7 @@ func get[T proto.Message](ctx context.Context, s *Store, key string, newT func()
 		return Versioned[T]{}, ErrNotFound
 	}
 	v := newT()
-	if err := proto.Unmarshal(resp.Kvs[0].Value, v); err != nil {
+	if err := decode(resp.Kvs[0].Value, v); err != nil {
 		return Versioned[T]{}, fmt.Errorf("decode %s: %w", key, err)
 	}
 	return Versioned[T]{Value: v, ModRevision: resp.Kvs[0].ModRevision}, nil
@@ -181,7 +175,7 @@ func list[T proto.Message](ctx context.Context, s *Store, prefix string, newT fu
 	out := make([]T, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		v := newT()
-		if err := proto.Unmarshal(kv.Value, v); err != nil {
+		if err := decode(kv.Value, v); err != nil {
 			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		out = append(out, v)
@@ -262,7 +256,7 @@ func (s *Store) LastBatch(ctx context.Context, job string) (Versioned[*sluicev1.
 		return Versioned[*sluicev1.Batch]{}, ErrNotFound
 	}
 	b := newBatch()
-	if err := proto.Unmarshal(resp.Kvs[0].Value, b); err != nil {
+	if err := decode(resp.Kvs[0].Value, b); err != nil {
 		return Versioned[*sluicev1.Batch]{}, fmt.Errorf("decode %s: %w", resp.Kvs[0].Key, err)
 	}
 	return Versioned[*sluicev1.Batch]{Value: b, ModRevision: resp.Kvs[0].ModRevision}, nil
@@ -297,7 +291,7 @@ func (s *Store) Results(ctx context.Context, job string, from, to int64) ([]*slu
 	out := make([]*sluicev1.BatchResult, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		r := newResult()
-		if err := proto.Unmarshal(kv.Value, r); err != nil {
+		if err := decode(kv.Value, r); err != nil {
 			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		out = append(out, r)
@@ -344,14 +338,14 @@ func (s *Store) Retention(ctx context.Context, job string) (Retention, error) {
 	r := Retention{Revision: resp.Header.Revision}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		offs := newOffsets()
-		if err := proto.Unmarshal(kv.Value, offs); err != nil {
+		if err := decode(kv.Value, offs); err != nil {
 			return r, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		r.LastCommitted = offs.GetBatchId()
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		b := newBatch()
-		if err := proto.Unmarshal(kv.Value, b); err != nil {
+		if err := decode(kv.Value, b); err != nil {
 			return r, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		// Only the newest batch can be PLANNED: then none committed is retained.
@@ -392,7 +386,7 @@ func (s *Store) EachResult(ctx context.Context, job string, from, to, rev int64,
 		var bytes int64
 		for _, kv := range resp.Kvs {
 			r := newResult()
-			if err := proto.Unmarshal(kv.Value, r); err != nil {
+			if err := decode(kv.Value, r); err != nil {
 				return fmt.Errorf("decode %s: %w", kv.Key, err)
 			}
 			bytes += int64(len(kv.Value))

@@ -170,6 +170,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.cache.Close()
 	defer w.pool.Close()
 	defer w.sinks.Close()
+	sweep, stopSweep := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		_ = w.pool.Run(sweep)
+	}()
+	defer func() {
+		stopSweep()
+		<-swept
+	}()
 	backoff := 100 * time.Millisecond
 	for i := 0; ; i++ {
 		addr := w.cfg.Coordinators[i%len(w.cfg.Coordinators)]

@@ -1931,7 +1931,10 @@ type Batch struct {
 	// Offsets that could not be read (fail_on_data_loss false).
 	DataLoss []*DataLoss `protobuf:"bytes,8,rep,name=data_loss,json=dataLoss,proto3" json:"data_loss,omitempty"`
 	// The cap on the batch's size and where it came from.
-	Cap           *BatchCap `protobuf:"bytes,9,opt,name=cap,proto3" json:"cap,omitempty"`
+	Cap *BatchCap `protobuf:"bytes,9,opt,name=cap,proto3" json:"cap,omitempty"`
+	// Storage only: etcd holds a batch's ranges in this compact form (a few
+	// bytes a range instead of about 27); the API returns them as ranges.
+	PackedRanges  []*TopicRanges `protobuf:"bytes,10,rep,name=packed_ranges,json=packedRanges,proto3" json:"packed_ranges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2029,6 +2032,83 @@ func (x *Batch) GetCap() *BatchCap {
 	return nil
 }
 
+func (x *Batch) GetPackedRanges() []*TopicRanges {
+	if x != nil {
+		return x.PackedRanges
+	}
+	return nil
+}
+
+// TopicRanges is a run of ranges of one topic, column by column: range i is
+// partitions[i] [from_offsets[i], from_offsets[i] + lengths[i]).
+type TopicRanges struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partitions    []int32                `protobuf:"varint,2,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	FromOffsets   []int64                `protobuf:"varint,3,rep,packed,name=from_offsets,json=fromOffsets,proto3" json:"from_offsets,omitempty"`
+	Lengths       []int64                `protobuf:"varint,4,rep,packed,name=lengths,proto3" json:"lengths,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicRanges) Reset() {
+	*x = TopicRanges{}
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicRanges) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicRanges) ProtoMessage() {}
+
+func (x *TopicRanges) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicRanges.ProtoReflect.Descriptor instead.
+func (*TopicRanges) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TopicRanges) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *TopicRanges) GetPartitions() []int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *TopicRanges) GetFromOffsets() []int64 {
+	if x != nil {
+		return x.FromOffsets
+	}
+	return nil
+}
+
+func (x *TopicRanges) GetLengths() []int64 {
+	if x != nil {
+		return x.Lengths
+	}
+	return nil
+}
+
 // BatchCap is the limit that applied to a batch when it was planned.
 type BatchCap struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -2046,7 +2126,7 @@ type BatchCap struct {
 
 func (x *BatchCap) Reset() {
 	*x = BatchCap{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2138,7 @@ func (x *BatchCap) String() string {
 func (*BatchCap) ProtoMessage() {}
 
 func (x *BatchCap) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2151,7 @@ func (x *BatchCap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCap.ProtoReflect.Descriptor instead.
 func (*BatchCap) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BatchCap) GetSource() CapSource {
@@ -2117,7 +2197,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2209,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2222,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -2205,7 +2285,7 @@ type BatchMetrics struct {
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2297,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2310,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -2315,7 +2395,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2327,7 +2407,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2340,7 +2420,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -2412,7 +2492,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2504,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2517,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -2506,7 +2586,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2598,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +2611,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Header) GetKey() string {
@@ -2563,7 +2643,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2575,7 +2655,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2588,7 +2668,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -2625,14 +2705,17 @@ type CommittedOffsets struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Offsets []*PartitionOffset     `protobuf:"bytes,1,rep,name=offsets,proto3" json:"offsets,omitempty"`
 	// The batch that committed these offsets; 0 for the starting offsets.
-	BatchId       int64 `protobuf:"varint,2,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	BatchId int64 `protobuf:"varint,2,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// Storage only: etcd holds the offsets in this compact form; the API
+	// returns them as offsets.
+	PackedOffsets []*TopicOffsets `protobuf:"bytes,3,rep,name=packed_offsets,json=packedOffsets,proto3" json:"packed_offsets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2644,7 +2727,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2657,7 +2740,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -2672,6 +2755,74 @@ func (x *CommittedOffsets) GetBatchId() int64 {
 		return x.BatchId
 	}
 	return 0
+}
+
+func (x *CommittedOffsets) GetPackedOffsets() []*TopicOffsets {
+	if x != nil {
+		return x.PackedOffsets
+	}
+	return nil
+}
+
+// TopicOffsets is a run of offsets of one topic, column by column.
+type TopicOffsets struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partitions    []int32                `protobuf:"varint,2,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	Offsets       []int64                `protobuf:"varint,3,rep,packed,name=offsets,proto3" json:"offsets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicOffsets) Reset() {
+	*x = TopicOffsets{}
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicOffsets) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicOffsets) ProtoMessage() {}
+
+func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicOffsets.ProtoReflect.Descriptor instead.
+func (*TopicOffsets) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TopicOffsets) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *TopicOffsets) GetPartitions() []int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *TopicOffsets) GetOffsets() []int64 {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
 }
 
 var File_sluice_v1_job_proto protoreflect.FileDescriptor
@@ -2801,7 +2952,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1f\n" +
 	"\vfrom_offset\x18\x03 \x01(\x03R\n" +
 	"fromOffset\x12!\n" +
-	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\"\x8a\x03\n" +
+	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\"\xc7\x03\n" +
 	"\x05Batch\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x03R\x02id\x129\n" +
@@ -2813,7 +2964,16 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\vcommit_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"commitTime\x120\n" +
 	"\tdata_loss\x18\b \x03(\v2\x13.sluice.v1.DataLossR\bdataLoss\x12%\n" +
-	"\x03cap\x18\t \x01(\v2\x13.sluice.v1.BatchCapR\x03cap\"\x87\x01\n" +
+	"\x03cap\x18\t \x01(\v2\x13.sluice.v1.BatchCapR\x03cap\x12;\n" +
+	"\rpacked_ranges\x18\n" +
+	" \x03(\v2\x16.sluice.v1.TopicRangesR\fpackedRanges\"\x80\x01\n" +
+	"\vTopicRanges\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\x05R\n" +
+	"partitions\x12!\n" +
+	"\ffrom_offsets\x18\x03 \x03(\x03R\vfromOffsets\x12\x18\n" +
+	"\alengths\x18\x04 \x03(\x03R\alengths\"\x87\x01\n" +
 	"\bBatchCap\x12,\n" +
 	"\x06source\x18\x01 \x01(\x0e2\x14.sluice.v1.CapSourceR\x06source\x12\x12\n" +
 	"\x04rate\x18\x02 \x01(\x03R\x04rate\x12\x1f\n" +
@@ -2867,10 +3027,17 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"aggregates\x18\x03 \x03(\v2\x17.sluice.v1.KeyAggregateR\n" +
 	"aggregates\x121\n" +
-	"\arecords\x18\x04 \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\"c\n" +
+	"\arecords\x18\x04 \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\"\xa3\x01\n" +
 	"\x10CommittedOffsets\x124\n" +
 	"\aoffsets\x18\x01 \x03(\v2\x1a.sluice.v1.PartitionOffsetR\aoffsets\x12\x19\n" +
-	"\bbatch_id\x18\x02 \x01(\x03R\abatchId*\x84\x01\n" +
+	"\bbatch_id\x18\x02 \x01(\x03R\abatchId\x12>\n" +
+	"\x0epacked_offsets\x18\x03 \x03(\v2\x17.sluice.v1.TopicOffsetsR\rpackedOffsets\"^\n" +
+	"\fTopicOffsets\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\x05R\n" +
+	"partitions\x12\x18\n" +
+	"\aoffsets\x18\x03 \x03(\x03R\aoffsets*\x84\x01\n" +
 	"\rPlacementMode\x12\x1e\n" +
 	"\x1aPLACEMENT_MODE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19PLACEMENT_MODE_CONSISTENT\x10\x01\x12\x18\n" +
@@ -2932,7 +3099,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(PlacementMode)(0),            // 0: sluice.v1.PlacementMode
 	(IsolationLevel)(0),           // 1: sluice.v1.IsolationLevel
@@ -2961,23 +3128,25 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(*Job)(nil),                   // 24: sluice.v1.Job
 	(*OffsetRange)(nil),           // 25: sluice.v1.OffsetRange
 	(*Batch)(nil),                 // 26: sluice.v1.Batch
-	(*BatchCap)(nil),              // 27: sluice.v1.BatchCap
-	(*DataLoss)(nil),              // 28: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 29: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 30: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 31: sluice.v1.OutputRecord
-	(*Header)(nil),                // 32: sluice.v1.Header
-	(*BatchResult)(nil),           // 33: sluice.v1.BatchResult
-	(*CommittedOffsets)(nil),      // 34: sluice.v1.CommittedOffsets
-	nil,                           // 35: sluice.v1.KafkaSource.PropertiesEntry
-	nil,                           // 36: sluice.v1.KafkaSink.HeadersEntry
-	nil,                           // 37: sluice.v1.KafkaSink.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(*TopicRanges)(nil),           // 27: sluice.v1.TopicRanges
+	(*BatchCap)(nil),              // 28: sluice.v1.BatchCap
+	(*DataLoss)(nil),              // 29: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 30: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 31: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 32: sluice.v1.OutputRecord
+	(*Header)(nil),                // 33: sluice.v1.Header
+	(*BatchResult)(nil),           // 34: sluice.v1.BatchResult
+	(*CommittedOffsets)(nil),      // 35: sluice.v1.CommittedOffsets
+	(*TopicOffsets)(nil),          // 36: sluice.v1.TopicOffsets
+	nil,                           // 37: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 38: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 39: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
 	12, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	38, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	40, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
 	16, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
 	18, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
 	19, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
@@ -2988,46 +3157,48 @@ var file_sluice_v1_job_proto_depIdxs = []int32{
 	11, // 9: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
 	13, // 10: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
 	1,  // 11: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	35, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	37, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
 	2,  // 13: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
 	14, // 14: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	39, // 15: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	41, // 15: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
 	15, // 16: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
 	2,  // 17: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
 	17, // 18: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
 	3,  // 19: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
 	21, // 20: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
 	20, // 21: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
-	36, // 22: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
-	37, // 23: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	38, // 22: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	39, // 23: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
 	4,  // 24: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
-	38, // 25: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
-	38, // 26: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	40, // 25: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	40, // 26: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
 	23, // 27: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
 	9,  // 28: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
 	6,  // 29: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	39, // 30: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	39, // 31: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	39, // 32: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	41, // 30: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	41, // 31: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	41, // 32: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
 	7,  // 33: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
 	25, // 34: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	29, // 35: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	39, // 36: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	28, // 37: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	27, // 38: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
-	8,  // 39: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
-	38, // 40: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	38, // 41: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	38, // 42: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	32, // 43: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
-	30, // 44: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	31, // 45: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	15, // 46: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	30, // 35: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	41, // 36: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	29, // 37: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	28, // 38: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
+	27, // 39: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
+	8,  // 40: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
+	40, // 41: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	40, // 42: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	40, // 43: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	33, // 44: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	31, // 45: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	32, // 46: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	15, // 47: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	36, // 48: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -3056,7 +3227,7 @@ func file_sluice_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
