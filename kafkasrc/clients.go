@@ -17,7 +17,24 @@ var liveClients atomic.Int64
 // are released.
 func LiveClients() int64 { return liveClients.Load() }
 
+// Go channel sizes of a producer, unless its configuration sets them.
+// confluent-kafka-go makes both 1,000,000 deep by default: 23 MiB of Go
+// memory per producer, allocated at creation, which a worker caching
+// dozens of transactional producers (and replacing them task after task on
+// a job of many partitions) multiplied into gigabytes. Sluice never sends
+// through the produce channel, and drains the events channel as it fills.
+const (
+	producerEventsChannel  = 10_000
+	producerProduceChannel = 1
+)
+
 func newKafkaProducer(cm *kafka.ConfigMap) (*kafka.Producer, error) {
+	if _, ok := (*cm)["go.events.channel.size"]; !ok {
+		(*cm)["go.events.channel.size"] = producerEventsChannel
+	}
+	if _, ok := (*cm)["go.produce.channel.size"]; !ok {
+		(*cm)["go.produce.channel.size"] = producerProduceChannel
+	}
 	p, err := kafka.NewProducer(cm)
 	if err == nil {
 		liveClients.Add(1)
