@@ -23,7 +23,7 @@ const sinkQueueKBytes = "16384"
 
 // DefaultSinkCapacity is the number of transactional writers, and of
 // idempotent producers, that Sinks keeps by default.
-const DefaultSinkCapacity = 64
+const DefaultSinkCapacity = 128
 
 // Sinks writes task output to Kafka: transactions per source partition
 // (exactly-once) or an idempotent producer per cluster (at-least-once). It is

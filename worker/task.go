@@ -111,13 +111,25 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 // errBadTask is a task the worker cannot run as sent.
 var errBadTask = errors.New("worker: malformed task")
 
-// read delivers the records of the task's ranges: one range through the
-// consumer cache, whose per-partition consumers keep their prefetch between
-// batches; several small ones through the pool, one consumer for them all.
+// smallRange: a task's single range below this many records is read
+// through the pool, as packed ranges are. A job on hundreds of partitions
+// whose ranges cannot be packed (the transactional Kafka sink) would
+// otherwise cycle the consumer cache with a consumer per partition, each
+// with its threads and connections.
+const smallRange = 10_000
+
+// read delivers the records of the task's ranges: one big range through
+// the consumer cache, whose per-partition consumers keep their prefetch
+// between batches; small ones through the pool's sticky consumers, one
+// for all the ranges of a task.
 func (w *Worker) read(ctx context.Context, task *sluicev1.Task, fn func(*record.Record) error) error {
 	spec := task.GetSpec()
 	cl, group := jobspec.Source(spec), jobspec.GroupID(spec.GetName(), task.GetIncarnation())
-	if rs := task.GetRanges(); len(rs) > 0 {
+	rs := task.GetRanges()
+	if r := task.GetRange(); len(rs) == 0 && r.GetUntilOffset()-r.GetFromOffset() < smallRange {
+		rs = []*sluicev1.OffsetRange{r}
+	}
+	if len(rs) > 0 {
 		ranges := make([]kafkasrc.Range, len(rs))
 		for i, r := range rs {
 			ranges[i] = kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()}
