@@ -159,11 +159,11 @@ func (a *Admin) Partitions(ctx context.Context, topics []string) (map[string][]i
 		return out, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("describe topics %v: %w", topics, err)
+		return nil, fmt.Errorf("describe topics %s: %w", briefList(topics), err)
 	}
 	ctx, done, err := a.start(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("describe topics %v: %w", topics, err)
+		return nil, fmt.Errorf("describe topics %s: %w", briefList(topics), err)
 	}
 	defer done()
 	if a.plan != nil {
@@ -171,7 +171,7 @@ func (a *Admin) Partitions(ctx context.Context, topics []string) (map[string][]i
 	}
 	res, err := a.admin.DescribeTopics(ctx, kafka.NewTopicCollectionOfTopicNames(dedup(topics)))
 	if err != nil {
-		return nil, fmt.Errorf("describe topics %v: %w", topics, err)
+		return nil, fmt.Errorf("describe topics %s: %w", briefList(topics), err)
 	}
 	for _, d := range res.TopicDescriptions {
 		switch d.Error.Code() {
@@ -212,16 +212,16 @@ func (a *Admin) Leaders(ctx context.Context, tps []TopicPartition) (map[TopicPar
 	}
 	topics = dedup(topics)
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("partition leaders of %v: %w", topics, err)
+		return nil, fmt.Errorf("partition leaders of %s: %w", briefList(topics), err)
 	}
 	ctx, done, err := a.start(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("partition leaders of %v: %w", topics, err)
+		return nil, fmt.Errorf("partition leaders of %s: %w", briefList(topics), err)
 	}
 	defer done()
 	res, err := a.admin.DescribeTopics(ctx, kafka.NewTopicCollectionOfTopicNames(topics))
 	if err != nil {
-		return nil, fmt.Errorf("partition leaders of %v: %w", topics, err)
+		return nil, fmt.Errorf("partition leaders of %s: %w", briefList(topics), err)
 	}
 	want := make(map[TopicPartition]bool, len(tps))
 	for _, tp := range tps {
@@ -307,11 +307,11 @@ func (a *Admin) listOffsets(ctx context.Context, what string, tps []TopicPartiti
 		return out, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("list %s offsets of %v: %w", what, tps, err)
+		return nil, fmt.Errorf("list %s offsets of %s: %w", what, briefList(tps), err)
 	}
 	ctx, done, err := a.start(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list %s offsets of %v: %w", what, tps, err)
+		return nil, fmt.Errorf("list %s offsets of %s: %w", what, briefList(tps), err)
 	}
 	defer done()
 	if a.plan != nil && kgoSpec < 0 {
@@ -333,7 +333,7 @@ func (a *Admin) listOffsets(ctx context.Context, what string, tps []TopicPartiti
 	}
 	res, err := a.admin.ListOffsets(ctx, req, kafka.SetAdminIsolationLevel(isolation))
 	if err != nil {
-		return nil, fmt.Errorf("list %s offsets of %v: %w", what, tps, err)
+		return nil, fmt.Errorf("list %s offsets of %s: %w", what, briefList(tps), err)
 	}
 	for ktp, info := range res.ResultInfos {
 		tp := TopicPartition{Partition: ktp.Partition}
@@ -507,4 +507,15 @@ func isUnknownTopic(err error) bool {
 		return true
 	}
 	return false
+}
+
+// briefList names a list in an error: whole when short, else its first
+// items and how many more. A job may have thousands of partitions, and an
+// error becomes a log line and the job's message.
+func briefList[T any](items []T) string {
+	const shown = 4
+	if len(items) <= shown {
+		return fmt.Sprint(items)
+	}
+	return fmt.Sprintf("%v and %d more", items[:shown], len(items)-shown)
 }

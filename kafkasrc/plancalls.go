@@ -65,7 +65,7 @@ func (a *Admin) kgoPartitions(ctx context.Context, topics []string) (map[string]
 	}
 	resp, err := req.RequestWith(ctx, a.plan)
 	if err != nil {
-		return nil, fmt.Errorf("describe topics %v: %w", topics, err)
+		return nil, fmt.Errorf("describe topics %s: %w", briefList(topics), err)
 	}
 	out := make(map[string][]int32, len(topics))
 	for _, t := range resp.Topics {

@@ -34,3 +34,23 @@ func TestPlanClientOnlyForPlainClusters(t *testing.T) {
 		}
 	}
 }
+
+// TestBriefList: errors about thousands of partitions stay one short line.
+func TestBriefList(t *testing.T) {
+	var tps []TopicPartition
+	for p := range int32(10_000) {
+		tps = append(tps, TopicPartition{"t", p})
+	}
+	for _, tc := range []struct {
+		in   []TopicPartition
+		want string
+	}{
+		{nil, "[]"},
+		{tps[:2], "[t/0 t/1]"},
+		{tps, "[t/0 t/1 t/2 t/3] and 9996 more"},
+	} {
+		if got := briefList(tc.in); got != tc.want {
+			t.Errorf("briefList(%d partitions) = %q, want %q", len(tc.in), got, tc.want)
+		}
+	}
+}
