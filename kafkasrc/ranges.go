@@ -29,8 +29,9 @@ import (
 // already fetched: it costs no seek and no round trip to the broker. A
 // partition no read asked for lately is unassigned.
 //
-// Idle consumers are kept per (cluster, consumer group), at most maxIdle of
-// each; a read takes the idle one that has most of its partitions. It is
+// Idle consumers are kept per (cluster, consumer group), at most maxIdle in
+// all; a read takes the idle one of its key that has most of its
+// partitions. It is
 // safe for concurrent use.
 type Pool struct {
 	maxIdle int
@@ -48,8 +49,8 @@ type poolKey struct {
 	group   string
 }
 
-// NewPool returns an empty pool keeping at most maxIdle idle consumers per
-// cluster and group (at least 1).
+// NewPool returns an empty pool keeping at most maxIdle idle consumers (at
+// least 1).
 func NewPool(maxIdle int, logger hclog.Logger) *Pool {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
@@ -206,24 +207,54 @@ func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*multiConsumer, err
 	return newMultiConsumer(cl, key.group, p.logger)
 }
 
-// put returns c to the pool after a read, still assigned; a failed read, a
-// full pool or a closed one closes it instead.
+// put returns c to the pool after a read, still assigned; a failed read
+// or a closed pool closes it instead. Past maxIdle idle consumers (over
+// all clusters and groups: every job has a group of its own), the one idle
+// longest is closed.
 func (p *Pool) put(key poolKey, c *multiConsumer, ok bool) {
 	p.mu.Lock()
-	if ok && !p.closed && len(p.idle[key]) < p.maxIdle {
-		c.idleSince = time.Now()
-		p.idle[key] = append(p.idle[key], c)
-		p.mu.Unlock()
-		return
-	}
 	if p.closed {
 		p.mu.Unlock()
 		c.close()
 		return
 	}
-	p.closing.Add(1)
+	if !ok {
+		p.closeLaterLocked(c)
+		p.mu.Unlock()
+		return
+	}
+	c.idleSince = time.Now()
+	p.idle[key] = append(p.idle[key], c)
+	n := 0
+	for _, cs := range p.idle {
+		n += len(cs)
+	}
+	for ; n > p.maxIdle; n-- {
+		var oldKey poolKey
+		oldest := -1
+		for k, cs := range p.idle {
+			for i, o := range cs {
+				if oldest < 0 || o.idleSince.Before(p.idle[oldKey][oldest].idleSince) {
+					oldKey, oldest = k, i
+				}
+			}
+		}
+		cs := p.idle[oldKey]
+		p.closeLaterLocked(cs[oldest])
+		if cs = append(cs[:oldest], cs[oldest+1:]...); len(cs) == 0 {
+			delete(p.idle, oldKey)
+		} else {
+			p.idle[oldKey] = cs
+		}
+	}
 	p.mu.Unlock()
-	go func() { // closing a librdkafka consumer takes ~100 ms
+}
+
+// closeLaterLocked closes c in the background: closing a librdkafka
+// consumer takes ~100 ms. Close waits for it.
+func (p *Pool) closeLaterLocked(c *multiConsumer) {
+	p.closing.Add(1)
+	go func() {
 		defer p.closing.Done()
 		c.close()
 	}()
@@ -290,6 +321,9 @@ const (
 	// fetches it again from where the stash ends).
 	stashLimit     = multiConsumerShare
 	stashPartLimit = 1 << 20
+	// refillPerRead bounds the paused partitions a read resumes ahead of
+	// need (see refillAhead).
+	refillPerRead = 64
 	// idleReads: a partition that none of its consumer's last idleReads
 	// reads asked for is unassigned. maxAssigned bounds a consumer's
 	// partitions; the least recently read go first.
@@ -479,7 +513,7 @@ func (c *multiConsumer) keep(pr *partRead, m *kafka.Message) error {
 	pr.stashSize += size
 	c.stashBytes += size
 	pr.next = off + 1
-	if pr.stashSize >= min(stashLimit/int64(len(c.parts)), stashPartLimit) || c.stashBytes >= stashLimit {
+	if pr.stashSize >= c.partShare() || c.stashBytes >= stashLimit {
 		// Pausing is synchronous and makes librdkafka resume at the
 		// offset after m: nothing polled is lost.
 		if err := c.kc.Pause([]kafka.TopicPartition{pr.tp(0)}); err != nil {
@@ -501,7 +535,46 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 			pr.reading = false
 		}
 	}()
-	return c.readPrepared(ctx, prs, fn)
+	st, err = c.readPrepared(ctx, prs, fn)
+	if err != nil {
+		return st, err
+	}
+	return st, c.refillAhead(prs)
+}
+
+// partShare is the stash a partition may hold: its share of stashLimit,
+// at most stashPartLimit.
+func (c *multiConsumer) partShare() int64 {
+	return min(stashLimit/int64(max(len(c.parts), 1)), stashPartLimit)
+}
+
+// refillAhead resumes, after a read, up to refillPerRead of its paused
+// partitions whose stash fell below half its share, the emptiest first:
+// their next records are fetched between reads, and when many partitions
+// run low together (they advance in step), their refills spread over
+// several reads instead of making one read fetch and convert them all.
+func (c *multiConsumer) refillAhead(prs []*partRead) error {
+	share := c.partShare()
+	var low []*partRead
+	for _, pr := range prs {
+		if pr.paused && !pr.lost && pr.stashSize < share/2 {
+			low = append(low, pr)
+		}
+	}
+	if len(low) == 0 {
+		return nil
+	}
+	slices.SortFunc(low, func(a, b *partRead) int { return cmp.Compare(a.stashSize, b.stashSize) })
+	low = low[:min(len(low), refillPerRead)]
+	tps := make([]kafka.TopicPartition, len(low))
+	for i, pr := range low {
+		pr.paused = false
+		tps[i] = pr.tp(0)
+	}
+	if err := c.kc.Resume(tps); err != nil {
+		return fmt.Errorf("resume %d partitions: %w", len(tps), err)
+	}
+	return nil
 }
 
 // readPrepared is read once the partitions are positioned.

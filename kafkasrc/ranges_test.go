@@ -250,3 +250,29 @@ func TestPoolClosesIdleConsumers(t *testing.T) {
 		t.Fatalf("closeIdle(now) closed %d, %d idle; want the consumer closed", n, pool.Idle())
 	}
 }
+
+// TestPoolBoundsIdleAcrossGroups: every job reads with a group of its own,
+// so the bound on idle consumers is over all groups: the one idle longest
+// is closed.
+func TestPoolBoundsIdleAcrossGroups(t *testing.T) {
+	_, cl := newTestCluster(t, 1, "t")
+	produce(t, newKgo(t, cl), "t", 0, keyed(0, 10))
+	pool := NewPool(2, testLogger(t))
+	t.Cleanup(pool.Close)
+	for i := range 5 {
+		group := fmt.Sprintf("job-%d", i)
+		if _, err := pool.ReadRanges(testCtx(t), cl, group, []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}}, func(*record.Record) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if n := pool.Idle(); n != min(i+1, 2) {
+			t.Fatalf("after %d groups: %d idle consumers, want %d", i+1, n, min(i+1, 2))
+		}
+	}
+	pool.mu.Lock()
+	defer pool.mu.Unlock()
+	for key := range pool.idle {
+		if key.group != "job-3" && key.group != "job-4" {
+			t.Errorf("idle consumer of %s kept; want the two most recent groups'", key.group)
+		}
+	}
+}
