@@ -47,7 +47,15 @@ func (r *jobRunner) taskPolicy(ctx context.Context, tasks []*sluicev1.Task) task
 		}
 		leaders = r.dispatcher.leaders.get(ctx, r.name, pks, r.lookupLeaders, r.logger)
 	}
-	return taskPolicy{placement: newPlacement(pl, leaders), speculation: jobspec.SpeculationMultiplier(r.spec)}
+	placement := newPlacement(pl, leaders)
+	if mode := pl.GetMode(); mode == sluicev1.PlacementMode_PLACEMENT_MODE_UNSPECIFIED || mode == sluicev1.PlacementMode_PLACEMENT_MODE_CONSISTENT {
+		keys := make([]placeKey, len(tasks))
+		for i, t := range tasks {
+			keys[i] = placeKeyOf(t)
+		}
+		placement.prefer = balance(keys, r.dispatcher.liveWorkers())
+	}
+	return taskPolicy{placement: placement, speculation: jobspec.SpeculationMultiplier(r.spec)}
 }
 
 func (r *jobRunner) lookupLeaders(ctx context.Context, pks []partitionKey) (map[partitionKey]string, error) {

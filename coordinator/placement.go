@@ -3,6 +3,7 @@ package coordinator
 import (
 	"fmt"
 	"hash/fnv"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -28,6 +29,9 @@ type placement struct {
 	// brokers: the host of each partition's leader; a partition missing
 	// here (the lookup failed) is placed as in consistent mode.
 	leaders map[partitionKey]string
+	// consistent: the worker of each of the batch's tasks under bounded
+	// loads (see balance); a task missing here is placed by rendezvous.
+	prefer map[placeKey]string
 }
 
 // newPlacement compiles a job's placement; leaders is for brokers mode.
@@ -141,6 +145,20 @@ func (p *placement) choose(k placeKey, ws []workerInfo, avoid map[string]bool, e
 			clear(tier)
 		}
 		fallback = local
+	case len(p.prefer) > 0:
+		id, ok := p.prefer[k]
+		found := false
+		for i := range ws {
+			if ok && ws[i].id == id && id != exclude {
+				found = true
+			} else {
+				tier[i] = 1
+			}
+		}
+		if !found {
+			clear(tier)
+		}
+		fallback = found
 	}
 	for i := range ws {
 		if ws[i].id == exclude {
@@ -181,6 +199,42 @@ func (p *placement) best(k placeKey, ws []workerInfo, tier []int8, avoid map[str
 		}
 	}
 	return best
+}
+
+// balance gives each task of a batch (by its placeKey, in task order) its
+// worker under consistent placement with bounded loads: each task takes
+// the highest-scoring worker for its key that still has room, a worker's
+// room being its share of the batch's tasks by slots, rounded up. While a
+// batch's tasks stay the same, each keeps its worker batch after batch (and
+// its consumers and prefetch), and no worker gets more than its share:
+// rendezvous alone put 5 of 8 partitions on one of two equal workers, whose
+// fifth task then waited for a slot while the other worker had one free.
+func balance(keys []placeKey, ws []liveWorker) map[placeKey]string {
+	total := totalSlots(ws)
+	if len(ws) == 0 || total == 0 {
+		return nil
+	}
+	room := make([]int, len(ws))
+	for i, w := range ws {
+		room[i] = (len(keys)*w.slots + total - 1) / total
+	}
+	out := make(map[placeKey]string, len(keys))
+	order := make([]int, len(ws))
+	scores := make([]uint64, len(ws))
+	for _, k := range keys {
+		for i, w := range ws {
+			order[i], scores[i] = i, rendezvous(k, w.id)
+		}
+		sort.Slice(order, func(a, b int) bool { return scores[order[a]] > scores[order[b]] })
+		for _, i := range order {
+			if room[i] > 0 {
+				room[i]--
+				out[k] = ws[i].id
+				break
+			}
+		}
+	}
+	return out
 }
 
 // rendezvous is the score of worker id for k: each partition goes to its

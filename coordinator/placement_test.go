@@ -134,3 +134,86 @@ func TestWorkerLabelsAgreeWithValidation(t *testing.T) {
 		t.Fatalf("placement labels %s, worker labels %s: they must be the same rule", labelRE, worker.LabelPattern)
 	}
 }
+
+// TestBalance: consistent placement with bounded loads gives every worker
+// its share of a batch's tasks by slots, keeps a task's worker when the
+// batch is the same, and leaves a task with its rendezvous worker when
+// that worker has room.
+func TestBalance(t *testing.T) {
+	keys := func(n int) []placeKey {
+		out := make([]placeKey, n)
+		for i := range out {
+			out[i] = placeKey{partitionKey: partitionKey{"backlog-10m", int32(i)}}
+		}
+		return out
+	}
+	two := []liveWorker{{id: "bench-10m-w1", slots: 4}, {id: "bench-10m-w2", slots: 4}}
+	tests := []struct {
+		name string
+		keys []placeKey
+		ws   []liveWorker
+		want map[string]int
+	}{
+		{"8 partitions on two equal workers", keys(8), two, map[string]int{"bench-10m-w1": 4, "bench-10m-w2": 4}},
+		{"by slots", keys(8), []liveWorker{{id: "a", slots: 2}, {id: "b", slots: 6}}, map[string]int{"a": 2, "b": 6}},
+		{"fewer tasks than slots", keys(3), two, nil},
+		{"no workers", keys(3), nil, map[string]int{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := balance(tc.keys, tc.ws)
+			if again := balance(tc.keys, tc.ws); fmt.Sprint(again) != fmt.Sprint(got) {
+				t.Fatalf("balance is not stable: %v then %v", got, again)
+			}
+			per := map[string]int{}
+			for _, id := range got {
+				per[id]++
+			}
+			if tc.want != nil && fmt.Sprint(per) != fmt.Sprint(tc.want) {
+				t.Fatalf("tasks per worker %v, want %v", per, tc.want)
+			}
+			for _, k := range tc.keys {
+				id, ok := got[k]
+				if len(tc.ws) == 0 {
+					continue
+				}
+				if !ok {
+					t.Fatalf("%v has no worker", k)
+				}
+				// A task on a worker other than its rendezvous one only
+				// because that one was full.
+				top := tc.ws[0].id
+				for _, w := range tc.ws {
+					if rendezvous(k, w.id) > rendezvous(k, top) {
+						top = w.id
+					}
+				}
+				if ok && id != top && per[top] < (len(tc.keys)*slotsOf(tc.ws, top)+totalSlots(tc.ws)-1)/totalSlots(tc.ws) {
+					t.Fatalf("%v went to %s though its worker %s had room", k, id, top)
+				}
+			}
+		})
+	}
+	// Preferred: the task waits for its balanced worker, and spills.
+	pl := &placement{prefer: map[placeKey]string{{partitionKey: partitionKey{"t", 0}}: "b"}}
+	ws := []workerInfo{{id: "a", slots: 1, free: 1}, {id: "b", slots: 1, free: 0}}
+	if _, err := pl.choose(placeKey{partitionKey: partitionKey{"t", 0}}, ws, nil, "", false); !errors.Is(err, errNoSlot) {
+		t.Fatalf("choose = %v, want to wait for the preferred worker b", err)
+	}
+	if i, err := pl.choose(placeKey{partitionKey: partitionKey{"t", 0}}, ws, nil, "", true); err != nil || ws[i].id != "a" {
+		t.Fatalf("choose with spill = %v, %v; want a", i, err)
+	}
+	ws[1].free = 1
+	if i, err := pl.choose(placeKey{partitionKey: partitionKey{"t", 0}}, ws, nil, "", false); err != nil || ws[i].id != "b" {
+		t.Fatalf("choose = %v, %v; want the preferred worker b", i, err)
+	}
+}
+
+func slotsOf(ws []liveWorker, id string) int {
+	for _, w := range ws {
+		if w.id == id {
+			return w.slots
+		}
+	}
+	return 0
+}
