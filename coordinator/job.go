@@ -321,11 +321,7 @@ func resolveStart(ctx context.Context, admin *kafkasrc.Admin, so *sluicev1.Start
 		}
 		start = toKeyMap(byTime)
 	} else {
-		earliest, err := admin.EarliestOffsets(ctx, tps)
-		if err != nil {
-			return nil, err
-		}
-		latest, err := admin.LatestOffsets(ctx, tps)
+		earliest, latest, err := offsetsOf(ctx, admin, tps)
 		if err != nil {
 			return nil, err
 		}

@@ -110,7 +110,7 @@ type Worker struct {
 	cfg    Config
 	logger hclog.Logger
 	cache  *kafkasrc.Cache
-	pool   *kafkasrc.Pool // consumers of tasks with several ranges
+	pool   *kafkasrc.Pool // sticky consumers of packed tasks and small ranges
 	sinks  *kafkasrc.Sinks
 
 	// programs caches compiled steps by job; bounded, since jobs come and go.
