@@ -22,7 +22,7 @@ func TestPlanClientOnlyWhenTranslatable(t *testing.T) {
 		{props: map[string]string{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.username": "u", "sasl.password": "p"}, want: true},
 		{props: map[string]string{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "u"}, want: true},
 		{props: map[string]string{"security.protocol": "SSL", "enable.ssl.certificate.verification": "false"}, want: true},
-		{props: map[string]string{"sasl.mechanism": "PLAIN"}, want: true}, // ignored in plaintext, as librdkafka does
+		{props: map[string]string{"sasl.mechanism": "PLAIN"}, want: true},        // ignored in plaintext, as librdkafka does
 		{props: map[string]string{"security.protocol": "SASL_SSL"}, want: false}, // GSSAPI
 		{props: map[string]string{"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER"}, want: false},
 		{props: map[string]string{"security.protocol": "SSL", "ssl.cipher.suites": "ECDHE-RSA-AES256-GCM-SHA384"}, want: false},
