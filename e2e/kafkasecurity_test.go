@@ -27,6 +27,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/sluice-stream/sluice/coordinator"
 	"github.com/sluice-stream/sluice/jobspec"
@@ -246,6 +248,15 @@ func TestKafkaSASLSSL(t *testing.T) {
 			t.Fatalf("job with a wrong password: state %v, message %q; want FAILED", j.GetState(), j.GetMessage())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+
+	// txn list and txn abort say the same; a retry would not help.
+	_, lerr := tc.Client.Transactions(ctx, bad.GetName())
+	_, aerr := tc.Client.AbortTransactions(ctx, bad.GetName())
+	for what, err := range map[string]error{"txn list": lerr, "txn abort": aerr} {
+		if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "SASL_AUTHENTICATION_FAILED") {
+			t.Errorf("%s of the job with a wrong password: %v, want FailedPrecondition with SASL_AUTHENTICATION_FAILED", what, err)
+		}
 	}
 
 	// The good job reads and writes everything, exactly once.
