@@ -25,6 +25,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 // testPKI is a throwaway CA, a broker certificate for 127.0.0.1 and a
@@ -353,4 +354,64 @@ func parseCA(t *testing.T, p *testPKI) (*ecdsa.PrivateKey, *x509.Certificate) {
 		t.Fatal(err)
 	}
 	return key, cert
+}
+
+// TestListTransactionsSecured: txn list connects with the cluster's TLS and
+// SASL properties, and refuses what it cannot honour, naming the property.
+func TestListTransactionsSecured(t *testing.T) {
+	p := newTestPKI(t)
+	k := newSecureCluster(t, p, p.serverCert, false, "out")
+	bootstrap := k.ListenAddrs()[0]
+	props := map[string]string{
+		"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "sluice", "sasl.password": "s3cret",
+		"ssl.ca.location": p.caFile,
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.TransactionalID("job:out:0"),
+		kgo.DialTLSConfig(&tls.Config{RootCAs: p.ca, MinVersion: tls.VersionTLS12}),
+		kgo.SASL(scramAuth("sluice", "s3cret")), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "out", Partition: 1, Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ListTransactions(ctx, Cluster{Bootstrap: bootstrap, Properties: props}, "job:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != "job:out:0" || got[0].State != "Ongoing" || strings.Join(got[0].Partitions, ",") != "out/1" {
+		t.Fatalf("ListTransactions = %+v, want job:out:0 Ongoing on out/1", got)
+	}
+
+	for _, tc := range []struct {
+		name string
+		kv   []string
+		err  string
+		is   error
+	}{
+		{"unsupported mechanism", []string{"sasl.mechanism", "GSSAPI"}, `property "sasl.mechanism": SASL mechanism "GSSAPI"`, ErrUnsupportedProperty},
+		{"wrong password", []string{"sasl.mechanism", "PLAIN", "sasl.username", "app", "sasl.password", "wrong"}, "SASL_AUTHENTICATION_FAILED", ErrPermanent},
+	} {
+		bad := map[string]string{}
+		for k, v := range props {
+			bad[k] = v
+		}
+		for i := 0; i+1 < len(tc.kv); i += 2 {
+			bad[tc.kv[i]] = tc.kv[i+1]
+		}
+		_, err := ListTransactions(ctx, Cluster{Bootstrap: bootstrap, Properties: bad}, "job:")
+		if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, tc.is) {
+			t.Errorf("%s: error %v, want one containing %q and wrapping %v", tc.name, err, tc.err, tc.is)
+		}
+	}
+}
+
+func scramAuth(user, pass string) sasl.Mechanism {
+	return scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()
 }
