@@ -46,11 +46,14 @@ func run(ctx context.Context, cfg config, t *table) error {
 		defer os.RemoveAll(dir)
 	}
 	logf("starting sluice dev --infra-only and sluice coordinator")
-	cl, err := startCluster(ctx, dir, bin)
+	cl, err := startCluster(ctx, dir, bin, cfg.coordArgs)
 	if err != nil {
 		return err
 	}
 	defer cl.close()
+	if len(cfg.coordArgs) > 0 {
+		t.note("the coordinator ran with %s", strings.Join(cfg.coordArgs, " "))
+	}
 	if len(cfg.workerArgs) > 0 {
 		cl.workerArgs = cfg.workerArgs
 		t.note("every worker ran with %s", strings.Join(cfg.workerArgs, " "))
