@@ -31,7 +31,7 @@ func jobFailure(format string, args ...any) error {
 // leads. It is owned by the leader loop, which cancels its ctx to stop it.
 type jobRunner struct {
 	// planTook is how long the last batch's planning took, for the logs.
-	planTook time.Duration
+	planTook    time.Duration
 	name        string
 	spec        *sluicev1.JobSpec
 	specVersion int64
