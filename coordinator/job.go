@@ -33,8 +33,8 @@ type jobRunner struct {
 	// planTook is how long the last batch's planning took, for the logs.
 	planTook time.Duration
 	// tps are the job's partitions as listed at tpsAt (see metadataMaxAge).
-	tps   []kafkasrc.TopicPartition
-	tpsAt time.Time
+	tps         []kafkasrc.TopicPartition
+	tpsAt       time.Time
 	name        string
 	spec        *sluicev1.JobSpec
 	specVersion int64
