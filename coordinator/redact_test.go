@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluice-stream/sluice/coordinator"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -172,6 +173,36 @@ func TestSecretsRedacted(t *testing.T) {
 	for _, secret := range []string{sourceSecret, sinkSecret, "rotated-Pa55"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("the coordinator's log shows %q:\n%s", secret, out)
+		}
+	}
+}
+
+// A stored job that the policy refuses (stored before it, or under a looser
+// one) gets InvalidArgument naming the property from every call that would
+// make a Kafka client for it, and no client is made.
+func TestStoredJobRefusedByPolicy(t *testing.T) {
+	s := newServer(t, nil)
+	ctx := testContext(t)
+	spec := jobSpec("old", "127.0.0.1:1")
+	spec.Aggregate = nil
+	spec.Source.Properties = map[string]string{"ssl.engine.location": "/nonexistent/engine.so"}
+	spec.Sink = &sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: &sluicev1.KafkaSink{Topic: "out"}}}
+	now := timestamppb.Now()
+	if err := s.store.CreateJob(ctx, &sluicev1.Job{Spec: spec, State: sluicev1.JobState_JOB_STATE_STOPPED, CreateTime: now, UpdateTime: now}); err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]func() error{
+		"ResetOffsets": func() error {
+			_, err := s.client.ResetOffsets(ctx, "old", &sluicev1.StartingOffsets{Kind: &sluicev1.StartingOffsets_Position{Position: sluicev1.StartPosition_START_POSITION_EARLIEST}})
+			return err
+		},
+		"ListTransactions":  func() error { _, err := s.client.Transactions(ctx, "old"); return err },
+		"AbortTransactions": func() error { _, err := s.client.AbortTransactions(ctx, "old"); return err },
+	}
+	for name, call := range calls {
+		st := status.Convert(call())
+		if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), `"ssl.engine.location"`) {
+			t.Errorf("%s: %v %q, want InvalidArgument naming ssl.engine.location", name, st.Code(), st.Message())
 		}
 	}
 }

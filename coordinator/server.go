@@ -144,6 +144,9 @@ func (s *jobServer) ListTransactions(ctx context.Context, req *sluicev1.ListTran
 	if !jobspec.Transactional(v.Value.GetSpec()) {
 		return &sluicev1.ListTransactionsResponse{}, nil
 	}
+	if err := CheckPolicy(v.Value.GetSpec(), s.c.cfg.KafkaPolicy); err != nil {
+		return nil, toStatus(err)
+	}
 	txns, err := s.c.transactions(ctx, v.Value)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "ask Kafka for the transactions: %v", err)
@@ -162,6 +165,9 @@ func (s *jobServer) AbortTransactions(ctx context.Context, req *sluicev1.AbortTr
 	v, err := s.settled(ctx, req.GetJob(), "abort its transactions (stopping it aborts them)")
 	if err != nil {
 		return nil, err
+	}
+	if err := CheckPolicy(v.Value.GetSpec(), s.c.cfg.KafkaPolicy); err != nil {
+		return nil, toStatus(err)
 	}
 	aborted, err := s.c.abortTransactions(ctx, v.Value)
 	if err != nil {
@@ -259,6 +265,9 @@ func (s *jobServer) ResetOffsets(ctx context.Context, req *sluicev1.ResetOffsets
 		return nil, err
 	}
 	spec := v.Value.GetSpec()
+	if err := CheckPolicy(spec, s.c.cfg.KafkaPolicy); err != nil {
+		return nil, toStatus(err)
+	}
 	topics := map[string]bool{}
 	for _, t := range spec.GetSource().GetTopics() {
 		topics[t] = true

@@ -436,6 +436,12 @@ func TestToStatus(t *testing.T) {
 			wantField: "steps[0].filter",
 		},
 		{
+			name:     "property refused by the kafka policy",
+			err:      fmt.Errorf("admin for k:9092: %w", kafkasrc.Policy{}.CheckProperties(map[string]string{"plugin.library.paths": "x.so"})),
+			wantCode: codes.InvalidArgument,
+			wantMsg:  `"plugin.library.paths"`,
+		},
+		{
 			name:      "wrapped validation error",
 			err:       fmt.Errorf("submit: %w", &ValidationError{Field: "steps[0].filter", Reason: "bad"}),
 			wantCode:  codes.InvalidArgument,
