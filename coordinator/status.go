@@ -40,6 +40,8 @@ func toStatus(err error) error {
 			st = d
 		}
 		return st.Err()
+	case errors.Is(err, kafkasrc.ErrRefusedProperty):
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
