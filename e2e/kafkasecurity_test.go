@@ -199,6 +199,7 @@ func TestKafkaSASLSSL(t *testing.T) {
 		},
 		coord: func(c *coordinator.Config) {
 			c.Logger = hclog.New(&hclog.LoggerOptions{Name: "coordinator", Level: hclog.Info, Output: watch})
+			c.KafkaPolicy.FileDir = pki.dir // the operator's --kafka-file-dir
 		},
 		worker: func(c *worker.Config) {
 			c.BeforeCommit = func(task *sluicev1.Task) {
