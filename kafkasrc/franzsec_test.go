@@ -31,13 +31,13 @@ import (
 // testPKI is a throwaway CA, a broker certificate for 127.0.0.1 and a
 // client certificate, written as PEM files into one directory.
 type testPKI struct {
-	dir                      string
-	ca                       *x509.CertPool
-	caFile                   string
-	serverCert               tls.Certificate
-	clientCert, clientKey    string // files
-	encryptedKey, keyPass    string // the client key, legacy-PEM encrypted
-	otherCAFile, noIPCertDir string
+	dir                   string
+	ca                    *x509.CertPool
+	caFile                string
+	serverCert            tls.Certificate
+	clientCert, clientKey string // files
+	encryptedKey, keyPass string // the client key, legacy-PEM encrypted
+	otherCAFile           string // a CA that signed nothing here
 }
 
 func newTestPKI(t *testing.T) *testPKI {
@@ -236,8 +236,8 @@ func mustRead(t *testing.T, f string) []byte {
 }
 
 // newSecureCluster starts kfake with a SASL_SSL listener (SCRAM-SHA-256,
-// user "sluice") whose certificate p's CA signed; clientCAs, when set, asks
-// clients for a certificate.
+// user "sluice"; PLAIN, user "app", password "right") with serverCert;
+// with mtls it requires a client certificate p's CA signed.
 func newSecureCluster(t *testing.T, p *testPKI, serverCert tls.Certificate, mtls bool, topics ...string) *kfake.Cluster {
 	t.Helper()
 	cfg := &tls.Config{Certificates: []tls.Certificate{serverCert}, MinVersion: tls.VersionTLS12}
@@ -281,7 +281,7 @@ func TestSecureConnections(t *testing.T) {
 	p := newTestPKI(t)
 	// A broker certificate without the broker's address in it: only
 	// ssl.endpoint.identification.algorithm=none accepts it.
-	caKey, caCert := parseCA(t, p)
+	caKey, caCert := addSecondCA(t, p)
 	noIPKey, noIPDER := newLeaf(t, caKey, caCert, "broker", nil, []string{"elsewhere.invalid"}, x509.ExtKeyUsageServerAuth)
 	good := newSecureCluster(t, p, p.serverCert, true, "in")
 	noIP := newSecureCluster(t, p, tls.Certificate{Certificate: [][]byte{noIPDER}, PrivateKey: noIPKey}, false, "in")
@@ -305,7 +305,7 @@ func TestSecureConnections(t *testing.T) {
 		{"plain", good, props("sasl.mechanism", "PLAIN", "sasl.username", "app", "sasl.password", "right"), ""},
 		{"wrong password", good, props("sasl.mechanism", "PLAIN", "sasl.username", "app", "sasl.password", "wrong"), "SASL_AUTHENTICATION_FAILED"},
 		{"unknown CA", good, props("ssl.ca.location", p.otherCAFile), "certificate signed by unknown authority"},
-		{"no client certificate", noIP, props("ssl.endpoint.identification.algorithm", "none", "ssl.certificate.location", "", "ssl.key.location", ""), ""},
+		{"no client certificate for a broker that asks for none", noIP, props("ssl.endpoint.identification.algorithm", "none", "ssl.certificate.location", "", "ssl.key.location", ""), ""},
 		{"host name not in the certificate", noIP, props(), "certificate for 127.0.0.1 because it doesn't contain any IP SANs"},
 		{"host name not checked", noIP, props("ssl.endpoint.identification.algorithm", "none"), ""},
 		{"host name not checked, unknown CA", noIP, props("ssl.endpoint.identification.algorithm", "none", "ssl.ca.location", p.otherCAFile), "certificate signed by unknown authority"},
@@ -344,7 +344,7 @@ func TestSecureConnections(t *testing.T) {
 	}
 }
 
-func parseCA(t *testing.T, p *testPKI) (*ecdsa.PrivateKey, *x509.Certificate) {
+func addSecondCA(t *testing.T, p *testPKI) (*ecdsa.PrivateKey, *x509.Certificate) {
 	t.Helper()
 	// newTestPKI keeps no CA key: make a sibling CA the pool also trusts.
 	key, cert, _ := newCA(t, "second sluice test CA")
