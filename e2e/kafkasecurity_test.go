@@ -44,7 +44,7 @@ type kafkaPKI struct {
 	dir                      string
 	server                   *tls.Config
 	client                   *tls.Config
-	caFile, certFile, keyFix string
+	caFile, certFile, keyFile string
 }
 
 func newKafkaPKI(t *testing.T) *kafkaPKI {
@@ -106,7 +106,7 @@ func newKafkaPKI(t *testing.T) *kafkaPKI {
 	}
 	p.caFile = write("ca.pem", "CERTIFICATE", caDER)
 	p.certFile = write("client.pem", "CERTIFICATE", cli.Certificate[0])
-	p.keyFix = write("client.key", "PRIVATE KEY", keyDER)
+	p.keyFile = write("client.key", "PRIVATE KEY", keyDER)
 	return p
 }
 
@@ -115,7 +115,7 @@ func (p *kafkaPKI) props(mechanism, user, pass string) map[string]string {
 	return map[string]string{
 		"security.protocol": "SASL_SSL", "sasl.mechanism": mechanism,
 		"sasl.username": user, "sasl.password": pass,
-		"ssl.ca.location": p.caFile, "ssl.certificate.location": p.certFile, "ssl.key.location": p.keyFix,
+		"ssl.ca.location": p.caFile, "ssl.certificate.location": p.certFile, "ssl.key.location": p.keyFile,
 	}
 }
 
