@@ -41,9 +41,9 @@ import (
 // certificate, key) is in dir, the one directory an operator would allow
 // file properties from.
 type kafkaPKI struct {
-	dir                      string
-	server                   *tls.Config
-	client                   *tls.Config
+	dir                       string
+	server                    *tls.Config
+	client                    *tls.Config
 	caFile, certFile, keyFile string
 }
 
