@@ -165,6 +165,18 @@ func (c *Coordinator) Leader(ctx context.Context) (string, error) {
 // nil when ctx ends.
 func (c *Coordinator) Run(ctx context.Context) error {
 	defer c.admins.Close()
+	// Admin clients of clusters no job uses any more are closed as they
+	// go idle (stopped, failed or deleted jobs).
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		_ = c.admins.Run(sweepCtx)
+	}()
+	defer func() {
+		stopSweep()
+		<-swept
+	}()
 	for {
 		err := c.campaignAndLead(ctx)
 		if ctx.Err() != nil {
