@@ -4,6 +4,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sluice-stream/sluice/auth"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -29,10 +32,39 @@ type Client struct {
 	jobs sluicev1.JobServiceClient
 }
 
+// WithTLS dials over TLS; auth.ClientTLS builds cfg from a CA file and,
+// for mutual TLS, a client certificate and key.
+func WithTLS(cfg *tls.Config) grpc.DialOption {
+	return grpc.WithTransportCredentials(credentials.NewTLS(cfg))
+}
+
+// WithToken sends token (from a token file, or a JWT) as
+// "authorization: Bearer <token>" on every call. Without WithTLS, Dial
+// refuses it unless every address is loopback: the token would cross the
+// network in the clear.
+func WithToken(token string) grpc.DialOption {
+	return tokenOption{token: token}
+}
+
+// tokenOption is read by Dial, which knows the addresses.
+type tokenOption struct {
+	grpc.EmptyDialOption
+	token string
+}
+
 // Dial connects to the coordinators at addrs (host:port).
 func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("client: at least one coordinator address is required")
+	}
+	loopback := true
+	for _, a := range addrs {
+		loopback = loopback && auth.IsLoopback(a)
+	}
+	for _, o := range opts {
+		if t, ok := o.(tokenOption); ok {
+			opts = append(opts, grpc.WithPerRPCCredentials(auth.Bearer{Token: t.token, AllowPlaintext: loopback}))
+		}
 	}
 	r := manual.NewBuilderWithScheme("sluice")
 	state := resolver.State{}
@@ -46,6 +78,9 @@ func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}, opts...)
 	conn, err := grpc.NewClient(r.Scheme()+":///coordinators", opts...)
+	if err != nil && strings.Contains(err.Error(), "transport level security") {
+		return nil, fmt.Errorf("client: a token is sent only over TLS (WithTLS) to %v, which is not all loopback: %w", addrs, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %v: %w", addrs, err)
 	}

@@ -5,6 +5,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/jobspec"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/offsetstore"
@@ -55,7 +57,14 @@ type Config struct {
 	// cluster and client properties; the least recently used is closed.
 	// Default (0) kafkasrc.DefaultAdminCapacity.
 	KafkaAdminClients int
-	Logger            hclog.Logger
+	// TLS, if set, serves gRPC over TLS; with ClientCAs and
+	// tls.RequireAndVerifyClientCert it is mutual TLS (auth.ServerTLS).
+	TLS *tls.Config
+	// Auth, if set, authenticates every call but health and reflection and
+	// authorizes it by role; a worker must register under its own name.
+	// Nil allows everything.
+	Auth   *auth.Authenticator
+	Logger hclog.Logger
 	// Hooks are failure points for tests.
 	Hooks Hooks
 }
