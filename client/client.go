@@ -69,7 +69,9 @@ func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
 	r := manual.NewBuilderWithScheme("sluice")
 	state := resolver.State{}
 	for _, a := range addrs {
-		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+		// Each coordinator's TLS certificate is checked against its own
+		// address, not the channel's name.
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a, ServerName: a})
 	}
 	r.InitialState(state)
 	opts = append([]grpc.DialOption{
