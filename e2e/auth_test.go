@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/client"
 	"github.com/sluice-stream/sluice/coordinator"
+	"github.com/sluice-stream/sluice/dev"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/worker"
 )
@@ -531,4 +533,205 @@ func waitLeader(t *testing.T, tc *testCluster) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// runFail runs a command that must fail and returns its output.
+func runFail(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("%s %v succeeded, want a failure:\n%s", filepath.Base(name), args, out)
+	}
+	return string(out)
+}
+
+func runEnv(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", filepath.Base(name), args, err, out)
+	}
+	return string(out)
+}
+
+// TestCoordinatorRefusesToStartOpen: a coordinator on a non-loopback
+// address without TLS or authentication does not start unless --insecure;
+// a malformed token file is refused with its line.
+func TestCoordinatorRefusesToStartOpen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	out := runFail(t, nil, sluiceBin, "coordinator", "--grpc-addr", "0.0.0.0:0", "--etcd-endpoints", "127.0.0.1:1")
+	if !strings.Contains(out, "--grpc-addr 0.0.0.0:0 is not loopback") || !strings.Contains(out, "--insecure") {
+		t.Errorf("an open coordinator on 0.0.0.0:\n%s", out)
+	}
+	bad := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(bad, []byte("# tokens\nadmin alice 0123456789abcdef0123\nviewer bob\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = runFail(t, nil, sluiceBin, "coordinator", "--token-file", bad, "--etcd-endpoints", "127.0.0.1:1")
+	if !strings.Contains(out, bad) || !strings.Contains(out, "line 3: want 3 fields") {
+		t.Errorf("a malformed token file:\n%s", out)
+	}
+	out = runFail(t, nil, sluiceBin, "coordinator", "--tls-client-ca", bad, "--etcd-endpoints", "127.0.0.1:1")
+	if !strings.Contains(out, "--tls-client-ca needs --tls-cert and --tls-key") {
+		t.Errorf("a client CA without a certificate:\n%s", out)
+	}
+}
+
+// TestSecureProcesses runs `sluice coordinator` with TLS and a token file,
+// a `sluice worker` that authenticates with its token from SLUICE_TOKEN,
+// submits with the CLI's --token and reads with grpcurl as the README
+// shows (-H 'authorization: Bearer ...').
+func TestSecureProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	grpcurl := grpcurlBin(t)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "-H 'authorization: Bearer ") {
+		t.Errorf("README shows no grpcurl call with -H 'authorization: Bearer ...'")
+	}
+	ctx := context.Background()
+	s := newSecurity(t)
+	etcdAddr, peerAddr := freeAddr(t), freeAddr(t)
+	e, err := dev.StartEtcd(ctx, dev.EtcdConfig{Dir: t.TempDir(), ClientAddr: etcdAddr, PeerAddr: peerAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	k, err := dev.StartKafka(dev.KafkaConfig{Addr: freeAddr(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	brokers := k.ListenAddrs()[0]
+	grpcAddr := freeAddr(t)
+	startProc(t, sluiceBin, "coordinator", "--etcd-endpoints", etcdAddr, "--grpc-addr", grpcAddr,
+		"--tls-cert", s.certs.ServerCert(), "--tls-key", s.certs.ServerKey(), "--token-file", s.tokenFile, "--jwt-public-key", s.jwtPub)
+	startProcEnv(t, []string{"SLUICE_TOKEN=" + s.tokens["w1"], "SLUICE_TLS_CA=" + s.certs.CA()}, sluiceBin,
+		"worker", "--coordinator", grpcAddr, "--id", "w1")
+	c, err := client.Dial([]string{grpcAddr}, s.sdk(t, "", s.tokens["alice"])...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitServing(t, c)
+
+	want := map[string]int64{}
+	producePageviews(t, brokers, 3000, 4, want)
+	job := exampleWith(t, "job.json", brokers)
+	out := runFail(t, nil, sluiceBin, "submit", "-f", job, "--coordinator", grpcAddr, "--tls-ca", s.certs.CA())
+	if !strings.Contains(out, "Unauthenticated") {
+		t.Errorf("sluice submit without a token:\n%s", out)
+	}
+	out = runFail(t, nil, sluiceBin, "submit", "-f", job, "--coordinator", grpcAddr, "--tls-ca", s.certs.CA(), "--token", s.tokens["bob"])
+	if !strings.Contains(out, "PermissionDenied") {
+		t.Errorf("sluice submit as a viewer:\n%s", out)
+	}
+	out = runEnv(t, []string{"SLUICE_TOKEN=" + s.tokens["alice"]}, sluiceBin, "submit", "-f", job, "--coordinator", grpcAddr, "--tls-ca", s.certs.CA())
+	if !strings.Contains(out, "job pageviews-by-page submitted") {
+		t.Fatalf("sluice submit: %s", out)
+	}
+	waitCounts(t, c, "pageviews-by-page", want, 60*time.Second)
+
+	out = run(t, grpcurl, "-cacert", s.certs.CA(), "-H", "authorization: Bearer "+s.tokens["bob"],
+		"-d", `{"job":"pageviews-by-page","merge":true}`, grpcAddr, "sluice.v1.JobService/GetResults")
+	if !strings.Contains(out, `"merged"`) {
+		t.Errorf("grpcurl GetResults as a viewer:\n%s", out)
+	}
+	out = runFail(t, nil, grpcurl, "-cacert", s.certs.CA(), "-d", `{"job":"pageviews-by-page"}`, grpcAddr, "sluice.v1.JobService/GetResults")
+	if !strings.Contains(out, "Unauthenticated") {
+		t.Errorf("grpcurl without a token:\n%s", out)
+	}
+}
+
+// TestDevTLS runs `sluice dev --tls`: it makes a CA and certificates in the
+// data dir, its workers and demo authenticate with theirs, grpcurl and the
+// CLI work with the admin's certificate, and nothing works without one.
+// Restarted on the same data dir, it keeps the certificates.
+func TestDevTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	grpcurl := grpcurlBin(t)
+	dataDir := t.TempDir()
+	grpcAddr, kafkaAddr := freeAddr(t), freeAddr(t)
+	etcdAddr, peerAddr := freeAddr(t), freeAddr(t)
+	devArgs := []string{"dev", "--tls", "--data-dir", dataDir, "--grpc-addr", grpcAddr, "--kafka-addr", kafkaAddr,
+		"--etcd-addr", etcdAddr, "--etcd-peer-addr", peerAddr, "--workers", "2"}
+	d := startProc(t, sluiceBin, devArgs...)
+	tlsDir := filepath.Join(dataDir, "tls")
+	ca, adminCert, adminKey := filepath.Join(tlsDir, "ca.pem"), filepath.Join(tlsDir, "admin.pem"), filepath.Join(tlsDir, "admin-key.pem")
+	// The certificates exist before the coordinator listens.
+	var c *client.Client
+	for deadline := time.Now().Add(30 * time.Second); c == nil; {
+		if cfg, err := auth.ClientTLS(ca, adminCert, adminKey); err == nil {
+			if c, err = client.Dial([]string{grpcAddr}, client.WithTLS(cfg)); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no certificates in %s", tlsDir)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer c.Close()
+	waitServing(t, c)
+	banner := d.out.String()
+	wantGrpcurl := fmt.Sprintf("grpcurl -cacert %s -cert %s -key %s -d @ %s sluice.v1.JobService/SubmitJob", ca, adminCert, adminKey, grpcAddr)
+	if !strings.Contains(banner, wantGrpcurl) {
+		t.Errorf("the banner does not show %q:\n%s", wantGrpcurl, banner)
+	}
+
+	want := map[string]int64{}
+	producePageviews(t, kafkaAddr, 3000, 5, want)
+	cmd := exec.Command(grpcurl, "-cacert", ca, "-cert", adminCert, "-key", adminKey, "-d", "@", grpcAddr, "sluice.v1.JobService/SubmitJob")
+	in, err := os.Open(exampleWith(t, "submit-request.json", kafkaAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	cmd.Stdin = in
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"JOB_STATE_RUNNING"`) {
+		t.Fatalf("grpcurl SubmitJob: %v\n%s", err, out)
+	}
+	const job = "pageviews-by-page"
+	waitCounts(t, c, job, want, 60*time.Second)
+
+	viewer := []string{"SLUICE_TLS_CA=" + ca, "SLUICE_TLS_CERT=" + filepath.Join(tlsDir, "viewer.pem"), "SLUICE_TLS_KEY=" + filepath.Join(tlsDir, "viewer-key.pem")}
+	if out := runEnv(t, viewer, sluiceBin, "jobs", "--coordinator", grpcAddr); !strings.Contains(out, job) {
+		t.Errorf("sluice jobs as the viewer:\n%s", out)
+	}
+	if out := runFail(t, viewer, sluiceBin, "stop", job, "--coordinator", grpcAddr); !strings.Contains(out, "PermissionDenied") {
+		t.Errorf("sluice stop as the viewer:\n%s", out)
+	}
+	if out := runFail(t, nil, sluiceBin, "jobs", "--coordinator", grpcAddr, "--tls-ca", ca); !strings.Contains(out, "Unavailable") {
+		t.Errorf("sluice jobs without a client certificate:\n%s", out)
+	}
+	if out := runFail(t, nil, grpcurl, "-plaintext", grpcAddr, "sluice.v1.JobService/ListJobs"); !strings.Contains(out, "Unavailable") && !strings.Contains(out, "Failed to dial") {
+		t.Errorf("grpcurl -plaintext:\n%s", out)
+	}
+
+	// A restart keeps the CA: the admin's certificate still works.
+	before, err := os.ReadFile(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.interrupt(t)
+	startProc(t, sluiceBin, devArgs...)
+	waitServing(t, c)
+	if after, _ := os.ReadFile(ca); string(after) != string(before) {
+		t.Errorf("the restart replaced the CA")
+	}
+	producePageviews(t, kafkaAddr, 1000, 6, want)
+	waitCounts(t, c, job, want, 60*time.Second)
 }
