@@ -97,6 +97,7 @@ func runDev(ctx context.Context, args []string) error {
 	fs.Var((*byteSize)(&cfg.KeepBytes), "keep-bytes", "bound on the encoded size of each job's retained results, e.g. 64MiB (0: no bound)")
 	fs.DurationVar(&cfg.CompactInterval, "compact-interval", cfg.CompactInterval, "history the embedded etcd keeps; it compacts older revisions (negative: never)")
 	fs.BoolVar(&cfg.TLS, "tls", false, "mutual TLS: make a throwaway CA and certificates in <data-dir>/tls (kept across runs) and require client certificates (CommonName the principal, OrganizationalUnit the role)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve plaintext without authentication on a non-loopback --grpc-addr (anyone reaching it can do anything)")
 	level := fs.String("log-level", "warn", "log level: trace, debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
