@@ -89,7 +89,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if sec, err = newDevSecurity(cfg); err != nil {
 			return err
 		}
-	} else if err := auth.CheckExposure(cfg.GRPCAddr, false, false, cfg.Insecure); err != nil {
+	} else if err := auth.CheckExposure(cfg.GRPCAddr, false, false, cfg.Insecure || cfg.InfraOnly); err != nil {
 		return fmt.Errorf("dev: %w (or use --tls)", err)
 	}
 	e, err := StartEtcd(ctx, EtcdConfig{
