@@ -98,6 +98,7 @@ func runDev(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.CompactInterval, "compact-interval", cfg.CompactInterval, "history the embedded etcd keeps; it compacts older revisions (negative: never)")
 	fs.BoolVar(&cfg.TLS, "tls", false, "mutual TLS: make a throwaway CA and certificates in <data-dir>/tls (kept across runs) and require client certificates (CommonName the principal, OrganizationalUnit the role)")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve plaintext without authentication on a non-loopback --grpc-addr (anyone reaching it can do anything)")
+	devKafkaPolicyFlags(fs, &cfg)
 	level := fs.String("log-level", "warn", "log level: trace, debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -125,6 +126,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "drop a worker silent this long and re-run its tasks")
 	security := addServerSecurity(fs)
 	etcdSec := addEtcdSecurity(fs)
+	kafkaPolicyFlags(fs, &cfg.KafkaPolicy)
 	level := fs.String("log-level", "info", "log level")
 	if err := fs.Parse(args); err != nil {
 		return err
