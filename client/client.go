@@ -61,9 +61,12 @@ func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
 	for _, a := range addrs {
 		loopback = loopback && auth.IsLoopback(a)
 	}
+	token := false
 	for _, o := range opts {
 		if t, ok := o.(tokenOption); ok {
+			// gRPC refuses to dial when the token needs TLS and has none.
 			opts = append(opts, grpc.WithPerRPCCredentials(auth.Bearer{Token: t.token, AllowPlaintext: loopback}))
+			token = true
 		}
 	}
 	r := manual.NewBuilderWithScheme("sluice")
@@ -80,8 +83,8 @@ func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}, opts...)
 	conn, err := grpc.NewClient(r.Scheme()+":///coordinators", opts...)
-	if err != nil && strings.Contains(err.Error(), "transport level security") {
-		return nil, fmt.Errorf("client: a token is sent only over TLS (WithTLS) to %v, which is not all loopback: %w", addrs, err)
+	if err != nil && token && !loopback {
+		return nil, fmt.Errorf("client: dial %v: a token is sent only over TLS (WithTLS) off loopback: %w", addrs, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %v: %w", addrs, err)
