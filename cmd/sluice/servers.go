@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/coordinator"
 	"github.com/sluice-stream/sluice/dev"
 	"github.com/sluice-stream/sluice/failpoint"
@@ -140,6 +141,9 @@ func runCoordinator(ctx context.Context, args []string) error {
 	}
 	if err := security.apply(&cfg, *addr); err != nil {
 		return err
+	}
+	if cfg.Auth != nil && cfg.TLS == nil && !auth.IsLoopback(*addr) {
+		logger.Warn("authentication without TLS: tokens would cross the network in the clear (Sluice's clients refuse to send them); add --tls-cert and --tls-key", "grpc_addr", *addr)
 	}
 	// SLUICE_FAILPOINTS crashes or freezes this coordinator at a lifecycle
 	// point; the fault-tolerance tests use it (see coordinator.Failpoints).
