@@ -38,6 +38,7 @@ func (s *workerServer) Connect(stream grpc.BidiStreamingServer[sluicev1.ConnectR
 	// Under authentication a worker registers under its own name only:
 	// nobody else can take its id, and so its tasks and their results.
 	if p, ok := auth.FromContext(ctx); ok && (p.Role != auth.RoleWorker || p.Name != reg.GetWorkerId()) {
+		s.c.logger.Warn("refused a worker registering under another name", "principal", p.Name, "role", p.Role, "worker_id", reg.GetWorkerId())
 		return status.Errorf(codes.PermissionDenied, "%s (role %s) may not register as worker_id %q: a worker registers under its own name",
 			p.Name, p.Role, reg.GetWorkerId())
 	}
