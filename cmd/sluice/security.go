@@ -35,7 +35,7 @@ func addClientSecurity(fs *flag.FlagSet) *clientSecurity {
 		ca:     fs.String("tls-ca", os.Getenv("SLUICE_TLS_CA"), "PEM file of the CA that signed the coordinators' certificates (env SLUICE_TLS_CA)"),
 		cert:   fs.String("tls-cert", os.Getenv("SLUICE_TLS_CERT"), "PEM client certificate for mutual TLS: CommonName the principal, OrganizationalUnit the role (env SLUICE_TLS_CERT)"),
 		key:    fs.String("tls-key", os.Getenv("SLUICE_TLS_KEY"), "PEM key of --tls-cert (env SLUICE_TLS_KEY)"),
-		token:  fs.String("token", "", "bearer token or JWT sent as \"authorization: Bearer <token>\" (env SLUICE_TOKEN)"),
+		token:  fs.String("token", "", "bearer token or JWT sent as \"authorization: Bearer <token>\"; better from env SLUICE_TOKEN, which ps does not show"),
 		getenv: os.Getenv,
 	}
 }
@@ -122,11 +122,11 @@ type etcdSecurity struct {
 
 func addEtcdSecurity(fs *flag.FlagSet) *etcdSecurity {
 	return &etcdSecurity{
-		ca:       fs.String("etcd-ca", "", "PEM CA of etcd's client certificate: talk to etcd over TLS"),
+		ca:       fs.String("etcd-ca", "", "PEM CA that signed etcd's server certificate: talk to etcd over TLS"),
 		cert:     fs.String("etcd-cert", "", "PEM client certificate for etcd (client certificate authentication)"),
 		key:      fs.String("etcd-key", "", "PEM key of --etcd-cert"),
 		user:     fs.String("etcd-user", "", "etcd user (etcd authentication)"),
-		password: fs.String("etcd-password", "", "password of --etcd-user (env SLUICE_ETCD_PASSWORD)"),
+		password: fs.String("etcd-password", "", "password of --etcd-user; better from env SLUICE_ETCD_PASSWORD, which ps does not show"),
 		getenv:   os.Getenv,
 	}
 }
