@@ -5,6 +5,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/jobspec"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/offsetstore"
@@ -60,7 +62,14 @@ type Config struct {
 	// servers); checked at submit and before a stored job runs, and by the
 	// coordinator's admin clients.
 	KafkaPolicy kafkasrc.Policy
-	Logger      hclog.Logger
+	// TLS, if set, serves gRPC over TLS; with ClientCAs and
+	// tls.RequireAndVerifyClientCert it is mutual TLS (auth.ServerTLS).
+	TLS *tls.Config
+	// Auth, if set, authenticates every call but health and reflection and
+	// authorizes it by role; a worker must register under its own name.
+	// Nil allows everything.
+	Auth   *auth.Authenticator
+	Logger hclog.Logger
 	// Hooks are failure points for tests.
 	Hooks Hooks
 }
