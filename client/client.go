@@ -111,6 +111,13 @@ func (c *Client) Update(ctx context.Context, spec *sluicev1.JobSpec) (*sluicev1.
 	return resp.GetJob(), err
 }
 
+// DryRun checks spec as Submit (or, with update, Update) would, with the
+// same errors, and returns the job it would store; nothing is stored.
+func (c *Client) DryRun(ctx context.Context, spec *sluicev1.JobSpec, update bool) (*sluicev1.Job, error) {
+	resp, err := c.jobs.SubmitJob(ctx, &sluicev1.SubmitJobRequest{Spec: spec, Update: update, ValidateOnly: true})
+	return resp.GetJob(), err
+}
+
 // Job reads one job.
 func (c *Client) Job(ctx context.Context, name string) (*sluicev1.Job, error) {
 	resp, err := c.jobs.GetJob(ctx, &sluicev1.GetJobRequest{Name: name})

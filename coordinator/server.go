@@ -87,6 +87,9 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 	}
 	now := timestamppb.Now()
 	job := &sluicev1.Job{Spec: spec, State: sluicev1.JobState_JOB_STATE_RUNNING, CreateTime: now, UpdateTime: now}
+	if req.GetValidateOnly() {
+		return s.dryRun(ctx, job, old.Value)
+	}
 	if !req.GetUpdate() {
 		job.Incarnation = jobspec.NewIncarnation()
 		if err := s.c.store.CreateJob(ctx, job); err != nil {
@@ -105,6 +108,37 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 		return nil, toStatus(err)
 	}
 	return &sluicev1.SubmitJobResponse{Job: redacted(s.withProgress(ctx, job))}, nil
+}
+
+// dryRun answers a validate_only submit: the job it would store, or the
+// error a real submit would meet, so a taken name is AlreadyExists too.
+func (s *jobServer) dryRun(ctx context.Context, job, old *sluicev1.Job) (*sluicev1.SubmitJobResponse, error) {
+	if old != nil {
+		job.CreateTime, job.Incarnation = old.GetCreateTime(), old.GetIncarnation()
+		return &sluicev1.SubmitJobResponse{Job: redacted(job)}, nil
+	}
+	_, err := s.c.store.Job(ctx, job.GetSpec().GetName())
+	switch {
+	case err == nil:
+		return nil, status.Errorf(codes.AlreadyExists, "job %q exists; set update to replace its spec (its offsets are kept)", job.GetSpec().GetName())
+	case !errors.Is(err, offsetstore.ErrNotFound):
+		return nil, toStatus(err)
+	}
+	return &sluicev1.SubmitJobResponse{Job: redacted(job)}, nil
+}
+
+// CheckSpec checks a new job's spec offline as SubmitJob does before it
+// asks etcd or Kafka anything (fields, CEL, secrets, the Kafka policy),
+// and fails with the same gRPC status: `sluice validate`.
+func CheckSpec(spec *sluicev1.JobSpec, policy kafkasrc.Policy) error {
+	if err := Validate(spec); err != nil {
+		return toStatus(err)
+	}
+	spec = proto.Clone(spec).(*sluicev1.JobSpec)
+	if err := keepSecrets(spec, nil); err != nil {
+		return toStatus(err)
+	}
+	return toStatus(CheckPolicy(spec, policy))
 }
 
 // checkTransactionTimeout refuses a transactional Kafka sink whose

@@ -26,6 +26,7 @@ import (
 	"github.com/sluice-stream/sluice/client"
 	"github.com/sluice-stream/sluice/coordinator"
 	"github.com/sluice-stream/sluice/dev"
+	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/offsetstore"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
@@ -636,5 +637,65 @@ func TestResetOffsetsNewIncarnation(t *testing.T) {
 	offs, err := s.client.Offsets(ctx, "rewind")
 	if err != nil || len(offs.GetPartitions()) != 2 || offs.GetPartitions()[0].GetCommitted() != 4 {
 		t.Errorf("committed offsets after the reset: %v, %v", offs, err)
+	}
+}
+
+// TestSubmitValidateOnly: a validate_only submit answers as a real one would
+// (InvalidArgument naming the field, AlreadyExists, NotFound for an update of
+// no job) and stores nothing.
+func TestSubmitValidateOnly(t *testing.T) {
+	s := newServer(t, func(_ *clientv3.Client, cfg *coordinator.Config) {
+		cfg.KafkaPolicy.Bootstrap = []string{"127.0.0.1:1"}
+	})
+	ctx := testContext(t)
+	noTopics := jobSpec("dry", "127.0.0.1:1")
+	noTopics.Source.Topics = nil
+	elsewhere := jobSpec("dry", "10.0.0.1:9092")
+	tests := []struct {
+		name     string
+		spec     *sluicev1.JobSpec
+		update   bool
+		wantCode codes.Code
+		wantMsg  string
+	}{
+		{name: "good", spec: jobSpec("dry", "127.0.0.1:1")},
+		{name: "no topics", spec: noTopics, wantCode: codes.InvalidArgument, wantMsg: "source.topics: at least one topic is required"},
+		{name: "policy", spec: elsewhere, wantCode: codes.InvalidArgument, wantMsg: "source.bootstrap_servers"},
+		{name: "update of no job", spec: jobSpec("dry", "127.0.0.1:1"), update: true, wantCode: codes.NotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, realErr := s.client.JobService().SubmitJob(ctx, &sluicev1.SubmitJobRequest{Spec: tc.spec, Update: tc.update, ValidateOnly: true})
+			j, err := s.client.DryRun(ctx, tc.spec, tc.update)
+			if status.Code(err) != tc.wantCode || !strings.Contains(status.Convert(err).Message(), tc.wantMsg) {
+				t.Fatalf("DryRun = %v, want %v with %q", err, tc.wantCode, tc.wantMsg)
+			}
+			if status.Convert(realErr).Message() != status.Convert(err).Message() {
+				t.Errorf("DryRun says %v, the request %v", err, realErr)
+			}
+			if err == nil && (j.GetSpec().GetName() != "dry" || j.GetState() != sluicev1.JobState_JOB_STATE_RUNNING) {
+				t.Errorf("DryRun job = %v, want the running job it would store", j)
+			}
+			if offline := coordinator.CheckSpec(tc.spec, kafkasrc.Policy{Bootstrap: []string{"127.0.0.1:1"}}); !tc.update && status.Convert(offline).Message() != status.Convert(err).Message() {
+				t.Errorf("CheckSpec = %v, the server %v", offline, err)
+			}
+			if _, err := s.store.Job(ctx, "dry"); !errors.Is(err, offsetstore.ErrNotFound) {
+				t.Fatalf("after a dry run the store has the job (%v)", err)
+			}
+		})
+	}
+	if _, err := s.client.Submit(ctx, jobSpec("dry", "127.0.0.1:1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client.DryRun(ctx, jobSpec("dry", "127.0.0.1:1"), false); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("dry run of a taken name = %v, want AlreadyExists", err)
+	}
+	spec := jobSpec("dry", "127.0.0.1:1")
+	spec.BatchInterval = durationpb.New(5 * time.Second)
+	if j, err := s.client.DryRun(ctx, spec, true); err != nil || j.GetSpec().GetBatchInterval().AsDuration() != 5*time.Second || j.GetIncarnation() == "" {
+		t.Errorf("dry run of an update = %v, %v; want the new spec with the job's incarnation", j, err)
+	}
+	if v, err := s.store.Job(ctx, "dry"); err != nil || v.Value.GetSpec().GetBatchInterval().AsDuration() != time.Second {
+		t.Errorf("after a dry-run update the stored spec changed: %v, %v", v.Value.GetSpec(), err)
 	}
 }

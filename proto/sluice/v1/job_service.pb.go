@@ -25,7 +25,12 @@ type SubmitJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	// Replace the spec of an existing job, keeping its offsets.
-	Update        bool `protobuf:"varint,2,opt,name=update,proto3" json:"update,omitempty"`
+	Update bool `protobuf:"varint,2,opt,name=update,proto3" json:"update,omitempty"`
+	// Check the request as a submit would (the spec's fields, the Kafka policy,
+	// an existing name, the sink's transaction timeout) and return the job it
+	// would store, storing nothing and starting nothing: the same errors as a
+	// real submit.
+	ValidateOnly  bool `protobuf:"varint,3,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -70,6 +75,13 @@ func (x *SubmitJobRequest) GetSpec() *JobSpec {
 func (x *SubmitJobRequest) GetUpdate() bool {
 	if x != nil {
 		return x.Update
+	}
+	return false
+}
+
+func (x *SubmitJobRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
 	}
 	return false
 }
@@ -1545,10 +1557,11 @@ var File_sluice_v1_job_service_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_job_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsluice/v1/job_service.proto\x12\tsluice.v1\x1a\x13sluice/v1/job.proto\"R\n" +
+	"\x1bsluice/v1/job_service.proto\x12\tsluice.v1\x1a\x13sluice/v1/job.proto\"w\n" +
 	"\x10SubmitJobRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\x12\x16\n" +
-	"\x06update\x18\x02 \x01(\bR\x06update\"5\n" +
+	"\x06update\x18\x02 \x01(\bR\x06update\x12#\n" +
+	"\rvalidate_only\x18\x03 \x01(\bR\fvalidateOnly\"5\n" +
 	"\x11SubmitJobResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.sluice.v1.JobR\x03job\"#\n" +
 	"\rGetJobRequest\x12\x12\n" +

@@ -45,6 +45,7 @@ type JobServiceClient interface {
 	// SubmitJob validates and stores a job and starts it. A spec error is
 	// InvalidArgument naming the field; an existing name is AlreadyExists unless
 	// update is set, which replaces the spec and keeps the committed offsets.
+	// validate_only checks without storing (`sluice submit --dry-run`).
 	SubmitJob(ctx context.Context, in *SubmitJobRequest, opts ...grpc.CallOption) (*SubmitJobResponse, error)
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error)
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
@@ -241,6 +242,7 @@ type JobServiceServer interface {
 	// SubmitJob validates and stores a job and starts it. A spec error is
 	// InvalidArgument naming the field; an existing name is AlreadyExists unless
 	// update is set, which replaces the spec and keeps the committed offsets.
+	// validate_only checks without storing (`sluice submit --dry-run`).
 	SubmitJob(context.Context, *SubmitJobRequest) (*SubmitJobResponse, error)
 	GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error)
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
