@@ -3,6 +3,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -273,15 +274,13 @@ func ParseSpec(data []byte, yamlDoc bool) (*sluicev1.JobSpec, error) {
 	return spec, nil
 }
 
-// LoadSpec reads a job file (.json, .yaml or .yml; "-" is standard input as JSON).
+// LoadSpec reads a job file: .yaml or .yml is YAML, anything else JSON;
+// "-" is standard input, JSON or YAML (ReadSpec).
 func LoadSpec(path string) (*sluicev1.JobSpec, error) {
-	var data []byte
-	var err error
 	if path == "-" {
-		data, err = io.ReadAll(os.Stdin)
-	} else {
-		data, err = os.ReadFile(path)
+		return ReadSpec(os.Stdin)
 	}
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read job file: %w", err)
 	}
@@ -289,6 +288,21 @@ func LoadSpec(path string) (*sluicev1.JobSpec, error) {
 	spec, err := ParseSpec(data, ext == ".yaml" || ext == ".yml")
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return spec, nil
+}
+
+// ReadSpec reads a job spec from r, such as standard input: JSON when it
+// starts with '{', else YAML.
+func ReadSpec(r io.Reader) (*sluicev1.JobSpec, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read job spec: %w", err)
+	}
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // a byte order mark
+	spec, err := ParseSpec(data, !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")))
+	if err != nil {
+		return nil, fmt.Errorf("standard input: %w", err)
 	}
 	return spec, nil
 }

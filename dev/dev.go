@@ -35,6 +35,9 @@ type Config struct {
 	Logger         hclog.Logger
 	// Out receives the banner and the demo's batch lines.
 	Out io.Writer
+	// CLI is how the banner's commands run the sluice binary: "sluice"
+	// when it is on PATH, else a path such as ./bin/sluice.
+	CLI string
 	// Coordinator tweaks the coordinator config (tests).
 	Coordinator func(*coordinator.Config)
 	// InfraOnly runs just etcd and the broker, for a cluster of separate
@@ -73,6 +76,7 @@ func DefaultConfig() Config {
 		Demo:            DefaultDemoConfig(),
 		Logger:          hclog.NewNullLogger(),
 		Out:             io.Discard,
+		CLI:             "sluice",
 	}
 }
 
@@ -196,14 +200,22 @@ func printBanner(cfg Config, bootstrap string, sec *devSecurity) {
   data dir          %s
 
 Submit a job with grpcurl:
-  grpcurl -plaintext -d @ %s sluice.v1.JobService/SubmitJob < job.json
+  grpcurl -plaintext -d @ %[1]s sluice.v1.JobService/SubmitJob < job.json
 Look at it with the CLI:
-  sluice jobs --coordinator %[1]s
-  sluice batches JOB --coordinator %[1]s
-  sluice results JOB --merge --coordinator %[1]s
-  sluice watch JOB --coordinator %[1]s
+  %[7]s jobs --coordinator %[1]s
+  %[7]s batches JOB --coordinator %[1]s
+  %[7]s results JOB --merge --coordinator %[1]s
+  %[7]s watch JOB --coordinator %[1]s
 
-`, cfg.GRPCAddr, bootstrap, cfg.EtcdAddr, cfg.Workers, cfg.Slots, cfg.DataDir, cfg.GRPCAddr)
+`, cfg.GRPCAddr, bootstrap, cfg.EtcdAddr, cfg.Workers, cfg.Slots, cfg.DataDir, cliName(cfg))
+}
+
+// cliName is the banner's command for the sluice binary.
+func cliName(cfg Config) string {
+	if cfg.CLI == "" {
+		return "sluice"
+	}
+	return cfg.CLI
 }
 
 func printTLSBanner(cfg Config, bootstrap string, sec *devSecurity) {
@@ -220,8 +232,8 @@ Submit a job with grpcurl, as the admin:
   grpcurl -cacert %s -cert %s -key %s -d @ %[1]s sluice.v1.JobService/SubmitJob < job.json
 Look at it with the CLI:
   export SLUICE_TLS_CA=%[8]s SLUICE_TLS_CERT=%[9]s SLUICE_TLS_KEY=%[10]s
-  sluice jobs --coordinator %[1]s
-  sluice results JOB --merge --coordinator %[1]s
+  %[11]s jobs --coordinator %[1]s
+  %[11]s results JOB --merge --coordinator %[1]s
 
-`, cfg.GRPCAddr, bootstrap, cfg.EtcdAddr, cfg.Workers, cfg.Slots, cfg.DataDir, c.Dir, c.CA(), c.ClientCert("admin"), c.ClientKey("admin"))
+`, cfg.GRPCAddr, bootstrap, cfg.EtcdAddr, cfg.Workers, cfg.Slots, cfg.DataDir, c.Dir, c.CA(), c.ClientCert("admin"), c.ClientKey("admin"), cliName(cfg))
 }

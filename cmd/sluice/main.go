@@ -6,74 +6,141 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc/status"
 )
 
-type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, args []string) error
-}
-
-var commands = []command{
-	{"dev", "run etcd, a Kafka broker, a coordinator and workers in one process", runDev},
-	{"coordinator", "run a coordinator (leads or stands by, via etcd election)", runCoordinator},
-	{"worker", "run a worker that connects to the coordinators", runWorker},
-	{"submit", "submit a job file (-f job.json|job.yaml)", runSubmit},
-	{"jobs", "list jobs", runJobs},
-	{"job", "show one job", runJob},
-	{"stop", "stop a job (its offsets are kept)", runStop},
-	{"resume", "run a stopped or failed job again from its committed offsets", runResume},
-	{"reset", "move a stopped job's offsets: --to earliest|latest|RFC3339 time, or --offset topic/partition=offset", runReset},
-	{"delete", "stop and delete a job with its offsets, batches and results", runDelete},
-	{"txn", "list or abort a job's Kafka sink transactions: txn list|abort --job JOB", runTxn},
-	{"batches", "list a job's batches with their offset ranges and timings", runBatches},
-	{"results", "show a job's collect results", runResults},
-	{"offsets", "show a job's committed offsets and lag", runOffsets},
-	{"watch", "print a job's batches as they commit", runWatch},
-}
-
-func usage() {
-	fmt.Fprintf(os.Stderr, "Usage: sluice COMMAND [flags]\n\nCommands:\n")
-	for _, c := range commands {
-		fmt.Fprintf(os.Stderr, "  %-12s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintf(os.Stderr, "\nRun 'sluice COMMAND -h' for a command's flags.\n")
-}
-
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage()
-		if len(os.Args) < 2 {
-			os.Exit(2)
-		}
-		return
-	}
-	name := os.Args[1]
-	var cmd *command
-	for i := range commands {
-		if commands[i].name == name {
-			cmd = &commands[i]
-		}
-	}
-	if cmd == nil {
-		fmt.Fprintf(os.Stderr, "sluice: unknown command %q\n\n", name)
-		usage()
-		os.Exit(2)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := cmd.run(ctx, os.Args[2:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
+	code := execute(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit codes: a command that ran into an error exits 1 (a server's error
+// with its gRPC code and message), a command line that makes no sense 2.
+const (
+	exitError = 1
+	exitUsage = 2
+)
+
+// usageError is a mistake in the command line: an unknown command or flag,
+// a missing or extra argument, a flag value that cannot be used.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// execute runs the command line args and returns the exit code.
+func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	if errors.As(err, new(usageError)) {
+		fmt.Fprintf(stderr, "%s: %v\n\n%s", cmd.CommandPath(), err, cmd.UsageString())
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "%s: %s\n", cmd.CommandPath(), errorMessage(err))
+	return exitError
+}
+
+// errorMessage shows a gRPC error as its code and the server's message.
+func errorMessage(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return st.Code().String() + ": " + st.Message()
+	}
+	return err.Error()
+}
+
+// oldFlagNames keeps the flag names of the CLI before cobra working
+// (--o json): the standard flag package knew only these short names.
+var oldFlagNames = map[string]string{"o": "output", "f": "file", "n": "limit"}
+
+func newRootCmd() *cobra.Command {
+	// Help lists the commands in the order below, the usual ones first.
+	cobra.EnableCommandSorting = false
+	root := &cobra.Command{
+		Use:   "sluice",
+		Short: "Sluice runs micro-batch stream processing jobs on Kafka",
+		Long: `Sluice runs micro-batch stream processing jobs on Kafka: 'sluice dev' on one machine,
+'sluice coordinator' and 'sluice worker' for a cluster, and client commands to submit
+and inspect jobs.
+
+Client commands reach the coordinators at --coordinator (env SLUICE_COORDINATOR) with
+the TLS and token settings of their flags or environment (SLUICE_TLS, SLUICE_TLS_CA,
+SLUICE_TLS_CERT, SLUICE_TLS_KEY, SLUICE_TOKEN).`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args:          noSubcommand,
+		// Runnable so that Args sees an unknown command (cobra's own check
+		// would make it a plain error, exit 1).
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return usagef("a command is required")
+		},
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SuggestionsMinimumDistance = 2
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetGlobalNormalizationFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if n, ok := oldFlagNames[name]; ok {
+			return pflag.NormalizedName(n)
 		}
-		fmt.Fprintf(os.Stderr, "sluice %s: %v\n", name, err)
-		os.Exit(1)
+		return pflag.NormalizedName(name)
+	})
+	root.AddGroup(&cobra.Group{ID: "servers", Title: "Run Sluice:"}, &cobra.Group{ID: "jobs", Title: "Manage jobs:"})
+	for _, c := range []*cobra.Command{newDevCmd(), newCoordinatorCmd(), newWorkerCmd()} {
+		c.GroupID = "servers"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{
+		newSubmitCmd(), newValidateCmd(), newJobsCmd(), newJobCmd(), newStopCmd(), newResumeCmd(), newResetCmd(),
+		newDeleteCmd(), newTxnCmd(), newBatchesCmd(), newResultsCmd(), newOffsetsCmd(), newWatchCmd(),
+	} {
+		c.GroupID = "jobs"
+		root.AddCommand(c)
+	}
+	root.AddCommand(newCompletionCmd())
+	return root
+}
+
+// noSubcommand is the Args of a command that only groups others: any
+// argument is a command it does not have.
+func noSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return usageError{errors.New(msg)}
+}
+
+// exactArgs wants n positional arguments, named in what (e.g. "JOB").
+func exactArgs(what ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(what) {
+			return usagef("want %d argument(s) (%s), got %d", len(what), strings.Join(what, " "), len(args))
+		}
+		return nil
 	}
 }
 

@@ -2,12 +2,13 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	"github.com/sluice-stream/sluice/coordinator"
 	"github.com/sluice-stream/sluice/dev"
@@ -16,7 +17,7 @@ import (
 
 // kafkaPolicyFlags registers the coordinator's Kafka policy flags on fs,
 // filling p as they are parsed.
-func kafkaPolicyFlags(fs *flag.FlagSet, p *kafkasrc.Policy) {
+func kafkaPolicyFlags(fs *pflag.FlagSet, p *kafkasrc.Policy) {
 	fs.Func("kafka-file-dir", "directory that jobs' file properties (ssl.ca.location, ssl.key.location, ...) must point into; unset, file properties are refused", func(v string) error {
 		dir, err := filepath.Abs(v)
 		if err != nil {
@@ -54,7 +55,7 @@ func kafkaPolicyFlags(fs *flag.FlagSet, p *kafkasrc.Policy) {
 
 // devKafkaPolicyFlags registers the Kafka policy flags of `sluice dev`,
 // whose coordinator applies them.
-func devKafkaPolicyFlags(fs *flag.FlagSet, cfg *dev.Config) {
+func devKafkaPolicyFlags(fs *pflag.FlagSet, cfg *dev.Config) {
 	p := &kafkasrc.Policy{}
 	kafkaPolicyFlags(fs, p)
 	tweak := cfg.Coordinator

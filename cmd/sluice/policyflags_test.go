@@ -1,11 +1,12 @@
 package main
 
 import (
-	"flag"
 	"io"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 
 	"github.com/sluice-stream/sluice/kafkasrc"
 )
@@ -26,7 +27,7 @@ func TestKafkaPolicyFlags(t *testing.T) {
 		{args: []string{"--allow-kafka-property", " "}, wantErr: "empty property name"},
 	}
 	for _, tc := range tests {
-		fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+		fs := pflag.NewFlagSet("coordinator", pflag.ContinueOnError)
 		fs.SetOutput(io.Discard)
 		var p kafkasrc.Policy
 		kafkaPolicyFlags(fs, &p)

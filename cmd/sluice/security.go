@@ -3,11 +3,11 @@ package main
 import (
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"time"
 
+	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -29,7 +29,7 @@ type clientSecurity struct {
 	getenv func(string) string
 }
 
-func addClientSecurity(fs *flag.FlagSet) *clientSecurity {
+func addClientSecurity(fs *pflag.FlagSet) *clientSecurity {
 	return &clientSecurity{
 		useTLS: fs.Bool("tls", os.Getenv("SLUICE_TLS") == "1", "dial the coordinators over TLS trusting the system's CAs; implied by --tls-ca and --tls-cert (env SLUICE_TLS=1)"),
 		ca:     fs.String("tls-ca", os.Getenv("SLUICE_TLS_CA"), "PEM file of the CA that signed the coordinators' certificates (env SLUICE_TLS_CA)"),
@@ -82,7 +82,7 @@ type serverSecurity struct {
 	insecure            *bool
 }
 
-func addServerSecurity(fs *flag.FlagSet) *serverSecurity {
+func addServerSecurity(fs *pflag.FlagSet) *serverSecurity {
 	return &serverSecurity{
 		cert:      fs.String("tls-cert", "", "PEM certificate to serve gRPC over TLS"),
 		key:       fs.String("tls-key", "", "PEM key of --tls-cert"),
@@ -120,7 +120,7 @@ type etcdSecurity struct {
 	getenv         func(string) string
 }
 
-func addEtcdSecurity(fs *flag.FlagSet) *etcdSecurity {
+func addEtcdSecurity(fs *pflag.FlagSet) *etcdSecurity {
 	return &etcdSecurity{
 		ca:       fs.String("etcd-ca", "", "PEM CA that signed etcd's server certificate: talk to etcd over TLS"),
 		cert:     fs.String("etcd-cert", "", "PEM client certificate for etcd (client certificate authentication)"),

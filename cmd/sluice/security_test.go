@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sluice-stream/sluice/auth"
@@ -19,7 +19,7 @@ import (
 
 func parseEtcdFlags(t *testing.T, env map[string]string, args ...string) (*etcdSecurity, error) {
 	t.Helper()
-	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("coordinator", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	s := addEtcdSecurity(fs)
 	s.getenv = func(k string) string { return env[k] }
@@ -191,7 +191,7 @@ func TestServerSecurity(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+			fs := pflag.NewFlagSet("coordinator", pflag.ContinueOnError)
 			fs.SetOutput(io.Discard)
 			s := addServerSecurity(fs)
 			if err := fs.Parse(tc.args); err != nil {
@@ -213,7 +213,7 @@ func TestServerSecurity(t *testing.T) {
 }
 
 func TestClientSecurityTokenFromEnv(t *testing.T) {
-	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("jobs", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	s := addClientSecurity(fs)
 	s.getenv = func(k string) string { return map[string]string{"SLUICE_TOKEN": "from-env"}[k] }

@@ -2,16 +2,17 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"math"
 	"net"
 	"os"
+	"os/exec"
 	"runtime/debug"
 	"strconv"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
@@ -25,7 +26,7 @@ import (
 func newLogger(level string) (hclog.Logger, error) {
 	l := hclog.LevelFromString(level)
 	if l == hclog.NoLevel {
-		return nil, fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", level)
+		return nil, usagef("--log-level %q: use trace, debug, info, warn or error", level)
 	}
 	return hclog.New(&hclog.LoggerOptions{Name: "sluice", Level: l, Output: os.Stderr}), nil
 }
@@ -45,6 +46,8 @@ func (b *byteSize) String() string {
 	}
 	return strconv.FormatInt(n, 10)
 }
+
+func (b *byteSize) Type() string { return "size" }
 
 func (b *byteSize) Set(s string) error {
 	mult := int64(1)
@@ -71,6 +74,8 @@ type labelFlags []string
 
 func (l *labelFlags) String() string { return strings.Join(*l, ",") }
 
+func (l *labelFlags) Type() string { return "label" }
+
 func (l *labelFlags) Set(v string) error {
 	if err := worker.ValidateLabel(v); err != nil {
 		return err
@@ -79,9 +84,14 @@ func (l *labelFlags) Set(v string) error {
 	return nil
 }
 
-func runDev(ctx context.Context, args []string) error {
+func newDevCmd() *cobra.Command {
 	cfg := dev.DefaultConfig()
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "run etcd, a Kafka broker, a coordinator and workers in one process",
+		Args:  exactArgs(),
+	}
+	fs := cmd.Flags()
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for etcd data and the embedded broker's topics (kept across runs)")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "coordinator gRPC listen address")
 	fs.StringVar(&cfg.KafkaAddr, "kafka-addr", cfg.KafkaAddr, "embedded Kafka broker listen address (127.0.0.1 only)")
@@ -101,21 +111,27 @@ func runDev(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve plaintext without authentication on a non-loopback --grpc-addr (anyone reaching it can do anything)")
 	devKafkaPolicyFlags(fs, &cfg)
 	level := fs.String("log-level", "warn", "log level: trace, debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return err
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		logger, err := newLogger(*level)
+		if err != nil {
+			return err
+		}
+		cfg.Logger = logger
+		cfg.Out = cmd.OutOrStdout()
+		cfg.CLI = cliName(os.Executable, os.Getwd, exec.LookPath)
+		return dev.Run(cmd.Context(), cfg)
 	}
-	logger, err := newLogger(*level)
-	if err != nil {
-		return err
-	}
-	cfg.Logger = logger
-	cfg.Out = os.Stdout
-	return dev.Run(ctx, cfg)
+	return cmd
 }
 
-func runCoordinator(ctx context.Context, args []string) error {
+func newCoordinatorCmd() *cobra.Command {
 	cfg := coordinator.DefaultConfig()
-	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "run a coordinator (leads or stands by, via etcd election)",
+		Args:  exactArgs(),
+	}
+	fs := cmd.Flags()
 	endpoints := fs.String("etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
 	addr := fs.String("grpc-addr", "127.0.0.1:7070", "gRPC listen address")
 	fs.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "address workers and clients use to reach this coordinator (default --grpc-addr)")
@@ -128,22 +144,26 @@ func runCoordinator(ctx context.Context, args []string) error {
 	security := addServerSecurity(fs)
 	etcdSec := addEtcdSecurity(fs)
 	kafkaPolicyFlags(fs, &cfg.KafkaPolicy)
-	level := fs.String("log-level", "info", "log level")
-	if err := fs.Parse(args); err != nil {
-		return err
+	level := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return runCoordinator(cmd.Context(), cfg, *addr, *endpoints, *level, security, etcdSec)
 	}
-	logger, err := newLogger(*level)
+	return cmd
+}
+
+func runCoordinator(ctx context.Context, cfg coordinator.Config, addr, endpoints, level string, security *serverSecurity, etcdSec *etcdSecurity) error {
+	logger, err := newLogger(level)
 	if err != nil {
 		return err
 	}
 	if cfg.AdvertiseAddr == "" {
-		cfg.AdvertiseAddr = *addr
+		cfg.AdvertiseAddr = addr
 	}
-	if err := security.apply(&cfg, *addr); err != nil {
+	if err := security.apply(&cfg, addr); err != nil {
 		return err
 	}
-	if cfg.Auth != nil && cfg.TLS == nil && !auth.IsLoopback(*addr) {
-		logger.Warn("authentication without TLS: tokens would cross the network in the clear (Sluice's clients refuse to send them); add --tls-cert and --tls-key", "grpc_addr", *addr)
+	if cfg.Auth != nil && cfg.TLS == nil && !auth.IsLoopback(addr) {
+		logger.Warn("authentication without TLS: tokens would cross the network in the clear (Sluice's clients refuse to send them); add --tls-cert and --tls-key", "grpc_addr", addr)
 	}
 	// SLUICE_FAILPOINTS crashes or freezes this coordinator at a lifecycle
 	// point; the fault-tolerance tests use it (see coordinator.Failpoints).
@@ -155,7 +175,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 		cfg.Hooks = h
 		logger.Warn("failpoints armed", "failpoints", fp)
 	}
-	ecfg, err := etcdSec.config(splitList(*endpoints))
+	ecfg, err := etcdSec.config(splitList(endpoints))
 	if err != nil {
 		return err
 	}
@@ -170,7 +190,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", *addr)
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen --grpc-addr: %w", err)
 	}
@@ -183,9 +203,14 @@ func runCoordinator(ctx context.Context, args []string) error {
 	return g.Wait()
 }
 
-func runWorker(ctx context.Context, args []string) error {
+func newWorkerCmd() *cobra.Command {
 	cfg := worker.DefaultConfig()
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "run a worker that connects to the coordinators",
+		Args:  exactArgs(),
+	}
+	fs := cmd.Flags()
 	coords := fs.String("coordinator", "127.0.0.1:7070", "comma-separated coordinator addresses")
 	fs.StringVar(&cfg.ID, "id", "", "stable worker id (default hostname-pid)")
 	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "tasks run at once")
@@ -195,15 +220,19 @@ func runWorker(ctx context.Context, args []string) error {
 	fs.Var((*labelFlags)(&cfg.Labels), "label", "a label for fixed placement (placement.fixed worker_label); repeatable")
 	fs.StringVar(&cfg.Host, "host", "", "this worker's host, matched with the partition leaders' hosts by brokers placement (default the hostname)")
 	security := addClientSecurity(fs)
-	level := fs.String("log-level", "info", "log level")
-	if err := fs.Parse(args); err != nil {
-		return err
+	level := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg.Coordinators = splitList(*coords)
+		return runWorker(cmd.Context(), cfg, *level, security)
 	}
-	logger, err := newLogger(*level)
+	return cmd
+}
+
+func runWorker(ctx context.Context, cfg worker.Config, level string, security *clientSecurity) error {
+	logger, err := newLogger(level)
 	if err != nil {
 		return err
 	}
-	cfg.Coordinators = splitList(*coords)
 	cfg.Logger = logger
 	if cfg.TLS, err = security.tlsConfig(); err != nil {
 		return err

@@ -1,10 +1,11 @@
 package main
 
 import (
-	"flag"
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 func TestByteSize(t *testing.T) {
@@ -38,7 +39,7 @@ func TestByteSize(t *testing.T) {
 			t.Errorf("byteSize(%d).String() = %q, want %q", n, got, want)
 		}
 	}
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var v int64 = 64 << 20
 	fs.Var((*byteSize)(&v), "keep-bytes", "")
@@ -51,7 +52,7 @@ func TestByteSize(t *testing.T) {
 }
 
 func TestLabelFlags(t *testing.T) {
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("worker", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var labels []string
 	fs.Var((*labelFlags)(&labels), "label", "")
