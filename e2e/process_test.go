@@ -199,6 +199,20 @@ func TestDevGrpcurlAndRestart(t *testing.T) {
 	// records are all filtered out: wait for the offsets too.
 	waitNoLag(t, c, job, 30*time.Second)
 
+	// The banner's commands work as printed, from the working directory.
+	printed := 0
+	for _, line := range strings.Split(d.out.String(), "\n") {
+		if line = strings.TrimSpace(line); strings.Contains(line, " jobs --coordinator ") {
+			printed++
+			if out, err := exec.Command("sh", "-c", line).CombinedOutput(); err != nil || !strings.Contains(string(out), job) {
+				t.Errorf("the banner's %q: %v\n%s", line, err, out)
+			}
+		}
+	}
+	if printed != 1 {
+		t.Errorf("the banner shows %d sluice jobs commands, want 1:\n%s", printed, d.out.String())
+	}
+
 	// The CLI shows the same numbers.
 	jobs := run(t, sluiceBin, "jobs", "--coordinator", grpcAddr)
 	if !strings.Contains(jobs, job) || !strings.Contains(jobs, "running") {
