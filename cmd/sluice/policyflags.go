@@ -18,7 +18,7 @@ import (
 // kafkaPolicyFlags registers the coordinator's Kafka policy flags on fs,
 // filling p as they are parsed.
 func kafkaPolicyFlags(fs *pflag.FlagSet, p *kafkasrc.Policy) {
-	fs.Func("kafka-file-dir", "directory that jobs' file properties (ssl.ca.location, ssl.key.location, ...) must point into; unset, file properties are refused", func(v string) error {
+	fs.Func("kafka-file-dir", "`directory` that jobs' file properties (ssl.ca.location, ssl.key.location, ...) must point into; unset, file properties are refused", func(v string) error {
 		dir, err := filepath.Abs(v)
 		if err != nil {
 			return err
@@ -33,7 +33,7 @@ func kafkaPolicyFlags(fs *pflag.FlagSet, p *kafkasrc.Policy) {
 		p.FileDir = dir
 		return nil
 	})
-	fs.Func("allow-kafka-property", "allow jobs to set this Kafka property although it loads code, runs a command, calls a URL or is not on the allow-list (e.g. plugin.library.paths); repeatable", func(v string) error {
+	fs.Func("allow-kafka-property", "allow jobs to set this Kafka `property` although it loads code, runs a command, calls a URL or is not on the allow-list (e.g. plugin.library.paths); repeatable", func(v string) error {
 		name := strings.TrimSpace(v)
 		if name == "" {
 			return errors.New("empty property name")
@@ -41,7 +41,7 @@ func kafkaPolicyFlags(fs *pflag.FlagSet, p *kafkasrc.Policy) {
 		p.Allow = append(p.Allow, name)
 		return nil
 	})
-	fs.Func("allowed-bootstrap", "comma-separated host:port of the only Kafka brokers jobs may name in bootstrap_servers (source and sink); repeatable; unset, any", func(v string) error {
+	fs.Func("allowed-bootstrap", "comma-separated `host:port` of the only Kafka brokers jobs may name in bootstrap_servers (source and sink); repeatable; unset, any", func(v string) error {
 		for _, a := range strings.Split(v, ",") {
 			a = strings.TrimSpace(a)
 			if _, _, err := net.SplitHostPort(a); err != nil || a == "" {
