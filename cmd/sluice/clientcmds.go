@@ -213,7 +213,7 @@ type offsetFlags []*sluicev1.PartitionOffset
 
 func (o *offsetFlags) String() string { return fmt.Sprint(len(*o)) }
 
-func (o *offsetFlags) Type() string { return "topic/partition=offset" }
+func (o *offsetFlags) Type() string { return "offset" }
 
 func (o *offsetFlags) Set(v string) error {
 	tp, off, ok := strings.Cut(v, "=")

@@ -105,7 +105,7 @@ SLUICE_TLS_CERT, SLUICE_TLS_KEY, SLUICE_TOKEN).`,
 		}
 		return pflag.NormalizedName(name)
 	})
-	root.AddGroup(&cobra.Group{ID: "servers", Title: "Run Sluice:"}, &cobra.Group{ID: "jobs", Title: "Manage jobs:"})
+	root.AddGroup(&cobra.Group{ID: "servers", Title: "Server Commands:"}, &cobra.Group{ID: "jobs", Title: "Job Commands:"})
 	for _, c := range []*cobra.Command{newDevCmd(), newCoordinatorCmd(), newWorkerCmd()} {
 		c.GroupID = "servers"
 		root.AddCommand(c)

@@ -41,7 +41,7 @@ func kafkaPolicyFlags(fs *pflag.FlagSet, p *kafkasrc.Policy) {
 		p.Allow = append(p.Allow, name)
 		return nil
 	})
-	fs.Func("allowed-bootstrap", "comma-separated `host:port` of the only Kafka brokers jobs may name in bootstrap_servers (source and sink); repeatable; unset, any", func(v string) error {
+	fs.Func("allowed-bootstrap", "comma-separated `brokers` (host:port) that are the only Kafka brokers jobs may name in bootstrap_servers (source and sink); repeatable; unset, any", func(v string) error {
 		for _, a := range strings.Split(v, ",") {
 			a = strings.TrimSpace(a)
 			if _, _, err := net.SplitHostPort(a); err != nil || a == "" {
