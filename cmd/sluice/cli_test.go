@@ -99,6 +99,8 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{args: []string{"validate", "-f", "x", "--allowed-bootstrap", "k1"}, want: `"k1": want host:port`},
 		{args: []string{"completion"}, want: "want one shell: bash, zsh, fish, powershell"},
 		{args: []string{"completion", "tcsh"}, want: "want one shell"},
+		{args: []string{"help", "nosuch"}, want: `sluice help: unknown help topic "nosuch"`},
+		{args: []string{"help", "txn", "commit"}, want: `unknown help topic "txn commit"`},
 	}
 	for _, tc := range tests {
 		r := sluice(t, "", tc.args...)
