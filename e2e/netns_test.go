@@ -20,28 +20,32 @@ import (
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
-// The multi-host test's names: namespaces are snt-<pid>-<host>, links
-// snt<pid><host> (at most 15 characters: 7 digits of pid and 5 of host).
-// The pid of the test process that made them tells a stale leftover (its
-// process is gone) from a run in progress.
-const netnsPrefix = "snt"
+// The multi-host test's names: namespaces are sluicens-<pid>-<host>, the
+// one link in the root namespace sluicens<pid> (at most 15 characters). The pid of the test process that
+// made them tells a stale leftover (its process is gone) from a run in
+// progress.
+const netnsPrefix = "sluicens"
 
 // netnet is a private network of hosts on one machine: one Linux network
 // namespace per host, each with a veth pair whose other end is a port of a
-// bridge in the root namespace. The bridge has its own address on the
-// subnet, so the test process reaches every host; the hosts reach each
-// other through the bridge and nothing else.
+// bridge. The bridge has a namespace of its own, the switch, whose empty
+// firewall forwards everything (the root namespace's may drop bridged
+// frames, as Docker's FORWARD policy does). One more veth links the root
+// namespace to the switch with an address on the subnet, so the test
+// process reaches every host; the hosts reach each other through the
+// switch and nothing else.
 type netnet struct {
 	t      *testing.T
 	pid    string
 	subnet string // "10.213.N."
-	bridge string
+	sw     string // the switch's namespace
+	uplink string // the root namespace's link to the switch
 	hosts  map[string]*nshost
 }
 
 type nshost struct {
 	ns   string // namespace
-	port string // the veth end in the root namespace, on the bridge
+	port string // the bridge port in the switch, the other end of the host's eth0
 	ip   string
 }
 
@@ -87,13 +91,13 @@ func ipOut(args ...string) (string, error) {
 	return string(out), nil
 }
 
-// staleOwner returns the pid in a name made by this test (after the prefix
-// and an optional dash) and whether that name is a leftover: its process is
-// gone, or it is this process, which has made nothing yet.
-func staleOwner(name string) (int, bool) {
+// stale says whether a name is one this test made (the prefix, an optional
+// dash, a pid) and a leftover: its process is gone, or it is this process,
+// which has made nothing yet.
+func stale(name string) bool {
 	rest, ok := strings.CutPrefix(name, netnsPrefix)
 	if !ok {
-		return 0, false
+		return false
 	}
 	rest = strings.TrimPrefix(rest, "-")
 	end := 0
@@ -101,14 +105,14 @@ func staleOwner(name string) (int, bool) {
 		end++
 	}
 	pid, err := strconv.Atoi(rest[:end])
-	if err != nil || end == len(rest) {
-		return 0, false
+	if err != nil {
+		return false
 	}
 	if pid == os.Getpid() {
-		return pid, true
+		return true
 	}
 	_, err = os.Stat(fmt.Sprintf("/proc/%d", pid))
-	return pid, errors.Is(err, os.ErrNotExist)
+	return errors.Is(err, os.ErrNotExist)
 }
 
 // removeStale removes the namespaces and links a crashed run left, and
@@ -124,7 +128,7 @@ func removeStale(t *testing.T) {
 		if len(f) == 0 {
 			continue
 		}
-		if _, stale := staleOwner(f[0]); stale {
+		if stale(f[0]) {
 			t.Logf("removing the stale namespace %s", f[0])
 			killNamespace(t, f[0])
 			if err := ipCmd("netns", "del", f[0]); err != nil {
@@ -142,9 +146,11 @@ func removeStale(t *testing.T) {
 			continue
 		}
 		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-		if _, stale := staleOwner(name); stale {
+		if stale(name) {
 			t.Logf("removing the stale link %s", name)
-			if err := ipCmd("link", "del", name); err != nil {
+			// A veth goes by itself with its namespace, once the processes
+			// killed in it have exited.
+			if err := ipCmd("link", "del", name); err != nil && ipCmd("link", "show", "dev", name) == nil {
 				t.Fatal(err)
 			}
 		}
@@ -165,39 +171,40 @@ func killNamespace(t *testing.T, ns string) {
 	}
 }
 
-// newNetnet makes the bridge and a namespace per host, with addresses .10,
-// .11, ... in host order; everything goes at the end of the test.
+// newNetnet makes the switch and a namespace per host, with addresses
+// .10, .11, ... in host order; everything goes at the end of the test.
 func newNetnet(t *testing.T, hosts ...string) *netnet {
 	t.Helper()
 	requireNetns(t)
 	removeStale(t)
 	n := &netnet{t: t, pid: strconv.Itoa(os.Getpid()), hosts: map[string]*nshost{}}
-	n.bridge = netnsPrefix + n.pid + "br"
+	n.sw = fmt.Sprintf("%s-%s-switch", netnsPrefix, n.pid)
+	n.uplink = netnsPrefix + n.pid
 	n.subnet = freeSubnet(t)
 	t.Cleanup(n.remove)
 
-	n.must("link", "add", n.bridge, "type", "bridge")
-	n.must("addr", "add", n.subnet+"1/24", "dev", n.bridge)
-	n.must("link", "set", n.bridge, "up")
+	n.must("netns", "add", n.sw)
+	n.must("-n", n.sw, "link", "add", "br0", "type", "bridge")
+	n.must("-n", n.sw, "link", "set", "br0", "up")
+	n.must("link", "add", n.uplink, "type", "veth", "peer", "name", "uplink", "netns", n.sw)
+	n.must("-n", n.sw, "link", "set", "uplink", "master", "br0", "up")
+	n.must("addr", "add", n.subnet+"1/24", "dev", n.uplink)
+	n.must("link", "set", n.uplink, "up")
 	for i, name := range hosts {
 		h := &nshost{
 			ns:   fmt.Sprintf("%s-%s-%s", netnsPrefix, n.pid, name),
-			port: netnsPrefix + n.pid + name,
+			port: "to-" + name,
 			ip:   fmt.Sprintf("%s%d", n.subnet, 10+i),
-		}
-		if len(h.port) > 15 {
-			t.Fatalf("link name %s is longer than 15 characters: use a shorter host name than %q", h.port, name)
 		}
 		n.hosts[name] = h
 		n.must("netns", "add", h.ns)
-		n.must("link", "add", h.port, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
-		n.must("link", "set", h.port, "master", n.bridge)
-		n.must("link", "set", h.port, "up")
+		n.must("-n", n.sw, "link", "add", h.port, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
+		n.must("-n", n.sw, "link", "set", h.port, "master", "br0", "up")
 		n.must("-n", h.ns, "addr", "add", h.ip+"/24", "dev", "eth0")
 		n.must("-n", h.ns, "link", "set", "eth0", "up")
 		n.must("-n", h.ns, "link", "set", "lo", "up")
 	}
-	t.Logf("hosts on %s0/24 (bridge %s): %v", n.subnet, n.bridge, n.addrs())
+	t.Logf("hosts on %s0/24 (switch %s, test process %s1 on %s): %v", n.subnet, n.sw, n.subnet, n.uplink, n.addrs())
 	return n
 }
 
@@ -238,8 +245,8 @@ func (n *netnet) must(args ...string) {
 	}
 }
 
-// remove deletes the namespaces (and with them both ends of their veths)
-// and the bridge. The processes' own cleanups ran before (registered later).
+// remove deletes the namespaces, and with them the veths. The processes'
+// own cleanups ran before (registered later).
 func (n *netnet) remove() {
 	for _, h := range n.hosts {
 		killNamespace(n.t, h.ns)
@@ -247,8 +254,14 @@ func (n *netnet) remove() {
 			n.t.Errorf("cleanup: %v", err)
 		}
 	}
-	if err := ipCmd("link", "del", n.bridge); err != nil {
+	if err := ipCmd("netns", "del", n.sw); err != nil {
 		n.t.Errorf("cleanup: %v", err)
+	}
+	// The uplink goes with the switch's end, unless setup stopped before.
+	if ipCmd("link", "show", "dev", n.uplink) == nil {
+		if err := ipCmd("link", "del", n.uplink); err != nil && ipCmd("link", "show", "dev", n.uplink) == nil {
+			n.t.Errorf("cleanup: %v", err)
+		}
 	}
 }
 
@@ -286,10 +299,10 @@ func (n *netnet) heal(a string, bs ...string) {
 	}
 }
 
-// unplug takes the host's bridge port down: the host loses its carrier and
-// every packet to and from it is lost.
-func (n *netnet) unplug(host string) { n.must("link", "set", n.host(host).port, "down") }
-func (n *netnet) plug(host string)   { n.must("link", "set", n.host(host).port, "up") }
+// unplug takes the host's port on the switch down: the host loses its
+// carrier and every packet to and from it is lost.
+func (n *netnet) unplug(host string) { n.must("-n", n.sw, "link", "set", n.host(host).port, "down") }
+func (n *netnet) plug(host string)   { n.must("-n", n.sw, "link", "set", n.host(host).port, "up") }
 
 // waitOutputSince waits until the process printed s after the first from
 // bytes of its output.
