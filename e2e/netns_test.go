@@ -402,8 +402,10 @@ func TestMultiHostNetns(t *testing.T) {
 	}
 
 	coordAddr := func(h string) string { return n.host(h).ip + ":7070" }
+	// --insecure: plaintext without authentication on a non-loopback
+	// address is refused otherwise; this network is the test's own.
 	coordinator := func(h string) *proc {
-		return n.start(h, nil, "coordinator", "--etcd-endpoints", etcdAddr, "--grpc-addr", coordAddr(h),
+		return n.start(h, nil, "coordinator", "--etcd-endpoints", etcdAddr, "--grpc-addr", coordAddr(h), "--insecure",
 			"--session-ttl", "2s", "--heartbeat-timeout", "3s", "--log-level", "info")
 	}
 	coords := coordAddr("c0") + "," + coordAddr("c1")
