@@ -62,8 +62,13 @@ func requireNetns(t *testing.T) {
 		probe := fmt.Sprintf("%s-%d-probe", netnsPrefix, os.Getpid())
 		if err := ipCmd("netns", "add", probe); err != nil {
 			reason = "cannot make a network namespace: " + err.Error()
-		} else if err := ipCmd("netns", "del", probe); err != nil {
-			t.Fatalf("remove the probe namespace: %v", err)
+		} else {
+			if err := ipCmd("netns", "exec", probe, "ip", "link", "set", "lo", "up"); err != nil {
+				reason = "cannot run a command in a network namespace: " + err.Error()
+			}
+			if err := ipCmd("netns", "del", probe); err != nil {
+				t.Fatalf("remove the probe namespace: %v", err)
+			}
 		}
 	}
 	if reason == "" {
