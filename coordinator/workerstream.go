@@ -15,8 +15,10 @@ import (
 )
 
 // standbyLeaderTimeout bounds a standby's etcd read of the leader's address
-// when it turns a worker away.
-const standbyLeaderTimeout = time.Second
+// when it turns a worker away. The address only informs (workers try the
+// next coordinator either way), and every worker of a failover waits this
+// long on a standby cut off from etcd: short.
+const standbyLeaderTimeout = 250 * time.Millisecond
 
 // workerServer is the cluster protocol end of the coordinator.
 type workerServer struct {
