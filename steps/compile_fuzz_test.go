@@ -151,7 +151,7 @@ func fuzzRecords() []*record.Record {
 		&record.Record{Topic: "clicks", Partition: 1, Offset: 7, Value: []byte(jsonList(200_000)),
 			Headers: []record.Header{{Key: "x-id", Value: []byte("42")}}},
 		&record.Record{Topic: "clicks", Partition: -1, Offset: -1, Key: []byte("\xff\xfe\x00"), Value: []byte("{\"a\":\"\xc3\"}"),
-			Headers: []record.Header{{Key: "\xff", Value: []byte{0xc0, 0x80}}, {Key: "\xff", Value: nil}},
+			Headers:   []record.Header{{Key: "\xff", Value: []byte{0xc0, 0x80}}, {Key: "\xff", Value: nil}},
 			Timestamp: time.Unix(1<<40, 0)},
 		&record.Record{},
 	)
