@@ -157,8 +157,14 @@ func TestBatchCycles(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("cycles %+v, want %+v", got, want)
 	}
-	if s := split(got); s != (CycleSplit{Plan: d(10), Tasks: d(15), TaskCount: 2}) {
+	if s := split(got); s != (CycleSplit{Plan: d(10), Tasks: d(15), After: d(5), TaskCount: 2}) {
 		t.Errorf("split %+v", s)
+	}
+	if s := split(slowest(got, 0.05)); s != (CycleSplit{Plan: d(10), Tasks: d(50), After: d(10), TaskCount: 2}) {
+		t.Errorf("split of the slowest %+v", s)
+	}
+	if s := slowest(got, 0.67); len(s) != 2 || s[1].total != d(30) {
+		t.Errorf("slowest 2 of 3: %+v", s)
 	}
 	if _, err := batchCycles(list, 3, 1, 4); err == nil || !strings.Contains(err.Error(), "batch 2 has 2 ranges, want one per partition (3)") {
 		t.Errorf("short batch: %v", err)

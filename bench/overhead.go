@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -81,8 +82,9 @@ type Overhead struct {
 	// within the time box to measure any.
 	Batches  int
 	P50, P99 time.Duration
-	// Split is where the time of a median batch went.
-	Split CycleSplit
+	// Split is where the time of a median batch went; Slow, the same over
+	// the slowest 5% of the batches (at least one), where the tail's went.
+	Split, Slow CycleSplit
 	// TimeBoxed: the budget ran out before the batches asked for.
 	TimeBoxed bool
 	// Committed batches when the wait ended, Elapsed from just before the
@@ -210,6 +212,7 @@ func CoordinationOverhead(ctx context.Context, c *client.Client, brokers string,
 		totals[i] = c.total
 	}
 	o.Batches, o.P50, o.P99, o.Split = len(cycles), Percentile(totals, 0.50), Percentile(totals, 0.99), split(cycles)
+	o.Slow = split(slowest(cycles, 0.05))
 	return o, nil
 }
 
@@ -389,7 +392,17 @@ func batchCycles(batches []*sluicev1.Batch, partitions, warmup int, last int64) 
 // the median cycle.
 type CycleSplit struct {
 	Plan, Tasks time.Duration
-	TaskCount   int
+	// After is the time from the last task result to the commit.
+	After     time.Duration
+	TaskCount int
+}
+
+// slowest returns the share q of cycles (at least one) with the longest
+// totals.
+func slowest(cycles []cycle, q float64) []cycle {
+	s := slices.Clone(cycles)
+	slices.SortFunc(s, func(a, b cycle) int { return cmp.Compare(b.total, a.total) })
+	return s[:max(1, int(float64(len(s))*q))]
 }
 
 // split returns the medians of the cycles' parts.
@@ -409,6 +422,7 @@ func split(cycles []cycle) CycleSplit {
 	return CycleSplit{
 		Plan:      part(func(c cycle) time.Duration { return c.plan }),
 		Tasks:     part(func(c cycle) time.Duration { return c.tasks }),
+		After:     part(func(c cycle) time.Duration { return max(c.total-c.plan-c.tasks, 0) }),
 		TaskCount: counts[len(counts)/2],
 	}
 }

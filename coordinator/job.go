@@ -30,6 +30,8 @@ func jobFailure(format string, args ...any) error {
 // jobRunner runs one job's batches, one at a time, while this coordinator
 // leads. It is owned by the leader loop, which cancels its ctx to stop it.
 type jobRunner struct {
+	// planTook is how long the last batch's planning took, for the logs.
+	planTook    time.Duration
 	name        string
 	spec        *sluicev1.JobSpec
 	specVersion int64
@@ -162,9 +164,11 @@ func (r *jobRunner) loop(ctx context.Context) error {
 			}
 		}
 		prevTime = bt
+		planStart := time.Now()
 		p, err := retry(ctx, r, "plan", func(ctx context.Context) (planned, error) {
 			return r.plan(ctx, offs.Value)
 		})
+		r.planTook = time.Since(planStart)
 		if err != nil {
 			return err
 		}
@@ -600,10 +604,12 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 			return offs, err
 		}
 	}
+	logWait := time.Now()
 	batchRev, err := logged()
 	if err != nil {
 		return offs, err
 	}
+	commitStart := time.Now()
 	newOffs := advanceOffsets(offs.Value, b.GetDataLoss(), b.GetRanges(), b.GetId())
 	// A commit that started runs to its end even if leadership is being lost
 	// meanwhile: the fence in the transaction, not a cancelled context,
@@ -635,8 +641,9 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	if err != nil {
 		return offs, err
 	}
-	r.logger.Debug("batch committed", "batch", b.GetId(), "records_in", m.RecordsIn,
-		"processing_ms", m.ProcessingTime.AsDuration().Milliseconds())
+	r.logger.Debug("batch committed", "batch", b.GetId(), "records_in", m.RecordsIn, "tasks", len(tasks),
+		"plan_ms", ms(r.planTook), "processing_ms", ms(m.ProcessingTime.AsDuration()),
+		"plan_log_wait_ms", ms(commitStart.Sub(logWait)), "commit_ms", ms(time.Since(commitStart)))
 	r.observe(committed)
 	if h := r.hooks.AfterCommit; h != nil {
 		if err := h(committed); err != nil {
@@ -656,6 +663,9 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	}
 	return offsetstore.Versioned[*sluicev1.CommittedOffsets]{Value: newOffs, ModRevision: rev}, nil
 }
+
+// ms is d in milliseconds with a fraction, for the logs.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // runMirror mirrors the offsets the loop hands over until ctx ends.
 func (r *jobRunner) runMirror(ctx context.Context) {

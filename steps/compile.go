@@ -95,6 +95,9 @@ type expr struct {
 	// metered: the expression may exceed MaxEvalCost, so prg tracks its cost
 	// and can be interrupted.
 	metered bool
+	// fast evaluates the expression's common shapes without the
+	// interpreter (see fastExpr); nil when it has none.
+	fast fastExpr
 
 	// For the hints of run-time errors, built on the first one.
 	env      *cel.Env
@@ -403,5 +406,9 @@ func (p *Program) compile(e *cel.Env, field, src string, want map[types.Kind]boo
 	if err != nil {
 		return nil, &FieldError{Field: field, Expr: src, Err: err}
 	}
-	return &expr{field: field, prg: prg, metered: metered, env: e, checked: ast}, nil
+	x := &expr{field: field, prg: prg, metered: metered, env: e, checked: ast}
+	if !metered {
+		x.fast = compileFast(ast)
+	}
+	return x, nil
 }

@@ -221,6 +221,11 @@ type fieldErr struct {
 }
 
 func (r *Runner) eval(x *expr) (ref.Val, error) {
+	if x.fast != nil {
+		if v, ok := x.fast.eval(&r.act); ok && r.act.jsonErr == nil {
+			return v, nil
+		}
+	}
 	var (
 		v   ref.Val
 		err error

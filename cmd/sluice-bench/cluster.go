@@ -41,7 +41,7 @@ func freeAddrs(n int) ([]string, error) {
 
 // startCluster starts the infrastructure and the coordinator; workers come
 // and go with startWorkers.
-func startCluster(ctx context.Context, dir, bin string) (*cluster, error) {
+func startCluster(ctx context.Context, dir, bin string, coordArgs []string) (*cluster, error) {
 	addrs, err := freeAddrs(5)
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func startCluster(ctx context.Context, dir, bin string) (*cluster, error) {
 		cl.close()
 		return nil, err
 	}
-	cl.coord, err = startProc(dir, "coordinator", bin, "coordinator", "--etcd-endpoints", cl.etcd, "--grpc-addr", cl.grpc, "--log-level", "info")
+	cl.coord, err = startProc(dir, "coordinator", bin, append([]string{"coordinator", "--etcd-endpoints", cl.etcd, "--grpc-addr", cl.grpc, "--log-level", "info"}, coordArgs...)...)
 	if err != nil {
 		cl.close()
 		return nil, err

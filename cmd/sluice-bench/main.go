@@ -42,6 +42,8 @@ type config struct {
 	parts   string
 	// workerArgs are added to every `sluice worker` command line.
 	workerArgs []string
+	// coordArgs are added to the `sluice coordinator` command line.
+	coordArgs []string
 	// (b)
 	window    time.Duration
 	rateStart int
@@ -71,6 +73,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.dir, "dir", "", "work directory for the processes' data and logs (default a new temporary one)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the work directory (logs) at the end")
 	fs.StringVar(&cfg.parts, "parts", "abcde", "which parts to run: a (backlog), b (sustained rate), c (overhead), d (overhead at 10,000 partitions), e (backlog on 1,024 partitions)")
+	coordArgs := fs.String("coordinator-args", "", "extra flags of the sluice coordinator, space-separated (e.g. \"--log-level debug\": per-batch plan, task and commit times in its log; -keep keeps it)")
 	workerArgs := fs.String("worker-args", "", "extra flags of every sluice worker, space-separated (e.g. \"--consumer-cache 600\"); the default is none: the defaults")
 	fs.DurationVar(&cfg.window, "window", 0, "(b) how long the producer runs at each rate (default 20s, quick 10s)")
 	fs.IntVar(&cfg.rateStart, "rate-start", 50_000, "(b) first input rate tried, records/s")
@@ -90,6 +93,7 @@ func parseFlags(args []string) (config, error) {
 	}
 	var err error
 	cfg.workerArgs = strings.Fields(*workerArgs)
+	cfg.coordArgs = strings.Fields(*coordArgs)
 	if *records == "" {
 		*records = "1000000,10000000"
 		if cfg.quick {

@@ -46,11 +46,14 @@ func run(ctx context.Context, cfg config, t *table) error {
 		defer os.RemoveAll(dir)
 	}
 	logf("starting sluice dev --infra-only and sluice coordinator")
-	cl, err := startCluster(ctx, dir, bin)
+	cl, err := startCluster(ctx, dir, bin, cfg.coordArgs)
 	if err != nil {
 		return err
 	}
 	defer cl.close()
+	if len(cfg.coordArgs) > 0 {
+		t.note("the coordinator ran with %s", strings.Join(cfg.coordArgs, " "))
+	}
 	if len(cfg.workerArgs) > 0 {
 		cl.workerArgs = cfg.workerArgs
 		t.note("every worker ran with %s", strings.Join(cfg.workerArgs, " "))
@@ -334,9 +337,10 @@ func noteSplit(t *table, what string, o bench.Overhead) {
 	if o.Batches == 0 {
 		return
 	}
-	sp := o.Split
-	t.note("%s: medians of a batch's parts: up to the dispatch (the previous batch's etcd commit, then planning) %s, %s (dispatch to last result) %s; setup %s for %s records, not in the figures",
-		what, ms(sp.Plan), plural(int64(sp.TaskCount), "task", "tasks"), ms(sp.Tasks), o.Setup.Round(100*time.Millisecond), count(o.Records))
+	sp, sl := o.Split, o.Slow
+	t.note("%s: medians of a batch's parts: up to the dispatch (the previous batch's etcd commit, then planning) %s, %s (dispatch to last result) %s, last result to commit %s; in the slowest 5%%: %s, %s, %s; setup %s for %s records, not in the figures",
+		what, ms(sp.Plan), plural(int64(sp.TaskCount), "task", "tasks"), ms(sp.Tasks), ms(sp.After), ms(sl.Plan), ms(sl.Tasks), ms(sl.After),
+		o.Setup.Round(100*time.Millisecond), count(o.Records))
 }
 
 // overheadValue is the table cell of an overhead measurement.
