@@ -79,28 +79,53 @@ func specSeeds(f *testing.F) [][]byte {
 	return seeds
 }
 
-// FuzzValidateSpec reads any bytes as a job spec, as JSON and as YAML the
-// way the SDK and CLI do (client.ParseSpec), and validates it as SubmitJob
-// does. Validate never panics or hangs. A spec it accepts compiles, and is
+// Formats of a spec: as the SDK and CLI read a job file (JSON or YAML),
+// and as SubmitJob receives it (the protobuf binary encoding, which mutates
+// into other valid specs far more often than text does).
+const (
+	specJSON byte = iota
+	specYAML
+	specBinary
+)
+
+func parseSpec(data []byte, format byte) (*sluicev1.JobSpec, error) {
+	if format == specBinary {
+		spec := &sluicev1.JobSpec{}
+		return spec, proto.Unmarshal(data, spec)
+	}
+	return client.ParseSpec(data, format == specYAML)
+}
+
+// FuzzValidateSpec reads any bytes as a job spec, as JSON or YAML the way
+// the SDK and CLI do (client.ParseSpec) or in the binary encoding, and
+// validates it as SubmitJob does. Validate never panics or hangs. A spec it accepts compiles, and is
 // accepted again after the round trips it makes (etcd's binary encoding,
 // and the JSON GetJob shows). A spec it refuses gets InvalidArgument naming
 // the field, in a status that can be sent: valid UTF-8, with the field in a
 // BadRequest, and not much longer than the spec.
 func FuzzValidateSpec(f *testing.F) {
 	for _, j := range specSeeds(f) {
-		f.Add(j, false)
+		f.Add(j, specJSON)
 		y, err := yaml.JSONToYAML(j)
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(y, true)
+		f.Add(y, specYAML)
+		if spec, err := client.ParseSpec(j, false); err == nil {
+			b, err := proto.Marshal(spec)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b, specBinary)
+		}
 	}
-	f.Fuzz(func(t *testing.T, data []byte, yamlDoc bool) {
+	f.Fuzz(func(t *testing.T, data []byte, format byte) {
+		format %= 3
 		timer := time.AfterFunc(20*time.Second, func() {
-			panic(fmt.Sprintf("ParseSpec and Validate of %q (yaml %v) still running after 20s: a hang", data, yamlDoc))
+			panic(fmt.Sprintf("parse and Validate of %q (format %d) still running after 20s: a hang", data, format))
 		})
 		defer timer.Stop()
-		spec, err := client.ParseSpec(data, yamlDoc)
+		spec, err := parseSpec(data, format)
 		if err != nil {
 			return
 		}
