@@ -31,7 +31,8 @@ for t in "${targets[@]}"; do
 	go test -run '^$' -fuzz "^${name}\$" -fuzztime "$duration" "${parallel[@]}" "$pkg" >"$log" 2>&1
 	status=$?
 	set -o errexit
-	last="$(grep -E '^fuzz: elapsed: .*execs:' "$log" | tail -n 1 | sed 's/^fuzz: //')"
+	# The last progress line, without its rate of the last 3s.
+	last="$(grep -E '^fuzz: elapsed: .*execs:' "$log" | tail -n 1 | sed -E 's/^fuzz: //; s/ \([0-9]+\/sec\)//')"
 	if [[ $status -eq 0 ]]; then
 		printf 'fuzz: %-20s %-14s ok    %s\n' "$name" "$pkg" "$last"
 	else
