@@ -5,6 +5,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/jobspec"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/offsetstore"
@@ -55,7 +57,19 @@ type Config struct {
 	// cluster and client properties; the least recently used is closed.
 	// Default (0) kafkasrc.DefaultAdminCapacity.
 	KafkaAdminClients int
-	Logger            hclog.Logger
+	// KafkaPolicy is what jobs may put in the Kafka clients made for them
+	// (allowed properties, the directory of file properties, the bootstrap
+	// servers); checked at submit and before a stored job runs, and by the
+	// coordinator's admin clients.
+	KafkaPolicy kafkasrc.Policy
+	// TLS, if set, serves gRPC over TLS; with ClientCAs and
+	// tls.RequireAndVerifyClientCert it is mutual TLS (auth.ServerTLS).
+	TLS *tls.Config
+	// Auth, if set, authenticates every call but health and reflection and
+	// authorizes it by role; a worker must register under its own name.
+	// Nil allows everything.
+	Auth   *auth.Authenticator
+	Logger hclog.Logger
 	// Hooks are failure points for tests.
 	Hooks Hooks
 }
@@ -125,7 +139,7 @@ func New(cfg Config) (*Coordinator, error) {
 }
 
 func newAdminPool(cfg Config, logger hclog.Logger) *kafkasrc.AdminPool {
-	var opts []kafkasrc.Option
+	opts := []kafkasrc.Option{kafkasrc.WithCheck(cfg.KafkaPolicy.CheckCluster)}
 	if cfg.KafkaAdminClients > 0 {
 		opts = append(opts, kafkasrc.WithCapacity(cfg.KafkaAdminClients))
 	}
@@ -160,6 +174,18 @@ func (c *Coordinator) Leader(ctx context.Context) (string, error) {
 // nil when ctx ends.
 func (c *Coordinator) Run(ctx context.Context) error {
 	defer c.admins.Close()
+	// Admin clients of clusters no job uses any more are closed as they
+	// go idle (stopped, failed or deleted jobs).
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		_ = c.admins.Run(sweepCtx)
+	}()
+	defer func() {
+		stopSweep()
+		<-swept
+	}()
 	for {
 		err := c.campaignAndLead(ctx)
 		if ctx.Err() != nil {
@@ -349,7 +375,7 @@ func (c *Coordinator) startRunner(ctx context.Context, store *offsetstore.Store,
 		for {
 			r := &jobRunner{
 				name: name, spec: job.GetSpec(), specVersion: specVersion, incarnation: job.GetIncarnation(), store: store,
-				dispatcher: c.dispatcher, admins: c.admins, keep: c.cfg.KeepBatches, keepBytes: c.cfg.KeepBytes,
+				dispatcher: c.dispatcher, admins: c.admins, policy: c.cfg.KafkaPolicy, keep: c.cfg.KeepBatches, keepBytes: c.cfg.KeepBytes,
 				logger: logger, hooks: c.cfg.Hooks, message: job.GetMessage(), now: time.Now,
 			}
 			err := r.run(rctx)

@@ -31,7 +31,10 @@ func jobFailure(format string, args ...any) error {
 // leads. It is owned by the leader loop, which cancels its ctx to stop it.
 type jobRunner struct {
 	// planTook is how long the last batch's planning took, for the logs.
-	planTook    time.Duration
+	planTook time.Duration
+	// tps are the job's partitions as listed at tpsAt (see metadataMaxAge).
+	tps         []kafkasrc.TopicPartition
+	tpsAt       time.Time
 	name        string
 	spec        *sluicev1.JobSpec
 	specVersion int64
@@ -39,6 +42,7 @@ type jobRunner struct {
 	store       *offsetstore.Store // fenced by leadership
 	dispatcher  *dispatcher
 	admins      *kafkasrc.AdminPool
+	policy      kafkasrc.Policy // the operator's, checked before the job runs
 	keep        int64
 	keepBytes   int64
 	logger      hclog.Logger
@@ -96,6 +100,11 @@ func (r *jobRunner) run(ctx context.Context) error {
 }
 
 func (r *jobRunner) loop(ctx context.Context) error {
+	// A job stored before the policy, or under a looser one, fails here
+	// alone, before any Kafka client is made for it.
+	if err := CheckPolicy(r.spec, r.policy); err != nil {
+		return jobFailure("%v", err)
+	}
 	var prevTime time.Time
 	nextID := int64(1)
 	if !jobspec.Transactional(r.spec) {
@@ -359,16 +368,25 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 	for pk := range committed {
 		known = append(known, kafkasrc.TopicPartition{Topic: pk.Topic, Partition: pk.Partition})
 	}
-	// The partitions, and the offsets of those the job knows, are asked
-	// at once: planning waits for one round trip, and for a second only
-	// when partitions were added or a topic went away.
-	var tps []kafkasrc.TopicPartition
+	// The partitions are listed at most every metadataMaxAge, and then
+	// with the offsets of those the job knows, at once: planning waits for
+	// one round trip, and for a second only when partitions were added or
+	// a topic went away.
+	fresh := r.tps == nil || time.Since(r.tpsAt) >= metadataMaxAge
+	tps := r.tps
 	var tpsErr error
 	listed := make(chan struct{})
-	go func() {
-		defer close(listed)
-		tps, tpsErr = r.partitions(ctx, admin, committed)
-	}()
+	if fresh {
+		listedAt := time.Now()
+		go func() {
+			defer close(listed)
+			if tps, tpsErr = r.partitions(ctx, admin, committed); tpsErr == nil {
+				r.tps, r.tpsAt = tps, listedAt
+			}
+		}()
+	} else {
+		close(listed)
+	}
 	earliest, latest, err := offsetsOf(ctx, admin, known)
 	<-listed
 	if tpsErr != nil {
@@ -376,6 +394,13 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 	}
 	if err != nil {
 		// A topic deleted since: ask for the partitions there are.
+		if !fresh {
+			listedAt := time.Now()
+			if tps, err = r.partitions(ctx, admin, committed); err != nil {
+				return planned{}, err
+			}
+			r.tps, r.tpsAt = tps, listedAt
+		}
 		if earliest, latest, err = offsetsOf(ctx, admin, tps); err != nil {
 			return planned{}, err
 		}
@@ -416,6 +441,12 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 	}
 	return planned{ranges: ranges, losses: losses, cap: bc}, nil
 }
+
+// metadataMaxAge is how often planning lists the job's partitions: a
+// partition added to a topic is read within it. Between listings a batch
+// asks only for the offsets of the partitions it knows (as Spark's direct
+// stream, which sees new partitions when its consumer's metadata refreshes).
+const metadataMaxAge = time.Second
 
 // offsetsOf asks for the earliest and latest offsets of tps, both at once.
 func offsetsOf(ctx context.Context, admin *kafkasrc.Admin, tps []kafkasrc.TopicPartition) (earliest, latest map[kafkasrc.TopicPartition]int64, err error) {
@@ -720,6 +751,9 @@ func retry[T any](ctx context.Context, r *jobRunner, what string, fn func(ctx co
 		}
 		if errors.Is(err, errJobFailed) || errors.Is(err, offsetstore.ErrConflict) || ctx.Err() != nil {
 			return v, err
+		}
+		if errors.Is(err, kafkasrc.ErrPermanent) { // e.g. wrong SASL credentials
+			return v, fmt.Errorf("%w: %s: %w", errJobFailed, what, err)
 		}
 		r.logger.Warn("retrying", "step", what, "error", err, "backoff", backoff)
 		r.setMessage(ctx, fmt.Sprintf("%s: %v (retrying)", what, err))

@@ -8,8 +8,19 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/offsetstore"
 )
+
+// kafkaStatus is the status of a failed call to a job's Kafka cluster:
+// FailedPrecondition when the job's properties must change first (failed
+// authentication, a property the client cannot honour), else Unavailable.
+func kafkaStatus(what string, err error) error {
+	if errors.Is(err, kafkasrc.ErrPermanent) || errors.Is(err, kafkasrc.ErrUnsupportedProperty) {
+		return status.Errorf(codes.FailedPrecondition, "%s: %v", what, err)
+	}
+	return status.Errorf(codes.Unavailable, "%s: %v", what, err)
+}
 
 // toStatus is the one place where domain errors become gRPC status codes.
 func toStatus(err error) error {
@@ -29,6 +40,8 @@ func toStatus(err error) error {
 			st = d
 		}
 		return st.Err()
+	case errors.Is(err, kafkasrc.ErrRefusedProperty):
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

@@ -85,6 +85,9 @@ type clusterOptions struct {
 	topics     []string
 	coord      func(*coordinator.Config)
 	worker     func(*worker.Config)
+	kafka      []kfake.Opt // more kfake options (TLS, SASL)
+	// dial are the options of the cluster's Client (TLS, a token).
+	dial []grpc.DialOption
 }
 
 // newTestCluster starts etcd, kfake (with the topics), a coordinator and
@@ -107,6 +110,7 @@ func newTestCluster(t testing.TB, opts clusterOptions) *testCluster {
 	if len(opts.topics) > 0 {
 		kopts = append(kopts, kfake.SeedTopics(opts.partitions, opts.topics...))
 	}
+	kopts = append(kopts, opts.kafka...)
 	k, err := kfake.NewCluster(kopts...)
 	if err != nil {
 		t.Fatalf("kfake: %v", err)
@@ -173,7 +177,7 @@ func newTestCluster(t testing.TB, opts clusterOptions) *testCluster {
 	for i := range opts.workers {
 		tc.startWorker(fmt.Sprintf("w%d", i+1), logger)
 	}
-	cl, err := client.Dial([]string{tc.Addr})
+	cl, err := client.Dial([]string{tc.Addr}, opts.dial...)
 	if err != nil {
 		t.Fatal(err)
 	}

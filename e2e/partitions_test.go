@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,4 +82,51 @@ func TestPartitionsGrowWhileRunning(t *testing.T) {
 		start[k] = 0
 	}
 	tc.checkRanges("growing", start, ends)
+}
+
+// TestTopicDeletedWhileRunning: a job reading two topics, one of which is
+// deleted while it runs. By default that is data loss: the job fails with a
+// message naming the topic. With fail_on_data_loss false the job goes on
+// with the other topic and counts its records exactly.
+func TestTopicDeletedWhileRunning(t *testing.T) {
+	for _, failOnLoss := range []bool{true, false} {
+		t.Run(map[bool]string{true: "fails", false: "goes_on"}[failOnLoss], func(t *testing.T) {
+			const stays, goes = "stays", "goes"
+			tc := newTestCluster(t, clusterOptions{workers: 2, partitions: 4, topics: []string{stays, goes}})
+			pr := tc.producer(kgo.ProducerLinger(5 * time.Millisecond))
+			counts, ends := map[string]int64{}, map[string]int64{}
+			produceKeyed(t, pr, stays, 4, 2_000, 7, counts, ends)
+			produceKeyed(t, pr, goes, 4, 2_000, 8, counts, ends)
+			ctx := context.Background()
+			spec := defaultJob("two", tc.Brokers, stays)
+			spec.Source.Topics = []string{stays, goes}
+			spec.Source.FailOnDataLoss = &failOnLoss
+			if _, err := tc.Client.Submit(ctx, spec); err != nil {
+				t.Fatalf("submit: %v", err)
+			}
+			tc.waitOffsets("two", ends, time.Minute)
+
+			resp, err := kadm.NewClient(pr).DeleteTopics(ctx, goes)
+			if err != nil || resp[goes].Err != nil {
+				t.Fatalf("delete %s: %v %v", goes, err, resp[goes].Err)
+			}
+			if failOnLoss {
+				msg := tc.waitFailed("two", time.Minute)
+				if want := `topic "goes" was deleted`; !strings.Contains(msg, want) {
+					t.Fatalf("job message %q, want it to contain %q", msg, want)
+				}
+				return
+			}
+			produceKeyed(t, tc.producer(kgo.ProducerLinger(5*time.Millisecond)), stays, 4, 3_000, 9, counts, ends)
+			for k := range ends {
+				if strings.HasPrefix(k, goes+"/") {
+					delete(ends, k)
+				}
+			}
+			tc.waitOffsets("two", ends, time.Minute)
+			if got := tc.mergedCounts("two"); !maps.Equal(got, counts) {
+				t.Fatalf("counts differ from the ground truth (%d keys, want %d)", len(got), len(counts))
+			}
+		})
+	}
 }
