@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-stream/sluice/client"
 	"github.com/sluice-stream/sluice/jobspec"
+	"github.com/sluice-stream/sluice/kafkasrc"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/steps"
 )
@@ -135,18 +136,27 @@ func FuzzValidateSpec(f *testing.F) {
 			return
 		}
 		checkAccepted(t, spec)
+		for _, p := range fuzzPolicies {
+			if err := CheckPolicy(spec, p); err != nil {
+				checkRefusal(t, len(data), err)
+			}
+		}
 		bin, err := proto.Marshal(spec)
 		if err != nil {
 			t.Fatalf("accepted spec does not marshal: %v", err)
 		}
+		// Unknown fields (from a newer client) are kept in etcd but not in
+		// JSON: compare without them.
 		stored := &sluicev1.JobSpec{}
-		if err := proto.Unmarshal(bin, stored); err != nil {
+		if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(bin, stored); err != nil {
 			t.Fatalf("accepted spec does not unmarshal: %v", err)
 		}
 		if err := Validate(stored); err != nil {
 			t.Fatalf("accepted spec, read back from its binary encoding, is refused: %v", err)
 		}
-		shown, err := protojson.Marshal(spec)
+		// What GetJob shows (credentials redacted), sent back as an update,
+		// is the same spec.
+		shown, err := protojson.Marshal(redacted(&sluicev1.Job{Spec: spec}).GetSpec())
 		if err != nil {
 			t.Fatalf("accepted spec does not marshal as JSON: %v", err)
 		}
@@ -157,7 +167,20 @@ func FuzzValidateSpec(f *testing.F) {
 		if err := Validate(again); err != nil {
 			t.Fatalf("accepted spec, as JSON %s, is refused: %v", shown, err)
 		}
+		if err := keepSecrets(again, spec); err != nil {
+			t.Fatalf("accepted spec, as JSON %s, keeps its credentials: %v", shown, err)
+		}
+		if !proto.Equal(again, stored) {
+			t.Fatalf("accepted spec, as JSON %s and back, is\n%v\nnot\n%v", shown, again, stored)
+		}
 	})
+}
+
+// fuzzPolicies are the operator's Kafka policy by default, and with a file
+// directory and a bootstrap allow-list.
+var fuzzPolicies = []kafkasrc.Policy{
+	{},
+	{FileDir: "/etc/sluice/kafka", Bootstrap: []string{"127.0.0.1:19092", "localhost:9092"}},
 }
 
 // checkAccepted checks what the coordinator and workers do with an accepted
