@@ -99,11 +99,13 @@ func parseSpec(data []byte, format byte) (*sluicev1.JobSpec, error) {
 
 // FuzzValidateSpec reads any bytes as a job spec, as JSON or YAML the way
 // the SDK and CLI do (client.ParseSpec) or in the binary encoding, and
-// validates it as SubmitJob does. Validate never panics or hangs. A spec it accepts compiles, and is
-// accepted again after the round trips it makes (etcd's binary encoding,
-// and the JSON GetJob shows). A spec it refuses gets InvalidArgument naming
-// the field, in a status that can be sent: valid UTF-8, with the field in a
-// BadRequest, and not much longer than the spec.
+// checks it as SubmitJob does (Validate, then the Kafka policy). Nothing
+// panics or hangs. A spec Validate accepts compiles, and is accepted again
+// after the round trips it makes: etcd's binary encoding, and the JSON
+// GetJob shows, credentials redacted, sent back as an update. A refused
+// spec gets InvalidArgument naming the field, in a status that can be
+// sent: valid UTF-8, the field in a BadRequest, not much longer than the
+// spec.
 func FuzzValidateSpec(f *testing.F) {
 	for _, j := range specSeeds(f) {
 		f.Add(j, specJSON)
