@@ -32,7 +32,11 @@ for t in "${targets[@]}"; do
 	status=$?
 	set -o errexit
 	# The last progress line, without its rate of the last 3s.
-	last="$(grep -E '^fuzz: elapsed: .*execs:' "$log" | tail -n 1 | sed -E 's/^fuzz: //; s/ \([0-9]+\/sec\)//')"
+	last="$(grep -E '^fuzz: elapsed: .*execs:' "$log" | tail -n 1 | sed -E 's/^fuzz: //; s/ \([0-9]+\/sec\)//' || true)"
+	if [[ -z "$last" ]]; then
+		# The time went on running the corpus once: no new inputs tried.
+		last="$(grep -E 'gathering baseline coverage' "$log" | tail -n 1 | sed -E 's/^fuzz: //' || true)"
+	fi
 	if [[ $status -eq 0 ]]; then
 		printf 'fuzz: %-20s %-14s ok    %s\n' "$name" "$pkg" "$last"
 	else
