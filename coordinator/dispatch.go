@@ -416,9 +416,10 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 
 	out := batchOutcome{results: results}
 	// failed records a failure that counts against the task's attempts.
-	failed := func(st *runningTask, reason string) error {
+	failed := func(st *runningTask, reason, kind string) error {
 		st.lastErr = reason
 		st.failures++
+		pol.events.failure(kind)
 		if st.failures >= lim.maxAttempts {
 			return &taskFailure{task: st.task, reason: fmt.Sprintf("failed %d times, last error: %s", st.failures, reason)}
 		}
@@ -426,6 +427,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 	}
 	// lost records that a worker left while running the task.
 	lost := func(st *runningTask, worker string) error {
+		pol.events.failure(failWorkerLost)
 		st.lastErr = fmt.Sprintf("worker %s left", worker)
 		st.lostOn = append(st.lostOn, worker)
 		if len(st.lostOn) >= poisonLosses {
@@ -503,6 +505,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 				return batchOutcome{}, err
 			}
 			out.attempts++
+			pol.events.attempt()
 			st.attempt++
 			st.cur = newSent(st, disp)
 			st.queued = time.Time{}
@@ -581,6 +584,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 			}
 			st.cur = nil
 			if r.GetFatal() {
+				pol.events.failure(failFatal)
 				return batchOutcome{}, &taskFailure{task: st.task, reason: fmt.Sprintf("failed on worker %s: %s", worker, r.GetError())}
 			}
 			logTask(st, "task failed", "attempt", r.GetKey().GetAttempt(), "worker_id", worker,
@@ -588,6 +592,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 			if r.GetRetryable() {
 				st.lastErr = r.GetError()
 				st.retries++
+				pol.events.retry()
 				if st.retries > lim.maxRetries {
 					return batchOutcome{}, &taskFailure{task: st.task, reason: fmt.Sprintf(
 						"still failing after %d retries (limits.max_task_retries), last error: %s", lim.maxRetries, r.GetError())}
@@ -598,7 +603,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 					r.GetError(), st.retries, lim.maxRetries))
 			} else {
 				st.avoid[worker] = true
-				if err := failed(st, r.GetError()); err != nil {
+				if err := failed(st, r.GetError(), failError); err != nil {
 					return batchOutcome{}, err
 				}
 			}
@@ -647,7 +652,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 				continue
 			}
 			if late {
-				if err := failed(st, st.lastErr); err != nil {
+				if err := failed(st, st.lastErr, failDeadline); err != nil {
 					return batchOutcome{}, err
 				}
 			}
@@ -680,6 +685,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 				return batchOutcome{}, err
 			}
 			out.attempts++
+			pol.events.attempt()
 			out.speculative++
 			st.attempt++
 			st.speculated = true

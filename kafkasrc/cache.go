@@ -150,6 +150,9 @@ func (c *Cache) newConsumer(cl Cluster, key cacheKey) (*consumer, error) {
 	return newConsumer(cl, key, cm, c.logger)
 }
 
+// Share is the prefetch memory, in bytes, of each cached consumer.
+func (c *Cache) Share() int64 { return c.share }
+
 // Len returns the number of cached consumers.
 func (c *Cache) Len() int {
 	c.mu.Lock()
