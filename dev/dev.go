@@ -22,8 +22,12 @@ import (
 type Config struct {
 	// DataDir holds etcd's data and the embedded broker's topics; running
 	// again with the same directory resumes every job where it committed.
-	DataDir      string
-	GRPCAddr     string
+	DataDir  string
+	GRPCAddr string
+	// HTTPAddr is the coordinator's operations listener (/metrics,
+	// /healthz, /readyz); "" serves none. When it is DefaultHTTPAddr and
+	// that is taken (another sluice dev), dev runs without it and says so.
+	HTTPAddr     string
 	KafkaAddr    string
 	EtcdAddr     string
 	EtcdPeerAddr string
@@ -56,6 +60,9 @@ type Config struct {
 	CompactInterval time.Duration
 }
 
+// DefaultHTTPAddr is where `sluice dev` serves metrics and health.
+const DefaultHTTPAddr = "127.0.0.1:7071"
+
 // DefaultConfig returns the defaults of `sluice dev`.
 func DefaultConfig() Config {
 	ccfg := coordinator.DefaultConfig()
@@ -65,6 +72,7 @@ func DefaultConfig() Config {
 		CompactInterval: ccfg.CompactInterval,
 		DataDir:         ".sluice-dev",
 		GRPCAddr:        "127.0.0.1:7070",
+		HTTPAddr:        DefaultHTTPAddr,
 		KafkaAddr:       "127.0.0.1:19092",
 		EtcdAddr:        "127.0.0.1:12379",
 		EtcdPeerAddr:    "127.0.0.1:12380",
@@ -116,7 +124,7 @@ func Run(ctx context.Context, cfg Config) error {
 		<-ctx.Done()
 		return nil
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.EtcdAddr}, DialTimeout: 5 * time.Second, Logger: nopZap()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.EtcdAddr}, DialTimeout: 5 * time.Second, Logger: EtcdLogger(logger.Named("etcd"))})
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
@@ -132,6 +140,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ccfg.KeepBytes = cfg.KeepBytes
 	ccfg.CompactInterval = -1 // the embedded etcd compacts itself
+	ccfg.HTTPAddr = cfg.HTTPAddr
+	if ccfg.HTTPAddr == DefaultHTTPAddr && !free(ccfg.HTTPAddr) {
+		fmt.Fprintf(cfg.Out, "sluice dev: %s is in use; serving no metrics (set --http-addr)\n", DefaultHTTPAddr)
+		ccfg.HTTPAddr = ""
+		cfg.HTTPAddr = ""
+	}
 	if sec != nil {
 		if err := sec.coordinator(&ccfg); err != nil {
 			return err
@@ -171,6 +185,9 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { return w.Run(gctx) })
 	}
 	printBanner(cfg, bootstrap, sec)
+	if cfg.HTTPAddr != "" {
+		fmt.Fprintf(cfg.Out, "Metrics and health:\n  curl http://%s/metrics\n  curl http://%[1]s/readyz\n\n", cfg.HTTPAddr)
+	}
 	if cfg.Demo.Enabled {
 		var dial []grpc.DialOption
 		if sec != nil {
@@ -181,6 +198,16 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { return runDemo(gctx, cfg, bootstrap, dial...) })
 	}
 	return g.Wait()
+}
+
+// free reports whether addr can be listened on now.
+func free(addr string) bool {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	_ = lis.Close()
+	return true
 }
 
 func printBanner(cfg Config, bootstrap string, sec *devSecurity) {

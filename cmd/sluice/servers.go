@@ -22,12 +22,25 @@ import (
 	"github.com/sluice-stream/sluice/worker"
 )
 
-func newLogger(level string) (hclog.Logger, error) {
+func newLogger(level, format string) (hclog.Logger, error) {
 	l := hclog.LevelFromString(level)
 	if l == hclog.NoLevel {
 		return nil, fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", level)
 	}
-	return hclog.New(&hclog.LoggerOptions{Name: "sluice", Level: l, Output: os.Stderr}), nil
+	var json bool
+	switch format {
+	case "text":
+	case "json":
+		json = true
+	default:
+		return nil, fmt.Errorf("--log-format %q: use text or json", format)
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: "sluice", Level: l, Output: os.Stderr, JSONFormat: json}), nil
+}
+
+// logFormatFlag adds --log-format to a server command.
+func logFormatFlag(fs *flag.FlagSet) *string {
+	return fs.String("log-format", "text", "log format: text, or json (one JSON object per line)")
 }
 
 // byteSize is a flag of bytes: 1048576, 512KiB, 64MiB or 1GiB.
@@ -84,6 +97,7 @@ func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for etcd data and the embedded broker's topics (kept across runs)")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "coordinator gRPC listen address")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "coordinator HTTP listen address of /metrics, /healthz and /readyz (empty: none)")
 	fs.StringVar(&cfg.KafkaAddr, "kafka-addr", cfg.KafkaAddr, "embedded Kafka broker listen address (127.0.0.1 only)")
 	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", cfg.EtcdAddr, "embedded etcd client listen address")
 	fs.StringVar(&cfg.EtcdPeerAddr, "etcd-peer-addr", cfg.EtcdPeerAddr, "embedded etcd peer listen address")
@@ -101,10 +115,11 @@ func runDev(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve plaintext without authentication on a non-loopback --grpc-addr (anyone reaching it can do anything)")
 	devKafkaPolicyFlags(fs, &cfg)
 	level := fs.String("log-level", "warn", "log level: trace, debug, info, warn, error")
+	format := logFormatFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	logger, err := newLogger(*level)
+	logger, err := newLogger(*level, *format)
 	if err != nil {
 		return err
 	}
@@ -118,6 +133,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	endpoints := fs.String("etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
 	addr := fs.String("grpc-addr", "127.0.0.1:7070", "gRPC listen address")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "", "HTTP listen address of /metrics, /healthz and /readyz, e.g. 127.0.0.1:7071 (empty: none)")
 	fs.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "address workers and clients use to reach this coordinator (default --grpc-addr)")
 	fs.StringVar(&cfg.Prefix, "etcd-prefix", cfg.Prefix, "prefix of Sluice's etcd keys")
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "leader lease; a leader silent this long is replaced")
@@ -129,10 +145,11 @@ func runCoordinator(ctx context.Context, args []string) error {
 	etcdSec := addEtcdSecurity(fs)
 	kafkaPolicyFlags(fs, &cfg.KafkaPolicy)
 	level := fs.String("log-level", "info", "log level")
+	format := logFormatFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	logger, err := newLogger(*level)
+	logger, err := newLogger(*level, *format)
 	if err != nil {
 		return err
 	}
@@ -159,6 +176,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	ecfg.Logger = dev.EtcdLogger(logger.Named("etcd"))
 	cli, err := clientv3.New(ecfg)
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
@@ -179,7 +197,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 	g.Go(func() error { return coordinator.Serve(gctx, gs, lis) })
 	g.Go(func() error { return c.Run(gctx) })
 	logger.Info("coordinator serving", "grpc_addr", lis.Addr().String(), "advertise", cfg.AdvertiseAddr,
-		"tls", cfg.TLS != nil, "mutual_tls", *security.clientCA != "", "auth", cfg.Auth != nil)
+		"tls", cfg.TLS != nil, "mutual_tls", *security.clientCA != "", "auth", cfg.Auth != nil, "http_addr", cfg.HTTPAddr)
 	return g.Wait()
 }
 
@@ -194,12 +212,14 @@ func runWorker(ctx context.Context, args []string) error {
 		"bound on the records all cached consumers prefetch, e.g. 128MiB; each consumer gets consumer-memory/consumer-cache (at least 2 MiB)")
 	fs.Var((*labelFlags)(&cfg.Labels), "label", "a label for fixed placement (placement.fixed worker_label); repeatable")
 	fs.StringVar(&cfg.Host, "host", "", "this worker's host, matched with the partition leaders' hosts by brokers placement (default the hostname)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "", "HTTP listen address of /metrics, /healthz and /readyz, e.g. 127.0.0.1:7072 (empty: none)")
 	security := addClientSecurity(fs)
 	level := fs.String("log-level", "info", "log level")
+	format := logFormatFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	logger, err := newLogger(*level)
+	logger, err := newLogger(*level, *format)
 	if err != nil {
 		return err
 	}
