@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"strconv"
+	"sync"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +43,11 @@ type metrics struct {
 	taskFailures    *prometheus.CounterVec
 	grpc            *grpcprom.ServerMetrics
 	jobVecs         []jobVec
+
+	// lagged are the partitions each job has lag series of, so that a
+	// partition gone from a job (its topic deleted) loses its series.
+	mu     sync.Mutex
+	lagged map[string]map[partitionKey]bool
 }
 
 // jobVec is a metric vector with a job label.
@@ -85,7 +91,8 @@ func newMetrics(reg prometheus.Registerer, workers func() float64) *metrics {
 		taskFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_job_task_failures_total",
 			Help: "Task attempts that failed, by reason: error (counts against limits.max_task_attempts), deadline (the worker went silent past it), worker_lost, fatal (fails the job)."},
 			[]string{"job", "reason"}),
-		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram()),
+		grpc:   grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram()),
+		lagged: map[string]map[partitionKey]bool{},
 	}
 	m.jobVecs = []jobVec{
 		m.recordsIn, m.recordsOut, m.recordsFailed, m.batches, m.processing, m.schedulingDelay, m.totalDelay,
@@ -101,6 +108,9 @@ func newMetrics(reg prometheus.Registerer, workers func() float64) *metrics {
 
 // deleteJob removes a job's series.
 func (m *metrics) deleteJob(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.lagged, name)
 	for _, v := range m.jobVecs {
 		v.DeletePartialMatch(prometheus.Labels{"job": name})
 	}
@@ -109,6 +119,9 @@ func (m *metrics) deleteJob(name string) {
 // resetJobs removes every job's series: a coordinator that stops leading
 // runs no job, and the next leader exports them.
 func (m *metrics) resetJobs() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	clear(m.lagged)
 	for _, v := range m.jobVecs {
 		v.Reset()
 	}
@@ -133,6 +146,11 @@ type jobMetrics struct {
 }
 
 func (m *metrics) job(name string) *jobMetrics {
+	// Every reason is exported from the start, at 0, so that a rate over
+	// it has a series before the first failure.
+	for _, r := range []string{failError, failDeadline, failWorkerLost, failFatal} {
+		m.taskFailures.WithLabelValues(name, r)
+	}
 	return &jobMetrics{
 		m: m, name: name,
 		recordsIn:    m.recordsIn.WithLabelValues(name),
@@ -170,18 +188,27 @@ func (j *jobMetrics) planned(states []partitionState, cap *sluicev1.BatchCap) {
 	if j == nil {
 		return
 	}
+	m := j.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prev := m.lagged[j.name]
+	now := make(map[partitionKey]bool, min(len(states), MaxLagPartitions))
 	var total int64
 	perPartition := len(states) <= MaxLagPartitions
-	if !perPartition {
-		j.m.partitionLag.DeletePartialMatch(prometheus.Labels{"job": j.name})
-	}
 	for _, s := range states {
 		lag := max(s.Latest-s.From, 0)
 		total += lag
 		if perPartition {
-			j.m.partitionLag.WithLabelValues(j.name, s.Topic, strconv.Itoa(int(s.Partition))).Set(float64(lag))
+			m.partitionLag.WithLabelValues(j.name, s.Topic, strconv.Itoa(int(s.Partition))).Set(float64(lag))
+			now[s.partitionKey] = true
 		}
 	}
+	for pk := range prev {
+		if !now[pk] {
+			m.partitionLag.DeleteLabelValues(j.name, pk.Topic, strconv.Itoa(int(pk.Partition)))
+		}
+	}
+	m.lagged[j.name] = now
 	j.lag.Set(float64(total))
 	j.rateCap.Set(float64(cap.GetRate()))
 }

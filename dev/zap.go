@@ -2,6 +2,7 @@ package dev
 
 import (
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/zap"
@@ -58,11 +59,17 @@ func (c *hclogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	for _, k := range keys {
 		args = append(args, k, enc.Fields[k])
 	}
+	level := hclogLevel(e.Level)
+	if err, ok := enc.Fields["error"].(string); ok && strings.Contains(err, "context canceled") {
+		// A call Sluice cancelled itself (a lease revoked at shutdown),
+		// which the client logs as a failed retry.
+		level = hclog.Debug
+	}
 	logger := c.logger
 	if e.LoggerName != "" {
 		logger = logger.Named(e.LoggerName)
 	}
-	logger.Log(hclogLevel(e.Level), e.Message, args...)
+	logger.Log(level, e.Message, args...)
 	return nil
 }
 

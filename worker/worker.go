@@ -189,11 +189,20 @@ func New(cfg Config) (*Worker, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
+	// librdkafka's statistics cost a JSON document per consumer every
+	// kafkasrc.StatsInterval: only when someone can scrape them.
+	var statsOpts []kafkasrc.Option
+	var stats *kafkaStats
+	if cfg.HTTPAddr != "" {
+		stats = newKafkaStats()
+		reg.MustRegister(stats)
+		statsOpts = append(statsOpts, kafkasrc.WithStats(stats))
+	}
 	w := &Worker{
 		cfg:      cfg,
 		logger:   logger,
-		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka"), kafkasrc.WithMemory(cfg.ConsumerMemory)),
-		pool:     kafkasrc.NewPool(cfg.Slots, logger.Named("kafka")),
+		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka"), append(statsOpts, kafkasrc.WithMemory(cfg.ConsumerMemory))...),
+		pool:     kafkasrc.NewPool(cfg.Slots, logger.Named("kafka"), statsOpts...),
 		sinks:    kafkasrc.NewSinks(logger.Named("sink")),
 		programs: programs,
 		registry: reg,
@@ -245,13 +254,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.pool.Close()
 	defer w.sinks.Close()
 	sweep, stopSweep := context.WithCancel(ctx)
-	swept := make(chan struct{})
+	swept := make(chan struct{}, 2)
 	go func() {
-		defer close(swept)
+		defer func() { swept <- struct{}{} }()
 		_ = w.pool.Run(sweep)
+	}()
+	go func() {
+		defer func() { swept <- struct{}{} }()
+		_ = w.cache.Run(sweep)
 	}()
 	defer func() {
 		stopSweep()
+		<-swept
 		<-swept
 	}()
 	backoff := 100 * time.Millisecond
