@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-stream/sluice/coordinator"
+	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/worker"
 )
 
@@ -385,3 +386,49 @@ func TestLogFormatRefused(t *testing.T) {
 		t.Errorf("output %q does not name --log-format and its values", out)
 	}
 }
+
+// TestWorkerKafkaStatistics: a worker with --http-addr turns on its
+// consumers' librdkafka statistics; while a job reads, the real events
+// reach /metrics: the messages fetched count up, and the consumers that
+// reported are counted.
+func TestWorkerKafkaStatistics(t *testing.T) {
+	const topic, parts = "stats", 2
+	workerHTTP := freeAddr(t)
+	tc := newTestCluster(t, clusterOptions{workers: 1, partitions: parts, topics: []string{topic},
+		worker: func(c *worker.Config) { c.HTTPAddr = workerHTTP },
+	})
+	spec := countJob("stats-job", tc.Brokers, topic)
+	if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	pr := tc.producer()
+	// A consumer reports every kafkasrc.StatsInterval, and its report is
+	// polled with its records: produce until the first one arrives.
+	deadline := time.Now().Add(kafkaStatsWait)
+	for i := 0; ; i++ {
+		var recs []*kgo.Record
+		for j := range 200 {
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: int32(j % parts), Value: []byte("v")})
+		}
+		if err := pr.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatalf("produce: %v", err)
+		}
+		wm := scrape(t, workerHTTP)
+		msgs := mustValue(t, wm, "sluice_worker_kafka_rx_messages_total")
+		consumers := mustValue(t, wm, "sluice_worker_kafka_consumers")
+		if msgs > 0 && consumers > 0 {
+			if b := mustValue(t, wm, "sluice_worker_kafka_rx_bytes_total"); b <= 0 {
+				t.Errorf("sluice_worker_kafka_rx_bytes_total = %v with %v messages fetched, want > 0", b, msgs)
+			}
+			t.Logf("after %d rounds: %v messages fetched by %v consumers", i+1, msgs, consumers)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no librdkafka statistics within %s: rx messages %v, consumers %v", kafkaStatsWait, msgs, consumers)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// kafkaStatsWait bounds the wait for the first statistics: two intervals.
+const kafkaStatsWait = 2 * kafkasrc.StatsInterval
