@@ -657,9 +657,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 		Batch: committed, BatchRevision: batchRev, Result: result,
 		Offsets: newOffs, OffsetsRevision: offs.ModRevision, Keep: r.keep, KeepBytes: r.keepBytes,
 	})
-	if r.metrics != nil {
-		r.metrics.commit.Observe(time.Since(commitStart).Seconds())
-	}
+	r.metrics.commitTook(time.Since(commitStart))
 	if errors.Is(err, offsetstore.ErrTooLarge) {
 		return offs, jobFailure("%v", err)
 	}

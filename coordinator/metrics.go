@@ -3,6 +3,7 @@ package coordinator
 import (
 	"strconv"
 	"sync"
+	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -181,6 +182,13 @@ func (j *jobMetrics) committed(b *sluicev1.Batch) {
 	j.processing.Observe(bm.GetProcessingTime().AsDuration().Seconds())
 	j.scheduling.Observe(bm.GetSchedulingDelay().AsDuration().Seconds())
 	j.totalDelay.Observe(bm.GetTotalDelay().AsDuration().Seconds())
+}
+
+// commitTook records the latency of a batch's etcd commit.
+func (j *jobMetrics) commitTook(d time.Duration) {
+	if j != nil {
+		j.commit.Observe(d.Seconds())
+	}
 }
 
 // planned records the lag and rate cap a batch was planned with.
