@@ -25,7 +25,7 @@ type librdkafkaStats struct {
 
 // clientStats is what is kept of one client's latest statistics.
 type clientStats struct {
-	rxBytes, rxMsgs, rxMsgBytes int64 // cumulative, as the client counts
+	rxBytes, rxMsgs, rxMsgBytes   int64 // cumulative, as the client counts
 	replyQ, fetchqCnt, fetchqSize int64
 }
 
@@ -34,7 +34,7 @@ type clientStats struct {
 // over the clients open now (as of their latest event). It is the
 // kafkasrc.StatsSink of the consumer cache and pool.
 type kafkaStats struct {
-	rxBytes, rxMsgs, rxMsgBytes prometheus.Counter
+	rxBytes, rxMsgs, rxMsgBytes            prometheus.Counter
 	replyQ, fetchqCnt, fetchqSize, clients *prometheus.Desc
 
 	mu     sync.Mutex
