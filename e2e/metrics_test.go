@@ -432,3 +432,42 @@ func TestWorkerKafkaStatistics(t *testing.T) {
 
 // kafkaStatsWait bounds the wait for the first statistics: two intervals.
 const kafkaStatsWait = 2 * kafkasrc.StatsInterval
+
+// TestDevServesMetrics: sluice dev serves its coordinator's metrics on
+// --http-addr and prints the address in its banner; the coordinator leads
+// there with its workers connected, and logs in JSON with --log-format.
+func TestDevServesMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	httpAddr := freeAddr(t)
+	d := startProc(t, sluiceBin, "dev", "--data-dir", t.TempDir(), "--grpc-addr", freeAddr(t), "--http-addr", httpAddr,
+		"--kafka-addr", freeAddr(t), "--etcd-addr", freeAddr(t), "--etcd-peer-addr", freeAddr(t), "--workers", "2", "--slots", "2",
+		"--log-format", "json")
+	d.waitOutput(t, "curl http://"+httpAddr+"/metrics", 30*time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mfs := scrape(t, httpAddr)
+		leader, _ := value(mfs, "sluice_coordinator_leader")
+		workers, _ := value(mfs, "sluice_coordinator_workers_connected")
+		if leader == 1 && workers == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sluice dev: leader %v, workers connected %v; want 1 and 2", leader, workers)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := get(t, httpAddr, "/readyz"); code != http.StatusOK {
+		t.Errorf("sluice dev /readyz = %d %q, want 200", code, body)
+	}
+	d.interrupt(t)
+	for _, line := range strings.Split(d.out.String(), "\n") {
+		if strings.HasPrefix(line, "{") {
+			var obj map[string]any
+			if err := json.Unmarshal([]byte(line), &obj); err != nil {
+				t.Errorf("a log line that starts as JSON does not parse: %v: %s", err, line)
+			}
+		}
+	}
+}
