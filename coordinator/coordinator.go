@@ -179,10 +179,12 @@ func (c *Coordinator) ready(ctx context.Context) error {
 		return nil
 	}
 	leader, err := c.Leader(ctx)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotLeader): // no etcd session to campaign with yet
+		return errors.New("standby without a leader: not in the election yet (is etcd reachable?)")
+	case err != nil:
 		return fmt.Errorf("standby without a leader: %w", err)
-	}
-	if leader == "" {
+	case leader == "":
 		return errors.New("standby without a leader")
 	}
 	return nil

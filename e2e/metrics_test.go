@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/twmb/franz-go/pkg/kgo"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/sluice-stream/sluice/coordinator"
 	"github.com/sluice-stream/sluice/kafkasrc"
@@ -469,5 +471,44 @@ func TestDevServesMetrics(t *testing.T) {
 				t.Errorf("a log line that starts as JSON does not parse: %v: %s", err, line)
 			}
 		}
+	}
+}
+
+// TestReadyzWithoutEtcd: a coordinator that cannot reach etcd is alive but
+// not ready: it neither leads nor sees a leader to stand by for.
+func TestReadyzWithoutEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{freeAddr(t)}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	httpAddr := freeAddr(t)
+	cfg := coordinator.DefaultConfig()
+	cfg.Etcd, cfg.AdvertiseAddr, cfg.HTTPAddr = cli, freeAddr(t), httpAddr
+	c, err := coordinator.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("coordinator: %v", err)
+		}
+	})
+	waitHTTP(t, httpAddr, "/healthz")
+	if code, body := get(t, httpAddr, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d %q, want 200", code, body)
+	}
+	if code, body := get(t, httpAddr, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "standby without a leader") {
+		t.Errorf("/readyz = %d %q, want 503 saying it is a standby without a leader", code, body)
+	}
+	if v := mustValue(t, scrape(t, httpAddr), "sluice_coordinator_leader"); v != 0 {
+		t.Errorf("sluice_coordinator_leader = %v, want 0", v)
 	}
 }
