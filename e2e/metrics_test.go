@@ -125,6 +125,23 @@ func waitHTTP(t *testing.T, addr, path string) {
 	}
 }
 
+// waitReady waits until addr's /readyz answers 200: a process starting
+// (a standby joining the election) is not ready at once.
+func waitReady(t *testing.T, addr, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, addr, "/readyz")
+		if code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s /readyz = %d %q, want 200", what, code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestMetricsEndpoints scrapes a leading coordinator, a standby and the
 // workers over real HTTP, with the official text parser: the metrics have
 // their names and types, the job's records in equal the records produced,
@@ -281,9 +298,7 @@ func TestMetricsEndpoints(t *testing.T) {
 		}
 	})
 	waitHTTP(t, standbyHTTP, "/healthz")
-	if code, body := get(t, standbyHTTP, "/readyz"); code != http.StatusOK {
-		t.Errorf("standby /readyz = %d %q, want 200 (it sees the leader)", code, body)
-	}
+	waitReady(t, standbyHTTP, "the standby, which sees the leader,")
 	sm := scrape(t, standbyHTTP)
 	if v := mustValue(t, sm, "sluice_coordinator_leader"); v != 0 {
 		t.Errorf("sluice_coordinator_leader on the standby = %v, want 0", v)
@@ -348,10 +363,8 @@ func TestLogFormatJSON(t *testing.T) {
 	p := startProc(t, sluiceBin, "coordinator", "--etcd-endpoints", tc.EtcdURL, "--grpc-addr", freeAddr(t),
 		"--http-addr", httpAddr, "--log-format", "json", "--log-level", "debug")
 	p.waitOutput(t, "campaigning for leadership", 20*time.Second)
-	waitHTTP(t, httpAddr, "/readyz")
-	if code, body := get(t, httpAddr, "/readyz"); code != http.StatusOK {
-		t.Errorf("standby process /readyz = %d %q, want 200", code, body)
-	}
+	waitHTTP(t, httpAddr, "/healthz")
+	waitReady(t, httpAddr, "the standby process")
 	if v := mustValue(t, scrape(t, httpAddr), "sluice_coordinator_leader"); v != 0 {
 		t.Errorf("sluice_coordinator_leader of the standby process = %v, want 0", v)
 	}
@@ -460,9 +473,7 @@ func TestDevServesMetrics(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if code, body := get(t, httpAddr, "/readyz"); code != http.StatusOK {
-		t.Errorf("sluice dev /readyz = %d %q, want 200", code, body)
-	}
+	waitReady(t, httpAddr, "sluice dev")
 	d.interrupt(t)
 	for _, line := range strings.Split(d.out.String(), "\n") {
 		if strings.HasPrefix(line, "{") {
