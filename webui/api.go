@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -18,8 +19,8 @@ import (
 // shows the rest when Kafka is slow or unreachable.
 const offsetsTimeout = 5 * time.Second
 
-// rateBatches is how many recent batches the jobs page's input rate
-// averages.
+// rateBatches is how many batch intervals the jobs page's input rate
+// averages over.
 const rateBatches = 10
 
 // Reads are authorized as the JobService methods they call; the cluster
@@ -145,12 +146,13 @@ func (s *server) jobs(w http.ResponseWriter, r *http.Request) {
 func (s *server) summarize(ctx context.Context, job *sluicev1.Job) jobSummary {
 	sum := jobSummary{Job: pj(job)}
 	name := job.GetSpec().GetName()
-	if bs, err := s.cfg.Jobs.ListBatches(ctx, &sluicev1.ListBatchesRequest{Job: name, Limit: rateBatches}); err == nil {
-		sum.InputRate = inputRate(bs.GetBatches(), batchInterval(job.GetSpec()))
+	// One batch per tick at most, and a planned one: the window's batches.
+	if bs, err := s.cfg.Jobs.ListBatches(ctx, &sluicev1.ListBatchesRequest{Job: name, Limit: rateBatches + 1}); err == nil {
+		sum.InputRate = inputRate(bs.GetBatches(), batchInterval(job.GetSpec()), time.Now())
 	}
 	lag, err := s.lag(ctx, name)
 	if err != nil {
-		sum.LagError = err.Error()
+		sum.LagError = status.Convert(err).Message()
 	} else {
 		sum.Lag = &lag
 	}
@@ -209,7 +211,7 @@ func (s *server) job(w http.ResponseWriter, r *http.Request) {
 		out.Batches = append(out.Batches, pj(b))
 	}
 	if offs, err := s.offsets(ctx, name); err != nil {
-		out.OffsetsError = err.Error()
+		out.OffsetsError = status.Convert(err).Message()
 	} else {
 		out.Offsets = pj(offs)
 	}

@@ -16,23 +16,24 @@ func batchInterval(spec *sluicev1.JobSpec) time.Duration {
 	return defaultBatchInterval
 }
 
-// inputRate is Spark's input rate: records read per second of batch
-// interval, averaged over the committed batches given (planned ones have
-// not read anything yet); 0 with none.
-func inputRate(batches []*sluicev1.Batch, interval time.Duration) float64 {
+// inputRate is Spark's input rate over the last rateBatches ticks: the
+// records of the committed batches whose batch time falls in that window,
+// per second. A tick with nothing to read makes no batch, so an idle job's
+// rate falls to 0 rather than keeping the rate of its last batches.
+func inputRate(batches []*sluicev1.Batch, interval time.Duration, now time.Time) float64 {
+	if interval <= 0 {
+		return 0
+	}
+	window := rateBatches * interval
+	since := now.Add(-window)
 	var records int64
-	n := 0
 	for _, b := range batches {
-		if b.GetState() != sluicev1.BatchState_BATCH_STATE_COMMITTED {
+		if b.GetState() != sluicev1.BatchState_BATCH_STATE_COMMITTED || !b.GetBatchTime().AsTime().After(since) {
 			continue
 		}
 		records += b.GetMetrics().GetRecordsIn()
-		n++
 	}
-	if n == 0 || interval <= 0 {
-		return 0
-	}
-	return float64(records) / (float64(n) * interval.Seconds())
+	return float64(records) / window.Seconds()
 }
 
 // totalLag sums the partitions' lag; a partition's negative lag (offsets
