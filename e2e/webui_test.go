@@ -406,3 +406,89 @@ func TestWebUIAuth(t *testing.T) {
 		t.Fatalf("after the admin's stop the job is %v (%v), want STOPPED", j.GetState(), err)
 	}
 }
+
+// TestWebUIStandby: a standby coordinator's UI reads the jobs from etcd,
+// names the leader, lists no workers (they connect to the leader) and
+// stops a job.
+func TestWebUIStandby(t *testing.T) {
+	const topic, job = "t", "on-standby"
+	tc := newTestCluster(t, clusterOptions{workers: 1, partitions: 2, topics: []string{topic}})
+	ctx := context.Background()
+	if _, err := tc.Client.Submit(ctx, countJob(job, tc.Brokers, topic)); err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	cfg := coordinator.DefaultConfig()
+	cfg.Etcd = tc.Etcd
+	cfg.AdvertiseAddr = freeAddr(t)
+	cfg.SessionTTL = 2 * time.Second
+	standby, err := coordinator.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- standby.Run(sctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("standby: %v", err)
+		}
+	})
+	ui := httptest.NewServer(webui.New(webui.Config{Jobs: standby.JobService(), Cluster: standby}))
+	t.Cleanup(func() {
+		ui.CloseClientConnections()
+		ui.Close()
+	})
+
+	var workers struct {
+		Cluster struct {
+			Leader     bool   `json:"leader"`
+			LeaderAddr string `json:"leaderAddr"`
+		} `json:"cluster"`
+		Workers []json.RawMessage `json:"workers"`
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for workers.Cluster.LeaderAddr != tc.Addr {
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby's UI names leader %q, want %s", workers.Cluster.LeaderAddr, tc.Addr)
+		}
+		resp, err := http.Get(ui.URL + "/api/workers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&workers)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if workers.Cluster.Leader || len(workers.Workers) != 0 {
+		t.Fatalf("the standby's UI says leader=%v with %d workers; want a standby without workers", workers.Cluster.Leader, len(workers.Workers))
+	}
+	resp, err := http.Get(ui.URL + "/api/jobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jobs struct {
+		Jobs []struct {
+			Job struct {
+				Spec struct {
+					Name string `json:"name"`
+				} `json:"spec"`
+				State string `json:"state"`
+			} `json:"job"`
+		} `json:"jobs"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&jobs)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || len(jobs.Jobs) != 1 || jobs.Jobs[0].Job.Spec.Name != job || jobs.Jobs[0].Job.State != "JOB_STATE_RUNNING" {
+		t.Fatalf("the standby's jobs: %d %+v (%v); want %s running", resp.StatusCode, jobs, err, job)
+	}
+	if code, msg := uiCall(t, "POST", ui.URL+"/api/jobs/"+job+"/stop", ""); code != 200 {
+		t.Fatalf("stop on the standby: %d %s", code, msg)
+	}
+	if j, err := tc.Client.Job(ctx, job); err != nil || j.GetState() != sluicev1.JobState_JOB_STATE_STOPPED {
+		t.Fatalf("after a stop on the standby the job is %v (%v), want STOPPED", j.GetState(), err)
+	}
+}

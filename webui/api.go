@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -36,14 +37,18 @@ var (
 )
 
 // pj encodes a message with protojson, the API's JSON mapping (as grpcurl
-// prints it).
+// prints it), compacted: protojson varies its spacing on purpose.
 func pj(m proto.Message) json.RawMessage {
 	b, err := protojson.Marshal(m)
 	if err != nil {
 		// Every message here is a valid one the JobService built.
 		return json.RawMessage(`null`)
 	}
-	return b
+	var out bytes.Buffer
+	if json.Compact(&out, b) != nil {
+		return b
+	}
+	return out.Bytes()
 }
 
 type clusterInfo struct {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
@@ -100,11 +99,7 @@ type sseStream struct {
 
 func (s *sseStream) Send(m *sluicev1.WatchBatchesResponse) error {
 	b := m.GetBatch()
-	data, err := protojson.Marshal(b)
-	if err != nil {
-		return fmt.Errorf("encode batch %d: %w", b.GetId(), err)
-	}
-	return s.event("batch", strconv.FormatInt(b.GetId(), 10), data)
+	return s.event("batch", strconv.FormatInt(b.GetId(), 10), pj(b))
 }
 
 // event writes one event; data must be one line (compact JSON is).

@@ -51,7 +51,9 @@ type Config struct {
 }
 
 // New returns the UI's handler: the app at /, its files under /static/ and
-// the API under /api/.
+// the API under /api/. Event streams last until the client leaves or the
+// request's context ends: give the http.Server a BaseContext that ends at
+// shutdown, or Shutdown waits for every open page.
 func New(cfg Config) http.Handler {
 	if cfg.Jobs == nil {
 		panic("webui: Config.Jobs is required")
