@@ -393,6 +393,7 @@ func TestWebUIAuth(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#stop`)),
 		chromedp.WaitVisible(chromedp.CSS(`#token-dialog[open]`)),
 	)
+	b.screenshot("token")
 	reason := evalIn[string](b, "read why a token is asked", `document.getElementById('token-reason').textContent`)
 	if !strings.Contains(reason, "needs role admin") {
 		t.Fatalf("the token dialog says %q; want why the viewer may not stop the job", reason)

@@ -267,7 +267,7 @@ function rangesCell(ranges) {
   const rs = (ranges || []).map((r) => `${r.topic}/${num(r.partition)} [${num(r.fromOffset)}, ${num(r.untilOffset)})`);
   if (rs.length <= 3) return el('td', { class: 'ranges' }, rs.join('\n') || '—');
   return el('td', { class: 'ranges' }, el('details', {},
-    el('summary', { text: `${rs.length} ranges: ${rs.slice(0, 2).join(', ')} …` }),
+    el('summary', { text: `${rs.length} ranges: ${rs[0]} …` }),
     el('div', {}, rs.map((r) => el('div', { text: r })))));
 }
 
@@ -296,7 +296,7 @@ function batchRow(b, intervalSec, fresh) {
     el('td', { class: 'num', text: committed ? fmtMs(durMs(m.processingTime)) : '—' }),
     el('td', { class: 'num', text: committed ? fmtMs(durMs(m.totalDelay)) : '—' }),
     el('td', { class: 'num', text: committed ? `${num(m.tasks)} / ${num(m.taskAttempts)}` + (num(m.speculativeTasks) ? ` (+${m.speculativeTasks} spec.)` : '') : '—' }),
-    el('td', { text: capText(b.cap) }),
+    el('td', { class: 'cap', text: capText(b.cap) }),
     rangesCell(b.ranges));
 }
 
@@ -325,10 +325,10 @@ function jobPage(name) {
     title, message, cards,
     el('h2', { text: 'Batches over time' }), charts,
     el('h2', { text: 'Recent batches' }),
-    el('table', { id: 'batches' }, el('thead', {}, el('tr', {},
+    el('div', { class: 'scroll' }, el('table', { id: 'batches' }, el('thead', {}, el('tr', {},
       ['Batch', 'Batch time', 'State', 'Records in', 'Input rate (/s)', 'Records out', 'Failed',
         'Scheduling delay', 'Processing time', 'Total delay', 'Tasks / attempts', 'Cap', 'Ranges']
-        .map((h, i) => el('th', { class: i === 1 || i === 2 || i >= 11 ? null : 'num', text: h })))), tbody),
+        .map((h, i) => el('th', { class: i === 1 || i === 2 || i >= 11 ? null : 'num', text: h })))), tbody)),
     el('h2', { text: 'Offsets and lag per partition' }), offError,
     el('table', { id: 'offsets' }, el('thead', {}, el('tr', {},
       ['Topic', 'Partition', 'Committed', 'Latest', 'Lag'].map((h, i) => el('th', { class: i ? 'num' : null, text: h })))), offBody),
