@@ -6,6 +6,7 @@ SHELL := bash
 BIN := $(CURDIR)/.tmp/bin
 export PATH := $(BIN):$(PATH)
 GO_TEST_FLAGS ?=
+FUZZ_TIME ?= 5m
 
 .PHONY: help
 help: ## Describe the targets
@@ -26,6 +27,10 @@ tools: ## Install the pinned tools (buf, protoc plugins, grpcurl) into .tmp/bin
 .PHONY: test
 test: tools ## Run every check and test: generated code, buf lint, vet, unit + integration (-race)
 	./scripts/test.sh
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZ_TIME each (default 5m), one at a time; FUZZ_PARALLEL workers
+	./scripts/fuzz.sh $(FUZZ_TIME)
 
 .PHONY: test-short
 test-short: ## Unit tests only

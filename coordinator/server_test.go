@@ -85,7 +85,25 @@ type server struct {
 	client *client.Client
 }
 
-var serverSeq atomic.Int64
+var (
+	prefixMu sync.Mutex
+	prefixes = map[*testing.T]string{}
+	runSeq   atomic.Int64
+)
+
+// testPrefix is the etcd prefix of t's coordinators: shared by those of
+// one test (a leader and its standby), and new on each run, so that
+// -count=N starts each run afresh.
+func testPrefix(t *testing.T) string {
+	prefixMu.Lock()
+	defer prefixMu.Unlock()
+	p, ok := prefixes[t]
+	if !ok {
+		p = fmt.Sprintf("/t-%s-%d/", strings.ReplaceAll(t.Name(), "/", "_"), runSeq.Add(1))
+		prefixes[t] = p
+	}
+	return p
+}
 
 // newServer starts a coordinator under a prefix of the test's own; tweak
 // may change its etcd client (before the coordinator holds it) and config.
@@ -110,8 +128,7 @@ func newServer(t *testing.T, tweak func(cli *clientv3.Client, cfg *coordinator.C
 	cfg := coordinator.DefaultConfig()
 	cfg.Etcd = cli
 	cfg.AdvertiseAddr = lis.Addr().String()
-	// Unique per run too, so that -count=N starts each run afresh.
-	cfg.Prefix = fmt.Sprintf("/t-%s-%d/", strings.ReplaceAll(t.Name(), "/", "_"), serverSeq.Add(1))
+	cfg.Prefix = testPrefix(t)
 	if tweak != nil {
 		tweak(cli, &cfg)
 	}
@@ -502,7 +519,7 @@ func TestLeaderCompactsEtcd(t *testing.T) {
 	}()
 	// Writes move the revision; the history before them must go.
 	for {
-		if _, err := s.etcd.Put(ctx, "/t-"+t.Name()+"/probe", "x"); err != nil {
+		if _, err := s.etcd.Put(ctx, testPrefix(t)+"probe", "x"); err != nil {
 			t.Fatal(err)
 		}
 		_, err := s.etcd.Get(ctx, "probe", clientv3.WithRev(before.Header.Revision))

@@ -310,6 +310,9 @@ func validateKafkaSink(k *sluicev1.KafkaSink) error {
 	if p := k.GetTransactionalIdPrefix(); p != "" && !regexp.MustCompile(`^[a-zA-Z0-9._-]{1,100}$`).MatchString(p) {
 		return invalid("sink.kafka.transactional_id_prefix", "%q: use letters, digits, '.', '_' or '-' (at most 100)", p)
 	}
+	if d := k.GetTransactionTimeout(); d != nil && d.CheckValid() != nil {
+		return invalid("sink.kafka.transaction_timeout", "%v", d.CheckValid())
+	}
 	if d := k.GetTransactionTimeout(); d != nil && (d.AsDuration() < time.Second || d.AsDuration() > time.Hour) {
 		return invalid("sink.kafka.transaction_timeout", "%s: use 1s to 1h (and at most the broker's transaction.max.timeout.ms)", d.AsDuration())
 	}

@@ -172,6 +172,10 @@ func TestValidateInvalid(t *testing.T) {
 		{name: "topic named dot", modify: func(s *sluicev1.JobSpec) { s.Source.Topics = []string{"."} }, wantField: "source.topics[0]"},
 		{name: "topic named dot dot", modify: func(s *sluicev1.JobSpec) { s.Source.Topics = []string{".."} }, wantField: "source.topics[0]"},
 		{name: "empty topic", modify: func(s *sluicev1.JobSpec) { s.Source.Topics = []string{""} }, wantField: "source.topics[0]"},
+		{name: "transaction timeout not a duration", modify: func(s *sluicev1.JobSpec) {
+			s.Aggregate = nil
+			s.Sink = &sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: &sluicev1.KafkaSink{Topic: "out", TransactionTimeout: &durationpb.Duration{Seconds: 5, Nanos: -1}}}}
+		}, wantField: "sink.kafka.transaction_timeout", wantInError: []string{"nanos"}},
 		{name: "topic name too long", modify: func(s *sluicev1.JobSpec) { s.Source.Topics = []string{strings.Repeat("t", 250)} }, wantField: "source.topics[0]"},
 		{name: "duplicate topic", modify: func(s *sluicev1.JobSpec) { s.Source.Topics = []string{"clicks", "orders.v1", "clicks"} }, wantField: "source.topics[2]", wantInError: []string{"twice"}},
 		{name: "owned property group.id", modify: func(s *sluicev1.JobSpec) { s.Source.Properties["group.id"] = "mine" }, wantField: "source.properties", wantInError: []string{"group.id"}},

@@ -361,6 +361,11 @@ func kinds(ks ...types.Kind) map[types.Kind]bool {
 	return m
 }
 
+// maxIssuesBytes bounds the text of CEL's issues in a compile error: CEL
+// quotes the source line (up to 16 KiB) under each of up to 100 errors, which
+// an expression on one long line turns into megabytes.
+const maxIssuesBytes = 4 << 10
+
 // compile parses and checks one expression and verifies its output type.
 func (p *Program) compile(e *cel.Env, field, src string, want map[types.Kind]bool, wantText string) (*expr, error) {
 	if strings.TrimSpace(src) == "" {
@@ -368,8 +373,9 @@ func (p *Program) compile(e *cel.Env, field, src string, want map[types.Kind]boo
 	}
 	ast, iss := e.Compile(src)
 	if iss.Err() != nil {
-		msg := iss.String()
-		if h := compileHint(msg); h != "" {
+		all := iss.String()
+		msg := SafeText(all, maxIssuesBytes)
+		if h := compileHint(all); h != "" {
 			msg += "\n" + h
 		}
 		return nil, &FieldError{Field: field, Expr: src, Err: &celError{msg: msg}}
@@ -379,7 +385,7 @@ func (p *Program) compile(e *cel.Env, field, src string, want map[types.Kind]boo
 		native := ast.NativeRep()
 		iss := cel.NewIssuesWithSourceInfo(common.NewErrors(ast.Source()), native.SourceInfo())
 		iss.ReportErrorAtID(native.Expr().ID(), "expression gives %s, want %s", out, wantText)
-		return nil, &FieldError{Field: field, Expr: src, Err: &celError{msg: iss.String()}}
+		return nil, &FieldError{Field: field, Expr: src, Err: &celError{msg: SafeText(iss.String(), maxIssuesBytes)}}
 	}
 	for _, ref := range ast.NativeRep().ReferenceMap() {
 		if ref.Name == "json" && len(ref.OverloadIDs) == 0 {

@@ -59,8 +59,12 @@ func (rs recordSizes) EstimateSize(n cost.AstNode) *cost.SizeEstimate {
 	recordSized := &cost.SizeEstimate{Min: 0, Max: rs.max}
 	if p := n.Path(); len(p) > 0 {
 		switch p[0] {
-		case "key", "value", "key_bytes", "value_bytes", "json", "headers":
+		case "key", "value", "key_bytes", "value_bytes", "json":
 			return recordSized
+		case "headers":
+			// Its names and values too, or headers['x'] + 'y' has no bound.
+			m := cost.MapSizeEstimate(*recordSized, *recordSized, *recordSized)
+			return &m
 		case "topic":
 			return &cost.SizeEstimate{Min: 1, Max: 249}
 		}

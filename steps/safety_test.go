@@ -259,6 +259,7 @@ func TestCompileAcceptsOrdinaryCosts(t *testing.T) {
 		"json.tags.distinct().size() == json.tags.size()",
 		"sets.intersects(json.a, json.b)",
 		"headers.exists(k, k.startsWith('x-'))",
+		"headers['x-id'] + '-' + key != ''",
 		"value.split(',').size() > 3",
 		"value.matches('^a.*b$') || regex.extract(value, 'id=([0-9]+)').hasValue()",
 		"json.parse(value).orValue([]).all(x, x > 1)",
