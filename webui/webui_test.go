@@ -322,3 +322,66 @@ func TestAuthRefusals(t *testing.T) {
 		t.Fatalf("GET / with auth on: %d", w.Code)
 	}
 }
+
+// chanJobs streams the batches sent on its channel.
+type chanJobs struct {
+	fakeJobs
+	batches chan *sluicev1.Batch
+}
+
+func (c *chanJobs) WatchBatches(_ *sluicev1.WatchBatchesRequest, s grpc.ServerStreamingServer[sluicev1.WatchBatchesResponse]) error {
+	for {
+		select {
+		case b := <-c.batches:
+			if err := s.Send(&sluicev1.WatchBatchesResponse{Batch: b}); err != nil {
+				return err
+			}
+		case <-s.Context().Done():
+			return s.Context().Err()
+		}
+	}
+}
+
+// TestEventsOutliveReadTimeout: a server's ReadTimeout (the ops listener
+// has one) does not end an open page's event stream.
+func TestEventsOutliveReadTimeout(t *testing.T) {
+	const readTimeout = 50 * time.Millisecond
+	jobs := &chanJobs{batches: make(chan *sluicev1.Batch)}
+	srv := httptest.NewUnstartedServer(New(Config{Jobs: jobs}))
+	srv.Config.ReadTimeout = readTimeout
+	srv.Start()
+	defer func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	}()
+	resp, err := http.Get(srv.URL + "/api/jobs/j/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	next := func() string {
+		t.Helper()
+		for sc.Scan() {
+			if id, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
+				return id
+			}
+		}
+		t.Fatalf("the stream ended: %v", sc.Err())
+		return ""
+	}
+	jobs.batches <- committed(1, 1)
+	if id := next(); id != "1" {
+		t.Fatalf("event id %s, want 1", id)
+	}
+	// Well past the read timeout, the stream still delivers.
+	time.Sleep(6 * readTimeout)
+	select {
+	case jobs.batches <- committed(2, 1):
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream's watch ended past the server's read timeout")
+	}
+	if id := next(); id != "2" {
+		t.Fatalf("event id %s, want 2", id)
+	}
+}
