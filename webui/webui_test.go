@@ -231,6 +231,9 @@ func TestAPI(t *testing.T) {
 			t.Errorf("GET %s: %d", p, w.Code)
 		}
 	}
+	if w := get(t, h, "GET", "/static/vendor/"); w.Code != 404 {
+		t.Errorf("GET /static/vendor/: %d, want 404 (no listings)", w.Code)
+	}
 }
 
 // TestEvents: batches after `after` (or Last-Event-ID) arrive as events
