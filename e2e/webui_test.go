@@ -186,7 +186,8 @@ func lastBatchID(t *testing.T, tc *testCluster, job string) int64 {
 // TestWebUI drives the web UI in headless chromium against a running
 // cluster: the jobs page lists the job, the job page draws its charts and
 // shows a new batch as it is committed, without a reload, the workers
-// page lists the workers, and the stop button stops the job.
+// page lists the workers, the stop button stops the job and the resume
+// button resumes it.
 func TestWebUI(t *testing.T) {
 	const topic, job, parts = "clicks", "clicks-per-user", 4
 	b := newBrowser(t)
@@ -288,6 +289,12 @@ func TestWebUI(t *testing.T) {
 	if j.GetState() != sluicev1.JobState_JOB_STATE_STOPPED {
 		t.Fatalf("after the stop button the job is %v, want STOPPED", j.GetState())
 	}
+
+	// Resume, and the job goes on from its offsets.
+	b.do("resume the job", chromedp.Click(chromedp.CSS(`#resume`)))
+	b.waitJS("the page shows the job running", `document.querySelector('#job-state .state').textContent === 'RUNNING' && document.getElementById('stop').disabled === false`)
+	produceWave(t, pr, topic, parts, 40, ends)
+	tc.waitOffsets(job, ends, time.Minute)
 }
 
 // uiCall makes one request to the web UI's API with token ("" none) and
