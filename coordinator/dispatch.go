@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -57,6 +58,9 @@ type workerConn struct {
 	once   sync.Once
 
 	inflight int // dispatches sent and not yet released; guarded by dispatcher.mu
+	// lastSeen is when the worker's stream last delivered a message (a
+	// heartbeat or a result), in Unix nanoseconds.
+	lastSeen atomic.Int64
 }
 
 func (w *workerConn) close() { w.once.Do(func() { close(w.done) }) }
@@ -128,6 +132,7 @@ func (d *dispatcher) register(reg *sluicev1.Register) *workerConn {
 	// Room for a task and a cancel per slot: sends to a live stream never
 	// block for long.
 	w.send = make(chan *sluicev1.ConnectResponse, 2*w.slots+16)
+	w.lastSeen.Store(time.Now().UnixNano())
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if old, ok := d.workers[w.id]; ok {
