@@ -157,7 +157,7 @@ func New(cfg Config) (*Coordinator, error) {
 		registry:   reg,
 	}
 	c.metrics = newMetrics(reg, func() float64 { return float64(len(c.dispatcher.liveWorkers())) })
-	c.ops = ops.New(ops.Config{Addr: cfg.HTTPAddr, Gatherer: reg, Ready: c.ready, Logger: logger.Named("http")})
+	c.ops = ops.New(ops.Config{Addr: cfg.HTTPAddr, Gatherer: reg, Ready: c.ready, TLS: cfg.TLS, Logger: logger.Named("http")})
 	return c, nil
 }
 

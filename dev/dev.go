@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/coordinator"
+	"github.com/sluice-stream/sluice/webui"
 	"github.com/sluice-stream/sluice/worker"
 )
 
@@ -158,6 +159,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	webui.Mount(coord, ccfg.Auth, cfg.Logger)
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("listen --grpc-addr %s: %w", cfg.GRPCAddr, err)
@@ -186,7 +188,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	printBanner(cfg, bootstrap, sec)
 	if cfg.HTTPAddr != "" {
-		fmt.Fprintf(cfg.Out, "Metrics and health:\n  curl http://%s/metrics\n  curl http://%[1]s/readyz\n\n", cfg.HTTPAddr)
+		url, curl := "http://"+cfg.HTTPAddr, "curl"
+		if sec != nil {
+			url, curl = "https://"+cfg.HTTPAddr, "curl --cacert "+sec.certs.CA()
+		}
+		fmt.Fprintf(cfg.Out, "Web UI: %s/\nMetrics and health:\n  %s %[1]s/metrics\n  %[2]s %[1]s/readyz\n\n", url, curl)
 	}
 	if cfg.Demo.Enabled {
 		var dial []grpc.DialOption

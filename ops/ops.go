@@ -5,6 +5,7 @@ package ops
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -26,7 +27,12 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// Ready says whether the process can do its work; /readyz answers 503
 	// with the error's text while it returns one. Nil: always ready.
-	Ready  func(ctx context.Context) error
+	Ready func(ctx context.Context) error
+	// TLS, if set, serves HTTPS with the process's server certificate (the
+	// coordinator's gRPC one). A client certificate is checked when one is
+	// given but never required: probes and scrapers have none, and the web
+	// UI's API asks for a token (or that certificate) itself.
+	TLS    *tls.Config
 	Logger hclog.Logger
 }
 
@@ -92,6 +98,13 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("ops: listen %s: %w", s.cfg.Addr, err)
 	}
+	if s.cfg.TLS != nil {
+		tc := s.cfg.TLS.Clone()
+		if tc.ClientAuth == tls.RequireAndVerifyClientCert {
+			tc.ClientAuth = tls.VerifyClientCertIfGiven
+		}
+		lis = tls.NewListener(lis, tc)
+	}
 	s.mu.Lock()
 	s.lis = lis
 	s.mu.Unlock()
@@ -117,8 +130,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	if lis == nil {
 		return errors.New("ops: Serve before Listen")
 	}
+	// Requests (a web UI's event streams) end when serving does, rather
+	// than hold Shutdown for its whole grace period.
+	baseCtx, endRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer endRequests()
 	hs := &http.Server{
-		Handler: s.mux,
+		Handler:     s.mux,
+		BaseContext: func(net.Listener) context.Context { return baseCtx },
 		// A slow or idle client must not hold a connection forever; the
 		// write timeout leaves room for a large scrape and for a web UI's
 		// server-sent events, which set their own deadlines.
@@ -136,6 +154,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return fmt.Errorf("ops: serve: %w", err)
 	case <-ctx.Done():
 	}
+	endRequests()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-stream/sluice/auth"
 )
 
 func TestEndpoints(t *testing.T) {
@@ -64,5 +66,44 @@ func TestListenError(t *testing.T) {
 	err := s.Run(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "ops: listen 256.0.0.1:1") {
 		t.Errorf("Run on a bad address = %v, want an error naming it", err)
+	}
+}
+
+// With the coordinator's mutual-TLS config the listener serves HTTPS, and
+// a client without a certificate (a probe, a scraper) still gets through.
+func TestTLSWithoutClientCertificate(t *testing.T) {
+	certs, err := auth.EnsureDevCerts(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS, err := auth.ServerTLS(certs.ServerCert(), certs.ServerKey(), certs.CA())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Addr: "127.0.0.1:0", TLS: serverTLS})
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	clientTLS, err := auth.ClientTLS(certs.CA(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS}}
+	resp, err := hc.Get("https://" + s.Addr() + "/healthz")
+	if err != nil {
+		t.Fatalf("GET /healthz over TLS without a client certificate: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /healthz: %s", resp.Status)
+	}
+	if resp, err := http.Get("http://" + s.Addr() + "/healthz"); err == nil && resp.StatusCode == http.StatusOK {
+		resp.Body.Close()
+		t.Errorf("plain HTTP on the TLS listener answered 200")
 	}
 }

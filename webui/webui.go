@@ -114,3 +114,13 @@ type server struct {
 	cfg Config
 	log hclog.Logger
 }
+
+// Mount serves the UI of coordinator c at / of its operations listener
+// (coordinator.Config.HTTPAddr), authorized by a like its gRPC API (nil:
+// open, as gRPC is then). Call it before c.Run.
+func Mount(c *coordinator.Coordinator, a *auth.Authenticator, logger hclog.Logger) {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	c.Handle("/", New(Config{Jobs: c.JobService(), Cluster: c, Auth: a, Logger: logger.Named("webui")}))
+}

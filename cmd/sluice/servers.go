@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/coordinator"
+	"github.com/sluice-stream/sluice/webui"
 	"github.com/sluice-stream/sluice/dev"
 	"github.com/sluice-stream/sluice/failpoint"
 	"github.com/sluice-stream/sluice/worker"
@@ -188,6 +189,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	webui.Mount(c, cfg.Auth, logger)
 	lis, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listen --grpc-addr: %w", err)
