@@ -55,7 +55,12 @@ type Config struct {
 	// cluster and client properties; the least recently used is closed.
 	// Default (0) kafkasrc.DefaultAdminCapacity.
 	KafkaAdminClients int
-	Logger            hclog.Logger
+	// KafkaPolicy is what jobs may put in the Kafka clients made for them
+	// (allowed properties, the directory of file properties, the bootstrap
+	// servers); checked at submit and before a stored job runs, and by the
+	// coordinator's admin clients.
+	KafkaPolicy kafkasrc.Policy
+	Logger      hclog.Logger
 	// Hooks are failure points for tests.
 	Hooks Hooks
 }
@@ -125,7 +130,7 @@ func New(cfg Config) (*Coordinator, error) {
 }
 
 func newAdminPool(cfg Config, logger hclog.Logger) *kafkasrc.AdminPool {
-	var opts []kafkasrc.Option
+	opts := []kafkasrc.Option{kafkasrc.WithCheck(cfg.KafkaPolicy.CheckCluster)}
 	if cfg.KafkaAdminClients > 0 {
 		opts = append(opts, kafkasrc.WithCapacity(cfg.KafkaAdminClients))
 	}
@@ -349,7 +354,7 @@ func (c *Coordinator) startRunner(ctx context.Context, store *offsetstore.Store,
 		for {
 			r := &jobRunner{
 				name: name, spec: job.GetSpec(), specVersion: specVersion, incarnation: job.GetIncarnation(), store: store,
-				dispatcher: c.dispatcher, admins: c.admins, keep: c.cfg.KeepBatches, keepBytes: c.cfg.KeepBytes,
+				dispatcher: c.dispatcher, admins: c.admins, policy: c.cfg.KafkaPolicy, keep: c.cfg.KeepBatches, keepBytes: c.cfg.KeepBytes,
 				logger: logger, hooks: c.cfg.Hooks, message: job.GetMessage(), now: time.Now,
 			}
 			err := r.run(rctx)

@@ -42,6 +42,7 @@ type jobRunner struct {
 	store       *offsetstore.Store // fenced by leadership
 	dispatcher  *dispatcher
 	admins      *kafkasrc.AdminPool
+	policy      kafkasrc.Policy // the operator's, checked before the job runs
 	keep        int64
 	keepBytes   int64
 	logger      hclog.Logger
@@ -99,6 +100,11 @@ func (r *jobRunner) run(ctx context.Context) error {
 }
 
 func (r *jobRunner) loop(ctx context.Context) error {
+	// A job stored before the policy, or under a looser one, fails here
+	// alone, before any Kafka client is made for it.
+	if err := CheckPolicy(r.spec, r.policy); err != nil {
+		return jobFailure("%v", err)
+	}
 	var prevTime time.Time
 	nextID := int64(1)
 	if !jobspec.Transactional(r.spec) {

@@ -58,6 +58,22 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 	if err := Validate(spec); err != nil {
 		return nil, toStatus(err)
 	}
+	spec = proto.Clone(spec).(*sluicev1.JobSpec)
+	var old offsetstore.Versioned[*sluicev1.Job]
+	if req.GetUpdate() {
+		var err error
+		if old, err = s.c.store.Job(ctx, spec.GetName()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	// Before any Kafka client is made for the spec: its credentials are
+	// the stored ones, and the policy allows its clusters and properties.
+	if err := keepSecrets(spec, old.Value.GetSpec()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := CheckPolicy(spec, s.c.cfg.KafkaPolicy); err != nil {
+		return nil, toStatus(err)
+	}
 	if err := s.checkTransactionTimeout(ctx, spec); err != nil {
 		return nil, err
 	}
@@ -71,11 +87,7 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 			}
 			return nil, toStatus(err)
 		}
-		return &sluicev1.SubmitJobResponse{Job: s.withProgress(ctx, job)}, nil
-	}
-	old, err := s.c.store.Job(ctx, spec.GetName())
-	if err != nil {
-		return nil, toStatus(err)
+		return &sluicev1.SubmitJobResponse{Job: redacted(s.withProgress(ctx, job))}, nil
 	}
 	// An update keeps the incarnation: the offsets, and the Kafka group and
 	// transactional ids that go with them, are the same job's.
@@ -84,7 +96,7 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 	if err := s.c.store.UpdateJob(ctx, job, old.ModRevision); err != nil {
 		return nil, toStatus(err)
 	}
-	return &sluicev1.SubmitJobResponse{Job: s.withProgress(ctx, job)}, nil
+	return &sluicev1.SubmitJobResponse{Job: redacted(s.withProgress(ctx, job))}, nil
 }
 
 // checkTransactionTimeout refuses a transactional Kafka sink whose
@@ -132,6 +144,9 @@ func (s *jobServer) ListTransactions(ctx context.Context, req *sluicev1.ListTran
 	if !jobspec.Transactional(v.Value.GetSpec()) {
 		return &sluicev1.ListTransactionsResponse{}, nil
 	}
+	if err := CheckPolicy(v.Value.GetSpec(), s.c.cfg.KafkaPolicy); err != nil {
+		return nil, toStatus(err)
+	}
 	txns, err := s.c.transactions(ctx, v.Value)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "ask Kafka for the transactions: %v", err)
@@ -150,6 +165,9 @@ func (s *jobServer) AbortTransactions(ctx context.Context, req *sluicev1.AbortTr
 	v, err := s.settled(ctx, req.GetJob(), "abort its transactions (stopping it aborts them)")
 	if err != nil {
 		return nil, err
+	}
+	if err := CheckPolicy(v.Value.GetSpec(), s.c.cfg.KafkaPolicy); err != nil {
+		return nil, toStatus(err)
 	}
 	aborted, err := s.c.abortTransactions(ctx, v.Value)
 	if err != nil {
@@ -174,7 +192,7 @@ func (s *jobServer) GetJob(ctx context.Context, req *sluicev1.GetJobRequest) (*s
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &sluicev1.GetJobResponse{Job: s.withProgress(ctx, v.Value)}, nil
+	return &sluicev1.GetJobResponse{Job: redacted(s.withProgress(ctx, v.Value))}, nil
 }
 
 func (s *jobServer) ListJobs(ctx context.Context, _ *sluicev1.ListJobsRequest) (*sluicev1.ListJobsResponse, error) {
@@ -182,8 +200,8 @@ func (s *jobServer) ListJobs(ctx context.Context, _ *sluicev1.ListJobsRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	for _, j := range jobs {
-		s.withProgress(ctx, j)
+	for i, j := range jobs {
+		jobs[i] = redacted(s.withProgress(ctx, j))
 	}
 	return &sluicev1.ListJobsResponse{Jobs: jobs}, nil
 }
@@ -195,7 +213,7 @@ func (s *jobServer) StopJob(ctx context.Context, req *sluicev1.StopJobRequest) (
 			return nil, toStatus(err)
 		}
 		if v.Value.GetState() != sluicev1.JobState_JOB_STATE_RUNNING {
-			return &sluicev1.StopJobResponse{Job: s.withProgress(ctx, v.Value)}, nil
+			return &sluicev1.StopJobResponse{Job: redacted(s.withProgress(ctx, v.Value))}, nil
 		}
 		v.Value.State = sluicev1.JobState_JOB_STATE_STOPPED
 		v.Value.Message = ""
@@ -207,7 +225,7 @@ func (s *jobServer) StopJob(ctx context.Context, req *sluicev1.StopJobRequest) (
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		return &sluicev1.StopJobResponse{Job: s.withProgress(ctx, v.Value)}, nil
+		return &sluicev1.StopJobResponse{Job: redacted(s.withProgress(ctx, v.Value))}, nil
 	}
 	return nil, status.Errorf(codes.Aborted, "job %q kept changing; try again", req.GetName())
 }
@@ -230,7 +248,7 @@ func (s *jobServer) ResumeJob(ctx context.Context, req *sluicev1.ResumeJobReques
 		return nil, toStatus(err)
 	}
 	if v.Value.GetState() == sluicev1.JobState_JOB_STATE_RUNNING {
-		return &sluicev1.ResumeJobResponse{Job: s.withProgress(ctx, v.Value)}, nil
+		return &sluicev1.ResumeJobResponse{Job: redacted(s.withProgress(ctx, v.Value))}, nil
 	}
 	v.Value.State = sluicev1.JobState_JOB_STATE_RUNNING
 	v.Value.Message = ""
@@ -238,7 +256,7 @@ func (s *jobServer) ResumeJob(ctx context.Context, req *sluicev1.ResumeJobReques
 	if err := s.c.store.UpdateJob(ctx, v.Value, v.ModRevision); err != nil {
 		return nil, toStatus(err)
 	}
-	return &sluicev1.ResumeJobResponse{Job: s.withProgress(ctx, v.Value)}, nil
+	return &sluicev1.ResumeJobResponse{Job: redacted(s.withProgress(ctx, v.Value))}, nil
 }
 
 func (s *jobServer) ResetOffsets(ctx context.Context, req *sluicev1.ResetOffsetsRequest) (*sluicev1.ResetOffsetsResponse, error) {
@@ -247,6 +265,9 @@ func (s *jobServer) ResetOffsets(ctx context.Context, req *sluicev1.ResetOffsets
 		return nil, err
 	}
 	spec := v.Value.GetSpec()
+	if err := CheckPolicy(spec, s.c.cfg.KafkaPolicy); err != nil {
+		return nil, toStatus(err)
+	}
 	topics := map[string]bool{}
 	for _, t := range spec.GetSource().GetTopics() {
 		topics[t] = true
@@ -448,10 +469,12 @@ func (s *jobServer) watchBatches(ctx context.Context, job string, rev int64, sen
 	return false, toStatus(ctx.Err())
 }
 
-// Results pages: at most maxResultsLimit results, and about maxPageBytes.
+// Results pages: at most jobspec.MaxResultsPage results (a larger limit is
+// that maximum: the page says where the next starts), and about
+// maxPageBytes.
 const (
-	defaultResultsLimit = 100
-	maxResultsLimit     = 1000
+	defaultResultsLimit = jobspec.DefaultResultsPage
+	maxResultsLimit     = jobspec.MaxResultsPage
 	maxPageBytes        = 4 << 20
 )
 

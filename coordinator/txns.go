@@ -34,6 +34,9 @@ func (c *Coordinator) abortTransactions(ctx context.Context, job *sluicev1.Job) 
 // incarnation known to Kafka.
 func (c *Coordinator) transactions(ctx context.Context, job *sluicev1.Job) ([]kafkasrc.TxnInfo, error) {
 	spec, inc := job.GetSpec(), job.GetIncarnation()
+	if err := CheckPolicy(spec, c.cfg.KafkaPolicy); err != nil {
+		return nil, err // no Kafka client sees a refused property
+	}
 	r := &jobRunner{spec: spec, name: spec.GetName(), logger: c.logger}
 	admin, err := c.admins.Get(r.cluster())
 	if err != nil {

@@ -3,10 +3,14 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sluice-stream/sluice/jobspec"
 	"github.com/sluice-stream/sluice/kafkasrc"
@@ -38,6 +42,9 @@ func invalid(field, format string, args ...any) error {
 func Validate(spec *sluicev1.JobSpec) error {
 	if spec == nil {
 		return invalid("spec", "a job spec is required")
+	}
+	if err := validateSizes(spec); err != nil {
+		return err
 	}
 	if !jobNameRE.MatchString(spec.GetName()) {
 		return invalid("name", "%q must be 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit", spec.GetName())
@@ -315,4 +322,92 @@ func validateKafkaSink(k *sluicev1.KafkaSink) error {
 		}
 	}
 	return nil
+}
+
+// validateSizes refuses a spec above the bounds of jobspec/limits.go,
+// naming the field and the bound; it runs before anything is compiled.
+func validateSizes(spec *sluicev1.JobSpec) error {
+	if n := proto.Size(spec); n > jobspec.MaxSpecBytes {
+		return invalid("spec", "%d bytes encoded: at most %d", n, jobspec.MaxSpecBytes)
+	}
+	if n := len(spec.GetName()); n > jobspec.MaxNameLength {
+		return invalid("name", "%d characters: at most %d", n, jobspec.MaxNameLength)
+	}
+	if n := len(spec.GetSteps()); n > jobspec.MaxSteps {
+		return invalid("steps", "%d steps: at most %d", n, jobspec.MaxSteps)
+	}
+	exprs := []struct{ field, src string }{
+		{"aggregate.key", spec.GetAggregate().GetKey()},
+		{"aggregate.value", spec.GetAggregate().GetValue()},
+		{"sink.kafka.topic_expr", spec.GetSink().GetKafka().GetTopicExpr()},
+		{"sink.kafka.partition_expr", spec.GetSink().GetKafka().GetPartitionExpr()},
+	}
+	for i, st := range spec.GetSteps() {
+		exprs = append(exprs,
+			struct{ field, src string }{fmt.Sprintf("steps[%d].filter", i), st.GetFilter()},
+			struct{ field, src string }{fmt.Sprintf("steps[%d].map.key", i), st.GetMap().GetKey()},
+			struct{ field, src string }{fmt.Sprintf("steps[%d].map.value", i), st.GetMap().GetValue()})
+	}
+	for name, src := range spec.GetSink().GetKafka().GetHeaders() {
+		exprs = append(exprs, struct{ field, src string }{fmt.Sprintf("sink.kafka.headers[%q]", name), src})
+	}
+	for _, e := range exprs {
+		if n := len(e.src); n > jobspec.MaxExpressionLength {
+			return invalid(e.field, "expression of %d bytes: at most %d", n, jobspec.MaxExpressionLength)
+		}
+	}
+	entries := []struct {
+		field string
+		m     map[string]string
+	}{
+		{"source.properties", spec.GetSource().GetProperties()},
+		{"sink.kafka.properties", spec.GetSink().GetKafka().GetProperties()},
+		{"sink.kafka.headers", spec.GetSink().GetKafka().GetHeaders()},
+	}
+	for _, m := range entries {
+		if n := len(m.m); n > jobspec.MaxProperties {
+			return invalid(m.field, "%d entries: at most %d", n, jobspec.MaxProperties)
+		}
+		for _, k := range slices.Sorted(maps.Keys(m.m)) {
+			if n := len(k); n > jobspec.MaxPropertyNameLength {
+				return invalid(m.field, "name %.40q... of %d bytes: at most %d", k, n, jobspec.MaxPropertyNameLength)
+			}
+			if n := len(m.m[k]); n > jobspec.MaxPropertyValueLength {
+				return invalid(m.field, "%q: value of %d bytes: at most %d", k, n, jobspec.MaxPropertyValueLength)
+			}
+		}
+	}
+	return nil
+}
+
+// CheckPolicy checks the job's Kafka clusters and client properties against
+// the operator's policy (see kafkasrc.Policy): at submit, and before a
+// stored job runs, since it may predate the policy.
+func CheckPolicy(spec *sluicev1.JobSpec, p kafkasrc.Policy) error {
+	src := spec.GetSource()
+	if err := p.CheckBootstrap(src.GetBootstrapServers()); err != nil {
+		return invalid("source.bootstrap_servers", "%v", unwrapped(err))
+	}
+	if err := p.CheckProperties(src.GetProperties()); err != nil {
+		return invalid("source.properties", "%v", unwrapped(err))
+	}
+	k := spec.GetSink().GetKafka()
+	if k == nil {
+		return nil
+	}
+	if b := k.GetBootstrapServers(); b != "" {
+		if err := p.CheckBootstrap(b); err != nil {
+			return invalid("sink.kafka.bootstrap_servers", "%v", unwrapped(err))
+		}
+	}
+	if err := p.CheckProperties(k.GetProperties()); err != nil {
+		return invalid("sink.kafka.properties", "%v", unwrapped(err))
+	}
+	return nil
+}
+
+// unwrapped is a policy error's message without the sentinel's tail,
+// which tells a user nothing the field does not.
+func unwrapped(err error) string {
+	return strings.TrimSuffix(err.Error(), ": "+kafkasrc.ErrRefusedProperty.Error())
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/offsetstore"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
@@ -435,6 +436,12 @@ func TestToStatus(t *testing.T) {
 			wantField: "steps[0].filter",
 		},
 		{
+			name:     "property refused by the kafka policy",
+			err:      fmt.Errorf("admin for k:9092: %w", kafkasrc.Policy{}.CheckProperties(map[string]string{"plugin.library.paths": "x.so"})),
+			wantCode: codes.InvalidArgument,
+			wantMsg:  `"plugin.library.paths"`,
+		},
+		{
 			name:      "wrapped validation error",
 			err:       fmt.Errorf("submit: %w", &ValidationError{Field: "steps[0].filter", Reason: "bad"}),
 			wantCode:  codes.InvalidArgument,
@@ -488,5 +495,126 @@ func TestToStatusNilAndStatus(t *testing.T) {
 	in := status.Error(codes.ResourceExhausted, "slow down")
 	if got := toStatus(in); got != in {
 		t.Errorf("toStatus(%v) = %v, want the same status error", in, got)
+	}
+}
+
+// Specs above the bounds of jobspec/limits.go are refused naming the field
+// and the bound.
+func TestValidateSizes(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("x", n) }
+	tests := []struct {
+		name        string
+		modify      func(s *sluicev1.JobSpec)
+		wantField   string
+		wantInError []string
+	}{
+		{"spec too large", func(s *sluicev1.JobSpec) {
+			for i := range 5 {
+				s.Source.Properties[fmt.Sprintf("ssl.ca.pem%d", i)] = long(60 << 10)
+			}
+		}, "spec", []string{"at most 262144"}},
+		{"too many steps", func(s *sluicev1.JobSpec) {
+			setFilters(s, slicesRepeat("true", 65)...)
+		}, "steps", []string{"65 steps: at most 64"}},
+		{"filter too long", func(s *sluicev1.JobSpec) { setFilters(s, "true", `"`+long(20000)+`" != ""`) },
+			"steps[1].filter", []string{"at most 16384"}},
+		{"map value too long", func(s *sluicev1.JobSpec) {
+			s.Steps = []*sluicev1.Step{{Kind: &sluicev1.Step_Map{Map: &sluicev1.MapStep{Value: `"` + long(17000) + `"`}}}}
+		}, "steps[0].map.value", []string{"at most 16384"}},
+		{"aggregate key too long", func(s *sluicev1.JobSpec) { s.Aggregate.Key = `"` + long(17000) + `"` },
+			"aggregate.key", []string{"at most 16384"}},
+		{"too many properties", func(s *sluicev1.JobSpec) {
+			for i := range 65 {
+				s.Source.Properties[fmt.Sprintf("p%d", i)] = "1"
+			}
+		}, "source.properties", []string{"entries: at most 64"}},
+		{"property value too long", func(s *sluicev1.JobSpec) { s.Source.Properties["ssl.ca.pem"] = long(70 << 10) },
+			"source.properties", []string{`"ssl.ca.pem"`, "at most 65536"}},
+		{"sink header expression too long", func(s *sluicev1.JobSpec) {
+			s.Aggregate = nil
+			s.Sink = &sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: &sluicev1.KafkaSink{Topic: "out", Headers: map[string]string{"h": long(17000)}}}}
+		}, `sink.kafka.headers["h"]`, []string{"at most 16384"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := validJobSpec()
+			tc.modify(s)
+			err := Validate(s)
+			var ve *ValidationError
+			if !errors.As(err, &ve) || ve.Field != tc.wantField {
+				t.Fatalf("Validate = %v, want a *ValidationError for %s", err, tc.wantField)
+			}
+			for _, sub := range tc.wantInError {
+				if !strings.Contains(err.Error(), sub) {
+					t.Errorf("Validate = %q, want it to contain %q", err, sub)
+				}
+			}
+		})
+	}
+}
+
+func slicesRepeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
+
+// CheckPolicy names the field and the property that the operator's policy
+// refuses, in the source and in the Kafka sink.
+func TestCheckPolicy(t *testing.T) {
+	kafkaSink := func(s *sluicev1.JobSpec, k *sluicev1.KafkaSink) {
+		s.Aggregate = nil
+		s.Sink = &sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: k}}
+	}
+	tests := []struct {
+		name        string
+		policy      kafkasrc.Policy
+		modify      func(s *sluicev1.JobSpec)
+		wantField   string // "" = allowed
+		wantInError []string
+	}{
+		{name: "valid spec", modify: func(*sluicev1.JobSpec) {}},
+		{name: "code in the source", modify: func(s *sluicev1.JobSpec) { s.Source.Properties["plugin.library.paths"] = "/nonexistent.so" },
+			wantField: "source.properties", wantInError: []string{`"plugin.library.paths"`, "--allow-kafka-property"}},
+		{name: "allowed by the operator", policy: kafkasrc.Policy{Allow: []string{"plugin.library.paths"}},
+			modify: func(s *sluicev1.JobSpec) { s.Source.Properties["plugin.library.paths"] = "/opt/p.so" }},
+		{name: "command in the sink", modify: func(s *sluicev1.JobSpec) {
+			kafkaSink(s, &sluicev1.KafkaSink{Topic: "out", Properties: map[string]string{"sasl.kerberos.kinit.cmd": "id"}})
+		}, wantField: "sink.kafka.properties", wantInError: []string{`"sasl.kerberos.kinit.cmd"`}},
+		{name: "typo", modify: func(s *sluicev1.JobSpec) { s.Source.Properties["fetch.max.byte"] = "1" },
+			wantField: "source.properties", wantInError: []string{`"fetch.max.byte"`}},
+		{name: "source bootstrap not allowed", policy: kafkasrc.Policy{Bootstrap: []string{"localhost:9092"}},
+			modify: func(*sluicev1.JobSpec) {}, wantField: "source.bootstrap_servers", wantInError: []string{`"localhost:9093"`}},
+		{name: "sink bootstrap not allowed", policy: kafkasrc.Policy{Bootstrap: []string{"localhost:9092", "localhost:9093"}},
+			modify: func(s *sluicev1.JobSpec) {
+				kafkaSink(s, &sluicev1.KafkaSink{Topic: "out", BootstrapServers: "elsewhere:9092"})
+			}, wantField: "sink.kafka.bootstrap_servers", wantInError: []string{`"elsewhere:9092"`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := validJobSpec()
+			tc.modify(s)
+			err := CheckPolicy(s, tc.policy)
+			if tc.wantField == "" {
+				if err != nil {
+					t.Fatalf("CheckPolicy = %v, want nil", err)
+				}
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) || ve.Field != tc.wantField {
+				t.Fatalf("CheckPolicy = %v, want a *ValidationError for %s", err, tc.wantField)
+			}
+			if st := status.Convert(toStatus(err)); st.Code() != codes.InvalidArgument {
+				t.Errorf("code %s, want InvalidArgument", st.Code())
+			}
+			for _, sub := range tc.wantInError {
+				if !strings.Contains(err.Error(), sub) {
+					t.Errorf("CheckPolicy = %q, want it to contain %q", err, sub)
+				}
+			}
+		})
 	}
 }

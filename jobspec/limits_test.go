@@ -36,3 +36,21 @@ func TestSpeculationMultiplier(t *testing.T) {
 		}
 	}
 }
+
+// The bounds fit what carries them: a task result with the largest output
+// fits a gRPC message, and a spec fits an etcd request (1.4 MiB by default)
+// with room for the rest of the job record.
+func TestBoundsFit(t *testing.T) {
+	if MaxTaskOutputBytes >= MaxGRPCMessageBytes {
+		t.Errorf("MaxTaskOutputBytes %d does not leave room in a %d-byte message", MaxTaskOutputBytes, MaxGRPCMessageBytes)
+	}
+	if MaxSpecBytes > 1<<20 {
+		t.Errorf("MaxSpecBytes %d leaves too little of an etcd request", MaxSpecBytes)
+	}
+	if MaxPropertyValueLength*2 > MaxSpecBytes || MaxExpressionLength*2 > MaxSpecBytes {
+		t.Errorf("one value or expression may take half a spec")
+	}
+	if DefaultResultsPage > MaxResultsPage {
+		t.Errorf("DefaultResultsPage %d above MaxResultsPage %d", DefaultResultsPage, MaxResultsPage)
+	}
+}

@@ -397,6 +397,7 @@ const DefaultAdminCapacity = 64
 type AdminPool struct {
 	logger   hclog.Logger
 	capacity int
+	check    func(Cluster) error // nil: any cluster
 
 	mu      sync.Mutex
 	admins  map[string]*Admin
@@ -415,7 +416,7 @@ func NewAdminPool(logger hclog.Logger, opts ...Option) *AdminPool {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &AdminPool{logger: logger, capacity: o.capacity, admins: make(map[string]*Admin), lru: list.New()}
+	return &AdminPool{logger: logger, capacity: o.capacity, check: o.check, admins: make(map[string]*Admin), lru: list.New()}
 }
 
 // Get returns the pool's Admin for c, connecting it on first use. The pool
@@ -423,6 +424,11 @@ func NewAdminPool(logger hclog.Logger, opts ...Option) *AdminPool {
 // (see Forget and the capacity) fails later requests with ErrClosed: get it
 // again for each piece of work rather than keep it.
 func (p *AdminPool) Get(c Cluster) (*Admin, error) {
+	if p.check != nil {
+		if err := p.check(c); err != nil {
+			return nil, fmt.Errorf("admin for %s: %w", c.Bootstrap, err)
+		}
+	}
 	key := c.Key()
 	p.mu.Lock()
 	defer p.mu.Unlock()

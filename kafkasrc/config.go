@@ -36,7 +36,8 @@ type Cluster struct {
 	Bootstrap string
 	// Properties are extra librdkafka properties (security, timeouts, ...)
 	// used by every client of this cluster. Properties that Sluice owns are
-	// refused, see ValidateProperties.
+	// refused, see ValidateProperties; which of the others a job may set is
+	// the operator's Policy, checked before a job's clients are made.
 	Properties map[string]string
 	// ReadCommitted reads with isolation.level=read_committed: only records
 	// of committed transactions are read, and "latest" is the last stable

@@ -68,6 +68,7 @@ type Option func(*options)
 type options struct {
 	capacity int
 	memory   int64
+	check    func(Cluster) error // AdminPool: see WithCheck
 }
 
 // WithCapacity bounds the number of clients kept (at least 1).

@@ -98,6 +98,7 @@ func runDev(ctx context.Context, args []string) error {
 	fs.Int64Var(&cfg.KeepBatches, "keep-batches", cfg.KeepBatches, "batches (and results) retained per job")
 	fs.Var((*byteSize)(&cfg.KeepBytes), "keep-bytes", "bound on the encoded size of each job's retained results, e.g. 64MiB (0: no bound)")
 	fs.DurationVar(&cfg.CompactInterval, "compact-interval", cfg.CompactInterval, "history the embedded etcd keeps; it compacts older revisions (negative: never)")
+	devKafkaPolicyFlags(fs, &cfg)
 	level := fs.String("log-level", "warn", "log level: trace, debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -123,6 +124,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fs.Var((*byteSize)(&cfg.KeepBytes), "keep-bytes", "bound on the encoded size of each job's retained results, e.g. 64MiB (0: no bound)")
 	fs.DurationVar(&cfg.CompactInterval, "compact-interval", cfg.CompactInterval, "while leading, compact etcd's history older than this, every this often (negative: never)")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "drop a worker silent this long and re-run its tasks")
+	kafkaPolicyFlags(fs, &cfg.KafkaPolicy)
 	level := fs.String("log-level", "info", "log level")
 	if err := fs.Parse(args); err != nil {
 		return err
