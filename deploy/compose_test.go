@@ -353,7 +353,7 @@ func TestCompose(t *testing.T) {
 					case "worker":
 						id := flagValue(oargs, "id")
 						if role := tokens[id+" "+tok]; role != "worker" {
-							t.Errorf("%s: service %s (--id=%s) has no token of role worker named %s in %s (got role %q)", composeFile, other, id, id, tf, role)
+							t.Errorf("%s: service %s (--id=%s) has no token of role worker named %s in %s's --token-file (got role %q)", composeFile, other, id, id, name, role)
 						}
 					case "":
 						found := false
@@ -361,7 +361,7 @@ func TestCompose(t *testing.T) {
 							found = found || (strings.HasSuffix(k, " "+tok) && tok != "" && role == "admin")
 						}
 						if !found {
-							t.Errorf("%s: service %s (the CLI) has no admin token from %s", composeFile, other, tf)
+							t.Errorf("%s: service %s (the CLI) has no admin token of %s's --token-file", composeFile, other, name)
 						}
 					}
 				}
