@@ -28,6 +28,7 @@ type cli struct {
 	bin      string
 	commands map[string]bool
 	flags    map[string]map[string]bool
+	helps    map[string]string
 }
 
 var (
@@ -59,7 +60,7 @@ func buildCLI() (*cli, error) {
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("go build %s: %v\n%s", makeBuildPackage(), err, out)
 	}
-	c := &cli{bin: bin, commands: map[string]bool{}, flags: map[string]map[string]bool{}}
+	c := &cli{bin: bin, commands: map[string]bool{}, flags: map[string]map[string]bool{}, helps: map[string]string{}}
 	top, err := help(bin)
 	if err != nil {
 		return nil, err
@@ -97,22 +98,45 @@ func help(bin string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// flagsOf returns the flags of `sluice cmd`, reading its help once.
-func (c *cli) flagsOf(t *testing.T, cmd string) map[string]bool {
+// helpOf returns what `sluice cmd --help` prints, reading it once.
+func (c *cli) helpOf(t *testing.T, cmd string) string {
 	t.Helper()
-	if f, ok := c.flags[cmd]; ok {
-		return f
+	if h, ok := c.helps[cmd]; ok {
+		return h
 	}
 	out, err := help(c.bin, cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := parseFlags(out)
+	c.helps[cmd] = out
+	return out
+}
+
+// flagsOf returns the flags of `sluice cmd`.
+func (c *cli) flagsOf(t *testing.T, cmd string) map[string]bool {
+	t.Helper()
+	if f, ok := c.flags[cmd]; ok {
+		return f
+	}
+	f := parseFlags(c.helpOf(t, cmd))
 	if len(f) == 0 {
-		t.Fatalf("sluice %s --help lists no flags:\n%s", cmd, out)
+		t.Fatalf("sluice %s --help lists no flags:\n%s", cmd, c.helpOf(t, cmd))
 	}
 	c.flags[cmd] = f
 	return f
+}
+
+// checkEnv returns what is wrong with the environment variables given to
+// `sluice cmd`: a SLUICE_ variable its help does not mention is ignored.
+func (c *cli) checkEnv(t *testing.T, where, cmd string, names []string) []string {
+	t.Helper()
+	var errs []string
+	for _, n := range names {
+		if strings.HasPrefix(n, "SLUICE_") && !strings.Contains(c.helpOf(t, cmd), n) {
+			errs = append(errs, fmt.Sprintf("%s: `sluice %s` does not read %s (not in `sluice %s --help` of the binary built from this repository)", where, cmd, n, cmd))
+		}
+	}
+	return errs
 }
 
 // check returns what is wrong with a sluice command line (args after the

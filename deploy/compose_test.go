@@ -245,6 +245,13 @@ func TestCompose(t *testing.T) {
 		for k, v := range s.Environment {
 			env[k] = v
 		}
+		envCmd := args0(args)
+		if envCmd == "" {
+			envCmd = "jobs" // the CLI service: any client command
+		}
+		for _, e := range c.checkEnv(t, where, envCmd, sortedKeys(env)) {
+			t.Error(e)
+		}
 		// A sluice service depends on what it dials.
 		needs := func(svc, why string) {
 			if _, ok := p.Services[svc]; !ok {

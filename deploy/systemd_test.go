@@ -139,6 +139,16 @@ func TestSystemdUnits(t *testing.T) {
 			t.Error(e)
 		}
 		seen[args0(args)] = file
+		// What ExecStart does not use goes to the process's environment.
+		var passed []string
+		for _, k := range sortedKeys(env) {
+			if !strings.Contains(execStart, "${"+k+"}") {
+				passed = append(passed, k)
+			}
+		}
+		for _, e := range c.checkEnv(t, file, args0(args), passed) {
+			t.Error(e)
+		}
 		// Files come as credentials (%d/NAME), loaded by LoadCredential=.
 		for _, f := range fileFlags {
 			for _, v := range flagValues(args, f) {
