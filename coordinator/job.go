@@ -752,6 +752,9 @@ func retry[T any](ctx context.Context, r *jobRunner, what string, fn func(ctx co
 		if errors.Is(err, errJobFailed) || errors.Is(err, offsetstore.ErrConflict) || ctx.Err() != nil {
 			return v, err
 		}
+		if errors.Is(err, kafkasrc.ErrPermanent) { // e.g. wrong SASL credentials
+			return v, fmt.Errorf("%w: %s: %w", errJobFailed, what, err)
+		}
 		r.logger.Warn("retrying", "step", what, "error", err, "backoff", backoff)
 		r.setMessage(ctx, fmt.Sprintf("%s: %v (retrying)", what, err))
 		t := time.NewTimer(backoff)

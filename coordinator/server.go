@@ -149,7 +149,7 @@ func (s *jobServer) ListTransactions(ctx context.Context, req *sluicev1.ListTran
 	}
 	txns, err := s.c.transactions(ctx, v.Value)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "ask Kafka for the transactions: %v", err)
+		return nil, kafkaStatus("ask Kafka for the transactions", err)
 	}
 	resp := &sluicev1.ListTransactionsResponse{}
 	for _, t := range txns {
@@ -171,7 +171,7 @@ func (s *jobServer) AbortTransactions(ctx context.Context, req *sluicev1.AbortTr
 	}
 	aborted, err := s.c.abortTransactions(ctx, v.Value)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "abort transactions: %v", err)
+		return nil, kafkaStatus("abort transactions", err)
 	}
 	return &sluicev1.AbortTransactionsResponse{Aborted: aborted}, nil
 }

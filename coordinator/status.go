@@ -12,6 +12,16 @@ import (
 	"github.com/sluice-stream/sluice/offsetstore"
 )
 
+// kafkaStatus is the status of a failed call to a job's Kafka cluster:
+// FailedPrecondition when the job's properties must change first (failed
+// authentication, a property the client cannot honour), else Unavailable.
+func kafkaStatus(what string, err error) error {
+	if errors.Is(err, kafkasrc.ErrPermanent) || errors.Is(err, kafkasrc.ErrUnsupportedProperty) {
+		return status.Errorf(codes.FailedPrecondition, "%s: %v", what, err)
+	}
+	return status.Errorf(codes.Unavailable, "%s: %v", what, err)
+}
+
 // toStatus is the one place where domain errors become gRPC status codes.
 func toStatus(err error) error {
 	if err == nil {

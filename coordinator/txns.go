@@ -52,7 +52,7 @@ func (c *Coordinator) transactions(ctx context.Context, job *sluicev1.Job) ([]ka
 	for _, tp := range tps {
 		want[jobspec.TransactionalID(spec, inc, tp.Topic, tp.Partition)] = true
 	}
-	all, err := kafkasrc.ListTransactions(ctx, jobspec.Sink(spec).Bootstrap, jobspec.TransactionalIDPrefix(spec, inc))
+	all, err := kafkasrc.ListTransactions(ctx, jobspec.Sink(spec), jobspec.TransactionalIDPrefix(spec, inc))
 	if err != nil {
 		return nil, err
 	}

@@ -85,6 +85,7 @@ type clusterOptions struct {
 	topics     []string
 	coord      func(*coordinator.Config)
 	worker     func(*worker.Config)
+	kafka      []kfake.Opt // more kfake options (TLS, SASL)
 }
 
 // newTestCluster starts etcd, kfake (with the topics), a coordinator and
@@ -107,6 +108,7 @@ func newTestCluster(t testing.TB, opts clusterOptions) *testCluster {
 	if len(opts.topics) > 0 {
 		kopts = append(kopts, kfake.SeedTopics(opts.partitions, opts.topics...))
 	}
+	kopts = append(kopts, opts.kafka...)
 	k, err := kfake.NewCluster(kopts...)
 	if err != nil {
 		t.Fatalf("kfake: %v", err)

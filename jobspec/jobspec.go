@@ -24,13 +24,28 @@ func Source(spec *sluicev1.JobSpec) kafkasrc.Cluster {
 }
 
 // Sink is the cluster the Kafka sink writes to: its own bootstrap servers,
-// or the source's cluster (with the source's client properties).
+// or the source's cluster (with the source's client properties). The sink
+// properties that change how a client connects (security, sockets) apply,
+// over the source's, to every client of the sink's cluster: its producers,
+// the group consumer, the admin and txn list.
 func Sink(spec *sluicev1.JobSpec) kafkasrc.Cluster {
+	var c kafkasrc.Cluster
 	if b := spec.GetSink().GetKafka().GetBootstrapServers(); b != "" {
-		return kafkasrc.Cluster{Bootstrap: b}
+		c = kafkasrc.Cluster{Bootstrap: b}
+	} else {
+		c = Source(spec)
+		c.ReadCommitted = false
 	}
-	c := Source(spec)
-	c.ReadCommitted = false
+	if conn := kafkasrc.ConnectionProperties(spec.GetSink().GetKafka().GetProperties()); len(conn) > 0 {
+		props := make(map[string]string, len(c.Properties)+len(conn))
+		for k, v := range c.Properties {
+			props[k] = v
+		}
+		for k, v := range conn {
+			props[k] = v
+		}
+		c.Properties = props
+	}
 	return c
 }
 

@@ -82,7 +82,7 @@ func NewAdmin(c Cluster, logger hclog.Logger) (*Admin, error) {
 		return nil, fmt.Errorf("new admin for %s: %w", c.Bootstrap, err)
 	}
 	a.prod, a.admin = prod, admin
-	if a.plan, err = newPlanClient(c); err != nil {
+	if a.plan, err = newPlanClient(c, logger); err != nil {
 		admin.Close()
 		closeKafkaProducer(prod)
 		a.logs.stop()

@@ -21,13 +21,21 @@
 // close what they evict once it is idle; [LiveClients] counts the handles
 // open, for tests.
 //
+// # Security
+//
+// A cluster's properties reach every client made for it. The coordinator's
+// franz-go clients (planning, [ListTransactions]) translate the librdkafka
+// TLS and SASL properties (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); planning
+// falls back to librdkafka for what they cannot honour, and
+// [ListTransactions] refuses it with [ErrUnsupportedProperty].
+//
 // # Errors
 //
 // Errors wrap sentinels (test with errors.Is) and name the topic, partition,
 // offsets or property concerned. [ErrPermanent] marks those a retry would
 // repeat: a record too large for its topic, a missing sink topic or
-// partition, refused or conflicting producer properties, an authorization
-// failure. Fencing ([ErrFenced]) is not permanent.
+// partition, refused or conflicting producer properties, an authentication
+// or authorization failure. Fencing ([ErrFenced]) is not permanent.
 //
 // # Reading exact ranges
 //

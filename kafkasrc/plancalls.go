@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -18,40 +19,37 @@ import (
 // request (9 ms for 1,024 partitions, 85 ms for 10,000); franz-go's client
 // sends the same Metadata and ListOffsets requests for a tenth of that. So
 // an Admin answers those three questions with a franz-go client when it can
-// connect the way librdkafka would: a cluster whose properties set no
-// security, socket or broker-address options. Until those properties are
-// translated to franz-go options, such a cluster is asked through
-// librdkafka as before.
+// connect the way librdkafka would: with the TLS and SASL settings
+// franzOptions translates, and no socket or broker-address options. Other
+// clusters are asked through librdkafka.
 
 // kgoProperty reports whether a librdkafka property leaves the way a client
-// connects alone, so that a franz-go client with default options connects
-// the same way.
-func kgoProperty(name, value string) bool {
+// connects alone, or is a security property franzOptions translates, so
+// that a franz-go client connects the same way.
+func kgoProperty(name string) bool {
+	if tlsProp, saslProp := securityProperty(name); tlsProp || saslProp {
+		return true // franzOptions says
+	}
 	n := strings.ToLower(strings.TrimSpace(name))
-	if n == "security.protocol" {
-		return strings.EqualFold(strings.TrimSpace(value), "plaintext")
-	}
-	for _, prefix := range []string{"security.", "sasl.", "ssl.", "socket.", "broker.", "client.dns", "enable.sasl", "enable.ssl", "api.version", "https.", "resolve.", "connections."} {
-		if strings.HasPrefix(n, prefix) {
-			return false
-		}
-	}
-	return true
+	return n == "security.protocol" || !connectionProperty(name)
 }
 
 // newPlanClient returns the franz-go client of c, or nil when c's properties
-// ask for a connection only librdkafka is configured to make.
-func newPlanClient(c Cluster) (*kgo.Client, error) {
-	for k, v := range c.Properties {
-		if !kgoProperty(k, v) {
+// ask for a connection only librdkafka is configured to make (logged at
+// debug level with the property).
+func newPlanClient(c Cluster, logger hclog.Logger) (*kgo.Client, error) {
+	for k := range c.Properties {
+		if !kgoProperty(k) {
+			logger.Debug("planning through librdkafka", "bootstrap", c.Bootstrap, "property", k)
 			return nil, nil
 		}
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(c.Bootstrap, ",")...), kgo.ClientID("sluice"))
-	if err != nil {
-		return nil, fmt.Errorf("franz-go client for %s: %w", c.Bootstrap, err)
+	cl, err := franzClient(c)
+	if errors.Is(err, ErrUnsupportedProperty) {
+		logger.Debug("planning through librdkafka", "bootstrap", c.Bootstrap, "reason", err)
+		return nil, nil
 	}
-	return cl, nil
+	return cl, err
 }
 
 // kgoPartitions is Partitions through the franz-go client: one Metadata
@@ -65,7 +63,7 @@ func (a *Admin) kgoPartitions(ctx context.Context, topics []string) (map[string]
 	}
 	resp, err := req.RequestWith(ctx, a.plan)
 	if err != nil {
-		return nil, fmt.Errorf("describe topics %s: %w", briefList(topics), err)
+		return nil, franzPermanent(fmt.Errorf("describe topics %s: %w", briefList(topics), err))
 	}
 	out := make(map[string][]int32, len(topics))
 	for _, t := range resp.Topics {
@@ -128,7 +126,7 @@ func (a *Admin) kgoListOffsets(ctx context.Context, what string, tps []TopicPart
 			if errors.Is(err, kerr.UnknownTopicOrPartition) {
 				return nil, fmt.Errorf("%s: %w: %w", what, err, ErrUnknownTopic)
 			}
-			return nil, fmt.Errorf("%s: %w", what, err)
+			return nil, franzPermanent(fmt.Errorf("%s: %w", what, err))
 		}
 		resp, ok := shard.Resp.(*kmsg.ListOffsetsResponse)
 		if !ok {

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TxnInfo is the state of one transactional id.
@@ -20,13 +19,14 @@ type TxnInfo struct {
 	Partitions []string
 }
 
-// ListTransactions lists the transactional ids of the cluster that start
+// ListTransactions lists the transactional ids of the cluster c that start
 // with prefix, and their state. confluent-kafka-go has no client for the
 // ListTransactions and DescribeTransactions APIs (KIP-664), so this uses
 // franz-go's admin client, already a dependency as the development broker's
-// client; it connects in plaintext to bootstrap.
-func ListTransactions(ctx context.Context, bootstrap, prefix string) ([]TxnInfo, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...))
+// client. It connects with c's TLS and SASL properties (see franzOptions);
+// security properties it cannot honour are refused, naming the property.
+func ListTransactions(ctx context.Context, c Cluster, prefix string) ([]TxnInfo, error) {
+	cl, err := franzClient(c)
 	if err != nil {
 		return nil, fmt.Errorf("list transactions: %w", err)
 	}
@@ -34,7 +34,7 @@ func ListTransactions(ctx context.Context, bootstrap, prefix string) ([]TxnInfo,
 	adm := kadm.NewClient(cl)
 	listed, err := adm.ListTransactions(ctx, nil, nil)
 	if err != nil {
-		return nil, fmt.Errorf("list transactions: %w", err)
+		return nil, franzPermanent(fmt.Errorf("list transactions: %w", err))
 	}
 	var ids []string
 	for _, t := range listed.Sorted() {
@@ -47,7 +47,7 @@ func ListTransactions(ctx context.Context, bootstrap, prefix string) ([]TxnInfo,
 	}
 	described, err := adm.DescribeTransactions(ctx, ids...)
 	if err != nil {
-		return nil, fmt.Errorf("describe transactions: %w", err)
+		return nil, franzPermanent(fmt.Errorf("describe transactions: %w", err))
 	}
 	var out []TxnInfo
 	for _, d := range described.Sorted() {
