@@ -229,6 +229,8 @@ func TestCompose(t *testing.T) {
 	ca := readCert(t, local("secrets/ca.pem"))
 	server := readCert(t, local("secrets/server.pem"))
 
+	published := map[string]string{} // host port => service
+	listening := map[int]bool{}      // ports sluice containers listen on
 	for _, name := range sortedKeys(sluiceArgs) {
 		s, args := p.Services[name], sluiceArgs[name]
 		where := fmt.Sprintf("%s: service %s", composeFile, name)
@@ -304,15 +306,21 @@ func TestCompose(t *testing.T) {
 				t.Errorf("%s: the certificate does not verify for its --advertise-addr: %v", where, err)
 			}
 		}
-		// Published ports reach a port the service listens on.
+		// Published ports reach a port the service listens on, and no two
+		// services publish one host port.
 		listens := map[int]bool{}
 		for _, flag := range []string{"grpc-addr", "http-addr"} {
 			if _, port, ok := hostPort(flagValue(args, flag)); ok {
 				listens[port] = true
+				listening[port] = true
 			}
 		}
 		for _, pub := range s.Ports {
-			_, cport, _ := strings.Cut(pub, ":")
+			hport, cport, _ := strings.Cut(pub, ":")
+			if other, ok := published[hport]; ok {
+				t.Errorf("%s: ports %q: host port %s is published by %s too", where, pub, hport, other)
+			}
+			published[hport] = name
 			var n int
 			if _, err := fmt.Sscan(cport, &n); err != nil || !listens[n] {
 				t.Errorf("%s: ports %q: the container listens on %v", where, pub, sortedInts(listens))
@@ -373,6 +381,11 @@ func TestCompose(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+	for port := range df.expose {
+		if !listening[port] {
+			t.Errorf("Dockerfile: EXPOSE %d, but no sluice service of %s listens on it (they listen on %v)", port, composeFile, sortedInts(listening))
 		}
 	}
 	for _, name := range sortedKeys(p.Secrets) {

@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -231,6 +232,24 @@ func TestDockerfile(t *testing.T) {
 	// there).
 	if !d.expose[7070] {
 		t.Errorf("Dockerfile: EXPOSE %v lacks 7070, the port of --grpc-addr's default", sortedInts(d.expose))
+	}
+
+	// The slim runtime has glibc's libraries (package libc6) and no
+	// others: the binary (librdkafka linked in statically) needs no more.
+	libc6 := regexp.MustCompile(`^(libc|libm|libpthread|libdl|librt|libresolv|ld-linux-[a-z0-9-]+|ld-linux)\.so\.[0-9.]+$`)
+	bin, err := elf.Open(sluiceCLI(t).bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bin.Close()
+	libs, err := bin.ImportedLibraries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range libs {
+		if !libc6.MatchString(l) {
+			t.Errorf("sluice needs %s, which the runtime image (%s) does not install", l, expand(rt.image, d.args))
+		}
 	}
 
 	// The build context is the repository root: nothing the build needs
