@@ -4,6 +4,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sluice-stream/sluice/auth"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -29,15 +32,49 @@ type Client struct {
 	jobs sluicev1.JobServiceClient
 }
 
+// WithTLS dials over TLS; auth.ClientTLS builds cfg from a CA file and,
+// for mutual TLS, a client certificate and key.
+func WithTLS(cfg *tls.Config) grpc.DialOption {
+	return grpc.WithTransportCredentials(credentials.NewTLS(cfg))
+}
+
+// WithToken sends token (from a token file, or a JWT) as
+// "authorization: Bearer <token>" on every call. Without WithTLS, Dial
+// refuses it unless every address is loopback: the token would cross the
+// network in the clear.
+func WithToken(token string) grpc.DialOption {
+	return tokenOption{token: token}
+}
+
+// tokenOption is read by Dial, which knows the addresses.
+type tokenOption struct {
+	grpc.EmptyDialOption
+	token string
+}
+
 // Dial connects to the coordinators at addrs (host:port).
 func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("client: at least one coordinator address is required")
 	}
+	loopback := true
+	for _, a := range addrs {
+		loopback = loopback && auth.IsLoopback(a)
+	}
+	token := false
+	for _, o := range opts {
+		if t, ok := o.(tokenOption); ok {
+			// gRPC refuses to dial when the token needs TLS and has none.
+			opts = append(opts, grpc.WithPerRPCCredentials(auth.Bearer{Token: t.token, AllowPlaintext: loopback}))
+			token = true
+		}
+	}
 	r := manual.NewBuilderWithScheme("sluice")
 	state := resolver.State{}
 	for _, a := range addrs {
-		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+		// Each coordinator's TLS certificate is checked against its own
+		// address, not the channel's name.
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a, ServerName: a})
 	}
 	r.InitialState(state)
 	opts = append([]grpc.DialOption{
@@ -46,6 +83,9 @@ func Dial(addrs []string, opts ...grpc.DialOption) (*Client, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}, opts...)
 	conn, err := grpc.NewClient(r.Scheme()+":///coordinators", opts...)
+	if err != nil && token && !loopback {
+		return nil, fmt.Errorf("client: dial %v: a token is sent only over TLS (WithTLS) off loopback: %w", addrs, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %v: %w", addrs, err)
 	}

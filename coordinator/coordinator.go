@@ -5,6 +5,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/jobspec"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/offsetstore"
@@ -60,7 +62,14 @@ type Config struct {
 	// servers); checked at submit and before a stored job runs, and by the
 	// coordinator's admin clients.
 	KafkaPolicy kafkasrc.Policy
-	Logger      hclog.Logger
+	// TLS, if set, serves gRPC over TLS; with ClientCAs and
+	// tls.RequireAndVerifyClientCert it is mutual TLS (auth.ServerTLS).
+	TLS *tls.Config
+	// Auth, if set, authenticates every call but health and reflection and
+	// authorizes it by role; a worker must register under its own name.
+	// Nil allows everything.
+	Auth   *auth.Authenticator
+	Logger hclog.Logger
 	// Hooks are failure points for tests.
 	Hooks Hooks
 }
@@ -165,6 +174,18 @@ func (c *Coordinator) Leader(ctx context.Context) (string, error) {
 // nil when ctx ends.
 func (c *Coordinator) Run(ctx context.Context) error {
 	defer c.admins.Close()
+	// Admin clients of clusters no job uses any more are closed as they
+	// go idle (stopped, failed or deleted jobs).
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		_ = c.admins.Run(sweepCtx)
+	}()
+	defer func() {
+		stopSweep()
+		<-swept
+	}()
 	for {
 		err := c.campaignAndLead(ctx)
 		if ctx.Err() != nil {

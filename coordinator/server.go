@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -28,8 +29,15 @@ import (
 
 // NewGRPCServer returns a gRPC server with the coordinator's JobService and
 // WorkerService, grpc.health.v1 and server reflection (so grpcurl needs no
-// proto files).
+// proto files). With the config's TLS and Auth it serves over TLS and
+// checks every caller.
 func NewGRPCServer(c *Coordinator, opts ...grpc.ServerOption) *grpc.Server {
+	if c.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(c.cfg.TLS)))
+	}
+	if c.cfg.Auth != nil {
+		opts = append(opts, c.cfg.Auth.ServerOptions()...)
+	}
 	opts = append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(64 << 20),
 		// Workers ping; a peer that stops answering (SIGSTOP, a partition) is

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sluice-stream/sluice/auth"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -33,6 +34,13 @@ func (s *workerServer) Connect(stream grpc.BidiStreamingServer[sluicev1.ConnectR
 	reg := first.GetRegister()
 	if reg.GetWorkerId() == "" {
 		return status.Error(codes.InvalidArgument, "the first message must be a register with a worker_id")
+	}
+	// Under authentication a worker registers under its own name only:
+	// nobody else can take its id, and so its tasks and their results.
+	if p, ok := auth.FromContext(ctx); ok && (p.Role != auth.RoleWorker || p.Name != reg.GetWorkerId()) {
+		s.c.logger.Warn("refused a worker registering under another name", "principal", p.Name, "role", p.Role, "worker_id", reg.GetWorkerId())
+		return status.Errorf(codes.PermissionDenied, "%s (role %s) may not register as worker_id %q: a worker registers under its own name",
+			p.Name, p.Role, reg.GetWorkerId())
 	}
 	w := s.c.dispatcher.register(reg)
 	defer s.c.dispatcher.unregister(w)

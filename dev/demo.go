@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -64,7 +65,7 @@ var demoPages = []string{"/", "/search", "/product", "/cart", "/checkout", "/acc
 
 // runDemo creates the topic, produces a synthetic click stream, submits the
 // demo job (a job that exists already just resumes) and prints every batch.
-func runDemo(ctx context.Context, cfg Config, bootstrap string) error {
+func runDemo(ctx context.Context, cfg Config, bootstrap string, dial ...grpc.DialOption) error {
 	d := cfg.Demo
 	cl := kafkasrc.Cluster{Bootstrap: bootstrap}
 	admin, err := kafkasrc.NewAdmin(cl, cfg.Logger.Named("demo"))
@@ -76,7 +77,7 @@ func runDemo(ctx context.Context, cfg Config, bootstrap string) error {
 		return fmt.Errorf("demo: create topic %s: %w", d.Topic, err)
 	}
 
-	c, err := client.Dial([]string{cfg.GRPCAddr})
+	c, err := client.Dial([]string{cfg.GRPCAddr}, dial...)
 	if err != nil {
 		return err
 	}

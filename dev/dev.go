@@ -11,7 +11,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
+	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/coordinator"
 	"github.com/sluice-stream/sluice/worker"
 )
@@ -42,6 +44,12 @@ type Config struct {
 	// job's batches and results (coordinator.Config).
 	KeepBatches int64
 	KeepBytes   int64
+	// TLS serves mutual TLS with a throwaway CA and certificates made in
+	// DataDir/tls: workers, the demo and callers present client
+	// certificates (CommonName the principal, OrganizationalUnit the role).
+	TLS bool
+	// Insecure serves plaintext on a non-loopback GRPCAddr.
+	Insecure bool
 	// CompactInterval is how much history the embedded etcd keeps: it
 	// compacts itself (periodic auto-compaction), so the coordinator does
 	// not. Negative disables compaction.
@@ -75,6 +83,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("dev: --workers %d: at least one worker is needed", cfg.Workers)
 	}
 	logger := cfg.Logger
+	var sec *devSecurity
+	if cfg.TLS && !cfg.InfraOnly {
+		var err error
+		if sec, err = newDevSecurity(cfg); err != nil {
+			return err
+		}
+	} else if err := auth.CheckExposure(cfg.GRPCAddr, false, false, cfg.Insecure || cfg.InfraOnly); err != nil {
+		return fmt.Errorf("dev: %w (or use --tls)", err)
+	}
 	e, err := StartEtcd(ctx, EtcdConfig{
 		Dir: filepath.Join(cfg.DataDir, "etcd"), ClientAddr: cfg.EtcdAddr, PeerAddr: cfg.EtcdPeerAddr,
 		MaxRequestBytes: 8 << 20, AutoCompaction: max(cfg.CompactInterval, 0),
@@ -115,6 +132,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ccfg.KeepBytes = cfg.KeepBytes
 	ccfg.CompactInterval = -1 // the embedded etcd compacts itself
+	if sec != nil {
+		if err := sec.coordinator(&ccfg); err != nil {
+			return err
+		}
+	}
 	if cfg.Coordinator != nil {
 		cfg.Coordinator(&ccfg)
 	}
@@ -134,23 +156,38 @@ func Run(ctx context.Context, cfg Config) error {
 	for i := range cfg.Workers {
 		wcfg := worker.DefaultConfig()
 		wcfg.Coordinators = []string{cfg.GRPCAddr}
-		wcfg.ID = fmt.Sprintf("dev-worker-%d", i+1)
+		wcfg.ID = workerID(i)
 		wcfg.Slots = cfg.Slots
 		wcfg.Logger = logger
+		if sec != nil {
+			if err := sec.worker(&wcfg); err != nil {
+				return err
+			}
+		}
 		w, err := worker.New(wcfg)
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return w.Run(gctx) })
 	}
-	printBanner(cfg, bootstrap)
+	printBanner(cfg, bootstrap, sec)
 	if cfg.Demo.Enabled {
-		g.Go(func() error { return runDemo(gctx, cfg, bootstrap) })
+		var dial []grpc.DialOption
+		if sec != nil {
+			if dial, err = sec.adminDial(); err != nil {
+				return err
+			}
+		}
+		g.Go(func() error { return runDemo(gctx, cfg, bootstrap, dial...) })
 	}
 	return g.Wait()
 }
 
-func printBanner(cfg Config, bootstrap string) {
+func printBanner(cfg Config, bootstrap string, sec *devSecurity) {
+	if sec != nil {
+		printTLSBanner(cfg, bootstrap, sec)
+		return
+	}
 	fmt.Fprintf(cfg.Out, `sluice dev is up
   coordinator gRPC  %s   (JobService, WorkerService, health, reflection)
   kafka bootstrap   %s
@@ -167,4 +204,24 @@ Look at it with the CLI:
   sluice watch JOB --coordinator %[1]s
 
 `, cfg.GRPCAddr, bootstrap, cfg.EtcdAddr, cfg.Workers, cfg.Slots, cfg.DataDir, cfg.GRPCAddr)
+}
+
+func printTLSBanner(cfg Config, bootstrap string, sec *devSecurity) {
+	c := sec.certs
+	fmt.Fprintf(cfg.Out, `sluice dev is up, with mutual TLS
+  coordinator gRPC  %s   (JobService, WorkerService, health, reflection)
+  kafka bootstrap   %s
+  etcd              %s
+  workers           %d x %d slots
+  data dir          %s
+  certificates      %s (CA ca.pem; admin.pem and viewer.pem with their -key.pem)
+
+Submit a job with grpcurl, as the admin:
+  grpcurl -cacert %s -cert %s -key %s -d @ %[1]s sluice.v1.JobService/SubmitJob < job.json
+Look at it with the CLI:
+  export SLUICE_TLS_CA=%[8]s SLUICE_TLS_CERT=%[9]s SLUICE_TLS_KEY=%[10]s
+  sluice jobs --coordinator %[1]s
+  sluice results JOB --merge --coordinator %[1]s
+
+`, cfg.GRPCAddr, bootstrap, cfg.EtcdAddr, cfg.Workers, cfg.Slots, cfg.DataDir, c.Dir, c.CA(), c.ClientCert("admin"), c.ClientKey("admin"))
 }

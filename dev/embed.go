@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -32,6 +33,15 @@ type EtcdConfig struct {
 	// AutoCompaction makes etcd compact its own history, keeping this much
 	// of it (periodic mode); 0 leaves compaction to its clients.
 	AutoCompaction time.Duration
+	// TLS, if set, serves clients over TLS (tests of the coordinator's etcd
+	// TLS).
+	TLS *EtcdTLS
+}
+
+// EtcdTLS is an embedded etcd's client TLS: its certificate and key and,
+// to require client certificates, the CA that signs them.
+type EtcdTLS struct {
+	CertFile, KeyFile, ClientCA string
 }
 
 // StartEtcd starts an embedded single-member etcd and waits until it serves.
@@ -40,7 +50,11 @@ func StartEtcd(ctx context.Context, c EtcdConfig) (*embed.Etcd, error) {
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("etcd data dir: %w", err)
 	}
-	cu, err := url.Parse("http://" + c.ClientAddr)
+	scheme := "http://"
+	if c.TLS != nil {
+		scheme = "https://"
+	}
+	cu, err := url.Parse(scheme + c.ClientAddr)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client address %q: %w", c.ClientAddr, err)
 	}
@@ -56,6 +70,12 @@ func StartEtcd(ctx context.Context, c EtcdConfig) (*embed.Etcd, error) {
 	cfg.InitialCluster = cfg.Name + "=" + pu.String()
 	cfg.LogLevel = "warn"
 	cfg.LogOutputs = []string{filepath.Join(c.Dir, "etcd.log")}
+	if c.TLS != nil {
+		cfg.ClientTLSInfo = transport.TLSInfo{
+			CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile,
+			TrustedCAFile: c.TLS.ClientCA, ClientCertAuth: c.TLS.ClientCA != "",
+		}
+	}
 	if c.MaxRequestBytes > 0 {
 		cfg.MaxRequestBytes = c.MaxRequestBytes
 	}

@@ -86,6 +86,8 @@ type clusterOptions struct {
 	coord      func(*coordinator.Config)
 	worker     func(*worker.Config)
 	kafka      []kfake.Opt // more kfake options (TLS, SASL)
+	// dial are the options of the cluster's Client (TLS, a token).
+	dial []grpc.DialOption
 }
 
 // newTestCluster starts etcd, kfake (with the topics), a coordinator and
@@ -175,7 +177,7 @@ func newTestCluster(t testing.TB, opts clusterOptions) *testCluster {
 	for i := range opts.workers {
 		tc.startWorker(fmt.Sprintf("w%d", i+1), logger)
 	}
-	cl, err := client.Dial([]string{tc.Addr})
+	cl, err := client.Dial([]string{tc.Addr}, opts.dial...)
 	if err != nil {
 		t.Fatal(err)
 	}

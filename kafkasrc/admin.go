@@ -44,6 +44,7 @@ type Admin struct {
 	events sync.WaitGroup // the goroutine draining prod.Events()
 	pooled bool           // owned by an AdminPool: Close is a no-op
 	elem   *list.Element  // in AdminPool.lru; guarded by AdminPool.mu
+	used   time.Time      // last Get from the pool; guarded by AdminPool.mu
 
 	// calls is held shared by every request and exclusively by close, so
 	// that an Admin evicted from its pool is closed only after the requests
@@ -437,6 +438,7 @@ func (p *AdminPool) Get(c Cluster) (*Admin, error) {
 	}
 	if a, ok := p.admins[key]; ok {
 		p.lru.MoveToFront(a.elem)
+		a.used = time.Now()
 		return a, nil
 	}
 	// Creating a client does not do network I/O: holding the lock is fine.
@@ -445,6 +447,7 @@ func (p *AdminPool) Get(c Cluster) (*Admin, error) {
 		return nil, err
 	}
 	a.pooled = true
+	a.used = time.Now()
 	a.elem = p.lru.PushFront(a)
 	p.admins[key] = a
 	for p.lru.Len() > p.capacity {
@@ -461,6 +464,47 @@ func (p *AdminPool) Forget(c Cluster) {
 	if a, ok := p.admins[c.Key()]; ok {
 		p.removeLocked(a)
 	}
+}
+
+// adminIdleTimeout: an Admin no one got from the pool for this long is
+// closed by Run. The jobs of its cluster are gone, stopped or failed, and
+// a client left open keeps connecting (and logging, if it cannot log in).
+const adminIdleTimeout = time.Minute
+
+// Run closes the Admins left unused for adminIdleTimeout until ctx ends.
+func (p *AdminPool) Run(ctx context.Context) error {
+	t := time.NewTicker(adminIdleTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n := p.closeIdle(time.Now().Add(-adminIdleTimeout)); n > 0 {
+				p.logger.Debug("closed idle admin clients", "clients", n)
+			}
+		}
+	}
+}
+
+// closeIdle closes the Admins last got before t and returns how many.
+func (p *AdminPool) closeIdle(t time.Time) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0
+	}
+	n := 0
+	for e := p.lru.Back(); e != nil; {
+		a := e.Value.(*Admin)
+		e = e.Prev()
+		if !a.used.Before(t) {
+			break // the rest were used later
+		}
+		p.removeLocked(a)
+		n++
+	}
+	return n
 }
 
 // Len returns the number of Admins in the pool.

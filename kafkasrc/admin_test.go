@@ -309,3 +309,30 @@ func TestLiveClients(t *testing.T) {
 		t.Errorf("LiveClients after the cache's Close = %d, want %d", got, base)
 	}
 }
+
+// An Admin no one got for the idle timeout is closed; one got since stays.
+func TestAdminPoolClosesIdle(t *testing.T) {
+	_, cl := newTestCluster(t, 1, "t")
+	p := NewAdminPool(testLogger(t))
+	t.Cleanup(p.Close)
+	withID := func(id string) Cluster {
+		return Cluster{Bootstrap: cl.Bootstrap, Properties: map[string]string{"client.id": id}}
+	}
+	old, err := p.Get(withID("old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	if _, err := p.Get(withID("recent")); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.closeIdle(cut.Add(time.Nanosecond)); n != 1 || p.Len() != 1 {
+		t.Fatalf("closeIdle closed %d, Len %d; want the one idle Admin closed and the recent one kept", n, p.Len())
+	}
+	if n := p.closeIdle(cut); n != 0 {
+		t.Errorf("closeIdle before every use closed %d", n)
+	}
+	if again, err := p.Get(withID("old")); err != nil || again == old {
+		t.Errorf("Get after the idle Admin was closed: the same Admin %v, error %v; want a new one", again == old, err)
+	}
+}

@@ -7,19 +7,28 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/sluice-stream/sluice/auth"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
 // session is one stream to one coordinator; its goroutines end with it.
 func (w *Worker) session(ctx context.Context, addr string) error {
-	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if w.cfg.TLS != nil {
+		creds = credentials.NewTLS(w.cfg.TLS)
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if w.cfg.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(auth.BearerFor(w.cfg.Token, addr)))
+	}
+	opts = append(append(opts,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
-	}, w.cfg.DialOptions...)
+	), w.cfg.DialOptions...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", addr, err)

@@ -5,6 +5,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/failpoint"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -44,7 +46,14 @@ type Config struct {
 	Labels []string
 	// Host is the host this worker runs on, matched against the partition
 	// leaders' hosts by brokers placement; default os.Hostname().
-	Host   string
+	Host string
+	// TLS, if set, dials the coordinators over TLS (auth.ClientTLS); with a
+	// client certificate, its CommonName must be ID and its
+	// OrganizationalUnit "worker".
+	TLS *tls.Config
+	// Token, if set, is sent as a bearer token on the stream; the token's
+	// name must be ID. Without TLS it is sent only to loopback addresses.
+	Token  string
 	Logger hclog.Logger
 	// DialOptions are added to the gRPC dial (tests).
 	DialOptions []grpc.DialOption
@@ -96,6 +105,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("worker: config: consumer memory %d bytes for %d cached consumers is %d bytes each, below the %d MiB a consumer needs: raise the consumer memory to at least %d MiB or lower the consumer cache",
 			c.ConsumerMemory, c.ConsumerCacheSize, c.ConsumerMemory/int64(c.ConsumerCacheSize), kafkasrc.MinConsumerShare>>20,
 			int64(c.ConsumerCacheSize)*kafkasrc.MinConsumerShare>>20)
+	}
+	if c.Token != "" && c.TLS == nil {
+		for _, a := range c.Coordinators {
+			if !auth.IsLoopback(a) {
+				return fmt.Errorf("worker: config: a token is sent only over TLS to coordinator %s, which is not loopback: configure TLS", a)
+			}
+		}
 	}
 	for _, l := range c.Labels {
 		if err := ValidateLabel(l); err != nil {
@@ -191,11 +207,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		if time.Since(start) > 10*time.Second {
 			backoff = 100 * time.Millisecond
 		}
-		if status.Code(err) == codes.FailedPrecondition {
+		switch status.Code(err) {
+		case codes.Unauthenticated, codes.PermissionDenied:
+			w.logger.Error("the coordinator refused this worker's credentials, retrying", "coordinator", addr, "error", err, "backoff", backoff)
+		case codes.FailedPrecondition:
 			// A standby, or a coordinator still campaigning: expected
 			// during startup and failover, so not worth a warning.
 			w.logger.Debug("coordinator is not the leader, trying the next", "coordinator", addr, "error", err)
-		} else {
+		default:
 			w.logger.Warn("coordinator stream ended, reconnecting", "coordinator", addr, "error", err, "backoff", backoff)
 		}
 		t := time.NewTimer(backoff)

@@ -25,6 +25,7 @@ type clientFlags struct {
 	fs          *flag.FlagSet
 	coordinator *string
 	output      *string
+	security    *clientSecurity
 }
 
 func newClientFlags(name string) clientFlags {
@@ -37,6 +38,7 @@ func newClientFlags(name string) clientFlags {
 		fs:          fs,
 		coordinator: fs.String("coordinator", def, "comma-separated coordinator addresses (env SLUICE_COORDINATOR)"),
 		output:      fs.String("o", "text", "output: text or json"),
+		security:    addClientSecurity(fs),
 	}
 }
 
@@ -60,7 +62,11 @@ func (f clientFlags) parse(args []string, positional int) ([]string, *client.Cli
 	if *f.output != "text" && *f.output != "json" {
 		return nil, nil, fmt.Errorf("-o %q: use text or json", *f.output)
 	}
-	c, err := client.Dial(splitList(*f.coordinator))
+	opts, err := f.security.dialOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := client.Dial(splitList(*f.coordinator), opts...)
 	return pos, c, err
 }
 

@@ -10,13 +10,12 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/coordinator"
 	"github.com/sluice-stream/sluice/dev"
 	"github.com/sluice-stream/sluice/failpoint"
@@ -98,6 +97,8 @@ func runDev(ctx context.Context, args []string) error {
 	fs.Int64Var(&cfg.KeepBatches, "keep-batches", cfg.KeepBatches, "batches (and results) retained per job")
 	fs.Var((*byteSize)(&cfg.KeepBytes), "keep-bytes", "bound on the encoded size of each job's retained results, e.g. 64MiB (0: no bound)")
 	fs.DurationVar(&cfg.CompactInterval, "compact-interval", cfg.CompactInterval, "history the embedded etcd keeps; it compacts older revisions (negative: never)")
+	fs.BoolVar(&cfg.TLS, "tls", false, "mutual TLS: make a throwaway CA and certificates in <data-dir>/tls (kept across runs) and require client certificates (CommonName the principal, OrganizationalUnit the role)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve plaintext without authentication on a non-loopback --grpc-addr (anyone reaching it can do anything)")
 	devKafkaPolicyFlags(fs, &cfg)
 	level := fs.String("log-level", "warn", "log level: trace, debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -124,6 +125,8 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fs.Var((*byteSize)(&cfg.KeepBytes), "keep-bytes", "bound on the encoded size of each job's retained results, e.g. 64MiB (0: no bound)")
 	fs.DurationVar(&cfg.CompactInterval, "compact-interval", cfg.CompactInterval, "while leading, compact etcd's history older than this, every this often (negative: never)")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "drop a worker silent this long and re-run its tasks")
+	security := addServerSecurity(fs)
+	etcdSec := addEtcdSecurity(fs)
 	kafkaPolicyFlags(fs, &cfg.KafkaPolicy)
 	level := fs.String("log-level", "info", "log level")
 	if err := fs.Parse(args); err != nil {
@@ -136,6 +139,12 @@ func runCoordinator(ctx context.Context, args []string) error {
 	if cfg.AdvertiseAddr == "" {
 		cfg.AdvertiseAddr = *addr
 	}
+	if err := security.apply(&cfg, *addr); err != nil {
+		return err
+	}
+	if cfg.Auth != nil && cfg.TLS == nil && !auth.IsLoopback(*addr) {
+		logger.Warn("authentication without TLS: tokens would cross the network in the clear (Sluice's clients refuse to send them); add --tls-cert and --tls-key", "grpc_addr", *addr)
+	}
 	// SLUICE_FAILPOINTS crashes or freezes this coordinator at a lifecycle
 	// point; the fault-tolerance tests use it (see coordinator.Failpoints).
 	if fp := os.Getenv("SLUICE_FAILPOINTS"); fp != "" {
@@ -146,7 +155,11 @@ func runCoordinator(ctx context.Context, args []string) error {
 		cfg.Hooks = h
 		logger.Warn("failpoints armed", "failpoints", fp)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: splitList(*endpoints), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	ecfg, err := etcdSec.config(splitList(*endpoints))
+	if err != nil {
+		return err
+	}
+	cli, err := clientv3.New(ecfg)
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
@@ -165,7 +178,8 @@ func runCoordinator(ctx context.Context, args []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return coordinator.Serve(gctx, gs, lis) })
 	g.Go(func() error { return c.Run(gctx) })
-	logger.Info("coordinator serving", "grpc_addr", lis.Addr().String(), "advertise", cfg.AdvertiseAddr)
+	logger.Info("coordinator serving", "grpc_addr", lis.Addr().String(), "advertise", cfg.AdvertiseAddr,
+		"tls", cfg.TLS != nil, "mutual_tls", *security.clientCA != "", "auth", cfg.Auth != nil)
 	return g.Wait()
 }
 
@@ -180,6 +194,7 @@ func runWorker(ctx context.Context, args []string) error {
 		"bound on the records all cached consumers prefetch, e.g. 128MiB; each consumer gets consumer-memory/consumer-cache (at least 2 MiB)")
 	fs.Var((*labelFlags)(&cfg.Labels), "label", "a label for fixed placement (placement.fixed worker_label); repeatable")
 	fs.StringVar(&cfg.Host, "host", "", "this worker's host, matched with the partition leaders' hosts by brokers placement (default the hostname)")
+	security := addClientSecurity(fs)
 	level := fs.String("log-level", "info", "log level")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -190,6 +205,10 @@ func runWorker(ctx context.Context, args []string) error {
 	}
 	cfg.Coordinators = splitList(*coords)
 	cfg.Logger = logger
+	if cfg.TLS, err = security.tlsConfig(); err != nil {
+		return err
+	}
+	cfg.Token = security.bearer()
 	workerGC()
 	if fp := os.Getenv("SLUICE_FAILPOINTS"); fp != "" {
 		fps, err := failpoint.Parse(fp, "mid-task", "mid-txn", "after-sink-write")
