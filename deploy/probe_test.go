@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"context"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -59,7 +60,7 @@ func TestProbePathsServed(t *testing.T) {
 	for _, s := range servers {
 		t.Run(s.name, func(t *testing.T) {
 			httpAddr := freeAddr(t)
-			p := startServer(t, c.bin, append(s.args, "--http-addr="+httpAddr)...)
+			p := startServer(t, nil, c.bin, append(s.args, "--http-addr="+httpAddr)...)
 			base := "http://" + httpAddr
 			code := p.get(t, base+livenessPath)
 			if code != http.StatusOK {
@@ -101,11 +102,13 @@ func (s *server) output() string {
 	return s.out.String()
 }
 
-// startServer starts the binary and stops it when the test ends.
-func startServer(t *testing.T, bin string, args ...string) *server {
+// startServer starts the binary with env added to this process's and
+// stops it when the test ends.
+func startServer(t *testing.T, env []string, bin string, args ...string) *server {
 	t.Helper()
 	s := &server{done: make(chan struct{})}
 	s.cmd = exec.Command(bin, args...)
+	s.cmd.Env = append(os.Environ(), env...)
 	s.cmd.Stdout, s.cmd.Stderr = s, s
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
