@@ -98,14 +98,30 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 		return &sluicev1.SubmitJobResponse{Job: redacted(s.withProgress(ctx, job))}, nil
 	}
 	// An update keeps the incarnation: the offsets, and the Kafka group and
-	// transactional ids that go with them, are the same job's.
-	job.CreateTime = old.Value.GetCreateTime()
-	job.Incarnation = old.Value.GetIncarnation()
-	if err := s.c.store.UpdateJob(ctx, job, old.ModRevision); err != nil {
-		return nil, toStatus(err)
+	// transactional ids that go with them, are the same job's. The job's
+	// runner writes its record too (its message, its state): a write in
+	// between is not the user's conflict, so the update is applied again
+	// on the record as it is now.
+	for attempt := 1; ; attempt++ {
+		job.CreateTime = old.Value.GetCreateTime()
+		job.Incarnation = old.Value.GetIncarnation()
+		err := s.c.store.UpdateJob(ctx, job, old.ModRevision)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, offsetstore.ErrConflict) || attempt == maxUpdateAttempts {
+			return nil, toStatus(err)
+		}
+		if old, err = s.c.store.Job(ctx, spec.GetName()); err != nil {
+			return nil, toStatus(err)
+		}
 	}
 	return &sluicev1.SubmitJobResponse{Job: redacted(s.withProgress(ctx, job))}, nil
 }
+
+// maxUpdateAttempts bounds the tries of an update that the job's runner's
+// own writes keep getting in the way of.
+const maxUpdateAttempts = 5
 
 // checkTransactionTimeout refuses a transactional Kafka sink whose
 // transaction timeout the brokers would refuse (transaction.max.timeout.ms),

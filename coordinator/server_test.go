@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,6 +85,8 @@ type server struct {
 	client *client.Client
 }
 
+var serverSeq atomic.Int64
+
 // newServer starts a coordinator under a prefix of the test's own; tweak
 // may change its etcd client (before the coordinator holds it) and config.
 func newServer(t *testing.T, tweak func(cli *clientv3.Client, cfg *coordinator.Config)) *server {
@@ -107,7 +110,8 @@ func newServer(t *testing.T, tweak func(cli *clientv3.Client, cfg *coordinator.C
 	cfg := coordinator.DefaultConfig()
 	cfg.Etcd = cli
 	cfg.AdvertiseAddr = lis.Addr().String()
-	cfg.Prefix = "/t-" + strings.ReplaceAll(t.Name(), "/", "_") + "/"
+	// Unique per run too, so that -count=N starts each run afresh.
+	cfg.Prefix = fmt.Sprintf("/t-%s-%d/", strings.ReplaceAll(t.Name(), "/", "_"), serverSeq.Add(1))
 	if tweak != nil {
 		tweak(cli, &cfg)
 	}

@@ -14,6 +14,12 @@ import (
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
+// standbyLeaderTimeout bounds a standby's etcd read of the leader's address
+// when it turns a worker away. The address only informs (workers try the
+// next coordinator either way), and every worker of a failover waits this
+// long on a standby cut off from etcd: short.
+const standbyLeaderTimeout = 250 * time.Millisecond
+
 // workerServer is the cluster protocol end of the coordinator.
 type workerServer struct {
 	sluicev1.UnimplementedWorkerServiceServer
@@ -24,7 +30,12 @@ func (s *workerServer) Connect(stream grpc.BidiStreamingServer[sluicev1.ConnectR
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	if !s.c.IsLeader() {
-		leader, _ := s.c.Leader(ctx)
+		// Naming the leader reads etcd: bounded, so that a standby cut off
+		// from etcd turns the worker away at once instead of holding it,
+		// and the worker tries the next coordinator.
+		lctx, lcancel := context.WithTimeout(ctx, standbyLeaderTimeout)
+		leader, _ := s.c.Leader(lctx)
+		lcancel()
 		return toStatus(fmt.Errorf("%w; leader is %q", ErrNotLeader, leader))
 	}
 	first, err := stream.Recv()

@@ -104,7 +104,7 @@ func StartEtcd(ctx context.Context, c EtcdConfig) (*embed.Etcd, error) {
 
 // KafkaConfig configures the embedded broker.
 type KafkaConfig struct {
-	// Addr is the host:port the broker listens on (kfake binds 127.0.0.1).
+	// Addr is the ip:port the broker listens on and advertises.
 	Addr string
 	// Dir persists topics across restarts; empty keeps them in memory.
 	Dir string
@@ -116,14 +116,25 @@ func StartKafka(c KafkaConfig) (*kfake.Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka address %q: %w", c.Addr, err)
 	}
-	if host != "127.0.0.1" && host != "localhost" {
-		return nil, fmt.Errorf("kafka address %q: the embedded broker listens on 127.0.0.1 only", c.Addr)
+	if host != "localhost" && net.ParseIP(host) == nil {
+		return nil, fmt.Errorf("kafka address %q: the embedded broker listens on an IP address of this host, not a name", c.Addr)
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
 		return nil, fmt.Errorf("kafka address %q: %w", c.Addr, err)
 	}
 	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port)}
+	if host != "127.0.0.1" && host != "localhost" {
+		// kfake binds 127.0.0.1 and advertises what it bound: binding the
+		// given address instead lets clients on other hosts reach it.
+		opts = append(opts, kfake.ListenFn(func(network, addr string) (net.Listener, error) {
+			_, p, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			return net.Listen(network, net.JoinHostPort(host, p))
+		}))
+	}
 	if c.Dir != "" {
 		if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 			return nil, fmt.Errorf("kafka data dir: %w", err)

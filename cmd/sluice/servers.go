@@ -84,7 +84,7 @@ func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for etcd data and the embedded broker's topics (kept across runs)")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "coordinator gRPC listen address")
-	fs.StringVar(&cfg.KafkaAddr, "kafka-addr", cfg.KafkaAddr, "embedded Kafka broker listen address (127.0.0.1 only)")
+	fs.StringVar(&cfg.KafkaAddr, "kafka-addr", cfg.KafkaAddr, "embedded Kafka broker listen address, an IP address of this host")
 	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", cfg.EtcdAddr, "embedded etcd client listen address")
 	fs.StringVar(&cfg.EtcdPeerAddr, "etcd-peer-addr", cfg.EtcdPeerAddr, "embedded etcd peer listen address")
 	fs.StringVar(&cfg.KafkaBootstrap, "kafka-bootstrap", "", "use this Kafka cluster instead of the embedded broker")
