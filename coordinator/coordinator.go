@@ -8,11 +8,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/protobuf/proto"
@@ -21,6 +24,7 @@ import (
 	"github.com/sluice-stream/sluice/jobspec"
 	"github.com/sluice-stream/sluice/kafkasrc"
 	"github.com/sluice-stream/sluice/offsetstore"
+	"github.com/sluice-stream/sluice/ops"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -68,8 +72,15 @@ type Config struct {
 	// Auth, if set, authenticates every call but health and reflection and
 	// authorizes it by role; a worker must register under its own name.
 	// Nil allows everything.
-	Auth   *auth.Authenticator
-	Logger hclog.Logger
+	Auth *auth.Authenticator
+	// HTTPAddr, if set, is the address of the operations HTTP listener:
+	// /metrics, /healthz and /readyz (ready: leading, or standing by with a
+	// leader seen through etcd). "" serves none.
+	HTTPAddr string
+	// Registry receives the coordinator's metrics; nil makes one, with the
+	// Go runtime and process collectors.
+	Registry *prometheus.Registry
+	Logger   hclog.Logger
 	// Hooks are failure points for tests.
 	Hooks Hooks
 }
@@ -114,6 +125,9 @@ type Coordinator struct {
 	store      *offsetstore.Store
 	dispatcher *dispatcher
 	admins     *kafkasrc.AdminPool
+	registry   *prometheus.Registry
+	metrics    *metrics
+	ops        *ops.Server
 
 	leading  atomic.Bool
 	mu       sync.Mutex
@@ -129,13 +143,51 @@ func New(cfg Config) (*Coordinator, error) {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	logger := cfg.Logger.Named("coordinator")
-	return &Coordinator{
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	c := &Coordinator{
 		cfg:        cfg,
 		logger:     logger,
 		store:      offsetstore.New(cfg.Etcd, offsetstore.Options{Prefix: cfg.Prefix, MaxRequestBytes: cfg.MaxRequestBytes}),
 		dispatcher: newDispatcher(logger.Named("dispatch")),
 		admins:     newAdminPool(cfg, logger),
-	}, nil
+		registry:   reg,
+	}
+	c.metrics = newMetrics(reg, func() float64 { return float64(len(c.dispatcher.liveWorkers())) })
+	c.ops = ops.New(ops.Config{Addr: cfg.HTTPAddr, Gatherer: reg, Ready: c.ready, TLS: cfg.TLS, Logger: logger.Named("http")})
+	return c, nil
+}
+
+// Registry is the registry of the coordinator's metrics.
+func (c *Coordinator) Registry() *prometheus.Registry { return c.registry }
+
+// Handle mounts h on the operations HTTP listener (Config.HTTPAddr) at
+// pattern, beside /metrics, /healthz and /readyz; call it before Run.
+func (c *Coordinator) Handle(pattern string, h http.Handler) { c.ops.Handle(pattern, h) }
+
+// HTTPAddr is the address the operations listener listens on, once Run
+// started it ("" without one).
+func (c *Coordinator) HTTPAddr() string { return c.ops.Addr() }
+
+// ready is the readiness of /readyz: the leader is ready; a standby is when
+// it reaches etcd and sees a leader there, so that it can take over.
+func (c *Coordinator) ready(ctx context.Context) error {
+	if c.IsLeader() {
+		return nil
+	}
+	leader, err := c.Leader(ctx)
+	switch {
+	case errors.Is(err, ErrNotLeader): // no etcd session to campaign with yet
+		return errors.New("standby without a leader: not in the election yet (is etcd reachable?)")
+	case err != nil:
+		return fmt.Errorf("standby without a leader: %w", err)
+	case leader == "":
+		return errors.New("standby without a leader")
+	}
+	return nil
 }
 
 func newAdminPool(cfg Config, logger hclog.Logger) *kafkasrc.AdminPool {
@@ -174,6 +226,23 @@ func (c *Coordinator) Leader(ctx context.Context) (string, error) {
 // nil when ctx ends.
 func (c *Coordinator) Run(ctx context.Context) error {
 	defer c.admins.Close()
+	if c.cfg.HTTPAddr != "" {
+		if err := c.ops.Listen(); err != nil {
+			return fmt.Errorf("coordinator: --http-addr: %w", err)
+		}
+		opsCtx, stopOps := context.WithCancel(ctx)
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := c.ops.Serve(opsCtx); err != nil {
+				c.logger.Error("ops HTTP listener stopped", "error", err)
+			}
+		}()
+		defer func() {
+			stopOps()
+			<-served
+		}()
+	}
 	// Admin clients of clusters no job uses any more are closed as they
 	// go idle (stopped, failed or deleted jobs).
 	sweepCtx, stopSweep := context.WithCancel(ctx)
@@ -231,6 +300,7 @@ func (c *Coordinator) campaignAndLead(ctx context.Context) error {
 	c.logger.Info("leading", "addr", c.cfg.AdvertiseAddr, "lease", sess.Lease())
 	fence := clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev())
 	c.leading.Store(true)
+	c.metrics.leader.Set(1)
 	compacted := make(chan struct{})
 	go func() {
 		defer close(compacted)
@@ -240,6 +310,8 @@ func (c *Coordinator) campaignAndLead(ctx context.Context) error {
 	cancel()
 	<-compacted
 	c.leading.Store(false)
+	c.metrics.leader.Set(0)
+	c.metrics.resetJobs()
 	c.dispatcher.dropAll()
 
 	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
@@ -349,6 +421,7 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 					} else {
 						stop(name)
 					}
+					c.metrics.deleteJob(name)
 					continue
 				}
 				job := &sluicev1.Job{}
@@ -377,6 +450,7 @@ func (c *Coordinator) startRunner(ctx context.Context, store *offsetstore.Store,
 				name: name, spec: job.GetSpec(), specVersion: specVersion, incarnation: job.GetIncarnation(), store: store,
 				dispatcher: c.dispatcher, admins: c.admins, policy: c.cfg.KafkaPolicy, keep: c.cfg.KeepBatches, keepBytes: c.cfg.KeepBytes,
 				logger: logger, hooks: c.cfg.Hooks, message: job.GetMessage(), now: time.Now,
+				metrics: c.metrics.job(name),
 			}
 			err := r.run(rctx)
 			if err == nil || rctx.Err() != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -57,6 +58,9 @@ type workerConn struct {
 	once   sync.Once
 
 	inflight int // dispatches sent and not yet released; guarded by dispatcher.mu
+	// lastSeen is when the worker's stream last delivered a message (a
+	// heartbeat or a result), in Unix nanoseconds.
+	lastSeen atomic.Int64
 }
 
 func (w *workerConn) close() { w.once.Do(func() { close(w.done) }) }
@@ -128,6 +132,7 @@ func (d *dispatcher) register(reg *sluicev1.Register) *workerConn {
 	// Room for a task and a cancel per slot: sends to a live stream never
 	// block for long.
 	w.send = make(chan *sluicev1.ConnectResponse, 2*w.slots+16)
+	w.lastSeen.Store(time.Now().UnixNano())
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if old, ok := d.workers[w.id]; ok {
@@ -416,9 +421,10 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 
 	out := batchOutcome{results: results}
 	// failed records a failure that counts against the task's attempts.
-	failed := func(st *runningTask, reason string) error {
+	failed := func(st *runningTask, reason, kind string) error {
 		st.lastErr = reason
 		st.failures++
+		pol.events.failure(kind)
 		if st.failures >= lim.maxAttempts {
 			return &taskFailure{task: st.task, reason: fmt.Sprintf("failed %d times, last error: %s", st.failures, reason)}
 		}
@@ -426,6 +432,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 	}
 	// lost records that a worker left while running the task.
 	lost := func(st *runningTask, worker string) error {
+		pol.events.failure(failWorkerLost)
 		st.lastErr = fmt.Sprintf("worker %s left", worker)
 		st.lostOn = append(st.lostOn, worker)
 		if len(st.lostOn) >= poisonLosses {
@@ -503,6 +510,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 				return batchOutcome{}, err
 			}
 			out.attempts++
+			pol.events.attempt()
 			st.attempt++
 			st.cur = newSent(st, disp)
 			st.queued = time.Time{}
@@ -581,6 +589,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 			}
 			st.cur = nil
 			if r.GetFatal() {
+				pol.events.failure(failFatal)
 				return batchOutcome{}, &taskFailure{task: st.task, reason: fmt.Sprintf("failed on worker %s: %s", worker, r.GetError())}
 			}
 			logTask(st, "task failed", "attempt", r.GetKey().GetAttempt(), "worker_id", worker,
@@ -588,6 +597,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 			if r.GetRetryable() {
 				st.lastErr = r.GetError()
 				st.retries++
+				pol.events.retry()
 				if st.retries > lim.maxRetries {
 					return batchOutcome{}, &taskFailure{task: st.task, reason: fmt.Sprintf(
 						"still failing after %d retries (limits.max_task_retries), last error: %s", lim.maxRetries, r.GetError())}
@@ -598,7 +608,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 					r.GetError(), st.retries, lim.maxRetries))
 			} else {
 				st.avoid[worker] = true
-				if err := failed(st, r.GetError()); err != nil {
+				if err := failed(st, r.GetError(), failError); err != nil {
 					return batchOutcome{}, err
 				}
 			}
@@ -647,7 +657,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 				continue
 			}
 			if late {
-				if err := failed(st, st.lastErr); err != nil {
+				if err := failed(st, st.lastErr, failDeadline); err != nil {
 					return batchOutcome{}, err
 				}
 			}
@@ -680,6 +690,7 @@ func (d *dispatcher) runTasks(ctx context.Context, tasks []*sluicev1.Task, lim t
 				return batchOutcome{}, err
 			}
 			out.attempts++
+			pol.events.attempt()
 			out.speculative++
 			st.attempt++
 			st.speculated = true

@@ -57,6 +57,8 @@ type jobRunner struct {
 	// the job's Kafka consumer group (nil for the transactional sink, which
 	// commits them in its transactions).
 	mirror chan *sluicev1.CommittedOffsets
+	// metrics are the job's series (nil: none, in tests).
+	metrics *jobMetrics
 }
 
 // Hooks let tests stop the lifecycle at its failure points. Each hook may
@@ -439,6 +441,7 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 	if err != nil {
 		return planned{}, jobFailure("%v", err)
 	}
+	r.metrics.planned(states, bc)
 	return planned{ranges: ranges, losses: losses, cap: bc}, nil
 }
 
@@ -654,6 +657,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 		Batch: committed, BatchRevision: batchRev, Result: result,
 		Offsets: newOffs, OffsetsRevision: offs.ModRevision, Keep: r.keep, KeepBytes: r.keepBytes,
 	})
+	r.metrics.commitTook(time.Since(commitStart))
 	if errors.Is(err, offsetstore.ErrTooLarge) {
 		return offs, jobFailure("%v", err)
 	}
@@ -676,6 +680,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 		"plan_ms", ms(r.planTook), "processing_ms", ms(m.ProcessingTime.AsDuration()),
 		"plan_log_wait_ms", ms(commitStart.Sub(logWait)), "commit_ms", ms(time.Since(commitStart)))
 	r.observe(committed)
+	r.metrics.committed(committed)
 	if h := r.hooks.AfterCommit; h != nil {
 		if err := h(committed); err != nil {
 			return offs, err

@@ -34,6 +34,8 @@ type taskPolicy struct {
 	// speculation is the multiple of the batch's median task duration past
 	// which a running task gets a speculative copy; 0 is off.
 	speculation float64
+	// events counts the tasks' attempts, retries and failures (nil: not).
+	events *jobMetrics
 }
 
 // taskPolicy is the batch's placement and speculation under the job's spec.
@@ -55,7 +57,7 @@ func (r *jobRunner) taskPolicy(ctx context.Context, tasks []*sluicev1.Task) task
 		}
 		placement.prefer = balance(keys, r.dispatcher.liveWorkers())
 	}
-	return taskPolicy{placement: placement, speculation: jobspec.SpeculationMultiplier(r.spec)}
+	return taskPolicy{placement: placement, speculation: jobspec.SpeculationMultiplier(r.spec), events: r.metrics}
 }
 
 func (r *jobRunner) lookupLeaders(ctx context.Context, pks []partitionKey) (map[partitionKey]string, error) {

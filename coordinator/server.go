@@ -38,6 +38,11 @@ func NewGRPCServer(c *Coordinator, opts ...grpc.ServerOption) *grpc.Server {
 	if c.cfg.Auth != nil {
 		opts = append(opts, c.cfg.Auth.ServerOptions()...)
 	}
+	// After authentication: a call it refuses ends before the metrics'
+	// interceptors, which then see only callers that are let in.
+	opts = append(opts,
+		grpc.ChainUnaryInterceptor(c.metrics.grpc.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(c.metrics.grpc.StreamServerInterceptor()))
 	opts = append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(64 << 20),
 		// Workers ping; a peer that stops answering (SIGSTOP, a partition) is
@@ -52,6 +57,7 @@ func NewGRPCServer(c *Coordinator, opts ...grpc.ServerOption) *grpc.Server {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
+	c.metrics.grpc.InitializeMetrics(gs)
 	return gs
 }
 

@@ -71,6 +71,7 @@ func (s *workerServer) Connect(stream grpc.BidiStreamingServer[sluicev1.ConnectR
 				recvErr <- err
 				return
 			}
+			w.lastSeen.Store(time.Now().UnixNano())
 			select {
 			case alive <- struct{}{}:
 			default:

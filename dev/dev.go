@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/coordinator"
+	"github.com/sluice-stream/sluice/webui"
 	"github.com/sluice-stream/sluice/worker"
 )
 
@@ -22,8 +23,12 @@ import (
 type Config struct {
 	// DataDir holds etcd's data and the embedded broker's topics; running
 	// again with the same directory resumes every job where it committed.
-	DataDir      string
-	GRPCAddr     string
+	DataDir  string
+	GRPCAddr string
+	// HTTPAddr is the coordinator's operations listener (/metrics,
+	// /healthz, /readyz); "" serves none. When it is DefaultHTTPAddr and
+	// that is taken (another sluice dev), dev runs without it and says so.
+	HTTPAddr     string
 	KafkaAddr    string
 	EtcdAddr     string
 	EtcdPeerAddr string
@@ -59,6 +64,9 @@ type Config struct {
 	CompactInterval time.Duration
 }
 
+// DefaultHTTPAddr is where `sluice dev` serves metrics and health.
+const DefaultHTTPAddr = "127.0.0.1:7071"
+
 // DefaultConfig returns the defaults of `sluice dev`.
 func DefaultConfig() Config {
 	ccfg := coordinator.DefaultConfig()
@@ -68,6 +76,7 @@ func DefaultConfig() Config {
 		CompactInterval: ccfg.CompactInterval,
 		DataDir:         ".sluice-dev",
 		GRPCAddr:        "127.0.0.1:7070",
+		HTTPAddr:        DefaultHTTPAddr,
 		KafkaAddr:       "127.0.0.1:19092",
 		EtcdAddr:        "127.0.0.1:12379",
 		EtcdPeerAddr:    "127.0.0.1:12380",
@@ -120,7 +129,7 @@ func Run(ctx context.Context, cfg Config) error {
 		<-ctx.Done()
 		return nil
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.EtcdAddr}, DialTimeout: 5 * time.Second, Logger: nopZap()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.EtcdAddr}, DialTimeout: 5 * time.Second, Logger: EtcdLogger(logger.Named("etcd"))})
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
@@ -136,6 +145,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ccfg.KeepBytes = cfg.KeepBytes
 	ccfg.CompactInterval = -1 // the embedded etcd compacts itself
+	ccfg.HTTPAddr = cfg.HTTPAddr
+	if ccfg.HTTPAddr == DefaultHTTPAddr && !free(ccfg.HTTPAddr) {
+		fmt.Fprintf(cfg.Out, "sluice dev: %s is in use; serving no metrics (set --http-addr)\n", DefaultHTTPAddr)
+		ccfg.HTTPAddr = ""
+		cfg.HTTPAddr = ""
+	}
 	if sec != nil {
 		if err := sec.coordinator(&ccfg); err != nil {
 			return err
@@ -148,6 +163,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	webui.Mount(coord, ccfg.Auth, cfg.Logger)
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("listen --grpc-addr %s: %w", cfg.GRPCAddr, err)
@@ -175,6 +191,13 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { return w.Run(gctx) })
 	}
 	printBanner(cfg, bootstrap, sec)
+	if cfg.HTTPAddr != "" {
+		url, curl := "http://"+cfg.HTTPAddr, "curl"
+		if sec != nil {
+			url, curl = "https://"+cfg.HTTPAddr, "curl --cacert "+sec.certs.CA()
+		}
+		fmt.Fprintf(cfg.Out, "Web UI: %s/\nMetrics and health:\n  %s %[1]s/metrics\n  %[2]s %[1]s/readyz\n\n", url, curl)
+	}
 	if cfg.Demo.Enabled {
 		var dial []grpc.DialOption
 		if sec != nil {
@@ -185,6 +208,16 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { return runDemo(gctx, cfg, bootstrap, dial...) })
 	}
 	return g.Wait()
+}
+
+// free reports whether addr can be listened on now.
+func free(addr string) bool {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	_ = lis.Close()
+	return true
 }
 
 func printBanner(cfg Config, bootstrap string, sec *devSecurity) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -75,6 +76,7 @@ type Cache struct {
 	capacity int
 	share    int64 // prefetch bytes of each consumer
 	logger   hclog.Logger
+	stats    StatsSink // nil: statistics off
 
 	mu      sync.Mutex
 	entries map[cacheKey]*consumer
@@ -96,7 +98,7 @@ const maxWarned = 256
 
 // NewCache returns an empty cache that keeps at most capacity consumers
 // (at least 1), their prefetch bounded by WithMemory (the only option it
-// uses). Consumers log to logger.
+// uses) and sending their statistics to WithStats. Consumers log to logger.
 func NewCache(capacity int, logger hclog.Logger, opts ...Option) *Cache {
 	if capacity < 1 {
 		capacity = 1
@@ -112,6 +114,7 @@ func NewCache(capacity int, logger hclog.Logger, opts ...Option) *Cache {
 		capacity: capacity,
 		share:    ConsumerShare(o.memory, capacity),
 		logger:   logger,
+		stats:    o.stats,
 		entries:  make(map[cacheKey]*consumer),
 		lru:      list.New(),
 		warned:   map[string]bool{},
@@ -147,8 +150,12 @@ func (c *Cache) newConsumer(cl Cluster, key cacheKey) (*consumer, error) {
 				"bootstrap", cl.Bootstrap, "per_consumer_bytes", c.share, "lowered", strings.Join(clamped, ", "))
 		}
 	}
-	return newConsumer(cl, key, cm, c.logger)
+	withStats(cm, c.stats)
+	return newConsumer(cl, key, cm, c.logger, c.stats)
 }
+
+// Share is the prefetch memory, in bytes, of each cached consumer.
+func (c *Cache) Share() int64 { return c.share }
 
 // Len returns the number of cached consumers.
 func (c *Cache) Len() int {
@@ -273,6 +280,7 @@ func (c *Cache) acquire(cl Cluster, key cacheKey) (cons *consumer, cached bool, 
 func (c *Cache) release(cons *consumer, failed bool) {
 	c.mu.Lock()
 	cons.inUse = false
+	cons.idleSince = time.Now()
 	drop := failed || cons.evicted || c.closed
 	if drop && c.entries[cons.key] == cons {
 		c.removeLocked(cons)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/hashicorp/go-hclog"
@@ -44,11 +45,13 @@ type consumer struct {
 	logs   *logPump
 	topic  string                 // key.topic; tp[0].Topic points to it
 	tp     []kafka.TopicPartition // the assigned partition, for Position
+	stats  StatsSink              // nil: statistics off
 
 	// Guarded by Cache.mu.
-	elem    *list.Element // in Cache.lru; nil when not cached
-	inUse   bool
-	evicted bool // removed from the cache while in use: the reader closes it
+	elem      *list.Element // in Cache.lru; nil when not cached
+	inUse     bool
+	evicted   bool      // removed from the cache while in use: the reader closes it
+	idleSince time.Time // when last released
 
 	// Owned by the read holding the consumer.
 	assigned bool
@@ -63,9 +66,9 @@ type consumer struct {
 
 // newConsumer creates the consumer of key with the configuration cm (see
 // consumerConfig).
-func newConsumer(cl Cluster, key cacheKey, cm kafka.ConfigMap, logger hclog.Logger) (*consumer, error) {
+func newConsumer(cl Cluster, key cacheKey, cm kafka.ConfigMap, logger hclog.Logger, stats StatsSink) (*consumer, error) {
 	logger = logger.With("topic", key.topic, "partition", key.partition)
-	k := &consumer{key: key, logger: logger, topic: key.topic}
+	k := &consumer{key: key, logger: logger, topic: key.topic, stats: stats}
 	k.tp = []kafka.TopicPartition{{Topic: &k.topic, Partition: key.partition}}
 	k.logs = newLogPump(logger)
 	k.logs.configure(cm)
@@ -82,6 +85,9 @@ func newConsumer(cl Cluster, key cacheKey, cm kafka.ConfigMap, logger hclog.Logg
 // idempotent.
 func (k *consumer) close() {
 	k.closeOnce.Do(func() {
+		if k.stats != nil {
+			k.stats.Closed(k.kc.String())
+		}
 		if err := closeKafkaConsumer(k.kc); err != nil {
 			k.logger.Warn("close kafka consumer", "error", err)
 		}
@@ -181,8 +187,10 @@ func (k *consumer) read(ctx context.Context, r Range, fn func(*record.Record) er
 			if err := k.eventError(r, e); err != nil {
 				return st, err
 			}
+		case *kafka.Stats:
+			deliverStats(k.stats, e)
 		default:
-			// Stats, OffsetsCommitted, ...: not used.
+			// OffsetsCommitted, ...: not used.
 		}
 	}
 }

@@ -36,6 +36,7 @@ import (
 type Pool struct {
 	maxIdle int
 	logger  hclog.Logger
+	stats   StatsSink // nil: statistics off
 
 	mu     sync.Mutex
 	idle   map[poolKey][]*multiConsumer
@@ -50,12 +51,16 @@ type poolKey struct {
 }
 
 // NewPool returns an empty pool keeping at most maxIdle idle consumers (at
-// least 1).
-func NewPool(maxIdle int, logger hclog.Logger) *Pool {
+// least 1), sending their statistics to WithStats (the only option it uses).
+func NewPool(maxIdle int, logger hclog.Logger, opts ...Option) *Pool {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Pool{maxIdle: max(maxIdle, 1), logger: logger, idle: map[poolKey][]*multiConsumer{}}
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	return &Pool{maxIdle: max(maxIdle, 1), logger: logger, stats: o.stats, idle: map[poolKey][]*multiConsumer{}}
 }
 
 // poolIdleTimeout: an idle consumer no read took for this long is closed
@@ -204,7 +209,7 @@ func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*multiConsumer, err
 		return c, nil
 	}
 	p.mu.Unlock()
-	return newMultiConsumer(cl, key.group, p.logger)
+	return newMultiConsumer(cl, key.group, p.logger, p.stats)
 }
 
 // put returns c to the pool after a read, still assigned; a failed read
@@ -270,6 +275,7 @@ type multiConsumer struct {
 	hdrs      []record.Header
 	closeOnce sync.Once
 	idleSince time.Time // when put back; guarded by Pool.mu
+	stats     StatsSink // nil: statistics off
 
 	// Owned by the read holding the consumer.
 	parts      map[TopicPartition]*partRead // the assigned partitions
@@ -277,12 +283,13 @@ type multiConsumer struct {
 	stashBytes int64                        // the bytes of every partition's stash
 }
 
-func newMultiConsumer(cl Cluster, groupID string, logger hclog.Logger) (*multiConsumer, error) {
+func newMultiConsumer(cl Cluster, groupID string, logger hclog.Logger, stats StatsSink) (*multiConsumer, error) {
 	if err := ValidateProperties(cl.Properties); err != nil {
 		return nil, fmt.Errorf("new consumer: %w", err)
 	}
-	c := &multiConsumer{logger: logger, logs: newLogPump(logger), parts: map[TopicPartition]*partRead{}}
+	c := &multiConsumer{logger: logger, logs: newLogPump(logger), parts: map[TopicPartition]*partRead{}, stats: stats}
 	cm, _ := consumerConfig(cl, groupID, multiConsumerShare)
+	withStats(cm, stats)
 	// A fetch at the tail is held by the broker until data arrives or
 	// fetch.wait.max.ms passes, and librdkafka sends no other fetch to that
 	// broker meanwhile: a partition assigned or resumed by a read waits for
@@ -302,6 +309,9 @@ func newMultiConsumer(cl Cluster, groupID string, logger hclog.Logger) (*multiCo
 
 func (c *multiConsumer) close() {
 	c.closeOnce.Do(func() {
+		if c.stats != nil {
+			c.stats.Closed(c.kc.String())
+		}
 		if err := closeKafkaConsumer(c.kc); err != nil {
 			c.logger.Warn("close kafka consumer", "error", err)
 		}
@@ -652,6 +662,8 @@ func (c *multiConsumer) readPrepared(ctx context.Context, prs []*partRead, fn fu
 			if pr.next >= pr.r.Until {
 				remaining--
 			}
+		case *kafka.Stats:
+			deliverStats(c.stats, e)
 		case kafka.Error:
 			if failsRead(e) {
 				pr := c.firstOpen(prs)

@@ -69,6 +69,7 @@ type options struct {
 	capacity int
 	memory   int64
 	check    func(Cluster) error // AdminPool: see WithCheck
+	stats    StatsSink           // Cache and Pool: see WithStats
 }
 
 // WithCapacity bounds the number of clients kept (at least 1).

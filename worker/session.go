@@ -55,6 +55,12 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 		hb = time.Second
 	}
 	w.logger.Info("connected", "coordinator", addr, "slots", w.cfg.Slots, "host", w.cfg.Host, "labels", w.cfg.Labels)
+	w.connected.Store(true)
+	w.metrics.connected.Set(1)
+	defer func() {
+		w.connected.Store(false)
+		w.metrics.connected.Set(0)
+	}()
 
 	g, gctx := errgroup.WithContext(ctx)
 	// Recv has no ctx of its own: cancelling the stream's is what unblocks it.
@@ -137,12 +143,16 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 					return
 				}
 				defer tasks.releaseSlot()
+				w.metrics.slotsBusy.Inc()
+				defer w.metrics.slotsBusy.Dec()
 				res := w.runTask(tctx, task)
 				if h := w.cfg.BeforeResult; h != nil {
 					h(task)
 				}
-				if tctx.Err() != nil && gctx.Err() == nil && tasks.cancelled(task.GetKey().GetDispatchId()) {
-					return // cancelled: nobody waits for the result
+				cancelled := tctx.Err() != nil && gctx.Err() == nil && tasks.cancelled(task.GetKey().GetDispatchId())
+				w.metrics.taskDone(res, cancelled)
+				if cancelled {
+					return // nobody waits for the result
 				}
 				select {
 				case out <- &sluicev1.ConnectRequest{Kind: &sluicev1.ConnectRequest_Result{Result: sendable(res)}}:

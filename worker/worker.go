@@ -10,10 +10,13 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,6 +24,7 @@ import (
 	"github.com/sluice-stream/sluice/auth"
 	"github.com/sluice-stream/sluice/failpoint"
 	"github.com/sluice-stream/sluice/kafkasrc"
+	"github.com/sluice-stream/sluice/ops"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/steps"
 )
@@ -53,8 +57,15 @@ type Config struct {
 	TLS *tls.Config
 	// Token, if set, is sent as a bearer token on the stream; the token's
 	// name must be ID. Without TLS it is sent only to loopback addresses.
-	Token  string
-	Logger hclog.Logger
+	Token string
+	// HTTPAddr, if set, is the address of the operations HTTP listener:
+	// /metrics, /healthz and /readyz (ready: registered with a
+	// coordinator). "" serves none.
+	HTTPAddr string
+	// Registry receives the worker's metrics; nil makes one, with the Go
+	// runtime and process collectors.
+	Registry *prometheus.Registry
+	Logger   hclog.Logger
 	// DialOptions are added to the gRPC dial (tests).
 	DialOptions []grpc.DialOption
 	// Failpoints may crash or freeze the worker for the fault-tolerance
@@ -132,6 +143,12 @@ type Worker struct {
 	// programs caches compiled steps by job; bounded, since jobs come and go.
 	programs *lru.Cache[string, compiled]
 
+	registry *prometheus.Registry
+	metrics  *metrics
+	ops      *ops.Server
+	// connected is true while a session is registered with a coordinator.
+	connected atomic.Bool
+
 	// afterChunk, if set, runs after each chunk a task writes to a Kafka
 	// sink while it reads (tests).
 	afterChunk func(task *sluicev1.Task, chunk int)
@@ -167,14 +184,47 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: program cache: %w", err)
 	}
-	return &Worker{
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	// librdkafka's statistics cost a JSON document per consumer every
+	// kafkasrc.StatsInterval: only when someone can scrape them.
+	var statsOpts []kafkasrc.Option
+	var stats *kafkaStats
+	if cfg.HTTPAddr != "" {
+		stats = newKafkaStats()
+		reg.MustRegister(stats)
+		statsOpts = append(statsOpts, kafkasrc.WithStats(stats))
+	}
+	w := &Worker{
 		cfg:      cfg,
 		logger:   logger,
-		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka"), kafkasrc.WithMemory(cfg.ConsumerMemory)),
-		pool:     kafkasrc.NewPool(cfg.Slots, logger.Named("kafka")),
+		cache:    kafkasrc.NewCache(cfg.ConsumerCacheSize, logger.Named("kafka"), append(statsOpts, kafkasrc.WithMemory(cfg.ConsumerMemory))...),
+		pool:     kafkasrc.NewPool(cfg.Slots, logger.Named("kafka"), statsOpts...),
 		sinks:    kafkasrc.NewSinks(logger.Named("sink")),
 		programs: programs,
-	}, nil
+		registry: reg,
+	}
+	w.metrics = newMetrics(reg, w)
+	w.ops = ops.New(ops.Config{Addr: cfg.HTTPAddr, Gatherer: reg, Ready: w.ready, Logger: logger.Named("http")})
+	return w, nil
+}
+
+// Registry is the registry of the worker's metrics.
+func (w *Worker) Registry() *prometheus.Registry { return w.registry }
+
+// HTTPAddr is the address the operations listener listens on, once Run
+// started it ("" without one).
+func (w *Worker) HTTPAddr() string { return w.ops.Addr() }
+
+// ready is the readiness of /readyz: registered with a coordinator.
+func (w *Worker) ready(context.Context) error {
+	if !w.connected.Load() {
+		return errors.New("not connected to a coordinator")
+	}
+	return nil
 }
 
 // ID is the worker's id.
@@ -183,17 +233,39 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // Run connects to the leading coordinator and runs tasks until ctx ends,
 // reconnecting with backoff when the stream breaks.
 func (w *Worker) Run(ctx context.Context) error {
+	if w.cfg.HTTPAddr != "" {
+		if err := w.ops.Listen(); err != nil {
+			return fmt.Errorf("worker: --http-addr: %w", err)
+		}
+		opsCtx, stopOps := context.WithCancel(ctx)
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := w.ops.Serve(opsCtx); err != nil {
+				w.logger.Error("ops HTTP listener stopped", "error", err)
+			}
+		}()
+		defer func() {
+			stopOps()
+			<-served
+		}()
+	}
 	defer w.cache.Close()
 	defer w.pool.Close()
 	defer w.sinks.Close()
 	sweep, stopSweep := context.WithCancel(ctx)
-	swept := make(chan struct{})
+	swept := make(chan struct{}, 2)
 	go func() {
-		defer close(swept)
+		defer func() { swept <- struct{}{} }()
 		_ = w.pool.Run(sweep)
+	}()
+	go func() {
+		defer func() { swept <- struct{}{} }()
+		_ = w.cache.Run(sweep)
 	}()
 	defer func() {
 		stopSweep()
+		<-swept
 		<-swept
 	}()
 	backoff := 100 * time.Millisecond

@@ -96,6 +96,8 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{args: []string{"coordinator", "--keep-bytes", "64MB"}, want: "want a non-negative size"},
 		{args: []string{"worker", "--label", "two words"}, want: "--label"},
 		{args: []string{"dev", "--log-level", "loud"}, want: `sluice dev: --log-level "loud": use trace, debug, info, warn or error`},
+		{args: []string{"coordinator", "--log-format", "xml"}, want: `sluice coordinator: --log-format "xml": use text or json`},
+		{args: []string{"worker", "--log-format", "yaml"}, want: `--log-format "yaml": use text or json`},
 		{args: []string{"validate", "-f", "x", "--allowed-bootstrap", "k1"}, want: `"k1": want host:port`},
 		{args: []string{"completion"}, want: "want one shell: bash, zsh, fish, powershell"},
 		{args: []string{"completion", "tcsh"}, want: "want one shell"},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
@@ -20,15 +21,29 @@ import (
 	"github.com/sluice-stream/sluice/coordinator"
 	"github.com/sluice-stream/sluice/dev"
 	"github.com/sluice-stream/sluice/failpoint"
+	"github.com/sluice-stream/sluice/webui"
 	"github.com/sluice-stream/sluice/worker"
 )
 
-func newLogger(level string) (hclog.Logger, error) {
+func newLogger(level, format string) (hclog.Logger, error) {
 	l := hclog.LevelFromString(level)
 	if l == hclog.NoLevel {
 		return nil, usagef("--log-level %q: use trace, debug, info, warn or error", level)
 	}
-	return hclog.New(&hclog.LoggerOptions{Name: "sluice", Level: l, Output: os.Stderr}), nil
+	var json bool
+	switch format {
+	case "text":
+	case "json":
+		json = true
+	default:
+		return nil, usagef("--log-format %q: use text or json", format)
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: "sluice", Level: l, Output: os.Stderr, JSONFormat: json}), nil
+}
+
+// logFormatFlag adds --log-format to a server command.
+func logFormatFlag(fs *pflag.FlagSet) *string {
+	return fs.String("log-format", "text", "log format: text, or json (one JSON object per line)")
 }
 
 // byteSize is a flag of bytes: 1048576, 512KiB, 64MiB or 1GiB.
@@ -94,6 +109,7 @@ func newDevCmd() *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for etcd data and the embedded broker's topics (kept across runs)")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "coordinator gRPC listen address")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "coordinator HTTP listen address of /metrics, /healthz and /readyz (empty: none)")
 	fs.StringVar(&cfg.KafkaAddr, "kafka-addr", cfg.KafkaAddr, "embedded Kafka broker listen address, an IP address of this host")
 	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", cfg.EtcdAddr, "embedded etcd client listen address")
 	fs.StringVar(&cfg.EtcdPeerAddr, "etcd-peer-addr", cfg.EtcdPeerAddr, "embedded etcd peer listen address")
@@ -111,8 +127,9 @@ func newDevCmd() *cobra.Command {
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve plaintext without authentication on a non-loopback --grpc-addr (anyone reaching it can do anything)")
 	devKafkaPolicyFlags(fs, &cfg)
 	level := fs.String("log-level", "warn", "log level: trace, debug, info, warn, error")
+	format := logFormatFlag(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		logger, err := newLogger(*level)
+		logger, err := newLogger(*level, *format)
 		if err != nil {
 			return err
 		}
@@ -134,6 +151,7 @@ func newCoordinatorCmd() *cobra.Command {
 	fs := cmd.Flags()
 	endpoints := fs.String("etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
 	addr := fs.String("grpc-addr", "127.0.0.1:7070", "gRPC listen address")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "", "HTTP listen address of /metrics, /healthz and /readyz, e.g. 127.0.0.1:7071 (empty: none)")
 	fs.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "address workers and clients use to reach this coordinator (default --grpc-addr)")
 	fs.StringVar(&cfg.Prefix, "etcd-prefix", cfg.Prefix, "prefix of Sluice's etcd keys")
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "leader lease; a leader silent this long is replaced")
@@ -145,14 +163,15 @@ func newCoordinatorCmd() *cobra.Command {
 	etcdSec := addEtcdSecurity(fs)
 	kafkaPolicyFlags(fs, &cfg.KafkaPolicy)
 	level := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	format := logFormatFlag(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return runCoordinator(cmd.Context(), cfg, *addr, *endpoints, *level, security, etcdSec)
+		return runCoordinator(cmd.Context(), cfg, *addr, *endpoints, *level, *format, security, etcdSec)
 	}
 	return cmd
 }
 
-func runCoordinator(ctx context.Context, cfg coordinator.Config, addr, endpoints, level string, security *serverSecurity, etcdSec *etcdSecurity) error {
-	logger, err := newLogger(level)
+func runCoordinator(ctx context.Context, cfg coordinator.Config, addr, endpoints, level, format string, security *serverSecurity, etcdSec *etcdSecurity) error {
+	logger, err := newLogger(level, format)
 	if err != nil {
 		return err
 	}
@@ -179,6 +198,7 @@ func runCoordinator(ctx context.Context, cfg coordinator.Config, addr, endpoints
 	if err != nil {
 		return err
 	}
+	ecfg.Logger = dev.EtcdLogger(logger.Named("etcd"))
 	cli, err := clientv3.New(ecfg)
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
@@ -190,6 +210,7 @@ func runCoordinator(ctx context.Context, cfg coordinator.Config, addr, endpoints
 	if err != nil {
 		return err
 	}
+	webui.Mount(c, cfg.Auth, logger)
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen --grpc-addr: %w", err)
@@ -199,7 +220,7 @@ func runCoordinator(ctx context.Context, cfg coordinator.Config, addr, endpoints
 	g.Go(func() error { return coordinator.Serve(gctx, gs, lis) })
 	g.Go(func() error { return c.Run(gctx) })
 	logger.Info("coordinator serving", "grpc_addr", lis.Addr().String(), "advertise", cfg.AdvertiseAddr,
-		"tls", cfg.TLS != nil, "mutual_tls", *security.clientCA != "", "auth", cfg.Auth != nil)
+		"tls", cfg.TLS != nil, "mutual_tls", *security.clientCA != "", "auth", cfg.Auth != nil, "http_addr", cfg.HTTPAddr)
 	return g.Wait()
 }
 
@@ -219,17 +240,19 @@ func newWorkerCmd() *cobra.Command {
 		"bound on the records all cached consumers prefetch, e.g. 128MiB; each consumer gets consumer-memory/consumer-cache (at least 2 MiB)")
 	fs.Var((*labelFlags)(&cfg.Labels), "label", "a label for fixed placement (placement.fixed worker_label); repeatable")
 	fs.StringVar(&cfg.Host, "host", "", "this worker's host, matched with the partition leaders' hosts by brokers placement (default the hostname)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "", "HTTP listen address of /metrics, /healthz and /readyz, e.g. 127.0.0.1:7072 (empty: none)")
 	security := addClientSecurity(fs)
 	level := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	format := logFormatFlag(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg.Coordinators = splitList(*coords)
-		return runWorker(cmd.Context(), cfg, *level, security)
+		return runWorker(cmd.Context(), cfg, *level, *format, security)
 	}
 	return cmd
 }
 
-func runWorker(ctx context.Context, cfg worker.Config, level string, security *clientSecurity) error {
-	logger, err := newLogger(level)
+func runWorker(ctx context.Context, cfg worker.Config, level, format string, security *clientSecurity) error {
+	logger, err := newLogger(level, format)
 	if err != nil {
 		return err
 	}
