@@ -80,7 +80,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{args: []string{"nosuch"}, want: `unknown command "nosuch" for "sluice"`},
 		{args: []string{"jbos"}, want: "did you mean jobs or job?"},
 		{args: []string{"jobs", "--nope"}, want: "sluice jobs: unknown flag: --nope"},
-		{args: []string{"jobs", "extra"}, want: "sluice jobs: want 0 argument(s) (), got 1"},
+		{args: []string{"jobs", "extra"}, want: `sluice jobs: takes no arguments, got ["extra"]`},
 		{args: []string{"job"}, want: "sluice job: want 1 argument(s) (JOB), got 0"},
 		{args: []string{"stop", "a", "b"}, want: "sluice stop: want 1 argument(s) (JOB), got 2"},
 		{args: []string{"txn"}, want: "sluice txn: a subcommand is required: list or abort"},

@@ -168,7 +168,10 @@ func noSubcommand(cmd *cobra.Command, args []string) error {
 // exactArgs wants n positional arguments, named in what (e.g. "JOB").
 func exactArgs(what ...string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != len(what) {
+		switch {
+		case len(what) == 0 && len(args) > 0:
+			return usagef("takes no arguments, got %q", args)
+		case len(args) != len(what):
 			return usagef("want %d argument(s) (%s), got %d", len(what), strings.Join(what, " "), len(args))
 		}
 		return nil
