@@ -35,7 +35,7 @@ const (
 	// packRecordsPerTask: small ranges are packed into one task per this
 	// many records (up to one per slot). Every task costs a dispatch, a
 	// consumer and a fetch; below this, fewer tasks finish sooner.
-	packRecordsPerTask = 50_000
+	packRecordsPerTask = 8_000
 )
 
 // liveWorker is a live worker as packing sees it.

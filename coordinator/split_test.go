@@ -143,7 +143,7 @@ func TestPackRanges(t *testing.T) {
 		{"no more ranges than slots", whole(many(8, 1)...), workers(2, 4), true, 8, 1},
 		{"1,024 partitions of one record on 4 workers: a task each", whole(many(1024, 1)...), workers(4, 4), true, 4, 0},
 		{"1,024 partitions of 1,000 records on 4x4 slots: a task a slot", whole(many(1024, 1000)...), workers(4, 4), true, 16, 0},
-		{"1,024 partitions of 100 records on 1 worker: 50,000 records a task", whole(many(1024, 100)...), workers(1, 16), true, 3, 342},
+		{"1,024 partitions of 100 records on 1 worker: 8,000 records a task", whole(many(1024, 100)...), workers(1, 16), true, 13, 79},
 		{"10,000 partitions on 1 worker of 2 slots: tasks of at most 2,048", whole(many(10_000, 1)...), workers(1, 2), true, 5, 2000},
 		{"not packable: transactional sink", whole(many(1024, 1)...), workers(4, 4), false, 1024, 1},
 		{"big ranges stay alone", whole(append(many(4, 1), rng("big", 0, 0, 50_000), rng("big", 1, 0, 50_000))...), workers(1, 2), true, 3, 4},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -297,6 +298,9 @@ func newMultiConsumer(cl Cluster, groupID string, logger hclog.Logger, stats Sta
 	// short; it is not 1 ms because the consumer keeps fetching its
 	// partitions between reads.
 	cm["fetch.wait.max.ms"] = stickyFetchWaitMs
+	if v, ok := userInt(cm, "max.partition.fetch.bytes"); !ok || v > poolPartitionFetchBytes {
+		cm["max.partition.fetch.bytes"] = strconv.Itoa(poolPartitionFetchBytes)
+	}
 	c.logs.configure(cm)
 	kc, err := newKafkaConsumer(&cm)
 	if err != nil {
@@ -331,6 +335,14 @@ const (
 	// fetches it again from where the stash ends).
 	stashLimit     = multiConsumerShare
 	stashPartLimit = 1 << 20
+	// poolPartitionFetchBytes is max.partition.fetch.bytes of a pool
+	// consumer. A fetch brings each partition up to this much; what the
+	// stash has no room for is dropped when the partition is paused and
+	// fetched again later, so a fetch far above a partition's stash share
+	// is work thrown away (with 512 partitions the share is 16 KiB, and a
+	// 4 MiB fetch per partition made the broker and librdkafka copy and
+	// parse each record many times). Ranges read by the pool are small.
+	poolPartitionFetchBytes = 64 << 10
 	// refillPerRead bounds the paused partitions a read resumes ahead of
 	// need (see refillAhead).
 	refillPerRead = 64
