@@ -641,6 +641,9 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	logWait := time.Now()
 	batchRev, err := logged()
 	if err != nil {
+		// Its plan log may have reached etcd or not: a next leader finds
+		// the batch planned, or plans it again.
+		r.logger.Warn("commit abandoned: logging the batch's plan failed", "batch", b.GetId(), "error", err)
 		return offs, err
 	}
 	commitStart := time.Now()
