@@ -473,18 +473,8 @@ const adminIdleTimeout = time.Minute
 
 // Run closes the Admins left unused for adminIdleTimeout until ctx ends.
 func (p *AdminPool) Run(ctx context.Context) error {
-	t := time.NewTicker(adminIdleTimeout / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if n := p.closeIdle(time.Now().Add(-adminIdleTimeout)); n > 0 {
-				p.logger.Debug("closed idle admin clients", "clients", n)
-			}
-		}
-	}
+	sweepIdle(ctx, adminIdleTimeout, 4, p.closeIdle, p.logger, "admin clients")
+	return nil
 }
 
 // closeIdle closes the Admins last got before t and returns how many.

@@ -71,18 +71,8 @@ const poolIdleTimeout = time.Minute
 
 // Run closes the consumers left idle for poolIdleTimeout until ctx ends.
 func (p *Pool) Run(ctx context.Context) error {
-	t := time.NewTicker(poolIdleTimeout / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if n := p.closeIdle(time.Now().Add(-poolIdleTimeout)); n > 0 {
-				p.logger.Debug("closed idle pooled consumers", "consumers", n)
-			}
-		}
-	}
+	sweepIdle(ctx, poolIdleTimeout, 4, p.closeIdle, p.logger, "pooled consumers")
+	return nil
 }
 
 // closeIdle closes the idle consumers put back before t and returns how

@@ -52,18 +52,8 @@ func (c *Cache) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	t := time.NewTicker(cacheIdleTimeout / 5)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if n := c.closeIdle(time.Now().Add(-cacheIdleTimeout)); n > 0 {
-				c.logger.Debug("closed idle cached consumers", "consumers", n)
-			}
-		}
-	}
+	sweepIdle(ctx, cacheIdleTimeout, 5, c.closeIdle, c.logger, "cached consumers")
+	return nil
 }
 
 // closeIdle closes the cached consumers not in use since before t and
