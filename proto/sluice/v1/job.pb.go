@@ -297,19 +297,25 @@ const (
 	RecordErrorPolicy_RECORD_ERROR_POLICY_FAIL RecordErrorPolicy = 1
 	// The record is skipped and counted in the batch's records_failed.
 	RecordErrorPolicy_RECORD_ERROR_POLICY_SKIP RecordErrorPolicy = 2
+	// The record is written unchanged to JobSpec.dead_letter's topic, with
+	// sluice-dlq-* headers, and counted in records_failed and
+	// records_dead_lettered.
+	RecordErrorPolicy_RECORD_ERROR_POLICY_DEAD_LETTER RecordErrorPolicy = 20
 )
 
 // Enum value maps for RecordErrorPolicy.
 var (
 	RecordErrorPolicy_name = map[int32]string{
-		0: "RECORD_ERROR_POLICY_UNSPECIFIED",
-		1: "RECORD_ERROR_POLICY_FAIL",
-		2: "RECORD_ERROR_POLICY_SKIP",
+		0:  "RECORD_ERROR_POLICY_UNSPECIFIED",
+		1:  "RECORD_ERROR_POLICY_FAIL",
+		2:  "RECORD_ERROR_POLICY_SKIP",
+		20: "RECORD_ERROR_POLICY_DEAD_LETTER",
 	}
 	RecordErrorPolicy_value = map[string]int32{
 		"RECORD_ERROR_POLICY_UNSPECIFIED": 0,
 		"RECORD_ERROR_POLICY_FAIL":        1,
 		"RECORD_ERROR_POLICY_SKIP":        2,
+		"RECORD_ERROR_POLICY_DEAD_LETTER": 20,
 	}
 )
 
@@ -527,7 +533,10 @@ type JobSpec struct {
 	// field, a type error); default fail the batch.
 	OnRecordError RecordErrorPolicy `protobuf:"varint,8,opt,name=on_record_error,json=onRecordError,proto3,enum=sluice.v1.RecordErrorPolicy" json:"on_record_error,omitempty"`
 	// Which worker runs which partition's tasks; default consistent.
-	Placement     *Placement `protobuf:"bytes,9,opt,name=placement,proto3" json:"placement,omitempty"`
+	Placement *Placement `protobuf:"bytes,9,opt,name=placement,proto3" json:"placement,omitempty"`
+	// Where RECORD_ERROR_POLICY_DEAD_LETTER writes the records a step cannot
+	// evaluate; required by that policy and refused without it.
+	DeadLetter    *DeadLetter `protobuf:"bytes,20,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -625,6 +634,84 @@ func (x *JobSpec) GetPlacement() *Placement {
 	return nil
 }
 
+func (x *JobSpec) GetDeadLetter() *DeadLetter {
+	if x != nil {
+		return x.DeadLetter
+	}
+	return nil
+}
+
+// DeadLetter is the topic that RECORD_ERROR_POLICY_DEAD_LETTER writes failing
+// records to: unchanged (key, value, headers) plus sluice-dlq-* headers naming
+// the step, expression, error and source record. With a Kafka sink they go
+// through the sink's producer (in the task's transaction when it is
+// transactional); with the collect sink through a transactional producer per
+// source partition, so that they are exactly-once either way.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Target topic; required.
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Cluster of the topic; default the Kafka sink's, or the source's with the
+	// collect sink. With a Kafka sink it must be the sink's cluster.
+	BootstrapServers string `protobuf:"bytes,2,opt,name=bootstrap_servers,json=bootstrapServers,proto3" json:"bootstrap_servers,omitempty"`
+	// librdkafka producer properties (collect sink only: with a Kafka sink the
+	// sink's properties apply); the Kafka property policy applies.
+	Properties    map[string]string `protobuf:"bytes,3,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DeadLetter) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetBootstrapServers() string {
+	if x != nil {
+		return x.BootstrapServers
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetProperties() map[string]string {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
 // Placement chooses the worker of each task. Every mode respects the workers'
 // slots; a task waits at the coordinator when its workers are busy.
 type Placement struct {
@@ -640,7 +727,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	mi := &file_sluice_v1_job_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +739,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	mi := &file_sluice_v1_job_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +752,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Placement) GetMode() PlacementMode {
@@ -695,7 +782,7 @@ type FixedPlacement struct {
 
 func (x *FixedPlacement) Reset() {
 	*x = FixedPlacement{}
-	mi := &file_sluice_v1_job_proto_msgTypes[2]
+	mi := &file_sluice_v1_job_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +794,7 @@ func (x *FixedPlacement) String() string {
 func (*FixedPlacement) ProtoMessage() {}
 
 func (x *FixedPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[2]
+	mi := &file_sluice_v1_job_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +807,7 @@ func (x *FixedPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FixedPlacement.ProtoReflect.Descriptor instead.
 func (*FixedPlacement) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FixedPlacement) GetTopic() string {
@@ -770,7 +857,7 @@ type KafkaSource struct {
 
 func (x *KafkaSource) Reset() {
 	*x = KafkaSource{}
-	mi := &file_sluice_v1_job_proto_msgTypes[3]
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +869,7 @@ func (x *KafkaSource) String() string {
 func (*KafkaSource) ProtoMessage() {}
 
 func (x *KafkaSource) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[3]
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +882,7 @@ func (x *KafkaSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSource.ProtoReflect.Descriptor instead.
 func (*KafkaSource) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *KafkaSource) GetBootstrapServers() string {
@@ -854,7 +941,7 @@ type StartingOffsets struct {
 
 func (x *StartingOffsets) Reset() {
 	*x = StartingOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +953,7 @@ func (x *StartingOffsets) String() string {
 func (*StartingOffsets) ProtoMessage() {}
 
 func (x *StartingOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +966,7 @@ func (x *StartingOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartingOffsets.ProtoReflect.Descriptor instead.
 func (*StartingOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StartingOffsets) GetKind() isStartingOffsets_Kind {
@@ -953,7 +1040,7 @@ type ExplicitOffsets struct {
 
 func (x *ExplicitOffsets) Reset() {
 	*x = ExplicitOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1052,7 @@ func (x *ExplicitOffsets) String() string {
 func (*ExplicitOffsets) ProtoMessage() {}
 
 func (x *ExplicitOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1065,7 @@ func (x *ExplicitOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplicitOffsets.ProtoReflect.Descriptor instead.
 func (*ExplicitOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExplicitOffsets) GetOffsets() []*PartitionOffset {
@@ -1006,7 +1093,7 @@ type PartitionOffset struct {
 
 func (x *PartitionOffset) Reset() {
 	*x = PartitionOffset{}
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1105,7 @@ func (x *PartitionOffset) String() string {
 func (*PartitionOffset) ProtoMessage() {}
 
 func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1118,7 @@ func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOffset.ProtoReflect.Descriptor instead.
 func (*PartitionOffset) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PartitionOffset) GetTopic() string {
@@ -1065,6 +1152,7 @@ type Step struct {
 	//
 	//	*Step_Filter
 	//	*Step_Map
+	//	*Step_FlatMap
 	Kind          isStep_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1072,7 +1160,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1172,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1185,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Step) GetKind() isStep_Kind {
@@ -1125,6 +1213,15 @@ func (x *Step) GetMap() *MapStep {
 	return nil
 }
 
+func (x *Step) GetFlatMap() string {
+	if x != nil {
+		if x, ok := x.Kind.(*Step_FlatMap); ok {
+			return x.FlatMap
+		}
+	}
+	return ""
+}
+
 type isStep_Kind interface {
 	isStep_Kind()
 }
@@ -1139,9 +1236,19 @@ type Step_Map struct {
 	Map *MapStep `protobuf:"bytes,2,opt,name=map,proto3,oneof"`
 }
 
+type Step_FlatMap struct {
+	// Emits one record per element of the list the expression returns, in
+	// order (an empty list drops the record). An element that is a map with
+	// `key` and/or `value` sets them (a missing one keeps the record's); any
+	// other element is the new value, converted as MapStep's.
+	FlatMap string `protobuf:"bytes,20,opt,name=flat_map,json=flatMap,proto3,oneof"`
+}
+
 func (*Step_Filter) isStep_Kind() {}
 
 func (*Step_Map) isStep_Kind() {}
+
+func (*Step_FlatMap) isStep_Kind() {}
 
 type MapStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1156,7 +1263,7 @@ type MapStep struct {
 
 func (x *MapStep) Reset() {
 	*x = MapStep{}
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1275,7 @@ func (x *MapStep) String() string {
 func (*MapStep) ProtoMessage() {}
 
 func (x *MapStep) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1288,7 @@ func (x *MapStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapStep.ProtoReflect.Descriptor instead.
 func (*MapStep) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MapStep) GetKey() string {
@@ -1214,7 +1321,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1333,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1346,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Aggregate) GetKey() string {
@@ -1276,7 +1383,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1395,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1408,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Sink) GetKind() isSink_Kind {
@@ -1378,7 +1485,7 @@ type KafkaSink struct {
 
 func (x *KafkaSink) Reset() {
 	*x = KafkaSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1497,7 @@ func (x *KafkaSink) String() string {
 func (*KafkaSink) ProtoMessage() {}
 
 func (x *KafkaSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1510,7 @@ func (x *KafkaSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSink.ProtoReflect.Descriptor instead.
 func (*KafkaSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KafkaSink) GetBootstrapServers() string {
@@ -1479,7 +1586,7 @@ type CollectSink struct {
 
 func (x *CollectSink) Reset() {
 	*x = CollectSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1598,7 @@ func (x *CollectSink) String() string {
 func (*CollectSink) ProtoMessage() {}
 
 func (x *CollectSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1611,7 @@ func (x *CollectSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectSink.ProtoReflect.Descriptor instead.
 func (*CollectSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 type Limits struct {
@@ -1551,7 +1658,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1670,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1683,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Limits) GetMaxRatePerPartition() int64 {
@@ -1677,7 +1784,7 @@ type Backpressure struct {
 
 func (x *Backpressure) Reset() {
 	*x = Backpressure{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +1796,7 @@ func (x *Backpressure) String() string {
 func (*Backpressure) ProtoMessage() {}
 
 func (x *Backpressure) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +1809,7 @@ func (x *Backpressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backpressure.ProtoReflect.Descriptor instead.
 func (*Backpressure) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Backpressure) GetEnabled() bool {
@@ -1764,7 +1871,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1883,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1896,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Job) GetSpec() *JobSpec {
@@ -1862,7 +1969,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +1981,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +1994,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OffsetRange) GetTopic() string {
@@ -1941,7 +2048,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2060,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2073,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Batch) GetJob() string {
@@ -2053,7 +2160,7 @@ type TopicRanges struct {
 
 func (x *TopicRanges) Reset() {
 	*x = TopicRanges{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2172,7 @@ func (x *TopicRanges) String() string {
 func (*TopicRanges) ProtoMessage() {}
 
 func (x *TopicRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2185,7 @@ func (x *TopicRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicRanges.ProtoReflect.Descriptor instead.
 func (*TopicRanges) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TopicRanges) GetTopic() string {
@@ -2126,7 +2233,7 @@ type BatchCap struct {
 
 func (x *BatchCap) Reset() {
 	*x = BatchCap{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2245,7 @@ func (x *BatchCap) String() string {
 func (*BatchCap) ProtoMessage() {}
 
 func (x *BatchCap) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2258,7 @@ func (x *BatchCap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCap.ProtoReflect.Descriptor instead.
 func (*BatchCap) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BatchCap) GetSource() CapSource {
@@ -2197,7 +2304,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2316,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2329,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -2279,13 +2386,16 @@ type BatchMetrics struct {
 	TaskAttempts int32 `protobuf:"varint,8,opt,name=task_attempts,json=taskAttempts,proto3" json:"task_attempts,omitempty"`
 	// Speculative copies of slow tasks launched (limits.speculation_multiplier).
 	SpeculativeTasks int32 `protobuf:"varint,9,opt,name=speculative_tasks,json=speculativeTasks,proto3" json:"speculative_tasks,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Records written to the dead-letter topic (RECORD_ERROR_POLICY_DEAD_LETTER),
+	// also counted in records_failed.
+	RecordsDeadLettered int64 `protobuf:"varint,20,opt,name=records_dead_lettered,json=recordsDeadLettered,proto3" json:"records_dead_lettered,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2407,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2420,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -2376,6 +2486,13 @@ func (x *BatchMetrics) GetSpeculativeTasks() int32 {
 	return 0
 }
 
+func (x *BatchMetrics) GetRecordsDeadLettered() int64 {
+	if x != nil {
+		return x.RecordsDeadLettered
+	}
+	return 0
+}
+
 // KeyAggregate is the aggregate of one key; avg is sum/count.
 type KeyAggregate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2395,7 +2512,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2524,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2537,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -2492,7 +2609,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2621,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2634,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -2586,7 +2703,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2715,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2728,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Header) GetKey() string {
@@ -2643,7 +2760,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2772,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2785,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -2715,7 +2832,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2727,7 +2844,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2740,7 +2857,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -2776,7 +2893,7 @@ type TopicOffsets struct {
 
 func (x *TopicOffsets) Reset() {
 	*x = TopicOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +2905,7 @@ func (x *TopicOffsets) String() string {
 func (*TopicOffsets) ProtoMessage() {}
 
 func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +2918,7 @@ func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicOffsets.ProtoReflect.Descriptor instead.
 func (*TopicOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TopicOffsets) GetTopic() string {
@@ -2829,7 +2946,7 @@ var File_sluice_v1_job_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x03\n" +
+	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x03\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x06source\x18\x02 \x01(\v2\x16.sluice.v1.KafkaSourceR\x06source\x12@\n" +
@@ -2839,7 +2956,19 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x04sink\x18\x06 \x01(\v2\x0f.sluice.v1.SinkR\x04sink\x12)\n" +
 	"\x06limits\x18\a \x01(\v2\x11.sluice.v1.LimitsR\x06limits\x12D\n" +
 	"\x0fon_record_error\x18\b \x01(\x0e2\x1c.sluice.v1.RecordErrorPolicyR\ronRecordError\x122\n" +
-	"\tplacement\x18\t \x01(\v2\x14.sluice.v1.PlacementR\tplacement\"j\n" +
+	"\tplacement\x18\t \x01(\v2\x14.sluice.v1.PlacementR\tplacement\x126\n" +
+	"\vdead_letter\x18\x14 \x01(\v2\x15.sluice.v1.DeadLetterR\n" +
+	"deadLetter\"\xd5\x01\n" +
+	"\n" +
+	"DeadLetter\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12+\n" +
+	"\x11bootstrap_servers\x18\x02 \x01(\tR\x10bootstrapServers\x12E\n" +
+	"\n" +
+	"properties\x18\x03 \x03(\v2%.sluice.v1.DeadLetter.PropertiesEntryR\n" +
+	"properties\x1a=\n" +
+	"\x0fPropertiesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
 	"\tPlacement\x12,\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x18.sluice.v1.PlacementModeR\x04mode\x12/\n" +
 	"\x05fixed\x18\x02 \x03(\v2\x19.sluice.v1.FixedPlacementR\x05fixed\"i\n" +
@@ -2873,10 +3002,11 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x0fPartitionOffset\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
-	"\x06offset\x18\x03 \x01(\x03R\x06offset\"P\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\"m\n" +
 	"\x04Step\x12\x18\n" +
 	"\x06filter\x18\x01 \x01(\tH\x00R\x06filter\x12&\n" +
-	"\x03map\x18\x02 \x01(\v2\x12.sluice.v1.MapStepH\x00R\x03mapB\x06\n" +
+	"\x03map\x18\x02 \x01(\v2\x12.sluice.v1.MapStepH\x00R\x03map\x12\x1b\n" +
+	"\bflat_map\x18\x14 \x01(\tH\x00R\aflatMapB\x06\n" +
 	"\x04kind\"1\n" +
 	"\aMapStep\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -2986,7 +3116,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\vfrom_offset\x18\x03 \x01(\x03R\n" +
 	"fromOffset\x12!\n" +
 	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xa3\x03\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xd7\x03\n" +
 	"\fBatchMetrics\x12\x1d\n" +
 	"\n" +
 	"records_in\x18\x01 \x01(\x03R\trecordsIn\x12\x1f\n" +
@@ -2999,7 +3129,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"totalDelay\x12\x14\n" +
 	"\x05tasks\x18\a \x01(\x05R\x05tasks\x12#\n" +
 	"\rtask_attempts\x18\b \x01(\x05R\ftaskAttempts\x12+\n" +
-	"\x11speculative_tasks\x18\t \x01(\x05R\x10speculativeTasks\"\x9b\x01\n" +
+	"\x11speculative_tasks\x18\t \x01(\x05R\x10speculativeTasks\x122\n" +
+	"\x15records_dead_lettered\x18\x14 \x01(\x03R\x13recordsDeadLettered\"\x9b\x01\n" +
 	"\fKeyAggregate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x10\n" +
@@ -3061,11 +3192,12 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\rKafkaSinkMode\x12\x1f\n" +
 	"\x1bKAFKA_SINK_MODE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dKAFKA_SINK_MODE_TRANSACTIONAL\x10\x01\x12\x1e\n" +
-	"\x1aKAFKA_SINK_MODE_IDEMPOTENT\x10\x02*t\n" +
+	"\x1aKAFKA_SINK_MODE_IDEMPOTENT\x10\x02*\x99\x01\n" +
 	"\x11RecordErrorPolicy\x12#\n" +
 	"\x1fRECORD_ERROR_POLICY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18RECORD_ERROR_POLICY_FAIL\x10\x01\x12\x1c\n" +
-	"\x18RECORD_ERROR_POLICY_SKIP\x10\x02*i\n" +
+	"\x18RECORD_ERROR_POLICY_SKIP\x10\x02\x12#\n" +
+	"\x1fRECORD_ERROR_POLICY_DEAD_LETTER\x10\x14*i\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_RUNNING\x10\x01\x12\x15\n" +
@@ -3099,7 +3231,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(PlacementMode)(0),            // 0: sluice.v1.PlacementMode
 	(IsolationLevel)(0),           // 1: sluice.v1.IsolationLevel
@@ -3111,94 +3243,98 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(BatchState)(0),               // 7: sluice.v1.BatchState
 	(CapSource)(0),                // 8: sluice.v1.CapSource
 	(*JobSpec)(nil),               // 9: sluice.v1.JobSpec
-	(*Placement)(nil),             // 10: sluice.v1.Placement
-	(*FixedPlacement)(nil),        // 11: sluice.v1.FixedPlacement
-	(*KafkaSource)(nil),           // 12: sluice.v1.KafkaSource
-	(*StartingOffsets)(nil),       // 13: sluice.v1.StartingOffsets
-	(*ExplicitOffsets)(nil),       // 14: sluice.v1.ExplicitOffsets
-	(*PartitionOffset)(nil),       // 15: sluice.v1.PartitionOffset
-	(*Step)(nil),                  // 16: sluice.v1.Step
-	(*MapStep)(nil),               // 17: sluice.v1.MapStep
-	(*Aggregate)(nil),             // 18: sluice.v1.Aggregate
-	(*Sink)(nil),                  // 19: sluice.v1.Sink
-	(*KafkaSink)(nil),             // 20: sluice.v1.KafkaSink
-	(*CollectSink)(nil),           // 21: sluice.v1.CollectSink
-	(*Limits)(nil),                // 22: sluice.v1.Limits
-	(*Backpressure)(nil),          // 23: sluice.v1.Backpressure
-	(*Job)(nil),                   // 24: sluice.v1.Job
-	(*OffsetRange)(nil),           // 25: sluice.v1.OffsetRange
-	(*Batch)(nil),                 // 26: sluice.v1.Batch
-	(*TopicRanges)(nil),           // 27: sluice.v1.TopicRanges
-	(*BatchCap)(nil),              // 28: sluice.v1.BatchCap
-	(*DataLoss)(nil),              // 29: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 30: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 31: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 32: sluice.v1.OutputRecord
-	(*Header)(nil),                // 33: sluice.v1.Header
-	(*BatchResult)(nil),           // 34: sluice.v1.BatchResult
-	(*CommittedOffsets)(nil),      // 35: sluice.v1.CommittedOffsets
-	(*TopicOffsets)(nil),          // 36: sluice.v1.TopicOffsets
-	nil,                           // 37: sluice.v1.KafkaSource.PropertiesEntry
-	nil,                           // 38: sluice.v1.KafkaSink.HeadersEntry
-	nil,                           // 39: sluice.v1.KafkaSink.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*DeadLetter)(nil),            // 10: sluice.v1.DeadLetter
+	(*Placement)(nil),             // 11: sluice.v1.Placement
+	(*FixedPlacement)(nil),        // 12: sluice.v1.FixedPlacement
+	(*KafkaSource)(nil),           // 13: sluice.v1.KafkaSource
+	(*StartingOffsets)(nil),       // 14: sluice.v1.StartingOffsets
+	(*ExplicitOffsets)(nil),       // 15: sluice.v1.ExplicitOffsets
+	(*PartitionOffset)(nil),       // 16: sluice.v1.PartitionOffset
+	(*Step)(nil),                  // 17: sluice.v1.Step
+	(*MapStep)(nil),               // 18: sluice.v1.MapStep
+	(*Aggregate)(nil),             // 19: sluice.v1.Aggregate
+	(*Sink)(nil),                  // 20: sluice.v1.Sink
+	(*KafkaSink)(nil),             // 21: sluice.v1.KafkaSink
+	(*CollectSink)(nil),           // 22: sluice.v1.CollectSink
+	(*Limits)(nil),                // 23: sluice.v1.Limits
+	(*Backpressure)(nil),          // 24: sluice.v1.Backpressure
+	(*Job)(nil),                   // 25: sluice.v1.Job
+	(*OffsetRange)(nil),           // 26: sluice.v1.OffsetRange
+	(*Batch)(nil),                 // 27: sluice.v1.Batch
+	(*TopicRanges)(nil),           // 28: sluice.v1.TopicRanges
+	(*BatchCap)(nil),              // 29: sluice.v1.BatchCap
+	(*DataLoss)(nil),              // 30: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 31: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 32: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 33: sluice.v1.OutputRecord
+	(*Header)(nil),                // 34: sluice.v1.Header
+	(*BatchResult)(nil),           // 35: sluice.v1.BatchResult
+	(*CommittedOffsets)(nil),      // 36: sluice.v1.CommittedOffsets
+	(*TopicOffsets)(nil),          // 37: sluice.v1.TopicOffsets
+	nil,                           // 38: sluice.v1.DeadLetter.PropertiesEntry
+	nil,                           // 39: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 40: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 41: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 42: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 43: google.protobuf.Timestamp
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
-	12, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	40, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
-	16, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
-	18, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
-	19, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
-	22, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
+	13, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
+	42, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	17, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
+	19, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
+	20, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
+	23, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
 	5,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
-	10, // 7: sluice.v1.JobSpec.placement:type_name -> sluice.v1.Placement
-	0,  // 8: sluice.v1.Placement.mode:type_name -> sluice.v1.PlacementMode
-	11, // 9: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
-	13, // 10: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
-	1,  // 11: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	37, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
-	2,  // 13: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
-	14, // 14: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	41, // 15: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
-	15, // 16: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	2,  // 17: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
-	17, // 18: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
-	3,  // 19: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
-	21, // 20: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	20, // 21: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
-	38, // 22: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
-	39, // 23: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
-	4,  // 24: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
-	40, // 25: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
-	40, // 26: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	23, // 27: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
-	9,  // 28: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	6,  // 29: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	41, // 30: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	41, // 31: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	41, // 32: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	7,  // 33: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	25, // 34: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	30, // 35: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	41, // 36: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	29, // 37: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	28, // 38: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
-	27, // 39: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
-	8,  // 40: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
-	40, // 41: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	40, // 42: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	40, // 43: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	33, // 44: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
-	31, // 45: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	32, // 46: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	15, // 47: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	36, // 48: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	11, // 7: sluice.v1.JobSpec.placement:type_name -> sluice.v1.Placement
+	10, // 8: sluice.v1.JobSpec.dead_letter:type_name -> sluice.v1.DeadLetter
+	38, // 9: sluice.v1.DeadLetter.properties:type_name -> sluice.v1.DeadLetter.PropertiesEntry
+	0,  // 10: sluice.v1.Placement.mode:type_name -> sluice.v1.PlacementMode
+	12, // 11: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
+	14, // 12: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
+	1,  // 13: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
+	39, // 14: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	2,  // 15: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
+	15, // 16: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
+	43, // 17: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	16, // 18: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	2,  // 19: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
+	18, // 20: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
+	3,  // 21: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
+	22, // 22: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	21, // 23: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
+	40, // 24: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	41, // 25: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	4,  // 26: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
+	42, // 27: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	42, // 28: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	24, // 29: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
+	9,  // 30: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	6,  // 31: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	43, // 32: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	43, // 33: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	43, // 34: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	7,  // 35: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	26, // 36: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	31, // 37: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	43, // 38: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	30, // 39: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	29, // 40: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
+	28, // 41: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
+	8,  // 42: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
+	42, // 43: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	42, // 44: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	42, // 45: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	34, // 46: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	32, // 47: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	33, // 48: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	16, // 49: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	37, // 50: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -3206,28 +3342,29 @@ func file_sluice_v1_job_proto_init() {
 	if File_sluice_v1_job_proto != nil {
 		return
 	}
-	file_sluice_v1_job_proto_msgTypes[3].OneofWrappers = []any{}
-	file_sluice_v1_job_proto_msgTypes[4].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[4].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[5].OneofWrappers = []any{
 		(*StartingOffsets_Position)(nil),
 		(*StartingOffsets_Explicit)(nil),
 		(*StartingOffsets_Timestamp)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[7].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[8].OneofWrappers = []any{
 		(*Step_Filter)(nil),
 		(*Step_Map)(nil),
+		(*Step_FlatMap)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[10].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[11].OneofWrappers = []any{
 		(*Sink_Collect)(nil),
 		(*Sink_Kafka)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[14].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -696,9 +696,11 @@ type TaskResult struct {
 	// exist, conflicting producer settings): the job fails at once.
 	Fatal bool `protobuf:"varint,12,opt,name=fatal,proto3" json:"fatal,omitempty"`
 	// The task's ranges, echoed, when it carried several.
-	Ranges        []*OffsetRange `protobuf:"bytes,13,rep,name=ranges,proto3" json:"ranges,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ranges []*OffsetRange `protobuf:"bytes,13,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// Failed records written to the dead-letter topic.
+	RecordsDeadLettered int64 `protobuf:"varint,20,opt,name=records_dead_lettered,json=recordsDeadLettered,proto3" json:"records_dead_lettered,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *TaskResult) Reset() {
@@ -822,6 +824,13 @@ func (x *TaskResult) GetRanges() []*OffsetRange {
 	return nil
 }
 
+func (x *TaskResult) GetRecordsDeadLettered() int64 {
+	if x != nil {
+		return x.RecordsDeadLettered
+	}
+	return 0
+}
+
 var File_sluice_v1_worker_service_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_worker_service_proto_rawDesc = "" +
@@ -869,7 +878,7 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\vincarnation\x18\x06 \x01(\tR\vincarnation\x12 \n" +
 	"\vspeculative\x18\a \x01(\bR\vspeculative\x12\x14\n" +
 	"\x05piece\x18\b \x01(\x05R\x05piece\x12.\n" +
-	"\x06ranges\x18\t \x03(\v2\x16.sluice.v1.OffsetRangeR\x06ranges\"\x87\x04\n" +
+	"\x06ranges\x18\t \x03(\v2\x16.sluice.v1.OffsetRangeR\x06ranges\"\xbb\x04\n" +
 	"\n" +
 	"TaskResult\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12\x14\n" +
@@ -889,7 +898,8 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	" \x01(\v2\x16.sluice.v1.OffsetRangeR\x05range\x12!\n" +
 	"\fspec_version\x18\v \x01(\x03R\vspecVersion\x12\x14\n" +
 	"\x05fatal\x18\f \x01(\bR\x05fatal\x12.\n" +
-	"\x06ranges\x18\r \x03(\v2\x16.sluice.v1.OffsetRangeR\x06ranges2U\n" +
+	"\x06ranges\x18\r \x03(\v2\x16.sluice.v1.OffsetRangeR\x06ranges\x122\n" +
+	"\x15records_dead_lettered\x18\x14 \x01(\x03R\x13recordsDeadLettered2U\n" +
 	"\rWorkerService\x12D\n" +
 	"\aConnect\x12\x19.sluice.v1.ConnectRequest\x1a\x1a.sluice.v1.ConnectResponse(\x010\x01B\xa2\x01\n" +
 	"\rcom.sluice.v1B\x12WorkerServiceProtoP\x01Z8github.com/sluice-stream/sluice/proto/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
