@@ -58,13 +58,16 @@ type Program struct {
 	sink     *kafkaSink // nil: no Kafka sink, output records are not routed
 	skip     bool       // RECORD_ERROR_POLICY_SKIP
 	usesJSON bool
+	dead     *deadLetter // RECORD_ERROR_POLICY_DEAD_LETTER: where failing records go
+	fans     bool        // a step is a flatMap
 }
 
-// step is one filter or map step; exactly one of filter, or key and/or value,
-// is set.
+// step is one filter, map or flatMap step; exactly one of filter, flat, or
+// key and/or value, is set.
 type step struct {
 	filter     *expr
 	key, value *expr
+	flat       *expr
 }
 
 type aggregate struct {
@@ -91,6 +94,7 @@ type sinkHeader struct {
 // errors name.
 type expr struct {
 	field string
+	src   string // for the dead letters' sluice-dlq-expression header
 	prg   cel.Program
 	// metered: the expression may exceed MaxEvalCost, so prg tracks its cost
 	// and can be interrupted.
@@ -180,6 +184,9 @@ func Compile(spec *sluicev1.JobSpec) (*Program, error) {
 		return nil, fmt.Errorf("cel environment: %w", err)
 	}
 	p := &Program{skip: spec.GetOnRecordError() == sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_SKIP}
+	if p.dead, err = compileDeadLetter(spec); err != nil {
+		return nil, err
+	}
 	for i, s := range spec.GetSteps() {
 		switch k := s.GetKind().(type) {
 		case *sluicev1.Step_Filter:
@@ -205,8 +212,15 @@ func Compile(spec *sluicev1.JobSpec) (*Program, error) {
 				}
 			}
 			p.steps = append(p.steps, st)
+		case *sluicev1.Step_FlatMap:
+			x, err := p.compile(e, fmt.Sprintf("steps[%d].flatMap", i), k.FlatMap, flatMapKinds, "a list")
+			if err != nil {
+				return nil, err
+			}
+			p.steps = append(p.steps, step{flat: x})
+			p.fans = true
 		default:
-			return nil, &FieldError{Field: fmt.Sprintf("steps[%d]", i), Err: errors.New("needs a filter or a map")}
+			return nil, &FieldError{Field: fmt.Sprintf("steps[%d]", i), Err: errors.New("needs a filter or a map, or a flatMap")}
 		}
 	}
 	kafka, isKafka := spec.GetSink().GetKind().(*sluicev1.Sink_Kafka)
@@ -349,6 +363,7 @@ var (
 	topicKinds     = kinds(types.StringKind)
 	partitionKinds = kinds(types.IntKind, types.UintKind)
 	headerKinds    = kinds(types.StringKind, types.BytesKind)
+	flatMapKinds   = kinds(types.ListKind)
 )
 
 const mapWant = "a string, bytes, number, bool, null, list, map, timestamp or duration"
@@ -406,7 +421,7 @@ func (p *Program) compile(e *cel.Env, field, src string, want map[types.Kind]boo
 	if err != nil {
 		return nil, &FieldError{Field: field, Expr: src, Err: err}
 	}
-	x := &expr{field: field, prg: prg, metered: metered, env: e, checked: ast}
+	x := &expr{field: field, src: src, prg: prg, metered: metered, env: e, checked: ast}
 	if !metered {
 		x.fast = compileFast(ast)
 	}

@@ -56,6 +56,9 @@ type Result struct {
 	// FirstError describes the first record that failed, "" if none did; like
 	// RecordError.Error, it is valid UTF-8 and at most MaxErrorBytes long.
 	FirstError string
+	// DeadLettered counts the failed records kept as dead letters (also in
+	// Failed).
+	DeadLettered int64
 }
 
 // Runner applies a Program to the records of one task. It is not safe for
@@ -84,6 +87,16 @@ type Runner struct {
 	hdrVals    []string          // the current record's header values; may alias it
 	hdrSlab    []sluicev1.Header // Header structs handed out in chunks
 	hdrPtrSlab []*sluicev1.Header
+
+	// Dead letters since the last DrainDeadLetters (deadletter.go).
+	dead         []*sluicev1.OutputRecord
+	deadBytes    int64
+	deadLettered int64
+
+	// flatMap (flatmap.go): elements emitted for the current record, and
+	// its aggregate inputs, added once the whole record succeeded.
+	fan     int
+	pending []aggInput
 }
 
 // maxTopics bounds Runner.topics: past it, a new topic is copied per record.
@@ -127,6 +140,9 @@ func (r *Runner) Process(rec *record.Record) error {
 	a := &r.act
 	a.reset(rec)
 	defer a.release()
+	if r.p.fans {
+		return r.processFan(rec)
+	}
 	for i := range r.p.steps {
 		s := &r.p.steps[i]
 		if s.filter != nil {
@@ -283,34 +299,48 @@ func (r *Runner) mapStep(s *step) *fieldErr {
 }
 
 func (r *Runner) aggregate() *fieldErr {
+	key, num, ferr := r.aggregateInput()
+	if ferr != nil {
+		return ferr
+	}
+	r.addAggregate(key, num)
+	return nil
+}
+
+// aggregateInput evaluates the current record's aggregate key and value;
+// the key may alias the record or a buffer.
+func (r *Runner) aggregateInput() (key string, num float64, ferr *fieldErr) {
 	agg := r.p.agg
-	var key string
 	if agg.key == nil {
 		key = bytesString(r.act.key)
 	} else {
 		v, err := r.eval(agg.key)
 		if err != nil {
-			return &fieldErr{agg.key, err}
+			return "", 0, &fieldErr{agg.key, err}
 		}
 		if s, ok := v.(types.String); ok {
 			key = string(s)
 		} else {
 			if r.aggKeyBuf, err = appendScalar(r.aggKeyBuf[:0], v); err != nil {
-				return &fieldErr{agg.key, err}
+				return "", 0, &fieldErr{agg.key, err}
 			}
 			key = bytesString(r.aggKeyBuf)
 		}
 	}
-	var num float64
 	if agg.value != nil {
 		v, err := r.eval(agg.value)
 		if err != nil {
-			return &fieldErr{agg.value, err}
+			return "", 0, &fieldErr{agg.value, err}
 		}
 		if num, err = toFloat(v); err != nil {
-			return &fieldErr{agg.value, err}
+			return "", 0, &fieldErr{agg.value, err}
 		}
 	}
+	return key, num, nil
+}
+
+// addAggregate adds one record's value to its key's aggregate.
+func (r *Runner) addAggregate(key string, num float64) {
 	ka := r.aggs[key]
 	if ka == nil {
 		// key may alias the record or a buffer.
@@ -324,7 +354,6 @@ func (r *Runner) aggregate() *fieldErr {
 	ka.Sum += num
 	ka.Min = min(ka.Min, num)
 	ka.Max = max(ka.Max, num)
-	return nil
 }
 
 // Approximate encoded sizes beyond the strings: tags, lengths and numbers.
@@ -499,6 +528,10 @@ func (r *Runner) fail(rec *record.Record, fe *fieldErr) error {
 	if r.firstErr == "" {
 		r.firstErr = rerr.Error()
 	}
+	if r.p.dead != nil {
+		r.keepDeadLetter(rec, fe.x, rerr)
+		return nil
+	}
 	if r.p.skip {
 		return nil
 	}
@@ -539,7 +572,7 @@ func (r *Runner) Drain() []*sluicev1.OutputRecord {
 // aggregate key that is not valid UTF-8 has a readable key, with \xNN for the
 // invalid bytes, and its exact bytes in key_bytes (see ExactKey).
 func (r *Runner) Result() Result {
-	res := Result{In: r.in, Out: r.out, Failed: r.failed, FirstError: r.firstErr, Records: r.records}
+	res := Result{In: r.in, Out: r.out, Failed: r.failed, FirstError: r.firstErr, Records: r.records, DeadLettered: r.deadLettered}
 	if r.aggs != nil {
 		res.Aggregates = make([]*sluicev1.KeyAggregate, 0, len(r.aggs))
 		for _, ka := range r.aggs {
