@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1153,6 +1154,7 @@ type Step struct {
 	//	*Step_Filter
 	//	*Step_Map
 	//	*Step_FlatMap
+	//	*Step_Processor
 	Kind          isStep_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1222,6 +1224,15 @@ func (x *Step) GetFlatMap() string {
 	return ""
 }
 
+func (x *Step) GetProcessor() *ProcessorStep {
+	if x != nil {
+		if x, ok := x.Kind.(*Step_Processor); ok {
+			return x.Processor
+		}
+	}
+	return nil
+}
+
 type isStep_Kind interface {
 	isStep_Kind()
 }
@@ -1244,11 +1255,80 @@ type Step_FlatMap struct {
 	FlatMap string `protobuf:"bytes,20,opt,name=flat_map,json=flatMap,proto3,oneof"`
 }
 
+type Step_Processor struct {
+	// Calls a Go function registered under its name on the worker (see
+	// worker.RegisterProcessor); only workers that registered it run the
+	// job's tasks.
+	Processor *ProcessorStep `protobuf:"bytes,40,opt,name=processor,proto3,oneof"`
+}
+
 func (*Step_Filter) isStep_Kind() {}
 
 func (*Step_Map) isStep_Kind() {}
 
 func (*Step_FlatMap) isStep_Kind() {}
+
+func (*Step_Processor) isStep_Kind() {}
+
+// ProcessorStep calls a named Go processor. It gets the record (key and value
+// as the steps before made them) and returns zero or more records, in order:
+// none drops it, several fan it out. An error or a panic fails the record
+// (on_record_error applies).
+type ProcessorStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name the worker registered it under: a letter, then up to 62
+	// letters, digits, '.', '_' or '-'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Given to the processor's factory once per compiled job (a JSON object;
+	// numbers are doubles); at most 64 KiB encoded.
+	Config        *structpb.Struct `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessorStep) Reset() {
+	*x = ProcessorStep{}
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessorStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessorStep) ProtoMessage() {}
+
+func (x *ProcessorStep) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessorStep.ProtoReflect.Descriptor instead.
+func (*ProcessorStep) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ProcessorStep) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProcessorStep) GetConfig() *structpb.Struct {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
 
 type MapStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1263,7 +1343,7 @@ type MapStep struct {
 
 func (x *MapStep) Reset() {
 	*x = MapStep{}
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1355,7 @@ func (x *MapStep) String() string {
 func (*MapStep) ProtoMessage() {}
 
 func (x *MapStep) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1368,7 @@ func (x *MapStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapStep.ProtoReflect.Descriptor instead.
 func (*MapStep) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MapStep) GetKey() string {
@@ -1321,7 +1401,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1413,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1426,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Aggregate) GetKey() string {
@@ -1383,7 +1463,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1475,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1488,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Sink) GetKind() isSink_Kind {
@@ -1485,7 +1565,7 @@ type KafkaSink struct {
 
 func (x *KafkaSink) Reset() {
 	*x = KafkaSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1577,7 @@ func (x *KafkaSink) String() string {
 func (*KafkaSink) ProtoMessage() {}
 
 func (x *KafkaSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1590,7 @@ func (x *KafkaSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSink.ProtoReflect.Descriptor instead.
 func (*KafkaSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KafkaSink) GetBootstrapServers() string {
@@ -1586,7 +1666,7 @@ type CollectSink struct {
 
 func (x *CollectSink) Reset() {
 	*x = CollectSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +1678,7 @@ func (x *CollectSink) String() string {
 func (*CollectSink) ProtoMessage() {}
 
 func (x *CollectSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +1691,7 @@ func (x *CollectSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectSink.ProtoReflect.Descriptor instead.
 func (*CollectSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 type Limits struct {
@@ -1658,7 +1738,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1750,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1763,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Limits) GetMaxRatePerPartition() int64 {
@@ -1784,7 +1864,7 @@ type Backpressure struct {
 
 func (x *Backpressure) Reset() {
 	*x = Backpressure{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1876,7 @@ func (x *Backpressure) String() string {
 func (*Backpressure) ProtoMessage() {}
 
 func (x *Backpressure) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1889,7 @@ func (x *Backpressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backpressure.ProtoReflect.Descriptor instead.
 func (*Backpressure) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Backpressure) GetEnabled() bool {
@@ -1871,7 +1951,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +1963,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +1976,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Job) GetSpec() *JobSpec {
@@ -1969,7 +2049,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2061,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2074,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OffsetRange) GetTopic() string {
@@ -2048,7 +2128,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2140,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2153,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Batch) GetJob() string {
@@ -2160,7 +2240,7 @@ type TopicRanges struct {
 
 func (x *TopicRanges) Reset() {
 	*x = TopicRanges{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2252,7 @@ func (x *TopicRanges) String() string {
 func (*TopicRanges) ProtoMessage() {}
 
 func (x *TopicRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2265,7 @@ func (x *TopicRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicRanges.ProtoReflect.Descriptor instead.
 func (*TopicRanges) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TopicRanges) GetTopic() string {
@@ -2233,7 +2313,7 @@ type BatchCap struct {
 
 func (x *BatchCap) Reset() {
 	*x = BatchCap{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2325,7 @@ func (x *BatchCap) String() string {
 func (*BatchCap) ProtoMessage() {}
 
 func (x *BatchCap) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2338,7 @@ func (x *BatchCap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCap.ProtoReflect.Descriptor instead.
 func (*BatchCap) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BatchCap) GetSource() CapSource {
@@ -2304,7 +2384,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2396,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2409,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -2395,7 +2475,7 @@ type BatchMetrics struct {
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2487,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2500,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -2512,7 +2592,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2524,7 +2604,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2537,7 +2617,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -2609,7 +2689,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2621,7 +2701,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2634,7 +2714,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -2703,7 +2783,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2715,7 +2795,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2728,7 +2808,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Header) GetKey() string {
@@ -2760,7 +2840,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2772,7 +2852,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2785,7 +2865,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -2832,7 +2912,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +2924,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +2937,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -2893,7 +2973,7 @@ type TopicOffsets struct {
 
 func (x *TopicOffsets) Reset() {
 	*x = TopicOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2905,7 +2985,7 @@ func (x *TopicOffsets) String() string {
 func (*TopicOffsets) ProtoMessage() {}
 
 func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2918,7 +2998,7 @@ func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicOffsets.ProtoReflect.Descriptor instead.
 func (*TopicOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TopicOffsets) GetTopic() string {
@@ -2946,7 +3026,7 @@ var File_sluice_v1_job_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x03\n" +
+	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xec\x03\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x06source\x18\x02 \x01(\v2\x16.sluice.v1.KafkaSourceR\x06source\x12@\n" +
@@ -3002,12 +3082,16 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x0fPartitionOffset\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
-	"\x06offset\x18\x03 \x01(\x03R\x06offset\"m\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\"\xa7\x01\n" +
 	"\x04Step\x12\x18\n" +
 	"\x06filter\x18\x01 \x01(\tH\x00R\x06filter\x12&\n" +
 	"\x03map\x18\x02 \x01(\v2\x12.sluice.v1.MapStepH\x00R\x03map\x12\x1b\n" +
-	"\bflat_map\x18\x14 \x01(\tH\x00R\aflatMapB\x06\n" +
-	"\x04kind\"1\n" +
+	"\bflat_map\x18\x14 \x01(\tH\x00R\aflatMap\x128\n" +
+	"\tprocessor\x18( \x01(\v2\x18.sluice.v1.ProcessorStepH\x00R\tprocessorB\x06\n" +
+	"\x04kind\"T\n" +
+	"\rProcessorStep\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
+	"\x06config\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06config\"1\n" +
 	"\aMapStep\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"o\n" +
@@ -3231,7 +3315,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(PlacementMode)(0),            // 0: sluice.v1.PlacementMode
 	(IsolationLevel)(0),           // 1: sluice.v1.IsolationLevel
@@ -3251,90 +3335,94 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(*ExplicitOffsets)(nil),       // 15: sluice.v1.ExplicitOffsets
 	(*PartitionOffset)(nil),       // 16: sluice.v1.PartitionOffset
 	(*Step)(nil),                  // 17: sluice.v1.Step
-	(*MapStep)(nil),               // 18: sluice.v1.MapStep
-	(*Aggregate)(nil),             // 19: sluice.v1.Aggregate
-	(*Sink)(nil),                  // 20: sluice.v1.Sink
-	(*KafkaSink)(nil),             // 21: sluice.v1.KafkaSink
-	(*CollectSink)(nil),           // 22: sluice.v1.CollectSink
-	(*Limits)(nil),                // 23: sluice.v1.Limits
-	(*Backpressure)(nil),          // 24: sluice.v1.Backpressure
-	(*Job)(nil),                   // 25: sluice.v1.Job
-	(*OffsetRange)(nil),           // 26: sluice.v1.OffsetRange
-	(*Batch)(nil),                 // 27: sluice.v1.Batch
-	(*TopicRanges)(nil),           // 28: sluice.v1.TopicRanges
-	(*BatchCap)(nil),              // 29: sluice.v1.BatchCap
-	(*DataLoss)(nil),              // 30: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 31: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 32: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 33: sluice.v1.OutputRecord
-	(*Header)(nil),                // 34: sluice.v1.Header
-	(*BatchResult)(nil),           // 35: sluice.v1.BatchResult
-	(*CommittedOffsets)(nil),      // 36: sluice.v1.CommittedOffsets
-	(*TopicOffsets)(nil),          // 37: sluice.v1.TopicOffsets
-	nil,                           // 38: sluice.v1.DeadLetter.PropertiesEntry
-	nil,                           // 39: sluice.v1.KafkaSource.PropertiesEntry
-	nil,                           // 40: sluice.v1.KafkaSink.HeadersEntry
-	nil,                           // 41: sluice.v1.KafkaSink.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 42: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 43: google.protobuf.Timestamp
+	(*ProcessorStep)(nil),         // 18: sluice.v1.ProcessorStep
+	(*MapStep)(nil),               // 19: sluice.v1.MapStep
+	(*Aggregate)(nil),             // 20: sluice.v1.Aggregate
+	(*Sink)(nil),                  // 21: sluice.v1.Sink
+	(*KafkaSink)(nil),             // 22: sluice.v1.KafkaSink
+	(*CollectSink)(nil),           // 23: sluice.v1.CollectSink
+	(*Limits)(nil),                // 24: sluice.v1.Limits
+	(*Backpressure)(nil),          // 25: sluice.v1.Backpressure
+	(*Job)(nil),                   // 26: sluice.v1.Job
+	(*OffsetRange)(nil),           // 27: sluice.v1.OffsetRange
+	(*Batch)(nil),                 // 28: sluice.v1.Batch
+	(*TopicRanges)(nil),           // 29: sluice.v1.TopicRanges
+	(*BatchCap)(nil),              // 30: sluice.v1.BatchCap
+	(*DataLoss)(nil),              // 31: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 32: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 33: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 34: sluice.v1.OutputRecord
+	(*Header)(nil),                // 35: sluice.v1.Header
+	(*BatchResult)(nil),           // 36: sluice.v1.BatchResult
+	(*CommittedOffsets)(nil),      // 37: sluice.v1.CommittedOffsets
+	(*TopicOffsets)(nil),          // 38: sluice.v1.TopicOffsets
+	nil,                           // 39: sluice.v1.DeadLetter.PropertiesEntry
+	nil,                           // 40: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 41: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 42: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 43: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 44: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 45: google.protobuf.Struct
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
 	13, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	42, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	43, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
 	17, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
-	19, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
-	20, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
-	23, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
+	20, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
+	21, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
+	24, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
 	5,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
 	11, // 7: sluice.v1.JobSpec.placement:type_name -> sluice.v1.Placement
 	10, // 8: sluice.v1.JobSpec.dead_letter:type_name -> sluice.v1.DeadLetter
-	38, // 9: sluice.v1.DeadLetter.properties:type_name -> sluice.v1.DeadLetter.PropertiesEntry
+	39, // 9: sluice.v1.DeadLetter.properties:type_name -> sluice.v1.DeadLetter.PropertiesEntry
 	0,  // 10: sluice.v1.Placement.mode:type_name -> sluice.v1.PlacementMode
 	12, // 11: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
 	14, // 12: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
 	1,  // 13: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	39, // 14: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	40, // 14: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
 	2,  // 15: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
 	15, // 16: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	43, // 17: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	44, // 17: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
 	16, // 18: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
 	2,  // 19: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
-	18, // 20: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
-	3,  // 21: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
-	22, // 22: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	21, // 23: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
-	40, // 24: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
-	41, // 25: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
-	4,  // 26: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
-	42, // 27: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
-	42, // 28: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	24, // 29: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
-	9,  // 30: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	6,  // 31: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	43, // 32: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	43, // 33: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	43, // 34: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	7,  // 35: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	26, // 36: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	31, // 37: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	43, // 38: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	30, // 39: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	29, // 40: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
-	28, // 41: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
-	8,  // 42: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
-	42, // 43: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	42, // 44: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	42, // 45: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	34, // 46: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
-	32, // 47: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	33, // 48: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	16, // 49: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	37, // 50: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	19, // 20: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
+	18, // 21: sluice.v1.Step.processor:type_name -> sluice.v1.ProcessorStep
+	45, // 22: sluice.v1.ProcessorStep.config:type_name -> google.protobuf.Struct
+	3,  // 23: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
+	23, // 24: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	22, // 25: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
+	41, // 26: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	42, // 27: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	4,  // 28: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
+	43, // 29: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	43, // 30: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	25, // 31: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
+	9,  // 32: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	6,  // 33: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	44, // 34: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	44, // 35: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	44, // 36: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	7,  // 37: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	27, // 38: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	32, // 39: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	44, // 40: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	31, // 41: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	30, // 42: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
+	29, // 43: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
+	8,  // 44: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
+	43, // 45: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	43, // 46: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	43, // 47: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	35, // 48: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	33, // 49: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	34, // 50: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	16, // 51: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	38, // 52: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -3352,19 +3440,20 @@ func file_sluice_v1_job_proto_init() {
 		(*Step_Filter)(nil),
 		(*Step_Map)(nil),
 		(*Step_FlatMap)(nil),
+		(*Step_Processor)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[11].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[12].OneofWrappers = []any{
 		(*Sink_Collect)(nil),
 		(*Sink_Kafka)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[15].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

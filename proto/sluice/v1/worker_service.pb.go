@@ -324,9 +324,12 @@ type Register struct {
 	// Stable worker id; restarting a worker with the same id replaces the old stream.
 	WorkerId string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// Tasks the worker runs at once.
-	Slots         int32    `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
-	Host          string   `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
-	Labels        []string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty"`
+	Slots  int32    `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
+	Host   string   `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	Labels []string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty"`
+	// Names of the Go processors registered on the worker: the coordinator
+	// places a job's tasks only on workers that have every processor it uses.
+	Processors    []string `protobuf:"bytes,40,rep,name=processors,proto3" json:"processors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -385,6 +388,13 @@ func (x *Register) GetHost() string {
 func (x *Register) GetLabels() []string {
 	if x != nil {
 		return x.Labels
+	}
+	return nil
+}
+
+func (x *Register) GetProcessors() []string {
+	if x != nil {
+		return x.Processors
 	}
 	return nil
 }
@@ -851,12 +861,15 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\x04kind\"+\n" +
 	"\x06Cancel\x12!\n" +
 	"\fdispatch_ids\x18\x01 \x03(\x04R\vdispatchIds\"\x06\n" +
-	"\x04Ping\"i\n" +
+	"\x04Ping\"\x89\x01\n" +
 	"\bRegister\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\x05R\x05slots\x12\x12\n" +
 	"\x04host\x18\x03 \x01(\tR\x04host\x12\x16\n" +
-	"\x06labels\x18\x04 \x03(\tR\x06labels\"V\n" +
+	"\x06labels\x18\x04 \x03(\tR\x06labels\x12\x1e\n" +
+	"\n" +
+	"processors\x18( \x03(\tR\n" +
+	"processors\"V\n" +
 	"\n" +
 	"Registered\x12H\n" +
 	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"0\n" +
