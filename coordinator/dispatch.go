@@ -53,9 +53,11 @@ type workerConn struct {
 	slots  int
 	host   string
 	labels []string
-	send   chan *sluicev1.ConnectResponse
-	done   chan struct{}
-	once   sync.Once
+	// processors are the Go processors the worker registered, sorted.
+	processors []string
+	send       chan *sluicev1.ConnectResponse
+	done       chan struct{}
+	once       sync.Once
 
 	inflight int // dispatches sent and not yet released; guarded by dispatcher.mu
 	// lastSeen is when the worker's stream last delivered a message (a
@@ -129,6 +131,7 @@ func (d *dispatcher) register(reg *sluicev1.Register) *workerConn {
 		labels: append([]string(nil), reg.GetLabels()...),
 		done:   make(chan struct{}),
 	}
+	w.processors = sortedNames(reg.GetProcessors())
 	// Room for a task and a cancel per slot: sends to a live stream never
 	// block for long.
 	w.send = make(chan *sluicev1.ConnectResponse, 2*w.slots+16)
@@ -140,7 +143,7 @@ func (d *dispatcher) register(reg *sluicev1.Register) *workerConn {
 	}
 	d.workers[w.id] = w
 	d.notifyLocked()
-	d.logger.Info("worker registered", "worker_id", w.id, "slots", w.slots, "host", w.host, "labels", w.labels)
+	d.logger.Info("worker registered", "worker_id", w.id, "slots", w.slots, "host", w.host, "labels", w.labels, "processors", w.processors)
 	return w
 }
 
@@ -241,7 +244,7 @@ func (d *dispatcher) send(ctx context.Context, task *sluicev1.Task, pl *placemen
 	d.infos, d.conns = d.infos[:0], d.conns[:0]
 	for _, w := range d.workers {
 		if w.alive() {
-			d.infos = append(d.infos, workerInfo{id: w.id, slots: w.slots, free: w.slots - w.inflight, labels: w.labels, host: w.host})
+			d.infos = append(d.infos, workerInfo{id: w.id, slots: w.slots, free: w.slots - w.inflight, labels: w.labels, host: w.host, processors: w.processors})
 			d.conns = append(d.conns, w)
 		}
 	}

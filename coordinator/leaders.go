@@ -50,12 +50,13 @@ func (r *jobRunner) taskPolicy(ctx context.Context, tasks []*sluicev1.Task) task
 		leaders = r.dispatcher.leaders.get(ctx, r.name, pks, r.lookupLeaders, r.logger)
 	}
 	placement := newPlacement(pl, leaders)
+	placement.processors = jobspec.Processors(r.spec)
 	if mode := pl.GetMode(); mode == sluicev1.PlacementMode_PLACEMENT_MODE_UNSPECIFIED || mode == sluicev1.PlacementMode_PLACEMENT_MODE_CONSISTENT {
 		keys := make([]placeKey, len(tasks))
 		for i, t := range tasks {
 			keys[i] = placeKeyOf(t)
 		}
-		placement.prefer = balance(keys, r.dispatcher.liveWorkers())
+		placement.prefer = balance(keys, r.dispatcher.liveWorkersWith(placement.processors))
 	}
 	return taskPolicy{placement: placement, speculation: jobspec.SpeculationMultiplier(r.spec), events: r.metrics}
 }

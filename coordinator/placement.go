@@ -32,6 +32,9 @@ type placement struct {
 	// consistent: the worker of each of the batch's tasks under bounded
 	// loads (see balance); a task missing here is placed by rendezvous.
 	prefer map[placeKey]string
+	// processors the job's steps call (sorted): only workers that have all
+	// of them run its tasks (processors.go).
+	processors []string
 }
 
 // newPlacement compiles a job's placement; leaders is for brokers mode.
@@ -77,6 +80,8 @@ type workerInfo struct {
 	free   int // slots not taken by a dispatch of this coordinator
 	labels []string
 	host   string
+	// processors the worker registered, sorted (processors.go).
+	processors []string
 }
 
 func (w *workerInfo) hasLabel(l string) bool {
@@ -94,7 +99,8 @@ type placementWait struct{ reason string }
 
 func (e *placementWait) Error() string { return e.reason }
 
-// choose returns the index in ws of the worker to run a task of pk, or:
+// chooseAmong is choose among workers that have the job's processors: the
+// index in ws of the worker to run a task of pk, or:
 // errNoWorkers without a live worker; *placementWait when the placement
 // allows none of them; errNoSlot when the worker the task should wait for
 // (or, with spill, every allowed worker) has no free slot. Without spill
@@ -102,7 +108,7 @@ func (e *placementWait) Error() string { return e.reason }
 // allowed worker with a free slot will do, the preferred group first.
 // Workers in avoid are passed over while others qualify; exclude (a
 // speculative copy's original worker) never runs it.
-func (p *placement) choose(k placeKey, ws []workerInfo, avoid map[string]bool, exclude string, spill bool) (int, error) {
+func (p *placement) chooseAmong(k placeKey, ws []workerInfo, avoid map[string]bool, exclude string, spill bool) (int, error) {
 	if len(ws) == 0 {
 		return -1, errNoWorkers
 	}

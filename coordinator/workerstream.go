@@ -46,6 +46,9 @@ func (s *workerServer) Connect(stream grpc.BidiStreamingServer[sluicev1.ConnectR
 	if reg.GetWorkerId() == "" {
 		return status.Error(codes.InvalidArgument, "the first message must be a register with a worker_id")
 	}
+	if err := checkWorkerProcessors(reg.GetProcessors()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "register: processors: %v", err)
+	}
 	// Under authentication a worker registers under its own name only:
 	// nobody else can take its id, and so its tasks and their results.
 	if p, ok := auth.FromContext(ctx); ok && (p.Role != auth.RoleWorker || p.Name != reg.GetWorkerId()) {

@@ -68,6 +68,7 @@ type step struct {
 	filter     *expr
 	key, value *expr
 	flat       *expr
+	proc       *procStep // processor.go
 }
 
 type aggregate struct {
@@ -177,8 +178,12 @@ func environment() (*cel.Env, error) {
 
 // Compile type-checks every expression of spec.Steps, spec.Aggregate and, for
 // a Kafka sink, its topic_expr, partition_expr and headers. Errors are
-// *FieldError.
-func Compile(spec *sluicev1.JobSpec) (*Program, error) {
+// *FieldError, or *MissingProcessorError (see WithProcessors).
+func Compile(spec *sluicev1.JobSpec, opts ...CompileOption) (*Program, error) {
+	var o compileOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	e, err := environment()
 	if err != nil {
 		return nil, fmt.Errorf("cel environment: %w", err)
@@ -219,8 +224,15 @@ func Compile(spec *sluicev1.JobSpec) (*Program, error) {
 			}
 			p.steps = append(p.steps, step{flat: x})
 			p.fans = true
+		case *sluicev1.Step_Processor:
+			ps, err := compileProcessor(i, k.Processor, &o)
+			if err != nil {
+				return nil, err
+			}
+			p.steps = append(p.steps, step{proc: ps})
+			p.fans = true // it may return any number of records
 		default:
-			return nil, &FieldError{Field: fmt.Sprintf("steps[%d]", i), Err: errors.New("needs a filter or a map, or a flatMap")}
+			return nil, &FieldError{Field: fmt.Sprintf("steps[%d]", i), Err: errors.New("needs a filter or a map, or a flatMap or a processor")}
 		}
 	}
 	kafka, isKafka := spec.GetSink().GetKind().(*sluicev1.Sink_Kafka)

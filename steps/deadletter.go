@@ -158,6 +158,8 @@ func stepKind(field string) string {
 		return "filter"
 	case strings.HasSuffix(field, ".flatMap"):
 		return "flatMap"
+	case strings.HasSuffix(field, ".processor"):
+		return "processor"
 	case strings.Contains(field, ".map."):
 		return "map"
 	}

@@ -84,6 +84,8 @@ func (r *Runner) runFrom(rec *record.Record, i int) (ferr *fieldErr, over bool) 
 			}
 		case s.flat != nil:
 			return r.flatMap(rec, s.flat, i)
+		case s.proc != nil:
+			return r.processor(rec, s.proc, i)
 		default:
 			if ferr := r.mapStep(s); ferr != nil {
 				return ferr, false

@@ -508,7 +508,7 @@ func (r *Runner) route(ks *kafkaSink) (topic string, partition int32, hdrLen int
 
 func (r *Runner) fail(rec *record.Record, fe *fieldErr) error {
 	err := fe.err
-	if r.ctx != nil && r.ctx.Err() != nil && errors.Is(err, interpreter.InterruptError{}) {
+	if r.ctx != nil && r.ctx.Err() != nil && (errors.Is(err, interpreter.InterruptError{}) || errors.Is(err, errProcessorInterrupted)) {
 		// Not the record's fault: the task is cancelled or out of time.
 		return fmt.Errorf("record %s/%d offset %d: %s: evaluation interrupted: %w",
 			rec.Topic, rec.Partition, rec.Offset, fe.x.field, context.Cause(r.ctx))

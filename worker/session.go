@@ -43,6 +43,7 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 	}
 	if err := stream.Send(&sluicev1.ConnectRequest{Kind: &sluicev1.ConnectRequest_Register{Register: &sluicev1.Register{
 		WorkerId: w.cfg.ID, Slots: int32(w.cfg.Slots), Host: w.cfg.Host, Labels: w.cfg.Labels,
+		Processors: w.Processors(),
 	}}}); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
@@ -54,7 +55,7 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 	if hb <= 0 {
 		hb = time.Second
 	}
-	w.logger.Info("connected", "coordinator", addr, "slots", w.cfg.Slots, "host", w.cfg.Host, "labels", w.cfg.Labels)
+	w.logger.Info("connected", "coordinator", addr, "slots", w.cfg.Slots, "host", w.cfg.Host, "labels", w.cfg.Labels, "processors", w.Processors())
 	w.connected.Store(true)
 	w.metrics.connected.Set(1)
 	defer func() {

@@ -22,7 +22,7 @@ func (w *Worker) program(task *sluicev1.Task) (*steps.Program, error) {
 		return c.prog, nil
 	}
 	// Two tasks of a new version may both compile; the results are equal.
-	prog, err := steps.Compile(task.GetSpec())
+	prog, err := steps.Compile(task.GetSpec(), steps.WithProcessors(w.processors))
 	if err != nil {
 		return nil, err
 	}

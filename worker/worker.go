@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -143,6 +144,12 @@ type Worker struct {
 	// programs caches compiled steps by job; bounded, since jobs come and go.
 	programs *lru.Cache[string, compiled]
 
+	// processors are the registered Go processors (processors.go); fixed
+	// once started.
+	procMu     sync.Mutex
+	processors map[string]ProcessorFactory
+	started    bool
+
 	registry *prometheus.Registry
 	metrics  *metrics
 	ops      *ops.Server
@@ -233,6 +240,7 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // Run connects to the leading coordinator and runs tasks until ctx ends,
 // reconnecting with backoff when the stream breaks.
 func (w *Worker) Run(ctx context.Context) error {
+	w.freezeProcessors()
 	if w.cfg.HTTPAddr != "" {
 		if err := w.ops.Listen(); err != nil {
 			return fmt.Errorf("worker: --http-addr: %w", err)
