@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluice-stream/sluice/client"
+)
+
+// lineStream produces lines of words and keeps the ground truth of the
+// README's word-count job: per word, how many times it appears outside the
+// stop words, in the lines the broker acknowledged.
+type lineStream struct {
+	mu     sync.Mutex
+	rng    *rand.Rand
+	n      int
+	counts map[string]int64
+	ends   map[string]int64
+}
+
+var (
+	lineWords = []string{"kafka", "stream", "batch", "offset", "worker", "Coordinator", "etcd", "partition", "exactly", "once"}
+	stopWords = map[string]bool{"the": true, "a": true, "of": true, "and": true}
+)
+
+// produce writes n lines to topic round-robin over its partitions, at about
+// rate lines a second (0: as fast as acknowledged).
+func (s *lineStream) produce(t *testing.T, brokers, topic string, parts int32, n, rate int) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RecordRetries(100))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer cl.Close()
+	start := time.Now()
+	for sent := 0; sent < n; {
+		var batch []*kgo.Record
+		s.mu.Lock()
+		for ; len(batch) < 100 && sent < n; sent++ {
+			// 0 to 7 words, stop words among them: some lines give no word.
+			var words []string
+			for range s.rng.Intn(8) {
+				if s.rng.Intn(4) == 0 {
+					words = append(words, []string{"the", "a", "of", "AND"}[s.rng.Intn(4)])
+				} else {
+					words = append(words, lineWords[s.rng.Intn(len(lineWords))])
+				}
+			}
+			batch = append(batch, &kgo.Record{Topic: topic, Partition: int32(s.n) % parts, Value: []byte(strings.Join(words, "  "))})
+			s.n++
+		}
+		s.mu.Unlock()
+		if err := cl.ProduceSync(context.Background(), batch...).FirstErr(); err != nil {
+			t.Errorf("produce: %v", err)
+			return
+		}
+		s.mu.Lock()
+		for _, r := range batch {
+			for _, w := range strings.Fields(strings.ToLower(string(r.Value))) {
+				if !stopWords[w] {
+					s.counts[w]++
+				}
+			}
+			s.ends[fmt.Sprintf("%s/%d", r.Topic, r.Partition)]++
+		}
+		s.mu.Unlock()
+		if rate > 0 {
+			if ahead := time.Duration(float64(sent)/float64(rate)*float64(time.Second)) - time.Since(start); ahead > 0 {
+				time.Sleep(ahead)
+			}
+		}
+	}
+}
+
+// buildExample builds an example program into a temporary directory.
+func buildExample(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(dir))
+	if out, err := exec.Command("go", "build", "-o", bin, "../examples/"+dir).CombinedOutput(); err != nil {
+		t.Fatalf("build examples/%s: %v\n%s", dir, err, out)
+	}
+	return bin
+}
+
+// waitMessage waits until the job's message contains want ("" waits for no
+// message) and returns it.
+func waitMessage(t *testing.T, c *client.Client, job, want string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		j, err := c.Job(context.Background(), job)
+		if err == nil {
+			last = j.GetMessage()
+			if (want == "" && last == "") || (want != "" && strings.Contains(last, want)) {
+				return last
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("job %s message %q, want %q", job, last, want)
+	return ""
+}
+
+// TestProcessorExampleWorker runs the README's Go processor example:
+// examples/processor built and run as worker processes beside a stock
+// `sluice worker`, with examples/processor/job.json submitted by `sluice
+// submit`. The job waits, saying why, until a worker with its processor
+// connects; the stock worker never runs its tasks; one example worker is
+// killed with SIGKILL mid-job; the word counts equal the ground truth and
+// the batches tile every partition.
+func TestProcessorExampleWorker(t *testing.T) {
+	const topic, job = "lines", "word-count"
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"main.go", "job.json"} {
+		src, err := os.ReadFile(filepath.Join("../examples/processor", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(readme, src) {
+			t.Errorf("README does not include examples/processor/%s verbatim", f)
+		}
+	}
+	pc := newProcCluster(t, 1)
+	bin := buildExample(t, "processor")
+	createTopic(t, pc.brokers, topic, 4)
+	pc.startCoordinator(0, "")
+	stock := pc.startWorker("stock", "")
+	c := pc.client()
+	waitServing(t, c)
+
+	s := &lineStream{rng: rand.New(rand.NewSource(12)), counts: map[string]int64{}, ends: map[string]int64{}}
+	s.produce(t, pc.brokers, topic, 4, 3000, 0)
+	spec, err := os.ReadFile("../examples/processor/job.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	specFile := filepath.Join(t.TempDir(), "job.json")
+	if err := os.WriteFile(specFile, bytes.ReplaceAll(spec, []byte("127.0.0.1:19092"), []byte(pc.brokers)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(t, sluiceBin, "submit", "-f", specFile, "--coordinator", pc.coords[0]); !strings.Contains(out, "job word-count submitted") {
+		t.Fatalf("sluice submit: %s", out)
+	}
+	waitMessage(t, c, job, `waiting for a worker with processor "words"`, 30*time.Second)
+	if off, err := c.Offsets(context.Background(), job); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, p := range off.GetPartitions() {
+			if p.GetCommitted() > 0 {
+				t.Fatalf("committed %d records of %s/%d without a worker that has the processor", p.GetCommitted(), p.GetTopic(), p.GetPartition())
+			}
+		}
+	}
+
+	example := func(id string) *proc {
+		return startProcEnv(t, nil, bin, "-coordinator", pc.coords[0], "-id", id)
+	}
+	doomed := example("wc-1")
+	example("wc-2")
+	waitMessage(t, c, job, "", 30*time.Second)
+
+	// Lines keep coming while wc-1 is killed: its tasks in flight run
+	// again on wc-2, and nothing is counted twice.
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		s.produce(t, pc.brokers, topic, 4, 6000, 2000)
+	}()
+	tc := &testCluster{t: t, Client: c}
+	s.mu.Lock()
+	first := maps.Clone(s.ends)
+	s.mu.Unlock()
+	tc.waitOffsets(job, first, 60*time.Second)
+	if err := doomed.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-doomed.done
+	<-produced
+	s.mu.Lock()
+	ends, want := maps.Clone(s.ends), maps.Clone(s.counts)
+	s.mu.Unlock()
+	tc.waitOffsets(job, ends, 90*time.Second)
+	if got := tc.mergedCounts(job); !maps.Equal(got, want) {
+		t.Fatalf("word counts differ from the ground truth:\n got %v\nwant %v", got, want)
+	}
+	start := map[string]int64{}
+	for k := range ends {
+		start[k] = 0
+	}
+	tc.checkRanges(job, start, ends)
+	if out := stock.out.String(); strings.Contains(out, "not registered") || strings.Contains(out, "task failed") {
+		t.Errorf("the stock worker, without the processor, ran a task:\n%s", lastLines(out, 20))
+	}
+}
