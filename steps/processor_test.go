@@ -279,7 +279,9 @@ func TestProcessorRecordErrors(t *testing.T) {
 // panicked.
 func TestProcessorPanicNamesProcessor(t *testing.T) {
 	p := compileWith(t, spec(processor("geo", nil)), map[string]ProcessorFactory{
-		"geo": fixed(func(context.Context, record.Record) ([]record.Record, error) { panic(errors.New("lookup table not loaded")) }),
+		"geo": fixed(func(context.Context, record.Record) ([]record.Record, error) {
+			panic(errors.New("lookup table not loaded"))
+		}),
 	})
 	err := p.NewRunner().Process(rec(1, "k", "v"))
 	if err == nil || !strings.Contains(err.Error(), `steps[0].processor: processor "geo" panicked: lookup table not loaded at `) {
