@@ -20,7 +20,9 @@ type WorkerStatus struct {
 	ID     string
 	Host   string
 	Labels []string
-	Slots  int
+	// Processors are the Go processors the worker registered, sorted.
+	Processors []string
+	Slots      int
 	// Running is the number of task attempts sent to the worker and not yet
 	// finished.
 	Running int
@@ -39,6 +41,7 @@ func (c *Coordinator) Workers() []WorkerStatus {
 			ID:            w.id,
 			Host:          w.host,
 			Labels:        slices.Clone(w.labels),
+			Processors:    slices.Clone(w.processors),
 			Slots:         w.slots,
 			Running:       w.inflight,
 			LastHeartbeat: time.Unix(0, w.lastSeen.Load()),

@@ -84,6 +84,7 @@ type workerJSON struct {
 	ID            string    `json:"id"`
 	Host          string    `json:"host,omitempty"`
 	Labels        []string  `json:"labels"`
+	Processors    []string  `json:"processors,omitempty"`
 	Slots         int       `json:"slots"`
 	Running       int       `json:"running"`
 	LastHeartbeat time.Time `json:"lastHeartbeat"`
@@ -109,7 +110,7 @@ func (s *server) workers(w http.ResponseWriter, r *http.Request) {
 				labels = []string{}
 			}
 			out.Workers = append(out.Workers, workerJSON{
-				ID: ws.ID, Host: ws.Host, Labels: labels, Slots: ws.Slots, Running: ws.Running,
+				ID: ws.ID, Host: ws.Host, Labels: labels, Processors: ws.Processors, Slots: ws.Slots, Running: ws.Running,
 				LastHeartbeat: ws.LastHeartbeat, HeartbeatAgeMs: now.Sub(ws.LastHeartbeat).Milliseconds(),
 			})
 		}

@@ -497,7 +497,7 @@ function workersPage() {
         return;
       }
       tbody.replaceChildren(...r.workers.map((w) => el('tr', { 'data-worker': w.id },
-        el('td', { text: w.id }), el('td', { text: w.host || '—' }), el('td', { text: w.labels.join(', ') || '—' }),
+        el('td', { text: w.id }), el('td', { text: w.host || '—' }), el('td', { text: w.labels.join(', ') || '—', title: w.processors ? 'Go processors: ' + w.processors.join(', ') : null }),
         el('td', { class: 'num', text: w.slots }), el('td', { class: 'num', text: w.running }),
         el('td', { title: w.lastHeartbeat, text: fmtAge(w.heartbeatAgeMs) }))));
       notice('');
