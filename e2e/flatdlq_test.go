@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluice-stream/sluice/client"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -359,4 +360,92 @@ func TestDeadLetterReadmeExample(t *testing.T) {
 			m.GetRecordsIn(), m.GetRecordsOut(), m.GetRecordsFailed(), m.GetRecordsDeadLettered(), p.n, p.kept, len(p.bad), len(p.bad))
 	}
 	t.Logf("%d payments: %d written, %d dead-lettered", p.n, p.kept, len(p.bad))
+}
+
+// TestDeadLettersExactlyOnceThroughKills runs a job with dead letters on a
+// stream of good and bad payments while workers and coordinators are
+// killed with SIGKILL, with the transactional Kafka sink (dead letters in
+// the task's transaction) and with the collect sink (dead letters in
+// transactions of their own). A read_committed reader of the dead-letter
+// topic sees every bad record exactly once, unchanged; the output has
+// every good one exactly once; the batches count the dead letters.
+func TestDeadLettersExactlyOnceThroughKills(t *testing.T) {
+	for _, sink := range []string{"kafka", "collect"} {
+		t.Run(sink, func(t *testing.T) {
+			const in, dlq, out, parts = "payments", "payments-dlq", "payments-out", 4
+			pc := newProcCluster(t, 2)
+			createTopic(t, pc.brokers, in, parts)
+			createTopic(t, pc.brokers, dlq, 3)
+			createTopic(t, pc.brokers, out, 3)
+			pc.startCoordinator(0, "")
+			pc.startCoordinator(1, "")
+			workers := []string{"w1", "w2", "w3"}
+			for _, w := range workers {
+				pc.startWorker(w, "")
+			}
+			c := pc.client()
+			waitServing(t, c)
+			spec := readmeExample(t, "dead-letters.json", pc.brokers)
+			spec.Name = "payments-" + sink
+			spec.BatchInterval = durationpb.New(200 * time.Millisecond)
+			spec.Limits = &sluicev1.Limits{MaxRecordsPerBatch: 1500, TaskTimeout: durationpb.New(10 * time.Second)}
+			if sink == "kafka" {
+				spec.Sink = &sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: &sluicev1.KafkaSink{
+					Topic: out, TransactionTimeout: durationpb.New(10 * time.Second),
+				}}}
+			}
+			if _, err := c.Submit(context.Background(), spec); err != nil {
+				t.Fatal(err)
+			}
+			p := newPayments()
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.produce(t, pc.brokers, in, parts, 16000, 2000)
+			}()
+			rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+			kills := 0
+			for end := time.Now().Add(8 * time.Second); time.Now().Before(end); kills++ {
+				time.Sleep(time.Duration(1000+rng.Intn(1000)) * time.Millisecond)
+				victim := rng.Intn(len(pc.coords) + len(workers))
+				name := fmt.Sprintf("coordinator-%d", victim)
+				if victim >= len(pc.coords) {
+					name = workers[victim-len(pc.coords)]
+				}
+				pr := pc.proc(name)
+				_ = pr.cmd.Process.Kill()
+				<-pr.done
+				time.Sleep(300 * time.Millisecond)
+				if victim < len(pc.coords) {
+					pc.startCoordinator(victim, "")
+				} else {
+					pc.startWorker(name, "")
+				}
+			}
+			wg.Wait()
+			tc := &testCluster{t: t, Client: c}
+			tc.waitOffsets(spec.GetName(), p.ends(in, parts), 90*time.Second)
+			got, seen := readDeadLetters(t, pc.brokers, dlq, len(p.bad), 60*time.Second)
+			checkDeadLetters(t, p, spec.GetName(), got, seen)
+
+			if sink == "kafka" {
+				want := &orders{want: map[string]string{}}
+				for pos, kv := range p.good {
+					_, v, _ := strings.Cut(kv, "=")
+					want.want[pos] = v
+				}
+				seenOut, values := readOutput(t, pc.brokers, out, len(want.want), 60*time.Second)
+				checkOutput(t, want, seenOut, values, false)
+			} else {
+				m := batchTotals(t, c, spec.GetName())
+				if m.GetRecordsIn() != int64(p.n) || m.GetRecordsOut() != int64(p.kept) ||
+					m.GetRecordsFailed() != int64(len(p.bad)) || m.GetRecordsDeadLettered() != int64(len(p.bad)) {
+					t.Errorf("batches: in %d out %d failed %d dead-lettered %d, want %d, %d, %d, %d",
+						m.GetRecordsIn(), m.GetRecordsOut(), m.GetRecordsFailed(), m.GetRecordsDeadLettered(), p.n, p.kept, len(p.bad), len(p.bad))
+				}
+			}
+			t.Logf("%d kills survived; %d payments, %d dead letters exactly once", kills, p.n, len(p.bad))
+		})
+	}
 }
