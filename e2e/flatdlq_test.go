@@ -449,3 +449,62 @@ func TestDeadLettersExactlyOnceThroughKills(t *testing.T) {
 		})
 	}
 }
+
+// TestDeadLettersNotRewrittenAfterCrashes kills processes exactly where a
+// dead letter could be written twice, with the collect sink (dead letters
+// in transactions of their own) and the transactional Kafka sink (in the
+// task's transaction): a worker right after its transaction committed (its
+// result never reaches the coordinator: another worker re-runs the range),
+// and the coordinator after every task of a batch committed and before the
+// batch's etcd commit (the next leader re-runs the planned batch). Both
+// re-runs find the range committed in Kafka and write nothing: every bad
+// record is in the dead-letter topic exactly once.
+func TestDeadLettersNotRewrittenAfterCrashes(t *testing.T) {
+	for _, sink := range []string{"collect", "kafka"} {
+		t.Run(sink, func(t *testing.T) {
+			const in, dlq, out, parts = "payments", "payments-dlq", "payments-out", 2
+			pc := newProcCluster(t, 2)
+			createTopic(t, pc.brokers, in, parts)
+			createTopic(t, pc.brokers, dlq, 2)
+			createTopic(t, pc.brokers, out, 2)
+			p := newPayments()
+			p.produce(t, pc.brokers, in, parts, 4000, 0)
+			coord := pc.startCoordinator(0, "before-commit:3:kill")
+			c := pc.client()
+			waitServing(t, c)
+			spec := readmeExample(t, "dead-letters.json", pc.brokers)
+			spec.BatchInterval = durationpb.New(200 * time.Millisecond)
+			spec.Limits = &sluicev1.Limits{MaxRecordsPerBatch: 400, TaskTimeout: durationpb.New(10 * time.Second)}
+			if sink == "kafka" {
+				spec.Sink = &sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: &sluicev1.KafkaSink{
+					Topic: out, TransactionTimeout: durationpb.New(10 * time.Second),
+				}}}
+			}
+			if _, err := c.Submit(context.Background(), spec); err != nil {
+				t.Fatal(err)
+			}
+			faulty := pc.startWorker("faulty", "after-sink-write:2:kill")
+			pc.startWorker("healthy", "")
+			pc.startCoordinator(1, "")
+			faulty.waitOutput(t, "failpoint after-sink-write:2:kill reached", 60*time.Second)
+			coord.waitOutput(t, "failpoint before-commit:3:kill reached", 60*time.Second)
+			tc := &testCluster{t: t, Client: c}
+			tc.waitOffsets(spec.GetName(), p.ends(in, parts), 90*time.Second)
+			got, seen := readDeadLetters(t, pc.brokers, dlq, len(p.bad), 30*time.Second)
+			checkDeadLetters(t, p, spec.GetName(), got, seen)
+			if sink == "kafka" {
+				want := &orders{want: map[string]string{}}
+				for pos, kv := range p.good {
+					_, v, _ := strings.Cut(kv, "=")
+					want.want[pos] = v
+				}
+				seenOut, values := readOutput(t, pc.brokers, out, len(want.want), 30*time.Second)
+				checkOutput(t, want, seenOut, values, false)
+			}
+			m := batchTotals(t, c, spec.GetName())
+			if m.GetRecordsDeadLettered() != int64(len(p.bad)) || m.GetRecordsIn() != int64(p.n) {
+				t.Errorf("batches: in %d dead-lettered %d, want %d and %d", m.GetRecordsIn(), m.GetRecordsDeadLettered(), p.n, len(p.bad))
+			}
+		})
+	}
+}

@@ -86,7 +86,11 @@ func (o *deadLetterOutput) finish(ctx context.Context, dead []*sluicev1.OutputRe
 	if o.txn == nil || o.skipped {
 		return nil
 	}
-	return o.txn.Commit(ctx)
+	if err := o.txn.Commit(ctx); err != nil {
+		return err
+	}
+	o.w.cfg.Failpoints.Hit("after-sink-write")
+	return nil
 }
 
 // close aborts a transaction that did not commit and releases the writer.
