@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -504,6 +507,49 @@ func TestDeadLettersNotRewrittenAfterCrashes(t *testing.T) {
 			m := batchTotals(t, c, spec.GetName())
 			if m.GetRecordsDeadLettered() != int64(len(p.bad)) || m.GetRecordsIn() != int64(p.n) {
 				t.Errorf("batches: in %d dead-lettered %d, want %d and %d", m.GetRecordsIn(), m.GetRecordsDeadLettered(), p.n, len(p.bad))
+			}
+		})
+	}
+}
+
+// TestFlatMapAndDeadLetterSubmitErrors: bad flatMap and dead-letter
+// settings are refused at submit with InvalidArgument naming the field.
+func TestFlatMapAndDeadLetterSubmitErrors(t *testing.T) {
+	tc := newTestCluster(t, clusterOptions{workers: 1, partitions: 1, topics: []string{"payments"}})
+	tests := []struct {
+		name, field, reason string
+		modify              func(s *sluicev1.JobSpec)
+	}{
+		{"flatMap not a list", "steps[2].flatMap", "want a list", func(s *sluicev1.JobSpec) {
+			s.Steps = append(s.Steps, &sluicev1.Step{Kind: &sluicev1.Step_FlatMap{FlatMap: "json.amount + 1.0"}})
+		}},
+		{"no dead-letter topic", "dead_letter.topic", "required by on_record_error RECORD_ERROR_POLICY_DEAD_LETTER", func(s *sluicev1.JobSpec) {
+			s.DeadLetter = nil
+		}},
+		{"dead letter without the policy", "dead_letter", "only used with on_record_error RECORD_ERROR_POLICY_DEAD_LETTER", func(s *sluicev1.JobSpec) {
+			s.OnRecordError = sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_SKIP
+		}},
+		{"bad topic name", "dead_letter.topic", "not a valid Kafka topic name", func(s *sluicev1.JobSpec) {
+			s.DeadLetter.Topic = "payments dlq"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := readmeExample(t, "dead-letters.json", tc.Brokers)
+			tt.modify(spec)
+			_, err := tc.Client.Submit(context.Background(), spec)
+			st := status.Convert(err)
+			if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tt.reason) {
+				t.Fatalf("submit: %v, want InvalidArgument with %q", err, tt.reason)
+			}
+			field := ""
+			for _, d := range st.Details() {
+				if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
+					field = br.GetFieldViolations()[0].GetField()
+				}
+			}
+			if field != tt.field {
+				t.Errorf("field violation %q, want %q", field, tt.field)
 			}
 		})
 	}
