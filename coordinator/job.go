@@ -575,7 +575,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	// batch's ranges, not its tasks, are what is logged and committed.
 	// Packing small ranges follows consistent placement only: fixed and
 	// brokers placement choose a worker per partition.
-	workers, transactional := r.dispatcher.liveWorkers(), jobspec.Transactional(r.spec)
+	workers, transactional := r.dispatcher.liveWorkers(), jobspec.PerPartitionTasks(r.spec)
 	mode := r.spec.GetPlacement().GetMode()
 	consistent := mode == sluicev1.PlacementMode_PLACEMENT_MODE_UNSPECIFIED || mode == sluicev1.PlacementMode_PLACEMENT_MODE_CONSISTENT
 	pieces := packRanges(splitRanges(b.GetRanges(), lim.GetMaxRecordsPerTask(), totalSlots(workers), !transactional), workers, consistent && !transactional)
@@ -613,6 +613,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 		m.RecordsIn += res.GetRecordsIn()
 		m.RecordsOut += res.GetRecordsOut()
 		m.RecordsFailed += res.GetRecordsFailed()
+		m.RecordsDeadLettered += res.GetRecordsDeadLettered()
 		aggs = append(aggs, res.GetAggregates())
 		records = append(records, res.GetRecords()...)
 	}

@@ -31,6 +31,7 @@ type metrics struct {
 	recordsIn       *prometheus.CounterVec
 	recordsOut      *prometheus.CounterVec
 	recordsFailed   *prometheus.CounterVec
+	recordsDead     *prometheus.CounterVec
 	batches         *prometheus.CounterVec
 	processing      *prometheus.HistogramVec
 	schedulingDelay *prometheus.HistogramVec
@@ -68,6 +69,8 @@ func newMetrics(reg prometheus.Registerer, workers func() float64) *metrics {
 			Help: "Records the job's committed batches output (after filters)."}, job),
 		recordsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_job_records_failed_total",
 			Help: "Records the job's steps failed on and skipped or dead-lettered, in committed batches."}, job),
+		recordsDead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_job_records_dead_lettered_total",
+			Help: "Failed records the job wrote to its dead-letter topic, in committed batches (also in sluice_job_records_failed_total)."}, job),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_job_batches_committed_total",
 			Help: "Batches of the job committed to etcd."}, job),
 		processing: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_job_batch_processing_seconds",
@@ -96,10 +99,10 @@ func newMetrics(reg prometheus.Registerer, workers func() float64) *metrics {
 		lagged: map[string]map[partitionKey]bool{},
 	}
 	m.jobVecs = []jobVec{
-		m.recordsIn, m.recordsOut, m.recordsFailed, m.batches, m.processing, m.schedulingDelay, m.totalDelay,
+		m.recordsIn, m.recordsOut, m.recordsFailed, m.recordsDead, m.batches, m.processing, m.schedulingDelay, m.totalDelay,
 		m.commit, m.lag, m.partitionLag, m.rateCap, m.taskAttempts, m.taskRetries, m.taskFailures,
 	}
-	reg.MustRegister(m.leader, m.recordsIn, m.recordsOut, m.recordsFailed, m.batches, m.processing,
+	reg.MustRegister(m.leader, m.recordsIn, m.recordsOut, m.recordsFailed, m.recordsDead, m.batches, m.processing,
 		m.schedulingDelay, m.totalDelay, m.commit, m.lag, m.partitionLag, m.rateCap,
 		m.taskAttempts, m.taskRetries, m.taskFailures, m.grpc,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_coordinator_workers_connected",
@@ -135,6 +138,7 @@ type jobMetrics struct {
 	recordsIn    prometheus.Counter
 	recordsOut   prometheus.Counter
 	recordsFail  prometheus.Counter
+	recordsDead  prometheus.Counter
 	batches      prometheus.Counter
 	processing   prometheus.Observer
 	scheduling   prometheus.Observer
@@ -157,6 +161,7 @@ func (m *metrics) job(name string) *jobMetrics {
 		recordsIn:    m.recordsIn.WithLabelValues(name),
 		recordsOut:   m.recordsOut.WithLabelValues(name),
 		recordsFail:  m.recordsFailed.WithLabelValues(name),
+		recordsDead:  m.recordsDead.WithLabelValues(name),
 		batches:      m.batches.WithLabelValues(name),
 		processing:   m.processing.WithLabelValues(name),
 		scheduling:   m.schedulingDelay.WithLabelValues(name),
@@ -178,6 +183,7 @@ func (j *jobMetrics) committed(b *sluicev1.Batch) {
 	j.recordsIn.Add(float64(bm.GetRecordsIn()))
 	j.recordsOut.Add(float64(bm.GetRecordsOut()))
 	j.recordsFail.Add(float64(bm.GetRecordsFailed()))
+	j.recordsDead.Add(float64(bm.GetRecordsDeadLettered()))
 	j.batches.Inc()
 	j.processing.Observe(bm.GetProcessingTime().AsDuration().Seconds())
 	j.scheduling.Observe(bm.GetSchedulingDelay().AsDuration().Seconds())

@@ -44,8 +44,9 @@ func hasSecrets(spec *sluicev1.JobSpec) bool {
 // propertyMaps returns the spec's Kafka property maps, by field name.
 func propertyMaps(spec *sluicev1.JobSpec) map[string]map[string]string {
 	return map[string]map[string]string{
-		"source.properties":     spec.GetSource().GetProperties(),
-		"sink.kafka.properties": spec.GetSink().GetKafka().GetProperties(),
+		"source.properties":      spec.GetSource().GetProperties(),
+		"sink.kafka.properties":  spec.GetSink().GetKafka().GetProperties(),
+		"dead_letter.properties": spec.GetDeadLetter().GetProperties(),
 	}
 }
 

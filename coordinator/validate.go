@@ -105,6 +105,9 @@ func Validate(spec *sluicev1.JobSpec) error {
 			return err
 		}
 	}
+	if err := validateDeadLetter(spec.GetDeadLetter()); err != nil {
+		return err
+	}
 	if _, err := steps.Compile(spec); err != nil {
 		var fe *steps.FieldError
 		if errors.As(err, &fe) {
@@ -349,7 +352,8 @@ func validateSizes(spec *sluicev1.JobSpec) error {
 		exprs = append(exprs,
 			struct{ field, src string }{fmt.Sprintf("steps[%d].filter", i), st.GetFilter()},
 			struct{ field, src string }{fmt.Sprintf("steps[%d].map.key", i), st.GetMap().GetKey()},
-			struct{ field, src string }{fmt.Sprintf("steps[%d].map.value", i), st.GetMap().GetValue()})
+			struct{ field, src string }{fmt.Sprintf("steps[%d].map.value", i), st.GetMap().GetValue()},
+			struct{ field, src string }{fmt.Sprintf("steps[%d].flatMap", i), st.GetFlatMap()})
 	}
 	for name, src := range spec.GetSink().GetKafka().GetHeaders() {
 		exprs = append(exprs, struct{ field, src string }{fmt.Sprintf("sink.kafka.headers[%q]", name), src})
@@ -366,6 +370,7 @@ func validateSizes(spec *sluicev1.JobSpec) error {
 		{"source.properties", spec.GetSource().GetProperties()},
 		{"sink.kafka.properties", spec.GetSink().GetKafka().GetProperties()},
 		{"sink.kafka.headers", spec.GetSink().GetKafka().GetHeaders()},
+		{"dead_letter.properties", spec.GetDeadLetter().GetProperties()},
 	}
 	for _, m := range entries {
 		if n := len(m.m); n > jobspec.MaxProperties {
@@ -394,6 +399,16 @@ func CheckPolicy(spec *sluicev1.JobSpec, p kafkasrc.Policy) error {
 	if err := p.CheckProperties(src.GetProperties()); err != nil {
 		return invalid("source.properties", "%v", unwrapped(err))
 	}
+	if dl := spec.GetDeadLetter(); dl != nil {
+		if b := dl.GetBootstrapServers(); b != "" {
+			if err := p.CheckBootstrap(b); err != nil {
+				return invalid("dead_letter.bootstrap_servers", "%v", unwrapped(err))
+			}
+		}
+		if err := p.CheckProperties(dl.GetProperties()); err != nil {
+			return invalid("dead_letter.properties", "%v", unwrapped(err))
+		}
+	}
 	k := spec.GetSink().GetKafka()
 	if k == nil {
 		return nil
@@ -413,4 +428,24 @@ func CheckPolicy(spec *sluicev1.JobSpec, p kafkasrc.Policy) error {
 // which tells a user nothing the field does not.
 func unwrapped(err error) string {
 	return strings.TrimSuffix(err.Error(), ": "+kafkasrc.ErrRefusedProperty.Error())
+}
+
+// validateDeadLetter checks dead_letter's client settings; steps.Compile
+// checks its topic against the record error policy and the sink.
+func validateDeadLetter(dl *sluicev1.DeadLetter) error {
+	if dl == nil {
+		return nil
+	}
+	if err := kafkasrc.ValidateProperties(dl.GetProperties()); err != nil {
+		return invalid("dead_letter.properties", "%v", err)
+	}
+	for name := range dl.GetProperties() {
+		n := strings.TrimSpace(name)
+		for _, owned := range sinkOwned {
+			if n == owned || strings.HasPrefix(n, "go.") {
+				return invalid("dead_letter.properties", "property %q is set by Sluice", name)
+			}
+		}
+	}
+	return nil
 }

@@ -161,6 +161,9 @@ func FormatBatch(b *sluicev1.Batch, r *sluicev1.BatchResult) string {
 	if m.GetRecordsFailed() > 0 {
 		fmt.Fprintf(&sb, "  failed %d", m.GetRecordsFailed())
 	}
+	if m.GetRecordsDeadLettered() > 0 {
+		fmt.Fprintf(&sb, "  dead-lettered %d", m.GetRecordsDeadLettered())
+	}
 	aggs := append([]*sluicev1.KeyAggregate(nil), r.GetAggregates()...)
 	sort.SliceStable(aggs, func(i, j int) bool { return aggs[i].GetCount() > aggs[j].GetCount() })
 	if len(aggs) > 0 {

@@ -44,6 +44,8 @@ type kafkaOutput struct {
 	skipped bool
 	msgs    []kafkasrc.Message // reused for every chunk
 	chunks  int                // written
+	// dead: dead letters to write with the next chunk (deadletter.go).
+	dead []*sluicev1.OutputRecord
 }
 
 func (w *Worker) newKafkaOutput(task *sluicev1.Task, k *sluicev1.KafkaSink) *kafkaOutput {
@@ -108,10 +110,13 @@ func (o *kafkaOutput) write(ctx context.Context, recs []*sluicev1.OutputRecord) 
 			return err
 		}
 	}
-	if o.skipped || len(recs) == 0 {
+	dead := o.dead
+	o.dead = nil
+	if o.skipped || len(recs)+len(dead) == 0 {
 		return nil
 	}
-	msgs := o.messages(recs)
+	msgs := deadLetterMessages(o.messages(recs), dead)
+	o.msgs = msgs
 	var err error
 	if o.txn != nil {
 		err = o.txn.Write(ctx, msgs)

@@ -58,10 +58,10 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 		defer cancel()
 	}
 	spec := task.GetSpec()
-	if len(task.GetRanges()) > 0 && jobspec.Transactional(spec) {
+	if len(task.GetRanges()) > 0 && jobspec.PerPartitionTasks(spec) {
 		// Its transactions are per source partition: the coordinator never
 		// packs such ranges, and a task that does is refused, not half run.
-		return fail(fmt.Errorf("a task with %d ranges for a transactional Kafka sink: %w", len(task.GetRanges()), errBadTask))
+		return fail(fmt.Errorf("a task with %d ranges for a transactional Kafka sink or dead letters: %w", len(task.GetRanges()), errBadTask))
 	}
 	runner := prog.NewRunnerContext(ctx)
 	var out *kafkaOutput
@@ -79,6 +79,11 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 			Bytes: jobspec.TaskOutputBytes(spec), Field: "limits.max_task_output_bytes", Max: jobspec.MaxTaskOutputBytes,
 		})
 	}
+	var dlq *deadLetterOutput
+	if prog.DeadLetters() && out == nil {
+		dlq = w.newDeadLetterOutput(task)
+		defer dlq.close()
+	}
 	first := true
 	err = w.read(ctx, task, func(rec *record.Record) error {
 		if first {
@@ -89,7 +94,11 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 			return err
 		}
 		if out != nil && full(runner.Pending(), runner.OutputBytes()) {
+			out.dead = runner.DrainDeadLetters()
 			return out.write(ctx, runner.Drain())
+		}
+		if prog.DeadLetters() {
+			return flushDeadLetters(ctx, runner, out, dlq)
 		}
 		return nil
 	})
@@ -97,12 +106,19 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 		return fail(err)
 	}
 	if out != nil {
+		out.dead = runner.DrainDeadLetters()
 		if err := out.finish(ctx, runner.Drain()); err != nil {
+			return fail(err)
+		}
+	}
+	if dlq != nil {
+		if err := dlq.finish(ctx, runner.DrainDeadLetters()); err != nil {
 			return fail(err)
 		}
 	}
 	result := runner.Result()
 	res.RecordsIn, res.RecordsOut, res.RecordsFailed = result.In, result.Out, result.Failed
+	res.RecordsDeadLettered = result.DeadLettered
 	res.Aggregates, res.Records = result.Aggregates, result.Records
 	res.Duration = durationpb.New(time.Since(start))
 	return res

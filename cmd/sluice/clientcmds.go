@@ -392,16 +392,16 @@ func newBatchesCmd() *cobra.Command {
 			return nil
 		}
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "BATCH\tTIME\tSTATE\tRANGES\tIN\tOUT\tFAILED\tPROCESSING\tSCHED DELAY\tTOTAL DELAY\tATTEMPTS\tCAP")
+		fmt.Fprintln(tw, "BATCH\tTIME\tSTATE\tRANGES\tIN\tOUT\tFAILED\tDEAD LETTERS\tPROCESSING\tSCHED DELAY\tTOTAL DELAY\tATTEMPTS\tCAP")
 		for _, b := range batches {
 			m := b.GetMetrics()
 			state := "planned"
 			if b.GetState() == sluicev1.BatchState_BATCH_STATE_COMMITTED {
 				state = "committed"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s\n", b.GetId(),
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s\n", b.GetId(),
 				b.GetBatchTime().AsTime().Local().Format(time.TimeOnly), state, len(b.GetRanges()),
-				m.GetRecordsIn(), m.GetRecordsOut(), m.GetRecordsFailed(),
+				m.GetRecordsIn(), m.GetRecordsOut(), m.GetRecordsFailed(), m.GetRecordsDeadLettered(),
 				m.GetProcessingTime().AsDuration().Round(time.Millisecond),
 				m.GetSchedulingDelay().AsDuration().Round(time.Millisecond),
 				m.GetTotalDelay().AsDuration().Round(time.Millisecond), m.GetTaskAttempts(), dev.FormatCap(b.GetCap()))

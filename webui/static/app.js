@@ -291,7 +291,7 @@ function batchRow(b, intervalSec, fresh) {
     el('td', { class: 'num', text: committed ? fmtInt(m.recordsIn) : '—' }),
     el('td', { class: 'num', text: committed ? fmtRate(num(m.recordsIn) / intervalSec) : '—' }),
     el('td', { class: 'num', text: committed ? fmtInt(m.recordsOut) : '—' }),
-    el('td', { class: 'num', text: committed ? fmtInt(m.recordsFailed) : '—' }),
+    el('td', { class: 'num', text: committed ? fmtInt(m.recordsFailed) + (num(m.recordsDeadLettered) ? ` (${fmtInt(m.recordsDeadLettered)} dead-lettered)` : '') : '—' }),
     el('td', { class: 'num', text: committed ? fmtMs(durMs(m.schedulingDelay)) : '—' }),
     el('td', { class: 'num', text: committed ? fmtMs(durMs(m.processingTime)) : '—' }),
     el('td', { class: 'num', text: committed ? fmtMs(durMs(m.totalDelay)) : '—' }),
