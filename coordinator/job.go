@@ -574,8 +574,9 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	// Splitting is decided again when a planned batch is re-run: the
 	// batch's ranges, not its tasks, are what is logged and committed.
 	// Packing small ranges follows consistent placement only: fixed and
-	// brokers placement choose a worker per partition.
-	workers, transactional := r.dispatcher.liveWorkers(), jobspec.PerPartitionTasks(r.spec)
+	// brokers placement choose a worker per partition. Only the workers
+	// with the job's Go processors count: no other runs its tasks.
+	workers, transactional := r.dispatcher.liveWorkersWith(jobspec.Processors(r.spec)), jobspec.PerPartitionTasks(r.spec)
 	mode := r.spec.GetPlacement().GetMode()
 	consistent := mode == sluicev1.PlacementMode_PLACEMENT_MODE_UNSPECIFIED || mode == sluicev1.PlacementMode_PLACEMENT_MODE_CONSISTENT
 	pieces := packRanges(splitRanges(b.GetRanges(), lim.GetMaxRecordsPerTask(), totalSlots(workers), !transactional), workers, consistent && !transactional)
