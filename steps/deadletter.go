@@ -22,9 +22,11 @@ const (
 	// HeaderDLQStep is the index of the failing step; absent when the
 	// expression is not a step's (the aggregate's, the sink's).
 	HeaderDLQStep = "sluice-dlq-step"
-	// HeaderDLQStepKind is "filter", "map", "flatMap", "aggregate" or "sink".
+	// HeaderDLQStepKind is "filter", "map", "flatMap", "processor",
+	// "aggregate" or "sink".
 	HeaderDLQStepKind = "sluice-dlq-step-kind"
-	// HeaderDLQExpression is the failing CEL expression.
+	// HeaderDLQExpression is the failing CEL expression (of a processor
+	// step, the processor's name).
 	HeaderDLQExpression = "sluice-dlq-expression"
 	// HeaderDLQError is the evaluation error (with a hint when there is one).
 	HeaderDLQError = "sluice-dlq-error"

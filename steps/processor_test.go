@@ -351,3 +351,40 @@ func TestProcessorOutputLimit(t *testing.T) {
 		t.Fatalf("Process() error = %v, want an OutputLimitError", err)
 	}
 }
+
+// Under the dead-letter policy a record its processor fails on is kept
+// unchanged, its headers naming the processor step and the processor.
+func TestProcessorDeadLetter(t *testing.T) {
+	fails := fixed(func(_ context.Context, rec record.Record) ([]record.Record, error) {
+		if string(rec.Value) == "bad!" {
+			return nil, errors.New("no customer")
+		}
+		return []record.Record{rec}, nil
+	})
+	s := withDLQ(spec(mapKV("", "value + '!'"), processor("lookup", nil)), "dlq")
+	s.Name = "orders"
+	r := compileWith(t, s, map[string]ProcessorFactory{"lookup": fails}).NewRunner()
+	for i, v := range []string{"ok", "bad", "fine"} {
+		if err := r.Process(rec(int64(i), "k", v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res := r.Result(); kv(res.Records) != "k=ok! | k=fine!" || res.Failed != 1 || res.DeadLettered != 1 {
+		t.Fatalf("output %s, failed %d, dead-lettered %d", kv(res.Records), res.Failed, res.DeadLettered)
+	}
+	dead := r.DrainDeadLetters()
+	if len(dead) != 1 || string(dead[0].GetValue()) != "bad" {
+		t.Fatalf("dead letters %v", dead)
+	}
+	for k, v := range map[string]string{
+		HeaderDLQField: "steps[1].processor", HeaderDLQStep: "1", HeaderDLQStepKind: "processor",
+		HeaderDLQExpression: "lookup", HeaderDLQOffset: "1",
+	} {
+		if got, _ := header(dead[0], k); got != v {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
+	if got, _ := header(dead[0], HeaderDLQError); got != `processor "lookup": no customer` {
+		t.Errorf("error header %q", got)
+	}
+}
