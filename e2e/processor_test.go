@@ -15,8 +15,15 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-stream/sluice/client"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"github.com/sluice-stream/sluice/record"
+	"github.com/sluice-stream/sluice/worker"
 )
 
 // lineStream produces lines of words and keeps the ground truth of the
@@ -206,5 +213,97 @@ func TestProcessorExampleWorker(t *testing.T) {
 	tc.checkRanges(job, start, ends)
 	if out := stock.out.String(); strings.Contains(out, "not registered") || strings.Contains(out, "task failed") {
 		t.Errorf("the stock worker, without the processor, ran a task:\n%s", lastLines(out, 20))
+	}
+}
+
+// Submit refuses a processor step with a bad name or an oversized config,
+// InvalidArgument naming the field; a config only the processor can judge
+// is accepted, and fails the job at its first task on a worker that has
+// the processor, naming the step's config. A stock worker never runs it.
+func TestProcessorSubmitAndConfigErrors(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	tc := newTestCluster(t, clusterOptions{workers: 1, partitions: 2, topics: []string{"lines"}})
+	big, err := structpb.NewStruct(map[string]any{"stopwords": []any{strings.Repeat("x", 70<<10)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, field, reason string
+		modify              func(ps *sluicev1.ProcessorStep)
+	}{
+		{"no name", "steps[0].processor.name", `processor name "" must be a letter, then up to 62 letters, digits`,
+			func(ps *sluicev1.ProcessorStep) { ps.Name = "" }},
+		{"a name with a slash", "steps[0].processor.name", `processor name "words/v2"`,
+			func(ps *sluicev1.ProcessorStep) { ps.Name = "words/v2" }},
+		{"config too big", "steps[0].processor.config", "bytes encoded: at most 65536",
+			func(ps *sluicev1.ProcessorStep) { ps.Config = big }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := readmeExample(t, "processor/job.json", tc.Brokers)
+			tt.modify(spec.GetSteps()[0].GetProcessor())
+			_, err := tc.Client.Submit(context.Background(), spec)
+			st := status.Convert(err)
+			if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tt.reason) {
+				t.Fatalf("submit: %v, want InvalidArgument with %q", err, tt.reason)
+			}
+			field := ""
+			for _, d := range st.Details() {
+				if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
+					field = br.GetFieldViolations()[0].GetField()
+				}
+			}
+			if field != tt.field {
+				t.Errorf("field violation %q, want %q", field, tt.field)
+			}
+		})
+	}
+
+	spec := readmeExample(t, "processor/job.json", tc.Brokers)
+	spec.GetSteps()[0].GetProcessor().GetConfig().GetFields()["stopwords"] = structpb.NewStringValue("the")
+	if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(tc.Brokers), kgo.DefaultProduceTopic("lines"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: []byte("the stream")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitMessage(t, tc.Client, spec.GetName(), `waiting for a worker with processor "words"`, 30*time.Second)
+
+	cfg := worker.DefaultConfig()
+	cfg.Coordinators, cfg.ID = []string{tc.Addr}, "with-words"
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.RegisterProcessorFactory("words", func(config map[string]any) (worker.Processor, error) {
+		if _, ok := config["stopwords"].([]any); !ok {
+			return nil, fmt.Errorf("stopwords must be a list of strings, not %T", config["stopwords"])
+		}
+		return func(context.Context, record.Record) ([]record.Record, error) { return nil, nil }, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	j := waitJob(t, tc.Client, spec.GetName(), 30*time.Second, "FAILED state", func(j *sluicev1.Job) bool {
+		return j.GetState() == sluicev1.JobState_JOB_STATE_FAILED
+	})
+	if want := `steps[0].processor.config: processor "words": stopwords must be a list of strings, not string`; !strings.Contains(j.GetMessage(), want) {
+		t.Fatalf("job message %q, want it to contain %q", j.GetMessage(), want)
 	}
 }
