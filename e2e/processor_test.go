@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,8 +127,9 @@ func waitMessage(t *testing.T, c *client.Client, job, want string, timeout time.
 // `sluice worker`, with examples/processor/job.json submitted by `sluice
 // submit`. The job waits, saying why, until a worker with its processor
 // connects; the stock worker never runs its tasks; one example worker is
-// killed with SIGKILL mid-job; the word counts equal the ground truth and
-// the batches tile every partition.
+// frozen, then killed with SIGKILL once a batch was planned after the freeze
+// (so with that batch's tasks in flight: they run again on the other); the
+// word counts equal the ground truth and the batches tile every partition.
 func TestProcessorExampleWorker(t *testing.T) {
 	const topic, job = "lines", "word-count"
 	readme, err := os.ReadFile("../README.md")
@@ -194,6 +196,33 @@ func TestProcessorExampleWorker(t *testing.T) {
 	first := maps.Clone(s.ends)
 	s.mu.Unlock()
 	tc.waitOffsets(job, first, 60*time.Second)
+	// Frozen first, so that the next batch sends it tasks it never
+	// finishes; then killed with them in flight.
+	batches, err := c.Batches(context.Background(), job, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last int64
+	for _, b := range batches {
+		last = max(last, b.GetId())
+	}
+	if err := doomed.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for planned := false; !planned; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no batch after batch %d planned within 30s of freezing wc-1", last)
+		}
+		bs, err := c.Batches(context.Background(), job, 100000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range bs {
+			planned = planned || b.GetId() > last
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := doomed.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +239,11 @@ func TestProcessorExampleWorker(t *testing.T) {
 	for k := range ends {
 		start[k] = 0
 	}
-	tc.checkRanges(job, start, ends)
+	var retried int32
+	for _, b := range tc.checkRanges(job, start, ends) {
+		retried += b.GetMetrics().GetTaskAttempts() - b.GetMetrics().GetTasks()
+	}
+	t.Logf("task attempts beyond one per task: %d", retried)
 	if out := stock.out.String(); strings.Contains(out, "not registered") || strings.Contains(out, "task failed") {
 		t.Errorf("the stock worker, without the processor, ran a task:\n%s", lastLines(out, 20))
 	}
