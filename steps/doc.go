@@ -70,6 +70,14 @@
 // writes them: 1234567, 0.5, 1e+21), null is empty, lists and maps are written
 // as JSON with sorted keys, timestamps and durations as CEL formats them.
 //
+// A processor step calls a Go [Processor] registered on the worker: the
+// worker compiles with [WithProcessors], which calls each step's
+// [ProcessorFactory] with its config; the coordinator compiles without, which
+// only checks the step's name and config size. The processor gets a copy of
+// the record as the steps before made it and returns zero or more records,
+// which run through the steps after it in order; an error or a recovered
+// panic fails the record.
+//
 // # Aggregation
 //
 // The aggregate key is formatted like a map result and must be a string, bytes,
