@@ -95,8 +95,9 @@ type Runner struct {
 
 	// flatMap (flatmap.go): elements emitted for the current record, and
 	// its aggregate inputs, added once the whole record succeeded.
-	fan     int
-	pending []aggInput
+	fan          int
+	pending      []aggInput
+	pendingBytes int64 // of pending, in bytes
 }
 
 // maxTopics bounds Runner.topics: past it, a new topic is copied per record.
