@@ -78,6 +78,9 @@ func Validate(spec *sluicev1.JobSpec) error {
 	if err := validateStart(src.GetStartingOffsets(), topics); err != nil {
 		return err
 	}
+	if err := validateFormats(src); err != nil {
+		return err
+	}
 	if err := validatePlacement(spec.GetPlacement(), topics); err != nil {
 		return err
 	}

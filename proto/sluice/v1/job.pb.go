@@ -764,6 +764,19 @@ type KafkaSource struct {
 	// offsets; false skips to the earliest available offset and records the
 	// skipped offsets in the batch.
 	FailOnDataLoss *bool `protobuf:"varint,6,opt,name=fail_on_data_loss,json=failOnDataLoss,proto3,oneof" json:"fail_on_data_loss,omitempty"`
+	// How record values are decoded: "json" (the default: the value is text,
+	// parsed as JSON when an expression reads `json`), or "avro", "protobuf"
+	// or "jsonschema" in the Confluent Schema Registry wire format (magic byte
+	// 0, 4-byte schema id, for protobuf the message indexes), decoded into the
+	// CEL variable `record`. A value that does not decode (an unknown schema id,
+	// a malformed payload) is a record error and follows on_record_error.
+	ValueFormat string `protobuf:"bytes,50,opt,name=value_format,json=valueFormat,proto3" json:"value_format,omitempty"`
+	// How record keys are decoded: like value_format, into the CEL variable
+	// `record_key`.
+	KeyFormat string `protobuf:"bytes,51,opt,name=key_format,json=keyFormat,proto3" json:"key_format,omitempty"`
+	// The Schema Registry the avro, protobuf and jsonschema formats read their
+	// schemas from; required by them.
+	SchemaRegistry *SchemaRegistry `protobuf:"bytes,52,opt,name=schema_registry,json=schemaRegistry,proto3" json:"schema_registry,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -840,6 +853,119 @@ func (x *KafkaSource) GetFailOnDataLoss() bool {
 	return false
 }
 
+func (x *KafkaSource) GetValueFormat() string {
+	if x != nil {
+		return x.ValueFormat
+	}
+	return ""
+}
+
+func (x *KafkaSource) GetKeyFormat() string {
+	if x != nil {
+		return x.KeyFormat
+	}
+	return ""
+}
+
+func (x *KafkaSource) GetSchemaRegistry() *SchemaRegistry {
+	if x != nil {
+		return x.SchemaRegistry
+	}
+	return nil
+}
+
+// SchemaRegistry is a Confluent Schema Registry. Its credentials are redacted
+// wherever the job spec is shown.
+type SchemaRegistry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// http:// or https:// URL of the registry.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// HTTP basic authentication; both or neither.
+	Username string `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Password string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	// A static bearer token (instead of basic authentication).
+	BearerToken string `protobuf:"bytes,4,opt,name=bearer_token,json=bearerToken,proto3" json:"bearer_token,omitempty"`
+	// PEM certificates of the CAs that sign the registry's certificate
+	// (https); default the system's.
+	CaPem string `protobuf:"bytes,5,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// Deadline of one request to the registry; default 10s, at most 60s.
+	Timeout       *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SchemaRegistry) Reset() {
+	*x = SchemaRegistry{}
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchemaRegistry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchemaRegistry) ProtoMessage() {}
+
+func (x *SchemaRegistry) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchemaRegistry.ProtoReflect.Descriptor instead.
+func (*SchemaRegistry) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SchemaRegistry) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetBearerToken() string {
+	if x != nil {
+		return x.BearerToken
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetCaPem() string {
+	if x != nil {
+		return x.CaPem
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
 type StartingOffsets struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -854,7 +980,7 @@ type StartingOffsets struct {
 
 func (x *StartingOffsets) Reset() {
 	*x = StartingOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +992,7 @@ func (x *StartingOffsets) String() string {
 func (*StartingOffsets) ProtoMessage() {}
 
 func (x *StartingOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1005,7 @@ func (x *StartingOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartingOffsets.ProtoReflect.Descriptor instead.
 func (*StartingOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StartingOffsets) GetKind() isStartingOffsets_Kind {
@@ -953,7 +1079,7 @@ type ExplicitOffsets struct {
 
 func (x *ExplicitOffsets) Reset() {
 	*x = ExplicitOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1091,7 @@ func (x *ExplicitOffsets) String() string {
 func (*ExplicitOffsets) ProtoMessage() {}
 
 func (x *ExplicitOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1104,7 @@ func (x *ExplicitOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplicitOffsets.ProtoReflect.Descriptor instead.
 func (*ExplicitOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExplicitOffsets) GetOffsets() []*PartitionOffset {
@@ -1006,7 +1132,7 @@ type PartitionOffset struct {
 
 func (x *PartitionOffset) Reset() {
 	*x = PartitionOffset{}
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1144,7 @@ func (x *PartitionOffset) String() string {
 func (*PartitionOffset) ProtoMessage() {}
 
 func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1157,7 @@ func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOffset.ProtoReflect.Descriptor instead.
 func (*PartitionOffset) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PartitionOffset) GetTopic() string {
@@ -1072,7 +1198,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1210,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1223,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Step) GetKind() isStep_Kind {
@@ -1156,7 +1282,7 @@ type MapStep struct {
 
 func (x *MapStep) Reset() {
 	*x = MapStep{}
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1294,7 @@ func (x *MapStep) String() string {
 func (*MapStep) ProtoMessage() {}
 
 func (x *MapStep) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1307,7 @@ func (x *MapStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapStep.ProtoReflect.Descriptor instead.
 func (*MapStep) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MapStep) GetKey() string {
@@ -1214,7 +1340,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1352,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1365,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Aggregate) GetKey() string {
@@ -1276,7 +1402,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1414,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1427,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Sink) GetKind() isSink_Kind {
@@ -1378,7 +1504,7 @@ type KafkaSink struct {
 
 func (x *KafkaSink) Reset() {
 	*x = KafkaSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1516,7 @@ func (x *KafkaSink) String() string {
 func (*KafkaSink) ProtoMessage() {}
 
 func (x *KafkaSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1529,7 @@ func (x *KafkaSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSink.ProtoReflect.Descriptor instead.
 func (*KafkaSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KafkaSink) GetBootstrapServers() string {
@@ -1479,7 +1605,7 @@ type CollectSink struct {
 
 func (x *CollectSink) Reset() {
 	*x = CollectSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1617,7 @@ func (x *CollectSink) String() string {
 func (*CollectSink) ProtoMessage() {}
 
 func (x *CollectSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1630,7 @@ func (x *CollectSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectSink.ProtoReflect.Descriptor instead.
 func (*CollectSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 type Limits struct {
@@ -1551,7 +1677,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1689,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1702,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Limits) GetMaxRatePerPartition() int64 {
@@ -1677,7 +1803,7 @@ type Backpressure struct {
 
 func (x *Backpressure) Reset() {
 	*x = Backpressure{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +1815,7 @@ func (x *Backpressure) String() string {
 func (*Backpressure) ProtoMessage() {}
 
 func (x *Backpressure) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +1828,7 @@ func (x *Backpressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backpressure.ProtoReflect.Descriptor instead.
 func (*Backpressure) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Backpressure) GetEnabled() bool {
@@ -1764,7 +1890,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1902,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1915,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Job) GetSpec() *JobSpec {
@@ -1862,7 +1988,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +2000,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2013,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OffsetRange) GetTopic() string {
@@ -1941,7 +2067,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2079,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2092,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Batch) GetJob() string {
@@ -2053,7 +2179,7 @@ type TopicRanges struct {
 
 func (x *TopicRanges) Reset() {
 	*x = TopicRanges{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2191,7 @@ func (x *TopicRanges) String() string {
 func (*TopicRanges) ProtoMessage() {}
 
 func (x *TopicRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2204,7 @@ func (x *TopicRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicRanges.ProtoReflect.Descriptor instead.
 func (*TopicRanges) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TopicRanges) GetTopic() string {
@@ -2126,7 +2252,7 @@ type BatchCap struct {
 
 func (x *BatchCap) Reset() {
 	*x = BatchCap{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2264,7 @@ func (x *BatchCap) String() string {
 func (*BatchCap) ProtoMessage() {}
 
 func (x *BatchCap) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2277,7 @@ func (x *BatchCap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCap.ProtoReflect.Descriptor instead.
 func (*BatchCap) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BatchCap) GetSource() CapSource {
@@ -2197,7 +2323,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2335,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2348,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -2285,7 +2411,7 @@ type BatchMetrics struct {
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2423,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2436,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -2395,7 +2521,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2533,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2546,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -2492,7 +2618,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2630,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2643,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -2586,7 +2712,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2724,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2737,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Header) GetKey() string {
@@ -2643,7 +2769,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2781,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2794,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -2715,7 +2841,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2727,7 +2853,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2740,7 +2866,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -2776,7 +2902,7 @@ type TopicOffsets struct {
 
 func (x *TopicOffsets) Reset() {
 	*x = TopicOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +2914,7 @@ func (x *TopicOffsets) String() string {
 func (*TopicOffsets) ProtoMessage() {}
 
 func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +2927,7 @@ func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicOffsets.ProtoReflect.Descriptor instead.
 func (*TopicOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TopicOffsets) GetTopic() string {
@@ -2848,7 +2974,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x02 \x03(\x05R\n" +
 	"partitions\x12!\n" +
-	"\fworker_label\x18\x03 \x01(\tR\vworkerLabel\"\xaa\x03\n" +
+	"\fworker_label\x18\x03 \x01(\tR\vworkerLabel\"\xb0\x04\n" +
 	"\vKafkaSource\x12+\n" +
 	"\x11bootstrap_servers\x18\x01 \x01(\tR\x10bootstrapServers\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12E\n" +
@@ -2857,11 +2983,22 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"properties\x18\x05 \x03(\v2&.sluice.v1.KafkaSource.PropertiesEntryR\n" +
 	"properties\x12.\n" +
-	"\x11fail_on_data_loss\x18\x06 \x01(\bH\x00R\x0efailOnDataLoss\x88\x01\x01\x1a=\n" +
+	"\x11fail_on_data_loss\x18\x06 \x01(\bH\x00R\x0efailOnDataLoss\x88\x01\x01\x12!\n" +
+	"\fvalue_format\x182 \x01(\tR\vvalueFormat\x12\x1d\n" +
+	"\n" +
+	"key_format\x183 \x01(\tR\tkeyFormat\x12B\n" +
+	"\x0fschema_registry\x184 \x01(\v2\x19.sluice.v1.SchemaRegistryR\x0eschemaRegistry\x1a=\n" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x14\n" +
-	"\x12_fail_on_data_loss\"\xc7\x01\n" +
+	"\x12_fail_on_data_loss\"\xc9\x01\n" +
+	"\x0eSchemaRegistry\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\x12!\n" +
+	"\fbearer_token\x18\x04 \x01(\tR\vbearerToken\x12\x15\n" +
+	"\x06ca_pem\x18\x05 \x01(\tR\x05caPem\x123\n" +
+	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xc7\x01\n" +
 	"\x0fStartingOffsets\x126\n" +
 	"\bposition\x18\x01 \x01(\x0e2\x18.sluice.v1.StartPositionH\x00R\bposition\x128\n" +
 	"\bexplicit\x18\x02 \x01(\v2\x1a.sluice.v1.ExplicitOffsetsH\x00R\bexplicit\x12:\n" +
@@ -3099,7 +3236,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(PlacementMode)(0),            // 0: sluice.v1.PlacementMode
 	(IsolationLevel)(0),           // 1: sluice.v1.IsolationLevel
@@ -3114,91 +3251,94 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(*Placement)(nil),             // 10: sluice.v1.Placement
 	(*FixedPlacement)(nil),        // 11: sluice.v1.FixedPlacement
 	(*KafkaSource)(nil),           // 12: sluice.v1.KafkaSource
-	(*StartingOffsets)(nil),       // 13: sluice.v1.StartingOffsets
-	(*ExplicitOffsets)(nil),       // 14: sluice.v1.ExplicitOffsets
-	(*PartitionOffset)(nil),       // 15: sluice.v1.PartitionOffset
-	(*Step)(nil),                  // 16: sluice.v1.Step
-	(*MapStep)(nil),               // 17: sluice.v1.MapStep
-	(*Aggregate)(nil),             // 18: sluice.v1.Aggregate
-	(*Sink)(nil),                  // 19: sluice.v1.Sink
-	(*KafkaSink)(nil),             // 20: sluice.v1.KafkaSink
-	(*CollectSink)(nil),           // 21: sluice.v1.CollectSink
-	(*Limits)(nil),                // 22: sluice.v1.Limits
-	(*Backpressure)(nil),          // 23: sluice.v1.Backpressure
-	(*Job)(nil),                   // 24: sluice.v1.Job
-	(*OffsetRange)(nil),           // 25: sluice.v1.OffsetRange
-	(*Batch)(nil),                 // 26: sluice.v1.Batch
-	(*TopicRanges)(nil),           // 27: sluice.v1.TopicRanges
-	(*BatchCap)(nil),              // 28: sluice.v1.BatchCap
-	(*DataLoss)(nil),              // 29: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 30: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 31: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 32: sluice.v1.OutputRecord
-	(*Header)(nil),                // 33: sluice.v1.Header
-	(*BatchResult)(nil),           // 34: sluice.v1.BatchResult
-	(*CommittedOffsets)(nil),      // 35: sluice.v1.CommittedOffsets
-	(*TopicOffsets)(nil),          // 36: sluice.v1.TopicOffsets
-	nil,                           // 37: sluice.v1.KafkaSource.PropertiesEntry
-	nil,                           // 38: sluice.v1.KafkaSink.HeadersEntry
-	nil,                           // 39: sluice.v1.KafkaSink.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*SchemaRegistry)(nil),        // 13: sluice.v1.SchemaRegistry
+	(*StartingOffsets)(nil),       // 14: sluice.v1.StartingOffsets
+	(*ExplicitOffsets)(nil),       // 15: sluice.v1.ExplicitOffsets
+	(*PartitionOffset)(nil),       // 16: sluice.v1.PartitionOffset
+	(*Step)(nil),                  // 17: sluice.v1.Step
+	(*MapStep)(nil),               // 18: sluice.v1.MapStep
+	(*Aggregate)(nil),             // 19: sluice.v1.Aggregate
+	(*Sink)(nil),                  // 20: sluice.v1.Sink
+	(*KafkaSink)(nil),             // 21: sluice.v1.KafkaSink
+	(*CollectSink)(nil),           // 22: sluice.v1.CollectSink
+	(*Limits)(nil),                // 23: sluice.v1.Limits
+	(*Backpressure)(nil),          // 24: sluice.v1.Backpressure
+	(*Job)(nil),                   // 25: sluice.v1.Job
+	(*OffsetRange)(nil),           // 26: sluice.v1.OffsetRange
+	(*Batch)(nil),                 // 27: sluice.v1.Batch
+	(*TopicRanges)(nil),           // 28: sluice.v1.TopicRanges
+	(*BatchCap)(nil),              // 29: sluice.v1.BatchCap
+	(*DataLoss)(nil),              // 30: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 31: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 32: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 33: sluice.v1.OutputRecord
+	(*Header)(nil),                // 34: sluice.v1.Header
+	(*BatchResult)(nil),           // 35: sluice.v1.BatchResult
+	(*CommittedOffsets)(nil),      // 36: sluice.v1.CommittedOffsets
+	(*TopicOffsets)(nil),          // 37: sluice.v1.TopicOffsets
+	nil,                           // 38: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 39: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 40: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
 	12, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	40, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
-	16, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
-	18, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
-	19, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
-	22, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
+	41, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	17, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
+	19, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
+	20, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
+	23, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
 	5,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
 	10, // 7: sluice.v1.JobSpec.placement:type_name -> sluice.v1.Placement
 	0,  // 8: sluice.v1.Placement.mode:type_name -> sluice.v1.PlacementMode
 	11, // 9: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
-	13, // 10: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
+	14, // 10: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
 	1,  // 11: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	37, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
-	2,  // 13: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
-	14, // 14: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	41, // 15: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
-	15, // 16: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	2,  // 17: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
-	17, // 18: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
-	3,  // 19: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
-	21, // 20: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	20, // 21: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
-	38, // 22: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
-	39, // 23: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
-	4,  // 24: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
-	40, // 25: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
-	40, // 26: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	23, // 27: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
-	9,  // 28: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	6,  // 29: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	41, // 30: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	41, // 31: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	41, // 32: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	7,  // 33: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	25, // 34: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	30, // 35: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	41, // 36: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	29, // 37: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	28, // 38: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
-	27, // 39: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
-	8,  // 40: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
-	40, // 41: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	40, // 42: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	40, // 43: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	33, // 44: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
-	31, // 45: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	32, // 46: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	15, // 47: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	36, // 48: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	38, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	13, // 13: sluice.v1.KafkaSource.schema_registry:type_name -> sluice.v1.SchemaRegistry
+	41, // 14: sluice.v1.SchemaRegistry.timeout:type_name -> google.protobuf.Duration
+	2,  // 15: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
+	15, // 16: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
+	42, // 17: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	16, // 18: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	2,  // 19: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
+	18, // 20: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
+	3,  // 21: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
+	22, // 22: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	21, // 23: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
+	39, // 24: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	40, // 25: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	4,  // 26: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
+	41, // 27: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	41, // 28: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	24, // 29: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
+	9,  // 30: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	6,  // 31: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	42, // 32: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	42, // 33: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	42, // 34: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	7,  // 35: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	26, // 36: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	31, // 37: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	42, // 38: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	30, // 39: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	29, // 40: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
+	28, // 41: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
+	8,  // 42: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
+	41, // 43: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	41, // 44: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	41, // 45: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	34, // 46: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	32, // 47: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	33, // 48: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	16, // 49: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	37, // 50: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -3207,27 +3347,27 @@ func file_sluice_v1_job_proto_init() {
 		return
 	}
 	file_sluice_v1_job_proto_msgTypes[3].OneofWrappers = []any{}
-	file_sluice_v1_job_proto_msgTypes[4].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[5].OneofWrappers = []any{
 		(*StartingOffsets_Position)(nil),
 		(*StartingOffsets_Explicit)(nil),
 		(*StartingOffsets_Timestamp)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[7].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[8].OneofWrappers = []any{
 		(*Step_Filter)(nil),
 		(*Step_Map)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[10].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[11].OneofWrappers = []any{
 		(*Sink_Collect)(nil),
 		(*Sink_Kafka)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[14].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
