@@ -8,9 +8,9 @@
 // float and double to double; string, enum symbols and uuid to string; bytes
 // and fixed to bytes; decimal to double; record and map to map (string keys);
 // array to list; null (and the null branch of a union) to null; any other
-// union branch is its value, but a named type (record, enum, fixed) in a union
-// of several is a map from its full name to its value, as Avro's JSON
-// encoding writes it; timestamp-millis/micros and date to timestamp;
+// union branch is a map from its type name to its value, as Avro's JSON
+// encoding writes it (["null","string"] is null or {"string": "..."});
+// timestamp-millis/micros and date to timestamp;
 // time-millis/micros to duration. Protobuf: all signed integer types to int,
 // unsigned ones to uint, float and double to double, string to string, bytes
 // to bytes, enums to their value's name (the number when unknown), messages
