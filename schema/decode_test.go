@@ -276,9 +276,9 @@ func TestJSONSchemaTypes(t *testing.T) {
 func TestDecodeErrors(t *testing.T) {
 	reg := schematest.New("")
 	defer reg.Close()
-	reg.Avro(t, `{"type":"record","name":"R","fields":[{"name":"n","type":"long"}]}`, false) // id 1
+	reg.Avro(t, `{"type":"record","name":"R","fields":[{"name":"n","type":"long"}]}`, false)     // id 1
 	reg.Register("syntax = \"proto3\";\nmessage M { string s = 1; }\n", "PROTOBUF")              // id 2
-	reg.Register(`{"type":"record","name":"S","fields":[{"name":"s","type":"string"}]}`, "AVRO")   // id 3
+	reg.Register(`{"type":"record","name":"S","fields":[{"name":"s","type":"string"}]}`, "AVRO") // id 3
 	for _, c := range []struct {
 		name, format string
 		data         []byte
