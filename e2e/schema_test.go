@@ -1,0 +1,216 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"github.com/sluice-stream/sluice/schema/schematest"
+)
+
+// readmeSchemaJob is the README's Schema Registry example job, pointed at
+// the test's Kafka and registry.
+func readmeSchemaJob(t *testing.T, brokers, registry string) *sluicev1.JobSpec {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(readme), "### Schema Registry formats\n")
+	if !ok {
+		t.Fatal("README has no Schema Registry formats section")
+	}
+	_, block, _ := strings.Cut(sec, "```json\n")
+	block, _, _ = strings.Cut(block, "```")
+	block = strings.ReplaceAll(block, "localhost:9092", brokers)
+	block = strings.ReplaceAll(block, "http://localhost:8081", registry)
+	spec := &sluicev1.JobSpec{}
+	if err := protojson.Unmarshal([]byte(block), spec); err != nil {
+		t.Fatalf("README example: %v\n%s", err, block)
+	}
+	return spec
+}
+
+type order struct {
+	Country string  `json:"country"`
+	Amount  float64 `json:"amount"`
+	Status  string  `json:"status"`
+}
+
+// schemaOrders are n orders and the per-country count and sum of the PAID ones.
+func schemaOrders(n int) ([]order, map[string]int64, map[string]float64) {
+	countries := []string{"FR", "DE", "IT"}
+	statuses := []string{"PAID", "NEW", "PAID", "CANCELLED"}
+	var out []order
+	counts, sums := map[string]int64{}, map[string]float64{}
+	for i := range n {
+		o := order{Country: countries[i%3], Amount: float64(i%7) + 0.5, Status: statuses[i%4]}
+		out = append(out, o)
+		if o.Status == "PAID" {
+			counts[o.Country]++
+			sums[o.Country] += o.Amount
+		}
+	}
+	return out, counts, sums
+}
+
+const orderAvro = `{"type": "record", "name": "Order", "fields": [
+  {"name": "country", "type": "string"},
+  {"name": "amount", "type": "double"},
+  {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["NEW", "PAID", "CANCELLED"]}}]}`
+
+const orderProto = `syntax = "proto3";
+package shop;
+message Order {
+  string country = 1;
+  double amount = 2;
+  enum Status { NEW = 0; PAID = 1; CANCELLED = 2; }
+  Status status = 3;
+}
+`
+
+// TestSchemaRegistryFormats runs the README's job on orders written by
+// Confluent's serializers in each format, against a registry served by
+// the test, with exact per-country counts and sums.
+func TestSchemaRegistryFormats(t *testing.T) {
+	const n, partitions = 400, 4
+	list, wantCounts, wantSums := schemaOrders(n)
+	for _, format := range []string{"avro", "protobuf", "jsonschema"} {
+		t.Run(format, func(t *testing.T) {
+			tc := newTestCluster(t, clusterOptions{workers: 2, partitions: partitions, topics: []string{"orders"}})
+			reg := schematest.New("")
+			defer reg.Close()
+			var ser func(o order) []byte
+			switch format {
+			case "avro":
+				s := reg.Avro(t, orderAvro, false)
+				ser = func(o order) []byte {
+					return s("orders", map[string]any{"country": o.Country, "amount": o.Amount, "status": o.Status})
+				}
+			case "protobuf":
+				md := schematest.Proto(t, orderProto)["Order"]
+				s := reg.Protobuf(t, false)
+				ser = func(o order) []byte {
+					m := dynamicpb.NewMessage(md)
+					f := md.Fields()
+					m.Set(f.ByName("country"), protoreflect.ValueOfString(o.Country))
+					m.Set(f.ByName("amount"), protoreflect.ValueOfFloat64(o.Amount))
+					m.Set(f.ByName("status"), protoreflect.ValueOfEnum(f.ByName("status").Enum().Values().ByName(protoreflect.Name(o.Status)).Number()))
+					return s("orders", m)
+				}
+			case "jsonschema":
+				s := reg.JSONSchema(t, false)
+				ser = func(o order) []byte { return s("orders", o) }
+			}
+			prod := tc.producer()
+			want := map[string]int64{}
+			for i, o := range list {
+				p := int32(i % partitions)
+				if err := prod.ProduceSync(context.Background(), &kgo.Record{Topic: "orders", Partition: p, Value: ser(o)}).FirstErr(); err != nil {
+					t.Fatal(err)
+				}
+				want[fmt.Sprintf("orders/%d", p)]++
+			}
+			spec := readmeSchemaJob(t, tc.Brokers, reg.URL)
+			spec.Source.ValueFormat = format
+			if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
+				t.Fatal(err)
+			}
+			tc.waitOffsets(spec.GetName(), want, 60*time.Second)
+			resp, err := tc.Client.Results(context.Background(), spec.GetName(), 0, 0, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotCounts, gotSums := map[string]int64{}, map[string]float64{}
+			for _, a := range resp.GetMerged() {
+				gotCounts[a.GetKey()], gotSums[a.GetKey()] = a.GetCount(), a.GetSum()
+			}
+			if fmt.Sprint(gotCounts) != fmt.Sprint(wantCounts) || fmt.Sprint(gotSums) != fmt.Sprint(wantSums) {
+				t.Errorf("counts %v sums %v, want %v %v", gotCounts, gotSums, wantCounts, wantSums)
+			}
+		})
+	}
+}
+
+// TestSchemaRegistryRecordErrors: an unknown schema id and a malformed
+// payload fail the job under FAIL, naming the record and the schema id, and
+// are skipped and counted under SKIP.
+func TestSchemaRegistryRecordErrors(t *testing.T) {
+	tc := newTestCluster(t, clusterOptions{workers: 1, partitions: 1, topics: []string{"orders", "bad-id", "bad-payload"}})
+	reg := schematest.New("")
+	defer reg.Close()
+	s := reg.Avro(t, orderAvro, false)
+	prod := tc.producer()
+	produce := func(topic string, v []byte) {
+		if err := prod.ProduceSync(context.Background(), &kgo.Record{Topic: topic, Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := s("orders", map[string]any{"country": "FR", "amount": 2.0, "status": "PAID"})
+	for _, topic := range []string{"bad-id", "bad-payload"} {
+		for i := range 10 {
+			switch {
+			case i == 4 && topic == "bad-id":
+				produce(topic, []byte{0, 0, 0, 0, 99, 2, 'x'})
+			case i == 4:
+				produce(topic, append(good[:5:5], 0x01)) // a negative string length
+			default:
+				produce(topic, good)
+			}
+		}
+	}
+	for _, c := range []struct {
+		topic, want string
+	}{
+		{"bad-id", "record bad-id/0 offset 4: source.value_format: avro: schema id 99: not found in the schema registry"},
+		{"bad-payload", "record bad-payload/0 offset 4: source.value_format: avro: schema id 1: malformed payload"},
+	} {
+		spec := readmeSchemaJob(t, tc.Brokers, reg.URL)
+		spec.Source.Topics = []string{c.topic}
+		spec.Name = "fail-" + c.topic
+		if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			j, err := tc.Client.Job(context.Background(), spec.GetName())
+			if err == nil && j.GetState() == sluicev1.JobState_JOB_STATE_FAILED {
+				if !strings.Contains(j.GetMessage(), c.want) {
+					t.Errorf("%s: message %q, want it to contain %q", c.topic, j.GetMessage(), c.want)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: job did not fail: %v", c.topic, j)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+
+		spec.Name = "skip-" + c.topic
+		spec.OnRecordError = sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_SKIP
+		if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
+			t.Fatal(err)
+		}
+		tc.waitOffsets(spec.GetName(), map[string]int64{c.topic + "/0": 10}, 30*time.Second)
+		var failed int64
+		bs, err := tc.Client.Batches(context.Background(), spec.GetName(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range bs {
+			failed += b.GetMetrics().GetRecordsFailed()
+		}
+		if got := tc.mergedCounts(spec.GetName()); failed != 1 || got["FR"] != 9 {
+			t.Errorf("%s skipped: records_failed %d, counts %v; want 1 and FR: 9", c.topic, failed, got)
+		}
+	}
+}
