@@ -214,3 +214,67 @@ func TestSchemaRegistryRecordErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemaRegistryUnavailable: a registry that cannot answer is a
+// transient task failure, not a record error: the tasks are retried and the
+// results are exact once it answers; one that never answers fails the job
+// with a message saying so once the retries are used up.
+func TestSchemaRegistryUnavailable(t *testing.T) {
+	tc := newTestCluster(t, clusterOptions{workers: 1, partitions: 2, topics: []string{"orders"}})
+	reg := schematest.New("")
+	defer reg.Close()
+	s := reg.Avro(t, orderAvro, false)
+	prod := tc.producer()
+	for i := range 20 {
+		v := s("orders", map[string]any{"country": "FR", "amount": 1.0, "status": "PAID"})
+		if err := prod.ProduceSync(context.Background(), &kgo.Record{Topic: "orders", Partition: int32(i % 2), Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg.Unavailable.Store(3)
+	spec := readmeSchemaJob(t, tc.Brokers, reg.URL)
+	if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitOffsets(spec.GetName(), map[string]int64{"orders/0": 10, "orders/1": 10}, 60*time.Second)
+	if got := tc.mergedCounts(spec.GetName()); got["FR"] != 20 {
+		t.Errorf("counts %v, want FR: 20", got)
+	}
+	bs, err := tc.Client.Batches(context.Background(), spec.GetName(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs {
+		if n := b.GetMetrics().GetRecordsFailed(); n != 0 {
+			t.Errorf("batch %d: %d records failed, want 0", b.GetId(), n)
+		}
+	}
+	if reg.Unavailable.Load() != 0 {
+		t.Errorf("the registry's 503s were not all seen")
+	}
+
+	// Never available: the job fails once its transient retries are spent.
+	reg2 := schematest.New("")
+	defer reg2.Close()
+	reg2.Unavailable.Store(-1)
+	spec = readmeSchemaJob(t, tc.Brokers, reg2.URL)
+	spec.Name = "never"
+	spec.Limits = &sluicev1.Limits{MaxTaskRetries: 2}
+	if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		j, err := tc.Client.Job(context.Background(), spec.GetName())
+		if err == nil && j.GetState() == sluicev1.JobState_JOB_STATE_FAILED {
+			if !strings.Contains(j.GetMessage(), "schema registry unavailable") || !strings.Contains(j.GetMessage(), "503") {
+				t.Errorf("message %q, want it to say the schema registry is unavailable (503)", j.GetMessage())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job did not fail: %v", j)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -18,6 +18,8 @@ type Registry struct {
 	*httptest.Server
 	// Lookups counts GET /schemas/ids/{id} requests.
 	Lookups atomic.Int64
+	// Unavailable makes that many lookups answer 503 (-1: all of them).
+	Unavailable atomic.Int64
 
 	mu      sync.Mutex
 	schemas []schemaInfo // id-1
@@ -71,6 +73,10 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 		json.NewEncoder(w).Encode(map[string]any{"id": id, "subject": parts[1], "version": 1, "schema": in.Schema})
 	case req.Method == http.MethodGet && len(parts) == 3 && parts[0] == "schemas" && parts[1] == "ids":
 		r.Lookups.Add(1)
+		if n := r.Unavailable.Load(); n < 0 || n > 0 && r.Unavailable.CompareAndSwap(n, n-1) {
+			writeErr(w, http.StatusServiceUnavailable, 50301, "unavailable")
+			return
+		}
 		id, _ := strconv.Atoi(parts[2])
 		r.mu.Lock()
 		ok := id >= 1 && id <= len(r.schemas)
