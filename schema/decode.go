@@ -97,6 +97,7 @@ type Decoder struct {
 	pb   *protobuf.Deserializer
 	js   *jsonschema.Deserializer
 	pbd  *descriptors
+	avs  *avroSchemas
 
 	mu       sync.Mutex
 	notFound map[int]time.Time
@@ -113,6 +114,7 @@ func NewDecoder(client schemaregistry.Client, format string, key bool) (*Decoder
 	switch format {
 	case Avro:
 		d.avro, err = avrov2.NewDeserializer(client, d.side, avrov2.NewDeserializerConfig())
+		d.avs = newAvroSchemas(client)
 	case Protobuf:
 		d.pb, err = protobuf.NewDeserializer(client, d.side, protobuf.NewDeserializerConfig())
 		d.pbd = newDescriptors(client)
@@ -156,6 +158,9 @@ func (d *Decoder) Decode(topic string, data []byte) (v ref.Val, err error) {
 		var out any
 		if err := d.avro.DeserializeInto(topic, data, &out); err != nil {
 			return nil, d.classify(id, err)
+		}
+		if s := d.avs.schema(d.subject(topic), id); s != nil {
+			return fromAvroSchema(s, out), nil
 		}
 		return fromAvro(out), nil
 	case Protobuf:

@@ -7,10 +7,8 @@
 // Types map to CEL as follows. Avro: boolean to bool; int and long to int;
 // float and double to double; string, enum symbols and uuid to string; bytes
 // and fixed to bytes; decimal to double; record and map to map (string keys);
-// array to list; null (and the null branch of a union) to null; any other
-// union branch is a map from its type name to its value, as Avro's JSON
-// encoding writes it (["null","string"] is null or {"string": "..."});
-// timestamp-millis/micros and date to timestamp;
+// array to list; null to null; a union to its branch's value (["null",
+// "string"] is null or a string); timestamp-millis/micros and date to timestamp;
 // time-millis/micros to duration. Protobuf: all signed integer types to int,
 // unsigned ones to uint, float and double to double, string to string, bytes
 // to bytes, enums to their value's name (the number when unknown), messages
