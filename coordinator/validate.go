@@ -397,6 +397,11 @@ func CheckPolicy(spec *sluicev1.JobSpec, p kafkasrc.Policy) error {
 	if err := p.CheckProperties(src.GetProperties()); err != nil {
 		return invalid("source.properties", "%v", unwrapped(err))
 	}
+	if reg := src.GetSchemaRegistry(); reg.GetUrl() != "" {
+		if err := p.CheckSchemaRegistry(reg.GetUrl()); err != nil {
+			return invalid("source.schema_registry.url", "%v", unwrapped(err))
+		}
+	}
 	k := spec.GetSink().GetKafka()
 	if k == nil {
 		return nil

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sluice-stream/sluice/kafkasrc"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -103,5 +104,21 @@ func TestRegistryCredentialsRedacted(t *testing.T) {
 	bearer.Source.SchemaRegistry = &sluicev1.SchemaRegistry{Url: "https://r", BearerToken: "tok"}
 	if got := redacted(&sluicev1.Job{Spec: bearer}).GetSpec().GetSource().GetSchemaRegistry().GetBearerToken(); got != "[redacted]" {
 		t.Errorf("bearer token shown as %q", got)
+	}
+}
+
+func TestPolicyAllowedSchemaRegistry(t *testing.T) {
+	s := validJobSpec()
+	s.Source.ValueFormat = "avro"
+	s.Source.SchemaRegistry = &sluicev1.SchemaRegistry{Url: "https://other:8081"}
+	p := kafkasrc.Policy{SchemaRegistries: []string{"https://registry:8081"}}
+	err := CheckPolicy(s, p)
+	var ve *ValidationError
+	if !errors.As(err, &ve) || ve.Field != "source.schema_registry.url" || !strings.Contains(err.Error(), "https://registry:8081") {
+		t.Errorf("CheckPolicy = %v, want source.schema_registry.url refused", err)
+	}
+	s.Source.SchemaRegistry.Url = "https://registry:8081"
+	if err := CheckPolicy(s, p); err != nil {
+		t.Errorf("allowed registry: %v", err)
 	}
 }
