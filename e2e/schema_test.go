@@ -278,3 +278,54 @@ func TestSchemaRegistryUnavailable(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestSchemaRegistryKeyFormat decodes Avro keys into record_key beside
+// plain JSON values.
+func TestSchemaRegistryKeyFormat(t *testing.T) {
+	tc := newTestCluster(t, clusterOptions{workers: 1, partitions: 2, topics: []string{"payments"}})
+	reg := schematest.New("")
+	defer reg.Close()
+	key := reg.Avro(t, `{"type": "record", "name": "Customer", "fields": [{"name": "id", "type": "string"}, {"name": "tier", "type": ["null", "int"]}]}`, true)
+	prod := tc.producer()
+	wantSums := map[string]float64{}
+	for i := range 60 {
+		id := fmt.Sprintf("c%d", i%4)
+		var tier any
+		if i%4 != 3 {
+			tier = i % 4
+		}
+		k := key("payments", map[string]any{"id": id, "tier": tier})
+		v := fmt.Sprintf(`{"amount": %d}`, i)
+		if err := prod.ProduceSync(context.Background(), &kgo.Record{Topic: "payments", Partition: int32(i % 2), Key: k, Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if i%4 != 3 { // tier null: filtered out
+			wantSums[id] += float64(i)
+		}
+	}
+	spec := &sluicev1.JobSpec{
+		Name: "by-customer",
+		Source: &sluicev1.KafkaSource{
+			BootstrapServers: tc.Brokers, Topics: []string{"payments"}, KeyFormat: "avro",
+			SchemaRegistry: &sluicev1.SchemaRegistry{Url: reg.URL},
+		},
+		Steps: []*sluicev1.Step{{Kind: &sluicev1.Step_Filter{Filter: "record_key.tier != null"}}},
+		Aggregate: &sluicev1.Aggregate{Key: "record_key.id", Value: "json.amount",
+			Functions: []sluicev1.AggregateFunction{sluicev1.AggregateFunction_AGGREGATE_FUNCTION_SUM}},
+	}
+	if _, err := tc.Client.Submit(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitOffsets(spec.GetName(), map[string]int64{"payments/0": 30, "payments/1": 30}, 60*time.Second)
+	resp, err := tc.Client.Results(context.Background(), spec.GetName(), 0, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, a := range resp.GetMerged() {
+		got[a.GetKey()] = a.GetSum()
+	}
+	if fmt.Sprint(got) != fmt.Sprint(wantSums) {
+		t.Errorf("sums %v, want %v", got, wantSums)
+	}
+}
