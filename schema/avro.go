@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"fmt"
+
 	"github.com/confluentinc/confluent-kafka-go/v2/schemaregistry"
 	"github.com/hamba/avro/v2"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -23,22 +25,21 @@ func newAvroSchemas(client schemaregistry.Client) *avroSchemas {
 	return &avroSchemas{client: client, byID: byID}
 }
 
-// schema returns the writer schema of id, nil when it cannot be had (the
-// value is then converted without it).
-func (a *avroSchemas) schema(subject string, id int) avro.Schema {
+// schema returns the writer schema of id.
+func (a *avroSchemas) schema(subject string, id int) (avro.Schema, error) {
 	if s, ok := a.byID.Get(id); ok {
-		return s
+		return s, nil
 	}
 	info, err := a.client.GetBySubjectAndID(subject, id)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	s, err := a.parse(info, 0)
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("schema does not parse: %w", err)
 	}
 	a.byID.Add(id, s)
-	return s
+	return s, nil
 }
 
 // maxReferenceDepth bounds the chain of schema references followed.

@@ -155,14 +155,18 @@ func (d *Decoder) Decode(topic string, data []byte) (v ref.Val, err error) {
 	}()
 	switch d.format {
 	case Avro:
+		s, err := d.avs.schema(d.subject(topic), id)
+		if err != nil {
+			return nil, d.classify(id, err)
+		}
+		if err := checkAvro(s, data[5:]); err != nil {
+			return nil, &RecordError{Format: d.format, SchemaID: id, Err: err}
+		}
 		var out any
 		if err := d.avro.DeserializeInto(topic, data, &out); err != nil {
 			return nil, d.classify(id, err)
 		}
-		if s := d.avs.schema(d.subject(topic), id); s != nil {
-			return fromAvroSchema(s, out), nil
-		}
-		return fromAvro(out), nil
+		return fromAvroSchema(s, out), nil
 	case Protobuf:
 		md, err := d.pbd.message(d.subject(topic), id, data[5:])
 		if err != nil {

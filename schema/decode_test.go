@@ -282,6 +282,7 @@ func TestDecodeErrors(t *testing.T) {
 	reg.Avro(t, `{"type":"record","name":"R","fields":[{"name":"n","type":"long"}]}`, false)     // id 1
 	reg.Register("syntax = \"proto3\";\nmessage M { string s = 1; }\n", "PROTOBUF")              // id 2
 	reg.Register(`{"type":"record","name":"S","fields":[{"name":"s","type":"string"}]}`, "AVRO") // id 3
+	reg.Register(`{"type":"array","items":"null"}`, "AVRO")                                      // id 4
 	for _, c := range []struct {
 		name, format string
 		data         []byte
@@ -291,6 +292,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"not wire format", schema.Avro, []byte(`{"n":1}`), "avro: not in the Schema Registry wire format", 0},
 		{"short", schema.Avro, []byte{0, 0, 0}, "avro: not in the Schema Registry wire format", 0},
 		{"unknown id", schema.Avro, []byte{0, 0, 0, 0, 99, 2}, "avro: schema id 99: not found in the schema registry", 99},
+		{"truncated", schema.Avro, []byte{0, 0, 0, 0, 3, 0x06, 'a'}, "avro: schema id 3: malformed payload: truncated", 3},
+		{"huge array", schema.Avro, []byte{0, 0, 0, 0, 4, 0xfe, 0xff, 0xff, 0xff, 0x0f}, "avro: schema id 4: malformed payload: an array or map declares 2147483647 elements", 4},
 		{"negative string length", schema.Avro, []byte{0, 0, 0, 0, 3, 0x01}, "avro: schema id 3: malformed payload", 3},
 		{"proto index out of range", schema.Protobuf, []byte{0, 0, 0, 0, 2, 2, 40}, "protobuf: schema id 2: malformed payload: message index 20", 2},
 		{"proto huge index count", schema.Protobuf, []byte{0, 0, 0, 0, 2, 0xfe, 0xff, 0xff, 0xff, 0x0f}, "protobuf: schema id 2: malformed payload: no valid Protobuf message-index list", 2},
