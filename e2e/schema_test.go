@@ -329,3 +329,64 @@ func TestSchemaRegistryKeyFormat(t *testing.T) {
 		t.Errorf("sums %v, want %v", got, wantSums)
 	}
 }
+
+// TestSchemaRegistryKill9 kills a worker mid-task and the coordinator before
+// a commit (SIGKILL, separate processes) while a job counts Avro records by
+// a decoded field: after the restart the counts equal the ground truth.
+func TestSchemaRegistryKill9(t *testing.T) {
+	const topic, parts = "avro-crash", 4
+	pc := newProcCluster(t, 1)
+	createTopic(t, pc.brokers, topic, parts)
+	reg := schematest.New("")
+	defer reg.Close()
+	coord := pc.startCoordinator(0, "before-commit:3")
+	killed := pc.startWorker("w-killed", "mid-task:2:kill")
+	pc.startWorker("w-ok", "")
+	c := pc.client()
+	waitServing(t, c)
+
+	ser := reg.Avro(t, `{"type": "record", "name": "Click", "fields": [{"name": "user", "type": "string"}, {"name": "n", "type": "long"}]}`, false)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(pc.brokers), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	want, ends := map[string]int64{}, map[string]int64{}
+	for i := 0; i < 6000; i += 100 {
+		var batch []*kgo.Record
+		for j := i; j < i+100; j++ {
+			user := fmt.Sprintf("u%02d", (j*7+j/13)%23)
+			p := int32(j % parts)
+			batch = append(batch, &kgo.Record{Topic: topic, Partition: p, Value: ser(topic, map[string]any{"user": user, "n": int64(j)})})
+			want[user]++
+			ends[fmt.Sprintf("%s/%d", topic, p)]++
+		}
+		if err := cl.ProduceSync(context.Background(), batch...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := chaosJob(pc.brokers, topic)
+	spec.Name = "avro-crash"
+	spec.Source.ValueFormat = "avro"
+	spec.Source.SchemaRegistry = &sluicev1.SchemaRegistry{Url: reg.URL}
+	spec.Aggregate = &sluicev1.Aggregate{Key: "record.user"}
+	if _, err := c.Submit(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	killed.waitExit(t, 60*time.Second)
+	coord.waitExit(t, 60*time.Second)
+	if !strings.Contains(coord.out.String(), "failpoint before-commit:3 reached") {
+		t.Fatalf("coordinator exited but not at the failpoint:\n%s", lastLines(coord.out.String(), 20))
+	}
+	pc.startCoordinator(0, "")
+	tc := &testCluster{t: t, Client: c}
+	tc.waitOffsets(spec.GetName(), ends, 90*time.Second)
+	if got := tc.mergedCounts(spec.GetName()); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("counts differ from the ground truth:\n got %v\nwant %v", got, want)
+	}
+	start := map[string]int64{}
+	for k := range ends {
+		start[k] = 0
+	}
+	tc.checkRanges(spec.GetName(), start, ends)
+}
