@@ -1184,7 +1184,8 @@ func (x *PartitionOffset) GetOffset() int64 {
 // Step is one CEL expression applied to every record. The record is visible as
 // `key` and `value` (strings), `key_bytes` and `value_bytes`, `json` (the value
 // parsed as JSON, only when used), `headers` (map of string), `topic`,
-// `partition`, `offset` and `timestamp`.
+// `partition`, `offset` and `timestamp`; with a Schema Registry format,
+// `record` (the decoded value) and `record_key` (the decoded key).
 type Step struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
