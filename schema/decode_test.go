@@ -2,6 +2,8 @@ package schema_test
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"cel.dev/cel-go/common/types/ref"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -43,14 +46,6 @@ func native(t *testing.T, v ref.Val) any {
 		return v.Duration
 	case types.Bytes:
 		return string(v)
-	}
-	if m, ok := v.(interface {
-		Iterator() interface {
-			HasNext() ref.Val
-			Next() ref.Val
-		}
-	}); ok {
-		_ = m
 	}
 	if l, ok := v.Value().([]ref.Val); ok {
 		out := make([]any, len(l))
@@ -386,5 +381,42 @@ func TestCheckConfig(t *testing.T) {
 	}
 	if err := schema.CheckConfig("source.schema_registry", &sluicev1.SchemaRegistry{Url: "https://r.example:8081/path"}); err != nil {
 		t.Errorf("valid config: %v", err)
+	}
+}
+
+func TestRegistryResponseTooLarge(t *testing.T) {
+	reg := schematest.New("")
+	defer reg.Close()
+	doc := strings.Repeat("x", schema.MaxResponseBytes)
+	id := reg.Register(`{"type":"record","name":"R","doc":"`+doc+`","fields":[{"name":"n","type":"long"}]}`, "AVRO")
+	_, err := decoder(t, reg, schema.Avro, false).Decode("t", []byte{0, 0, 0, 0, byte(id), 2})
+	var re *schema.RecordError
+	if !errors.As(err, &re) || re.SchemaID != id || !strings.Contains(err.Error(), "schema registry response exceeds 1048576 bytes") {
+		t.Fatalf("error %v (%T), want a *RecordError saying the response is too large", err, err)
+	}
+}
+
+func TestRegistryTimeout(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // never answers
+		case <-block:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(block)
+	c, err := schema.NewClient(&sluicev1.SchemaRegistry{Url: srv.URL, Timeout: durationpb.New(50 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := schema.NewDecoder(c, schema.Avro, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.Decode("t", []byte{0, 0, 0, 0, 1, 2})
+	var ue *schema.UnavailableError
+	if !errors.As(err, &ue) {
+		t.Fatalf("error %v (%T), want an *UnavailableError", err, err)
 	}
 }
