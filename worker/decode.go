@@ -24,14 +24,14 @@ func decoders(prog *steps.Program, src *sluicev1.KafkaSource) (key, value steps.
 	if prog.DecodesKey() {
 		d, err := schema.NewDecoder(client, src.GetKeyFormat(), true)
 		if err != nil {
-			return nil, nil, fmt.Errorf("source.key_format: %w", err)
+			return nil, nil, &steps.FieldError{Field: "source.key_format", Err: err}
 		}
 		key = d
 	}
 	if prog.DecodesValue() {
 		d, err := schema.NewDecoder(client, src.GetValueFormat(), false)
 		if err != nil {
-			return nil, nil, fmt.Errorf("source.value_format: %w", err)
+			return nil, nil, &steps.FieldError{Field: "source.value_format", Err: err}
 		}
 		value = d
 	}
