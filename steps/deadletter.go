@@ -22,9 +22,11 @@ const (
 	// HeaderDLQStep is the index of the failing step; absent when the
 	// expression is not a step's (the aggregate's, the sink's).
 	HeaderDLQStep = "sluice-dlq-step"
-	// HeaderDLQStepKind is "filter", "map", "flatMap", "aggregate" or "sink".
+	// HeaderDLQStepKind is "filter", "map", "flatMap", "aggregate", "sink",
+	// or "source" for a key or value that its source format cannot decode.
 	HeaderDLQStepKind = "sluice-dlq-step-kind"
-	// HeaderDLQExpression is the failing CEL expression.
+	// HeaderDLQExpression is the failing CEL expression; absent for a
+	// source format's decoding.
 	HeaderDLQExpression = "sluice-dlq-expression"
 	// HeaderDLQError is the evaluation error (with a hint when there is one).
 	HeaderDLQError = "sluice-dlq-error"
@@ -128,7 +130,9 @@ func (r *Runner) keepDeadLetter(rec *record.Record, x *expr, rerr *RecordError) 
 		add(HeaderDLQStep, idx)
 	}
 	add(HeaderDLQStepKind, kind)
-	add(HeaderDLQExpression, x.src)
+	if x.src != "" { // a source format's decoding has none
+		add(HeaderDLQExpression, x.src)
+	}
 	add(HeaderDLQError, msg)
 	add(HeaderDLQTopic, rec.Topic)
 	add(HeaderDLQPartition, strconv.FormatInt(int64(rec.Partition), 10))
@@ -154,6 +158,8 @@ func stepKind(field string) string {
 		return "aggregate"
 	case strings.HasPrefix(field, "sink."):
 		return "sink"
+	case strings.HasPrefix(field, "source."):
+		return "source"
 	case strings.HasSuffix(field, ".filter"):
 		return "filter"
 	case strings.HasSuffix(field, ".flatMap"):
