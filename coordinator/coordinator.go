@@ -360,7 +360,7 @@ func (c *Coordinator) lead(ctx context.Context, store *offsetstore.Store) error 
 	stopAndAbort := func(job *sluicev1.Job) {
 		spec := job.GetSpec()
 		stop(spec.GetName())
-		if !jobspec.Transactional(spec) {
+		if !jobspec.PerPartitionTasks(spec) {
 			return
 		}
 		aborts.Add(1)

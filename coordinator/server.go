@@ -205,7 +205,7 @@ func (s *jobServer) ListTransactions(ctx context.Context, req *sluicev1.ListTran
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if !jobspec.Transactional(v.Value.GetSpec()) {
+	if !jobspec.PerPartitionTasks(v.Value.GetSpec()) {
 		return &sluicev1.ListTransactionsResponse{}, nil
 	}
 	if err := CheckPolicy(v.Value.GetSpec(), s.c.cfg.KafkaPolicy); err != nil {

@@ -9,8 +9,8 @@ import (
 )
 
 // abortTransactions aborts the open Kafka transactions of the job's
-// incarnation (one transactional id per source partition) and returns their
-// ids.
+// incarnation (one transactional id per source partition: the Kafka sink's,
+// or the dead letters' of a job without one) and returns their ids.
 func (c *Coordinator) abortTransactions(ctx context.Context, job *sluicev1.Job) ([]string, error) {
 	open, err := c.transactions(ctx, job)
 	if err != nil {
@@ -23,8 +23,11 @@ func (c *Coordinator) abortTransactions(ctx context.Context, job *sluicev1.Job) 
 		}
 	}
 	spec := job.GetSpec()
-	sink := jobspec.Sink(spec)
-	if err := kafkasrc.AbortTransactions(ctx, sink, spec.GetSink().GetKafka().GetProperties(), ids, c.logger.Named("kafka")); err != nil {
+	cluster, props := jobspec.Sink(spec), spec.GetSink().GetKafka().GetProperties()
+	if jobspec.DeadLetterTxn(spec) {
+		cluster, props = jobspec.DeadLetterCluster(spec), spec.GetDeadLetter().GetProperties()
+	}
+	if err := kafkasrc.AbortTransactions(ctx, cluster, props, ids, c.logger.Named("kafka")); err != nil {
 		return nil, err
 	}
 	return ids, nil
@@ -48,11 +51,16 @@ func (c *Coordinator) transactions(ctx context.Context, job *sluicev1.Job) ([]ka
 	}
 	// Another job's ids may start with this one's prefix (its own prefix
 	// may spell it): keep exactly this incarnation's ids.
+	id, cluster, prefix := jobspec.TransactionalID, jobspec.Sink(spec), jobspec.TransactionalIDPrefix(spec, inc)
+	if jobspec.DeadLetterTxn(spec) {
+		id, cluster = jobspec.DeadLetterTransactionalID, jobspec.DeadLetterCluster(spec)
+		prefix = jobspec.DeadLetterTransactionalIDPrefix(spec, inc)
+	}
 	want := map[string]bool{}
 	for _, tp := range tps {
-		want[jobspec.TransactionalID(spec, inc, tp.Topic, tp.Partition)] = true
+		want[id(spec, inc, tp.Topic, tp.Partition)] = true
 	}
-	all, err := kafkasrc.ListTransactions(ctx, jobspec.Sink(spec), jobspec.TransactionalIDPrefix(spec, inc))
+	all, err := kafkasrc.ListTransactions(ctx, cluster, prefix)
 	if err != nil {
 		return nil, err
 	}

@@ -78,6 +78,9 @@ func Validate(spec *sluicev1.JobSpec) error {
 	if err := validateStart(src.GetStartingOffsets(), topics); err != nil {
 		return err
 	}
+	if err := validateFormats(src); err != nil {
+		return err
+	}
 	if err := validatePlacement(spec.GetPlacement(), topics); err != nil {
 		return err
 	}
@@ -407,6 +410,11 @@ func CheckPolicy(spec *sluicev1.JobSpec, p kafkasrc.Policy) error {
 		}
 		if err := p.CheckProperties(dl.GetProperties()); err != nil {
 			return invalid("dead_letter.properties", "%v", unwrapped(err))
+		}
+	}
+	if reg := src.GetSchemaRegistry(); reg.GetUrl() != "" {
+		if err := p.CheckSchemaRegistry(reg.GetUrl()); err != nil {
+			return invalid("source.schema_registry.url", "%v", unwrapped(err))
 		}
 	}
 	k := spec.GetSink().GetKafka()

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluice-stream/sluice/client"
+	"github.com/sluice-stream/sluice/jobspec"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/steps"
 )
@@ -553,4 +555,61 @@ func TestFlatMapAndDeadLetterSubmitErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDeadLetterStopAbortsTransactions: a collect job's dead-letter
+// transaction left open by a frozen worker is listed by `sluice txn list`
+// and aborted when the job stops, so that read_committed readers of the
+// dead-letter topic are not held back by a stopped job.
+func TestDeadLetterStopAbortsTransactions(t *testing.T) {
+	const in, dlq, parts = "payments", "payments-dlq", 2
+	pc := newProcCluster(t, 1)
+	createTopic(t, pc.brokers, in, parts)
+	createTopic(t, pc.brokers, dlq, 2)
+	pc.startCoordinator(0, "")
+	frozen := pc.startWorker("frozen", "mid-txn:1:stop")
+	c := pc.client()
+	waitServing(t, c)
+	p := newPayments()
+	p.produce(t, pc.brokers, in, parts, 200, 0)
+	spec := readmeExample(t, "dead-letters.json", pc.brokers)
+	if _, err := c.Submit(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	frozen.waitOutput(t, "failpoint mid-txn:1:stop reached", 60*time.Second)
+	j, err := c.Job(context.Background(), spec.GetName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := jobspec.DeadLetterTransactionalIDPrefix(spec, j.GetIncarnation())
+	ongoing := func() []string {
+		txns, err := c.Transactions(context.Background(), spec.GetName())
+		if err != nil {
+			t.Fatalf("list transactions: %v", err)
+		}
+		var ids []string
+		for _, tx := range txns {
+			if !strings.HasPrefix(tx.GetTransactionalId(), prefix) {
+				t.Errorf("listed %s, not a dead-letter id of the job (%s...)", tx.GetTransactionalId(), prefix)
+			}
+			if tx.GetState() == "Ongoing" {
+				ids = append(ids, tx.GetTransactionalId())
+			}
+		}
+		return ids
+	}
+	if ids := ongoing(); len(ids) == 0 {
+		t.Fatalf("no ongoing dead-letter transaction while the worker is frozen mid-transaction")
+	}
+	if _, err := c.Stop(context.Background(), spec.GetName()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(ongoing()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("dead-letter transactions still open 30s after stop: %v", ongoing())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = frozen.cmd.Process.Signal(syscall.SIGCONT)
 }

@@ -64,7 +64,17 @@ func DeadLetterTransactionalID(spec *sluicev1.JobSpec, incarnation, topic string
 	if incarnation == "" {
 		sep = "-"
 	}
-	return DeadLetterIDPrefix + sep + spec.GetName() + sep + incarnation + sep + topic + sep + strconv.FormatInt(int64(partition), 10)
+	return DeadLetterTransactionalIDPrefix(spec, incarnation) + topic + sep + strconv.FormatInt(int64(partition), 10)
+}
+
+// DeadLetterTransactionalIDPrefix is what every DeadLetterTransactionalID
+// of the job's incarnation starts with.
+func DeadLetterTransactionalIDPrefix(spec *sluicev1.JobSpec, incarnation string) string {
+	sep := ":"
+	if incarnation == "" {
+		sep = "-"
+	}
+	return DeadLetterIDPrefix + sep + spec.GetName() + sep + incarnation + sep
 }
 
 // DeadLetterGroupID is the consumer group whose offsets the dead-letter

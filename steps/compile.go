@@ -60,6 +60,9 @@ type Program struct {
 	usesJSON bool
 	dead     *deadLetter // RECORD_ERROR_POLICY_DEAD_LETTER: where failing records go
 	fans     bool        // a step is a flatMap
+	// The source's key and value formats ("" is JSON): expressions may read
+	// record_key and record only when they are decoded.
+	keyFormat, valueFormat string
 }
 
 // step is one filter, map or flatMap step; exactly one of filter, flat, or
@@ -159,6 +162,9 @@ func environment() (*cel.Env, error) {
 			cel.Variable("partition", cel.IntType),
 			cel.Variable("offset", cel.IntType),
 			cel.Variable("timestamp", cel.TimestampType),
+			// The decoded value and key of the Schema Registry formats.
+			cel.Variable("record", cel.DynType),
+			cel.Variable("record_key", cel.DynType),
 			// JSON numbers are doubles: json.ms > 100 must work.
 			cel.CrossTypeNumericComparisons(true),
 			cel.DefaultUTCTimeZone(true),
@@ -188,7 +194,11 @@ func Compile(spec *sluicev1.JobSpec, opts ...CompileOption) (*Program, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cel environment: %w", err)
 	}
-	p := &Program{skip: spec.GetOnRecordError() == sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_SKIP}
+	p := &Program{
+		skip:        spec.GetOnRecordError() == sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_SKIP,
+		keyFormat:   spec.GetSource().GetKeyFormat(),
+		valueFormat: spec.GetSource().GetValueFormat(),
+	}
 	if p.dead, err = compileDeadLetter(spec); err != nil {
 		return nil, err
 	}
@@ -415,8 +425,22 @@ func (p *Program) compile(e *cel.Env, field, src string, want map[types.Kind]boo
 		return nil, &FieldError{Field: field, Expr: src, Err: &celError{msg: SafeText(iss.String(), maxIssuesBytes)}}
 	}
 	for _, ref := range ast.NativeRep().ReferenceMap() {
-		if ref.Name == "json" && len(ref.OverloadIDs) == 0 {
+		if len(ref.OverloadIDs) != 0 {
+			continue
+		}
+		switch ref.Name {
+		case "json":
 			p.usesJSON = true
+		case "record":
+			if !registryFormat(p.valueFormat) {
+				return nil, &FieldError{Field: field, Expr: src, Err: errors.New(
+					"record is the decoded value of the avro, protobuf and jsonschema formats: set source.value_format, or read json")}
+			}
+		case "record_key":
+			if !registryFormat(p.keyFormat) {
+				return nil, &FieldError{Field: field, Expr: src, Err: errors.New(
+					"record_key is the decoded key of the avro, protobuf and jsonschema formats: set source.key_format, or read key")}
+			}
 		}
 	}
 	metered, err := checkCost(e, ast)

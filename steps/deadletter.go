@@ -23,10 +23,11 @@ const (
 	// expression is not a step's (the aggregate's, the sink's).
 	HeaderDLQStep = "sluice-dlq-step"
 	// HeaderDLQStepKind is "filter", "map", "flatMap", "processor",
-	// "aggregate" or "sink".
+	// "aggregate", "sink", or "source" for a key or value that its source
+	// format cannot decode.
 	HeaderDLQStepKind = "sluice-dlq-step-kind"
 	// HeaderDLQExpression is the failing CEL expression (of a processor
-	// step, the processor's name).
+	// step, the processor's name); absent for a source format's decoding.
 	HeaderDLQExpression = "sluice-dlq-expression"
 	// HeaderDLQError is the evaluation error (with a hint when there is one).
 	HeaderDLQError = "sluice-dlq-error"
@@ -130,7 +131,9 @@ func (r *Runner) keepDeadLetter(rec *record.Record, x *expr, rerr *RecordError) 
 		add(HeaderDLQStep, idx)
 	}
 	add(HeaderDLQStepKind, kind)
-	add(HeaderDLQExpression, x.src)
+	if x.src != "" { // a source format's decoding has none
+		add(HeaderDLQExpression, x.src)
+	}
 	add(HeaderDLQError, msg)
 	add(HeaderDLQTopic, rec.Topic)
 	add(HeaderDLQPartition, strconv.FormatInt(int64(rec.Partition), 10))
@@ -156,6 +159,8 @@ func stepKind(field string) string {
 		return "aggregate"
 	case strings.HasPrefix(field, "sink."):
 		return "sink"
+	case strings.HasPrefix(field, "source."):
+		return "source"
 	case strings.HasSuffix(field, ".filter"):
 		return "filter"
 	case strings.HasSuffix(field, ".flatMap"):

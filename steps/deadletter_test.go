@@ -173,7 +173,7 @@ func TestDeadLetterOfAggregateAndSink(t *testing.T) {
 			t.Errorf("header %s = %q, want %q", k, got, v)
 		}
 	}
-	if kinds := fmt.Sprintln(stepKind("sink.kafka.topic_expr"), stepKind("steps[3].flatMap")); kinds != "sink flatMap\n" {
+	if kinds := fmt.Sprintln(stepKind("sink.kafka.topic_expr"), stepKind("steps[3].flatMap"), stepKind("source.value_format")); kinds != "sink flatMap source\n" {
 		t.Errorf("kinds = %s", kinds)
 	}
 }

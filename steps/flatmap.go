@@ -33,7 +33,7 @@ type element struct {
 func (r *Runner) processFan(rec *record.Record) error {
 	nrec, bytes, out := len(r.records), r.bytes, r.out
 	r.fan = 0
-	r.pending = r.pending[:0]
+	r.pending, r.pendingBytes = r.pending[:0], 0
 	ferr, over := r.runFrom(rec, 0)
 	if ferr != nil || over {
 		clear(r.records[nrec:])
@@ -50,6 +50,8 @@ func (r *Runner) processFan(rec *record.Record) error {
 	if ferr != nil {
 		return r.fail(rec, ferr)
 	}
+	// Counted while pending; the aggregates count what they keep.
+	r.bytes -= r.pendingBytes
 	for _, in := range r.pending {
 		r.addAggregate(in.key, in.num)
 	}
@@ -99,7 +101,10 @@ func (r *Runner) runFrom(rec *record.Record, i int) (ferr *fieldErr, over bool) 
 		}
 		// The key may alias the record or a buffer.
 		r.pending = append(r.pending, aggInput{key: string([]byte(key)), num: num})
-		r.bytes += int64(len(key)) // bounds a record's pending inputs too
+		// Bounds a record's pending inputs too.
+		n := int64(len(key)) + aggregateOverhead
+		r.bytes += n
+		r.pendingBytes += n
 	} else if ferr := r.collect(rec); ferr != nil {
 		return ferr, false
 	}

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -176,5 +177,24 @@ func TestFlatMapOutputLimit(t *testing.T) {
 	var le *OutputLimitError
 	if !errors.As(err, &le) || !strings.Contains(err.Error(), "limits.max_task_output_bytes 100000") {
 		t.Fatalf("Process() error = %v, want an OutputLimitError", err)
+	}
+}
+
+// A flatMap's pending aggregate inputs are not counted twice: the state
+// kept is the same size as without it.
+func TestFlatMapAggregateBytes(t *testing.T) {
+	plain := mustCompile(t, withAgg(spec(), "value", "")).NewRunner()
+	fanned := mustCompile(t, withAgg(spec(flatMap("[value]")), "value", "")).NewRunner()
+	for i := range 50 {
+		r := rec(int64(i), "k", fmt.Sprintf("v%d", i%7))
+		if err := plain.Process(r); err != nil {
+			t.Fatal(err)
+		}
+		if err := fanned.Process(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, f := plain.OutputBytes(), fanned.OutputBytes(); p != f || p == 0 {
+		t.Fatalf("OutputBytes: %d without flatMap, %d with", p, f)
 	}
 }

@@ -67,6 +67,7 @@ type Runner struct {
 	p   *Program
 	act activation
 	ctx context.Context // nil: evaluations are not interrupted
+	dec *decoders       // nil: nothing is decoded (JSON)
 
 	in, out, failed int64
 	firstErr        string
@@ -95,8 +96,9 @@ type Runner struct {
 
 	// flatMap (flatmap.go): elements emitted for the current record, and
 	// its aggregate inputs, added once the whole record succeeded.
-	fan     int
-	pending []aggInput
+	fan          int
+	pending      []aggInput
+	pendingBytes int64 // of pending, in bytes
 }
 
 // maxTopics bounds Runner.topics: past it, a new topic is copied per record.
@@ -140,6 +142,11 @@ func (r *Runner) Process(rec *record.Record) error {
 	a := &r.act
 	a.reset(rec)
 	defer a.release()
+	if r.dec != nil {
+		if done, err := r.decode(rec); done {
+			return err
+		}
+	}
 	if r.p.fans {
 		return r.processFan(rec)
 	}

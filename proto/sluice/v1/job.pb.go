@@ -852,6 +852,19 @@ type KafkaSource struct {
 	// offsets; false skips to the earliest available offset and records the
 	// skipped offsets in the batch.
 	FailOnDataLoss *bool `protobuf:"varint,6,opt,name=fail_on_data_loss,json=failOnDataLoss,proto3,oneof" json:"fail_on_data_loss,omitempty"`
+	// How record values are decoded: "json" (the default: the value is text,
+	// parsed as JSON when an expression reads `json`), or "avro", "protobuf"
+	// or "jsonschema" in the Confluent Schema Registry wire format (magic byte
+	// 0, 4-byte schema id, for protobuf the message indexes), decoded into the
+	// CEL variable `record`. A value that does not decode (an unknown schema id,
+	// a malformed payload) is a record error and follows on_record_error.
+	ValueFormat string `protobuf:"bytes,50,opt,name=value_format,json=valueFormat,proto3" json:"value_format,omitempty"`
+	// How record keys are decoded: like value_format, into the CEL variable
+	// `record_key`.
+	KeyFormat string `protobuf:"bytes,51,opt,name=key_format,json=keyFormat,proto3" json:"key_format,omitempty"`
+	// The Schema Registry the avro, protobuf and jsonschema formats read their
+	// schemas from; required by them.
+	SchemaRegistry *SchemaRegistry `protobuf:"bytes,52,opt,name=schema_registry,json=schemaRegistry,proto3" json:"schema_registry,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -928,6 +941,119 @@ func (x *KafkaSource) GetFailOnDataLoss() bool {
 	return false
 }
 
+func (x *KafkaSource) GetValueFormat() string {
+	if x != nil {
+		return x.ValueFormat
+	}
+	return ""
+}
+
+func (x *KafkaSource) GetKeyFormat() string {
+	if x != nil {
+		return x.KeyFormat
+	}
+	return ""
+}
+
+func (x *KafkaSource) GetSchemaRegistry() *SchemaRegistry {
+	if x != nil {
+		return x.SchemaRegistry
+	}
+	return nil
+}
+
+// SchemaRegistry is a Confluent Schema Registry. Its credentials are redacted
+// wherever the job spec is shown.
+type SchemaRegistry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// http:// or https:// URL of the registry.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// HTTP basic authentication; both or neither.
+	Username string `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Password string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	// A static bearer token (instead of basic authentication).
+	BearerToken string `protobuf:"bytes,4,opt,name=bearer_token,json=bearerToken,proto3" json:"bearer_token,omitempty"`
+	// PEM certificates of the CAs that sign the registry's certificate
+	// (https); default the system's.
+	CaPem string `protobuf:"bytes,5,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// Deadline of one request to the registry; default 10s, at most 60s.
+	Timeout       *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SchemaRegistry) Reset() {
+	*x = SchemaRegistry{}
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchemaRegistry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchemaRegistry) ProtoMessage() {}
+
+func (x *SchemaRegistry) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchemaRegistry.ProtoReflect.Descriptor instead.
+func (*SchemaRegistry) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SchemaRegistry) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetBearerToken() string {
+	if x != nil {
+		return x.BearerToken
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetCaPem() string {
+	if x != nil {
+		return x.CaPem
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
 type StartingOffsets struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -942,7 +1068,7 @@ type StartingOffsets struct {
 
 func (x *StartingOffsets) Reset() {
 	*x = StartingOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1080,7 @@ func (x *StartingOffsets) String() string {
 func (*StartingOffsets) ProtoMessage() {}
 
 func (x *StartingOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1093,7 @@ func (x *StartingOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartingOffsets.ProtoReflect.Descriptor instead.
 func (*StartingOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StartingOffsets) GetKind() isStartingOffsets_Kind {
@@ -1041,7 +1167,7 @@ type ExplicitOffsets struct {
 
 func (x *ExplicitOffsets) Reset() {
 	*x = ExplicitOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1179,7 @@ func (x *ExplicitOffsets) String() string {
 func (*ExplicitOffsets) ProtoMessage() {}
 
 func (x *ExplicitOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1192,7 @@ func (x *ExplicitOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplicitOffsets.ProtoReflect.Descriptor instead.
 func (*ExplicitOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExplicitOffsets) GetOffsets() []*PartitionOffset {
@@ -1094,7 +1220,7 @@ type PartitionOffset struct {
 
 func (x *PartitionOffset) Reset() {
 	*x = PartitionOffset{}
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1232,7 @@ func (x *PartitionOffset) String() string {
 func (*PartitionOffset) ProtoMessage() {}
 
 func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1245,7 @@ func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOffset.ProtoReflect.Descriptor instead.
 func (*PartitionOffset) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PartitionOffset) GetTopic() string {
@@ -1146,7 +1272,8 @@ func (x *PartitionOffset) GetOffset() int64 {
 // Step is one CEL expression applied to every record. The record is visible as
 // `key` and `value` (strings), `key_bytes` and `value_bytes`, `json` (the value
 // parsed as JSON, only when used), `headers` (map of string), `topic`,
-// `partition`, `offset` and `timestamp`.
+// `partition`, `offset` and `timestamp`; with a Schema Registry format,
+// `record` (the decoded value) and `record_key` (the decoded key).
 type Step struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -1162,7 +1289,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1301,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1314,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Step) GetKind() isStep_Kind {
@@ -1288,7 +1415,7 @@ type ProcessorStep struct {
 
 func (x *ProcessorStep) Reset() {
 	*x = ProcessorStep{}
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1427,7 @@ func (x *ProcessorStep) String() string {
 func (*ProcessorStep) ProtoMessage() {}
 
 func (x *ProcessorStep) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1440,7 @@ func (x *ProcessorStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessorStep.ProtoReflect.Descriptor instead.
 func (*ProcessorStep) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProcessorStep) GetName() string {
@@ -1343,7 +1470,7 @@ type MapStep struct {
 
 func (x *MapStep) Reset() {
 	*x = MapStep{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1482,7 @@ func (x *MapStep) String() string {
 func (*MapStep) ProtoMessage() {}
 
 func (x *MapStep) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1495,7 @@ func (x *MapStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapStep.ProtoReflect.Descriptor instead.
 func (*MapStep) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MapStep) GetKey() string {
@@ -1401,7 +1528,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1540,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1553,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Aggregate) GetKey() string {
@@ -1463,7 +1590,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1602,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1615,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Sink) GetKind() isSink_Kind {
@@ -1565,7 +1692,7 @@ type KafkaSink struct {
 
 func (x *KafkaSink) Reset() {
 	*x = KafkaSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1704,7 @@ func (x *KafkaSink) String() string {
 func (*KafkaSink) ProtoMessage() {}
 
 func (x *KafkaSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1717,7 @@ func (x *KafkaSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSink.ProtoReflect.Descriptor instead.
 func (*KafkaSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KafkaSink) GetBootstrapServers() string {
@@ -1666,7 +1793,7 @@ type CollectSink struct {
 
 func (x *CollectSink) Reset() {
 	*x = CollectSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1805,7 @@ func (x *CollectSink) String() string {
 func (*CollectSink) ProtoMessage() {}
 
 func (x *CollectSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1818,7 @@ func (x *CollectSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectSink.ProtoReflect.Descriptor instead.
 func (*CollectSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 type Limits struct {
@@ -1738,7 +1865,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1877,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1890,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Limits) GetMaxRatePerPartition() int64 {
@@ -1864,7 +1991,7 @@ type Backpressure struct {
 
 func (x *Backpressure) Reset() {
 	*x = Backpressure{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +2003,7 @@ func (x *Backpressure) String() string {
 func (*Backpressure) ProtoMessage() {}
 
 func (x *Backpressure) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +2016,7 @@ func (x *Backpressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backpressure.ProtoReflect.Descriptor instead.
 func (*Backpressure) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Backpressure) GetEnabled() bool {
@@ -1951,7 +2078,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2090,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2103,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Job) GetSpec() *JobSpec {
@@ -2049,7 +2176,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2188,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2201,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *OffsetRange) GetTopic() string {
@@ -2128,7 +2255,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2267,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2280,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Batch) GetJob() string {
@@ -2240,7 +2367,7 @@ type TopicRanges struct {
 
 func (x *TopicRanges) Reset() {
 	*x = TopicRanges{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2379,7 @@ func (x *TopicRanges) String() string {
 func (*TopicRanges) ProtoMessage() {}
 
 func (x *TopicRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2392,7 @@ func (x *TopicRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicRanges.ProtoReflect.Descriptor instead.
 func (*TopicRanges) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TopicRanges) GetTopic() string {
@@ -2313,7 +2440,7 @@ type BatchCap struct {
 
 func (x *BatchCap) Reset() {
 	*x = BatchCap{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2325,7 +2452,7 @@ func (x *BatchCap) String() string {
 func (*BatchCap) ProtoMessage() {}
 
 func (x *BatchCap) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2338,7 +2465,7 @@ func (x *BatchCap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCap.ProtoReflect.Descriptor instead.
 func (*BatchCap) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BatchCap) GetSource() CapSource {
@@ -2384,7 +2511,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2523,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2536,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -2475,7 +2602,7 @@ type BatchMetrics struct {
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +2614,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +2627,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -2592,7 +2719,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2604,7 +2731,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2617,7 +2744,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -2689,7 +2816,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2701,7 +2828,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2714,7 +2841,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -2783,7 +2910,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2795,7 +2922,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2808,7 +2935,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Header) GetKey() string {
@@ -2840,7 +2967,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +2979,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +2992,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -2912,7 +3039,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2924,7 +3051,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2937,7 +3064,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -2973,7 +3100,7 @@ type TopicOffsets struct {
 
 func (x *TopicOffsets) Reset() {
 	*x = TopicOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2985,7 +3112,7 @@ func (x *TopicOffsets) String() string {
 func (*TopicOffsets) ProtoMessage() {}
 
 func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2998,7 +3125,7 @@ func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicOffsets.ProtoReflect.Descriptor instead.
 func (*TopicOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TopicOffsets) GetTopic() string {
@@ -3026,7 +3153,7 @@ var File_sluice_v1_job_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xec\x03\n" +
+	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x03\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x06source\x18\x02 \x01(\v2\x16.sluice.v1.KafkaSourceR\x06source\x12@\n" +
@@ -3057,7 +3184,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x02 \x03(\x05R\n" +
 	"partitions\x12!\n" +
-	"\fworker_label\x18\x03 \x01(\tR\vworkerLabel\"\xaa\x03\n" +
+	"\fworker_label\x18\x03 \x01(\tR\vworkerLabel\"\xb0\x04\n" +
 	"\vKafkaSource\x12+\n" +
 	"\x11bootstrap_servers\x18\x01 \x01(\tR\x10bootstrapServers\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12E\n" +
@@ -3066,11 +3193,22 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"properties\x18\x05 \x03(\v2&.sluice.v1.KafkaSource.PropertiesEntryR\n" +
 	"properties\x12.\n" +
-	"\x11fail_on_data_loss\x18\x06 \x01(\bH\x00R\x0efailOnDataLoss\x88\x01\x01\x1a=\n" +
+	"\x11fail_on_data_loss\x18\x06 \x01(\bH\x00R\x0efailOnDataLoss\x88\x01\x01\x12!\n" +
+	"\fvalue_format\x182 \x01(\tR\vvalueFormat\x12\x1d\n" +
+	"\n" +
+	"key_format\x183 \x01(\tR\tkeyFormat\x12B\n" +
+	"\x0fschema_registry\x184 \x01(\v2\x19.sluice.v1.SchemaRegistryR\x0eschemaRegistry\x1a=\n" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x14\n" +
-	"\x12_fail_on_data_loss\"\xc7\x01\n" +
+	"\x12_fail_on_data_loss\"\xc9\x01\n" +
+	"\x0eSchemaRegistry\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\x12!\n" +
+	"\fbearer_token\x18\x04 \x01(\tR\vbearerToken\x12\x15\n" +
+	"\x06ca_pem\x18\x05 \x01(\tR\x05caPem\x123\n" +
+	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xc7\x01\n" +
 	"\x0fStartingOffsets\x126\n" +
 	"\bposition\x18\x01 \x01(\x0e2\x18.sluice.v1.StartPositionH\x00R\bposition\x128\n" +
 	"\bexplicit\x18\x02 \x01(\v2\x1a.sluice.v1.ExplicitOffsetsH\x00R\bexplicit\x12:\n" +
@@ -3315,7 +3453,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(PlacementMode)(0),            // 0: sluice.v1.PlacementMode
 	(IsolationLevel)(0),           // 1: sluice.v1.IsolationLevel
@@ -3331,98 +3469,101 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(*Placement)(nil),             // 11: sluice.v1.Placement
 	(*FixedPlacement)(nil),        // 12: sluice.v1.FixedPlacement
 	(*KafkaSource)(nil),           // 13: sluice.v1.KafkaSource
-	(*StartingOffsets)(nil),       // 14: sluice.v1.StartingOffsets
-	(*ExplicitOffsets)(nil),       // 15: sluice.v1.ExplicitOffsets
-	(*PartitionOffset)(nil),       // 16: sluice.v1.PartitionOffset
-	(*Step)(nil),                  // 17: sluice.v1.Step
-	(*ProcessorStep)(nil),         // 18: sluice.v1.ProcessorStep
-	(*MapStep)(nil),               // 19: sluice.v1.MapStep
-	(*Aggregate)(nil),             // 20: sluice.v1.Aggregate
-	(*Sink)(nil),                  // 21: sluice.v1.Sink
-	(*KafkaSink)(nil),             // 22: sluice.v1.KafkaSink
-	(*CollectSink)(nil),           // 23: sluice.v1.CollectSink
-	(*Limits)(nil),                // 24: sluice.v1.Limits
-	(*Backpressure)(nil),          // 25: sluice.v1.Backpressure
-	(*Job)(nil),                   // 26: sluice.v1.Job
-	(*OffsetRange)(nil),           // 27: sluice.v1.OffsetRange
-	(*Batch)(nil),                 // 28: sluice.v1.Batch
-	(*TopicRanges)(nil),           // 29: sluice.v1.TopicRanges
-	(*BatchCap)(nil),              // 30: sluice.v1.BatchCap
-	(*DataLoss)(nil),              // 31: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 32: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 33: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 34: sluice.v1.OutputRecord
-	(*Header)(nil),                // 35: sluice.v1.Header
-	(*BatchResult)(nil),           // 36: sluice.v1.BatchResult
-	(*CommittedOffsets)(nil),      // 37: sluice.v1.CommittedOffsets
-	(*TopicOffsets)(nil),          // 38: sluice.v1.TopicOffsets
-	nil,                           // 39: sluice.v1.DeadLetter.PropertiesEntry
-	nil,                           // 40: sluice.v1.KafkaSource.PropertiesEntry
-	nil,                           // 41: sluice.v1.KafkaSink.HeadersEntry
-	nil,                           // 42: sluice.v1.KafkaSink.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 43: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 44: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 45: google.protobuf.Struct
+	(*SchemaRegistry)(nil),        // 14: sluice.v1.SchemaRegistry
+	(*StartingOffsets)(nil),       // 15: sluice.v1.StartingOffsets
+	(*ExplicitOffsets)(nil),       // 16: sluice.v1.ExplicitOffsets
+	(*PartitionOffset)(nil),       // 17: sluice.v1.PartitionOffset
+	(*Step)(nil),                  // 18: sluice.v1.Step
+	(*ProcessorStep)(nil),         // 19: sluice.v1.ProcessorStep
+	(*MapStep)(nil),               // 20: sluice.v1.MapStep
+	(*Aggregate)(nil),             // 21: sluice.v1.Aggregate
+	(*Sink)(nil),                  // 22: sluice.v1.Sink
+	(*KafkaSink)(nil),             // 23: sluice.v1.KafkaSink
+	(*CollectSink)(nil),           // 24: sluice.v1.CollectSink
+	(*Limits)(nil),                // 25: sluice.v1.Limits
+	(*Backpressure)(nil),          // 26: sluice.v1.Backpressure
+	(*Job)(nil),                   // 27: sluice.v1.Job
+	(*OffsetRange)(nil),           // 28: sluice.v1.OffsetRange
+	(*Batch)(nil),                 // 29: sluice.v1.Batch
+	(*TopicRanges)(nil),           // 30: sluice.v1.TopicRanges
+	(*BatchCap)(nil),              // 31: sluice.v1.BatchCap
+	(*DataLoss)(nil),              // 32: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 33: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 34: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 35: sluice.v1.OutputRecord
+	(*Header)(nil),                // 36: sluice.v1.Header
+	(*BatchResult)(nil),           // 37: sluice.v1.BatchResult
+	(*CommittedOffsets)(nil),      // 38: sluice.v1.CommittedOffsets
+	(*TopicOffsets)(nil),          // 39: sluice.v1.TopicOffsets
+	nil,                           // 40: sluice.v1.DeadLetter.PropertiesEntry
+	nil,                           // 41: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 42: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 43: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 44: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 45: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 46: google.protobuf.Struct
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
 	13, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	43, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
-	17, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
-	20, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
-	21, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
-	24, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
+	44, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	18, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
+	21, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
+	22, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
+	25, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
 	5,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
 	11, // 7: sluice.v1.JobSpec.placement:type_name -> sluice.v1.Placement
 	10, // 8: sluice.v1.JobSpec.dead_letter:type_name -> sluice.v1.DeadLetter
-	39, // 9: sluice.v1.DeadLetter.properties:type_name -> sluice.v1.DeadLetter.PropertiesEntry
+	40, // 9: sluice.v1.DeadLetter.properties:type_name -> sluice.v1.DeadLetter.PropertiesEntry
 	0,  // 10: sluice.v1.Placement.mode:type_name -> sluice.v1.PlacementMode
 	12, // 11: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
-	14, // 12: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
+	15, // 12: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
 	1,  // 13: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	40, // 14: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
-	2,  // 15: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
-	15, // 16: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	44, // 17: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
-	16, // 18: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	2,  // 19: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
-	19, // 20: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
-	18, // 21: sluice.v1.Step.processor:type_name -> sluice.v1.ProcessorStep
-	45, // 22: sluice.v1.ProcessorStep.config:type_name -> google.protobuf.Struct
-	3,  // 23: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
-	23, // 24: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	22, // 25: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
-	41, // 26: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
-	42, // 27: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
-	4,  // 28: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
-	43, // 29: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
-	43, // 30: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	25, // 31: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
-	9,  // 32: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	6,  // 33: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	44, // 34: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	44, // 35: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	44, // 36: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	7,  // 37: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	27, // 38: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	32, // 39: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	44, // 40: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	31, // 41: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	30, // 42: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
-	29, // 43: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
-	8,  // 44: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
-	43, // 45: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	43, // 46: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	43, // 47: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	35, // 48: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
-	33, // 49: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	34, // 50: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	16, // 51: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	38, // 52: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	41, // 14: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	14, // 15: sluice.v1.KafkaSource.schema_registry:type_name -> sluice.v1.SchemaRegistry
+	44, // 16: sluice.v1.SchemaRegistry.timeout:type_name -> google.protobuf.Duration
+	2,  // 17: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
+	16, // 18: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
+	45, // 19: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	17, // 20: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	2,  // 21: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
+	20, // 22: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
+	19, // 23: sluice.v1.Step.processor:type_name -> sluice.v1.ProcessorStep
+	46, // 24: sluice.v1.ProcessorStep.config:type_name -> google.protobuf.Struct
+	3,  // 25: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
+	24, // 26: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	23, // 27: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
+	42, // 28: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	43, // 29: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	4,  // 30: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
+	44, // 31: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	44, // 32: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	26, // 33: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
+	9,  // 34: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	6,  // 35: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	45, // 36: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	45, // 37: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	45, // 38: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	7,  // 39: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	28, // 40: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	33, // 41: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	45, // 42: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	32, // 43: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	31, // 44: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
+	30, // 45: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
+	8,  // 46: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
+	44, // 47: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	44, // 48: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	44, // 49: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	36, // 50: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	34, // 51: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	35, // 52: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	17, // 53: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	39, // 54: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
+	55, // [55:55] is the sub-list for method output_type
+	55, // [55:55] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -3431,29 +3572,29 @@ func file_sluice_v1_job_proto_init() {
 		return
 	}
 	file_sluice_v1_job_proto_msgTypes[4].OneofWrappers = []any{}
-	file_sluice_v1_job_proto_msgTypes[5].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[6].OneofWrappers = []any{
 		(*StartingOffsets_Position)(nil),
 		(*StartingOffsets_Explicit)(nil),
 		(*StartingOffsets_Timestamp)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[8].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[9].OneofWrappers = []any{
 		(*Step_Filter)(nil),
 		(*Step_Map)(nil),
 		(*Step_FlatMap)(nil),
 		(*Step_Processor)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[12].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[13].OneofWrappers = []any{
 		(*Sink_Collect)(nil),
 		(*Sink_Kafka)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[16].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
