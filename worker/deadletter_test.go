@@ -192,3 +192,50 @@ func TestRunTaskDeadLettersInSinkTransaction(t *testing.T) {
 		t.Errorf("%d output records committed, want %d", got, n-bad)
 	}
 }
+
+// With a flatMap, the records of one source record are told apart by
+// sluice-src-element, their position in its output.
+func TestRunTaskFlatMapElementHeader(t *testing.T) {
+	env := newTaskEnv(t, nil)
+	const n = 5000 // over a chunk of 4,096 records
+	var rs []*kgo.Record
+	for j := range n {
+		rs = append(rs, &kgo.Record{Topic: "in", Value: fmt.Appendf(nil, "%d", j%3)})
+	}
+	if err := env.kgo.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	spec := &sluicev1.JobSpec{
+		Steps: []*sluicev1.Step{{Kind: &sluicev1.Step_FlatMap{FlatMap: "lists.range(int(value))"}}},
+		Sink: &sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: &sluicev1.KafkaSink{
+			Topic: "out", TransactionTimeout: durationpb.New(time.Minute),
+		}}},
+	}
+	want := 0
+	for j := range n {
+		want += j % 3
+	}
+	res := env.w.runTask(context.Background(), env.task(spec, n))
+	if res.GetError() != "" || res.GetRecordsOut() != int64(want) {
+		t.Fatalf("result: error %q, out %d, want %d", res.GetError(), res.GetRecordsOut(), want)
+	}
+	seen := map[string]bool{}
+	for _, r := range env.readTopic("out", want) {
+		var src, elem string
+		for _, h := range r.Headers {
+			switch h.Key {
+			case "sluice-src":
+				src = string(h.Value)
+			case "sluice-src-element":
+				elem = string(h.Value)
+			}
+		}
+		if elem != string(r.Value) || seen[src+"#"+elem] {
+			t.Fatalf("record %s: element %q, value %q (seen before: %v)", src, elem, r.Value, seen[src+"#"+elem])
+		}
+		seen[src+"#"+elem] = true
+	}
+	if len(seen) != want {
+		t.Fatalf("%d distinct records, want %d", len(seen), want)
+	}
+}

@@ -46,6 +46,9 @@ type kafkaOutput struct {
 	chunks  int                // written
 	// dead: dead letters to write with the next chunk (deadletter.go).
 	dead []*sluicev1.OutputRecord
+	// fans: the job has a flatMap step, so a source record may have several
+	// output records; they get a sluice-src-element header.
+	fans bool
 }
 
 func (w *Worker) newKafkaOutput(task *sluicev1.Task, k *sluicev1.KafkaSink) *kafkaOutput {
@@ -54,6 +57,9 @@ func (w *Worker) newKafkaOutput(task *sluicev1.Task, k *sluicev1.KafkaSink) *kaf
 		job: task.GetKey().GetJob(), batch: strconv.FormatInt(task.GetKey().GetBatchId(), 10),
 	}
 	o.jobHdr, o.batchHdr = []byte(o.job), []byte(o.batch)
+	for _, s := range task.GetSpec().GetSteps() {
+		o.fans = o.fans || s.GetFlatMap() != ""
+	}
 	return o
 }
 
@@ -170,8 +176,10 @@ func (o *kafkaOutput) close() {
 func (o *kafkaOutput) messages(recs []*sluicev1.OutputRecord) []kafkasrc.Message {
 	clear(o.msgs) // drop the previous chunk's references
 	msgs := o.msgs[:0]
+	var prev *sluicev1.OutputRecord
+	elem := 0
 	for _, r := range recs {
-		hdrs := make([]record.Header, 0, len(r.GetHeaders())+3)
+		hdrs := make([]record.Header, 0, len(r.GetHeaders())+4)
 		for _, h := range r.GetHeaders() {
 			hdrs = append(hdrs, record.Header{Key: h.GetKey(), Value: h.GetValue()})
 		}
@@ -179,6 +187,17 @@ func (o *kafkaOutput) messages(recs []*sluicev1.OutputRecord) []kafkasrc.Message
 			record.Header{Key: "sluice-job", Value: o.jobHdr},
 			record.Header{Key: "sluice-batch", Value: o.batchHdr},
 			record.Header{Key: "sluice-src", Value: fmt.Appendf(nil, "%s/%d/%d", r.GetTopic(), r.GetPartition(), r.GetOffset())})
+		if o.fans {
+			// A record's outputs are consecutive and in one chunk: the
+			// runner is drained between records.
+			if prev != nil && prev.GetOffset() == r.GetOffset() && prev.GetPartition() == r.GetPartition() && prev.GetTopic() == r.GetTopic() {
+				elem++
+			} else {
+				elem = 0
+			}
+			prev = r
+			hdrs = append(hdrs, record.Header{Key: "sluice-src-element", Value: strconv.AppendInt(nil, int64(elem), 10)})
+		}
 		msgs = append(msgs, kafkasrc.Message{Topic: r.GetSinkTopic(), Partition: r.GetSinkPartition(), Key: r.GetKey(), Value: r.GetValue(), Headers: hdrs})
 	}
 	o.msgs = msgs
