@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -180,5 +182,62 @@ func TestRunTaskProcessors(t *testing.T) {
 					res.GetFatal(), res.GetRetryable(), res.GetError(), tt.fatal, tt.retryable, tt.want)
 			}
 		})
+	}
+}
+
+// A processor that fans out gives its Kafka sink records sluice-src-element,
+// their position among their source record's outputs, as a flatMap does.
+func TestRunTaskProcessorElementHeader(t *testing.T) {
+	env := newTaskEnv(t, nil)
+	const n = 300
+	var rs []*kgo.Record
+	for j := range n {
+		rs = append(rs, &kgo.Record{Topic: "in", Value: fmt.Appendf(nil, "%d", j%3)})
+	}
+	if err := env.kgo.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.w.RegisterProcessor("repeat", func(_ context.Context, rec record.Record) ([]record.Record, error) {
+		k, err := strconv.Atoi(string(rec.Value))
+		if err != nil {
+			return nil, err
+		}
+		out := make([]record.Record, k)
+		for i := range out {
+			out[i].Value = strconv.AppendInt(nil, int64(i), 10)
+		}
+		return out, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	spec := &sluicev1.JobSpec{
+		Steps: []*sluicev1.Step{processorStep(t, "repeat", nil)},
+		Sink: &sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: &sluicev1.KafkaSink{
+			Topic: "out", TransactionTimeout: durationpb.New(time.Minute),
+		}}},
+	}
+	want := n / 3 * (0 + 1 + 2)
+	res := env.w.runTask(context.Background(), env.task(spec, n))
+	if res.GetError() != "" || res.GetRecordsOut() != int64(want) {
+		t.Fatalf("result: error %q, out %d, want %d", res.GetError(), res.GetRecordsOut(), want)
+	}
+	seen := map[string]bool{}
+	for _, r := range env.readTopic("out", want) {
+		var src, elem string
+		for _, h := range r.Headers {
+			switch h.Key {
+			case "sluice-src":
+				src = string(h.Value)
+			case "sluice-src-element":
+				elem = string(h.Value)
+			}
+		}
+		if elem != string(r.Value) || seen[src+"#"+elem] {
+			t.Fatalf("record %s: element %q, value %q (seen before: %v)", src, elem, r.Value, seen[src+"#"+elem])
+		}
+		seen[src+"#"+elem] = true
+	}
+	if len(seen) != want {
+		t.Fatalf("%d distinct records, want %d", len(seen), want)
 	}
 }

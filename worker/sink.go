@@ -46,8 +46,8 @@ type kafkaOutput struct {
 	chunks  int                // written
 	// dead: dead letters to write with the next chunk (deadletter.go).
 	dead []*sluicev1.OutputRecord
-	// fans: the job has a flatMap step, so a source record may have several
-	// output records; they get a sluice-src-element header.
+	// fans: the job has a flatMap or a processor step, so a source record
+	// may have several output records; they get a sluice-src-element header.
 	fans bool
 }
 
@@ -58,7 +58,7 @@ func (w *Worker) newKafkaOutput(task *sluicev1.Task, k *sluicev1.KafkaSink) *kaf
 	}
 	o.jobHdr, o.batchHdr = []byte(o.job), []byte(o.batch)
 	for _, s := range task.GetSpec().GetSteps() {
-		o.fans = o.fans || s.GetFlatMap() != ""
+		o.fans = o.fans || s.GetFlatMap() != "" || s.GetProcessor() != nil
 	}
 	return o
 }
