@@ -76,6 +76,7 @@ func newTaskEnv(t *testing.T, cfg func(*Config)) *taskEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(env.w.cache.Close)
+	t.Cleanup(env.w.pool.Close) // its consumers log through t
 	t.Cleanup(env.w.sinks.Close)
 	return env
 }
