@@ -81,6 +81,29 @@ var fuzzPrograms = []fuzzProgram{
 	{name: "kafka sink: routed by json", spec: withPolicy(kafkaSpec(&sluicev1.KafkaSink{
 		TopicExpr: "json.t", PartitionExpr: "int(json.p)", Headers: map[string]string{"j": "json.h"},
 	}, filter("json.keep != false")), skip)},
+	// A flatMap of the JSON array's elements, then JSON steps on each, and
+	// one of the split value: never more records than elements.
+	{name: "flatMap of json, then json steps", spec: withPolicy(withAgg(spec(
+		flatMap("json.items"), filter("json.q > 0")), "string(json.k)", "json.q", count, sum), skip)},
+	{name: "flatMap of a split value, dead letters", spec: func() *sluicev1.JobSpec {
+		s := spec(flatMap(`value.split(",").map(x, {"key": x, "value": x + "!"})`), mapKV("", "value + key"))
+		s.OnRecordError = sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_DEAD_LETTER
+		s.DeadLetter = &sluicev1.DeadLetter{Topic: "dlq"}
+		return s
+	}(), check: func(t *testing.T, in *record.Record, res Result) {
+		if want := int64(bytes.Count(in.Value, []byte(","))) + 1; res.Failed == 0 && res.Out != want {
+			t.Fatalf("%q split into %d records, want %d", in.Value, res.Out, want)
+		}
+	}},
+}
+
+func fans(s *sluicev1.JobSpec) bool {
+	for _, st := range s.GetSteps() {
+		if st.GetFlatMap() != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // compiled is fuzzPrograms compiled, once per fuzz process.
@@ -141,8 +164,19 @@ func FuzzProcess(f *testing.F) {
 			}
 			checkProcessError(t, fp.name, err)
 			res := r.Result()
-			if res.In != 1 || res.Out+res.Failed > 1 || (err != nil) != (res.Failed == 1 && fp.spec.GetOnRecordError() != skip) {
+			// A flatMap may output many records of one; a failed record
+			// outputs none. Skipped and dead-lettered ones are no error.
+			policy := fp.spec.GetOnRecordError()
+			swallowed := policy == skip || policy == sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_DEAD_LETTER
+			if res.In != 1 || (res.Out+res.Failed > 1 && !fans(fp.spec)) || (res.Failed > 0 && res.Out > 0) || res.Failed > 1 ||
+				(err != nil) != (res.Failed == 1 && !swallowed) {
 				t.Fatalf("%s: Process error = %v; Result() = %d in, %d out, %d failed", fp.name, err, res.In, res.Out, res.Failed)
+			}
+			if dead := r.DrainDeadLetters(); policy == sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_DEAD_LETTER &&
+				(int64(len(dead)) != res.Failed || res.DeadLettered != res.Failed) {
+				t.Fatalf("%s: %d failed, %d dead letters, %d dead-lettered", fp.name, res.Failed, len(dead), res.DeadLettered)
+			} else if len(dead) == 1 && (!bytes.Equal(dead[0].GetValue(), in.Value) || !bytes.Equal(dead[0].GetKey(), in.Key)) {
+				t.Fatalf("%s: dead letter %q=%q, want the record %q=%q", fp.name, dead[0].GetKey(), dead[0].GetValue(), in.Key, in.Value)
 			}
 			if res.Failed == 1 && res.FirstError == "" {
 				t.Fatalf("%s: a record failed and Result().FirstError is empty", fp.name)

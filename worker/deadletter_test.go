@@ -239,3 +239,22 @@ func TestRunTaskFlatMapElementHeader(t *testing.T) {
 		t.Fatalf("%d distinct records, want %d", len(seen), want)
 	}
 }
+
+// With the idempotent sink, its producer writes the dead letters too.
+func TestRunTaskDeadLettersIdempotentSink(t *testing.T) {
+	env := newTaskEnv(t, nil)
+	env.createTopic("dlq")
+	const n = 300
+	bad := env.produceMixed(n)
+	spec := deadLetterSpec(&sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: &sluicev1.KafkaSink{
+		Topic: "out", Mode: sluicev1.KafkaSinkMode_KAFKA_SINK_MODE_IDEMPOTENT,
+	}}})
+	res := env.w.runTask(context.Background(), env.task(spec, n))
+	if res.GetError() != "" || res.GetRecordsOut() != int64(n-bad) || res.GetRecordsDeadLettered() != int64(bad) {
+		t.Fatalf("result: error %q, out %d, dead-lettered %d", res.GetError(), res.GetRecordsOut(), res.GetRecordsDeadLettered())
+	}
+	checkDeadLetters(t, env.readTopic("dlq", bad), bad)
+	if txns, _, _ := env.w.sinks.Clients(); txns != 0 {
+		t.Errorf("%d transactional writers for an idempotent sink", txns)
+	}
+}
