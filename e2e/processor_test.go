@@ -19,6 +19,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-stream/sluice/client"
@@ -339,4 +340,156 @@ func TestProcessorSubmitAndConfigErrors(t *testing.T) {
 	if want := `steps[0].processor.config: processor "words": stopwords must be a list of strings, not string`; !strings.Contains(j.GetMessage(), want) {
 		t.Fatalf("job message %q, want it to contain %q", j.GetMessage(), want)
 	}
+}
+
+// TestProcessorKafkaSinkExactlyOnce runs the example's processor with a
+// transactional Kafka sink instead of the count: each word is a record of
+// the output topic. The example workers are killed with SIGKILL in turn
+// (frozen first, so that tasks are in flight) and restarted; a
+// read_committed reader sees every word of the ground truth exactly once,
+// each (sluice-src, sluice-src-element) once.
+func TestProcessorKafkaSinkExactlyOnce(t *testing.T) {
+	const in, out, job = "lines", "words", "words-out"
+	pc := newProcCluster(t, 1)
+	bin := buildExample(t, "processor")
+	createTopic(t, pc.brokers, in, 4)
+	createTopic(t, pc.brokers, out, 3)
+	pc.startCoordinator(0, "")
+	c := pc.client()
+	waitServing(t, c)
+	workers := map[string]*proc{}
+	for _, id := range []string{"wc-1", "wc-2"} {
+		workers[id] = startProcEnv(t, nil, bin, "-coordinator", pc.coords[0], "-id", id)
+	}
+	spec := readmeExample(t, "processor/job.json", pc.brokers)
+	spec.Name = job
+	spec.Aggregate = nil
+	spec.BatchInterval = durationpb.New(200 * time.Millisecond)
+	spec.Limits = &sluicev1.Limits{MaxRecordsPerBatch: 1500, TaskTimeout: durationpb.New(10 * time.Second)}
+	spec.Sink = &sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: &sluicev1.KafkaSink{
+		Topic: out, TransactionTimeout: durationpb.New(10 * time.Second),
+	}}}
+	if _, err := c.Submit(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	s := &lineStream{rng: rand.New(rand.NewSource(21)), counts: map[string]int64{}, ends: map[string]int64{}}
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		s.produce(t, pc.brokers, in, 4, 8000, 2000)
+	}()
+	tc := &testCluster{t: t, Client: c}
+	for _, victim := range []string{"wc-1", "wc-2"} {
+		// Wait for progress, freeze the victim, wait for a batch planned
+		// after that (its tasks are sent to the frozen worker), kill it and
+		// start it again.
+		s.mu.Lock()
+		now := maps.Clone(s.ends)
+		s.mu.Unlock()
+		waitCommittedPast(t, c, job, now, 60*time.Second)
+		j, err := c.Job(context.Background(), job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := j.GetLastBatchId()
+		p := workers[victim]
+		if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for planned := false; !planned; {
+			if time.Now().After(deadline) {
+				t.Fatalf("no batch after batch %d planned within 30s of freezing %s", last, victim)
+			}
+			bs, err := c.Batches(context.Background(), job, 100000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range bs {
+				planned = planned || b.GetId() > last
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := p.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		<-p.done
+		workers[victim] = startProcEnv(t, nil, bin, "-coordinator", pc.coords[0], "-id", victim)
+	}
+	<-produced
+	s.mu.Lock()
+	ends, want := maps.Clone(s.ends), maps.Clone(s.counts)
+	s.mu.Unlock()
+	tc.waitOffsets(job, ends, 90*time.Second)
+	var total int64
+	for _, n := range want {
+		total += n
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(pc.brokers), kgo.ConsumeTopics(out),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	got, seen := map[string]int64{}, map[string]bool{}
+	var read int64
+	// Until every expected record came and a second passed without more.
+	deadline, quietUntil := time.Now().Add(60*time.Second), time.Time{}
+	for time.Now().Before(deadline) && (quietUntil.IsZero() || time.Now().Before(quietUntil)) {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) {
+			read++
+			var src, elem string
+			for _, h := range r.Headers {
+				switch h.Key {
+				case "sluice-src":
+					src = string(h.Value)
+				case "sluice-src-element":
+					elem = string(h.Value)
+				}
+			}
+			if elem == "" || seen[src+"#"+elem] {
+				t.Errorf("record %s element %q: missing or seen before", src, elem)
+			}
+			seen[src+"#"+elem] = true
+			got[string(r.Key)]++
+			quietUntil = time.Time{}
+		})
+		if read >= total && quietUntil.IsZero() {
+			quietUntil = time.Now().Add(time.Second)
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("words written (read_committed) differ from the ground truth: %d records, want %d\n got %v\nwant %v", read, total, got, want)
+	}
+	t.Logf("%d lines, %d words written exactly once through 2 kills", s.n, total)
+}
+
+// waitCommittedPast waits until the job committed at least the offsets of
+// min ("topic/partition" -> offset) on every partition.
+func waitCommittedPast(t *testing.T, c *client.Client, job string, min map[string]int64, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last map[string]int64
+	for time.Now().Before(deadline) {
+		resp, err := c.Offsets(context.Background(), job)
+		if err == nil {
+			last = map[string]int64{}
+			for _, p := range resp.GetPartitions() {
+				last[fmt.Sprintf("%s/%d", p.GetTopic(), p.GetPartition())] = p.GetCommitted()
+			}
+			past := true
+			for k, v := range min {
+				past = past && last[k] >= v
+			}
+			if past {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("job %s: committed offsets %v, want at least %v", job, last, min)
 }
