@@ -1207,7 +1207,13 @@ type Aggregate struct {
 	// Numeric expression aggregated by sum, min, max and avg; required by them.
 	Value string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	// Default [COUNT].
-	Functions     []AggregateFunction `protobuf:"varint,3,rep,packed,name=functions,proto3,enum=sluice.v1.AggregateFunction" json:"functions,omitempty"`
+	Functions []AggregateFunction `protobuf:"varint,3,rep,packed,name=functions,proto3,enum=sluice.v1.AggregateFunction" json:"functions,omitempty"`
+	// Keep per-key totals since the job started (Spark's updateStateByKey):
+	// each batch's aggregates are added to them, and the totals are committed
+	// with the offsets in the same etcd transaction.
+	Running bool `protobuf:"varint,30,opt,name=running,proto3" json:"running,omitempty"`
+	// Aggregate over windows of batches instead of one batch at a time.
+	Window        *AggregateWindow `protobuf:"bytes,31,opt,name=window,proto3" json:"window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1263,6 +1269,80 @@ func (x *Aggregate) GetFunctions() []AggregateFunction {
 	return nil
 }
 
+func (x *Aggregate) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
+func (x *Aggregate) GetWindow() *AggregateWindow {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+// AggregateWindow is a processing-time window over batches (Spark's
+// reduceByKeyAndWindow): windows start at multiples of slide (Unix epoch
+// aligned) and span length; a batch belongs to every window its batch time
+// falls in. A window's result is stored when the batch covering its last
+// interval (or a later one) commits.
+type AggregateWindow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Window length; a multiple of batch_interval.
+	Length *durationpb.Duration `protobuf:"bytes,1,opt,name=length,proto3" json:"length,omitempty"`
+	// Distance between window starts; a multiple of batch_interval, at most
+	// length. Default length (tumbling windows).
+	Slide         *durationpb.Duration `protobuf:"bytes,2,opt,name=slide,proto3" json:"slide,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AggregateWindow) Reset() {
+	*x = AggregateWindow{}
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AggregateWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AggregateWindow) ProtoMessage() {}
+
+func (x *AggregateWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AggregateWindow.ProtoReflect.Descriptor instead.
+func (*AggregateWindow) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AggregateWindow) GetLength() *durationpb.Duration {
+	if x != nil {
+		return x.Length
+	}
+	return nil
+}
+
+func (x *AggregateWindow) GetSlide() *durationpb.Duration {
+	if x != nil {
+		return x.Slide
+	}
+	return nil
+}
+
 type Sink struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -1276,7 +1356,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1368,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1381,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Sink) GetKind() isSink_Kind {
@@ -1378,7 +1458,7 @@ type KafkaSink struct {
 
 func (x *KafkaSink) Reset() {
 	*x = KafkaSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1470,7 @@ func (x *KafkaSink) String() string {
 func (*KafkaSink) ProtoMessage() {}
 
 func (x *KafkaSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1483,7 @@ func (x *KafkaSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSink.ProtoReflect.Descriptor instead.
 func (*KafkaSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KafkaSink) GetBootstrapServers() string {
@@ -1479,7 +1559,7 @@ type CollectSink struct {
 
 func (x *CollectSink) Reset() {
 	*x = CollectSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1571,7 @@ func (x *CollectSink) String() string {
 func (*CollectSink) ProtoMessage() {}
 
 func (x *CollectSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1584,7 @@ func (x *CollectSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectSink.ProtoReflect.Descriptor instead.
 func (*CollectSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 type Limits struct {
@@ -1545,13 +1625,17 @@ type Limits struct {
 	// another worker, and the first result wins; default 3, 0 is the default,
 	// and negative turns it off.
 	SpeculationMultiplier float64 `protobuf:"fixed64,11,opt,name=speculation_multiplier,json=speculationMultiplier,proto3" json:"speculation_multiplier,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Keys the aggregate state across batches (aggregate.running, the open
+	// windows of aggregate.window) may hold; default 10000, at most 20000, so
+	// that a commit stays well under etcd's request size. Past it the job fails.
+	MaxStateKeys  int64 `protobuf:"varint,30,opt,name=max_state_keys,json=maxStateKeys,proto3" json:"max_state_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1647,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1660,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Limits) GetMaxRatePerPartition() int64 {
@@ -1656,6 +1740,13 @@ func (x *Limits) GetSpeculationMultiplier() float64 {
 	return 0
 }
 
+func (x *Limits) GetMaxStateKeys() int64 {
+	if x != nil {
+		return x.MaxStateKeys
+	}
+	return 0
+}
+
 // Backpressure is Spark's PID rate estimator: after every batch,
 // rate = max(latest - P*error - I*delay*measured/interval - D*dError, min_rate),
 // where measured = records/processing time and error = latest - measured.
@@ -1677,7 +1768,7 @@ type Backpressure struct {
 
 func (x *Backpressure) Reset() {
 	*x = Backpressure{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +1780,7 @@ func (x *Backpressure) String() string {
 func (*Backpressure) ProtoMessage() {}
 
 func (x *Backpressure) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +1793,7 @@ func (x *Backpressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backpressure.ProtoReflect.Descriptor instead.
 func (*Backpressure) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Backpressure) GetEnabled() bool {
@@ -1764,7 +1855,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1867,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1880,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Job) GetSpec() *JobSpec {
@@ -1862,7 +1953,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +1965,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +1978,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OffsetRange) GetTopic() string {
@@ -1941,7 +2032,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2044,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2057,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Batch) GetJob() string {
@@ -2053,7 +2144,7 @@ type TopicRanges struct {
 
 func (x *TopicRanges) Reset() {
 	*x = TopicRanges{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2156,7 @@ func (x *TopicRanges) String() string {
 func (*TopicRanges) ProtoMessage() {}
 
 func (x *TopicRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2169,7 @@ func (x *TopicRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicRanges.ProtoReflect.Descriptor instead.
 func (*TopicRanges) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TopicRanges) GetTopic() string {
@@ -2126,7 +2217,7 @@ type BatchCap struct {
 
 func (x *BatchCap) Reset() {
 	*x = BatchCap{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2229,7 @@ func (x *BatchCap) String() string {
 func (*BatchCap) ProtoMessage() {}
 
 func (x *BatchCap) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2242,7 @@ func (x *BatchCap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCap.ProtoReflect.Descriptor instead.
 func (*BatchCap) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BatchCap) GetSource() CapSource {
@@ -2197,7 +2288,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2300,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2313,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -2285,7 +2376,7 @@ type BatchMetrics struct {
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2388,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2401,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -2395,7 +2486,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2498,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2511,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -2492,7 +2583,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2595,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2608,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -2586,7 +2677,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2689,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2702,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Header) GetKey() string {
@@ -2636,14 +2727,16 @@ type BatchResult struct {
 	// Present when the job aggregates, sorted by key.
 	Aggregates []*KeyAggregate `protobuf:"bytes,3,rep,name=aggregates,proto3" json:"aggregates,omitempty"`
 	// Present when the job does not aggregate, in source order per partition.
-	Records       []*OutputRecord `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
+	Records []*OutputRecord `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
+	// The windows (aggregate.window) this batch's commit completed, oldest first.
+	Windows       []*WindowResult `protobuf:"bytes,30,rep,name=windows,proto3" json:"windows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2748,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2761,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -2699,6 +2792,282 @@ func (x *BatchResult) GetRecords() []*OutputRecord {
 	return nil
 }
 
+func (x *BatchResult) GetWindows() []*WindowResult {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+// WindowResult is the per-key aggregates of one window.
+type WindowResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Start *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	// Exclusive.
+	End *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	// Sorted by key.
+	Aggregates    []*KeyAggregate `protobuf:"bytes,3,rep,name=aggregates,proto3" json:"aggregates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowResult) Reset() {
+	*x = WindowResult{}
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowResult) ProtoMessage() {}
+
+func (x *WindowResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowResult.ProtoReflect.Descriptor instead.
+func (*WindowResult) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WindowResult) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *WindowResult) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *WindowResult) GetAggregates() []*KeyAggregate {
+	if x != nil {
+		return x.Aggregates
+	}
+	return nil
+}
+
+// AggregateState is a job's aggregate state across batches, stored with its
+// committed offsets (offsetstore key state/<job>) and written in the same
+// transaction. Aggregates are stored column by column (PackedAggregates).
+type AggregateState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last batch folded in.
+	BatchId int64 `protobuf:"varint,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// aggregate.running: the totals since the job started.
+	Totals *PackedAggregates `protobuf:"bytes,2,opt,name=totals,proto3" json:"totals,omitempty"`
+	// aggregate.window: the windows not emitted yet, oldest first.
+	Windows       []*WindowPane `protobuf:"bytes,3,rep,name=windows,proto3" json:"windows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AggregateState) Reset() {
+	*x = AggregateState{}
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AggregateState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AggregateState) ProtoMessage() {}
+
+func (x *AggregateState) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AggregateState.ProtoReflect.Descriptor instead.
+func (*AggregateState) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *AggregateState) GetBatchId() int64 {
+	if x != nil {
+		return x.BatchId
+	}
+	return 0
+}
+
+func (x *AggregateState) GetTotals() *PackedAggregates {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+func (x *AggregateState) GetWindows() []*WindowPane {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+// PackedAggregates are per-key aggregates as columns: keys[i] (exact bytes)
+// has counts[i] and, when the column is present, sums[i], mins[i] and
+// maxs[i]. A column whose values are all 0 is omitted.
+type PackedAggregates struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          [][]byte               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Counts        []int64                `protobuf:"varint,2,rep,packed,name=counts,proto3" json:"counts,omitempty"`
+	Sums          []float64              `protobuf:"fixed64,3,rep,packed,name=sums,proto3" json:"sums,omitempty"`
+	Mins          []float64              `protobuf:"fixed64,4,rep,packed,name=mins,proto3" json:"mins,omitempty"`
+	Maxs          []float64              `protobuf:"fixed64,5,rep,packed,name=maxs,proto3" json:"maxs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedAggregates) Reset() {
+	*x = PackedAggregates{}
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedAggregates) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedAggregates) ProtoMessage() {}
+
+func (x *PackedAggregates) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedAggregates.ProtoReflect.Descriptor instead.
+func (*PackedAggregates) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PackedAggregates) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetCounts() []int64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetSums() []float64 {
+	if x != nil {
+		return x.Sums
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetMins() []float64 {
+	if x != nil {
+		return x.Mins
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetMaxs() []float64 {
+	if x != nil {
+		return x.Maxs
+	}
+	return nil
+}
+
+// WindowPane is an open window: [start, end) in Unix milliseconds.
+type WindowPane struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StartUnixMs   int64                  `protobuf:"varint,1,opt,name=start_unix_ms,json=startUnixMs,proto3" json:"start_unix_ms,omitempty"`
+	EndUnixMs     int64                  `protobuf:"varint,2,opt,name=end_unix_ms,json=endUnixMs,proto3" json:"end_unix_ms,omitempty"`
+	Aggregates    *PackedAggregates      `protobuf:"bytes,3,opt,name=aggregates,proto3" json:"aggregates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowPane) Reset() {
+	*x = WindowPane{}
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowPane) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowPane) ProtoMessage() {}
+
+func (x *WindowPane) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowPane.ProtoReflect.Descriptor instead.
+func (*WindowPane) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *WindowPane) GetStartUnixMs() int64 {
+	if x != nil {
+		return x.StartUnixMs
+	}
+	return 0
+}
+
+func (x *WindowPane) GetEndUnixMs() int64 {
+	if x != nil {
+		return x.EndUnixMs
+	}
+	return 0
+}
+
+func (x *WindowPane) GetAggregates() *PackedAggregates {
+	if x != nil {
+		return x.Aggregates
+	}
+	return nil
+}
+
 // CommittedOffsets is a job's committed position: for every partition the next
 // offset to read, as of the batch that committed it.
 type CommittedOffsets struct {
@@ -2715,7 +3084,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2727,7 +3096,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2740,7 +3109,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -2776,7 +3145,7 @@ type TopicOffsets struct {
 
 func (x *TopicOffsets) Reset() {
 	*x = TopicOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +3157,7 @@ func (x *TopicOffsets) String() string {
 func (*TopicOffsets) ProtoMessage() {}
 
 func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +3170,7 @@ func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicOffsets.ProtoReflect.Descriptor instead.
 func (*TopicOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TopicOffsets) GetTopic() string {
@@ -2880,11 +3249,16 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x04kind\"1\n" +
 	"\aMapStep\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"o\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xbd\x01\n" +
 	"\tAggregate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12:\n" +
-	"\tfunctions\x18\x03 \x03(\x0e2\x1c.sluice.v1.AggregateFunctionR\tfunctions\"p\n" +
+	"\tfunctions\x18\x03 \x03(\x0e2\x1c.sluice.v1.AggregateFunctionR\tfunctions\x12\x18\n" +
+	"\arunning\x18\x1e \x01(\bR\arunning\x122\n" +
+	"\x06window\x18\x1f \x01(\v2\x1a.sluice.v1.AggregateWindowR\x06window\"u\n" +
+	"\x0fAggregateWindow\x121\n" +
+	"\x06length\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06length\x12/\n" +
+	"\x05slide\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05slide\"p\n" +
 	"\x04Sink\x122\n" +
 	"\acollect\x18\x01 \x01(\v2\x16.sluice.v1.CollectSinkH\x00R\acollect\x12,\n" +
 	"\x05kafka\x18\x02 \x01(\v2\x14.sluice.v1.KafkaSinkH\x00R\x05kafkaB\x06\n" +
@@ -2908,7 +3282,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\r\n" +
-	"\vCollectSink\"\xb4\x04\n" +
+	"\vCollectSink\"\xda\x04\n" +
 	"\x06Limits\x123\n" +
 	"\x16max_rate_per_partition\x18\x01 \x01(\x03R\x13maxRatePerPartition\x121\n" +
 	"\x15max_records_per_batch\x18\x02 \x01(\x03R\x12maxRecordsPerBatch\x12*\n" +
@@ -2921,7 +3295,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x14max_records_per_task\x18\t \x01(\x03R\x11maxRecordsPerTask\x121\n" +
 	"\x15max_task_output_bytes\x18\n" +
 	" \x01(\x03R\x12maxTaskOutputBytes\x125\n" +
-	"\x16speculation_multiplier\x18\v \x01(\x01R\x15speculationMultiplier\"\xf0\x01\n" +
+	"\x16speculation_multiplier\x18\v \x01(\x01R\x15speculationMultiplier\x12$\n" +
+	"\x0emax_state_keys\x18\x1e \x01(\x03R\fmaxStateKeys\"\xf0\x01\n" +
 	"\fBackpressure\x12\x1d\n" +
 	"\aenabled\x18\x01 \x01(\bH\x00R\aenabled\x88\x01\x01\x12'\n" +
 	"\fproportional\x18\x02 \x01(\x01H\x01R\fproportional\x88\x01\x01\x12\x1f\n" +
@@ -3020,14 +3395,38 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\aheaders\x18\b \x03(\v2\x11.sluice.v1.HeaderR\aheaders\"0\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"\xa6\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\xd9\x01\n" +
 	"\vBatchResult\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\x03R\abatchId\x127\n" +
 	"\n" +
 	"aggregates\x18\x03 \x03(\v2\x17.sluice.v1.KeyAggregateR\n" +
 	"aggregates\x121\n" +
-	"\arecords\x18\x04 \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\"\xa3\x01\n" +
+	"\arecords\x18\x04 \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\x121\n" +
+	"\awindows\x18\x1e \x03(\v2\x17.sluice.v1.WindowResultR\awindows\"\xa7\x01\n" +
+	"\fWindowResult\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\x127\n" +
+	"\n" +
+	"aggregates\x18\x03 \x03(\v2\x17.sluice.v1.KeyAggregateR\n" +
+	"aggregates\"\x91\x01\n" +
+	"\x0eAggregateState\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\x03R\abatchId\x123\n" +
+	"\x06totals\x18\x02 \x01(\v2\x1b.sluice.v1.PackedAggregatesR\x06totals\x12/\n" +
+	"\awindows\x18\x03 \x03(\v2\x15.sluice.v1.WindowPaneR\awindows\"z\n" +
+	"\x10PackedAggregates\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\x12\x16\n" +
+	"\x06counts\x18\x02 \x03(\x03R\x06counts\x12\x12\n" +
+	"\x04sums\x18\x03 \x03(\x01R\x04sums\x12\x12\n" +
+	"\x04mins\x18\x04 \x03(\x01R\x04mins\x12\x12\n" +
+	"\x04maxs\x18\x05 \x03(\x01R\x04maxs\"\x8d\x01\n" +
+	"\n" +
+	"WindowPane\x12\"\n" +
+	"\rstart_unix_ms\x18\x01 \x01(\x03R\vstartUnixMs\x12\x1e\n" +
+	"\vend_unix_ms\x18\x02 \x01(\x03R\tendUnixMs\x12;\n" +
+	"\n" +
+	"aggregates\x18\x03 \x01(\v2\x1b.sluice.v1.PackedAggregatesR\n" +
+	"aggregates\"\xa3\x01\n" +
 	"\x10CommittedOffsets\x124\n" +
 	"\aoffsets\x18\x01 \x03(\v2\x1a.sluice.v1.PartitionOffsetR\aoffsets\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\x03R\abatchId\x12>\n" +
@@ -3099,7 +3498,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(PlacementMode)(0),            // 0: sluice.v1.PlacementMode
 	(IsolationLevel)(0),           // 1: sluice.v1.IsolationLevel
@@ -3120,85 +3519,100 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(*Step)(nil),                  // 16: sluice.v1.Step
 	(*MapStep)(nil),               // 17: sluice.v1.MapStep
 	(*Aggregate)(nil),             // 18: sluice.v1.Aggregate
-	(*Sink)(nil),                  // 19: sluice.v1.Sink
-	(*KafkaSink)(nil),             // 20: sluice.v1.KafkaSink
-	(*CollectSink)(nil),           // 21: sluice.v1.CollectSink
-	(*Limits)(nil),                // 22: sluice.v1.Limits
-	(*Backpressure)(nil),          // 23: sluice.v1.Backpressure
-	(*Job)(nil),                   // 24: sluice.v1.Job
-	(*OffsetRange)(nil),           // 25: sluice.v1.OffsetRange
-	(*Batch)(nil),                 // 26: sluice.v1.Batch
-	(*TopicRanges)(nil),           // 27: sluice.v1.TopicRanges
-	(*BatchCap)(nil),              // 28: sluice.v1.BatchCap
-	(*DataLoss)(nil),              // 29: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 30: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 31: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 32: sluice.v1.OutputRecord
-	(*Header)(nil),                // 33: sluice.v1.Header
-	(*BatchResult)(nil),           // 34: sluice.v1.BatchResult
-	(*CommittedOffsets)(nil),      // 35: sluice.v1.CommittedOffsets
-	(*TopicOffsets)(nil),          // 36: sluice.v1.TopicOffsets
-	nil,                           // 37: sluice.v1.KafkaSource.PropertiesEntry
-	nil,                           // 38: sluice.v1.KafkaSink.HeadersEntry
-	nil,                           // 39: sluice.v1.KafkaSink.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*AggregateWindow)(nil),       // 19: sluice.v1.AggregateWindow
+	(*Sink)(nil),                  // 20: sluice.v1.Sink
+	(*KafkaSink)(nil),             // 21: sluice.v1.KafkaSink
+	(*CollectSink)(nil),           // 22: sluice.v1.CollectSink
+	(*Limits)(nil),                // 23: sluice.v1.Limits
+	(*Backpressure)(nil),          // 24: sluice.v1.Backpressure
+	(*Job)(nil),                   // 25: sluice.v1.Job
+	(*OffsetRange)(nil),           // 26: sluice.v1.OffsetRange
+	(*Batch)(nil),                 // 27: sluice.v1.Batch
+	(*TopicRanges)(nil),           // 28: sluice.v1.TopicRanges
+	(*BatchCap)(nil),              // 29: sluice.v1.BatchCap
+	(*DataLoss)(nil),              // 30: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 31: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 32: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 33: sluice.v1.OutputRecord
+	(*Header)(nil),                // 34: sluice.v1.Header
+	(*BatchResult)(nil),           // 35: sluice.v1.BatchResult
+	(*WindowResult)(nil),          // 36: sluice.v1.WindowResult
+	(*AggregateState)(nil),        // 37: sluice.v1.AggregateState
+	(*PackedAggregates)(nil),      // 38: sluice.v1.PackedAggregates
+	(*WindowPane)(nil),            // 39: sluice.v1.WindowPane
+	(*CommittedOffsets)(nil),      // 40: sluice.v1.CommittedOffsets
+	(*TopicOffsets)(nil),          // 41: sluice.v1.TopicOffsets
+	nil,                           // 42: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 43: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 44: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 45: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 46: google.protobuf.Timestamp
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
 	12, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	40, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	45, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
 	16, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
 	18, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
-	19, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
-	22, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
+	20, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
+	23, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
 	5,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
 	10, // 7: sluice.v1.JobSpec.placement:type_name -> sluice.v1.Placement
 	0,  // 8: sluice.v1.Placement.mode:type_name -> sluice.v1.PlacementMode
 	11, // 9: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
 	13, // 10: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
 	1,  // 11: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	37, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	42, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
 	2,  // 13: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
 	14, // 14: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	41, // 15: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	46, // 15: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
 	15, // 16: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
 	2,  // 17: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
 	17, // 18: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
 	3,  // 19: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
-	21, // 20: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	20, // 21: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
-	38, // 22: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
-	39, // 23: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
-	4,  // 24: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
-	40, // 25: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
-	40, // 26: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	23, // 27: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
-	9,  // 28: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	6,  // 29: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	41, // 30: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	41, // 31: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	41, // 32: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	7,  // 33: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	25, // 34: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	30, // 35: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	41, // 36: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	29, // 37: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	28, // 38: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
-	27, // 39: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
-	8,  // 40: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
-	40, // 41: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	40, // 42: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	40, // 43: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	33, // 44: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
-	31, // 45: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	32, // 46: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	15, // 47: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	36, // 48: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	19, // 20: sluice.v1.Aggregate.window:type_name -> sluice.v1.AggregateWindow
+	45, // 21: sluice.v1.AggregateWindow.length:type_name -> google.protobuf.Duration
+	45, // 22: sluice.v1.AggregateWindow.slide:type_name -> google.protobuf.Duration
+	22, // 23: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	21, // 24: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
+	43, // 25: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	44, // 26: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	4,  // 27: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
+	45, // 28: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	45, // 29: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	24, // 30: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
+	9,  // 31: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	6,  // 32: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	46, // 33: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	46, // 34: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	46, // 35: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	7,  // 36: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	26, // 37: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	31, // 38: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	46, // 39: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	30, // 40: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	29, // 41: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
+	28, // 42: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
+	8,  // 43: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
+	45, // 44: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	45, // 45: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	45, // 46: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	34, // 47: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	32, // 48: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	33, // 49: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	36, // 50: sluice.v1.BatchResult.windows:type_name -> sluice.v1.WindowResult
+	46, // 51: sluice.v1.WindowResult.start:type_name -> google.protobuf.Timestamp
+	46, // 52: sluice.v1.WindowResult.end:type_name -> google.protobuf.Timestamp
+	32, // 53: sluice.v1.WindowResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	38, // 54: sluice.v1.AggregateState.totals:type_name -> sluice.v1.PackedAggregates
+	39, // 55: sluice.v1.AggregateState.windows:type_name -> sluice.v1.WindowPane
+	38, // 56: sluice.v1.WindowPane.aggregates:type_name -> sluice.v1.PackedAggregates
+	15, // 57: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	41, // 58: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
+	59, // [59:59] is the sub-list for method output_type
+	59, // [59:59] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -3216,18 +3630,18 @@ func file_sluice_v1_job_proto_init() {
 		(*Step_Filter)(nil),
 		(*Step_Map)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[10].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[11].OneofWrappers = []any{
 		(*Sink_Collect)(nil),
 		(*Sink_Kafka)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[14].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   31,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
