@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-stream/sluice/offsetstore"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/steps"
+	"github.com/sluice-stream/sluice/window"
 )
 
 // errJobFailed wraps the reason a job can not go on; the runner records it
@@ -59,6 +60,8 @@ type jobRunner struct {
 	mirror chan *sluicev1.CommittedOffsets
 	// metrics are the job's series (nil: none, in tests).
 	metrics *jobMetrics
+	// agg is the aggregate state across batches (nil: the job keeps none).
+	agg *aggState
 }
 
 // Hooks let tests stop the lifecycle at its failure points. Each hook may
@@ -138,6 +141,9 @@ func (r *jobRunner) loop(ctx context.Context) error {
 	}
 	offs, err := r.loadOffsets(ctx)
 	if err != nil {
+		return err
+	}
+	if r.agg, err = r.loadState(ctx); err != nil {
 		return err
 	}
 	r.estimator = estimatorFor(r.spec, r.interval())
@@ -617,8 +623,16 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 		records = append(records, res.GetRecords()...)
 	}
 	var result *sluicev1.BatchResult
+	var commitState *sluicev1.AggregateState
+	var nextState window.State
 	if r.spec.GetAggregate() != nil {
 		result = &sluicev1.BatchResult{Job: r.name, BatchId: b.GetId(), Aggregates: steps.Merge(aggs...)}
+		if r.agg != nil {
+			if nextState, result.Windows, err = r.foldState(b, result.Aggregates); err != nil {
+				return offs, err
+			}
+			commitState = nextState.Encode()
+		}
 	} else if len(records) > 0 {
 		result = &sluicev1.BatchResult{Job: r.name, BatchId: b.GetId(), Records: records}
 	}
@@ -659,6 +673,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	rev, err := r.store.CommitBatch(cctx, offsetstore.Commit{
 		Batch: committed, BatchRevision: batchRev, Result: result,
 		Offsets: newOffs, OffsetsRevision: offs.ModRevision, Keep: r.keep, KeepBytes: r.keepBytes,
+		State: commitState, StateRevision: r.agg.revision(),
 	})
 	r.metrics.commitTook(time.Since(commitStart))
 	if errors.Is(err, offsetstore.ErrTooLarge) {
@@ -678,6 +693,9 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	}
 	if err != nil {
 		return offs, err
+	}
+	if r.agg != nil {
+		r.agg.state, r.agg.rev = nextState, rev
 	}
 	r.logger.Debug("batch committed", "batch", b.GetId(), "records_in", m.RecordsIn, "tasks", len(tasks),
 		"plan_ms", ms(r.planTook), "processing_ms", ms(m.ProcessingTime.AsDuration()),

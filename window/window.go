@@ -157,3 +157,26 @@ func cmpInt(a, b int64) int {
 	}
 	return 0
 }
+
+// Bounds of the state's key count (limits.max_state_keys). The state is
+// written with every batch commit, in one etcd request with the batch's
+// own result: 20000 keys of up to about 30 bytes stay well under etcd's
+// 1.5 MiB request limit even with every column present.
+const (
+	DefaultMaxKeys = 10_000
+	MaxKeys        = 20_000
+)
+
+// Stateful reports whether the job keeps aggregate state across batches.
+func Stateful(spec *sluicev1.JobSpec) bool {
+	a := spec.GetAggregate()
+	return a.GetRunning() || a.GetWindow() != nil
+}
+
+// KeyCap is the job's limits.max_state_keys, or its default.
+func KeyCap(spec *sluicev1.JobSpec) int {
+	if n := spec.GetLimits().GetMaxStateKeys(); n > 0 {
+		return int(min(n, MaxKeys))
+	}
+	return DefaultMaxKeys
+}

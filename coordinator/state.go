@@ -1,0 +1,70 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+
+	"github.com/sluice-stream/sluice/offsetstore"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"github.com/sluice-stream/sluice/window"
+)
+
+// aggState is the aggregate state across batches of a stateful job
+// (aggregate.running or aggregate.window) as of its last commit: the
+// runner folds each batch into it and commits the new state with the
+// batch's offsets, so a batch replayed after a crash folds into the same
+// old state and yields the same totals and windows.
+type aggState struct {
+	state window.State
+	// rev is the etcd ModRevision of the stored state (0: none stored).
+	rev int64
+}
+
+// loadState reads a stateful job's state; nil for a job that keeps none.
+func (r *jobRunner) loadState(ctx context.Context) (*aggState, error) {
+	if !window.Stateful(r.spec) {
+		return nil, nil
+	}
+	return retry(ctx, r, "load aggregate state", func(ctx context.Context) (*aggState, error) {
+		v, err := r.store.State(ctx, r.name)
+		if errors.Is(err, offsetstore.ErrNotFound) {
+			return &aggState{}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &aggState{state: window.Decode(v.Value), rev: v.ModRevision}, nil
+	})
+}
+
+// foldState folds a batch's merged aggregates into the job's state and
+// returns the new state and the windows the batch completes. A state past
+// its key cap fails the job: committing it would only grow toward etcd's
+// request limit.
+func (r *jobRunner) foldState(b *sluicev1.Batch, aggs []*sluicev1.KeyAggregate) (window.State, []*sluicev1.WindowResult, error) {
+	w, windowed := window.Of(r.spec)
+	next, emitted, err := r.agg.state.Fold(window.Batch{ID: b.GetId(), Time: b.GetBatchTime().AsTime(), Interval: r.interval(), Aggregates: aggs},
+		r.spec.GetAggregate().GetRunning(), w, windowed)
+	if err != nil {
+		// The state read is newer than the offsets: another leader
+		// committed meanwhile. Start over from what etcd holds.
+		return window.State{}, nil, errors.Join(offsetstore.ErrConflict, err)
+	}
+	if n, limit := next.Keys(), window.KeyCap(r.spec); n > limit {
+		return window.State{}, nil, jobFailure("batch %d: the aggregate state would hold %d keys, above limits.max_state_keys %d: raise limits.max_state_keys (at most %d), aggregate on a key with fewer values, or use shorter windows",
+			b.GetId(), n, limit, window.MaxKeys)
+	}
+	results := make([]*sluicev1.WindowResult, len(emitted))
+	for i, p := range emitted {
+		results[i] = p.Result()
+	}
+	return next, results, nil
+}
+
+// revision is the stored state's revision, 0 for none (or no state kept).
+func (a *aggState) revision() int64 {
+	if a == nil {
+		return 0
+	}
+	return a.rev
+}
