@@ -71,6 +71,7 @@ type aggregate struct {
 	key       *expr // nil: the record key
 	value     *expr // nil: no value, sum/min/max/avg stay 0
 	functions []sluicev1.AggregateFunction
+	event     *eventTime // nil: no event-time windows
 }
 
 // kafkaSink is the routing of a Kafka sink: the target topic, partition and
@@ -333,6 +334,9 @@ func (p *Program) compileAggregate(e *cel.Env, a *sluicev1.Aggregate) (*aggregat
 			Field: "aggregate.value",
 			Err:   fmt.Errorf("a numeric value expression is required by %s", strings.Join(needValue, ", ")),
 		}
+	}
+	if agg.event, err = p.compileEventTime(e, a.GetWindow()); err != nil {
+		return nil, err
 	}
 	return agg, nil
 }

@@ -38,26 +38,12 @@ func Of(spec *sluicev1.JobSpec) (w Windows, ok bool) {
 // Assign returns the windows [start, end) holding the instant t (Unix
 // milliseconds), oldest first.
 func (w Windows) Assign(t int64) []Pane {
-	length, slide := w.Length.Milliseconds(), w.Slide.Milliseconds()
-	if length <= 0 || slide <= 0 {
-		return nil
-	}
-	last := floorDiv(t, slide) * slide // the newest window start at or before t
+	length := w.Length.Milliseconds()
 	var out []Pane
-	for start := last - (length-1)/slide*slide; start <= last; start += slide {
-		if start <= t && t < start+length {
-			out = append(out, Pane{Start: start, End: start + length})
-		}
-	}
+	steps.WindowStarts(t, length, w.Slide.Milliseconds(), func(start int64) {
+		out = append(out, Pane{Start: start, End: start + length})
+	})
 	return out
-}
-
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b != 0 && (a < 0) != (b < 0) {
-		q--
-	}
-	return q
 }
 
 // Pane is one window: [Start, End) in Unix milliseconds, with the per-key

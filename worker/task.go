@@ -64,6 +64,9 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 		return fail(fmt.Errorf("a task with %d ranges for a transactional Kafka sink: %w", len(task.GetRanges()), errBadTask))
 	}
 	runner := prog.NewRunnerContext(ctx)
+	if task.WatermarkUnixMs != nil {
+		runner.SetWatermark(task.GetWatermarkUnixMs())
+	}
 	var out *kafkaOutput
 	switch k := spec.GetSink().GetKafka(); {
 	case k != nil:
@@ -104,6 +107,10 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	result := runner.Result()
 	res.RecordsIn, res.RecordsOut, res.RecordsFailed = result.In, result.Out, result.Failed
 	res.Aggregates, res.Records = result.Aggregates, result.Records
+	if ev := runner.EventResult(); ev.Seen {
+		res.Windows, res.RecordsLate = ev.Windows, ev.Late
+		res.MaxEventTimeUnixMs = &ev.MaxEventTime
+	}
 	res.Duration = durationpb.New(time.Since(start))
 	return res
 }

@@ -1290,11 +1290,15 @@ func (x *Aggregate) GetWindow() *AggregateWindow {
 // interval (or a later one) commits.
 type AggregateWindow struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Window length; a multiple of batch_interval.
+	// Window length; a multiple of batch_interval (processing time), or of a
+	// millisecond (event time).
 	Length *durationpb.Duration `protobuf:"bytes,1,opt,name=length,proto3" json:"length,omitempty"`
-	// Distance between window starts; a multiple of batch_interval, at most
-	// length. Default length (tumbling windows).
-	Slide         *durationpb.Duration `protobuf:"bytes,2,opt,name=slide,proto3" json:"slide,omitempty"`
+	// Distance between window starts, at most length; like length, a multiple
+	// of batch_interval or of a millisecond. Default length (tumbling windows).
+	Slide *durationpb.Duration `protobuf:"bytes,2,opt,name=slide,proto3" json:"slide,omitempty"`
+	// Set: windows are on each record's event time, not on batch times
+	// (Structured Streaming's event-time windows with a watermark).
+	EventTime     *EventTime `protobuf:"bytes,3,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1343,6 +1347,74 @@ func (x *AggregateWindow) GetSlide() *durationpb.Duration {
 	return nil
 }
 
+func (x *AggregateWindow) GetEventTime() *EventTime {
+	if x != nil {
+		return x.EventTime
+	}
+	return nil
+}
+
+// EventTime places records in windows by their own time. The watermark is
+// the greatest event time seen in committed batches minus watermark_delay;
+// it advances only when a batch commits. A window is emitted once, when the
+// watermark reaches its end; a record whose every window was emitted
+// already is late: counted (BatchMetrics.records_late) and dropped.
+type EventTime struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CEL expression giving the record's event time, a timestamp (e.g.
+	// timestamp(json.ts)); empty means the Kafka record timestamp.
+	TimeExpr string `protobuf:"bytes,1,opt,name=time_expr,json=timeExpr,proto3" json:"time_expr,omitempty"`
+	// How far behind the greatest event time seen the watermark stays, so
+	// that records up to that late still count; default 0, at most 24h.
+	WatermarkDelay *durationpb.Duration `protobuf:"bytes,2,opt,name=watermark_delay,json=watermarkDelay,proto3" json:"watermark_delay,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EventTime) Reset() {
+	*x = EventTime{}
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventTime) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventTime) ProtoMessage() {}
+
+func (x *EventTime) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventTime.ProtoReflect.Descriptor instead.
+func (*EventTime) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EventTime) GetTimeExpr() string {
+	if x != nil {
+		return x.TimeExpr
+	}
+	return ""
+}
+
+func (x *EventTime) GetWatermarkDelay() *durationpb.Duration {
+	if x != nil {
+		return x.WatermarkDelay
+	}
+	return nil
+}
+
 type Sink struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -1356,7 +1428,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1440,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1453,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Sink) GetKind() isSink_Kind {
@@ -1458,7 +1530,7 @@ type KafkaSink struct {
 
 func (x *KafkaSink) Reset() {
 	*x = KafkaSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1542,7 @@ func (x *KafkaSink) String() string {
 func (*KafkaSink) ProtoMessage() {}
 
 func (x *KafkaSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1555,7 @@ func (x *KafkaSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSink.ProtoReflect.Descriptor instead.
 func (*KafkaSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KafkaSink) GetBootstrapServers() string {
@@ -1559,7 +1631,7 @@ type CollectSink struct {
 
 func (x *CollectSink) Reset() {
 	*x = CollectSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +1643,7 @@ func (x *CollectSink) String() string {
 func (*CollectSink) ProtoMessage() {}
 
 func (x *CollectSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +1656,7 @@ func (x *CollectSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectSink.ProtoReflect.Descriptor instead.
 func (*CollectSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 type Limits struct {
@@ -1635,7 +1707,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1719,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1732,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Limits) GetMaxRatePerPartition() int64 {
@@ -1768,7 +1840,7 @@ type Backpressure struct {
 
 func (x *Backpressure) Reset() {
 	*x = Backpressure{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +1852,7 @@ func (x *Backpressure) String() string {
 func (*Backpressure) ProtoMessage() {}
 
 func (x *Backpressure) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +1865,7 @@ func (x *Backpressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backpressure.ProtoReflect.Descriptor instead.
 func (*Backpressure) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Backpressure) GetEnabled() bool {
@@ -1855,7 +1927,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +1939,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +1952,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Job) GetSpec() *JobSpec {
@@ -1953,7 +2025,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2037,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2050,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OffsetRange) GetTopic() string {
@@ -2032,7 +2104,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2116,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2129,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Batch) GetJob() string {
@@ -2144,7 +2216,7 @@ type TopicRanges struct {
 
 func (x *TopicRanges) Reset() {
 	*x = TopicRanges{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2156,7 +2228,7 @@ func (x *TopicRanges) String() string {
 func (*TopicRanges) ProtoMessage() {}
 
 func (x *TopicRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2169,7 +2241,7 @@ func (x *TopicRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicRanges.ProtoReflect.Descriptor instead.
 func (*TopicRanges) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TopicRanges) GetTopic() string {
@@ -2217,7 +2289,7 @@ type BatchCap struct {
 
 func (x *BatchCap) Reset() {
 	*x = BatchCap{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2301,7 @@ func (x *BatchCap) String() string {
 func (*BatchCap) ProtoMessage() {}
 
 func (x *BatchCap) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2314,7 @@ func (x *BatchCap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCap.ProtoReflect.Descriptor instead.
 func (*BatchCap) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BatchCap) GetSource() CapSource {
@@ -2288,7 +2360,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2372,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2385,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -2370,13 +2442,16 @@ type BatchMetrics struct {
 	TaskAttempts int32 `protobuf:"varint,8,opt,name=task_attempts,json=taskAttempts,proto3" json:"task_attempts,omitempty"`
 	// Speculative copies of slow tasks launched (limits.speculation_multiplier).
 	SpeculativeTasks int32 `protobuf:"varint,9,opt,name=speculative_tasks,json=speculativeTasks,proto3" json:"speculative_tasks,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Records dropped as late by event-time windows: every window they fall
+	// in was emitted already.
+	RecordsLate   int64 `protobuf:"varint,30,opt,name=records_late,json=recordsLate,proto3" json:"records_late,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2463,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2476,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -2467,6 +2542,13 @@ func (x *BatchMetrics) GetSpeculativeTasks() int32 {
 	return 0
 }
 
+func (x *BatchMetrics) GetRecordsLate() int64 {
+	if x != nil {
+		return x.RecordsLate
+	}
+	return 0
+}
+
 // KeyAggregate is the aggregate of one key; avg is sum/count.
 type KeyAggregate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2486,7 +2568,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2580,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2593,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -2583,7 +2665,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +2677,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +2690,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -2677,7 +2759,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +2771,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +2784,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Header) GetKey() string {
@@ -2736,7 +2818,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2748,7 +2830,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2761,7 +2843,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -2813,7 +2895,7 @@ type WindowResult struct {
 
 func (x *WindowResult) Reset() {
 	*x = WindowResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2825,7 +2907,7 @@ func (x *WindowResult) String() string {
 func (*WindowResult) ProtoMessage() {}
 
 func (x *WindowResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2838,7 +2920,7 @@ func (x *WindowResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowResult.ProtoReflect.Descriptor instead.
 func (*WindowResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WindowResult) GetStart() *timestamppb.Timestamp {
@@ -2872,14 +2954,17 @@ type AggregateState struct {
 	// aggregate.running: the totals since the job started.
 	Totals *PackedAggregates `protobuf:"bytes,2,opt,name=totals,proto3" json:"totals,omitempty"`
 	// aggregate.window: the windows not emitted yet, oldest first.
-	Windows       []*WindowPane `protobuf:"bytes,3,rep,name=windows,proto3" json:"windows,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Windows []*WindowPane `protobuf:"bytes,3,rep,name=windows,proto3" json:"windows,omitempty"`
+	// aggregate.window.event_time: the watermark, Unix milliseconds; unset
+	// before any record was seen.
+	WatermarkUnixMs *int64 `protobuf:"varint,4,opt,name=watermark_unix_ms,json=watermarkUnixMs,proto3,oneof" json:"watermark_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AggregateState) Reset() {
 	*x = AggregateState{}
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2891,7 +2976,7 @@ func (x *AggregateState) String() string {
 func (*AggregateState) ProtoMessage() {}
 
 func (x *AggregateState) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2904,7 +2989,7 @@ func (x *AggregateState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AggregateState.ProtoReflect.Descriptor instead.
 func (*AggregateState) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AggregateState) GetBatchId() int64 {
@@ -2928,6 +3013,13 @@ func (x *AggregateState) GetWindows() []*WindowPane {
 	return nil
 }
 
+func (x *AggregateState) GetWatermarkUnixMs() int64 {
+	if x != nil && x.WatermarkUnixMs != nil {
+		return *x.WatermarkUnixMs
+	}
+	return 0
+}
+
 // PackedAggregates are per-key aggregates as columns: keys[i] (exact bytes)
 // has counts[i] and, when the column is present, sums[i], mins[i] and
 // maxs[i]. A column whose values are all 0 is omitted.
@@ -2944,7 +3036,7 @@ type PackedAggregates struct {
 
 func (x *PackedAggregates) Reset() {
 	*x = PackedAggregates{}
-	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2956,7 +3048,7 @@ func (x *PackedAggregates) String() string {
 func (*PackedAggregates) ProtoMessage() {}
 
 func (x *PackedAggregates) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2969,7 +3061,7 @@ func (x *PackedAggregates) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackedAggregates.ProtoReflect.Descriptor instead.
 func (*PackedAggregates) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PackedAggregates) GetKeys() [][]byte {
@@ -3019,7 +3111,7 @@ type WindowPane struct {
 
 func (x *WindowPane) Reset() {
 	*x = WindowPane{}
-	mi := &file_sluice_v1_job_proto_msgTypes[30]
+	mi := &file_sluice_v1_job_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3031,7 +3123,7 @@ func (x *WindowPane) String() string {
 func (*WindowPane) ProtoMessage() {}
 
 func (x *WindowPane) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[30]
+	mi := &file_sluice_v1_job_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3044,7 +3136,7 @@ func (x *WindowPane) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowPane.ProtoReflect.Descriptor instead.
 func (*WindowPane) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{30}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WindowPane) GetStartUnixMs() int64 {
@@ -3084,7 +3176,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[31]
+	mi := &file_sluice_v1_job_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3096,7 +3188,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[31]
+	mi := &file_sluice_v1_job_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3109,7 +3201,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{31}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -3145,7 +3237,7 @@ type TopicOffsets struct {
 
 func (x *TopicOffsets) Reset() {
 	*x = TopicOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[32]
+	mi := &file_sluice_v1_job_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3157,7 +3249,7 @@ func (x *TopicOffsets) String() string {
 func (*TopicOffsets) ProtoMessage() {}
 
 func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[32]
+	mi := &file_sluice_v1_job_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3170,7 +3262,7 @@ func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicOffsets.ProtoReflect.Descriptor instead.
 func (*TopicOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{32}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TopicOffsets) GetTopic() string {
@@ -3255,10 +3347,15 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12:\n" +
 	"\tfunctions\x18\x03 \x03(\x0e2\x1c.sluice.v1.AggregateFunctionR\tfunctions\x12\x18\n" +
 	"\arunning\x18\x1e \x01(\bR\arunning\x122\n" +
-	"\x06window\x18\x1f \x01(\v2\x1a.sluice.v1.AggregateWindowR\x06window\"u\n" +
+	"\x06window\x18\x1f \x01(\v2\x1a.sluice.v1.AggregateWindowR\x06window\"\xaa\x01\n" +
 	"\x0fAggregateWindow\x121\n" +
 	"\x06length\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06length\x12/\n" +
-	"\x05slide\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05slide\"p\n" +
+	"\x05slide\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05slide\x123\n" +
+	"\n" +
+	"event_time\x18\x03 \x01(\v2\x14.sluice.v1.EventTimeR\teventTime\"l\n" +
+	"\tEventTime\x12\x1b\n" +
+	"\ttime_expr\x18\x01 \x01(\tR\btimeExpr\x12B\n" +
+	"\x0fwatermark_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ewatermarkDelay\"p\n" +
 	"\x04Sink\x122\n" +
 	"\acollect\x18\x01 \x01(\v2\x16.sluice.v1.CollectSinkH\x00R\acollect\x12,\n" +
 	"\x05kafka\x18\x02 \x01(\v2\x14.sluice.v1.KafkaSinkH\x00R\x05kafkaB\x06\n" +
@@ -3361,7 +3458,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\vfrom_offset\x18\x03 \x01(\x03R\n" +
 	"fromOffset\x12!\n" +
 	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xa3\x03\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xc6\x03\n" +
 	"\fBatchMetrics\x12\x1d\n" +
 	"\n" +
 	"records_in\x18\x01 \x01(\x03R\trecordsIn\x12\x1f\n" +
@@ -3374,7 +3471,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"totalDelay\x12\x14\n" +
 	"\x05tasks\x18\a \x01(\x05R\x05tasks\x12#\n" +
 	"\rtask_attempts\x18\b \x01(\x05R\ftaskAttempts\x12+\n" +
-	"\x11speculative_tasks\x18\t \x01(\x05R\x10speculativeTasks\"\x9b\x01\n" +
+	"\x11speculative_tasks\x18\t \x01(\x05R\x10speculativeTasks\x12!\n" +
+	"\frecords_late\x18\x1e \x01(\x03R\vrecordsLate\"\x9b\x01\n" +
 	"\fKeyAggregate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x10\n" +
@@ -3409,11 +3507,13 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\x127\n" +
 	"\n" +
 	"aggregates\x18\x03 \x03(\v2\x17.sluice.v1.KeyAggregateR\n" +
-	"aggregates\"\x91\x01\n" +
+	"aggregates\"\xd8\x01\n" +
 	"\x0eAggregateState\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\x03R\abatchId\x123\n" +
 	"\x06totals\x18\x02 \x01(\v2\x1b.sluice.v1.PackedAggregatesR\x06totals\x12/\n" +
-	"\awindows\x18\x03 \x03(\v2\x15.sluice.v1.WindowPaneR\awindows\"z\n" +
+	"\awindows\x18\x03 \x03(\v2\x15.sluice.v1.WindowPaneR\awindows\x12/\n" +
+	"\x11watermark_unix_ms\x18\x04 \x01(\x03H\x00R\x0fwatermarkUnixMs\x88\x01\x01B\x14\n" +
+	"\x12_watermark_unix_ms\"z\n" +
 	"\x10PackedAggregates\x12\x12\n" +
 	"\x04keys\x18\x01 \x03(\fR\x04keys\x12\x16\n" +
 	"\x06counts\x18\x02 \x03(\x03R\x06counts\x12\x12\n" +
@@ -3498,7 +3598,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(PlacementMode)(0),            // 0: sluice.v1.PlacementMode
 	(IsolationLevel)(0),           // 1: sluice.v1.IsolationLevel
@@ -3520,99 +3620,102 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(*MapStep)(nil),               // 17: sluice.v1.MapStep
 	(*Aggregate)(nil),             // 18: sluice.v1.Aggregate
 	(*AggregateWindow)(nil),       // 19: sluice.v1.AggregateWindow
-	(*Sink)(nil),                  // 20: sluice.v1.Sink
-	(*KafkaSink)(nil),             // 21: sluice.v1.KafkaSink
-	(*CollectSink)(nil),           // 22: sluice.v1.CollectSink
-	(*Limits)(nil),                // 23: sluice.v1.Limits
-	(*Backpressure)(nil),          // 24: sluice.v1.Backpressure
-	(*Job)(nil),                   // 25: sluice.v1.Job
-	(*OffsetRange)(nil),           // 26: sluice.v1.OffsetRange
-	(*Batch)(nil),                 // 27: sluice.v1.Batch
-	(*TopicRanges)(nil),           // 28: sluice.v1.TopicRanges
-	(*BatchCap)(nil),              // 29: sluice.v1.BatchCap
-	(*DataLoss)(nil),              // 30: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 31: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 32: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 33: sluice.v1.OutputRecord
-	(*Header)(nil),                // 34: sluice.v1.Header
-	(*BatchResult)(nil),           // 35: sluice.v1.BatchResult
-	(*WindowResult)(nil),          // 36: sluice.v1.WindowResult
-	(*AggregateState)(nil),        // 37: sluice.v1.AggregateState
-	(*PackedAggregates)(nil),      // 38: sluice.v1.PackedAggregates
-	(*WindowPane)(nil),            // 39: sluice.v1.WindowPane
-	(*CommittedOffsets)(nil),      // 40: sluice.v1.CommittedOffsets
-	(*TopicOffsets)(nil),          // 41: sluice.v1.TopicOffsets
-	nil,                           // 42: sluice.v1.KafkaSource.PropertiesEntry
-	nil,                           // 43: sluice.v1.KafkaSink.HeadersEntry
-	nil,                           // 44: sluice.v1.KafkaSink.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 45: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 46: google.protobuf.Timestamp
+	(*EventTime)(nil),             // 20: sluice.v1.EventTime
+	(*Sink)(nil),                  // 21: sluice.v1.Sink
+	(*KafkaSink)(nil),             // 22: sluice.v1.KafkaSink
+	(*CollectSink)(nil),           // 23: sluice.v1.CollectSink
+	(*Limits)(nil),                // 24: sluice.v1.Limits
+	(*Backpressure)(nil),          // 25: sluice.v1.Backpressure
+	(*Job)(nil),                   // 26: sluice.v1.Job
+	(*OffsetRange)(nil),           // 27: sluice.v1.OffsetRange
+	(*Batch)(nil),                 // 28: sluice.v1.Batch
+	(*TopicRanges)(nil),           // 29: sluice.v1.TopicRanges
+	(*BatchCap)(nil),              // 30: sluice.v1.BatchCap
+	(*DataLoss)(nil),              // 31: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 32: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 33: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 34: sluice.v1.OutputRecord
+	(*Header)(nil),                // 35: sluice.v1.Header
+	(*BatchResult)(nil),           // 36: sluice.v1.BatchResult
+	(*WindowResult)(nil),          // 37: sluice.v1.WindowResult
+	(*AggregateState)(nil),        // 38: sluice.v1.AggregateState
+	(*PackedAggregates)(nil),      // 39: sluice.v1.PackedAggregates
+	(*WindowPane)(nil),            // 40: sluice.v1.WindowPane
+	(*CommittedOffsets)(nil),      // 41: sluice.v1.CommittedOffsets
+	(*TopicOffsets)(nil),          // 42: sluice.v1.TopicOffsets
+	nil,                           // 43: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 44: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 45: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 46: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 47: google.protobuf.Timestamp
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
 	12, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	45, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	46, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
 	16, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
 	18, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
-	20, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
-	23, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
+	21, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
+	24, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
 	5,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
 	10, // 7: sluice.v1.JobSpec.placement:type_name -> sluice.v1.Placement
 	0,  // 8: sluice.v1.Placement.mode:type_name -> sluice.v1.PlacementMode
 	11, // 9: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
 	13, // 10: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
 	1,  // 11: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	42, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	43, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
 	2,  // 13: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
 	14, // 14: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	46, // 15: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	47, // 15: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
 	15, // 16: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
 	2,  // 17: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
 	17, // 18: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
 	3,  // 19: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
 	19, // 20: sluice.v1.Aggregate.window:type_name -> sluice.v1.AggregateWindow
-	45, // 21: sluice.v1.AggregateWindow.length:type_name -> google.protobuf.Duration
-	45, // 22: sluice.v1.AggregateWindow.slide:type_name -> google.protobuf.Duration
-	22, // 23: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	21, // 24: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
-	43, // 25: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
-	44, // 26: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
-	4,  // 27: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
-	45, // 28: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
-	45, // 29: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	24, // 30: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
-	9,  // 31: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	6,  // 32: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	46, // 33: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	46, // 34: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	46, // 35: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	7,  // 36: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	26, // 37: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	31, // 38: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	46, // 39: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	30, // 40: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	29, // 41: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
-	28, // 42: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
-	8,  // 43: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
-	45, // 44: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	45, // 45: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	45, // 46: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	34, // 47: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
-	32, // 48: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	33, // 49: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	36, // 50: sluice.v1.BatchResult.windows:type_name -> sluice.v1.WindowResult
-	46, // 51: sluice.v1.WindowResult.start:type_name -> google.protobuf.Timestamp
-	46, // 52: sluice.v1.WindowResult.end:type_name -> google.protobuf.Timestamp
-	32, // 53: sluice.v1.WindowResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	38, // 54: sluice.v1.AggregateState.totals:type_name -> sluice.v1.PackedAggregates
-	39, // 55: sluice.v1.AggregateState.windows:type_name -> sluice.v1.WindowPane
-	38, // 56: sluice.v1.WindowPane.aggregates:type_name -> sluice.v1.PackedAggregates
-	15, // 57: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	41, // 58: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
-	59, // [59:59] is the sub-list for method output_type
-	59, // [59:59] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	46, // 21: sluice.v1.AggregateWindow.length:type_name -> google.protobuf.Duration
+	46, // 22: sluice.v1.AggregateWindow.slide:type_name -> google.protobuf.Duration
+	20, // 23: sluice.v1.AggregateWindow.event_time:type_name -> sluice.v1.EventTime
+	46, // 24: sluice.v1.EventTime.watermark_delay:type_name -> google.protobuf.Duration
+	23, // 25: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	22, // 26: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
+	44, // 27: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	45, // 28: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	4,  // 29: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
+	46, // 30: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	46, // 31: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	25, // 32: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
+	9,  // 33: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	6,  // 34: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	47, // 35: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	47, // 36: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	47, // 37: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	7,  // 38: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	27, // 39: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	32, // 40: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	47, // 41: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	31, // 42: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	30, // 43: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
+	29, // 44: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
+	8,  // 45: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
+	46, // 46: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	46, // 47: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	46, // 48: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	35, // 49: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	33, // 50: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	34, // 51: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	37, // 52: sluice.v1.BatchResult.windows:type_name -> sluice.v1.WindowResult
+	47, // 53: sluice.v1.WindowResult.start:type_name -> google.protobuf.Timestamp
+	47, // 54: sluice.v1.WindowResult.end:type_name -> google.protobuf.Timestamp
+	33, // 55: sluice.v1.WindowResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	39, // 56: sluice.v1.AggregateState.totals:type_name -> sluice.v1.PackedAggregates
+	40, // 57: sluice.v1.AggregateState.windows:type_name -> sluice.v1.WindowPane
+	39, // 58: sluice.v1.WindowPane.aggregates:type_name -> sluice.v1.PackedAggregates
+	15, // 59: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	42, // 60: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
+	61, // [61:61] is the sub-list for method output_type
+	61, // [61:61] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -3630,18 +3733,19 @@ func file_sluice_v1_job_proto_init() {
 		(*Step_Filter)(nil),
 		(*Step_Map)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[11].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[12].OneofWrappers = []any{
 		(*Sink_Collect)(nil),
 		(*Sink_Kafka)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[15].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[16].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[29].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
