@@ -588,14 +588,15 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	tasks := make([]*sluicev1.Task, len(pieces))
 	for i, rg := range pieces {
 		tasks[i] = &sluicev1.Task{
-			Key:         &sluicev1.TaskKey{Job: r.name, BatchId: b.GetId(), Index: int32(i)},
-			Range:       rg.OffsetRange,
-			Ranges:      rg.ranges,
-			Piece:       rg.piece,
-			Spec:        r.spec,
-			SpecVersion: r.specVersion,
-			Timeout:     durationpb.New(timeout),
-			Incarnation: r.incarnation,
+			Key:             &sluicev1.TaskKey{Job: r.name, BatchId: b.GetId(), Index: int32(i)},
+			Range:           rg.OffsetRange,
+			Ranges:          rg.ranges,
+			Piece:           rg.piece,
+			Spec:            r.spec,
+			SpecVersion:     r.specVersion,
+			Timeout:         durationpb.New(timeout),
+			Incarnation:     r.incarnation,
+			WatermarkUnixMs: r.watermark(),
 		}
 	}
 	dispatched := func() {
@@ -619,6 +620,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 		m.RecordsIn += res.GetRecordsIn()
 		m.RecordsOut += res.GetRecordsOut()
 		m.RecordsFailed += res.GetRecordsFailed()
+		m.RecordsLate += res.GetRecordsLate()
 		aggs = append(aggs, res.GetAggregates())
 		records = append(records, res.GetRecords()...)
 	}
@@ -628,7 +630,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	if r.spec.GetAggregate() != nil {
 		result = &sluicev1.BatchResult{Job: r.name, BatchId: b.GetId(), Aggregates: steps.Merge(aggs...)}
 		if r.agg != nil {
-			if nextState, result.Windows, err = r.foldState(b, result.Aggregates); err != nil {
+			if nextState, result.Windows, err = r.foldState(b, result.Aggregates, out.results); err != nil {
 				return offs, err
 			}
 			commitState = nextState.Encode()

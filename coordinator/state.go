@@ -37,14 +37,19 @@ func (r *jobRunner) loadState(ctx context.Context) (*aggState, error) {
 	})
 }
 
-// foldState folds a batch's merged aggregates into the job's state and
-// returns the new state and the windows the batch completes. A state past
-// its key cap fails the job: committing it would only grow toward etcd's
-// request limit.
-func (r *jobRunner) foldState(b *sluicev1.Batch, aggs []*sluicev1.KeyAggregate) (window.State, []*sluicev1.WindowResult, error) {
-	w, windowed := window.Of(r.spec)
-	next, emitted, err := r.agg.state.Fold(window.Batch{ID: b.GetId(), Time: b.GetBatchTime().AsTime(), Interval: r.interval(), Aggregates: aggs},
-		r.spec.GetAggregate().GetRunning(), w, windowed)
+// foldState folds a batch's merged aggregates (and, for event-time
+// windows, its tasks' windows) into the job's state and returns the new
+// state and the windows the batch completes. A state past its key cap fails
+// the job: committing it would only grow toward etcd's request limit.
+func (r *jobRunner) foldState(b *sluicev1.Batch, aggs []*sluicev1.KeyAggregate, results []*sluicev1.TaskResult) (window.State, []*sluicev1.WindowResult, error) {
+	wb := window.Batch{ID: b.GetId(), Time: b.GetBatchTime().AsTime(), Interval: r.interval(), Aggregates: aggs}
+	for _, res := range results {
+		wb.Windows = append(wb.Windows, res.GetWindows()...)
+		if res.MaxEventTimeUnixMs != nil && (!wb.SawEvents || res.GetMaxEventTimeUnixMs() > wb.MaxEventTime) {
+			wb.MaxEventTime, wb.SawEvents = res.GetMaxEventTimeUnixMs(), true
+		}
+	}
+	next, emitted, err := r.agg.state.Fold(wb, window.Of(r.spec))
 	if err != nil {
 		// The state read is newer than the offsets: another leader
 		// committed meanwhile. Start over from what etcd holds.
@@ -54,11 +59,22 @@ func (r *jobRunner) foldState(b *sluicev1.Batch, aggs []*sluicev1.KeyAggregate) 
 		return window.State{}, nil, jobFailure("batch %d: the aggregate state would hold %d keys, above limits.max_state_keys %d: raise limits.max_state_keys (at most %d), aggregate on a key with fewer values, or use shorter windows",
 			b.GetId(), n, limit, window.MaxKeys)
 	}
-	results := make([]*sluicev1.WindowResult, len(emitted))
+	out := make([]*sluicev1.WindowResult, len(emitted))
 	for i, p := range emitted {
-		results[i] = p.Result()
+		out[i] = p.Result()
 	}
-	return next, results, nil
+	return next, out, nil
+}
+
+// watermark is the event-time watermark the job's tasks drop late records
+// against: the committed one, so that a batch re-run after a crash drops
+// exactly the same records. nil: none yet, or no event-time windows.
+func (r *jobRunner) watermark() *int64 {
+	if r.agg == nil || !r.agg.state.HasWatermark {
+		return nil
+	}
+	wm := r.agg.state.Watermark
+	return &wm
 }
 
 // revision is the stored state's revision, 0 for none (or no state kept).

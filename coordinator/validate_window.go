@@ -12,19 +12,32 @@ import (
 // many open windows.
 const maxWindowsPerBatch = 100
 
-// validateWindow checks aggregate.window: processing-time windows over
-// whole batches, so length and slide are multiples of the batch interval.
+// validateWindow checks aggregate.window: processing-time windows are
+// made of whole batches, so length and slide are multiples of the batch
+// interval; event-time windows are in milliseconds.
 func validateWindow(spec *sluicev1.JobSpec) error {
 	aw := spec.GetAggregate().GetWindow()
 	if aw == nil {
 		return nil
 	}
-	interval := time.Second
+	interval, unit := time.Second, "batch_interval"
 	if d := spec.GetBatchInterval().AsDuration(); d > 0 {
 		interval = d
 	}
+	if et := aw.GetEventTime(); et != nil {
+		// Event-time windows are on record times, in milliseconds.
+		interval, unit = time.Millisecond, "a millisecond"
+		if wd := et.GetWatermarkDelay(); wd != nil {
+			if err := wd.CheckValid(); err != nil {
+				return invalid("aggregate.window.event_time.watermark_delay", "%v", err)
+			}
+			if d := wd.AsDuration(); d < 0 || d > maxDuration {
+				return invalid("aggregate.window.event_time.watermark_delay", "%s: use 0 to 24h", d)
+			}
+		}
+	}
 	if aw.GetLength() == nil {
-		return invalid("aggregate.window.length", "a window length is required (a multiple of batch_interval %s)", interval)
+		return invalid("aggregate.window.length", "a window length is required (a multiple of %s %s)", unit, interval)
 	}
 	check := func(field string, d *durationpb.Duration) (time.Duration, error) {
 		if err := d.CheckValid(); err != nil {
@@ -36,8 +49,10 @@ func validateWindow(spec *sluicev1.JobSpec) error {
 			return 0, invalid(field, "%s: must be positive", v)
 		case v > maxDuration:
 			return 0, invalid(field, "%s is above the 24h maximum", v)
-		case v%interval != 0:
+		case v%interval != 0 && unit == "batch_interval":
 			return 0, invalid(field, "%s is not a multiple of batch_interval %s: windows are made of whole batches", v, interval)
+		case v%interval != 0:
+			return 0, invalid(field, "%s is not a whole number of milliseconds", v)
 		}
 		return v, nil
 	}

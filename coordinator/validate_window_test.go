@@ -28,6 +28,10 @@ func TestValidateStateValid(t *testing.T) {
 		"sliding window":        windowed(10*time.Second, 4*time.Second),
 		"running and windowed":  func(s *sluicev1.JobSpec) { windowed(4*time.Second, 2*time.Second)(s); s.Aggregate.Running = true },
 		"max state keys at cap": func(s *sluicev1.JobSpec) { s.Aggregate.Running = true; s.Limits.MaxStateKeys = 20000 },
+		"event time, any whole milliseconds": func(s *sluicev1.JobSpec) {
+			windowed(1500*time.Millisecond, 500*time.Millisecond)(s)
+			s.Aggregate.Window.EventTime = &sluicev1.EventTime{TimeExpr: `timestamp(int(size(value)))`, WatermarkDelay: durationpb.New(5 * time.Second)}
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := validJobSpec()
@@ -66,6 +70,18 @@ func TestValidateStateInvalid(t *testing.T) {
 			windowed(4*time.Second, 0)(s)
 			s.Aggregate.Window.Slide = &durationpb.Duration{Seconds: 1, Nanos: -1}
 		}, wantField: "aggregate.window.slide"},
+		{name: "event-time length not whole milliseconds", modify: func(s *sluicev1.JobSpec) {
+			windowed(1500*time.Microsecond, 0)(s)
+			s.Aggregate.Window.EventTime = &sluicev1.EventTime{}
+		}, wantField: "aggregate.window.length", wantInError: []string{"1.5ms is not a whole number of milliseconds"}},
+		{name: "negative watermark delay", modify: func(s *sluicev1.JobSpec) {
+			windowed(4*time.Second, 0)(s)
+			s.Aggregate.Window.EventTime = &sluicev1.EventTime{WatermarkDelay: durationpb.New(-time.Second)}
+		}, wantField: "aggregate.window.event_time.watermark_delay", wantInError: []string{"-1s"}},
+		{name: "time expression not a timestamp", modify: func(s *sluicev1.JobSpec) {
+			windowed(4*time.Second, 0)(s)
+			s.Aggregate.Window.EventTime = &sluicev1.EventTime{TimeExpr: `size(value)`}
+		}, wantField: "aggregate.window.event_time.time_expr", wantInError: []string{"want a timestamp"}},
 		{name: "max state keys negative", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxStateKeys = -1 },
 			wantField: "limits.max_state_keys", wantInError: []string{"-1", "default 10000"}},
 		{name: "max state keys above the ceiling", modify: func(s *sluicev1.JobSpec) { s.Limits.MaxStateKeys = 20001 },

@@ -17,6 +17,9 @@ import (
 // Encode is the state as stored.
 func (s State) Encode() *sluicev1.AggregateState {
 	out := &sluicev1.AggregateState{BatchId: s.BatchID}
+	if s.HasWatermark {
+		out.WatermarkUnixMs = &s.Watermark
+	}
 	if len(s.Totals) > 0 {
 		out.Totals = Pack(s.Totals)
 	}
@@ -28,7 +31,7 @@ func (s State) Encode() *sluicev1.AggregateState {
 
 // Decode is the stored state; nil is the empty state.
 func Decode(st *sluicev1.AggregateState) State {
-	s := State{BatchID: st.GetBatchId(), Totals: Unpack(st.GetTotals())}
+	s := State{BatchID: st.GetBatchId(), Totals: Unpack(st.GetTotals()), Watermark: st.GetWatermarkUnixMs(), HasWatermark: st.WatermarkUnixMs != nil}
 	for _, p := range st.GetWindows() {
 		s.Open = append(s.Open, Pane{Start: p.GetStartUnixMs(), End: p.GetEndUnixMs(), Aggregates: Unpack(p.GetAggregates())})
 	}

@@ -21,18 +21,37 @@ type Windows struct {
 	Length, Slide time.Duration
 }
 
-// Of returns the job's windows, or ok false when it has none.
-func Of(spec *sluicev1.JobSpec) (w Windows, ok bool) {
-	aw := spec.GetAggregate().GetWindow()
+// Config is what a job keeps across batches.
+type Config struct {
+	// Running keeps per-key totals since the job started.
+	Running bool
+	// Windowed: Windows are kept, on batch times, or on event times when
+	// EventTime (with the watermark Delay behind the greatest one seen).
+	Windowed  bool
+	Windows   Windows
+	EventTime bool
+	Delay     time.Duration
+}
+
+// Of returns the job's configuration.
+func Of(spec *sluicev1.JobSpec) Config {
+	a := spec.GetAggregate()
+	c := Config{Running: a.GetRunning()}
+	aw := a.GetWindow()
 	if aw == nil {
-		return Windows{}, false
+		return c
 	}
-	w.Length = aw.GetLength().AsDuration()
-	w.Slide = aw.GetSlide().AsDuration()
-	if w.Slide <= 0 {
-		w.Slide = w.Length
+	c.Windowed = true
+	c.Windows.Length = aw.GetLength().AsDuration()
+	c.Windows.Slide = aw.GetSlide().AsDuration()
+	if c.Windows.Slide <= 0 {
+		c.Windows.Slide = c.Windows.Length
 	}
-	return w, true
+	if et := aw.GetEventTime(); et != nil {
+		c.EventTime = true
+		c.Delay = et.GetWatermarkDelay().AsDuration()
+	}
+	return c
 }
 
 // Assign returns the windows [start, end) holding the instant t (Unix
@@ -70,6 +89,10 @@ type State struct {
 	Totals []*sluicev1.KeyAggregate
 	// Open are the windows not emitted yet, oldest first.
 	Open []Pane
+	// Watermark (event time, Unix ms; HasWatermark false before any event
+	// time was seen): windows ending at or before it were emitted.
+	Watermark    int64
+	HasWatermark bool
 }
 
 // Keys is how many keys the state holds: the totals' and every open
@@ -90,46 +113,80 @@ type Batch struct {
 	// Interval is the job's batch interval.
 	Interval   time.Duration
 	Aggregates []*sluicev1.KeyAggregate
+	// Event time: the tasks' windows (a window may come from several
+	// tasks), and the greatest event time they saw (SawEvents).
+	Windows      []*sluicev1.WindowResult
+	MaxEventTime int64
+	SawEvents    bool
 }
 
-// Fold adds a batch to the state: to the running totals when running, and
-// to every window its batch time falls in. It returns the new state and
-// the windows the batch completes, oldest first: those ending at or before
-// the end of the batch's interval. A batch at or below the state's batch
-// id is refused: it was folded in already.
-func (s State) Fold(b Batch, running bool, w Windows, windowed bool) (State, []Pane, error) {
+// Fold adds a batch to the state: to the running totals, and to the
+// windows: on batch times, to every window the batch time falls in; on
+// event time, the tasks' windows. It returns the new state and the windows
+// the batch completes, oldest first: on batch times, those ending by the
+// end of the batch's interval; on event time, those ending at or before the
+// new watermark, which is the greatest event time seen minus the delay and
+// never goes back. A batch at or below the state's batch id is refused: it
+// was folded in already.
+func (s State) Fold(b Batch, c Config) (State, []Pane, error) {
 	if b.ID <= s.BatchID {
 		return s, nil, fmt.Errorf("window: batch %d is already in the state (as of batch %d)", b.ID, s.BatchID)
 	}
-	next := State{BatchID: b.ID, Totals: s.Totals}
-	if running && len(b.Aggregates) > 0 {
+	next := State{BatchID: b.ID, Totals: s.Totals, Watermark: s.Watermark, HasWatermark: s.HasWatermark}
+	if c.Running && len(b.Aggregates) > 0 {
 		next.Totals = steps.Merge(s.Totals, b.Aggregates)
 	}
-	if !windowed {
+	if !c.Windowed {
 		return next, nil, nil
 	}
-	t := b.Time.UnixMilli()
 	open := slices.Clone(s.Open)
-	if len(b.Aggregates) > 0 {
-		for _, p := range w.Assign(t) {
-			i, found := slices.BinarySearchFunc(open, p.Start, func(q Pane, start int64) int { return cmpInt(q.Start, start) })
-			if found {
-				open[i] = Pane{Start: p.Start, End: p.End, Aggregates: steps.Merge(open[i].Aggregates, b.Aggregates)}
+	add := func(p Pane, aggs ...[]*sluicev1.KeyAggregate) {
+		i, found := slices.BinarySearchFunc(open, p.Start, func(q Pane, start int64) int { return cmpInt(q.Start, start) })
+		if found {
+			open[i] = Pane{Start: p.Start, End: p.End, Aggregates: steps.Merge(append([][]*sluicev1.KeyAggregate{open[i].Aggregates}, aggs...)...)}
+			return
+		}
+		p.Aggregates = steps.Merge(aggs...)
+		open = slices.Insert(open, i, p)
+	}
+	var done int64
+	if c.EventTime {
+		for _, w := range b.Windows {
+			p := Pane{Start: w.GetStart().AsTime().UnixMilli(), End: w.GetEnd().AsTime().UnixMilli()}
+			// Workers drop what falls in emitted windows, against this
+			// same watermark; a window emitted already is never reopened.
+			if s.HasWatermark && p.End <= s.Watermark {
 				continue
 			}
-			p.Aggregates = steps.Merge(b.Aggregates)
-			open = slices.Insert(open, i, p)
+			add(p, w.GetAggregates())
 		}
+		if b.SawEvents {
+			if wm := b.MaxEventTime - c.Delay.Milliseconds(); !next.HasWatermark || wm > next.Watermark {
+				next.Watermark, next.HasWatermark = wm, true
+			}
+		}
+		if !next.HasWatermark {
+			next.Open = open
+			return next, nil, nil
+		}
+		done = next.Watermark
+	} else {
+		t := b.Time.UnixMilli()
+		if len(b.Aggregates) > 0 {
+			for _, p := range c.Windows.Assign(t) {
+				add(p, b.Aggregates)
+			}
+		}
+		// The batch covers [t, t+interval): a window ending by then has
+		// seen its last batch.
+		done = t + b.Interval.Milliseconds()
 	}
-	// The batch covers [t, t+interval): a window ending by then has seen
-	// its last batch.
-	done := t + b.Interval.Milliseconds()
+	// Windows share a length: sorted by start, they are sorted by end.
 	var emitted []Pane
 	for len(open) > 0 && open[0].End <= done {
 		emitted = append(emitted, open[0])
 		open = open[1:]
 	}
-	// Windows are sorted by start and share a length, so by end too.
 	next.Open = open
 	return next, emitted, nil
 }
@@ -155,8 +212,8 @@ const (
 
 // Stateful reports whether the job keeps aggregate state across batches.
 func Stateful(spec *sluicev1.JobSpec) bool {
-	a := spec.GetAggregate()
-	return a.GetRunning() || a.GetWindow() != nil
+	c := Of(spec)
+	return c.Running || c.Windowed
 }
 
 // KeyCap is the job's limits.max_state_keys, or its default.

@@ -67,7 +67,7 @@ func TestFoldRunning(t *testing.T) {
 	}
 	for i, aggs := range batches {
 		var err error
-		s, _, err = s.Fold(Batch{ID: int64(i + 1), Time: time.UnixMilli(int64(i) * 1000), Interval: time.Second, Aggregates: aggs}, true, Windows{}, false)
+		s, _, err = s.Fold(Batch{ID: int64(i + 1), Time: time.UnixMilli(int64(i) * 1000), Interval: time.Second, Aggregates: aggs}, Config{Running: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func TestFoldRunning(t *testing.T) {
 	if s.Totals[0].GetAvg() != 13.0/3 {
 		t.Fatalf("avg of a = %v, want 13/3", s.Totals[0].GetAvg())
 	}
-	if _, _, err := s.Fold(Batch{ID: 3}, true, Windows{}, false); err == nil || !strings.Contains(err.Error(), "batch 3 is already in the state") {
+	if _, _, err := s.Fold(Batch{ID: 3}, Config{Running: true}); err == nil || !strings.Contains(err.Error(), "batch 3 is already in the state") {
 		t.Fatalf("folding batch 3 again: err = %v, want it refused", err)
 	}
 }
@@ -130,7 +130,7 @@ func TestFoldWindows(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := State{}
 			for i, st := range tt.steps {
-				next, emitted, err := s.Fold(Batch{ID: int64(i + 1), Time: time.UnixMilli(st.at), Interval: time.Second, Aggregates: st.aggs}, false, tt.w, true)
+				next, emitted, err := s.Fold(Batch{ID: int64(i + 1), Time: time.UnixMilli(st.at), Interval: time.Second, Aggregates: st.aggs}, Config{Windowed: true, Windows: tt.w})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -146,7 +146,7 @@ func TestFoldWindows(t *testing.T) {
 				}
 				// Folding the same batch into the old state again (a replay)
 				// gives the same windows: the old state is not modified.
-				again, emittedAgain, _ := s.Fold(Batch{ID: int64(i + 1), Time: time.UnixMilli(st.at), Interval: time.Second, Aggregates: st.aggs}, false, tt.w, true)
+				again, emittedAgain, _ := s.Fold(Batch{ID: int64(i + 1), Time: time.UnixMilli(st.at), Interval: time.Second, Aggregates: st.aggs}, Config{Windowed: true, Windows: tt.w})
 				if !proto.Equal(again.Encode(), next.Encode()) || len(emittedAgain) != len(emitted) {
 					t.Fatalf("replaying the batch at %d gave another state", st.at)
 				}
@@ -189,5 +189,62 @@ func TestCodecRoundTrip(t *testing.T) {
 	}
 	if !proto.Equal(got.Encode(), enc) {
 		t.Fatalf("re-encoded state differs")
+	}
+}
+
+func win(start, end int64, aggs ...*sluicev1.KeyAggregate) *sluicev1.WindowResult {
+	return Pane{Start: start, End: end, Aggregates: aggs}.Result()
+}
+
+func TestFoldEventTime(t *testing.T) {
+	c := Config{Windowed: true, EventTime: true, Windows: Windows{Length: 10 * time.Second, Slide: 10 * time.Second}, Delay: 2 * time.Second}
+	type step struct {
+		windows  []*sluicev1.WindowResult
+		maxEvent int64
+		saw      bool
+		emitted  string // "start:rendered|..."
+		wm       int64
+		open     int
+	}
+	steps := []step{
+		// Two tasks' parts of window 0 merge; the watermark is 9000-2000.
+		{windows: []*sluicev1.WindowResult{win(0, 10000, agg("a", 1, 1)), win(0, 10000, agg("a", 2, 2), agg("b", 1, 1))}, maxEvent: 9000, saw: true, wm: 7000, open: 1},
+		// An empty batch changes nothing.
+		{wm: 7000, open: 1},
+		// Event time 12500: the watermark reaches 10500, past window 0's end.
+		{windows: []*sluicev1.WindowResult{win(10000, 20000, agg("c", 1, 1))}, maxEvent: 12500, saw: true, wm: 10500, open: 1,
+			emitted: "0:" + render([]*sluicev1.KeyAggregate{agg("a", 3, 3), agg("b", 1, 1)})},
+		// An older max event time never moves the watermark back; a part of
+		// the emitted window (which workers would not send) is ignored.
+		{windows: []*sluicev1.WindowResult{win(0, 10000, agg("a", 5, 5)), win(10000, 20000, agg("c", 1, 1))}, maxEvent: 11000, saw: true, wm: 10500, open: 1},
+		{windows: []*sluicev1.WindowResult{win(20000, 30000, agg("d", 1, 1))}, maxEvent: 40000, saw: true, wm: 38000, open: 0,
+			emitted: "10000:" + render([]*sluicev1.KeyAggregate{agg("c", 2, 2)}) + "|20000:" + render([]*sluicev1.KeyAggregate{agg("d", 1, 1)})},
+	}
+	s := State{}
+	for i, st := range steps {
+		b := Batch{ID: int64(i + 1), Windows: st.windows, MaxEventTime: st.maxEvent, SawEvents: st.saw}
+		next, emitted, err := s.Fold(b, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, p := range emitted {
+			got = append(got, itoa(p.Start)+":"+render(p.Aggregates))
+		}
+		if strings.Join(got, "|") != st.emitted {
+			t.Fatalf("batch %d emitted %v, want %s", i+1, got, st.emitted)
+		}
+		if !next.HasWatermark || next.Watermark != st.wm || len(next.Open) != st.open {
+			t.Fatalf("batch %d: watermark %d (%v), %d open; want %d, %d", i+1, next.Watermark, next.HasWatermark, len(next.Open), st.wm, st.open)
+		}
+		again, _, _ := s.Fold(b, c)
+		if !proto.Equal(again.Encode(), next.Encode()) {
+			t.Fatalf("replaying batch %d gave another state", i+1)
+		}
+		back := Decode(next.Encode())
+		if back.Watermark != next.Watermark || back.HasWatermark != next.HasWatermark {
+			t.Fatalf("the watermark did not survive encoding")
+		}
+		s = next
 	}
 }
