@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -190,4 +191,174 @@ func TestStateKeyCap(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// eventStream produces records with chosen event times and keeps the ground
+// truth: the counts per (window start, key) of records that are not late,
+// and the number of late ones.
+type eventStream struct {
+	brokers, topic string
+	parts          int32
+	n              int
+	windows        map[int64]map[string]int64
+	late           int64
+	ends           map[string]int64
+}
+
+// produce writes n records with event times in [from, from+span) ms, the
+// last one at from+span-1; late says they are all late.
+func (s *eventStream) produce(t *testing.T, from, span int64, n int, late bool) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.brokers), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := range n {
+		ts := from + int64(i*7919)%span
+		if i == n-1 {
+			ts = from + span - 1
+		}
+		key := fmt.Sprintf("k%d", (s.n*3+s.n/7)%13)
+		p := int32(s.n) % s.parts
+		s.n++
+		recs = append(recs, &kgo.Record{Topic: s.topic, Partition: p, Key: []byte(key), Value: []byte("v"), Timestamp: time.UnixMilli(ts)})
+		s.ends[fmt.Sprintf("%s/%d", s.topic, p)]++
+		if late {
+			s.late++
+			continue
+		}
+		start := ts - ts%10000
+		if s.windows[start] == nil {
+			s.windows[start] = map[string]int64{}
+		}
+		s.windows[start][key]++
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEventTimeWindowsExactThroughKills runs tumbling 10s event-time windows
+// with a 10s watermark delay over records with chosen timestamps, produced
+// a window at a time, while a worker is killed mid-task and the
+// coordinator is killed at the third commit (before it, so the batch is
+// replayed, or just after it). Every window is emitted once with exactly
+// its records; records for emitted windows are counted late and dropped.
+func TestEventTimeWindowsExactThroughKills(t *testing.T) {
+	for _, point := range []string{"before-commit", "after-commit"} {
+		t.Run(point, func(t *testing.T) {
+			const topic = "events"
+			pc := newProcCluster(t, 1)
+			createTopic(t, pc.brokers, topic, 4)
+			coord := pc.startCoordinator(0, point+":3")
+			pc.startWorker("w-killed", "mid-task:2:kill")
+			pc.startWorker("w1", "")
+			c := pc.client()
+			waitServing(t, c)
+			spec := chaosJob(pc.brokers, topic)
+			spec.Name = "event-windows"
+			spec.Aggregate = &sluicev1.Aggregate{Window: &sluicev1.AggregateWindow{
+				Length:    durationpb.New(10 * time.Second),
+				EventTime: &sluicev1.EventTime{WatermarkDelay: durationpb.New(10 * time.Second)},
+			}}
+			tc := &testCluster{t: t, Client: c}
+			s := &eventStream{brokers: pc.brokers, topic: topic, parts: 4, windows: map[int64]map[string]int64{}, ends: map[string]int64{}}
+			t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+
+			s.produce(t, t0, 10000, 2000, false) // window 0: batches 1 and 2
+			if _, err := c.Submit(context.Background(), spec); err != nil {
+				t.Fatal(err)
+			}
+			tc.waitOffsets(spec.GetName(), maps.Clone(s.ends), 60*time.Second)
+			s.produce(t, t0+10000, 10000, 1000, false) // window 1: batch 3, at the crash
+			coord.waitExit(t, 60*time.Second)
+			if !strings.Contains(coord.out.String(), "failpoint "+point+":3 reached") {
+				t.Fatalf("coordinator exited but not at the failpoint:\n%s", lastLines(coord.out.String(), 20))
+			}
+			pc.startCoordinator(0, "")
+			tc.waitOffsets(spec.GetName(), maps.Clone(s.ends), 60*time.Second)
+			// The watermark is now t0+9999: nothing is emitted yet.
+			s.produce(t, t0+20000, 10000, 1000, false) // window 2; watermark t0+19999: window 0 (ends t0+10000) emitted
+			tc.waitOffsets(spec.GetName(), maps.Clone(s.ends), 60*time.Second)
+			s.produce(t, t0+30000, 10000, 1000, false) // window 3; watermark t0+29999: window 1 emitted
+			tc.waitOffsets(spec.GetName(), maps.Clone(s.ends), 60*time.Second)
+			s.produce(t, t0, 10000, 300, true)       // window 0 again: late
+			s.produce(t, t0+20000, 5000, 200, false) // window 2 is still open: counted
+			tc.waitOffsets(spec.GetName(), maps.Clone(s.ends), 60*time.Second)
+			s.produce(t, t0+40000, 10000, 100, false) // watermark t0+39999: window 2 emitted
+			tc.waitOffsets(spec.GetName(), maps.Clone(s.ends), 60*time.Second)
+
+			ctx := context.Background()
+			res, err := c.Results(ctx, spec.GetName(), 0, 0, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[int64]map[string]int64{}
+			for _, r := range res.GetResults() {
+				for _, w := range r.GetWindows() {
+					start := w.GetStart().AsTime().UnixMilli() - t0
+					if got[start] != nil {
+						t.Fatalf("window %d emitted twice (again by batch %d)", start, r.GetBatchId())
+					}
+					if w.GetEnd().AsTime().UnixMilli()-t0 != start+10000 {
+						t.Fatalf("window %d ends at %v", start, w.GetEnd().AsTime())
+					}
+					got[start] = countsOf(w.GetAggregates())
+				}
+			}
+			st, err := c.State(ctx, spec.GetName())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Windows end at or before the watermark t0+39999 are emitted:
+			// those at 30s and 40s are open.
+			var open []int64
+			for _, w := range st.GetOpenWindows() {
+				start := w.GetStart().AsTime().UnixMilli() - t0
+				open = append(open, start)
+				if got[start] != nil {
+					t.Fatalf("window %d is both emitted and open", start)
+				}
+				got[start] = countsOf(w.GetAggregates())
+			}
+			if fmt.Sprint(open) != "[30000 40000]" {
+				t.Fatalf("open windows start at %v, want [30000 40000]", open)
+			}
+			want := map[int64]map[string]int64{}
+			for start, counts := range s.windows {
+				want[start-t0] = counts
+			}
+			if len(got) != len(want) {
+				t.Fatalf("windows at %v, want %v", slicesSorted(got), slicesSorted(want))
+			}
+			for start, counts := range want {
+				if !maps.Equal(got[start], counts) {
+					t.Fatalf("window %d: counts %v, want %v", start, got[start], counts)
+				}
+			}
+			batches, err := c.Batches(ctx, spec.GetName(), 100000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var late int64
+			for _, b := range batches {
+				late += b.GetMetrics().GetRecordsLate()
+			}
+			if late != s.late {
+				t.Fatalf("records_late over the batches = %d, want %d", late, s.late)
+			}
+			t.Logf("%d batches, %d windows exact, %d late records dropped", len(batches), len(want), late)
+		})
+	}
+}
+
+func slicesSorted[V any](m map[int64]V) []int64 {
+	out := make([]int64, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
