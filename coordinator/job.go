@@ -62,6 +62,10 @@ type jobRunner struct {
 	metrics *jobMetrics
 	// agg is the aggregate state across batches (nil: the job keeps none).
 	agg *aggState
+	// updates writes the update stream (jobspec.UpdateStream), made on
+	// first use; fenced once its first transaction committed.
+	updates *kafkasrc.Sinks
+	fenced  bool
 }
 
 // Hooks let tests stop the lifecycle at its failure points. Each hook may
@@ -73,6 +77,9 @@ type Hooks struct {
 	AfterDispatch func(b *sluicev1.Batch) error
 	BeforeCommit  func(b *sluicev1.Batch) error
 	AfterCommit   func(b *sluicev1.Batch) error
+	// BeforeUpdateCommit runs before a batch's update stream transaction
+	// commits (a failpoint).
+	BeforeUpdateCommit func(batchID int64)
 }
 
 func (r *jobRunner) interval() time.Duration {
@@ -112,7 +119,7 @@ func (r *jobRunner) loop(ctx context.Context) error {
 	}
 	var prevTime time.Time
 	nextID := int64(1)
-	if !jobspec.Transactional(r.spec) {
+	if !jobspec.Transactional(r.spec) || jobspec.UpdateStream(r.spec) {
 		// Mirroring runs beside the batches: a thousand partitions' group
 		// commit would otherwise delay every next batch.
 		mctx, stop := context.WithCancel(ctx)
@@ -144,6 +151,10 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		return err
 	}
 	if r.agg, err = r.loadState(ctx); err != nil {
+		return err
+	}
+	defer r.closeUpdates()
+	if err := r.catchUpUpdates(ctx, offs.Value.GetBatchId()); err != nil {
 		return err
 	}
 	r.estimator = estimatorFor(r.spec, r.interval())
@@ -634,6 +645,9 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 				return offs, err
 			}
 			commitState = nextState.Encode()
+			if r.spec.GetAggregate().GetRunning() {
+				result.Totals = changedTotals(nextState.Totals, result.Aggregates)
+			}
 		}
 	} else if len(records) > 0 {
 		result = &sluicev1.BatchResult{Job: r.name, BatchId: b.GetId(), Records: records}
@@ -698,6 +712,12 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	}
 	if r.agg != nil {
 		r.agg.state, r.agg.rev = nextState, rev
+	}
+	if jobspec.UpdateStream(r.spec) {
+		if err := r.writeUpdates(ctx, b.GetId(), result); err != nil {
+			// Committed in etcd: the next runner writes them first.
+			return offsetstore.Versioned[*sluicev1.CommittedOffsets]{Value: newOffs, ModRevision: rev}, err
+		}
 	}
 	r.logger.Debug("batch committed", "batch", b.GetId(), "records_in", m.RecordsIn, "tasks", len(tasks),
 		"plan_ms", ms(r.planTook), "processing_ms", ms(m.ProcessingTime.AsDuration()),

@@ -107,3 +107,58 @@ func TestValidateStateInvalid(t *testing.T) {
 		})
 	}
 }
+
+func updateStream(modify func(k *sluicev1.KafkaSink)) func(s *sluicev1.JobSpec) {
+	return func(s *sluicev1.JobSpec) {
+		s.Aggregate.Running = true
+		k := &sluicev1.KafkaSink{Topic: "totals"}
+		if modify != nil {
+			modify(k)
+		}
+		s.Sink = &sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: k}}
+	}
+}
+
+func TestValidateUpdateStream(t *testing.T) {
+	for name, modify := range map[string]func(*sluicev1.JobSpec){
+		"running totals": updateStream(nil),
+		"windows": func(s *sluicev1.JobSpec) {
+			updateStream(nil)(s)
+			s.Aggregate.Running = false
+			windowed(4*time.Second, 0)(s)
+		},
+		"transactional set": updateStream(func(k *sluicev1.KafkaSink) { k.Mode = sluicev1.KafkaSinkMode_KAFKA_SINK_MODE_TRANSACTIONAL }),
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := validJobSpec()
+			modify(s)
+			if err := Validate(s); err != nil {
+				t.Fatalf("Validate(%s) = %v, want nil", name, err)
+			}
+		})
+	}
+	tests := []struct {
+		name, wantField, wantInError string
+		modify                       func(*sluicev1.JobSpec)
+	}{
+		{"per-batch aggregate", "sink.kafka", "cannot follow an aggregate", func(s *sluicev1.JobSpec) {
+			updateStream(nil)(s)
+			s.Aggregate.Running = false
+		}},
+		{"topic expression", "sink.kafka.topic", "needs a fixed topic", updateStream(func(k *sluicev1.KafkaSink) { k.Topic, k.TopicExpr = "", `"t"` })},
+		{"partition expression", "sink.kafka.partition_expr", "partitioned by key", updateStream(func(k *sluicev1.KafkaSink) { k.PartitionExpr = "0" })},
+		{"headers", "sink.kafka.headers", "Sluice's headers only", updateStream(func(k *sluicev1.KafkaSink) { k.Headers = map[string]string{"h": "key"} })},
+		{"idempotent", "sink.kafka.mode", "exactly once", updateStream(func(k *sluicev1.KafkaSink) { k.Mode = sluicev1.KafkaSinkMode_KAFKA_SINK_MODE_IDEMPOTENT })},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := validJobSpec()
+			tc.modify(s)
+			err := Validate(s)
+			var ve *ValidationError
+			if !errors.As(err, &ve) || ve.Field != tc.wantField || !strings.Contains(err.Error(), tc.wantInError) {
+				t.Fatalf("Validate(%s) = %v, want a *ValidationError for %s containing %q", tc.name, err, tc.wantField, tc.wantInError)
+			}
+		})
+	}
+}

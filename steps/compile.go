@@ -211,6 +211,14 @@ func Compile(spec *sluicev1.JobSpec) (*Program, error) {
 		}
 	}
 	kafka, isKafka := spec.GetSink().GetKind().(*sluicev1.Sink_Kafka)
+	if a := spec.GetAggregate(); isKafka && (a.GetRunning() || a.GetWindow() != nil) {
+		// The coordinator writes the state's updates, not the tasks: no
+		// record is routed (validated by checkUpdateStream).
+		if err := checkUpdateStream(kafka.Kafka); err != nil {
+			return nil, err
+		}
+		isKafka = false
+	}
 	if isKafka && spec.GetAggregate() != nil {
 		// Told before any error of the aggregate or the sink: fixing those
 		// would not help.

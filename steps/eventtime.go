@@ -181,3 +181,22 @@ func (a *aggregate) eventTimeOrNil() *eventTime {
 	}
 	return a.event
 }
+
+// checkUpdateStream checks a Kafka sink that receives an aggregate's
+// updates (running totals, emitted windows): they are written to one
+// topic, partitioned by key, with Sluice's headers, exactly once.
+func checkUpdateStream(ks *sluicev1.KafkaSink) error {
+	switch {
+	case ks.GetTopic() == "":
+		return &FieldError{Field: "sink.kafka.topic", Err: errors.New("an update stream (aggregate.running or aggregate.window) needs a fixed topic")}
+	case ks.GetTopicExpr() != "":
+		return &FieldError{Field: "sink.kafka.topic_expr", Err: errors.New("not with an update stream (aggregate.running or aggregate.window): updates go to sink.kafka.topic")}
+	case ks.GetPartitionExpr() != "":
+		return &FieldError{Field: "sink.kafka.partition_expr", Err: errors.New("not with an update stream (aggregate.running or aggregate.window): updates are partitioned by key")}
+	case len(ks.GetHeaders()) > 0:
+		return &FieldError{Field: "sink.kafka.headers", Err: errors.New("not with an update stream (aggregate.running or aggregate.window): updates carry Sluice's headers only")}
+	case ks.GetMode() == sluicev1.KafkaSinkMode_KAFKA_SINK_MODE_IDEMPOTENT:
+		return &FieldError{Field: "sink.kafka.mode", Err: errors.New("an update stream is written exactly once, in transactions: omit mode or use KAFKA_SINK_MODE_TRANSACTIONAL")}
+	}
+	return nil
+}

@@ -69,7 +69,7 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	}
 	var out *kafkaOutput
 	switch k := spec.GetSink().GetKafka(); {
-	case k != nil:
+	case k != nil && spec.GetAggregate() == nil: // after an aggregate, the coordinator writes the sink
 		// Written as it comes, a chunk at a time: the limit is a safety
 		// net that a drained runner never reaches.
 		out = w.newKafkaOutput(task, k)

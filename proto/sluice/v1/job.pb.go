@@ -2811,7 +2811,10 @@ type BatchResult struct {
 	// Present when the job does not aggregate, in source order per partition.
 	Records []*OutputRecord `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
 	// The windows (aggregate.window) this batch's commit completed, oldest first.
-	Windows       []*WindowResult `protobuf:"bytes,30,rep,name=windows,proto3" json:"windows,omitempty"`
+	Windows []*WindowResult `protobuf:"bytes,30,rep,name=windows,proto3" json:"windows,omitempty"`
+	// aggregate.running: the new totals of the keys this batch changed, sorted
+	// by key.
+	Totals        []*KeyAggregate `protobuf:"bytes,31,rep,name=totals,proto3" json:"totals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2877,6 +2880,13 @@ func (x *BatchResult) GetRecords() []*OutputRecord {
 func (x *BatchResult) GetWindows() []*WindowResult {
 	if x != nil {
 		return x.Windows
+	}
+	return nil
+}
+
+func (x *BatchResult) GetTotals() []*KeyAggregate {
+	if x != nil {
+		return x.Totals
 	}
 	return nil
 }
@@ -3493,7 +3503,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\aheaders\x18\b \x03(\v2\x11.sluice.v1.HeaderR\aheaders\"0\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"\xd9\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\x8a\x02\n" +
 	"\vBatchResult\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\x03R\abatchId\x127\n" +
@@ -3501,7 +3511,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"aggregates\x18\x03 \x03(\v2\x17.sluice.v1.KeyAggregateR\n" +
 	"aggregates\x121\n" +
 	"\arecords\x18\x04 \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\x121\n" +
-	"\awindows\x18\x1e \x03(\v2\x17.sluice.v1.WindowResultR\awindows\"\xa7\x01\n" +
+	"\awindows\x18\x1e \x03(\v2\x17.sluice.v1.WindowResultR\awindows\x12/\n" +
+	"\x06totals\x18\x1f \x03(\v2\x17.sluice.v1.KeyAggregateR\x06totals\"\xa7\x01\n" +
 	"\fWindowResult\x120\n" +
 	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
 	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\x127\n" +
@@ -3703,19 +3714,20 @@ var file_sluice_v1_job_proto_depIdxs = []int32{
 	33, // 50: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
 	34, // 51: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
 	37, // 52: sluice.v1.BatchResult.windows:type_name -> sluice.v1.WindowResult
-	47, // 53: sluice.v1.WindowResult.start:type_name -> google.protobuf.Timestamp
-	47, // 54: sluice.v1.WindowResult.end:type_name -> google.protobuf.Timestamp
-	33, // 55: sluice.v1.WindowResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	39, // 56: sluice.v1.AggregateState.totals:type_name -> sluice.v1.PackedAggregates
-	40, // 57: sluice.v1.AggregateState.windows:type_name -> sluice.v1.WindowPane
-	39, // 58: sluice.v1.WindowPane.aggregates:type_name -> sluice.v1.PackedAggregates
-	15, // 59: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	42, // 60: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
-	61, // [61:61] is the sub-list for method output_type
-	61, // [61:61] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	33, // 53: sluice.v1.BatchResult.totals:type_name -> sluice.v1.KeyAggregate
+	47, // 54: sluice.v1.WindowResult.start:type_name -> google.protobuf.Timestamp
+	47, // 55: sluice.v1.WindowResult.end:type_name -> google.protobuf.Timestamp
+	33, // 56: sluice.v1.WindowResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	39, // 57: sluice.v1.AggregateState.totals:type_name -> sluice.v1.PackedAggregates
+	40, // 58: sluice.v1.AggregateState.windows:type_name -> sluice.v1.WindowPane
+	39, // 59: sluice.v1.WindowPane.aggregates:type_name -> sluice.v1.PackedAggregates
+	15, // 60: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	42, // 61: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
+	62, // [62:62] is the sub-list for method output_type
+	62, // [62:62] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
