@@ -138,6 +138,27 @@ func TestReadmeWindowsAndRunningState(t *testing.T) {
 		}
 	}
 
+	// The CLI: sluice state (text and JSON) and the window rows of sluice results.
+	text := run(t, sluiceBin, "state", spec.GetName(), "--coordinator", tc.Addr)
+	for page, n := range totals {
+		if !containsFields(text, "total", page, fmt.Sprint(n)) {
+			t.Errorf("sluice state shows no row total %s %d:\n%s", page, n, text)
+		}
+	}
+	if !strings.Contains(text, "2026-11-21T10:01:00Z/2026-11-21T10:02:00Z (open)") {
+		t.Errorf("sluice state shows no open window of 10:01:\n%s", text)
+	}
+	stJSON := &sluicev1.GetStateResponse{}
+	if err := protojson.Unmarshal([]byte(run(t, sluiceBin, "state", spec.GetName(), "--coordinator", tc.Addr, "-o", "json")), stJSON); err != nil {
+		t.Fatal(err)
+	}
+	if got := countsOf(stJSON.GetTotals()); !maps.Equal(got, totals) {
+		t.Errorf("sluice state -o json totals %v, want %v", got, totals)
+	}
+	if text := run(t, sluiceBin, "results", spec.GetName(), "--coordinator", tc.Addr); !strings.Contains(text, "2026-11-21T10:00:00Z/2026-11-21T10:01:00Z") {
+		t.Errorf("sluice results shows no row of the emitted window:\n%s", text)
+	}
+
 	// The update stream: the last total of each page, and the first minute.
 	ups := readUpdates(t, tc.Brokers, "pageview-totals", len(pages)+len(minutes[0]))
 	last, window := map[string]int64{}, map[string]int64{}
