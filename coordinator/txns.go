@@ -52,6 +52,9 @@ func (c *Coordinator) transactions(ctx context.Context, job *sluicev1.Job) ([]ka
 	for _, tp := range tps {
 		want[jobspec.TransactionalID(spec, inc, tp.Topic, tp.Partition)] = true
 	}
+	if jobspec.UpdateStream(spec) {
+		want[jobspec.UpdatesTransactionalID(spec, inc)] = true // the coordinator's own
+	}
 	all, err := kafkasrc.ListTransactions(ctx, jobspec.Sink(spec), jobspec.TransactionalIDPrefix(spec, inc))
 	if err != nil {
 		return nil, err
