@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/sluice-stream/sluice/offsetstore"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/window"
@@ -36,4 +38,22 @@ func (s *jobServer) GetState(ctx context.Context, req *sluicev1.GetStateRequest)
 		resp.OpenWindows = append(resp.OpenWindows, p.Result())
 	}
 	return resp, nil
+}
+
+// checkStateKept refuses an update (old is the stored spec; nil for a new
+// job) that changes the aggregate of a job holding state across batches:
+// the kept totals and windows would mix the old aggregate with the new.
+func (s *jobServer) checkStateKept(ctx context.Context, old, spec *sluicev1.JobSpec) error {
+	if old == nil || !window.Stateful(old) || proto.Equal(old.GetAggregate(), spec.GetAggregate()) {
+		return nil
+	}
+	v, err := s.c.store.State(ctx, old.GetName())
+	if errors.Is(err, offsetstore.ErrNotFound) {
+		return nil // none committed yet, or dropped by a reset
+	}
+	if err != nil {
+		return toStatus(err)
+	}
+	return toStatus(invalid("aggregate", "the job keeps state across batches (as of batch %d) that a changed aggregate would mix with the new one: stop the job and reset its offsets (which drops the state), or submit the change as a new job",
+		v.Value.GetBatchId()))
 }

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluice-stream/sluice/client"
@@ -493,4 +496,80 @@ func TestUpdateStreamExactThroughKills(t *testing.T) {
 		t.Fatalf("last total per key %v, want the ground truth %v", last, want)
 	}
 	t.Logf("%d total updates and %d window updates, each once; last totals exact", len(gotTotals), len(gotWindows))
+}
+
+// TestStateUpdateResetDelete: an update that changes a stateful job's
+// aggregate is refused naming the field (one that changes only its steps is
+// not); a reset drops the state, so totals recount from the reset offsets
+// instead of doubling; a delete deletes it.
+func TestStateUpdateResetDelete(t *testing.T) {
+	tc := newTestCluster(t, clusterOptions{topics: []string{"resets"}, partitions: 2})
+	ctx := context.Background()
+	cl := tc.producer()
+	want := map[string]int64{}
+	for i := range 300 {
+		k := fmt.Sprintf("k%d", i%7)
+		cl.Produce(ctx, &kgo.Record{Topic: "resets", Partition: int32(i % 2), Key: []byte(k)}, nil)
+		want[k]++
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ends := map[string]int64{"resets/0": 150, "resets/1": 150}
+	spec := countJob("totals", tc.Brokers, "resets")
+	spec.Aggregate.Running = true
+	if _, err := tc.Client.Submit(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitOffsets("totals", ends, 30*time.Second)
+	checkTotals := func(when string) {
+		t.Helper()
+		st, err := tc.Client.State(ctx, "totals")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := countsOf(st.GetTotals()); !maps.Equal(got, want) {
+			t.Fatalf("%s: totals %v, want %v", when, got, want)
+		}
+	}
+	checkTotals("first run")
+
+	changed := proto.Clone(spec).(*sluicev1.JobSpec)
+	changed.Aggregate.Key = `"all"`
+	_, err := tc.Client.Update(ctx, changed)
+	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "aggregate:") || !strings.Contains(st.Message(), "reset its offsets") {
+		t.Fatalf("update changing the aggregate = %v, want InvalidArgument naming aggregate", err)
+	}
+	stepsOnly := proto.Clone(spec).(*sluicev1.JobSpec)
+	stepsOnly.Steps = []*sluicev1.Step{{Kind: &sluicev1.Step_Filter{Filter: "true"}}}
+	if _, err := tc.Client.Update(ctx, stepsOnly); err != nil {
+		t.Fatalf("update changing only the steps: %v", err)
+	}
+
+	if _, err := tc.Client.Stop(ctx, "totals"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.Client.ResetOffsets(ctx, "totals", &sluicev1.StartingOffsets{Kind: &sluicev1.StartingOffsets_Position{Position: sluicev1.StartPosition_START_POSITION_EARLIEST}}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := tc.Client.State(ctx, "totals"); err != nil || st.GetBatchId() != 0 || len(st.GetTotals()) != 0 {
+		t.Fatalf("state after the reset = %v, %v; want it empty", st, err)
+	}
+	// With the state dropped, the aggregate may change.
+	if _, err := tc.Client.Update(ctx, changed); err != nil {
+		t.Fatalf("update changing the aggregate after a reset: %v", err)
+	}
+	if _, err := tc.Client.Resume(ctx, "totals"); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitOffsets("totals", ends, 30*time.Second)
+	want = map[string]int64{"all": 300} // recounted once from the reset offsets, not doubled
+	checkTotals("after the reset")
+
+	if err := tc.Client.Delete(ctx, "totals"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.Client.State(ctx, "totals"); status.Code(err) != codes.NotFound {
+		t.Fatalf("state of a deleted job: %v, want NotFound", err)
+	}
 }
