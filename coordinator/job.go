@@ -31,8 +31,9 @@ func jobFailure(format string, args ...any) error {
 // jobRunner runs one job's batches, one at a time, while this coordinator
 // leads. It is owned by the leader loop, which cancels its ctx to stop it.
 type jobRunner struct {
-	// planTook is how long the last batch's planning took, for the logs.
-	planTook time.Duration
+	// planTook is how long the last batch's planning took, and listTook and
+	// offsetsTook its Kafka requests (0 when not sent), for the logs.
+	planTook, listTook, offsetsTook time.Duration
 	// tps are the job's partitions as listed at tpsAt (see metadataMaxAge).
 	tps         []kafkasrc.TopicPartition
 	tpsAt       time.Time
@@ -395,6 +396,7 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 	tps := r.tps
 	var tpsErr error
 	listed := make(chan struct{})
+	r.listTook = 0
 	if fresh {
 		listedAt := time.Now()
 		go func() {
@@ -402,11 +404,14 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (
 			if tps, tpsErr = r.partitions(ctx, admin, committed); tpsErr == nil {
 				r.tps, r.tpsAt = tps, listedAt
 			}
+			r.listTook = time.Since(listedAt)
 		}()
 	} else {
 		close(listed)
 	}
+	offsetsAt := time.Now()
 	earliest, latest, err := offsetsOf(ctx, admin, known)
+	r.offsetsTook = time.Since(offsetsAt)
 	<-listed
 	if tpsErr != nil {
 		return planned{}, tpsErr
@@ -720,7 +725,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 		}
 	}
 	r.logger.Debug("batch committed", "batch", b.GetId(), "records_in", m.RecordsIn, "tasks", len(tasks),
-		"plan_ms", ms(r.planTook), "processing_ms", ms(m.ProcessingTime.AsDuration()),
+		"plan_ms", ms(r.planTook), "list_ms", ms(r.listTook), "offsets_ms", ms(r.offsetsTook), "processing_ms", ms(m.ProcessingTime.AsDuration()),
 		"plan_log_wait_ms", ms(commitStart.Sub(logWait)), "commit_ms", ms(time.Since(commitStart)))
 	r.observe(committed)
 	r.metrics.committed(committed)
@@ -746,37 +751,76 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 // ms is d in milliseconds with a fraction, for the logs.
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// runMirror mirrors the offsets the loop hands over until ctx ends.
+// mirrorInterval is the least time between two commits of a job's offsets
+// to its Kafka consumer group. A consumer's auto-commit runs every 5s by
+// default; committing every batch of a fast job on many partitions costs
+// the brokers an offset write per partition and batch (at 1,024 partitions
+// and 50 batches a second, 51,200 a second) for lag figures nobody reads
+// that often.
+const mirrorInterval = time.Second
+
+// runMirror mirrors the offsets the loop hands over until ctx ends, at most
+// once per mirrorInterval, the newest offsets at each time.
 func (r *jobRunner) runMirror(ctx context.Context) {
+	var last map[kafkasrc.TopicPartition]int64
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case offs := <-r.mirror:
-			r.mirrorOffsets(ctx, offs)
+			started := time.Now()
+			last = r.mirrorOffsets(ctx, offs, last)
+			t := time.NewTimer(mirrorInterval - time.Since(started))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
 		}
 	}
 }
 
-// mirrorOffsets commits the batch's offsets to the job's Kafka consumer
-// group, so that kafka-consumer-groups, kcat and lag exporters see the job's
-// progress. etcd stays the truth; this is best effort. (A transactional
-// Kafka sink commits the group offsets inside its transactions instead.)
-func (r *jobRunner) mirrorOffsets(ctx context.Context, offs *sluicev1.CommittedOffsets) {
+// mirrorOffsets commits to the job's Kafka consumer group the offsets that
+// differ from last (what the previous call mirrored), so that
+// kafka-consumer-groups, kcat and lag exporters see the job's progress, and
+// returns what the group now holds. etcd stays the truth; this is best
+// effort. (A transactional Kafka sink commits the group offsets inside its
+// transactions instead.)
+func (r *jobRunner) mirrorOffsets(ctx context.Context, offs *sluicev1.CommittedOffsets, last map[kafkasrc.TopicPartition]int64) map[kafkasrc.TopicPartition]int64 {
 	admin, err := r.admins.Get(r.cluster())
 	if err != nil {
-		return
+		return last
 	}
-	m := make(map[kafkasrc.TopicPartition]int64, len(offs.GetOffsets()))
-	for _, po := range offs.GetOffsets() {
-		m[kafkasrc.TopicPartition{Topic: po.GetTopic(), Partition: po.GetPartition()}] = po.GetOffset()
+	all, changed := changedOffsets(offs, last)
+	if len(changed) == 0 {
+		return last
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	group := jobspec.GroupID(r.name, r.incarnation)
-	if err := admin.CommitGroupOffsets(ctx, group, m); err != nil && ctx.Err() == nil {
-		r.logger.Warn("could not mirror offsets to the Kafka consumer group", "group", group, "error", err)
+	if err := admin.CommitGroupOffsets(ctx, group, changed); err != nil {
+		if ctx.Err() == nil {
+			r.logger.Warn("could not mirror offsets to the Kafka consumer group", "group", group, "error", err)
+		}
+		return nil // commit them all next time
 	}
+	return all
+}
+
+// changedOffsets returns offs as a map, and the offsets in it that last
+// does not hold.
+func changedOffsets(offs *sluicev1.CommittedOffsets, last map[kafkasrc.TopicPartition]int64) (all, changed map[kafkasrc.TopicPartition]int64) {
+	all = make(map[kafkasrc.TopicPartition]int64, len(offs.GetOffsets()))
+	changed = make(map[kafkasrc.TopicPartition]int64)
+	for _, po := range offs.GetOffsets() {
+		tp := kafkasrc.TopicPartition{Topic: po.GetTopic(), Partition: po.GetPartition()}
+		all[tp] = po.GetOffset()
+		if at, ok := last[tp]; !ok || at != po.GetOffset() {
+			changed[tp] = po.GetOffset()
+		}
+	}
+	return all, changed
 }
 
 // attemptTimeout bounds one attempt of a planning step.

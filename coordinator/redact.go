@@ -16,10 +16,11 @@ import (
 // redacted returns a copy of job whose credential properties are
 // kafkasrc.Redacted; job itself is left as it is.
 func redacted(job *sluicev1.Job) *sluicev1.Job {
-	if job == nil || !hasSecrets(job.GetSpec()) {
+	if job == nil || !hasSecrets(job.GetSpec()) && !hasRegistrySecrets(job.GetSpec()) {
 		return job
 	}
 	out := proto.Clone(job).(*sluicev1.Job)
+	redactRegistry(out.GetSpec())
 	for _, props := range propertyMaps(out.GetSpec()) {
 		for k := range props {
 			if kafkasrc.IsSecret(k) {
@@ -54,6 +55,9 @@ func propertyMaps(spec *sluicev1.JobSpec) map[string]map[string]string {
 // for a new job). A Redacted credential with no stored value is refused:
 // the real value must be sent.
 func keepSecrets(spec, old *sluicev1.JobSpec) error {
+	if err := keepRegistrySecrets(spec, old); err != nil {
+		return err
+	}
 	stored := propertyMaps(old)
 	for field, props := range propertyMaps(spec) {
 		for k, v := range props {

@@ -79,6 +79,9 @@ func Validate(spec *sluicev1.JobSpec) error {
 	if err := validateStart(src.GetStartingOffsets(), topics); err != nil {
 		return err
 	}
+	if err := validateFormats(src); err != nil {
+		return err
+	}
 	if err := validatePlacement(spec.GetPlacement(), topics); err != nil {
 		return err
 	}
@@ -400,6 +403,11 @@ func CheckPolicy(spec *sluicev1.JobSpec, p kafkasrc.Policy) error {
 	}
 	if err := p.CheckProperties(src.GetProperties()); err != nil {
 		return invalid("source.properties", "%v", unwrapped(err))
+	}
+	if reg := src.GetSchemaRegistry(); reg.GetUrl() != "" {
+		if err := p.CheckSchemaRegistry(reg.GetUrl()); err != nil {
+			return invalid("source.schema_registry.url", "%v", unwrapped(err))
+		}
 	}
 	k := spec.GetSink().GetKafka()
 	if k == nil {

@@ -57,7 +57,11 @@ func specSeeds(f *testing.F) [][]byte {
 	fixed.Placement = &sluicev1.Placement{Mode: sluicev1.PlacementMode_PLACEMENT_MODE_FIXED, Fixed: []*sluicev1.FixedPlacement{
 		{Topic: "clicks", Partitions: []int32{0, 1}, WorkerLabel: "zone-a"}, {Topic: "orders.v1", WorkerLabel: "zone-b"},
 	}}
-	for _, s := range []*sluicev1.JobSpec{req.GetSpec(), validJobSpec(), sink, routed, fixed} {
+	registry := validJobSpec()
+	registry.Source.ValueFormat, registry.Source.KeyFormat = "avro", "protobuf"
+	registry.Source.SchemaRegistry = &sluicev1.SchemaRegistry{Url: "https://registry:8081", Username: "u", Password: "p"}
+	registry.Steps = []*sluicev1.Step{{Kind: &sluicev1.Step_Filter{Filter: "record.status == 'PAID' && record_key.id != ''"}}}
+	for _, s := range []*sluicev1.JobSpec{req.GetSpec(), validJobSpec(), sink, routed, fixed, registry} {
 		j, err := protojson.Marshal(s)
 		if err != nil {
 			f.Fatal(err)

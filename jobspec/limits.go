@@ -68,3 +68,11 @@ const (
 // the workers receive: a task result carries up to MaxTaskOutputBytes of
 // output records, and the rest of the result fits in what remains.
 const MaxGRPCMessageBytes = 64 << 20
+
+// Bounds of source.schema_registry: its URL, each credential, and the CA
+// certificates.
+const (
+	MaxRegistryURLLength  = 2048
+	MaxCredentialLength   = 4096
+	MaxRegistryCAPEMBytes = 64 << 10
+)

@@ -36,6 +36,9 @@ type Policy struct {
 	// Bootstrap lists the host:port addresses jobs may name in their
 	// bootstrap servers; empty allows any.
 	Bootstrap []string
+	// SchemaRegistries lists the Schema Registries (scheme://host:port)
+	// jobs may name in source.schema_registry.url; empty allows any.
+	SchemaRegistries []string
 }
 
 // propertyKind says how the policy treats a property.

@@ -172,3 +172,29 @@ func TestPolicyAllowsPropertiesInUse(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckSchemaRegistry(t *testing.T) {
+	p := Policy{SchemaRegistries: []string{"https://registry.internal:8081", "http://10.0.0.5"}}
+	for _, c := range []struct {
+		url string
+		ok  bool
+	}{
+		{"https://registry.internal:8081", true},
+		{"https://REGISTRY.internal:8081/path", true},
+		{"http://10.0.0.5:80", true},
+		{"http://registry.internal:8081", false}, // another scheme
+		{"https://registry.internal", false},     // another port
+		{"https://evil.example:8081", false},
+	} {
+		err := p.CheckSchemaRegistry(c.url)
+		if (err == nil) != c.ok {
+			t.Errorf("CheckSchemaRegistry(%s) = %v, want ok %v", c.url, err, c.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "not one of the allowed schema registries") {
+			t.Errorf("CheckSchemaRegistry(%s) = %v", c.url, err)
+		}
+	}
+	if err := (Policy{}).CheckSchemaRegistry("http://any:1"); err != nil {
+		t.Errorf("empty policy: %v", err)
+	}
+}

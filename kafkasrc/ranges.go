@@ -333,6 +333,9 @@ const (
 	// 4 MiB fetch per partition made the broker and librdkafka copy and
 	// parse each record many times). Ranges read by the pool are small.
 	poolPartitionFetchBytes = 64 << 10
+	// topUpMax bounds what a read moves from librdkafka's queue to the
+	// stashes after it is done (see topUp).
+	topUpMax = 1 << 16
 	// refillPerRead bounds the paused partitions a read resumes ahead of
 	// need (see refillAhead).
 	refillPerRead = 64
@@ -437,16 +440,8 @@ func (c *multiConsumer) position(ranges []Range) ([]*partRead, error) {
 			return nil, fmt.Errorf("read %d ranges: assign %d partitions: %w", len(ranges), len(assign), err)
 		}
 	}
-	if len(seek) > 0 {
-		res, err := c.kc.SeekPartitions(seek)
-		if err != nil {
-			return nil, fmt.Errorf("read %d ranges: seek %d partitions: %w", len(ranges), len(seek), err)
-		}
-		for _, p := range res {
-			if p.Error != nil {
-				return nil, fmt.Errorf("read %d ranges: seek %s/%d to offset %d: %w", len(ranges), topicOf(p), p.Partition, p.Offset, p.Error)
-			}
-		}
+	if err := c.seek(seek); err != nil {
+		return nil, fmt.Errorf("read %d ranges: %w", len(ranges), err)
 	}
 	if len(resume) > 0 {
 		if err := c.kc.Resume(resume); err != nil {
@@ -454,6 +449,23 @@ func (c *multiConsumer) position(ranges []Range) ([]*partRead, error) {
 		}
 	}
 	return prs, nil
+}
+
+// seek moves the consumer's position of each of tps to its offset.
+func (c *multiConsumer) seek(tps []kafka.TopicPartition) error {
+	if len(tps) == 0 {
+		return nil
+	}
+	res, err := c.kc.SeekPartitions(tps)
+	if err != nil {
+		return fmt.Errorf("seek %d partitions: %w", len(tps), err)
+	}
+	for _, p := range res {
+		if p.Error != nil {
+			return fmt.Errorf("seek %s/%d to offset %d: %w", topicOf(p), p.Partition, p.Offset, p.Error)
+		}
+	}
+	return nil
 }
 
 // evict unassigns the partitions that no read of the last idleReads asked
@@ -551,7 +563,42 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 	if err != nil {
 		return st, err
 	}
+	if err := c.topUp(topUpMax); err != nil {
+		return st, err
+	}
 	return st, c.refillAhead(prs)
+}
+
+// topUp moves up to n records that librdkafka has already fetched from its
+// queue into the stashes, without waiting: those the stashes have room for
+// (a partition's stash pauses it when full, which bounds what is queued). A read that finds its records
+// in the stash polls nothing, so without this the queue would be drained
+// only by the first read whose stash ran dry, all at once (tens of
+// thousands of records on a consumer of hundreds of partitions, which
+// made that one read a hundred times slower than the others); with it the
+// queue drains in step with the reads.
+func (c *multiConsumer) topUp(n int64) error {
+	for range n {
+		ev := c.kc.Poll(0)
+		switch e := ev.(type) {
+		case nil:
+			return nil
+		case *kafka.Message:
+			tp := e.TopicPartition
+			pr := c.parts[TopicPartition{topicOf(tp), tp.Partition}]
+			if pr == nil || tp.Error != nil {
+				continue // the read that asks for it meets the error again
+			}
+			if err := c.keep(pr, e); err != nil {
+				return fmt.Errorf("top up: %w", err)
+			}
+		case *kafka.Stats:
+			deliverStats(c.stats, e)
+		case kafka.Error:
+			c.logger.Warn("kafka consumer error", "error", e, "code", e.Code())
+		}
+	}
+	return nil
 }
 
 // partShare is the stash a partition may hold: its share of stashLimit,
@@ -569,7 +616,7 @@ func (c *multiConsumer) refillAhead(prs []*partRead) error {
 	share := c.partShare()
 	var low []*partRead
 	for _, pr := range prs {
-		if pr.paused && !pr.lost && pr.stashSize < share/2 {
+		if pr.paused && pr.stashSize < share/2 {
 			low = append(low, pr)
 		}
 	}
@@ -579,9 +626,19 @@ func (c *multiConsumer) refillAhead(prs []*partRead) error {
 	slices.SortFunc(low, func(a, b *partRead) int { return cmp.Compare(a.stashSize, b.stashSize) })
 	low = low[:min(len(low), refillPerRead)]
 	tps := make([]kafka.TopicPartition, len(low))
+	var seek []kafka.TopicPartition
 	for i, pr := range low {
+		if pr.lost {
+			// Records that arrived after the pause were dropped:
+			// librdkafka's position is past the stash's end.
+			seek = append(seek, pr.tp(pr.next))
+			pr.lost = false
+		}
 		pr.paused = false
 		tps[i] = pr.tp(0)
+	}
+	if err := c.seek(seek); err != nil {
+		return err
 	}
 	if err := c.kc.Resume(tps); err != nil {
 		return fmt.Errorf("resume %d partitions: %w", len(tps), err)

@@ -276,3 +276,54 @@ func TestPoolBoundsIdleAcrossGroups(t *testing.T) {
 		}
 	}
 }
+
+// TestReadRangesStepByStep: a job reading one record per partition per
+// batch from a backlog on hundreds of partitions finds its records in the
+// stash most of the time, while the records librdkafka fetched meanwhile
+// move to the stashes after each read (topUp) instead of in one burst when
+// the stashes run dry. Every read delivers exactly its records.
+func TestReadRangesStepByStep(t *testing.T) {
+	// A partition's stash share holds about a hundred such records.
+	const parts, backlog = 512, 200
+	_, cl := newTestCluster(t, parts, "steps")
+	k := newKgo(t, cl)
+	truth := map[int32][]want{}
+	// A record batch per record, as a producer writing one record per
+	// partition at a time makes.
+	for i := range backlog {
+		rs := make([]*kgo.Record, 0, parts)
+		for p := range int32(parts) {
+			rs = append(rs, &kgo.Record{Topic: "steps", Partition: p, Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")})
+		}
+		if err := k.ProduceSync(testCtx(t), rs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			truth[r.Partition] = append(truth[r.Partition], want{Offset: r.Offset, Key: string(r.Key), Value: "v", Time: r.Timestamp})
+		}
+	}
+	pool := newTestPool(t)
+	var stashed, polls int64
+	for i := range int64(backlog) {
+		time.Sleep(2 * time.Millisecond) // batches come a few milliseconds apart
+		var ranges []Range
+		for p := range int32(parts) {
+			ranges = append(ranges, Range{Topic: "steps", Partition: p, From: i, Until: i + 1})
+		}
+		got, st, err := readRanges(testCtx(t), pool, cl, ranges)
+		if err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		for _, r := range ranges {
+			sameRecords(t, fmt.Sprintf("read %d %s", i, r), got[r.Partition], between(truth[r.Partition], r.From, r.Until))
+		}
+		if i > 0 {
+			stashed += st.Stashed
+			polls += st.Polls
+		}
+	}
+	if stashed == 0 {
+		t.Errorf("no read found its records in the stash")
+	}
+	t.Logf("reads after the first: %d records from the stash, %d polls", stashed, polls)
+}

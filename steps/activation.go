@@ -45,6 +45,10 @@ type activation struct {
 	topicV ref.Val
 
 	json jsonParser
+
+	// The decoded source value and key (Schema Registry formats), set by
+	// the Runner's decoders before the steps run; nil when not decoded.
+	recordV, recordKeyV ref.Val
 }
 
 var _ interpreter.Activation = (*activation)(nil)
@@ -164,6 +168,10 @@ func (a *activation) ResolveName(name string) (any, bool) {
 			a.have |= haveTimestamp
 		}
 		return a.tsV, true
+	case "record":
+		return a.recordV, a.recordV != nil
+	case "record_key":
+		return a.recordKeyV, a.recordKeyV != nil
 	}
 	return nil, false
 }

@@ -58,6 +58,9 @@ type Program struct {
 	sink     *kafkaSink // nil: no Kafka sink, output records are not routed
 	skip     bool       // RECORD_ERROR_POLICY_SKIP
 	usesJSON bool
+	// The source's key and value formats ("" is JSON): expressions may read
+	// record_key and record only when they are decoded.
+	keyFormat, valueFormat string
 }
 
 // step is one filter or map step; exactly one of filter, or key and/or value,
@@ -155,6 +158,9 @@ func environment() (*cel.Env, error) {
 			cel.Variable("partition", cel.IntType),
 			cel.Variable("offset", cel.IntType),
 			cel.Variable("timestamp", cel.TimestampType),
+			// The decoded value and key of the Schema Registry formats.
+			cel.Variable("record", cel.DynType),
+			cel.Variable("record_key", cel.DynType),
 			// JSON numbers are doubles: json.ms > 100 must work.
 			cel.CrossTypeNumericComparisons(true),
 			cel.DefaultUTCTimeZone(true),
@@ -180,7 +186,11 @@ func Compile(spec *sluicev1.JobSpec) (*Program, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cel environment: %w", err)
 	}
-	p := &Program{skip: spec.GetOnRecordError() == sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_SKIP}
+	p := &Program{
+		skip:        spec.GetOnRecordError() == sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_SKIP,
+		keyFormat:   spec.GetSource().GetKeyFormat(),
+		valueFormat: spec.GetSource().GetValueFormat(),
+	}
 	for i, s := range spec.GetSteps() {
 		switch k := s.GetKind().(type) {
 		case *sluicev1.Step_Filter:
@@ -400,8 +410,22 @@ func (p *Program) compile(e *cel.Env, field, src string, want map[types.Kind]boo
 		return nil, &FieldError{Field: field, Expr: src, Err: &celError{msg: SafeText(iss.String(), maxIssuesBytes)}}
 	}
 	for _, ref := range ast.NativeRep().ReferenceMap() {
-		if ref.Name == "json" && len(ref.OverloadIDs) == 0 {
+		if len(ref.OverloadIDs) != 0 {
+			continue
+		}
+		switch ref.Name {
+		case "json":
 			p.usesJSON = true
+		case "record":
+			if !registryFormat(p.valueFormat) {
+				return nil, &FieldError{Field: field, Expr: src, Err: errors.New(
+					"record is the decoded value of the avro, protobuf and jsonschema formats: set source.value_format, or read json")}
+			}
+		case "record_key":
+			if !registryFormat(p.keyFormat) {
+				return nil, &FieldError{Field: field, Expr: src, Err: errors.New(
+					"record_key is the decoded key of the avro, protobuf and jsonschema formats: set source.key_format, or read key")}
+			}
 		}
 	}
 	metered, err := checkCost(e, ast)

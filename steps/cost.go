@@ -59,7 +59,7 @@ func (rs recordSizes) EstimateSize(n cost.AstNode) *cost.SizeEstimate {
 	recordSized := &cost.SizeEstimate{Min: 0, Max: rs.max}
 	if p := n.Path(); len(p) > 0 {
 		switch p[0] {
-		case "key", "value", "key_bytes", "value_bytes", "json":
+		case "key", "value", "key_bytes", "value_bytes", "json", "record", "record_key":
 			return recordSized
 		case "headers":
 			// Its names and values too, or headers['x'] + 'y' has no bound.

@@ -31,6 +31,16 @@
 //	partition    int
 //	offset       int
 //	timestamp    google.protobuf.Timestamp
+//	record       dyn        the source value decoded from a Schema Registry
+//	                        format (source.value_format avro, protobuf or
+//	                        jsonschema), by the Runner's Decoder
+//	record_key   dyn        the source key, decoded likewise (key_format)
+//
+// record and record_key are decoded before the steps run, for every record
+// ([Runner.SetDecoders]); a key or value that does not decode is a record
+// error named by source.value_format or source.key_format. Map steps do not
+// change them. An expression reading them without the format is refused by
+// Compile.
 //
 // A variable is computed only when an expression reads it, at most once per
 // record: a job whose steps never mention json never parses a value, so values

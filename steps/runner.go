@@ -64,6 +64,7 @@ type Runner struct {
 	p   *Program
 	act activation
 	ctx context.Context // nil: evaluations are not interrupted
+	dec *decoders       // nil: nothing is decoded (JSON)
 
 	in, out, failed int64
 	firstErr        string
@@ -128,6 +129,11 @@ func (r *Runner) Process(rec *record.Record) error {
 	a := &r.act
 	a.reset(rec)
 	defer a.release()
+	if r.dec != nil {
+		if done, err := r.decode(rec); done {
+			return err
+		}
+	}
 	for i := range r.p.steps {
 		s := &r.p.steps[i]
 		if s.filter != nil {

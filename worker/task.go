@@ -15,19 +15,24 @@ import (
 	"github.com/sluice-stream/sluice/steps"
 )
 
-// program returns the job's compiled steps, compiling once per spec version.
-func (w *Worker) program(task *sluicev1.Task) (*steps.Program, error) {
+// program returns the job's compiled steps and its decoders, compiling once
+// per spec version.
+func (w *Worker) program(task *sluicev1.Task) (compiled, error) {
 	job := task.GetKey().GetJob()
 	if c, ok := w.programs.Get(job); ok && c.version == task.GetSpecVersion() {
-		return c.prog, nil
+		return c, nil
 	}
 	// Two tasks of a new version may both compile; the results are equal.
 	prog, err := steps.Compile(task.GetSpec())
 	if err != nil {
-		return nil, err
+		return compiled{}, err
 	}
-	w.programs.Add(job, compiled{version: task.GetSpecVersion(), prog: prog})
-	return prog, nil
+	c := compiled{version: task.GetSpecVersion(), prog: prog}
+	if c.keyDec, c.valueDec, err = decoders(prog, task.GetSpec().GetSource()); err != nil {
+		return compiled{}, err
+	}
+	w.programs.Add(job, c)
+	return c, nil
 }
 
 // runTask reads the task's range and applies the steps; any failure is
@@ -48,10 +53,11 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 			"task", task.GetKey().GetIndex(), "attempt", task.GetKey().GetAttempt(), "error", err)
 		return res
 	}
-	prog, err := w.program(task)
+	c, err := w.program(task)
 	if err != nil {
 		return fail(fmt.Errorf("compile steps: %w", err))
 	}
+	prog := c.prog
 	if d := min(task.GetTimeout().AsDuration(), maxTaskTimeout); d > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
@@ -66,6 +72,9 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	runner := prog.NewRunnerContext(ctx)
 	if task.WatermarkUnixMs != nil {
 		runner.SetWatermark(task.GetWatermarkUnixMs())
+	}
+	if c.keyDec != nil || c.valueDec != nil {
+		runner.SetDecoders(c.keyDec, c.valueDec)
 	}
 	var out *kafkaOutput
 	switch k := spec.GetSink().GetKafka(); {

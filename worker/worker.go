@@ -160,6 +160,9 @@ const programCacheSize = 256
 type compiled struct {
 	version int64
 	prog    *steps.Program
+	// The Schema Registry decoders of the source's key and value; nil for
+	// JSON (see decoders).
+	keyDec, valueDec steps.Decoder
 }
 
 // New builds a worker; Run starts it.

@@ -41,6 +41,15 @@ func kafkaPolicyFlags(fs *pflag.FlagSet, p *kafkasrc.Policy) {
 		p.Allow = append(p.Allow, name)
 		return nil
 	})
+	fs.Func("allowed-schema-registry", "comma-separated `urls` (scheme://host:port) that are the only Schema Registries jobs may name in source.schema_registry.url; repeatable; unset, any", func(v string) error {
+		for _, a := range strings.Split(v, ",") {
+			if _, err := kafkasrc.RegistryOrigin(a); err != nil {
+				return err
+			}
+			p.SchemaRegistries = append(p.SchemaRegistries, strings.TrimSpace(a))
+		}
+		return nil
+	})
 	fs.Func("allowed-bootstrap", "comma-separated `brokers` (host:port) that are the only Kafka brokers jobs may name in bootstrap_servers (source and sink); repeatable; unset, any", func(v string) error {
 		for _, a := range strings.Split(v, ",") {
 			a = strings.TrimSpace(a)

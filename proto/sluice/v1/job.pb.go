@@ -764,6 +764,19 @@ type KafkaSource struct {
 	// offsets; false skips to the earliest available offset and records the
 	// skipped offsets in the batch.
 	FailOnDataLoss *bool `protobuf:"varint,6,opt,name=fail_on_data_loss,json=failOnDataLoss,proto3,oneof" json:"fail_on_data_loss,omitempty"`
+	// How record values are decoded: "json" (the default: the value is text,
+	// parsed as JSON when an expression reads `json`), or "avro", "protobuf"
+	// or "jsonschema" in the Confluent Schema Registry wire format (magic byte
+	// 0, 4-byte schema id, for protobuf the message indexes), decoded into the
+	// CEL variable `record`. A value that does not decode (an unknown schema id,
+	// a malformed payload) is a record error and follows on_record_error.
+	ValueFormat string `protobuf:"bytes,50,opt,name=value_format,json=valueFormat,proto3" json:"value_format,omitempty"`
+	// How record keys are decoded: like value_format, into the CEL variable
+	// `record_key`.
+	KeyFormat string `protobuf:"bytes,51,opt,name=key_format,json=keyFormat,proto3" json:"key_format,omitempty"`
+	// The Schema Registry the avro, protobuf and jsonschema formats read their
+	// schemas from; required by them.
+	SchemaRegistry *SchemaRegistry `protobuf:"bytes,52,opt,name=schema_registry,json=schemaRegistry,proto3" json:"schema_registry,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -840,6 +853,119 @@ func (x *KafkaSource) GetFailOnDataLoss() bool {
 	return false
 }
 
+func (x *KafkaSource) GetValueFormat() string {
+	if x != nil {
+		return x.ValueFormat
+	}
+	return ""
+}
+
+func (x *KafkaSource) GetKeyFormat() string {
+	if x != nil {
+		return x.KeyFormat
+	}
+	return ""
+}
+
+func (x *KafkaSource) GetSchemaRegistry() *SchemaRegistry {
+	if x != nil {
+		return x.SchemaRegistry
+	}
+	return nil
+}
+
+// SchemaRegistry is a Confluent Schema Registry. Its credentials are redacted
+// wherever the job spec is shown.
+type SchemaRegistry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// http:// or https:// URL of the registry.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// HTTP basic authentication; both or neither.
+	Username string `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Password string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	// A static bearer token (instead of basic authentication).
+	BearerToken string `protobuf:"bytes,4,opt,name=bearer_token,json=bearerToken,proto3" json:"bearer_token,omitempty"`
+	// PEM certificates of the CAs that sign the registry's certificate
+	// (https); default the system's.
+	CaPem string `protobuf:"bytes,5,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// Deadline of one request to the registry; default 10s, at most 60s.
+	Timeout       *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SchemaRegistry) Reset() {
+	*x = SchemaRegistry{}
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchemaRegistry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchemaRegistry) ProtoMessage() {}
+
+func (x *SchemaRegistry) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchemaRegistry.ProtoReflect.Descriptor instead.
+func (*SchemaRegistry) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SchemaRegistry) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetBearerToken() string {
+	if x != nil {
+		return x.BearerToken
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetCaPem() string {
+	if x != nil {
+		return x.CaPem
+	}
+	return ""
+}
+
+func (x *SchemaRegistry) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
 type StartingOffsets struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -854,7 +980,7 @@ type StartingOffsets struct {
 
 func (x *StartingOffsets) Reset() {
 	*x = StartingOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +992,7 @@ func (x *StartingOffsets) String() string {
 func (*StartingOffsets) ProtoMessage() {}
 
 func (x *StartingOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1005,7 @@ func (x *StartingOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartingOffsets.ProtoReflect.Descriptor instead.
 func (*StartingOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StartingOffsets) GetKind() isStartingOffsets_Kind {
@@ -953,7 +1079,7 @@ type ExplicitOffsets struct {
 
 func (x *ExplicitOffsets) Reset() {
 	*x = ExplicitOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1091,7 @@ func (x *ExplicitOffsets) String() string {
 func (*ExplicitOffsets) ProtoMessage() {}
 
 func (x *ExplicitOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1104,7 @@ func (x *ExplicitOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplicitOffsets.ProtoReflect.Descriptor instead.
 func (*ExplicitOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExplicitOffsets) GetOffsets() []*PartitionOffset {
@@ -1006,7 +1132,7 @@ type PartitionOffset struct {
 
 func (x *PartitionOffset) Reset() {
 	*x = PartitionOffset{}
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1144,7 @@ func (x *PartitionOffset) String() string {
 func (*PartitionOffset) ProtoMessage() {}
 
 func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1157,7 @@ func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOffset.ProtoReflect.Descriptor instead.
 func (*PartitionOffset) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PartitionOffset) GetTopic() string {
@@ -1058,7 +1184,8 @@ func (x *PartitionOffset) GetOffset() int64 {
 // Step is one CEL expression applied to every record. The record is visible as
 // `key` and `value` (strings), `key_bytes` and `value_bytes`, `json` (the value
 // parsed as JSON, only when used), `headers` (map of string), `topic`,
-// `partition`, `offset` and `timestamp`.
+// `partition`, `offset` and `timestamp`; with a Schema Registry format,
+// `record` (the decoded value) and `record_key` (the decoded key).
 type Step struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -1072,7 +1199,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1211,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1224,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Step) GetKind() isStep_Kind {
@@ -1156,7 +1283,7 @@ type MapStep struct {
 
 func (x *MapStep) Reset() {
 	*x = MapStep{}
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1295,7 @@ func (x *MapStep) String() string {
 func (*MapStep) ProtoMessage() {}
 
 func (x *MapStep) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1308,7 @@ func (x *MapStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapStep.ProtoReflect.Descriptor instead.
 func (*MapStep) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MapStep) GetKey() string {
@@ -1220,7 +1347,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1359,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1372,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Aggregate) GetKey() string {
@@ -1305,7 +1432,7 @@ type AggregateWindow struct {
 
 func (x *AggregateWindow) Reset() {
 	*x = AggregateWindow{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1444,7 @@ func (x *AggregateWindow) String() string {
 func (*AggregateWindow) ProtoMessage() {}
 
 func (x *AggregateWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1457,7 @@ func (x *AggregateWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AggregateWindow.ProtoReflect.Descriptor instead.
 func (*AggregateWindow) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AggregateWindow) GetLength() *durationpb.Duration {
@@ -1373,7 +1500,7 @@ type EventTime struct {
 
 func (x *EventTime) Reset() {
 	*x = EventTime{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1512,7 @@ func (x *EventTime) String() string {
 func (*EventTime) ProtoMessage() {}
 
 func (x *EventTime) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1525,7 @@ func (x *EventTime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventTime.ProtoReflect.Descriptor instead.
 func (*EventTime) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EventTime) GetTimeExpr() string {
@@ -1428,7 +1555,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1567,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1580,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Sink) GetKind() isSink_Kind {
@@ -1530,7 +1657,7 @@ type KafkaSink struct {
 
 func (x *KafkaSink) Reset() {
 	*x = KafkaSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1669,7 @@ func (x *KafkaSink) String() string {
 func (*KafkaSink) ProtoMessage() {}
 
 func (x *KafkaSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1682,7 @@ func (x *KafkaSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSink.ProtoReflect.Descriptor instead.
 func (*KafkaSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KafkaSink) GetBootstrapServers() string {
@@ -1631,7 +1758,7 @@ type CollectSink struct {
 
 func (x *CollectSink) Reset() {
 	*x = CollectSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1770,7 @@ func (x *CollectSink) String() string {
 func (*CollectSink) ProtoMessage() {}
 
 func (x *CollectSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1783,7 @@ func (x *CollectSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectSink.ProtoReflect.Descriptor instead.
 func (*CollectSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 type Limits struct {
@@ -1707,7 +1834,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1846,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1859,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Limits) GetMaxRatePerPartition() int64 {
@@ -1840,7 +1967,7 @@ type Backpressure struct {
 
 func (x *Backpressure) Reset() {
 	*x = Backpressure{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +1979,7 @@ func (x *Backpressure) String() string {
 func (*Backpressure) ProtoMessage() {}
 
 func (x *Backpressure) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +1992,7 @@ func (x *Backpressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backpressure.ProtoReflect.Descriptor instead.
 func (*Backpressure) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Backpressure) GetEnabled() bool {
@@ -1927,7 +2054,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2066,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2079,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Job) GetSpec() *JobSpec {
@@ -2025,7 +2152,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2164,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2177,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *OffsetRange) GetTopic() string {
@@ -2104,7 +2231,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2243,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2256,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Batch) GetJob() string {
@@ -2216,7 +2343,7 @@ type TopicRanges struct {
 
 func (x *TopicRanges) Reset() {
 	*x = TopicRanges{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2228,7 +2355,7 @@ func (x *TopicRanges) String() string {
 func (*TopicRanges) ProtoMessage() {}
 
 func (x *TopicRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2241,7 +2368,7 @@ func (x *TopicRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicRanges.ProtoReflect.Descriptor instead.
 func (*TopicRanges) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TopicRanges) GetTopic() string {
@@ -2289,7 +2416,7 @@ type BatchCap struct {
 
 func (x *BatchCap) Reset() {
 	*x = BatchCap{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2301,7 +2428,7 @@ func (x *BatchCap) String() string {
 func (*BatchCap) ProtoMessage() {}
 
 func (x *BatchCap) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2314,7 +2441,7 @@ func (x *BatchCap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCap.ProtoReflect.Descriptor instead.
 func (*BatchCap) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BatchCap) GetSource() CapSource {
@@ -2360,7 +2487,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2499,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2512,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -2451,7 +2578,7 @@ type BatchMetrics struct {
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2463,7 +2590,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2476,7 +2603,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -2568,7 +2695,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2580,7 +2707,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2593,7 +2720,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -2665,7 +2792,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2677,7 +2804,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2690,7 +2817,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -2759,7 +2886,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +2898,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +2911,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Header) GetKey() string {
@@ -2821,7 +2948,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2833,7 +2960,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2846,7 +2973,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -2905,7 +3032,7 @@ type WindowResult struct {
 
 func (x *WindowResult) Reset() {
 	*x = WindowResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2917,7 +3044,7 @@ func (x *WindowResult) String() string {
 func (*WindowResult) ProtoMessage() {}
 
 func (x *WindowResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2930,7 +3057,7 @@ func (x *WindowResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowResult.ProtoReflect.Descriptor instead.
 func (*WindowResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WindowResult) GetStart() *timestamppb.Timestamp {
@@ -2974,7 +3101,7 @@ type AggregateState struct {
 
 func (x *AggregateState) Reset() {
 	*x = AggregateState{}
-	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2986,7 +3113,7 @@ func (x *AggregateState) String() string {
 func (*AggregateState) ProtoMessage() {}
 
 func (x *AggregateState) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2999,7 +3126,7 @@ func (x *AggregateState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AggregateState.ProtoReflect.Descriptor instead.
 func (*AggregateState) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AggregateState) GetBatchId() int64 {
@@ -3046,7 +3173,7 @@ type PackedAggregates struct {
 
 func (x *PackedAggregates) Reset() {
 	*x = PackedAggregates{}
-	mi := &file_sluice_v1_job_proto_msgTypes[30]
+	mi := &file_sluice_v1_job_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3058,7 +3185,7 @@ func (x *PackedAggregates) String() string {
 func (*PackedAggregates) ProtoMessage() {}
 
 func (x *PackedAggregates) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[30]
+	mi := &file_sluice_v1_job_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3071,7 +3198,7 @@ func (x *PackedAggregates) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackedAggregates.ProtoReflect.Descriptor instead.
 func (*PackedAggregates) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{30}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PackedAggregates) GetKeys() [][]byte {
@@ -3121,7 +3248,7 @@ type WindowPane struct {
 
 func (x *WindowPane) Reset() {
 	*x = WindowPane{}
-	mi := &file_sluice_v1_job_proto_msgTypes[31]
+	mi := &file_sluice_v1_job_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3133,7 +3260,7 @@ func (x *WindowPane) String() string {
 func (*WindowPane) ProtoMessage() {}
 
 func (x *WindowPane) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[31]
+	mi := &file_sluice_v1_job_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3146,7 +3273,7 @@ func (x *WindowPane) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowPane.ProtoReflect.Descriptor instead.
 func (*WindowPane) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{31}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WindowPane) GetStartUnixMs() int64 {
@@ -3186,7 +3313,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[32]
+	mi := &file_sluice_v1_job_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3198,7 +3325,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[32]
+	mi := &file_sluice_v1_job_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3211,7 +3338,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{32}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -3247,7 +3374,7 @@ type TopicOffsets struct {
 
 func (x *TopicOffsets) Reset() {
 	*x = TopicOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[33]
+	mi := &file_sluice_v1_job_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3259,7 +3386,7 @@ func (x *TopicOffsets) String() string {
 func (*TopicOffsets) ProtoMessage() {}
 
 func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[33]
+	mi := &file_sluice_v1_job_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3272,7 +3399,7 @@ func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicOffsets.ProtoReflect.Descriptor instead.
 func (*TopicOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{33}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TopicOffsets) GetTopic() string {
@@ -3319,7 +3446,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x02 \x03(\x05R\n" +
 	"partitions\x12!\n" +
-	"\fworker_label\x18\x03 \x01(\tR\vworkerLabel\"\xaa\x03\n" +
+	"\fworker_label\x18\x03 \x01(\tR\vworkerLabel\"\xb0\x04\n" +
 	"\vKafkaSource\x12+\n" +
 	"\x11bootstrap_servers\x18\x01 \x01(\tR\x10bootstrapServers\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12E\n" +
@@ -3328,11 +3455,22 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"properties\x18\x05 \x03(\v2&.sluice.v1.KafkaSource.PropertiesEntryR\n" +
 	"properties\x12.\n" +
-	"\x11fail_on_data_loss\x18\x06 \x01(\bH\x00R\x0efailOnDataLoss\x88\x01\x01\x1a=\n" +
+	"\x11fail_on_data_loss\x18\x06 \x01(\bH\x00R\x0efailOnDataLoss\x88\x01\x01\x12!\n" +
+	"\fvalue_format\x182 \x01(\tR\vvalueFormat\x12\x1d\n" +
+	"\n" +
+	"key_format\x183 \x01(\tR\tkeyFormat\x12B\n" +
+	"\x0fschema_registry\x184 \x01(\v2\x19.sluice.v1.SchemaRegistryR\x0eschemaRegistry\x1a=\n" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x14\n" +
-	"\x12_fail_on_data_loss\"\xc7\x01\n" +
+	"\x12_fail_on_data_loss\"\xc9\x01\n" +
+	"\x0eSchemaRegistry\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\x12!\n" +
+	"\fbearer_token\x18\x04 \x01(\tR\vbearerToken\x12\x15\n" +
+	"\x06ca_pem\x18\x05 \x01(\tR\x05caPem\x123\n" +
+	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xc7\x01\n" +
 	"\x0fStartingOffsets\x126\n" +
 	"\bposition\x18\x01 \x01(\x0e2\x18.sluice.v1.StartPositionH\x00R\bposition\x128\n" +
 	"\bexplicit\x18\x02 \x01(\v2\x1a.sluice.v1.ExplicitOffsetsH\x00R\bexplicit\x12:\n" +
@@ -3609,7 +3747,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(PlacementMode)(0),            // 0: sluice.v1.PlacementMode
 	(IsolationLevel)(0),           // 1: sluice.v1.IsolationLevel
@@ -3624,110 +3762,113 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(*Placement)(nil),             // 10: sluice.v1.Placement
 	(*FixedPlacement)(nil),        // 11: sluice.v1.FixedPlacement
 	(*KafkaSource)(nil),           // 12: sluice.v1.KafkaSource
-	(*StartingOffsets)(nil),       // 13: sluice.v1.StartingOffsets
-	(*ExplicitOffsets)(nil),       // 14: sluice.v1.ExplicitOffsets
-	(*PartitionOffset)(nil),       // 15: sluice.v1.PartitionOffset
-	(*Step)(nil),                  // 16: sluice.v1.Step
-	(*MapStep)(nil),               // 17: sluice.v1.MapStep
-	(*Aggregate)(nil),             // 18: sluice.v1.Aggregate
-	(*AggregateWindow)(nil),       // 19: sluice.v1.AggregateWindow
-	(*EventTime)(nil),             // 20: sluice.v1.EventTime
-	(*Sink)(nil),                  // 21: sluice.v1.Sink
-	(*KafkaSink)(nil),             // 22: sluice.v1.KafkaSink
-	(*CollectSink)(nil),           // 23: sluice.v1.CollectSink
-	(*Limits)(nil),                // 24: sluice.v1.Limits
-	(*Backpressure)(nil),          // 25: sluice.v1.Backpressure
-	(*Job)(nil),                   // 26: sluice.v1.Job
-	(*OffsetRange)(nil),           // 27: sluice.v1.OffsetRange
-	(*Batch)(nil),                 // 28: sluice.v1.Batch
-	(*TopicRanges)(nil),           // 29: sluice.v1.TopicRanges
-	(*BatchCap)(nil),              // 30: sluice.v1.BatchCap
-	(*DataLoss)(nil),              // 31: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 32: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 33: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 34: sluice.v1.OutputRecord
-	(*Header)(nil),                // 35: sluice.v1.Header
-	(*BatchResult)(nil),           // 36: sluice.v1.BatchResult
-	(*WindowResult)(nil),          // 37: sluice.v1.WindowResult
-	(*AggregateState)(nil),        // 38: sluice.v1.AggregateState
-	(*PackedAggregates)(nil),      // 39: sluice.v1.PackedAggregates
-	(*WindowPane)(nil),            // 40: sluice.v1.WindowPane
-	(*CommittedOffsets)(nil),      // 41: sluice.v1.CommittedOffsets
-	(*TopicOffsets)(nil),          // 42: sluice.v1.TopicOffsets
-	nil,                           // 43: sluice.v1.KafkaSource.PropertiesEntry
-	nil,                           // 44: sluice.v1.KafkaSink.HeadersEntry
-	nil,                           // 45: sluice.v1.KafkaSink.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 46: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 47: google.protobuf.Timestamp
+	(*SchemaRegistry)(nil),        // 13: sluice.v1.SchemaRegistry
+	(*StartingOffsets)(nil),       // 14: sluice.v1.StartingOffsets
+	(*ExplicitOffsets)(nil),       // 15: sluice.v1.ExplicitOffsets
+	(*PartitionOffset)(nil),       // 16: sluice.v1.PartitionOffset
+	(*Step)(nil),                  // 17: sluice.v1.Step
+	(*MapStep)(nil),               // 18: sluice.v1.MapStep
+	(*Aggregate)(nil),             // 19: sluice.v1.Aggregate
+	(*AggregateWindow)(nil),       // 20: sluice.v1.AggregateWindow
+	(*EventTime)(nil),             // 21: sluice.v1.EventTime
+	(*Sink)(nil),                  // 22: sluice.v1.Sink
+	(*KafkaSink)(nil),             // 23: sluice.v1.KafkaSink
+	(*CollectSink)(nil),           // 24: sluice.v1.CollectSink
+	(*Limits)(nil),                // 25: sluice.v1.Limits
+	(*Backpressure)(nil),          // 26: sluice.v1.Backpressure
+	(*Job)(nil),                   // 27: sluice.v1.Job
+	(*OffsetRange)(nil),           // 28: sluice.v1.OffsetRange
+	(*Batch)(nil),                 // 29: sluice.v1.Batch
+	(*TopicRanges)(nil),           // 30: sluice.v1.TopicRanges
+	(*BatchCap)(nil),              // 31: sluice.v1.BatchCap
+	(*DataLoss)(nil),              // 32: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 33: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 34: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 35: sluice.v1.OutputRecord
+	(*Header)(nil),                // 36: sluice.v1.Header
+	(*BatchResult)(nil),           // 37: sluice.v1.BatchResult
+	(*WindowResult)(nil),          // 38: sluice.v1.WindowResult
+	(*AggregateState)(nil),        // 39: sluice.v1.AggregateState
+	(*PackedAggregates)(nil),      // 40: sluice.v1.PackedAggregates
+	(*WindowPane)(nil),            // 41: sluice.v1.WindowPane
+	(*CommittedOffsets)(nil),      // 42: sluice.v1.CommittedOffsets
+	(*TopicOffsets)(nil),          // 43: sluice.v1.TopicOffsets
+	nil,                           // 44: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 45: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 46: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 47: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
 	12, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	46, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
-	16, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
-	18, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
-	21, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
-	24, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
+	47, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	17, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
+	19, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
+	22, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
+	25, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
 	5,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
 	10, // 7: sluice.v1.JobSpec.placement:type_name -> sluice.v1.Placement
 	0,  // 8: sluice.v1.Placement.mode:type_name -> sluice.v1.PlacementMode
 	11, // 9: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
-	13, // 10: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
+	14, // 10: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
 	1,  // 11: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	43, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
-	2,  // 13: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
-	14, // 14: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	47, // 15: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
-	15, // 16: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	2,  // 17: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
-	17, // 18: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
-	3,  // 19: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
-	19, // 20: sluice.v1.Aggregate.window:type_name -> sluice.v1.AggregateWindow
-	46, // 21: sluice.v1.AggregateWindow.length:type_name -> google.protobuf.Duration
-	46, // 22: sluice.v1.AggregateWindow.slide:type_name -> google.protobuf.Duration
-	20, // 23: sluice.v1.AggregateWindow.event_time:type_name -> sluice.v1.EventTime
-	46, // 24: sluice.v1.EventTime.watermark_delay:type_name -> google.protobuf.Duration
-	23, // 25: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	22, // 26: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
-	44, // 27: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
-	45, // 28: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
-	4,  // 29: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
-	46, // 30: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
-	46, // 31: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	25, // 32: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
-	9,  // 33: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	6,  // 34: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	47, // 35: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	47, // 36: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	47, // 37: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	7,  // 38: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	27, // 39: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	32, // 40: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	47, // 41: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	31, // 42: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	30, // 43: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
-	29, // 44: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
-	8,  // 45: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
-	46, // 46: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	46, // 47: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	46, // 48: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	35, // 49: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
-	33, // 50: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	34, // 51: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	37, // 52: sluice.v1.BatchResult.windows:type_name -> sluice.v1.WindowResult
-	33, // 53: sluice.v1.BatchResult.totals:type_name -> sluice.v1.KeyAggregate
-	47, // 54: sluice.v1.WindowResult.start:type_name -> google.protobuf.Timestamp
-	47, // 55: sluice.v1.WindowResult.end:type_name -> google.protobuf.Timestamp
-	33, // 56: sluice.v1.WindowResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	39, // 57: sluice.v1.AggregateState.totals:type_name -> sluice.v1.PackedAggregates
-	40, // 58: sluice.v1.AggregateState.windows:type_name -> sluice.v1.WindowPane
-	39, // 59: sluice.v1.WindowPane.aggregates:type_name -> sluice.v1.PackedAggregates
-	15, // 60: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	42, // 61: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
-	62, // [62:62] is the sub-list for method output_type
-	62, // [62:62] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	44, // 12: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	13, // 13: sluice.v1.KafkaSource.schema_registry:type_name -> sluice.v1.SchemaRegistry
+	47, // 14: sluice.v1.SchemaRegistry.timeout:type_name -> google.protobuf.Duration
+	2,  // 15: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
+	15, // 16: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
+	48, // 17: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	16, // 18: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	2,  // 19: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
+	18, // 20: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
+	3,  // 21: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
+	20, // 22: sluice.v1.Aggregate.window:type_name -> sluice.v1.AggregateWindow
+	47, // 23: sluice.v1.AggregateWindow.length:type_name -> google.protobuf.Duration
+	47, // 24: sluice.v1.AggregateWindow.slide:type_name -> google.protobuf.Duration
+	21, // 25: sluice.v1.AggregateWindow.event_time:type_name -> sluice.v1.EventTime
+	47, // 26: sluice.v1.EventTime.watermark_delay:type_name -> google.protobuf.Duration
+	24, // 27: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	23, // 28: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
+	45, // 29: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	46, // 30: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	4,  // 31: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
+	47, // 32: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	47, // 33: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	26, // 34: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
+	9,  // 35: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	6,  // 36: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	48, // 37: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	48, // 38: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	48, // 39: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	7,  // 40: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	28, // 41: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	33, // 42: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	48, // 43: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	32, // 44: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	31, // 45: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
+	30, // 46: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
+	8,  // 47: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
+	47, // 48: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	47, // 49: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	47, // 50: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	36, // 51: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	34, // 52: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	35, // 53: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	38, // 54: sluice.v1.BatchResult.windows:type_name -> sluice.v1.WindowResult
+	34, // 55: sluice.v1.BatchResult.totals:type_name -> sluice.v1.KeyAggregate
+	48, // 56: sluice.v1.WindowResult.start:type_name -> google.protobuf.Timestamp
+	48, // 57: sluice.v1.WindowResult.end:type_name -> google.protobuf.Timestamp
+	34, // 58: sluice.v1.WindowResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	40, // 59: sluice.v1.AggregateState.totals:type_name -> sluice.v1.PackedAggregates
+	41, // 60: sluice.v1.AggregateState.windows:type_name -> sluice.v1.WindowPane
+	40, // 61: sluice.v1.WindowPane.aggregates:type_name -> sluice.v1.PackedAggregates
+	16, // 62: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	43, // 63: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
+	64, // [64:64] is the sub-list for method output_type
+	64, // [64:64] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -3736,28 +3877,28 @@ func file_sluice_v1_job_proto_init() {
 		return
 	}
 	file_sluice_v1_job_proto_msgTypes[3].OneofWrappers = []any{}
-	file_sluice_v1_job_proto_msgTypes[4].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[5].OneofWrappers = []any{
 		(*StartingOffsets_Position)(nil),
 		(*StartingOffsets_Explicit)(nil),
 		(*StartingOffsets_Timestamp)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[7].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[8].OneofWrappers = []any{
 		(*Step_Filter)(nil),
 		(*Step_Map)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[12].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[13].OneofWrappers = []any{
 		(*Sink_Collect)(nil),
 		(*Sink_Kafka)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[16].OneofWrappers = []any{}
-	file_sluice_v1_job_proto_msgTypes[29].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[17].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[30].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
