@@ -201,7 +201,7 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if len(p.ranges) == 0 && len(p.losses) == 0 {
+		if len(p.ranges) == 0 && len(p.losses) == 0 && !r.windowDue(bt) {
 			continue
 		}
 		b := &sluicev1.Batch{

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/sluice-stream/sluice/offsetstore"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -83,4 +84,17 @@ func (a *aggState) revision() int64 {
 		return 0
 	}
 	return a.rev
+}
+
+// windowDue reports whether a batch at bt, even without records, would
+// emit a processing-time window: an idle job then runs an empty batch, so
+// that its windows are emitted on time rather than with the next record.
+func (r *jobRunner) windowDue(bt time.Time) bool {
+	if r.agg == nil || len(r.agg.state.Open) == 0 {
+		return false
+	}
+	if c := window.Of(r.spec); !c.Windowed || c.EventTime {
+		return false // event-time windows move with the records' times only
+	}
+	return r.agg.state.Open[0].End <= bt.Add(r.interval()).UnixMilli()
 }

@@ -573,3 +573,70 @@ func TestStateUpdateResetDelete(t *testing.T) {
 		t.Fatalf("state of a deleted job: %v, want NotFound", err)
 	}
 }
+
+// TestProcessingWindowEmittedWhenIdle: a processing-time window is emitted
+// once its last interval passed even when no record arrives after it (an
+// empty batch carries it), and exactly once.
+func TestProcessingWindowEmittedWhenIdle(t *testing.T) {
+	tc := newTestCluster(t, clusterOptions{topics: []string{"idle"}, partitions: 2})
+	ctx := context.Background()
+	spec := countJob("idle-windows", tc.Brokers, "idle")
+	spec.Aggregate.Window = &sluicev1.AggregateWindow{Length: durationpb.New(300 * time.Millisecond)}
+	if _, err := tc.Client.Submit(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	cl := tc.producer()
+	want := map[string]int64{}
+	for i := range 40 {
+		k := fmt.Sprintf("k%d", i%3)
+		cl.Produce(ctx, &kgo.Record{Topic: "idle", Partition: int32(i % 2), Key: []byte(k)}, nil)
+		want[k]++
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitOffsets("idle-windows", map[string]int64{"idle/0": 20, "idle/1": 20}, 30*time.Second)
+	// No record follows: the windows holding the batches must still close.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := tc.Client.State(ctx, "idle-windows")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.GetOpenWindows()) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("windows still open 30s after the last record: %v", st.GetOpenWindows())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res, err := tc.Client.Results(ctx, "idle-windows", 0, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	seen := map[int64]bool{}
+	for _, r := range res.GetResults() {
+		for _, w := range r.GetWindows() {
+			start := w.GetStart().AsTime().UnixMilli()
+			if seen[start] {
+				t.Fatalf("window %d emitted twice", start)
+			}
+			seen[start] = true
+			for k, n := range countsOf(w.GetAggregates()) {
+				got[k] += n
+			}
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("tumbling windows sum to %v, want every record once: %v", got, want)
+	}
+	// Idle batches stop once nothing is open: the batch count settles.
+	b1, _ := tc.Client.Batches(ctx, "idle-windows", 1000)
+	time.Sleep(500 * time.Millisecond)
+	b2, _ := tc.Client.Batches(ctx, "idle-windows", 1000)
+	if len(b2) != len(b1) {
+		t.Fatalf("batches went on from %d to %d with nothing to read or emit", len(b1), len(b2))
+	}
+}
