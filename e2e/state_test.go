@@ -45,11 +45,9 @@ func verifyState(t *testing.T, c *client.Client, job string, s *stream, timeout 
 	s.mu.Unlock()
 	tc.waitOffsets(job, ends, timeout)
 	ctx := context.Background()
-
-	st, err := c.State(ctx, job)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Idle batches emit the last windows: once none is open, the job is
+	// quiet and what follows reads one consistent picture.
+	st := waitWindowsClosed(t, c, job, timeout)
 	if got := countsOf(st.GetTotals()); !maps.Equal(got, want) {
 		t.Fatalf("running totals (as of batch %d) differ from the ground truth:\n got %v\nwant %v", st.GetBatchId(), got, want)
 	}
@@ -450,6 +448,7 @@ func TestUpdateStreamExactThroughKills(t *testing.T) {
 	ends, want := maps.Clone(s.ends), maps.Clone(s.counts)
 	s.mu.Unlock()
 	tc.waitOffsets(spec.GetName(), ends, 60*time.Second)
+	waitWindowsClosed(t, c, spec.GetName(), 60*time.Second)
 
 	// What the stored results say was emitted.
 	ctx := context.Background()
@@ -638,5 +637,25 @@ func TestProcessingWindowEmittedWhenIdle(t *testing.T) {
 	b2, _ := tc.Client.Batches(ctx, "idle-windows", 1000)
 	if len(b2) != len(b1) {
 		t.Fatalf("batches went on from %d to %d with nothing to read or emit", len(b1), len(b2))
+	}
+}
+
+// waitWindowsClosed waits until the job's processing-time windows are all
+// emitted (idle batches emit the last ones) and returns its state then.
+func waitWindowsClosed(t *testing.T, c *client.Client, job string, timeout time.Duration) *sluicev1.GetStateResponse {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := c.State(context.Background(), job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.GetOpenWindows()) == 0 {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("windows of %s still open after %s: %v", job, timeout, st.GetOpenWindows())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
