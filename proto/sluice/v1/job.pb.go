@@ -1441,7 +1441,13 @@ type Aggregate struct {
 	// Numeric expression aggregated by sum, min, max and avg; required by them.
 	Value string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	// Default [COUNT].
-	Functions     []AggregateFunction `protobuf:"varint,3,rep,packed,name=functions,proto3,enum=sluice.v1.AggregateFunction" json:"functions,omitempty"`
+	Functions []AggregateFunction `protobuf:"varint,3,rep,packed,name=functions,proto3,enum=sluice.v1.AggregateFunction" json:"functions,omitempty"`
+	// Keep per-key totals since the job started (Spark's updateStateByKey):
+	// each batch's aggregates are added to them, and the totals are committed
+	// with the offsets in the same etcd transaction.
+	Running bool `protobuf:"varint,30,opt,name=running,proto3" json:"running,omitempty"`
+	// Aggregate over windows of batches instead of one batch at a time.
+	Window        *AggregateWindow `protobuf:"bytes,31,opt,name=window,proto3" json:"window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1497,6 +1503,152 @@ func (x *Aggregate) GetFunctions() []AggregateFunction {
 	return nil
 }
 
+func (x *Aggregate) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
+func (x *Aggregate) GetWindow() *AggregateWindow {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+// AggregateWindow is a processing-time window over batches (Spark's
+// reduceByKeyAndWindow): windows start at multiples of slide (Unix epoch
+// aligned) and span length; a batch belongs to every window its batch time
+// falls in. A window's result is stored when the batch covering its last
+// interval (or a later one) commits.
+type AggregateWindow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Window length; a multiple of batch_interval (processing time), or of a
+	// millisecond (event time).
+	Length *durationpb.Duration `protobuf:"bytes,1,opt,name=length,proto3" json:"length,omitempty"`
+	// Distance between window starts, at most length; like length, a multiple
+	// of batch_interval or of a millisecond. Default length (tumbling windows).
+	Slide *durationpb.Duration `protobuf:"bytes,2,opt,name=slide,proto3" json:"slide,omitempty"`
+	// Set: windows are on each record's event time, not on batch times
+	// (Structured Streaming's event-time windows with a watermark).
+	EventTime     *EventTime `protobuf:"bytes,3,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AggregateWindow) Reset() {
+	*x = AggregateWindow{}
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AggregateWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AggregateWindow) ProtoMessage() {}
+
+func (x *AggregateWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AggregateWindow.ProtoReflect.Descriptor instead.
+func (*AggregateWindow) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AggregateWindow) GetLength() *durationpb.Duration {
+	if x != nil {
+		return x.Length
+	}
+	return nil
+}
+
+func (x *AggregateWindow) GetSlide() *durationpb.Duration {
+	if x != nil {
+		return x.Slide
+	}
+	return nil
+}
+
+func (x *AggregateWindow) GetEventTime() *EventTime {
+	if x != nil {
+		return x.EventTime
+	}
+	return nil
+}
+
+// EventTime places records in windows by their own time. The watermark is
+// the greatest event time seen in committed batches minus watermark_delay;
+// it advances only when a batch commits. A window is emitted once, when the
+// watermark reaches its end; a record whose every window was emitted
+// already is late: counted (BatchMetrics.records_late) and dropped.
+type EventTime struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CEL expression giving the record's event time, a timestamp (e.g.
+	// timestamp(json.ts)); empty means the Kafka record timestamp.
+	TimeExpr string `protobuf:"bytes,1,opt,name=time_expr,json=timeExpr,proto3" json:"time_expr,omitempty"`
+	// How far behind the greatest event time seen the watermark stays, so
+	// that records up to that late still count; default 0, at most 24h.
+	WatermarkDelay *durationpb.Duration `protobuf:"bytes,2,opt,name=watermark_delay,json=watermarkDelay,proto3" json:"watermark_delay,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EventTime) Reset() {
+	*x = EventTime{}
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventTime) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventTime) ProtoMessage() {}
+
+func (x *EventTime) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventTime.ProtoReflect.Descriptor instead.
+func (*EventTime) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *EventTime) GetTimeExpr() string {
+	if x != nil {
+		return x.TimeExpr
+	}
+	return ""
+}
+
+func (x *EventTime) GetWatermarkDelay() *durationpb.Duration {
+	if x != nil {
+		return x.WatermarkDelay
+	}
+	return nil
+}
+
 type Sink struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -1510,7 +1662,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1674,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1687,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Sink) GetKind() isSink_Kind {
@@ -1612,7 +1764,7 @@ type KafkaSink struct {
 
 func (x *KafkaSink) Reset() {
 	*x = KafkaSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1776,7 @@ func (x *KafkaSink) String() string {
 func (*KafkaSink) ProtoMessage() {}
 
 func (x *KafkaSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1789,7 @@ func (x *KafkaSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSink.ProtoReflect.Descriptor instead.
 func (*KafkaSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KafkaSink) GetBootstrapServers() string {
@@ -1713,7 +1865,7 @@ type CollectSink struct {
 
 func (x *CollectSink) Reset() {
 	*x = CollectSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +1877,7 @@ func (x *CollectSink) String() string {
 func (*CollectSink) ProtoMessage() {}
 
 func (x *CollectSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +1890,7 @@ func (x *CollectSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectSink.ProtoReflect.Descriptor instead.
 func (*CollectSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 type Limits struct {
@@ -1779,13 +1931,17 @@ type Limits struct {
 	// another worker, and the first result wins; default 3, 0 is the default,
 	// and negative turns it off.
 	SpeculationMultiplier float64 `protobuf:"fixed64,11,opt,name=speculation_multiplier,json=speculationMultiplier,proto3" json:"speculation_multiplier,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Keys the aggregate state across batches (aggregate.running, the open
+	// windows of aggregate.window) may hold; default 10000, at most 20000, so
+	// that a commit stays well under etcd's request size. Past it the job fails.
+	MaxStateKeys  int64 `protobuf:"varint,30,opt,name=max_state_keys,json=maxStateKeys,proto3" json:"max_state_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1953,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1966,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Limits) GetMaxRatePerPartition() int64 {
@@ -1890,6 +2046,13 @@ func (x *Limits) GetSpeculationMultiplier() float64 {
 	return 0
 }
 
+func (x *Limits) GetMaxStateKeys() int64 {
+	if x != nil {
+		return x.MaxStateKeys
+	}
+	return 0
+}
+
 // Backpressure is Spark's PID rate estimator: after every batch,
 // rate = max(latest - P*error - I*delay*measured/interval - D*dError, min_rate),
 // where measured = records/processing time and error = latest - measured.
@@ -1911,7 +2074,7 @@ type Backpressure struct {
 
 func (x *Backpressure) Reset() {
 	*x = Backpressure{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2086,7 @@ func (x *Backpressure) String() string {
 func (*Backpressure) ProtoMessage() {}
 
 func (x *Backpressure) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2099,7 @@ func (x *Backpressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backpressure.ProtoReflect.Descriptor instead.
 func (*Backpressure) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Backpressure) GetEnabled() bool {
@@ -1998,7 +2161,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2173,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2186,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Job) GetSpec() *JobSpec {
@@ -2096,7 +2259,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2271,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2284,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *OffsetRange) GetTopic() string {
@@ -2175,7 +2338,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2187,7 +2350,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2200,7 +2363,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Batch) GetJob() string {
@@ -2287,7 +2450,7 @@ type TopicRanges struct {
 
 func (x *TopicRanges) Reset() {
 	*x = TopicRanges{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2462,7 @@ func (x *TopicRanges) String() string {
 func (*TopicRanges) ProtoMessage() {}
 
 func (x *TopicRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2475,7 @@ func (x *TopicRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicRanges.ProtoReflect.Descriptor instead.
 func (*TopicRanges) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TopicRanges) GetTopic() string {
@@ -2360,7 +2523,7 @@ type BatchCap struct {
 
 func (x *BatchCap) Reset() {
 	*x = BatchCap{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2535,7 @@ func (x *BatchCap) String() string {
 func (*BatchCap) ProtoMessage() {}
 
 func (x *BatchCap) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2548,7 @@ func (x *BatchCap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCap.ProtoReflect.Descriptor instead.
 func (*BatchCap) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BatchCap) GetSource() CapSource {
@@ -2431,7 +2594,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2443,7 +2606,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2456,7 +2619,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -2516,13 +2679,16 @@ type BatchMetrics struct {
 	// Records written to the dead-letter topic (RECORD_ERROR_POLICY_DEAD_LETTER),
 	// also counted in records_failed.
 	RecordsDeadLettered int64 `protobuf:"varint,20,opt,name=records_dead_lettered,json=recordsDeadLettered,proto3" json:"records_dead_lettered,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Records dropped as late by event-time windows: every window they fall
+	// in was emitted already.
+	RecordsLate   int64 `protobuf:"varint,30,opt,name=records_late,json=recordsLate,proto3" json:"records_late,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2534,7 +2700,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2547,7 +2713,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -2620,6 +2786,13 @@ func (x *BatchMetrics) GetRecordsDeadLettered() int64 {
 	return 0
 }
 
+func (x *BatchMetrics) GetRecordsLate() int64 {
+	if x != nil {
+		return x.RecordsLate
+	}
+	return 0
+}
+
 // KeyAggregate is the aggregate of one key; avg is sum/count.
 type KeyAggregate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2639,7 +2812,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2824,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +2837,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -2736,7 +2909,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2748,7 +2921,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2761,7 +2934,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -2830,7 +3003,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2842,7 +3015,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2855,7 +3028,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Header) GetKey() string {
@@ -2880,14 +3053,19 @@ type BatchResult struct {
 	// Present when the job aggregates, sorted by key.
 	Aggregates []*KeyAggregate `protobuf:"bytes,3,rep,name=aggregates,proto3" json:"aggregates,omitempty"`
 	// Present when the job does not aggregate, in source order per partition.
-	Records       []*OutputRecord `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
+	Records []*OutputRecord `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
+	// The windows (aggregate.window) this batch's commit completed, oldest first.
+	Windows []*WindowResult `protobuf:"bytes,30,rep,name=windows,proto3" json:"windows,omitempty"`
+	// aggregate.running: the new totals of the keys this batch changed, sorted
+	// by key.
+	Totals        []*KeyAggregate `protobuf:"bytes,31,rep,name=totals,proto3" json:"totals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3077,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3090,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -2943,6 +3121,299 @@ func (x *BatchResult) GetRecords() []*OutputRecord {
 	return nil
 }
 
+func (x *BatchResult) GetWindows() []*WindowResult {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+func (x *BatchResult) GetTotals() []*KeyAggregate {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+// WindowResult is the per-key aggregates of one window.
+type WindowResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Start *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	// Exclusive.
+	End *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	// Sorted by key.
+	Aggregates    []*KeyAggregate `protobuf:"bytes,3,rep,name=aggregates,proto3" json:"aggregates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowResult) Reset() {
+	*x = WindowResult{}
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowResult) ProtoMessage() {}
+
+func (x *WindowResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowResult.ProtoReflect.Descriptor instead.
+func (*WindowResult) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *WindowResult) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *WindowResult) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *WindowResult) GetAggregates() []*KeyAggregate {
+	if x != nil {
+		return x.Aggregates
+	}
+	return nil
+}
+
+// AggregateState is a job's aggregate state across batches, stored with its
+// committed offsets (offsetstore key state/<job>) and written in the same
+// transaction. Aggregates are stored column by column (PackedAggregates).
+type AggregateState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last batch folded in.
+	BatchId int64 `protobuf:"varint,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// aggregate.running: the totals since the job started.
+	Totals *PackedAggregates `protobuf:"bytes,2,opt,name=totals,proto3" json:"totals,omitempty"`
+	// aggregate.window: the windows not emitted yet, oldest first.
+	Windows []*WindowPane `protobuf:"bytes,3,rep,name=windows,proto3" json:"windows,omitempty"`
+	// aggregate.window.event_time: the watermark, Unix milliseconds; unset
+	// before any record was seen.
+	WatermarkUnixMs *int64 `protobuf:"varint,4,opt,name=watermark_unix_ms,json=watermarkUnixMs,proto3,oneof" json:"watermark_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AggregateState) Reset() {
+	*x = AggregateState{}
+	mi := &file_sluice_v1_job_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AggregateState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AggregateState) ProtoMessage() {}
+
+func (x *AggregateState) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AggregateState.ProtoReflect.Descriptor instead.
+func (*AggregateState) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AggregateState) GetBatchId() int64 {
+	if x != nil {
+		return x.BatchId
+	}
+	return 0
+}
+
+func (x *AggregateState) GetTotals() *PackedAggregates {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+func (x *AggregateState) GetWindows() []*WindowPane {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+func (x *AggregateState) GetWatermarkUnixMs() int64 {
+	if x != nil && x.WatermarkUnixMs != nil {
+		return *x.WatermarkUnixMs
+	}
+	return 0
+}
+
+// PackedAggregates are per-key aggregates as columns: keys[i] (exact bytes)
+// has counts[i] and, when the column is present, sums[i], mins[i] and
+// maxs[i]. A column whose values are all 0 is omitted.
+type PackedAggregates struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          [][]byte               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Counts        []int64                `protobuf:"varint,2,rep,packed,name=counts,proto3" json:"counts,omitempty"`
+	Sums          []float64              `protobuf:"fixed64,3,rep,packed,name=sums,proto3" json:"sums,omitempty"`
+	Mins          []float64              `protobuf:"fixed64,4,rep,packed,name=mins,proto3" json:"mins,omitempty"`
+	Maxs          []float64              `protobuf:"fixed64,5,rep,packed,name=maxs,proto3" json:"maxs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedAggregates) Reset() {
+	*x = PackedAggregates{}
+	mi := &file_sluice_v1_job_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedAggregates) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedAggregates) ProtoMessage() {}
+
+func (x *PackedAggregates) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedAggregates.ProtoReflect.Descriptor instead.
+func (*PackedAggregates) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PackedAggregates) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetCounts() []int64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetSums() []float64 {
+	if x != nil {
+		return x.Sums
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetMins() []float64 {
+	if x != nil {
+		return x.Mins
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetMaxs() []float64 {
+	if x != nil {
+		return x.Maxs
+	}
+	return nil
+}
+
+// WindowPane is an open window: [start, end) in Unix milliseconds.
+type WindowPane struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StartUnixMs   int64                  `protobuf:"varint,1,opt,name=start_unix_ms,json=startUnixMs,proto3" json:"start_unix_ms,omitempty"`
+	EndUnixMs     int64                  `protobuf:"varint,2,opt,name=end_unix_ms,json=endUnixMs,proto3" json:"end_unix_ms,omitempty"`
+	Aggregates    *PackedAggregates      `protobuf:"bytes,3,opt,name=aggregates,proto3" json:"aggregates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowPane) Reset() {
+	*x = WindowPane{}
+	mi := &file_sluice_v1_job_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowPane) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowPane) ProtoMessage() {}
+
+func (x *WindowPane) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowPane.ProtoReflect.Descriptor instead.
+func (*WindowPane) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *WindowPane) GetStartUnixMs() int64 {
+	if x != nil {
+		return x.StartUnixMs
+	}
+	return 0
+}
+
+func (x *WindowPane) GetEndUnixMs() int64 {
+	if x != nil {
+		return x.EndUnixMs
+	}
+	return 0
+}
+
+func (x *WindowPane) GetAggregates() *PackedAggregates {
+	if x != nil {
+		return x.Aggregates
+	}
+	return nil
+}
+
 // CommittedOffsets is a job's committed position: for every partition the next
 // offset to read, as of the batch that committed it.
 type CommittedOffsets struct {
@@ -2959,7 +3430,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2971,7 +3442,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2984,7 +3455,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -3020,7 +3491,7 @@ type TopicOffsets struct {
 
 func (x *TopicOffsets) Reset() {
 	*x = TopicOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3032,7 +3503,7 @@ func (x *TopicOffsets) String() string {
 func (*TopicOffsets) ProtoMessage() {}
 
 func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3045,7 +3516,7 @@ func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicOffsets.ProtoReflect.Descriptor instead.
 func (*TopicOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TopicOffsets) GetTopic() string {
@@ -3148,11 +3619,21 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x04kind\"1\n" +
 	"\aMapStep\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"o\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xbd\x01\n" +
 	"\tAggregate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12:\n" +
-	"\tfunctions\x18\x03 \x03(\x0e2\x1c.sluice.v1.AggregateFunctionR\tfunctions\"p\n" +
+	"\tfunctions\x18\x03 \x03(\x0e2\x1c.sluice.v1.AggregateFunctionR\tfunctions\x12\x18\n" +
+	"\arunning\x18\x1e \x01(\bR\arunning\x122\n" +
+	"\x06window\x18\x1f \x01(\v2\x1a.sluice.v1.AggregateWindowR\x06window\"\xaa\x01\n" +
+	"\x0fAggregateWindow\x121\n" +
+	"\x06length\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06length\x12/\n" +
+	"\x05slide\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05slide\x123\n" +
+	"\n" +
+	"event_time\x18\x03 \x01(\v2\x14.sluice.v1.EventTimeR\teventTime\"l\n" +
+	"\tEventTime\x12\x1b\n" +
+	"\ttime_expr\x18\x01 \x01(\tR\btimeExpr\x12B\n" +
+	"\x0fwatermark_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ewatermarkDelay\"p\n" +
 	"\x04Sink\x122\n" +
 	"\acollect\x18\x01 \x01(\v2\x16.sluice.v1.CollectSinkH\x00R\acollect\x12,\n" +
 	"\x05kafka\x18\x02 \x01(\v2\x14.sluice.v1.KafkaSinkH\x00R\x05kafkaB\x06\n" +
@@ -3176,7 +3657,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\r\n" +
-	"\vCollectSink\"\xb4\x04\n" +
+	"\vCollectSink\"\xda\x04\n" +
 	"\x06Limits\x123\n" +
 	"\x16max_rate_per_partition\x18\x01 \x01(\x03R\x13maxRatePerPartition\x121\n" +
 	"\x15max_records_per_batch\x18\x02 \x01(\x03R\x12maxRecordsPerBatch\x12*\n" +
@@ -3189,7 +3670,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x14max_records_per_task\x18\t \x01(\x03R\x11maxRecordsPerTask\x121\n" +
 	"\x15max_task_output_bytes\x18\n" +
 	" \x01(\x03R\x12maxTaskOutputBytes\x125\n" +
-	"\x16speculation_multiplier\x18\v \x01(\x01R\x15speculationMultiplier\"\xf0\x01\n" +
+	"\x16speculation_multiplier\x18\v \x01(\x01R\x15speculationMultiplier\x12$\n" +
+	"\x0emax_state_keys\x18\x1e \x01(\x03R\fmaxStateKeys\"\xf0\x01\n" +
 	"\fBackpressure\x12\x1d\n" +
 	"\aenabled\x18\x01 \x01(\bH\x00R\aenabled\x88\x01\x01\x12'\n" +
 	"\fproportional\x18\x02 \x01(\x01H\x01R\fproportional\x88\x01\x01\x12\x1f\n" +
@@ -3254,7 +3736,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\vfrom_offset\x18\x03 \x01(\x03R\n" +
 	"fromOffset\x12!\n" +
 	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xd7\x03\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xfa\x03\n" +
 	"\fBatchMetrics\x12\x1d\n" +
 	"\n" +
 	"records_in\x18\x01 \x01(\x03R\trecordsIn\x12\x1f\n" +
@@ -3268,7 +3750,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x05tasks\x18\a \x01(\x05R\x05tasks\x12#\n" +
 	"\rtask_attempts\x18\b \x01(\x05R\ftaskAttempts\x12+\n" +
 	"\x11speculative_tasks\x18\t \x01(\x05R\x10speculativeTasks\x122\n" +
-	"\x15records_dead_lettered\x18\x14 \x01(\x03R\x13recordsDeadLettered\"\x9b\x01\n" +
+	"\x15records_dead_lettered\x18\x14 \x01(\x03R\x13recordsDeadLettered\x12!\n" +
+	"\frecords_late\x18\x1e \x01(\x03R\vrecordsLate\"\x9b\x01\n" +
 	"\fKeyAggregate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x10\n" +
@@ -3289,14 +3772,41 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\aheaders\x18\b \x03(\v2\x11.sluice.v1.HeaderR\aheaders\"0\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"\xa6\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\x8a\x02\n" +
 	"\vBatchResult\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\x03R\abatchId\x127\n" +
 	"\n" +
 	"aggregates\x18\x03 \x03(\v2\x17.sluice.v1.KeyAggregateR\n" +
 	"aggregates\x121\n" +
-	"\arecords\x18\x04 \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\"\xa3\x01\n" +
+	"\arecords\x18\x04 \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\x121\n" +
+	"\awindows\x18\x1e \x03(\v2\x17.sluice.v1.WindowResultR\awindows\x12/\n" +
+	"\x06totals\x18\x1f \x03(\v2\x17.sluice.v1.KeyAggregateR\x06totals\"\xa7\x01\n" +
+	"\fWindowResult\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\x127\n" +
+	"\n" +
+	"aggregates\x18\x03 \x03(\v2\x17.sluice.v1.KeyAggregateR\n" +
+	"aggregates\"\xd8\x01\n" +
+	"\x0eAggregateState\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\x03R\abatchId\x123\n" +
+	"\x06totals\x18\x02 \x01(\v2\x1b.sluice.v1.PackedAggregatesR\x06totals\x12/\n" +
+	"\awindows\x18\x03 \x03(\v2\x15.sluice.v1.WindowPaneR\awindows\x12/\n" +
+	"\x11watermark_unix_ms\x18\x04 \x01(\x03H\x00R\x0fwatermarkUnixMs\x88\x01\x01B\x14\n" +
+	"\x12_watermark_unix_ms\"z\n" +
+	"\x10PackedAggregates\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\x12\x16\n" +
+	"\x06counts\x18\x02 \x03(\x03R\x06counts\x12\x12\n" +
+	"\x04sums\x18\x03 \x03(\x01R\x04sums\x12\x12\n" +
+	"\x04mins\x18\x04 \x03(\x01R\x04mins\x12\x12\n" +
+	"\x04maxs\x18\x05 \x03(\x01R\x04maxs\"\x8d\x01\n" +
+	"\n" +
+	"WindowPane\x12\"\n" +
+	"\rstart_unix_ms\x18\x01 \x01(\x03R\vstartUnixMs\x12\x1e\n" +
+	"\vend_unix_ms\x18\x02 \x01(\x03R\tendUnixMs\x12;\n" +
+	"\n" +
+	"aggregates\x18\x03 \x01(\v2\x1b.sluice.v1.PackedAggregatesR\n" +
+	"aggregates\"\xa3\x01\n" +
 	"\x10CommittedOffsets\x124\n" +
 	"\aoffsets\x18\x01 \x03(\v2\x1a.sluice.v1.PartitionOffsetR\aoffsets\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\x03R\abatchId\x12>\n" +
@@ -3369,7 +3879,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(PlacementMode)(0),            // 0: sluice.v1.PlacementMode
 	(IsolationLevel)(0),           // 1: sluice.v1.IsolationLevel
@@ -3392,90 +3902,109 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(*Step)(nil),                  // 18: sluice.v1.Step
 	(*MapStep)(nil),               // 19: sluice.v1.MapStep
 	(*Aggregate)(nil),             // 20: sluice.v1.Aggregate
-	(*Sink)(nil),                  // 21: sluice.v1.Sink
-	(*KafkaSink)(nil),             // 22: sluice.v1.KafkaSink
-	(*CollectSink)(nil),           // 23: sluice.v1.CollectSink
-	(*Limits)(nil),                // 24: sluice.v1.Limits
-	(*Backpressure)(nil),          // 25: sluice.v1.Backpressure
-	(*Job)(nil),                   // 26: sluice.v1.Job
-	(*OffsetRange)(nil),           // 27: sluice.v1.OffsetRange
-	(*Batch)(nil),                 // 28: sluice.v1.Batch
-	(*TopicRanges)(nil),           // 29: sluice.v1.TopicRanges
-	(*BatchCap)(nil),              // 30: sluice.v1.BatchCap
-	(*DataLoss)(nil),              // 31: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 32: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 33: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 34: sluice.v1.OutputRecord
-	(*Header)(nil),                // 35: sluice.v1.Header
-	(*BatchResult)(nil),           // 36: sluice.v1.BatchResult
-	(*CommittedOffsets)(nil),      // 37: sluice.v1.CommittedOffsets
-	(*TopicOffsets)(nil),          // 38: sluice.v1.TopicOffsets
-	nil,                           // 39: sluice.v1.DeadLetter.PropertiesEntry
-	nil,                           // 40: sluice.v1.KafkaSource.PropertiesEntry
-	nil,                           // 41: sluice.v1.KafkaSink.HeadersEntry
-	nil,                           // 42: sluice.v1.KafkaSink.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 43: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 44: google.protobuf.Timestamp
+	(*AggregateWindow)(nil),       // 21: sluice.v1.AggregateWindow
+	(*EventTime)(nil),             // 22: sluice.v1.EventTime
+	(*Sink)(nil),                  // 23: sluice.v1.Sink
+	(*KafkaSink)(nil),             // 24: sluice.v1.KafkaSink
+	(*CollectSink)(nil),           // 25: sluice.v1.CollectSink
+	(*Limits)(nil),                // 26: sluice.v1.Limits
+	(*Backpressure)(nil),          // 27: sluice.v1.Backpressure
+	(*Job)(nil),                   // 28: sluice.v1.Job
+	(*OffsetRange)(nil),           // 29: sluice.v1.OffsetRange
+	(*Batch)(nil),                 // 30: sluice.v1.Batch
+	(*TopicRanges)(nil),           // 31: sluice.v1.TopicRanges
+	(*BatchCap)(nil),              // 32: sluice.v1.BatchCap
+	(*DataLoss)(nil),              // 33: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 34: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 35: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 36: sluice.v1.OutputRecord
+	(*Header)(nil),                // 37: sluice.v1.Header
+	(*BatchResult)(nil),           // 38: sluice.v1.BatchResult
+	(*WindowResult)(nil),          // 39: sluice.v1.WindowResult
+	(*AggregateState)(nil),        // 40: sluice.v1.AggregateState
+	(*PackedAggregates)(nil),      // 41: sluice.v1.PackedAggregates
+	(*WindowPane)(nil),            // 42: sluice.v1.WindowPane
+	(*CommittedOffsets)(nil),      // 43: sluice.v1.CommittedOffsets
+	(*TopicOffsets)(nil),          // 44: sluice.v1.TopicOffsets
+	nil,                           // 45: sluice.v1.DeadLetter.PropertiesEntry
+	nil,                           // 46: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 47: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 48: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 49: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 50: google.protobuf.Timestamp
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
 	13, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	43, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	49, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
 	18, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
 	20, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
-	21, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
-	24, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
+	23, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
+	26, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
 	5,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
 	11, // 7: sluice.v1.JobSpec.placement:type_name -> sluice.v1.Placement
 	10, // 8: sluice.v1.JobSpec.dead_letter:type_name -> sluice.v1.DeadLetter
-	39, // 9: sluice.v1.DeadLetter.properties:type_name -> sluice.v1.DeadLetter.PropertiesEntry
+	45, // 9: sluice.v1.DeadLetter.properties:type_name -> sluice.v1.DeadLetter.PropertiesEntry
 	0,  // 10: sluice.v1.Placement.mode:type_name -> sluice.v1.PlacementMode
 	12, // 11: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
 	15, // 12: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
 	1,  // 13: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	40, // 14: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	46, // 14: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
 	14, // 15: sluice.v1.KafkaSource.schema_registry:type_name -> sluice.v1.SchemaRegistry
-	43, // 16: sluice.v1.SchemaRegistry.timeout:type_name -> google.protobuf.Duration
+	49, // 16: sluice.v1.SchemaRegistry.timeout:type_name -> google.protobuf.Duration
 	2,  // 17: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
 	16, // 18: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	44, // 19: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	50, // 19: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
 	17, // 20: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
 	2,  // 21: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
 	19, // 22: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
 	3,  // 23: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
-	23, // 24: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	22, // 25: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
-	41, // 26: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
-	42, // 27: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
-	4,  // 28: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
-	43, // 29: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
-	43, // 30: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	25, // 31: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
-	9,  // 32: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	6,  // 33: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	44, // 34: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	44, // 35: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	44, // 36: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	7,  // 37: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	27, // 38: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	32, // 39: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	44, // 40: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	31, // 41: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	30, // 42: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
-	29, // 43: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
-	8,  // 44: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
-	43, // 45: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	43, // 46: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	43, // 47: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	35, // 48: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
-	33, // 49: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	34, // 50: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	17, // 51: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	38, // 52: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	21, // 24: sluice.v1.Aggregate.window:type_name -> sluice.v1.AggregateWindow
+	49, // 25: sluice.v1.AggregateWindow.length:type_name -> google.protobuf.Duration
+	49, // 26: sluice.v1.AggregateWindow.slide:type_name -> google.protobuf.Duration
+	22, // 27: sluice.v1.AggregateWindow.event_time:type_name -> sluice.v1.EventTime
+	49, // 28: sluice.v1.EventTime.watermark_delay:type_name -> google.protobuf.Duration
+	25, // 29: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	24, // 30: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
+	47, // 31: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	48, // 32: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	4,  // 33: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
+	49, // 34: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	49, // 35: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	27, // 36: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
+	9,  // 37: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	6,  // 38: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	50, // 39: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	50, // 40: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	50, // 41: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	7,  // 42: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	29, // 43: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	34, // 44: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	50, // 45: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	33, // 46: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	32, // 47: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
+	31, // 48: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
+	8,  // 49: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
+	49, // 50: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	49, // 51: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	49, // 52: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	37, // 53: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	35, // 54: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	36, // 55: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	39, // 56: sluice.v1.BatchResult.windows:type_name -> sluice.v1.WindowResult
+	35, // 57: sluice.v1.BatchResult.totals:type_name -> sluice.v1.KeyAggregate
+	50, // 58: sluice.v1.WindowResult.start:type_name -> google.protobuf.Timestamp
+	50, // 59: sluice.v1.WindowResult.end:type_name -> google.protobuf.Timestamp
+	35, // 60: sluice.v1.WindowResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	41, // 61: sluice.v1.AggregateState.totals:type_name -> sluice.v1.PackedAggregates
+	42, // 62: sluice.v1.AggregateState.windows:type_name -> sluice.v1.WindowPane
+	41, // 63: sluice.v1.WindowPane.aggregates:type_name -> sluice.v1.PackedAggregates
+	17, // 64: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	44, // 65: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
+	66, // [66:66] is the sub-list for method output_type
+	66, // [66:66] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -3494,18 +4023,19 @@ func file_sluice_v1_job_proto_init() {
 		(*Step_Map)(nil),
 		(*Step_FlatMap)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[12].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[14].OneofWrappers = []any{
 		(*Sink_Collect)(nil),
 		(*Sink_Kafka)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[16].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[18].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[31].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   34,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
