@@ -35,6 +35,7 @@ var methodRoles = map[string][]Role{
 	sluicev1.JobService_WatchBatches_FullMethodName:     viewers,
 	sluicev1.JobService_GetResults_FullMethodName:       viewers,
 	sluicev1.JobService_GetOffsets_FullMethodName:       viewers,
+	sluicev1.JobService_GetState_FullMethodName:         viewers,
 	sluicev1.JobService_ListTransactions_FullMethodName: viewers,
 
 	sluicev1.WorkerService_Connect_FullMethodName: workers,

@@ -7,9 +7,11 @@ import (
 
 // Failpoints builds Hooks that crash (kill) or freeze (stop) this process at
 // a point of the batch lifecycle: before-plan-log, after-plan-logged,
-// after-dispatch, before-commit, after-commit (see failpoint.Parse).
+// after-dispatch, before-commit, after-commit, and before-update-commit:
+// inside a batch's update stream transaction, after its etcd commit (see
+// failpoint.Parse).
 func Failpoints(spec string) (Hooks, error) {
-	fps, err := failpoint.Parse(spec, "before-plan-log", "after-plan-logged", "after-dispatch", "before-commit", "after-commit")
+	fps, err := failpoint.Parse(spec, "before-plan-log", "after-plan-logged", "after-dispatch", "before-commit", "after-commit", "before-update-commit")
 	if err != nil {
 		return Hooks{}, err
 	}
@@ -28,5 +30,8 @@ func Failpoints(spec string) (Hooks, error) {
 		AfterDispatch:   hit("after-dispatch"),
 		BeforeCommit:    hit("before-commit"),
 		AfterCommit:     hit("after-commit"),
+		BeforeUpdateCommit: func(int64) {
+			fps.Hit("before-update-commit")
+		},
 	}, nil
 }

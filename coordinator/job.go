@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-stream/sluice/offsetstore"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/steps"
+	"github.com/sluice-stream/sluice/window"
 )
 
 // errJobFailed wraps the reason a job can not go on; the runner records it
@@ -60,6 +61,12 @@ type jobRunner struct {
 	mirror chan *sluicev1.CommittedOffsets
 	// metrics are the job's series (nil: none, in tests).
 	metrics *jobMetrics
+	// agg is the aggregate state across batches (nil: the job keeps none).
+	agg *aggState
+	// updates writes the update stream (jobspec.UpdateStream), made on
+	// first use; fenced once its first transaction committed.
+	updates *kafkasrc.Sinks
+	fenced  bool
 }
 
 // Hooks let tests stop the lifecycle at its failure points. Each hook may
@@ -71,6 +78,9 @@ type Hooks struct {
 	AfterDispatch func(b *sluicev1.Batch) error
 	BeforeCommit  func(b *sluicev1.Batch) error
 	AfterCommit   func(b *sluicev1.Batch) error
+	// BeforeUpdateCommit runs before a batch's update stream transaction
+	// commits (a failpoint).
+	BeforeUpdateCommit func(batchID int64)
 }
 
 func (r *jobRunner) interval() time.Duration {
@@ -110,7 +120,7 @@ func (r *jobRunner) loop(ctx context.Context) error {
 	}
 	var prevTime time.Time
 	nextID := int64(1)
-	if !jobspec.Transactional(r.spec) {
+	if !jobspec.Transactional(r.spec) || jobspec.UpdateStream(r.spec) {
 		// Mirroring runs beside the batches: a thousand partitions' group
 		// commit would otherwise delay every next batch.
 		mctx, stop := context.WithCancel(ctx)
@@ -139,6 +149,13 @@ func (r *jobRunner) loop(ctx context.Context) error {
 	}
 	offs, err := r.loadOffsets(ctx)
 	if err != nil {
+		return err
+	}
+	if r.agg, err = r.loadState(ctx); err != nil {
+		return err
+	}
+	defer r.closeUpdates()
+	if err := r.catchUpUpdates(ctx, offs.Value.GetBatchId()); err != nil {
 		return err
 	}
 	r.estimator = estimatorFor(r.spec, r.interval())
@@ -184,7 +201,7 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if len(p.ranges) == 0 && len(p.losses) == 0 {
+		if len(p.ranges) == 0 && len(p.losses) == 0 && !r.windowDue(bt) {
 			continue
 		}
 		b := &sluicev1.Batch{
@@ -588,14 +605,15 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	tasks := make([]*sluicev1.Task, len(pieces))
 	for i, rg := range pieces {
 		tasks[i] = &sluicev1.Task{
-			Key:         &sluicev1.TaskKey{Job: r.name, BatchId: b.GetId(), Index: int32(i)},
-			Range:       rg.OffsetRange,
-			Ranges:      rg.ranges,
-			Piece:       rg.piece,
-			Spec:        r.spec,
-			SpecVersion: r.specVersion,
-			Timeout:     durationpb.New(timeout),
-			Incarnation: r.incarnation,
+			Key:             &sluicev1.TaskKey{Job: r.name, BatchId: b.GetId(), Index: int32(i)},
+			Range:           rg.OffsetRange,
+			Ranges:          rg.ranges,
+			Piece:           rg.piece,
+			Spec:            r.spec,
+			SpecVersion:     r.specVersion,
+			Timeout:         durationpb.New(timeout),
+			Incarnation:     r.incarnation,
+			WatermarkUnixMs: r.watermark(),
 		}
 	}
 	dispatched := func() {
@@ -620,12 +638,24 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 		m.RecordsOut += res.GetRecordsOut()
 		m.RecordsFailed += res.GetRecordsFailed()
 		m.RecordsDeadLettered += res.GetRecordsDeadLettered()
+		m.RecordsLate += res.GetRecordsLate()
 		aggs = append(aggs, res.GetAggregates())
 		records = append(records, res.GetRecords()...)
 	}
 	var result *sluicev1.BatchResult
+	var commitState *sluicev1.AggregateState
+	var nextState window.State
 	if r.spec.GetAggregate() != nil {
 		result = &sluicev1.BatchResult{Job: r.name, BatchId: b.GetId(), Aggregates: steps.Merge(aggs...)}
+		if r.agg != nil {
+			if nextState, result.Windows, err = r.foldState(b, result.Aggregates, out.results); err != nil {
+				return offs, err
+			}
+			commitState = nextState.Encode()
+			if r.spec.GetAggregate().GetRunning() {
+				result.Totals = changedTotals(nextState.Totals, result.Aggregates)
+			}
+		}
 	} else if len(records) > 0 {
 		result = &sluicev1.BatchResult{Job: r.name, BatchId: b.GetId(), Records: records}
 	}
@@ -666,6 +696,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	rev, err := r.store.CommitBatch(cctx, offsetstore.Commit{
 		Batch: committed, BatchRevision: batchRev, Result: result,
 		Offsets: newOffs, OffsetsRevision: offs.ModRevision, Keep: r.keep, KeepBytes: r.keepBytes,
+		State: commitState, StateRevision: r.agg.revision(),
 	})
 	r.metrics.commitTook(time.Since(commitStart))
 	if errors.Is(err, offsetstore.ErrTooLarge) {
@@ -685,6 +716,15 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	}
 	if err != nil {
 		return offs, err
+	}
+	if r.agg != nil {
+		r.agg.state, r.agg.rev = nextState, rev
+	}
+	if jobspec.UpdateStream(r.spec) {
+		if err := r.writeUpdates(ctx, b.GetId(), result); err != nil {
+			// Committed in etcd: the next runner writes them first.
+			return offsetstore.Versioned[*sluicev1.CommittedOffsets]{Value: newOffs, ModRevision: rev}, err
+		}
 	}
 	r.logger.Debug("batch committed", "batch", b.GetId(), "records_in", m.RecordsIn, "tasks", len(tasks),
 		"plan_ms", ms(r.planTook), "list_ms", ms(r.listTook), "offsets_ms", ms(r.offsetsTook), "processing_ms", ms(m.ProcessingTime.AsDuration()),

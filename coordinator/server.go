@@ -91,6 +91,9 @@ func (s *jobServer) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobReques
 	if err := s.checkTransactionTimeout(ctx, spec); err != nil {
 		return nil, err
 	}
+	if err := s.checkStateKept(ctx, old.Value.GetSpec(), spec); err != nil {
+		return nil, err
+	}
 	now := timestamppb.Now()
 	job := &sluicev1.Job{Spec: spec, State: sluicev1.JobState_JOB_STATE_RUNNING, CreateTime: now, UpdateTime: now}
 	if req.GetValidateOnly() {

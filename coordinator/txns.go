@@ -60,14 +60,25 @@ func (c *Coordinator) transactions(ctx context.Context, job *sluicev1.Job) ([]ka
 	for _, tp := range tps {
 		want[id(spec, inc, tp.Topic, tp.Partition)] = true
 	}
-	all, err := kafkasrc.ListTransactions(ctx, cluster, prefix)
-	if err != nil {
-		return nil, err
+	prefixes := []string{prefix}
+	if jobspec.UpdateStream(spec) {
+		// The coordinator's own, on the sink's cluster (the dead letters'
+		// too when the job has both).
+		want[jobspec.UpdatesTransactionalID(spec, inc)] = true
+		if p := jobspec.TransactionalIDPrefix(spec, inc); p != prefix {
+			prefixes = append(prefixes, p)
+		}
 	}
 	var out []kafkasrc.TxnInfo
-	for _, t := range all {
-		if want[t.ID] {
-			out = append(out, t)
+	for _, prefix := range prefixes {
+		all, err := kafkasrc.ListTransactions(ctx, cluster, prefix)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range all {
+			if want[t.ID] {
+				out = append(out, t)
+			}
 		}
 	}
 	return out, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-stream/sluice/kafkasrc"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"github.com/sluice-stream/sluice/steps"
+	"github.com/sluice-stream/sluice/window"
 )
 
 // ValidationError is a job spec refused at submit; it names the field.
@@ -97,6 +98,9 @@ func Validate(spec *sluicev1.JobSpec) error {
 	if err := validateLimits(spec.GetLimits()); err != nil {
 		return err
 	}
+	if err := validateWindow(spec); err != nil {
+		return err
+	}
 	if _, ok := sluicev1.RecordErrorPolicy_name[int32(spec.GetOnRecordError())]; !ok {
 		return invalid("on_record_error", "unknown value %d", spec.GetOnRecordError())
 	}
@@ -172,6 +176,9 @@ func validateLimits(lim *sluicev1.Limits) error {
 	if k := lim.GetSpeculationMultiplier(); math.IsNaN(k) || k > jobspec.MaxSpeculationMultiplier || (k > 0 && k < 1) {
 		return invalid("limits.speculation_multiplier", "%v: use 1 to %v, 0 for the default %v, or a negative value to turn speculation off",
 			k, jobspec.MaxSpeculationMultiplier, jobspec.DefaultSpeculationMultiplier)
+	}
+	if n := lim.GetMaxStateKeys(); n < 0 || n > window.MaxKeys {
+		return invalid("limits.max_state_keys", "%d: use 0 (the default %d) to %d keys", n, window.DefaultMaxKeys, window.MaxKeys)
 	}
 	if err := validateBackpressure(lim.GetBackpressure()); err != nil {
 		return err

@@ -233,6 +233,10 @@ func allRPCs() []rpc {
 			_, err := c.GetOffsets(ctx, &sluicev1.GetOffsetsRequest{Job: "none"})
 			return err
 		}),
+		unary(sluicev1.JobService_GetState_FullMethodName, func(ctx context.Context, c sluicev1.JobServiceClient) error {
+			_, err := c.GetState(ctx, &sluicev1.GetStateRequest{Job: "none"})
+			return err
+		}),
 		{sluicev1.WorkerService_Connect_FullMethodName, func(ctx context.Context, conn *grpc.ClientConn) error {
 			// Registers as w3, a worker the cluster does not run.
 			st, err := sluicev1.NewWorkerServiceClient(conn).Connect(ctx)

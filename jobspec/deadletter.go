@@ -9,9 +9,10 @@ import (
 
 // DeadLetterTxn reports whether the job writes its dead letters in Kafka
 // transactions of its own: RECORD_ERROR_POLICY_DEAD_LETTER without a Kafka
-// sink (with one, the sink's producer carries them).
+// sink, or with the update stream of an aggregate, which the coordinator
+// writes (else the sink's producer carries them in the task's transaction).
 func DeadLetterTxn(spec *sluicev1.JobSpec) bool {
-	return spec.GetDeadLetter().GetTopic() != "" && spec.GetSink().GetKafka() == nil &&
+	return spec.GetDeadLetter().GetTopic() != "" && (spec.GetSink().GetKafka() == nil || spec.GetAggregate() != nil) &&
 		spec.GetOnRecordError() == sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_DEAD_LETTER
 }
 

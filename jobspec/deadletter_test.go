@@ -21,6 +21,9 @@ func TestDeadLetterNames(t *testing.T) {
 		{"collect, own cluster", &sluicev1.JobSpec{OnRecordError: dlq, DeadLetter: &sluicev1.DeadLetter{Topic: "d", BootstrapServers: "dlq:9092"}}, true, true, "dlq:9092", false},
 		{"transactional sink", &sluicev1.JobSpec{OnRecordError: dlq, DeadLetter: &sluicev1.DeadLetter{Topic: "d"}, Sink: kafka}, false, true, "sink:9092", false},
 		{"idempotent sink", &sluicev1.JobSpec{OnRecordError: dlq, DeadLetter: &sluicev1.DeadLetter{Topic: "d"}, Sink: idem}, false, false, "src:9092", false},
+		// The coordinator writes an aggregate's update stream; the tasks
+		// write their dead letters in transactions of their own.
+		{"update stream", &sluicev1.JobSpec{OnRecordError: dlq, DeadLetter: &sluicev1.DeadLetter{Topic: "d"}, Sink: kafka, Aggregate: &sluicev1.Aggregate{Running: true}}, true, true, "sink:9092", false},
 		{"skip policy", &sluicev1.JobSpec{OnRecordError: sluicev1.RecordErrorPolicy_RECORD_ERROR_POLICY_SKIP}, false, false, "src:9092", false},
 	}
 	for _, tt := range tests {

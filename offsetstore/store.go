@@ -8,6 +8,7 @@
 //	batches/<job>/<id:020d>    Batch (plan, state, metrics)
 //	results/<job>/<id:020d>    BatchResult of a committed batch
 //	retained/<job>/<id:020d>   size index of that result (see CommitBatch)
+//	state/<job>                AggregateState across batches (running totals, open windows)
 //	leader/                    coordinator election
 //
 // A job's offsets are one key so that a batch commit is a handful of etcd
@@ -104,6 +105,7 @@ func (s *Store) batchesPrefix(job string) string {
 func (s *Store) resultsPrefix(job string) string {
 	return s.prefix + "results/" + job + "/"
 }
+func (s *Store) stateKey(job string) string { return s.prefix + "state/" + job }
 func (s *Store) retainedPrefix(job string) string {
 	return s.prefix + "retained/" + job + "/"
 }
@@ -233,6 +235,12 @@ func (s *Store) UpdateJob(ctx context.Context, job *sluicev1.Job, modRevision in
 // starting offsets were resolved.
 func (s *Store) Offsets(ctx context.Context, job string) (Versioned[*sluicev1.CommittedOffsets], error) {
 	return get(ctx, s, s.offsetsKey(job), newOffsets)
+}
+
+// State reads a job's aggregate state across batches; ErrNotFound when it
+// keeps none or committed no batch since it started keeping one.
+func (s *Store) State(ctx context.Context, job string) (Versioned[*sluicev1.AggregateState], error) {
+	return get(ctx, s, s.stateKey(job), func() *sluicev1.AggregateState { return &sluicev1.AggregateState{} })
 }
 
 // InitOffsets records a new job's resolved starting offsets, once.
@@ -445,6 +453,12 @@ type Commit struct {
 	// KeepBytes bounds the retained results' encoded size; older batches
 	// (and results) are deleted past it. 0 is no bound.
 	KeepBytes int64
+	// State is the job's aggregate state with this batch folded in (nil:
+	// the job keeps none). It is written with the offsets, so the two never
+	// disagree; StateRevision is the ModRevision of the state it was folded
+	// from (0: there was none), which must still hold.
+	State         *sluicev1.AggregateState
+	StateRevision int64
 }
 
 // pruneWindow is how many of the oldest retained results one commit looks
@@ -626,7 +640,21 @@ func (s *Store) CommitBatch(ctx context.Context, c Commit) (int64, error) {
 		resSize = int64(len(resVal))
 		ops = append(ops, clientv3.OpPut(s.resultKey(job, id), resVal))
 	}
+	var stateSize int
+	if c.State != nil {
+		stateVal, err := marshal(c.State)
+		if err != nil {
+			return 0, err
+		}
+		stateSize = len(stateVal)
+		size += stateSize
+		ops = append(ops, clientv3.OpPut(s.stateKey(job), stateVal))
+	}
 	if size > s.maxBytes {
+		if stateSize > 0 {
+			return 0, fmt.Errorf("commit of batch %d of %s is %d bytes (%d of them the aggregate state), above the %d-byte etcd request limit (lower limits.max_state_keys, shorten the aggregate keys, or use fewer or shorter windows): %w",
+				id, job, size, stateSize, s.maxBytes, ErrTooLarge)
+		}
 		return 0, fmt.Errorf("commit of batch %d of %s is %d bytes, above the %d-byte etcd request limit (aggregate the output or lower maxRecordsPerBatch): %w",
 			id, job, size, s.maxBytes, ErrTooLarge)
 	}
@@ -652,6 +680,9 @@ func (s *Store) CommitBatch(ctx context.Context, c Commit) (int64, error) {
 	cmps := append(append([]clientv3.Cmp(nil), s.fence...),
 		clientv3.Compare(clientv3.ModRevision(s.batchKey(job, id)), "=", c.BatchRevision),
 		clientv3.Compare(clientv3.ModRevision(s.offsetsKey(job)), "=", c.OffsetsRevision))
+	if c.State != nil {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.stateKey(job)), "=", c.StateRevision))
+	}
 	resp, err := s.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		s.sizes.drop(job)
@@ -736,7 +767,10 @@ func (s *Store) ResetOffsets(ctx context.Context, r Reset) error {
 		clientv3.Compare(clientv3.ModRevision(s.jobKey(job)), "=", r.JobRevision),
 		clientv3.Compare(clientv3.ModRevision(s.offsetsKey(job)), "=", r.OffsetsRevision),
 	}
-	ops := []clientv3.Op{clientv3.OpPut(s.offsetsKey(job), val), clientv3.OpPut(s.jobKey(job), jobVal)}
+	// The aggregate state totals the records between the old starting and
+	// committed offsets; past a reset it would count some twice or some
+	// never, so it starts over from the new offsets.
+	ops := []clientv3.Op{clientv3.OpPut(s.offsetsKey(job), val), clientv3.OpPut(s.jobKey(job), jobVal), clientv3.OpDelete(s.stateKey(job))}
 	if r.NextBatchID > 0 {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.batchKey(job, r.NextBatchID)), "=", 0))
 	}
@@ -761,6 +795,7 @@ func (s *Store) DeleteJob(ctx context.Context, job string) error {
 	err := s.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)},
 		clientv3.OpDelete(key),
 		clientv3.OpDelete(s.offsetsKey(job)),
+		clientv3.OpDelete(s.stateKey(job)),
 		clientv3.OpDelete(s.batchesPrefix(job), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.resultsPrefix(job), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.retainedPrefix(job), clientv3.WithPrefix()))

@@ -78,6 +78,7 @@ type aggregate struct {
 	key       *expr // nil: the record key
 	value     *expr // nil: no value, sum/min/max/avg stay 0
 	functions []sluicev1.AggregateFunction
+	event     *eventTime // nil: no event-time windows
 }
 
 // kafkaSink is the routing of a Kafka sink: the target topic, partition and
@@ -246,6 +247,14 @@ func Compile(spec *sluicev1.JobSpec, opts ...CompileOption) (*Program, error) {
 		}
 	}
 	kafka, isKafka := spec.GetSink().GetKind().(*sluicev1.Sink_Kafka)
+	if a := spec.GetAggregate(); isKafka && (a.GetRunning() || a.GetWindow() != nil) {
+		// The coordinator writes the state's updates, not the tasks: no
+		// record is routed (validated by checkUpdateStream).
+		if err := checkUpdateStream(kafka.Kafka); err != nil {
+			return nil, err
+		}
+		isKafka = false
+	}
 	if isKafka && spec.GetAggregate() != nil {
 		// Told before any error of the aggregate or the sink: fixing those
 		// would not help.
@@ -369,6 +378,9 @@ func (p *Program) compileAggregate(e *cel.Env, a *sluicev1.Aggregate) (*aggregat
 			Field: "aggregate.value",
 			Err:   fmt.Errorf("a numeric value expression is required by %s", strings.Join(needValue, ", ")),
 		}
+	}
+	if agg.event, err = p.compileEventTime(e, a.GetWindow()); err != nil {
+		return nil, err
 	}
 	return agg, nil
 }

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"fmt"
+	"slices"
 
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
@@ -18,6 +19,9 @@ const MaxFlatMapElements = 100_000
 type aggInput struct {
 	key string
 	num float64
+	// starts are the event-time windows of the element (aggregate.window
+	// with event_time).
+	starts []int64
 }
 
 // element is one flatMap element, converted: the key and value it sets.
@@ -53,6 +57,7 @@ func (r *Runner) processFan(rec *record.Record) error {
 	// Counted while pending; the aggregates count what they keep.
 	r.bytes -= r.pendingBytes
 	for _, in := range r.pending {
+		r.ev.starts = append(r.ev.starts[:0], in.starts...)
 		r.addAggregate(in.key, in.num)
 	}
 	clear(r.pending)
@@ -95,12 +100,23 @@ func (r *Runner) runFrom(rec *record.Record, i int) (ferr *fieldErr, over bool) 
 		}
 	}
 	if r.p.agg != nil {
+		var starts []int64
+		if ev := r.p.agg.event; ev != nil {
+			if ferr := r.eventWindows(ev); ferr != nil {
+				return ferr, false
+			}
+			if len(r.ev.starts) == 0 {
+				r.ev.late++ // every window of it was emitted: dropped
+				return nil, false
+			}
+			starts = slices.Clone(r.ev.starts)
+		}
 		key, num, ferr := r.aggregateInput()
 		if ferr != nil {
 			return ferr, false
 		}
 		// The key may alias the record or a buffer.
-		r.pending = append(r.pending, aggInput{key: string([]byte(key)), num: num})
+		r.pending = append(r.pending, aggInput{key: string([]byte(key)), num: num, starts: starts})
 		// Bounds a record's pending inputs too.
 		n := int64(len(key)) + aggregateOverhead
 		r.bytes += n

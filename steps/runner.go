@@ -73,6 +73,7 @@ type Runner struct {
 	firstErr        string
 
 	aggs    map[string]*sluicev1.KeyAggregate // by exact key
+	ev      eventState                        // event-time windows
 	records []*sluicev1.OutputRecord          // since the last Drain
 	bytes   int64                             // of aggs, or of records
 	limit   OutputLimit
@@ -171,6 +172,15 @@ func (r *Runner) Process(rec *record.Record) error {
 		}
 	}
 	if r.p.agg != nil {
+		if ev := r.p.agg.event; ev != nil {
+			if err := r.eventWindows(ev); err != nil {
+				return r.fail(rec, err)
+			}
+			if len(r.ev.starts) == 0 {
+				r.ev.late++ // every window of it was emitted: dropped
+				return nil
+			}
+		}
 		if err := r.aggregate(); err != nil {
 			return r.fail(rec, err)
 		}
@@ -361,6 +371,9 @@ func (r *Runner) addAggregate(key string, num float64) {
 	ka.Sum += num
 	ka.Min = min(ka.Min, num)
 	ka.Max = max(ka.Max, num)
+	if r.p.agg.event != nil {
+		r.addWindows(key, num) // to the windows in r.ev.starts
+	}
 }
 
 // Approximate encoded sizes beyond the strings: tags, lengths and numbers.

@@ -70,12 +70,15 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 		return fail(fmt.Errorf("a task with %d ranges for a transactional Kafka sink or dead letters: %w", len(task.GetRanges()), errBadTask))
 	}
 	runner := prog.NewRunnerContext(ctx)
+	if task.WatermarkUnixMs != nil {
+		runner.SetWatermark(task.GetWatermarkUnixMs())
+	}
 	if c.keyDec != nil || c.valueDec != nil {
 		runner.SetDecoders(c.keyDec, c.valueDec)
 	}
 	var out *kafkaOutput
 	switch k := spec.GetSink().GetKafka(); {
-	case k != nil:
+	case k != nil && spec.GetAggregate() == nil: // after an aggregate, the coordinator writes the sink
 		// Written as it comes, a chunk at a time: the limit is a safety
 		// net that a drained runner never reaches.
 		out = w.newKafkaOutput(task, k)
@@ -129,6 +132,10 @@ func (w *Worker) runTask(ctx context.Context, task *sluicev1.Task) *sluicev1.Tas
 	res.RecordsIn, res.RecordsOut, res.RecordsFailed = result.In, result.Out, result.Failed
 	res.RecordsDeadLettered = result.DeadLettered
 	res.Aggregates, res.Records = result.Aggregates, result.Records
+	if ev := runner.EventResult(); ev.Seen {
+		res.Windows, res.RecordsLate = ev.Windows, ev.Late
+		res.MaxEventTimeUnixMs = &ev.MaxEventTime
+	}
 	res.Duration = durationpb.New(time.Since(start))
 	return res
 }

@@ -493,6 +493,9 @@ func results(ctx context.Context, out, errOut io.Writer, f *clientFlags, c *clie
 	fmt.Fprintln(tw, "BATCH\tKEY\tCOUNT\tSUM\tMIN\tMAX\tAVG")
 	resp, err := c.AllResults(ctx, &sluicev1.GetResultsRequest{Job: job, FromBatchId: from, ToBatchId: to}, func(r *sluicev1.BatchResult) error {
 		printAggs(strconv.FormatInt(r.GetBatchId(), 10), r.GetAggregates())
+		for _, w := range r.GetWindows() {
+			printWindow(tw, w, "")
+		}
 		for _, rec := range r.GetRecords() {
 			fmt.Fprintf(tw, "%d\t%s\t%s/%d@%d\t%s\n", r.GetBatchId(), rec.GetKey(), rec.GetTopic(), rec.GetPartition(), rec.GetOffset(), rec.GetValue())
 		}

@@ -112,7 +112,7 @@ SLUICE_TLS_CERT, SLUICE_TLS_KEY, SLUICE_TOKEN).`,
 	}
 	for _, c := range []*cobra.Command{
 		newSubmitCmd(), newValidateCmd(), newJobsCmd(), newJobCmd(), newStopCmd(), newResumeCmd(), newResetCmd(),
-		newDeleteCmd(), newTxnCmd(), newBatchesCmd(), newResultsCmd(), newOffsetsCmd(), newWatchCmd(),
+		newDeleteCmd(), newTxnCmd(), newBatchesCmd(), newResultsCmd(), newStateCmd(), newOffsetsCmd(), newWatchCmd(),
 	} {
 		c.GroupID = "jobs"
 		root.AddCommand(c)

@@ -1521,7 +1521,13 @@ type Aggregate struct {
 	// Numeric expression aggregated by sum, min, max and avg; required by them.
 	Value string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	// Default [COUNT].
-	Functions     []AggregateFunction `protobuf:"varint,3,rep,packed,name=functions,proto3,enum=sluice.v1.AggregateFunction" json:"functions,omitempty"`
+	Functions []AggregateFunction `protobuf:"varint,3,rep,packed,name=functions,proto3,enum=sluice.v1.AggregateFunction" json:"functions,omitempty"`
+	// Keep per-key totals since the job started (Spark's updateStateByKey):
+	// each batch's aggregates are added to them, and the totals are committed
+	// with the offsets in the same etcd transaction.
+	Running bool `protobuf:"varint,30,opt,name=running,proto3" json:"running,omitempty"`
+	// Aggregate over windows of batches instead of one batch at a time.
+	Window        *AggregateWindow `protobuf:"bytes,31,opt,name=window,proto3" json:"window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1577,6 +1583,152 @@ func (x *Aggregate) GetFunctions() []AggregateFunction {
 	return nil
 }
 
+func (x *Aggregate) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
+func (x *Aggregate) GetWindow() *AggregateWindow {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+// AggregateWindow is a processing-time window over batches (Spark's
+// reduceByKeyAndWindow): windows start at multiples of slide (Unix epoch
+// aligned) and span length; a batch belongs to every window its batch time
+// falls in. A window's result is stored when the batch covering its last
+// interval (or a later one) commits.
+type AggregateWindow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Window length; a multiple of batch_interval (processing time), or of a
+	// millisecond (event time).
+	Length *durationpb.Duration `protobuf:"bytes,1,opt,name=length,proto3" json:"length,omitempty"`
+	// Distance between window starts, at most length; like length, a multiple
+	// of batch_interval or of a millisecond. Default length (tumbling windows).
+	Slide *durationpb.Duration `protobuf:"bytes,2,opt,name=slide,proto3" json:"slide,omitempty"`
+	// Set: windows are on each record's event time, not on batch times
+	// (Structured Streaming's event-time windows with a watermark).
+	EventTime     *EventTime `protobuf:"bytes,3,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AggregateWindow) Reset() {
+	*x = AggregateWindow{}
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AggregateWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AggregateWindow) ProtoMessage() {}
+
+func (x *AggregateWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AggregateWindow.ProtoReflect.Descriptor instead.
+func (*AggregateWindow) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AggregateWindow) GetLength() *durationpb.Duration {
+	if x != nil {
+		return x.Length
+	}
+	return nil
+}
+
+func (x *AggregateWindow) GetSlide() *durationpb.Duration {
+	if x != nil {
+		return x.Slide
+	}
+	return nil
+}
+
+func (x *AggregateWindow) GetEventTime() *EventTime {
+	if x != nil {
+		return x.EventTime
+	}
+	return nil
+}
+
+// EventTime places records in windows by their own time. The watermark is
+// the greatest event time seen in committed batches minus watermark_delay;
+// it advances only when a batch commits. A window is emitted once, when the
+// watermark reaches its end; a record whose every window was emitted
+// already is late: counted (BatchMetrics.records_late) and dropped.
+type EventTime struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CEL expression giving the record's event time, a timestamp (e.g.
+	// timestamp(json.ts)); empty means the Kafka record timestamp.
+	TimeExpr string `protobuf:"bytes,1,opt,name=time_expr,json=timeExpr,proto3" json:"time_expr,omitempty"`
+	// How far behind the greatest event time seen the watermark stays, so
+	// that records up to that late still count; default 0, at most 24h.
+	WatermarkDelay *durationpb.Duration `protobuf:"bytes,2,opt,name=watermark_delay,json=watermarkDelay,proto3" json:"watermark_delay,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EventTime) Reset() {
+	*x = EventTime{}
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventTime) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventTime) ProtoMessage() {}
+
+func (x *EventTime) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventTime.ProtoReflect.Descriptor instead.
+func (*EventTime) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *EventTime) GetTimeExpr() string {
+	if x != nil {
+		return x.TimeExpr
+	}
+	return ""
+}
+
+func (x *EventTime) GetWatermarkDelay() *durationpb.Duration {
+	if x != nil {
+		return x.WatermarkDelay
+	}
+	return nil
+}
+
 type Sink struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -1590,7 +1742,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1754,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1767,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Sink) GetKind() isSink_Kind {
@@ -1692,7 +1844,7 @@ type KafkaSink struct {
 
 func (x *KafkaSink) Reset() {
 	*x = KafkaSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1856,7 @@ func (x *KafkaSink) String() string {
 func (*KafkaSink) ProtoMessage() {}
 
 func (x *KafkaSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1869,7 @@ func (x *KafkaSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaSink.ProtoReflect.Descriptor instead.
 func (*KafkaSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KafkaSink) GetBootstrapServers() string {
@@ -1793,7 +1945,7 @@ type CollectSink struct {
 
 func (x *CollectSink) Reset() {
 	*x = CollectSink{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1957,7 @@ func (x *CollectSink) String() string {
 func (*CollectSink) ProtoMessage() {}
 
 func (x *CollectSink) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +1970,7 @@ func (x *CollectSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectSink.ProtoReflect.Descriptor instead.
 func (*CollectSink) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 type Limits struct {
@@ -1859,13 +2011,17 @@ type Limits struct {
 	// another worker, and the first result wins; default 3, 0 is the default,
 	// and negative turns it off.
 	SpeculationMultiplier float64 `protobuf:"fixed64,11,opt,name=speculation_multiplier,json=speculationMultiplier,proto3" json:"speculation_multiplier,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Keys the aggregate state across batches (aggregate.running, the open
+	// windows of aggregate.window) may hold; default 10000, at most 20000, so
+	// that a commit stays well under etcd's request size. Past it the job fails.
+	MaxStateKeys  int64 `protobuf:"varint,30,opt,name=max_state_keys,json=maxStateKeys,proto3" json:"max_state_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +2033,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2046,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Limits) GetMaxRatePerPartition() int64 {
@@ -1970,6 +2126,13 @@ func (x *Limits) GetSpeculationMultiplier() float64 {
 	return 0
 }
 
+func (x *Limits) GetMaxStateKeys() int64 {
+	if x != nil {
+		return x.MaxStateKeys
+	}
+	return 0
+}
+
 // Backpressure is Spark's PID rate estimator: after every batch,
 // rate = max(latest - P*error - I*delay*measured/interval - D*dError, min_rate),
 // where measured = records/processing time and error = latest - measured.
@@ -1991,7 +2154,7 @@ type Backpressure struct {
 
 func (x *Backpressure) Reset() {
 	*x = Backpressure{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2166,7 @@ func (x *Backpressure) String() string {
 func (*Backpressure) ProtoMessage() {}
 
 func (x *Backpressure) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2179,7 @@ func (x *Backpressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backpressure.ProtoReflect.Descriptor instead.
 func (*Backpressure) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Backpressure) GetEnabled() bool {
@@ -2078,7 +2241,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2253,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2266,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Job) GetSpec() *JobSpec {
@@ -2176,7 +2339,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2351,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2364,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *OffsetRange) GetTopic() string {
@@ -2255,7 +2418,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2267,7 +2430,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2280,7 +2443,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Batch) GetJob() string {
@@ -2367,7 +2530,7 @@ type TopicRanges struct {
 
 func (x *TopicRanges) Reset() {
 	*x = TopicRanges{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2379,7 +2542,7 @@ func (x *TopicRanges) String() string {
 func (*TopicRanges) ProtoMessage() {}
 
 func (x *TopicRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2392,7 +2555,7 @@ func (x *TopicRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicRanges.ProtoReflect.Descriptor instead.
 func (*TopicRanges) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TopicRanges) GetTopic() string {
@@ -2440,7 +2603,7 @@ type BatchCap struct {
 
 func (x *BatchCap) Reset() {
 	*x = BatchCap{}
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +2615,7 @@ func (x *BatchCap) String() string {
 func (*BatchCap) ProtoMessage() {}
 
 func (x *BatchCap) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +2628,7 @@ func (x *BatchCap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCap.ProtoReflect.Descriptor instead.
 func (*BatchCap) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BatchCap) GetSource() CapSource {
@@ -2511,7 +2674,7 @@ type DataLoss struct {
 
 func (x *DataLoss) Reset() {
 	*x = DataLoss{}
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2523,7 +2686,7 @@ func (x *DataLoss) String() string {
 func (*DataLoss) ProtoMessage() {}
 
 func (x *DataLoss) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2536,7 +2699,7 @@ func (x *DataLoss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataLoss.ProtoReflect.Descriptor instead.
 func (*DataLoss) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DataLoss) GetTopic() string {
@@ -2596,13 +2759,16 @@ type BatchMetrics struct {
 	// Records written to the dead-letter topic (RECORD_ERROR_POLICY_DEAD_LETTER),
 	// also counted in records_failed.
 	RecordsDeadLettered int64 `protobuf:"varint,20,opt,name=records_dead_lettered,json=recordsDeadLettered,proto3" json:"records_dead_lettered,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Records dropped as late by event-time windows: every window they fall
+	// in was emitted already.
+	RecordsLate   int64 `protobuf:"varint,30,opt,name=records_late,json=recordsLate,proto3" json:"records_late,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchMetrics) Reset() {
 	*x = BatchMetrics{}
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2780,7 @@ func (x *BatchMetrics) String() string {
 func (*BatchMetrics) ProtoMessage() {}
 
 func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2793,7 @@ func (x *BatchMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchMetrics.ProtoReflect.Descriptor instead.
 func (*BatchMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BatchMetrics) GetRecordsIn() int64 {
@@ -2700,6 +2866,13 @@ func (x *BatchMetrics) GetRecordsDeadLettered() int64 {
 	return 0
 }
 
+func (x *BatchMetrics) GetRecordsLate() int64 {
+	if x != nil {
+		return x.RecordsLate
+	}
+	return 0
+}
+
 // KeyAggregate is the aggregate of one key; avg is sum/count.
 type KeyAggregate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2719,7 +2892,7 @@ type KeyAggregate struct {
 
 func (x *KeyAggregate) Reset() {
 	*x = KeyAggregate{}
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +2904,7 @@ func (x *KeyAggregate) String() string {
 func (*KeyAggregate) ProtoMessage() {}
 
 func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +2917,7 @@ func (x *KeyAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAggregate.ProtoReflect.Descriptor instead.
 func (*KeyAggregate) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *KeyAggregate) GetKey() string {
@@ -2816,7 +2989,7 @@ type OutputRecord struct {
 
 func (x *OutputRecord) Reset() {
 	*x = OutputRecord{}
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +3001,7 @@ func (x *OutputRecord) String() string {
 func (*OutputRecord) ProtoMessage() {}
 
 func (x *OutputRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +3014,7 @@ func (x *OutputRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRecord.ProtoReflect.Descriptor instead.
 func (*OutputRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OutputRecord) GetKey() []byte {
@@ -2910,7 +3083,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3095,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3108,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Header) GetKey() string {
@@ -2960,14 +3133,19 @@ type BatchResult struct {
 	// Present when the job aggregates, sorted by key.
 	Aggregates []*KeyAggregate `protobuf:"bytes,3,rep,name=aggregates,proto3" json:"aggregates,omitempty"`
 	// Present when the job does not aggregate, in source order per partition.
-	Records       []*OutputRecord `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
+	Records []*OutputRecord `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
+	// The windows (aggregate.window) this batch's commit completed, oldest first.
+	Windows []*WindowResult `protobuf:"bytes,30,rep,name=windows,proto3" json:"windows,omitempty"`
+	// aggregate.running: the new totals of the keys this batch changed, sorted
+	// by key.
+	Totals        []*KeyAggregate `protobuf:"bytes,31,rep,name=totals,proto3" json:"totals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3157,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3170,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BatchResult) GetJob() string {
@@ -3023,6 +3201,299 @@ func (x *BatchResult) GetRecords() []*OutputRecord {
 	return nil
 }
 
+func (x *BatchResult) GetWindows() []*WindowResult {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+func (x *BatchResult) GetTotals() []*KeyAggregate {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+// WindowResult is the per-key aggregates of one window.
+type WindowResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Start *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	// Exclusive.
+	End *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	// Sorted by key.
+	Aggregates    []*KeyAggregate `protobuf:"bytes,3,rep,name=aggregates,proto3" json:"aggregates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowResult) Reset() {
+	*x = WindowResult{}
+	mi := &file_sluice_v1_job_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowResult) ProtoMessage() {}
+
+func (x *WindowResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowResult.ProtoReflect.Descriptor instead.
+func (*WindowResult) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *WindowResult) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *WindowResult) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *WindowResult) GetAggregates() []*KeyAggregate {
+	if x != nil {
+		return x.Aggregates
+	}
+	return nil
+}
+
+// AggregateState is a job's aggregate state across batches, stored with its
+// committed offsets (offsetstore key state/<job>) and written in the same
+// transaction. Aggregates are stored column by column (PackedAggregates).
+type AggregateState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last batch folded in.
+	BatchId int64 `protobuf:"varint,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// aggregate.running: the totals since the job started.
+	Totals *PackedAggregates `protobuf:"bytes,2,opt,name=totals,proto3" json:"totals,omitempty"`
+	// aggregate.window: the windows not emitted yet, oldest first.
+	Windows []*WindowPane `protobuf:"bytes,3,rep,name=windows,proto3" json:"windows,omitempty"`
+	// aggregate.window.event_time: the watermark, Unix milliseconds; unset
+	// before any record was seen.
+	WatermarkUnixMs *int64 `protobuf:"varint,4,opt,name=watermark_unix_ms,json=watermarkUnixMs,proto3,oneof" json:"watermark_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AggregateState) Reset() {
+	*x = AggregateState{}
+	mi := &file_sluice_v1_job_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AggregateState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AggregateState) ProtoMessage() {}
+
+func (x *AggregateState) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AggregateState.ProtoReflect.Descriptor instead.
+func (*AggregateState) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AggregateState) GetBatchId() int64 {
+	if x != nil {
+		return x.BatchId
+	}
+	return 0
+}
+
+func (x *AggregateState) GetTotals() *PackedAggregates {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+func (x *AggregateState) GetWindows() []*WindowPane {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+func (x *AggregateState) GetWatermarkUnixMs() int64 {
+	if x != nil && x.WatermarkUnixMs != nil {
+		return *x.WatermarkUnixMs
+	}
+	return 0
+}
+
+// PackedAggregates are per-key aggregates as columns: keys[i] (exact bytes)
+// has counts[i] and, when the column is present, sums[i], mins[i] and
+// maxs[i]. A column whose values are all 0 is omitted.
+type PackedAggregates struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          [][]byte               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Counts        []int64                `protobuf:"varint,2,rep,packed,name=counts,proto3" json:"counts,omitempty"`
+	Sums          []float64              `protobuf:"fixed64,3,rep,packed,name=sums,proto3" json:"sums,omitempty"`
+	Mins          []float64              `protobuf:"fixed64,4,rep,packed,name=mins,proto3" json:"mins,omitempty"`
+	Maxs          []float64              `protobuf:"fixed64,5,rep,packed,name=maxs,proto3" json:"maxs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedAggregates) Reset() {
+	*x = PackedAggregates{}
+	mi := &file_sluice_v1_job_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedAggregates) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedAggregates) ProtoMessage() {}
+
+func (x *PackedAggregates) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedAggregates.ProtoReflect.Descriptor instead.
+func (*PackedAggregates) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PackedAggregates) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetCounts() []int64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetSums() []float64 {
+	if x != nil {
+		return x.Sums
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetMins() []float64 {
+	if x != nil {
+		return x.Mins
+	}
+	return nil
+}
+
+func (x *PackedAggregates) GetMaxs() []float64 {
+	if x != nil {
+		return x.Maxs
+	}
+	return nil
+}
+
+// WindowPane is an open window: [start, end) in Unix milliseconds.
+type WindowPane struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StartUnixMs   int64                  `protobuf:"varint,1,opt,name=start_unix_ms,json=startUnixMs,proto3" json:"start_unix_ms,omitempty"`
+	EndUnixMs     int64                  `protobuf:"varint,2,opt,name=end_unix_ms,json=endUnixMs,proto3" json:"end_unix_ms,omitempty"`
+	Aggregates    *PackedAggregates      `protobuf:"bytes,3,opt,name=aggregates,proto3" json:"aggregates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowPane) Reset() {
+	*x = WindowPane{}
+	mi := &file_sluice_v1_job_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowPane) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowPane) ProtoMessage() {}
+
+func (x *WindowPane) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowPane.ProtoReflect.Descriptor instead.
+func (*WindowPane) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *WindowPane) GetStartUnixMs() int64 {
+	if x != nil {
+		return x.StartUnixMs
+	}
+	return 0
+}
+
+func (x *WindowPane) GetEndUnixMs() int64 {
+	if x != nil {
+		return x.EndUnixMs
+	}
+	return 0
+}
+
+func (x *WindowPane) GetAggregates() *PackedAggregates {
+	if x != nil {
+		return x.Aggregates
+	}
+	return nil
+}
+
 // CommittedOffsets is a job's committed position: for every partition the next
 // offset to read, as of the batch that committed it.
 type CommittedOffsets struct {
@@ -3039,7 +3510,7 @@ type CommittedOffsets struct {
 
 func (x *CommittedOffsets) Reset() {
 	*x = CommittedOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3051,7 +3522,7 @@ func (x *CommittedOffsets) String() string {
 func (*CommittedOffsets) ProtoMessage() {}
 
 func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3064,7 +3535,7 @@ func (x *CommittedOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedOffsets.ProtoReflect.Descriptor instead.
 func (*CommittedOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CommittedOffsets) GetOffsets() []*PartitionOffset {
@@ -3100,7 +3571,7 @@ type TopicOffsets struct {
 
 func (x *TopicOffsets) Reset() {
 	*x = TopicOffsets{}
-	mi := &file_sluice_v1_job_proto_msgTypes[30]
+	mi := &file_sluice_v1_job_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3112,7 +3583,7 @@ func (x *TopicOffsets) String() string {
 func (*TopicOffsets) ProtoMessage() {}
 
 func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[30]
+	mi := &file_sluice_v1_job_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3125,7 +3596,7 @@ func (x *TopicOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicOffsets.ProtoReflect.Descriptor instead.
 func (*TopicOffsets) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{30}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TopicOffsets) GetTopic() string {
@@ -3232,11 +3703,21 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x06config\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06config\"1\n" +
 	"\aMapStep\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"o\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xbd\x01\n" +
 	"\tAggregate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12:\n" +
-	"\tfunctions\x18\x03 \x03(\x0e2\x1c.sluice.v1.AggregateFunctionR\tfunctions\"p\n" +
+	"\tfunctions\x18\x03 \x03(\x0e2\x1c.sluice.v1.AggregateFunctionR\tfunctions\x12\x18\n" +
+	"\arunning\x18\x1e \x01(\bR\arunning\x122\n" +
+	"\x06window\x18\x1f \x01(\v2\x1a.sluice.v1.AggregateWindowR\x06window\"\xaa\x01\n" +
+	"\x0fAggregateWindow\x121\n" +
+	"\x06length\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06length\x12/\n" +
+	"\x05slide\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05slide\x123\n" +
+	"\n" +
+	"event_time\x18\x03 \x01(\v2\x14.sluice.v1.EventTimeR\teventTime\"l\n" +
+	"\tEventTime\x12\x1b\n" +
+	"\ttime_expr\x18\x01 \x01(\tR\btimeExpr\x12B\n" +
+	"\x0fwatermark_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ewatermarkDelay\"p\n" +
 	"\x04Sink\x122\n" +
 	"\acollect\x18\x01 \x01(\v2\x16.sluice.v1.CollectSinkH\x00R\acollect\x12,\n" +
 	"\x05kafka\x18\x02 \x01(\v2\x14.sluice.v1.KafkaSinkH\x00R\x05kafkaB\x06\n" +
@@ -3260,7 +3741,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\r\n" +
-	"\vCollectSink\"\xb4\x04\n" +
+	"\vCollectSink\"\xda\x04\n" +
 	"\x06Limits\x123\n" +
 	"\x16max_rate_per_partition\x18\x01 \x01(\x03R\x13maxRatePerPartition\x121\n" +
 	"\x15max_records_per_batch\x18\x02 \x01(\x03R\x12maxRecordsPerBatch\x12*\n" +
@@ -3273,7 +3754,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x14max_records_per_task\x18\t \x01(\x03R\x11maxRecordsPerTask\x121\n" +
 	"\x15max_task_output_bytes\x18\n" +
 	" \x01(\x03R\x12maxTaskOutputBytes\x125\n" +
-	"\x16speculation_multiplier\x18\v \x01(\x01R\x15speculationMultiplier\"\xf0\x01\n" +
+	"\x16speculation_multiplier\x18\v \x01(\x01R\x15speculationMultiplier\x12$\n" +
+	"\x0emax_state_keys\x18\x1e \x01(\x03R\fmaxStateKeys\"\xf0\x01\n" +
 	"\fBackpressure\x12\x1d\n" +
 	"\aenabled\x18\x01 \x01(\bH\x00R\aenabled\x88\x01\x01\x12'\n" +
 	"\fproportional\x18\x02 \x01(\x01H\x01R\fproportional\x88\x01\x01\x12\x1f\n" +
@@ -3338,7 +3820,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\vfrom_offset\x18\x03 \x01(\x03R\n" +
 	"fromOffset\x12!\n" +
 	"\funtil_offset\x18\x04 \x01(\x03R\vuntilOffset\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xd7\x03\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xfa\x03\n" +
 	"\fBatchMetrics\x12\x1d\n" +
 	"\n" +
 	"records_in\x18\x01 \x01(\x03R\trecordsIn\x12\x1f\n" +
@@ -3352,7 +3834,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x05tasks\x18\a \x01(\x05R\x05tasks\x12#\n" +
 	"\rtask_attempts\x18\b \x01(\x05R\ftaskAttempts\x12+\n" +
 	"\x11speculative_tasks\x18\t \x01(\x05R\x10speculativeTasks\x122\n" +
-	"\x15records_dead_lettered\x18\x14 \x01(\x03R\x13recordsDeadLettered\"\x9b\x01\n" +
+	"\x15records_dead_lettered\x18\x14 \x01(\x03R\x13recordsDeadLettered\x12!\n" +
+	"\frecords_late\x18\x1e \x01(\x03R\vrecordsLate\"\x9b\x01\n" +
 	"\fKeyAggregate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x10\n" +
@@ -3373,14 +3856,41 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\aheaders\x18\b \x03(\v2\x11.sluice.v1.HeaderR\aheaders\"0\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"\xa6\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\x8a\x02\n" +
 	"\vBatchResult\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\x03R\abatchId\x127\n" +
 	"\n" +
 	"aggregates\x18\x03 \x03(\v2\x17.sluice.v1.KeyAggregateR\n" +
 	"aggregates\x121\n" +
-	"\arecords\x18\x04 \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\"\xa3\x01\n" +
+	"\arecords\x18\x04 \x03(\v2\x17.sluice.v1.OutputRecordR\arecords\x121\n" +
+	"\awindows\x18\x1e \x03(\v2\x17.sluice.v1.WindowResultR\awindows\x12/\n" +
+	"\x06totals\x18\x1f \x03(\v2\x17.sluice.v1.KeyAggregateR\x06totals\"\xa7\x01\n" +
+	"\fWindowResult\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\x127\n" +
+	"\n" +
+	"aggregates\x18\x03 \x03(\v2\x17.sluice.v1.KeyAggregateR\n" +
+	"aggregates\"\xd8\x01\n" +
+	"\x0eAggregateState\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\x03R\abatchId\x123\n" +
+	"\x06totals\x18\x02 \x01(\v2\x1b.sluice.v1.PackedAggregatesR\x06totals\x12/\n" +
+	"\awindows\x18\x03 \x03(\v2\x15.sluice.v1.WindowPaneR\awindows\x12/\n" +
+	"\x11watermark_unix_ms\x18\x04 \x01(\x03H\x00R\x0fwatermarkUnixMs\x88\x01\x01B\x14\n" +
+	"\x12_watermark_unix_ms\"z\n" +
+	"\x10PackedAggregates\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\x12\x16\n" +
+	"\x06counts\x18\x02 \x03(\x03R\x06counts\x12\x12\n" +
+	"\x04sums\x18\x03 \x03(\x01R\x04sums\x12\x12\n" +
+	"\x04mins\x18\x04 \x03(\x01R\x04mins\x12\x12\n" +
+	"\x04maxs\x18\x05 \x03(\x01R\x04maxs\"\x8d\x01\n" +
+	"\n" +
+	"WindowPane\x12\"\n" +
+	"\rstart_unix_ms\x18\x01 \x01(\x03R\vstartUnixMs\x12\x1e\n" +
+	"\vend_unix_ms\x18\x02 \x01(\x03R\tendUnixMs\x12;\n" +
+	"\n" +
+	"aggregates\x18\x03 \x01(\v2\x1b.sluice.v1.PackedAggregatesR\n" +
+	"aggregates\"\xa3\x01\n" +
 	"\x10CommittedOffsets\x124\n" +
 	"\aoffsets\x18\x01 \x03(\v2\x1a.sluice.v1.PartitionOffsetR\aoffsets\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\x03R\abatchId\x12>\n" +
@@ -3453,7 +3963,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(PlacementMode)(0),            // 0: sluice.v1.PlacementMode
 	(IsolationLevel)(0),           // 1: sluice.v1.IsolationLevel
@@ -3477,93 +3987,112 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(*ProcessorStep)(nil),         // 19: sluice.v1.ProcessorStep
 	(*MapStep)(nil),               // 20: sluice.v1.MapStep
 	(*Aggregate)(nil),             // 21: sluice.v1.Aggregate
-	(*Sink)(nil),                  // 22: sluice.v1.Sink
-	(*KafkaSink)(nil),             // 23: sluice.v1.KafkaSink
-	(*CollectSink)(nil),           // 24: sluice.v1.CollectSink
-	(*Limits)(nil),                // 25: sluice.v1.Limits
-	(*Backpressure)(nil),          // 26: sluice.v1.Backpressure
-	(*Job)(nil),                   // 27: sluice.v1.Job
-	(*OffsetRange)(nil),           // 28: sluice.v1.OffsetRange
-	(*Batch)(nil),                 // 29: sluice.v1.Batch
-	(*TopicRanges)(nil),           // 30: sluice.v1.TopicRanges
-	(*BatchCap)(nil),              // 31: sluice.v1.BatchCap
-	(*DataLoss)(nil),              // 32: sluice.v1.DataLoss
-	(*BatchMetrics)(nil),          // 33: sluice.v1.BatchMetrics
-	(*KeyAggregate)(nil),          // 34: sluice.v1.KeyAggregate
-	(*OutputRecord)(nil),          // 35: sluice.v1.OutputRecord
-	(*Header)(nil),                // 36: sluice.v1.Header
-	(*BatchResult)(nil),           // 37: sluice.v1.BatchResult
-	(*CommittedOffsets)(nil),      // 38: sluice.v1.CommittedOffsets
-	(*TopicOffsets)(nil),          // 39: sluice.v1.TopicOffsets
-	nil,                           // 40: sluice.v1.DeadLetter.PropertiesEntry
-	nil,                           // 41: sluice.v1.KafkaSource.PropertiesEntry
-	nil,                           // 42: sluice.v1.KafkaSink.HeadersEntry
-	nil,                           // 43: sluice.v1.KafkaSink.PropertiesEntry
-	(*durationpb.Duration)(nil),   // 44: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 45: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 46: google.protobuf.Struct
+	(*AggregateWindow)(nil),       // 22: sluice.v1.AggregateWindow
+	(*EventTime)(nil),             // 23: sluice.v1.EventTime
+	(*Sink)(nil),                  // 24: sluice.v1.Sink
+	(*KafkaSink)(nil),             // 25: sluice.v1.KafkaSink
+	(*CollectSink)(nil),           // 26: sluice.v1.CollectSink
+	(*Limits)(nil),                // 27: sluice.v1.Limits
+	(*Backpressure)(nil),          // 28: sluice.v1.Backpressure
+	(*Job)(nil),                   // 29: sluice.v1.Job
+	(*OffsetRange)(nil),           // 30: sluice.v1.OffsetRange
+	(*Batch)(nil),                 // 31: sluice.v1.Batch
+	(*TopicRanges)(nil),           // 32: sluice.v1.TopicRanges
+	(*BatchCap)(nil),              // 33: sluice.v1.BatchCap
+	(*DataLoss)(nil),              // 34: sluice.v1.DataLoss
+	(*BatchMetrics)(nil),          // 35: sluice.v1.BatchMetrics
+	(*KeyAggregate)(nil),          // 36: sluice.v1.KeyAggregate
+	(*OutputRecord)(nil),          // 37: sluice.v1.OutputRecord
+	(*Header)(nil),                // 38: sluice.v1.Header
+	(*BatchResult)(nil),           // 39: sluice.v1.BatchResult
+	(*WindowResult)(nil),          // 40: sluice.v1.WindowResult
+	(*AggregateState)(nil),        // 41: sluice.v1.AggregateState
+	(*PackedAggregates)(nil),      // 42: sluice.v1.PackedAggregates
+	(*WindowPane)(nil),            // 43: sluice.v1.WindowPane
+	(*CommittedOffsets)(nil),      // 44: sluice.v1.CommittedOffsets
+	(*TopicOffsets)(nil),          // 45: sluice.v1.TopicOffsets
+	nil,                           // 46: sluice.v1.DeadLetter.PropertiesEntry
+	nil,                           // 47: sluice.v1.KafkaSource.PropertiesEntry
+	nil,                           // 48: sluice.v1.KafkaSink.HeadersEntry
+	nil,                           // 49: sluice.v1.KafkaSink.PropertiesEntry
+	(*durationpb.Duration)(nil),   // 50: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 51: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 52: google.protobuf.Struct
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
 	13, // 0: sluice.v1.JobSpec.source:type_name -> sluice.v1.KafkaSource
-	44, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
+	50, // 1: sluice.v1.JobSpec.batch_interval:type_name -> google.protobuf.Duration
 	18, // 2: sluice.v1.JobSpec.steps:type_name -> sluice.v1.Step
 	21, // 3: sluice.v1.JobSpec.aggregate:type_name -> sluice.v1.Aggregate
-	22, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
-	25, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
+	24, // 4: sluice.v1.JobSpec.sink:type_name -> sluice.v1.Sink
+	27, // 5: sluice.v1.JobSpec.limits:type_name -> sluice.v1.Limits
 	5,  // 6: sluice.v1.JobSpec.on_record_error:type_name -> sluice.v1.RecordErrorPolicy
 	11, // 7: sluice.v1.JobSpec.placement:type_name -> sluice.v1.Placement
 	10, // 8: sluice.v1.JobSpec.dead_letter:type_name -> sluice.v1.DeadLetter
-	40, // 9: sluice.v1.DeadLetter.properties:type_name -> sluice.v1.DeadLetter.PropertiesEntry
+	46, // 9: sluice.v1.DeadLetter.properties:type_name -> sluice.v1.DeadLetter.PropertiesEntry
 	0,  // 10: sluice.v1.Placement.mode:type_name -> sluice.v1.PlacementMode
 	12, // 11: sluice.v1.Placement.fixed:type_name -> sluice.v1.FixedPlacement
 	15, // 12: sluice.v1.KafkaSource.starting_offsets:type_name -> sluice.v1.StartingOffsets
 	1,  // 13: sluice.v1.KafkaSource.isolation_level:type_name -> sluice.v1.IsolationLevel
-	41, // 14: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
+	47, // 14: sluice.v1.KafkaSource.properties:type_name -> sluice.v1.KafkaSource.PropertiesEntry
 	14, // 15: sluice.v1.KafkaSource.schema_registry:type_name -> sluice.v1.SchemaRegistry
-	44, // 16: sluice.v1.SchemaRegistry.timeout:type_name -> google.protobuf.Duration
+	50, // 16: sluice.v1.SchemaRegistry.timeout:type_name -> google.protobuf.Duration
 	2,  // 17: sluice.v1.StartingOffsets.position:type_name -> sluice.v1.StartPosition
 	16, // 18: sluice.v1.StartingOffsets.explicit:type_name -> sluice.v1.ExplicitOffsets
-	45, // 19: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
+	51, // 19: sluice.v1.StartingOffsets.timestamp:type_name -> google.protobuf.Timestamp
 	17, // 20: sluice.v1.ExplicitOffsets.offsets:type_name -> sluice.v1.PartitionOffset
 	2,  // 21: sluice.v1.ExplicitOffsets.others:type_name -> sluice.v1.StartPosition
 	20, // 22: sluice.v1.Step.map:type_name -> sluice.v1.MapStep
 	19, // 23: sluice.v1.Step.processor:type_name -> sluice.v1.ProcessorStep
-	46, // 24: sluice.v1.ProcessorStep.config:type_name -> google.protobuf.Struct
+	52, // 24: sluice.v1.ProcessorStep.config:type_name -> google.protobuf.Struct
 	3,  // 25: sluice.v1.Aggregate.functions:type_name -> sluice.v1.AggregateFunction
-	24, // 26: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
-	23, // 27: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
-	42, // 28: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
-	43, // 29: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
-	4,  // 30: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
-	44, // 31: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
-	44, // 32: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
-	26, // 33: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
-	9,  // 34: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	6,  // 35: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	45, // 36: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	45, // 37: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	45, // 38: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
-	7,  // 39: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
-	28, // 40: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
-	33, // 41: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
-	45, // 42: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
-	32, // 43: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
-	31, // 44: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
-	30, // 45: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
-	8,  // 46: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
-	44, // 47: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
-	44, // 48: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
-	44, // 49: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
-	36, // 50: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
-	34, // 51: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
-	35, // 52: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
-	17, // 53: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
-	39, // 54: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
-	55, // [55:55] is the sub-list for method output_type
-	55, // [55:55] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	22, // 26: sluice.v1.Aggregate.window:type_name -> sluice.v1.AggregateWindow
+	50, // 27: sluice.v1.AggregateWindow.length:type_name -> google.protobuf.Duration
+	50, // 28: sluice.v1.AggregateWindow.slide:type_name -> google.protobuf.Duration
+	23, // 29: sluice.v1.AggregateWindow.event_time:type_name -> sluice.v1.EventTime
+	50, // 30: sluice.v1.EventTime.watermark_delay:type_name -> google.protobuf.Duration
+	26, // 31: sluice.v1.Sink.collect:type_name -> sluice.v1.CollectSink
+	25, // 32: sluice.v1.Sink.kafka:type_name -> sluice.v1.KafkaSink
+	48, // 33: sluice.v1.KafkaSink.headers:type_name -> sluice.v1.KafkaSink.HeadersEntry
+	49, // 34: sluice.v1.KafkaSink.properties:type_name -> sluice.v1.KafkaSink.PropertiesEntry
+	4,  // 35: sluice.v1.KafkaSink.mode:type_name -> sluice.v1.KafkaSinkMode
+	50, // 36: sluice.v1.KafkaSink.transaction_timeout:type_name -> google.protobuf.Duration
+	50, // 37: sluice.v1.Limits.task_timeout:type_name -> google.protobuf.Duration
+	28, // 38: sluice.v1.Limits.backpressure:type_name -> sluice.v1.Backpressure
+	9,  // 39: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	6,  // 40: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	51, // 41: sluice.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	51, // 42: sluice.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	51, // 43: sluice.v1.Batch.batch_time:type_name -> google.protobuf.Timestamp
+	7,  // 44: sluice.v1.Batch.state:type_name -> sluice.v1.BatchState
+	30, // 45: sluice.v1.Batch.ranges:type_name -> sluice.v1.OffsetRange
+	35, // 46: sluice.v1.Batch.metrics:type_name -> sluice.v1.BatchMetrics
+	51, // 47: sluice.v1.Batch.commit_time:type_name -> google.protobuf.Timestamp
+	34, // 48: sluice.v1.Batch.data_loss:type_name -> sluice.v1.DataLoss
+	33, // 49: sluice.v1.Batch.cap:type_name -> sluice.v1.BatchCap
+	32, // 50: sluice.v1.Batch.packed_ranges:type_name -> sluice.v1.TopicRanges
+	8,  // 51: sluice.v1.BatchCap.source:type_name -> sluice.v1.CapSource
+	50, // 52: sluice.v1.BatchMetrics.processing_time:type_name -> google.protobuf.Duration
+	50, // 53: sluice.v1.BatchMetrics.scheduling_delay:type_name -> google.protobuf.Duration
+	50, // 54: sluice.v1.BatchMetrics.total_delay:type_name -> google.protobuf.Duration
+	38, // 55: sluice.v1.OutputRecord.headers:type_name -> sluice.v1.Header
+	36, // 56: sluice.v1.BatchResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	37, // 57: sluice.v1.BatchResult.records:type_name -> sluice.v1.OutputRecord
+	40, // 58: sluice.v1.BatchResult.windows:type_name -> sluice.v1.WindowResult
+	36, // 59: sluice.v1.BatchResult.totals:type_name -> sluice.v1.KeyAggregate
+	51, // 60: sluice.v1.WindowResult.start:type_name -> google.protobuf.Timestamp
+	51, // 61: sluice.v1.WindowResult.end:type_name -> google.protobuf.Timestamp
+	36, // 62: sluice.v1.WindowResult.aggregates:type_name -> sluice.v1.KeyAggregate
+	42, // 63: sluice.v1.AggregateState.totals:type_name -> sluice.v1.PackedAggregates
+	43, // 64: sluice.v1.AggregateState.windows:type_name -> sluice.v1.WindowPane
+	42, // 65: sluice.v1.WindowPane.aggregates:type_name -> sluice.v1.PackedAggregates
+	17, // 66: sluice.v1.CommittedOffsets.offsets:type_name -> sluice.v1.PartitionOffset
+	45, // 67: sluice.v1.CommittedOffsets.packed_offsets:type_name -> sluice.v1.TopicOffsets
+	68, // [68:68] is the sub-list for method output_type
+	68, // [68:68] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -3583,18 +4112,19 @@ func file_sluice_v1_job_proto_init() {
 		(*Step_FlatMap)(nil),
 		(*Step_Processor)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[13].OneofWrappers = []any{
+	file_sluice_v1_job_proto_msgTypes[15].OneofWrappers = []any{
 		(*Sink_Collect)(nil),
 		(*Sink_Kafka)(nil),
 	}
-	file_sluice_v1_job_proto_msgTypes[17].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[19].OneofWrappers = []any{}
+	file_sluice_v1_job_proto_msgTypes[32].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   35,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

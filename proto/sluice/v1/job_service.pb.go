@@ -21,6 +21,113 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type GetStateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStateRequest) Reset() {
+	*x = GetStateRequest{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStateRequest) ProtoMessage() {}
+
+func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStateRequest.ProtoReflect.Descriptor instead.
+func (*GetStateRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetStateRequest) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+type GetStateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last batch folded into the state; 0 if none was.
+	BatchId int64 `protobuf:"varint,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// aggregate.running: the per-key totals since the job started, sorted by key.
+	Totals []*KeyAggregate `protobuf:"bytes,2,rep,name=totals,proto3" json:"totals,omitempty"`
+	// aggregate.window: the open windows, oldest first, with their partial aggregates.
+	OpenWindows   []*WindowResult `protobuf:"bytes,3,rep,name=open_windows,json=openWindows,proto3" json:"open_windows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStateResponse) Reset() {
+	*x = GetStateResponse{}
+	mi := &file_sluice_v1_job_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStateResponse) ProtoMessage() {}
+
+func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
+func (*GetStateResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetStateResponse) GetBatchId() int64 {
+	if x != nil {
+		return x.BatchId
+	}
+	return 0
+}
+
+func (x *GetStateResponse) GetTotals() []*KeyAggregate {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+func (x *GetStateResponse) GetOpenWindows() []*WindowResult {
+	if x != nil {
+		return x.OpenWindows
+	}
+	return nil
+}
+
 type SubmitJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -37,7 +144,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[0]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +156,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[0]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +169,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{0}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -95,7 +202,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[1]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +214,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[1]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +227,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -139,7 +246,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[2]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -151,7 +258,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[2]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -164,7 +271,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetJobRequest) GetName() string {
@@ -183,7 +290,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[3]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +302,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[3]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +315,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -226,7 +333,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -238,7 +345,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -251,7 +358,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{6}
 }
 
 type ListJobsResponse struct {
@@ -263,7 +370,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +382,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +395,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -307,7 +414,7 @@ type StopJobRequest struct {
 
 func (x *StopJobRequest) Reset() {
 	*x = StopJobRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +426,7 @@ func (x *StopJobRequest) String() string {
 func (*StopJobRequest) ProtoMessage() {}
 
 func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +439,7 @@ func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
 func (*StopJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StopJobRequest) GetName() string {
@@ -351,7 +458,7 @@ type StopJobResponse struct {
 
 func (x *StopJobResponse) Reset() {
 	*x = StopJobResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +470,7 @@ func (x *StopJobResponse) String() string {
 func (*StopJobResponse) ProtoMessage() {}
 
 func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +483,7 @@ func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
 func (*StopJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StopJobResponse) GetJob() *Job {
@@ -395,7 +502,7 @@ type ResumeJobRequest struct {
 
 func (x *ResumeJobRequest) Reset() {
 	*x = ResumeJobRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +514,7 @@ func (x *ResumeJobRequest) String() string {
 func (*ResumeJobRequest) ProtoMessage() {}
 
 func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +527,7 @@ func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobRequest.ProtoReflect.Descriptor instead.
 func (*ResumeJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResumeJobRequest) GetName() string {
@@ -439,7 +546,7 @@ type ResumeJobResponse struct {
 
 func (x *ResumeJobResponse) Reset() {
 	*x = ResumeJobResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +558,7 @@ func (x *ResumeJobResponse) String() string {
 func (*ResumeJobResponse) ProtoMessage() {}
 
 func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +571,7 @@ func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobResponse.ProtoReflect.Descriptor instead.
 func (*ResumeJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResumeJobResponse) GetJob() *Job {
@@ -486,7 +593,7 @@ type ResetOffsetsRequest struct {
 
 func (x *ResetOffsetsRequest) Reset() {
 	*x = ResetOffsetsRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +605,7 @@ func (x *ResetOffsetsRequest) String() string {
 func (*ResetOffsetsRequest) ProtoMessage() {}
 
 func (x *ResetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +618,7 @@ func (x *ResetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ResetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResetOffsetsRequest) GetName() string {
@@ -537,7 +644,7 @@ type ResetOffsetsResponse struct {
 
 func (x *ResetOffsetsResponse) Reset() {
 	*x = ResetOffsetsResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +656,7 @@ func (x *ResetOffsetsResponse) String() string {
 func (*ResetOffsetsResponse) ProtoMessage() {}
 
 func (x *ResetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +669,7 @@ func (x *ResetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ResetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResetOffsetsResponse) GetOffsets() []*PartitionOffset {
@@ -581,7 +688,7 @@ type DeleteJobRequest struct {
 
 func (x *DeleteJobRequest) Reset() {
 	*x = DeleteJobRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +700,7 @@ func (x *DeleteJobRequest) String() string {
 func (*DeleteJobRequest) ProtoMessage() {}
 
 func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +713,7 @@ func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobRequest.ProtoReflect.Descriptor instead.
 func (*DeleteJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteJobRequest) GetName() string {
@@ -624,7 +731,7 @@ type DeleteJobResponse struct {
 
 func (x *DeleteJobResponse) Reset() {
 	*x = DeleteJobResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +743,7 @@ func (x *DeleteJobResponse) String() string {
 func (*DeleteJobResponse) ProtoMessage() {}
 
 func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +756,7 @@ func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobResponse.ProtoReflect.Descriptor instead.
 func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{15}
 }
 
 type ListTransactionsRequest struct {
@@ -661,7 +768,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +780,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +793,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListTransactionsRequest) GetJob() string {
@@ -711,7 +818,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +830,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +843,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Transaction) GetTransactionalId() string {
@@ -783,7 +890,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +902,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +915,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
@@ -827,7 +934,7 @@ type AbortTransactionsRequest struct {
 
 func (x *AbortTransactionsRequest) Reset() {
 	*x = AbortTransactionsRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +946,7 @@ func (x *AbortTransactionsRequest) String() string {
 func (*AbortTransactionsRequest) ProtoMessage() {}
 
 func (x *AbortTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +959,7 @@ func (x *AbortTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*AbortTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AbortTransactionsRequest) GetJob() string {
@@ -872,7 +979,7 @@ type AbortTransactionsResponse struct {
 
 func (x *AbortTransactionsResponse) Reset() {
 	*x = AbortTransactionsResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +991,7 @@ func (x *AbortTransactionsResponse) String() string {
 func (*AbortTransactionsResponse) ProtoMessage() {}
 
 func (x *AbortTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1004,7 @@ func (x *AbortTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*AbortTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AbortTransactionsResponse) GetAborted() []string {
@@ -918,7 +1025,7 @@ type ListBatchesRequest struct {
 
 func (x *ListBatchesRequest) Reset() {
 	*x = ListBatchesRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1037,7 @@ func (x *ListBatchesRequest) String() string {
 func (*ListBatchesRequest) ProtoMessage() {}
 
 func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1050,7 @@ func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListBatchesRequest) GetJob() string {
@@ -969,7 +1076,7 @@ type ListBatchesResponse struct {
 
 func (x *ListBatchesResponse) Reset() {
 	*x = ListBatchesResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1088,7 @@ func (x *ListBatchesResponse) String() string {
 func (*ListBatchesResponse) ProtoMessage() {}
 
 func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1101,7 @@ func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListBatchesResponse) GetBatches() []*Batch {
@@ -1014,7 +1121,7 @@ type GetBatchRequest struct {
 
 func (x *GetBatchRequest) Reset() {
 	*x = GetBatchRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1133,7 @@ func (x *GetBatchRequest) String() string {
 func (*GetBatchRequest) ProtoMessage() {}
 
 func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1146,7 @@ func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchRequest.ProtoReflect.Descriptor instead.
 func (*GetBatchRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetBatchRequest) GetJob() string {
@@ -1065,7 +1172,7 @@ type GetBatchResponse struct {
 
 func (x *GetBatchResponse) Reset() {
 	*x = GetBatchResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1184,7 @@ func (x *GetBatchResponse) String() string {
 func (*GetBatchResponse) ProtoMessage() {}
 
 func (x *GetBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1197,7 @@ func (x *GetBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchResponse.ProtoReflect.Descriptor instead.
 func (*GetBatchResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetBatchResponse) GetBatch() *Batch {
@@ -1113,7 +1220,7 @@ type WatchBatchesRequest struct {
 
 func (x *WatchBatchesRequest) Reset() {
 	*x = WatchBatchesRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1232,7 @@ func (x *WatchBatchesRequest) String() string {
 func (*WatchBatchesRequest) ProtoMessage() {}
 
 func (x *WatchBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1245,7 @@ func (x *WatchBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBatchesRequest.ProtoReflect.Descriptor instead.
 func (*WatchBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchBatchesRequest) GetJob() string {
@@ -1172,7 +1279,7 @@ type WatchBatchesResponse struct {
 
 func (x *WatchBatchesResponse) Reset() {
 	*x = WatchBatchesResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1291,7 @@ func (x *WatchBatchesResponse) String() string {
 func (*WatchBatchesResponse) ProtoMessage() {}
 
 func (x *WatchBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[24]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1304,7 @@ func (x *WatchBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBatchesResponse.ProtoReflect.Descriptor instead.
 func (*WatchBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchBatchesResponse) GetBatch() *Batch {
@@ -1231,7 +1338,7 @@ type GetResultsRequest struct {
 
 func (x *GetResultsRequest) Reset() {
 	*x = GetResultsRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1350,7 @@ func (x *GetResultsRequest) String() string {
 func (*GetResultsRequest) ProtoMessage() {}
 
 func (x *GetResultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[25]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1363,7 @@ func (x *GetResultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultsRequest.ProtoReflect.Descriptor instead.
 func (*GetResultsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetResultsRequest) GetJob() string {
@@ -1315,7 +1422,7 @@ type GetResultsResponse struct {
 
 func (x *GetResultsResponse) Reset() {
 	*x = GetResultsResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1434,7 @@ func (x *GetResultsResponse) String() string {
 func (*GetResultsResponse) ProtoMessage() {}
 
 func (x *GetResultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[26]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1447,7 @@ func (x *GetResultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultsResponse.ProtoReflect.Descriptor instead.
 func (*GetResultsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetResultsResponse) GetResults() []*BatchResult {
@@ -1387,7 +1494,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1506,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[27]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1519,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetOffsetsRequest) GetJob() string {
@@ -1438,7 +1545,7 @@ type PartitionProgress struct {
 
 func (x *PartitionProgress) Reset() {
 	*x = PartitionProgress{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1557,7 @@ func (x *PartitionProgress) String() string {
 func (*PartitionProgress) ProtoMessage() {}
 
 func (x *PartitionProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[28]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1570,7 @@ func (x *PartitionProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionProgress.ProtoReflect.Descriptor instead.
 func (*PartitionProgress) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PartitionProgress) GetTopic() string {
@@ -1511,7 +1618,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_sluice_v1_job_service_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1630,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_service_proto_msgTypes[29]
+	mi := &file_sluice_v1_job_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1643,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_job_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetOffsetsResponse) GetPartitions() []*PartitionProgress {
@@ -1557,7 +1664,13 @@ var File_sluice_v1_job_service_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_job_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsluice/v1/job_service.proto\x12\tsluice.v1\x1a\x13sluice/v1/job.proto\"w\n" +
+	"\x1bsluice/v1/job_service.proto\x12\tsluice.v1\x1a\x13sluice/v1/job.proto\"#\n" +
+	"\x0fGetStateRequest\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\"\x9a\x01\n" +
+	"\x10GetStateResponse\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\x03R\abatchId\x12/\n" +
+	"\x06totals\x18\x02 \x03(\v2\x17.sluice.v1.KeyAggregateR\x06totals\x12:\n" +
+	"\fopen_windows\x18\x03 \x03(\v2\x17.sluice.v1.WindowResultR\vopenWindows\"w\n" +
 	"\x10SubmitJobRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\x12\x16\n" +
 	"\x06update\x18\x02 \x01(\bR\x06update\x12#\n" +
@@ -1645,7 +1758,7 @@ const file_sluice_v1_job_service_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x01 \x03(\v2\x1c.sluice.v1.PartitionProgressR\n" +
 	"partitions\x12\x19\n" +
-	"\bbatch_id\x18\x02 \x01(\x03R\abatchId2\xb4\b\n" +
+	"\bbatch_id\x18\x02 \x01(\x03R\abatchId2\xf9\b\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tSubmitJob\x12\x1b.sluice.v1.SubmitJobRequest\x1a\x1c.sluice.v1.SubmitJobResponse\x12=\n" +
@@ -1663,7 +1776,8 @@ const file_sluice_v1_job_service_proto_rawDesc = "" +
 	"\n" +
 	"GetResults\x12\x1c.sluice.v1.GetResultsRequest\x1a\x1d.sluice.v1.GetResultsResponse\x12I\n" +
 	"\n" +
-	"GetOffsets\x12\x1c.sluice.v1.GetOffsetsRequest\x1a\x1d.sluice.v1.GetOffsetsResponseB\x9f\x01\n" +
+	"GetOffsets\x12\x1c.sluice.v1.GetOffsetsRequest\x1a\x1d.sluice.v1.GetOffsetsResponse\x12C\n" +
+	"\bGetState\x12\x1a.sluice.v1.GetStateRequest\x1a\x1b.sluice.v1.GetStateResponseB\x9f\x01\n" +
 	"\rcom.sluice.v1B\x0fJobServiceProtoP\x01Z8github.com/sluice-stream/sluice/proto/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
 	"Sluice::V1b\x06proto3"
 
@@ -1679,96 +1793,103 @@ func file_sluice_v1_job_service_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_job_service_proto_rawDescData
 }
 
-var file_sluice_v1_job_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_sluice_v1_job_service_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_sluice_v1_job_service_proto_goTypes = []any{
-	(*SubmitJobRequest)(nil),          // 0: sluice.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),         // 1: sluice.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),             // 2: sluice.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 3: sluice.v1.GetJobResponse
-	(*ListJobsRequest)(nil),           // 4: sluice.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 5: sluice.v1.ListJobsResponse
-	(*StopJobRequest)(nil),            // 6: sluice.v1.StopJobRequest
-	(*StopJobResponse)(nil),           // 7: sluice.v1.StopJobResponse
-	(*ResumeJobRequest)(nil),          // 8: sluice.v1.ResumeJobRequest
-	(*ResumeJobResponse)(nil),         // 9: sluice.v1.ResumeJobResponse
-	(*ResetOffsetsRequest)(nil),       // 10: sluice.v1.ResetOffsetsRequest
-	(*ResetOffsetsResponse)(nil),      // 11: sluice.v1.ResetOffsetsResponse
-	(*DeleteJobRequest)(nil),          // 12: sluice.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),         // 13: sluice.v1.DeleteJobResponse
-	(*ListTransactionsRequest)(nil),   // 14: sluice.v1.ListTransactionsRequest
-	(*Transaction)(nil),               // 15: sluice.v1.Transaction
-	(*ListTransactionsResponse)(nil),  // 16: sluice.v1.ListTransactionsResponse
-	(*AbortTransactionsRequest)(nil),  // 17: sluice.v1.AbortTransactionsRequest
-	(*AbortTransactionsResponse)(nil), // 18: sluice.v1.AbortTransactionsResponse
-	(*ListBatchesRequest)(nil),        // 19: sluice.v1.ListBatchesRequest
-	(*ListBatchesResponse)(nil),       // 20: sluice.v1.ListBatchesResponse
-	(*GetBatchRequest)(nil),           // 21: sluice.v1.GetBatchRequest
-	(*GetBatchResponse)(nil),          // 22: sluice.v1.GetBatchResponse
-	(*WatchBatchesRequest)(nil),       // 23: sluice.v1.WatchBatchesRequest
-	(*WatchBatchesResponse)(nil),      // 24: sluice.v1.WatchBatchesResponse
-	(*GetResultsRequest)(nil),         // 25: sluice.v1.GetResultsRequest
-	(*GetResultsResponse)(nil),        // 26: sluice.v1.GetResultsResponse
-	(*GetOffsetsRequest)(nil),         // 27: sluice.v1.GetOffsetsRequest
-	(*PartitionProgress)(nil),         // 28: sluice.v1.PartitionProgress
-	(*GetOffsetsResponse)(nil),        // 29: sluice.v1.GetOffsetsResponse
-	(*JobSpec)(nil),                   // 30: sluice.v1.JobSpec
-	(*Job)(nil),                       // 31: sluice.v1.Job
-	(*StartingOffsets)(nil),           // 32: sluice.v1.StartingOffsets
-	(*PartitionOffset)(nil),           // 33: sluice.v1.PartitionOffset
-	(*Batch)(nil),                     // 34: sluice.v1.Batch
-	(*BatchResult)(nil),               // 35: sluice.v1.BatchResult
-	(*KeyAggregate)(nil),              // 36: sluice.v1.KeyAggregate
+	(*GetStateRequest)(nil),           // 0: sluice.v1.GetStateRequest
+	(*GetStateResponse)(nil),          // 1: sluice.v1.GetStateResponse
+	(*SubmitJobRequest)(nil),          // 2: sluice.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),         // 3: sluice.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),             // 4: sluice.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 5: sluice.v1.GetJobResponse
+	(*ListJobsRequest)(nil),           // 6: sluice.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 7: sluice.v1.ListJobsResponse
+	(*StopJobRequest)(nil),            // 8: sluice.v1.StopJobRequest
+	(*StopJobResponse)(nil),           // 9: sluice.v1.StopJobResponse
+	(*ResumeJobRequest)(nil),          // 10: sluice.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),         // 11: sluice.v1.ResumeJobResponse
+	(*ResetOffsetsRequest)(nil),       // 12: sluice.v1.ResetOffsetsRequest
+	(*ResetOffsetsResponse)(nil),      // 13: sluice.v1.ResetOffsetsResponse
+	(*DeleteJobRequest)(nil),          // 14: sluice.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),         // 15: sluice.v1.DeleteJobResponse
+	(*ListTransactionsRequest)(nil),   // 16: sluice.v1.ListTransactionsRequest
+	(*Transaction)(nil),               // 17: sluice.v1.Transaction
+	(*ListTransactionsResponse)(nil),  // 18: sluice.v1.ListTransactionsResponse
+	(*AbortTransactionsRequest)(nil),  // 19: sluice.v1.AbortTransactionsRequest
+	(*AbortTransactionsResponse)(nil), // 20: sluice.v1.AbortTransactionsResponse
+	(*ListBatchesRequest)(nil),        // 21: sluice.v1.ListBatchesRequest
+	(*ListBatchesResponse)(nil),       // 22: sluice.v1.ListBatchesResponse
+	(*GetBatchRequest)(nil),           // 23: sluice.v1.GetBatchRequest
+	(*GetBatchResponse)(nil),          // 24: sluice.v1.GetBatchResponse
+	(*WatchBatchesRequest)(nil),       // 25: sluice.v1.WatchBatchesRequest
+	(*WatchBatchesResponse)(nil),      // 26: sluice.v1.WatchBatchesResponse
+	(*GetResultsRequest)(nil),         // 27: sluice.v1.GetResultsRequest
+	(*GetResultsResponse)(nil),        // 28: sluice.v1.GetResultsResponse
+	(*GetOffsetsRequest)(nil),         // 29: sluice.v1.GetOffsetsRequest
+	(*PartitionProgress)(nil),         // 30: sluice.v1.PartitionProgress
+	(*GetOffsetsResponse)(nil),        // 31: sluice.v1.GetOffsetsResponse
+	(*KeyAggregate)(nil),              // 32: sluice.v1.KeyAggregate
+	(*WindowResult)(nil),              // 33: sluice.v1.WindowResult
+	(*JobSpec)(nil),                   // 34: sluice.v1.JobSpec
+	(*Job)(nil),                       // 35: sluice.v1.Job
+	(*StartingOffsets)(nil),           // 36: sluice.v1.StartingOffsets
+	(*PartitionOffset)(nil),           // 37: sluice.v1.PartitionOffset
+	(*Batch)(nil),                     // 38: sluice.v1.Batch
+	(*BatchResult)(nil),               // 39: sluice.v1.BatchResult
 }
 var file_sluice_v1_job_service_proto_depIdxs = []int32{
-	30, // 0: sluice.v1.SubmitJobRequest.spec:type_name -> sluice.v1.JobSpec
-	31, // 1: sluice.v1.SubmitJobResponse.job:type_name -> sluice.v1.Job
-	31, // 2: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
-	31, // 3: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
-	31, // 4: sluice.v1.StopJobResponse.job:type_name -> sluice.v1.Job
-	31, // 5: sluice.v1.ResumeJobResponse.job:type_name -> sluice.v1.Job
-	32, // 6: sluice.v1.ResetOffsetsRequest.to:type_name -> sluice.v1.StartingOffsets
-	33, // 7: sluice.v1.ResetOffsetsResponse.offsets:type_name -> sluice.v1.PartitionOffset
-	15, // 8: sluice.v1.ListTransactionsResponse.transactions:type_name -> sluice.v1.Transaction
-	34, // 9: sluice.v1.ListBatchesResponse.batches:type_name -> sluice.v1.Batch
-	34, // 10: sluice.v1.GetBatchResponse.batch:type_name -> sluice.v1.Batch
-	34, // 11: sluice.v1.WatchBatchesResponse.batch:type_name -> sluice.v1.Batch
-	35, // 12: sluice.v1.WatchBatchesResponse.result:type_name -> sluice.v1.BatchResult
-	35, // 13: sluice.v1.GetResultsResponse.results:type_name -> sluice.v1.BatchResult
-	36, // 14: sluice.v1.GetResultsResponse.merged:type_name -> sluice.v1.KeyAggregate
-	28, // 15: sluice.v1.GetOffsetsResponse.partitions:type_name -> sluice.v1.PartitionProgress
-	0,  // 16: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	2,  // 17: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	4,  // 18: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	6,  // 19: sluice.v1.JobService.StopJob:input_type -> sluice.v1.StopJobRequest
-	8,  // 20: sluice.v1.JobService.ResumeJob:input_type -> sluice.v1.ResumeJobRequest
-	10, // 21: sluice.v1.JobService.ResetOffsets:input_type -> sluice.v1.ResetOffsetsRequest
-	12, // 22: sluice.v1.JobService.DeleteJob:input_type -> sluice.v1.DeleteJobRequest
-	14, // 23: sluice.v1.JobService.ListTransactions:input_type -> sluice.v1.ListTransactionsRequest
-	17, // 24: sluice.v1.JobService.AbortTransactions:input_type -> sluice.v1.AbortTransactionsRequest
-	19, // 25: sluice.v1.JobService.ListBatches:input_type -> sluice.v1.ListBatchesRequest
-	21, // 26: sluice.v1.JobService.GetBatch:input_type -> sluice.v1.GetBatchRequest
-	23, // 27: sluice.v1.JobService.WatchBatches:input_type -> sluice.v1.WatchBatchesRequest
-	25, // 28: sluice.v1.JobService.GetResults:input_type -> sluice.v1.GetResultsRequest
-	27, // 29: sluice.v1.JobService.GetOffsets:input_type -> sluice.v1.GetOffsetsRequest
-	1,  // 30: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	3,  // 31: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
-	5,  // 32: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	7,  // 33: sluice.v1.JobService.StopJob:output_type -> sluice.v1.StopJobResponse
-	9,  // 34: sluice.v1.JobService.ResumeJob:output_type -> sluice.v1.ResumeJobResponse
-	11, // 35: sluice.v1.JobService.ResetOffsets:output_type -> sluice.v1.ResetOffsetsResponse
-	13, // 36: sluice.v1.JobService.DeleteJob:output_type -> sluice.v1.DeleteJobResponse
-	16, // 37: sluice.v1.JobService.ListTransactions:output_type -> sluice.v1.ListTransactionsResponse
-	18, // 38: sluice.v1.JobService.AbortTransactions:output_type -> sluice.v1.AbortTransactionsResponse
-	20, // 39: sluice.v1.JobService.ListBatches:output_type -> sluice.v1.ListBatchesResponse
-	22, // 40: sluice.v1.JobService.GetBatch:output_type -> sluice.v1.GetBatchResponse
-	24, // 41: sluice.v1.JobService.WatchBatches:output_type -> sluice.v1.WatchBatchesResponse
-	26, // 42: sluice.v1.JobService.GetResults:output_type -> sluice.v1.GetResultsResponse
-	29, // 43: sluice.v1.JobService.GetOffsets:output_type -> sluice.v1.GetOffsetsResponse
-	30, // [30:44] is the sub-list for method output_type
-	16, // [16:30] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	32, // 0: sluice.v1.GetStateResponse.totals:type_name -> sluice.v1.KeyAggregate
+	33, // 1: sluice.v1.GetStateResponse.open_windows:type_name -> sluice.v1.WindowResult
+	34, // 2: sluice.v1.SubmitJobRequest.spec:type_name -> sluice.v1.JobSpec
+	35, // 3: sluice.v1.SubmitJobResponse.job:type_name -> sluice.v1.Job
+	35, // 4: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
+	35, // 5: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
+	35, // 6: sluice.v1.StopJobResponse.job:type_name -> sluice.v1.Job
+	35, // 7: sluice.v1.ResumeJobResponse.job:type_name -> sluice.v1.Job
+	36, // 8: sluice.v1.ResetOffsetsRequest.to:type_name -> sluice.v1.StartingOffsets
+	37, // 9: sluice.v1.ResetOffsetsResponse.offsets:type_name -> sluice.v1.PartitionOffset
+	17, // 10: sluice.v1.ListTransactionsResponse.transactions:type_name -> sluice.v1.Transaction
+	38, // 11: sluice.v1.ListBatchesResponse.batches:type_name -> sluice.v1.Batch
+	38, // 12: sluice.v1.GetBatchResponse.batch:type_name -> sluice.v1.Batch
+	38, // 13: sluice.v1.WatchBatchesResponse.batch:type_name -> sluice.v1.Batch
+	39, // 14: sluice.v1.WatchBatchesResponse.result:type_name -> sluice.v1.BatchResult
+	39, // 15: sluice.v1.GetResultsResponse.results:type_name -> sluice.v1.BatchResult
+	32, // 16: sluice.v1.GetResultsResponse.merged:type_name -> sluice.v1.KeyAggregate
+	30, // 17: sluice.v1.GetOffsetsResponse.partitions:type_name -> sluice.v1.PartitionProgress
+	2,  // 18: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	4,  // 19: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	6,  // 20: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	8,  // 21: sluice.v1.JobService.StopJob:input_type -> sluice.v1.StopJobRequest
+	10, // 22: sluice.v1.JobService.ResumeJob:input_type -> sluice.v1.ResumeJobRequest
+	12, // 23: sluice.v1.JobService.ResetOffsets:input_type -> sluice.v1.ResetOffsetsRequest
+	14, // 24: sluice.v1.JobService.DeleteJob:input_type -> sluice.v1.DeleteJobRequest
+	16, // 25: sluice.v1.JobService.ListTransactions:input_type -> sluice.v1.ListTransactionsRequest
+	19, // 26: sluice.v1.JobService.AbortTransactions:input_type -> sluice.v1.AbortTransactionsRequest
+	21, // 27: sluice.v1.JobService.ListBatches:input_type -> sluice.v1.ListBatchesRequest
+	23, // 28: sluice.v1.JobService.GetBatch:input_type -> sluice.v1.GetBatchRequest
+	25, // 29: sluice.v1.JobService.WatchBatches:input_type -> sluice.v1.WatchBatchesRequest
+	27, // 30: sluice.v1.JobService.GetResults:input_type -> sluice.v1.GetResultsRequest
+	29, // 31: sluice.v1.JobService.GetOffsets:input_type -> sluice.v1.GetOffsetsRequest
+	0,  // 32: sluice.v1.JobService.GetState:input_type -> sluice.v1.GetStateRequest
+	3,  // 33: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	5,  // 34: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
+	7,  // 35: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	9,  // 36: sluice.v1.JobService.StopJob:output_type -> sluice.v1.StopJobResponse
+	11, // 37: sluice.v1.JobService.ResumeJob:output_type -> sluice.v1.ResumeJobResponse
+	13, // 38: sluice.v1.JobService.ResetOffsets:output_type -> sluice.v1.ResetOffsetsResponse
+	15, // 39: sluice.v1.JobService.DeleteJob:output_type -> sluice.v1.DeleteJobResponse
+	18, // 40: sluice.v1.JobService.ListTransactions:output_type -> sluice.v1.ListTransactionsResponse
+	20, // 41: sluice.v1.JobService.AbortTransactions:output_type -> sluice.v1.AbortTransactionsResponse
+	22, // 42: sluice.v1.JobService.ListBatches:output_type -> sluice.v1.ListBatchesResponse
+	24, // 43: sluice.v1.JobService.GetBatch:output_type -> sluice.v1.GetBatchResponse
+	26, // 44: sluice.v1.JobService.WatchBatches:output_type -> sluice.v1.WatchBatchesResponse
+	28, // 45: sluice.v1.JobService.GetResults:output_type -> sluice.v1.GetResultsResponse
+	31, // 46: sluice.v1.JobService.GetOffsets:output_type -> sluice.v1.GetOffsetsResponse
+	1,  // 47: sluice.v1.JobService.GetState:output_type -> sluice.v1.GetStateResponse
+	33, // [33:48] is the sub-list for method output_type
+	18, // [18:33] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_service_proto_init() }
@@ -1783,7 +1904,7 @@ func file_sluice_v1_job_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_service_proto_rawDesc), len(file_sluice_v1_job_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

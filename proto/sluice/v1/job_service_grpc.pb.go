@@ -33,6 +33,7 @@ const (
 	JobService_WatchBatches_FullMethodName      = "/sluice.v1.JobService/WatchBatches"
 	JobService_GetResults_FullMethodName        = "/sluice.v1.JobService/GetResults"
 	JobService_GetOffsets_FullMethodName        = "/sluice.v1.JobService/GetOffsets"
+	JobService_GetState_FullMethodName          = "/sluice.v1.JobService/GetState"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -73,6 +74,11 @@ type JobServiceClient interface {
 	GetResults(ctx context.Context, in *GetResultsRequest, opts ...grpc.CallOption) (*GetResultsResponse, error)
 	// GetOffsets reads a job's committed offsets (and the partitions' latest offsets).
 	GetOffsets(ctx context.Context, in *GetOffsetsRequest, opts ...grpc.CallOption) (*GetOffsetsResponse, error)
+	// GetState reads a job's committed aggregate state across batches: the
+	// running totals (aggregate.running) and the windows not emitted yet
+	// (aggregate.window), as of its last committed batch. Emitted windows are
+	// in GetResults (BatchResult.windows).
+	GetState(ctx context.Context, in *GetStateRequest, opts ...grpc.CallOption) (*GetStateResponse, error)
 }
 
 type jobServiceClient struct {
@@ -232,6 +238,16 @@ func (c *jobServiceClient) GetOffsets(ctx context.Context, in *GetOffsetsRequest
 	return out, nil
 }
 
+func (c *jobServiceClient) GetState(ctx context.Context, in *GetStateRequest, opts ...grpc.CallOption) (*GetStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStateResponse)
+	err := c.cc.Invoke(ctx, JobService_GetState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -270,6 +286,11 @@ type JobServiceServer interface {
 	GetResults(context.Context, *GetResultsRequest) (*GetResultsResponse, error)
 	// GetOffsets reads a job's committed offsets (and the partitions' latest offsets).
 	GetOffsets(context.Context, *GetOffsetsRequest) (*GetOffsetsResponse, error)
+	// GetState reads a job's committed aggregate state across batches: the
+	// running totals (aggregate.running) and the windows not emitted yet
+	// (aggregate.window), as of its last committed batch. Emitted windows are
+	// in GetResults (BatchResult.windows).
+	GetState(context.Context, *GetStateRequest) (*GetStateResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -321,6 +342,9 @@ func (UnimplementedJobServiceServer) GetResults(context.Context, *GetResultsRequ
 }
 func (UnimplementedJobServiceServer) GetOffsets(context.Context, *GetOffsetsRequest) (*GetOffsetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOffsets not implemented")
+}
+func (UnimplementedJobServiceServer) GetState(context.Context, *GetStateRequest) (*GetStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetState not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -588,6 +612,24 @@ func _JobService_GetOffsets_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_GetState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).GetState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_GetState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).GetState(ctx, req.(*GetStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -646,6 +688,10 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetOffsets",
 			Handler:    _JobService_GetOffsets_Handler,
+		},
+		{
+			MethodName: "GetState",
+			Handler:    _JobService_GetState_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -585,9 +585,13 @@ type Task struct {
 	// Several small ranges of distinct partitions read by one task (and
 	// `range` unset): a batch over many partitions costs a few tasks, not one
 	// per partition.
-	Ranges        []*OffsetRange `protobuf:"bytes,9,rep,name=ranges,proto3" json:"ranges,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ranges []*OffsetRange `protobuf:"bytes,9,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// Event-time windows (aggregate.window.event_time): the job's watermark
+	// as of the last committed batch, Unix milliseconds. Records whose every
+	// window ends at or before it are late.
+	WatermarkUnixMs *int64 `protobuf:"varint,30,opt,name=watermark_unix_ms,json=watermarkUnixMs,proto3,oneof" json:"watermark_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -683,6 +687,13 @@ func (x *Task) GetRanges() []*OffsetRange {
 	return nil
 }
 
+func (x *Task) GetWatermarkUnixMs() int64 {
+	if x != nil && x.WatermarkUnixMs != nil {
+		return *x.WatermarkUnixMs
+	}
+	return 0
+}
+
 type TaskResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   *TaskKey               `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -709,8 +720,15 @@ type TaskResult struct {
 	Ranges []*OffsetRange `protobuf:"bytes,13,rep,name=ranges,proto3" json:"ranges,omitempty"`
 	// Failed records written to the dead-letter topic.
 	RecordsDeadLettered int64 `protobuf:"varint,20,opt,name=records_dead_lettered,json=recordsDeadLettered,proto3" json:"records_dead_lettered,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Event-time windows: the task's per-key aggregates per window, by start.
+	Windows []*WindowResult `protobuf:"bytes,30,rep,name=windows,proto3" json:"windows,omitempty"`
+	// Event-time windows: the greatest event time among the task's records,
+	// Unix milliseconds; unset when it had none.
+	MaxEventTimeUnixMs *int64 `protobuf:"varint,31,opt,name=max_event_time_unix_ms,json=maxEventTimeUnixMs,proto3,oneof" json:"max_event_time_unix_ms,omitempty"`
+	// Event-time windows: records dropped as late.
+	RecordsLate   int64 `protobuf:"varint,32,opt,name=records_late,json=recordsLate,proto3" json:"records_late,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskResult) Reset() {
@@ -841,6 +859,27 @@ func (x *TaskResult) GetRecordsDeadLettered() int64 {
 	return 0
 }
 
+func (x *TaskResult) GetWindows() []*WindowResult {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+func (x *TaskResult) GetMaxEventTimeUnixMs() int64 {
+	if x != nil && x.MaxEventTimeUnixMs != nil {
+		return *x.MaxEventTimeUnixMs
+	}
+	return 0
+}
+
+func (x *TaskResult) GetRecordsLate() int64 {
+	if x != nil {
+		return x.RecordsLate
+	}
+	return 0
+}
+
 var File_sluice_v1_worker_service_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_worker_service_proto_rawDesc = "" +
@@ -881,7 +920,7 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\x05index\x18\x03 \x01(\x05R\x05index\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12\x1f\n" +
 	"\vdispatch_id\x18\x05 \x01(\x04R\n" +
-	"dispatchId\"\xe4\x02\n" +
+	"dispatchId\"\xab\x03\n" +
 	"\x04Task\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12,\n" +
 	"\x05range\x18\x02 \x01(\v2\x16.sluice.v1.OffsetRangeR\x05range\x12&\n" +
@@ -891,7 +930,9 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\vincarnation\x18\x06 \x01(\tR\vincarnation\x12 \n" +
 	"\vspeculative\x18\a \x01(\bR\vspeculative\x12\x14\n" +
 	"\x05piece\x18\b \x01(\x05R\x05piece\x12.\n" +
-	"\x06ranges\x18\t \x03(\v2\x16.sluice.v1.OffsetRangeR\x06ranges\"\xbb\x04\n" +
+	"\x06ranges\x18\t \x03(\v2\x16.sluice.v1.OffsetRangeR\x06ranges\x12/\n" +
+	"\x11watermark_unix_ms\x18\x1e \x01(\x03H\x00R\x0fwatermarkUnixMs\x88\x01\x01B\x14\n" +
+	"\x12_watermark_unix_ms\"\xe5\x05\n" +
 	"\n" +
 	"TaskResult\x12$\n" +
 	"\x03key\x18\x01 \x01(\v2\x12.sluice.v1.TaskKeyR\x03key\x12\x14\n" +
@@ -912,7 +953,11 @@ const file_sluice_v1_worker_service_proto_rawDesc = "" +
 	"\fspec_version\x18\v \x01(\x03R\vspecVersion\x12\x14\n" +
 	"\x05fatal\x18\f \x01(\bR\x05fatal\x12.\n" +
 	"\x06ranges\x18\r \x03(\v2\x16.sluice.v1.OffsetRangeR\x06ranges\x122\n" +
-	"\x15records_dead_lettered\x18\x14 \x01(\x03R\x13recordsDeadLettered2U\n" +
+	"\x15records_dead_lettered\x18\x14 \x01(\x03R\x13recordsDeadLettered\x121\n" +
+	"\awindows\x18\x1e \x03(\v2\x17.sluice.v1.WindowResultR\awindows\x127\n" +
+	"\x16max_event_time_unix_ms\x18\x1f \x01(\x03H\x00R\x12maxEventTimeUnixMs\x88\x01\x01\x12!\n" +
+	"\frecords_late\x18  \x01(\x03R\vrecordsLateB\x19\n" +
+	"\x17_max_event_time_unix_ms2U\n" +
 	"\rWorkerService\x12D\n" +
 	"\aConnect\x12\x19.sluice.v1.ConnectRequest\x1a\x1a.sluice.v1.ConnectResponse(\x010\x01B\xa2\x01\n" +
 	"\rcom.sluice.v1B\x12WorkerServiceProtoP\x01Z8github.com/sluice-stream/sluice/proto/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
@@ -947,6 +992,7 @@ var file_sluice_v1_worker_service_proto_goTypes = []any{
 	(*JobSpec)(nil),             // 12: sluice.v1.JobSpec
 	(*KeyAggregate)(nil),        // 13: sluice.v1.KeyAggregate
 	(*OutputRecord)(nil),        // 14: sluice.v1.OutputRecord
+	(*WindowResult)(nil),        // 15: sluice.v1.WindowResult
 }
 var file_sluice_v1_worker_service_proto_depIdxs = []int32{
 	4,  // 0: sluice.v1.ConnectRequest.register:type_name -> sluice.v1.Register
@@ -968,13 +1014,14 @@ var file_sluice_v1_worker_service_proto_depIdxs = []int32{
 	10, // 16: sluice.v1.TaskResult.duration:type_name -> google.protobuf.Duration
 	11, // 17: sluice.v1.TaskResult.range:type_name -> sluice.v1.OffsetRange
 	11, // 18: sluice.v1.TaskResult.ranges:type_name -> sluice.v1.OffsetRange
-	0,  // 19: sluice.v1.WorkerService.Connect:input_type -> sluice.v1.ConnectRequest
-	1,  // 20: sluice.v1.WorkerService.Connect:output_type -> sluice.v1.ConnectResponse
-	20, // [20:21] is the sub-list for method output_type
-	19, // [19:20] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	15, // 19: sluice.v1.TaskResult.windows:type_name -> sluice.v1.WindowResult
+	0,  // 20: sluice.v1.WorkerService.Connect:input_type -> sluice.v1.ConnectRequest
+	1,  // 21: sluice.v1.WorkerService.Connect:output_type -> sluice.v1.ConnectResponse
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_worker_service_proto_init() }
@@ -994,6 +1041,8 @@ func file_sluice_v1_worker_service_proto_init() {
 		(*ConnectResponse_Ping)(nil),
 		(*ConnectResponse_Cancel)(nil),
 	}
+	file_sluice_v1_worker_service_proto_msgTypes[8].OneofWrappers = []any{}
+	file_sluice_v1_worker_service_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
