@@ -42,6 +42,11 @@ type Pool struct {
 	mu     sync.Mutex
 	idle   map[poolKey][]*multiConsumer
 	closed bool
+	// settling counts per key the consumers topping up after a read
+	// (topUp), and settled signals (with mu) when one is done: a read
+	// waits for them rather than make a consumer of its own.
+	settling map[poolKey]int
+	settled  *sync.Cond
 	// closing counts consumers being closed in the background; Close waits.
 	closing sync.WaitGroup
 }
@@ -61,7 +66,9 @@ func NewPool(maxIdle int, logger hclog.Logger, opts ...Option) *Pool {
 	for _, f := range opts {
 		f(&o)
 	}
-	return &Pool{maxIdle: max(maxIdle, 1), logger: logger, stats: o.stats, idle: map[poolKey][]*multiConsumer{}}
+	p := &Pool{maxIdle: max(maxIdle, 1), logger: logger, stats: o.stats, idle: map[poolKey][]*multiConsumer{}, settling: map[poolKey]int{}}
+	p.settled = sync.NewCond(&p.mu)
+	return p
 }
 
 // poolIdleTimeout: an idle consumer no read took for this long is closed
@@ -103,10 +110,14 @@ func (p *Pool) closeIdle(t time.Time) int {
 	return len(old)
 }
 
-// Idle returns the number of idle consumers.
+// Idle returns the number of idle consumers, once those topping up after
+// a read are back.
 func (p *Pool) Idle() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for len(p.settling) > 0 {
+		p.settled.Wait()
+	}
 	n := 0
 	for _, cs := range p.idle {
 		n += len(cs)
@@ -119,6 +130,7 @@ func (p *Pool) Idle() int {
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
+	p.settled.Broadcast()
 	var all []*multiConsumer
 	for _, cs := range p.idle {
 		all = append(all, cs...)
@@ -136,7 +148,7 @@ func (p *Pool) Close() {
 // interleaved. It returns when every partition's position reaches its
 // range's Until, with the same gap rules as Cache.Read. An error names the
 // range it happened in.
-func (p *Pool) ReadRanges(ctx context.Context, cl Cluster, groupID string, ranges []Range, fn func(*record.Record) error) (ReadStats, error) {
+func (p *Pool) ReadRanges(ctx context.Context, cl Cluster, groupID string, ranges []Range, fn func(*record.Record) error) (st ReadStats, err error) {
 	var todo []Range
 	seen := map[TopicPartition]bool{}
 	for _, r := range ranges {
@@ -167,16 +179,48 @@ func (p *Pool) ReadRanges(ctx context.Context, cl Cluster, groupID string, range
 		return ReadStats{}, fmt.Errorf("read %d ranges: %w", len(todo), err)
 	}
 	ok := false // until read returns: a panic in fn drops the consumer too
-	defer func() { p.put(key, c, ok) }()
-	st, err := c.read(ctx, todo, fn)
+	defer func() {
+		if ok {
+			p.settle(key, c, max(st.Records, topUpMin))
+		} else {
+			p.put(key, c, false)
+		}
+	}()
+	st, err = c.read(ctx, todo, fn)
 	ok = err == nil
 	return st, err
+}
+
+// settle tops c up (topUp, at most n records) in the background, off the
+// read's path, then puts it back.
+func (p *Pool) settle(key poolKey, c *multiConsumer, n int64) {
+	p.mu.Lock()
+	p.settling[key]++
+	p.closing.Add(1)
+	p.mu.Unlock()
+	go func() {
+		defer p.closing.Done()
+		err := c.topUp(n)
+		if err != nil {
+			p.logger.Warn("pooled consumer dropped", "error", err)
+		}
+		p.put(key, c, err == nil)
+		p.mu.Lock()
+		if p.settling[key]--; p.settling[key] == 0 {
+			delete(p.settling, key)
+		}
+		p.settled.Broadcast()
+		p.mu.Unlock()
+	}()
 }
 
 // get takes the idle consumer of key that has most of the ranges'
 // partitions assigned, or makes one.
 func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*multiConsumer, error) {
 	p.mu.Lock()
+	for p.settling[key] > 0 && len(p.idle[key]) == 0 && !p.closed {
+		p.settled.Wait() // a millisecond or so
+	}
 	if p.closed {
 		p.mu.Unlock()
 		return nil, ErrClosed
@@ -333,9 +377,9 @@ const (
 	// 4 MiB fetch per partition made the broker and librdkafka copy and
 	// parse each record many times). Ranges read by the pool are small.
 	poolPartitionFetchBytes = 64 << 10
-	// topUpMax bounds what a read moves from librdkafka's queue to the
-	// stashes after it is done (see topUp).
-	topUpMax = 1 << 16
+	// topUpMin is the least moved from librdkafka's queue to the stashes
+	// after a read (see topUp); else as many as it read.
+	topUpMin = 256
 	// refillPerRead bounds the paused partitions a read resumes ahead of
 	// need (see refillAhead).
 	refillPerRead = 64
@@ -563,15 +607,12 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 	if err != nil {
 		return st, err
 	}
-	if err := c.topUp(topUpMax); err != nil {
-		return st, err
-	}
 	return st, c.refillAhead(prs)
 }
 
 // topUp moves up to n records that librdkafka has already fetched from its
-// queue into the stashes, without waiting: those the stashes have room for
-// (a partition's stash pauses it when full, which bounds what is queued). A read that finds its records
+// queue into the stashes, without waiting. The pool does it after each
+// read, in the background (Pool.settle). A read that finds its records
 // in the stash polls nothing, so without this the queue would be drained
 // only by the first read whose stash ran dry, all at once (tens of
 // thousands of records on a consumer of hundreds of partitions, which
@@ -616,7 +657,7 @@ func (c *multiConsumer) refillAhead(prs []*partRead) error {
 	share := c.partShare()
 	var low []*partRead
 	for _, pr := range prs {
-		if pr.paused && pr.stashSize < share/2 {
+		if pr.paused && !pr.lost && pr.stashSize < share/2 {
 			low = append(low, pr)
 		}
 	}
@@ -626,19 +667,9 @@ func (c *multiConsumer) refillAhead(prs []*partRead) error {
 	slices.SortFunc(low, func(a, b *partRead) int { return cmp.Compare(a.stashSize, b.stashSize) })
 	low = low[:min(len(low), refillPerRead)]
 	tps := make([]kafka.TopicPartition, len(low))
-	var seek []kafka.TopicPartition
 	for i, pr := range low {
-		if pr.lost {
-			// Records that arrived after the pause were dropped:
-			// librdkafka's position is past the stash's end.
-			seek = append(seek, pr.tp(pr.next))
-			pr.lost = false
-		}
 		pr.paused = false
 		tps[i] = pr.tp(0)
-	}
-	if err := c.seek(seek); err != nil {
-		return err
 	}
 	if err := c.kc.Resume(tps); err != nil {
 		return fmt.Errorf("resume %d partitions: %w", len(tps), err)

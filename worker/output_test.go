@@ -161,7 +161,7 @@ func TestRunTaskKafkaSinkChunks(t *testing.T) {
 			return
 		}
 		// The read waits here: the records can only come from the chunks.
-		hw, lso = env.waitEnd(chunkRecords), env.endOffsets(true)
+		hw, lso = env.waitEnd(chunkRecords, false), env.endOffsets(true)
 	}
 	env.produce(n, 200)
 	spec := &sluicev1.JobSpec{
@@ -181,7 +181,9 @@ func TestRunTaskKafkaSinkChunks(t *testing.T) {
 	if hw < chunkRecords || hw >= n || lso != 0 {
 		t.Errorf("in the middle of the read: high watermarks %d (want at least %d, below %d), last stable offsets %d (want 0)", hw, chunkRecords, n, lso)
 	}
-	if got := env.endOffsets(true); got != n+3 { // a commit marker per partition
+	// A commit marker per partition. Kafka writes the markers after the
+	// commit returns (the transaction coordinator does, asynchronously).
+	if got := env.waitEnd(n+3, true); got != n+3 {
 		t.Errorf("last stable offsets %d after the commit, want %d", got, n+3)
 	}
 	seen := env.readCommitted(n)
@@ -229,15 +231,15 @@ func (env *taskEnv) endOffsets(committed bool) int64 {
 	return sum
 }
 
-// waitEnd waits until out's high watermarks add up to at least want, and
-// returns them.
-func (env *taskEnv) waitEnd(want int64) int64 {
+// waitEnd waits until out's end offsets (endOffsets) add up to at least
+// want, and returns them.
+func (env *taskEnv) waitEnd(want int64, committed bool) int64 {
 	deadline := time.Now().Add(20 * time.Second)
-	hw := env.endOffsets(false)
-	for ; hw < want && time.Now().Before(deadline); hw = env.endOffsets(false) {
+	end := env.endOffsets(committed)
+	for ; end < want && time.Now().Before(deadline); end = env.endOffsets(committed) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	return hw
+	return end
 }
 
 // readCommitted reads out with read_committed until it has want records,
@@ -291,7 +293,7 @@ func TestRunTaskKafkaSinkFailureAborts(t *testing.T) {
 	task := env.task(bad, n)
 	env.w.afterChunk = func(_ *sluicev1.Task, chunk int) {
 		if chunk == 3 { // two chunks in the log before the failure
-			env.waitEnd(2 * chunkRecords)
+			env.waitEnd(2*chunkRecords, false)
 		}
 	}
 	res := env.w.runTask(context.Background(), task)
