@@ -409,25 +409,7 @@ func TestDeadLettersExactlyOnceThroughKills(t *testing.T) {
 				defer wg.Done()
 				p.produce(t, pc.brokers, in, parts, 16000, 2000)
 			}()
-			rng := rand.New(rand.NewSource(time.Now().UnixNano()))
-			kills := 0
-			for end := time.Now().Add(8 * time.Second); time.Now().Before(end); kills++ {
-				time.Sleep(time.Duration(1000+rng.Intn(1000)) * time.Millisecond)
-				victim := rng.Intn(len(pc.coords) + len(workers))
-				name := fmt.Sprintf("coordinator-%d", victim)
-				if victim >= len(pc.coords) {
-					name = workers[victim-len(pc.coords)]
-				}
-				pr := pc.proc(name)
-				_ = pr.cmd.Process.Kill()
-				<-pr.done
-				time.Sleep(300 * time.Millisecond)
-				if victim < len(pc.coords) {
-					pc.startCoordinator(victim, "")
-				} else {
-					pc.startWorker(name, "")
-				}
-			}
+			kills := pc.killRandomly(workers, 8*time.Second)
 			wg.Wait()
 			tc := &testCluster{t: t, Client: c}
 			tc.waitOffsets(spec.GetName(), p.ends(in, parts), 90*time.Second)

@@ -168,6 +168,32 @@ func checkOutput(t *testing.T, o *orders, seen map[string]int, values map[string
 	return dups
 }
 
+// killRandomly kills -9 a random coordinator or worker (one of workers)
+// every one to two seconds for d, restarting each 300 ms later, and
+// returns how many it killed.
+func (pc *procCluster) killRandomly(workers []string, d time.Duration) int {
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	kills := 0
+	for end := time.Now().Add(d); time.Now().Before(end); kills++ {
+		time.Sleep(time.Duration(1000+rng.Intn(1000)) * time.Millisecond)
+		victim := rng.Intn(len(pc.coords) + len(workers))
+		name := fmt.Sprintf("coordinator-%d", victim)
+		if victim >= len(pc.coords) {
+			name = workers[victim-len(pc.coords)]
+		}
+		p := pc.proc(name)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		time.Sleep(300 * time.Millisecond)
+		if victim < len(pc.coords) {
+			pc.startCoordinator(victim, "")
+		} else {
+			pc.startWorker(name, "")
+		}
+	}
+	return kills
+}
+
 // checkGroupOffsets reads the job's consumer group with a standard client
 // and compares it with the committed offsets.
 func checkGroupOffsets(t *testing.T, brokers string, c *client.Client, job string) {
@@ -241,27 +267,7 @@ func TestKafkaSinkExactlyOnceThroughKills(t *testing.T) {
 		defer wg.Done()
 		o.produce(t, pc.brokers, in, parts, 20000, 2000)
 	}()
-	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
-	kills := 0
-	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); kills++ {
-		time.Sleep(time.Duration(1000+rng.Intn(1000)) * time.Millisecond)
-		victim := rng.Intn(len(pc.coords) + len(workers))
-		name := fmt.Sprintf("coordinator-%d", victim)
-		if victim >= len(pc.coords) {
-			name = workers[victim-len(pc.coords)]
-		}
-		pc.mu.Lock()
-		p := pc.procs[name]
-		pc.mu.Unlock()
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		time.Sleep(300 * time.Millisecond)
-		if victim < len(pc.coords) {
-			pc.startCoordinator(victim, "")
-		} else {
-			pc.startWorker(name, "")
-		}
-	}
+	kills := pc.killRandomly(workers, 8*time.Second)
 	wg.Wait()
 	tc := &testCluster{t: t, Client: c}
 	o.mu.Lock()

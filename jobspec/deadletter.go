@@ -34,24 +34,7 @@ func DeadLetterCluster(spec *sluicev1.JobSpec) kafkasrc.Cluster {
 		return Sink(spec)
 	}
 	dl := spec.GetDeadLetter()
-	var c kafkasrc.Cluster
-	if b := dl.GetBootstrapServers(); b != "" {
-		c = kafkasrc.Cluster{Bootstrap: b}
-	} else {
-		c = Source(spec)
-		c.ReadCommitted = false
-	}
-	if conn := kafkasrc.ConnectionProperties(dl.GetProperties()); len(conn) > 0 {
-		props := make(map[string]string, len(c.Properties)+len(conn))
-		for k, v := range c.Properties {
-			props[k] = v
-		}
-		for k, v := range conn {
-			props[k] = v
-		}
-		c.Properties = props
-	}
-	return c
+	return targetCluster(spec, dl.GetBootstrapServers(), dl.GetProperties())
 }
 
 // DeadLetterIDPrefix starts the transactional ids of DeadLetterTxn jobs.

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"strconv"
 
 	"github.com/sluice-stream/sluice/kafkasrc"
@@ -29,22 +30,26 @@ func Source(spec *sluicev1.JobSpec) kafkasrc.Cluster {
 // over the source's, to every client of the sink's cluster: its producers,
 // the group consumer, the admin and txn list.
 func Sink(spec *sluicev1.JobSpec) kafkasrc.Cluster {
+	k := spec.GetSink().GetKafka()
+	return targetCluster(spec, k.GetBootstrapServers(), k.GetProperties())
+}
+
+// targetCluster is the cluster a job writes to: bootstrap, or the source's
+// cluster (with the source's client properties), with the properties of
+// props that change how a client connects applied over them.
+func targetCluster(spec *sluicev1.JobSpec, bootstrap string, props map[string]string) kafkasrc.Cluster {
 	var c kafkasrc.Cluster
-	if b := spec.GetSink().GetKafka().GetBootstrapServers(); b != "" {
-		c = kafkasrc.Cluster{Bootstrap: b}
+	if bootstrap != "" {
+		c = kafkasrc.Cluster{Bootstrap: bootstrap}
 	} else {
 		c = Source(spec)
 		c.ReadCommitted = false
 	}
-	if conn := kafkasrc.ConnectionProperties(spec.GetSink().GetKafka().GetProperties()); len(conn) > 0 {
-		props := make(map[string]string, len(c.Properties)+len(conn))
-		for k, v := range c.Properties {
-			props[k] = v
-		}
-		for k, v := range conn {
-			props[k] = v
-		}
-		c.Properties = props
+	if conn := kafkasrc.ConnectionProperties(props); len(conn) > 0 {
+		merged := make(map[string]string, len(c.Properties)+len(conn))
+		maps.Copy(merged, c.Properties)
+		maps.Copy(merged, conn)
+		c.Properties = merged
 	}
 	return c
 }

@@ -34,22 +34,14 @@ func (o *deadLetterOutput) open(ctx context.Context) error {
 	o.opened = true
 	spec, inc, r := o.task.GetSpec(), o.task.GetIncarnation(), o.task.GetRange()
 	job := o.task.GetKey().GetJob()
-	txn, skipped, err := o.w.sinks.BeginTxn(ctx, kafkasrc.TxnTask{
+	txn, skipped, err := o.w.sinks.BeginTxn(ctx, o.w.taskTxn(o.task, kafkasrc.TxnTask{
 		Job:             job,
 		Incarnation:     inc,
 		Cluster:         jobspec.DeadLetterCluster(spec),
 		Properties:      spec.GetDeadLetter().GetProperties(),
 		TransactionalID: jobspec.DeadLetterTransactionalID(spec, inc, r.GetTopic(), r.GetPartition()),
 		Group:           jobspec.DeadLetterGroupID(job, inc),
-		Source:          kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()},
-		Fence:           o.task.GetSpeculative() || o.task.GetKey().GetAttempt() > 1,
-		BeforeCommit: func() {
-			o.w.cfg.Failpoints.Hit("mid-txn")
-			if f := o.w.cfg.BeforeCommit; f != nil {
-				f(o.task)
-			}
-		},
-	})
+	}))
 	if err != nil {
 		return err
 	}

@@ -80,7 +80,7 @@ func (o *kafkaOutput) open(ctx context.Context) error {
 		return err
 	}
 	r := o.task.GetRange()
-	txn, skipped, err := o.w.sinks.BeginTxn(ctx, kafkasrc.TxnTask{
+	txn, skipped, err := o.w.sinks.BeginTxn(ctx, o.w.taskTxn(o.task, kafkasrc.TxnTask{
 		Job:             o.job,
 		Incarnation:     inc,
 		Cluster:         target,
@@ -88,15 +88,7 @@ func (o *kafkaOutput) open(ctx context.Context) error {
 		TransactionalID: jobspec.TransactionalID(spec, inc, r.GetTopic(), r.GetPartition()),
 		Timeout:         o.sink.GetTransactionTimeout().AsDuration(),
 		Group:           jobspec.GroupID(o.job, inc),
-		Source:          kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()},
-		Fence:           o.task.GetSpeculative() || o.task.GetKey().GetAttempt() > 1,
-		BeforeCommit: func() {
-			o.w.cfg.Failpoints.Hit("mid-txn")
-			if f := o.w.cfg.BeforeCommit; f != nil {
-				f(o.task)
-			}
-		},
-	})
+	}))
 	if err != nil {
 		return err
 	}
@@ -202,4 +194,20 @@ func (o *kafkaOutput) messages(recs []*sluicev1.OutputRecord) []kafkasrc.Message
 	}
 	o.msgs = msgs
 	return msgs
+}
+
+// taskTxn completes t, a Kafka transaction of task's source range: the
+// range, fencing of the attempts before (a retry or a speculative copy),
+// and the hooks before the commit.
+func (w *Worker) taskTxn(task *sluicev1.Task, t kafkasrc.TxnTask) kafkasrc.TxnTask {
+	r := task.GetRange()
+	t.Source = kafkasrc.Range{Topic: r.GetTopic(), Partition: r.GetPartition(), From: r.GetFromOffset(), Until: r.GetUntilOffset()}
+	t.Fence = task.GetSpeculative() || task.GetKey().GetAttempt() > 1
+	t.BeforeCommit = func() {
+		w.cfg.Failpoints.Hit("mid-txn")
+		if f := w.cfg.BeforeCommit; f != nil {
+			f(task)
+		}
+	}
+	return t
 }
