@@ -215,6 +215,34 @@ func TestRunTaskFlatMapElementHeader(t *testing.T) {
 	for j := range n {
 		want += j % 3
 	}
+	checkElementHeaders(t, env, spec, n, want)
+}
+
+// With the idempotent sink, its producer writes the dead letters too.
+func TestRunTaskDeadLettersIdempotentSink(t *testing.T) {
+	env := newTaskEnv(t, nil)
+	env.createTopic("dlq")
+	const n = 300
+	bad := env.produceMixed(n)
+	spec := deadLetterSpec(&sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: &sluicev1.KafkaSink{
+		Topic: "out", Mode: sluicev1.KafkaSinkMode_KAFKA_SINK_MODE_IDEMPOTENT,
+	}}})
+	res := env.w.runTask(context.Background(), env.task(spec, n))
+	if res.GetError() != "" || res.GetRecordsOut() != int64(n-bad) || res.GetRecordsDeadLettered() != int64(bad) {
+		t.Fatalf("result: error %q, out %d, dead-lettered %d", res.GetError(), res.GetRecordsOut(), res.GetRecordsDeadLettered())
+	}
+	checkDeadLetters(t, env.readTopic("dlq", bad), bad)
+	if txns, _, _ := env.w.sinks.Clients(); txns != 0 {
+		t.Errorf("%d transactional writers for an idempotent sink", txns)
+	}
+}
+
+// checkElementHeaders runs a task of n records of spec, whose Kafka sink
+// topic "out" must then hold want records, each value being its position
+// among the records of its source: every (sluice-src, sluice-src-element)
+// once.
+func checkElementHeaders(t *testing.T, env *taskEnv, spec *sluicev1.JobSpec, n int64, want int) {
+	t.Helper()
 	res := env.w.runTask(context.Background(), env.task(spec, n))
 	if res.GetError() != "" || res.GetRecordsOut() != int64(want) {
 		t.Fatalf("result: error %q, out %d, want %d", res.GetError(), res.GetRecordsOut(), want)
@@ -237,24 +265,5 @@ func TestRunTaskFlatMapElementHeader(t *testing.T) {
 	}
 	if len(seen) != want {
 		t.Fatalf("%d distinct records, want %d", len(seen), want)
-	}
-}
-
-// With the idempotent sink, its producer writes the dead letters too.
-func TestRunTaskDeadLettersIdempotentSink(t *testing.T) {
-	env := newTaskEnv(t, nil)
-	env.createTopic("dlq")
-	const n = 300
-	bad := env.produceMixed(n)
-	spec := deadLetterSpec(&sluicev1.Sink{Kind: &sluicev1.Sink_Kafka{Kafka: &sluicev1.KafkaSink{
-		Topic: "out", Mode: sluicev1.KafkaSinkMode_KAFKA_SINK_MODE_IDEMPOTENT,
-	}}})
-	res := env.w.runTask(context.Background(), env.task(spec, n))
-	if res.GetError() != "" || res.GetRecordsOut() != int64(n-bad) || res.GetRecordsDeadLettered() != int64(bad) {
-		t.Fatalf("result: error %q, out %d, dead-lettered %d", res.GetError(), res.GetRecordsOut(), res.GetRecordsDeadLettered())
-	}
-	checkDeadLetters(t, env.readTopic("dlq", bad), bad)
-	if txns, _, _ := env.w.sinks.Clients(); txns != 0 {
-		t.Errorf("%d transactional writers for an idempotent sink", txns)
 	}
 }

@@ -217,27 +217,5 @@ func TestRunTaskProcessorElementHeader(t *testing.T) {
 		}}},
 	}
 	want := n / 3 * (0 + 1 + 2)
-	res := env.w.runTask(context.Background(), env.task(spec, n))
-	if res.GetError() != "" || res.GetRecordsOut() != int64(want) {
-		t.Fatalf("result: error %q, out %d, want %d", res.GetError(), res.GetRecordsOut(), want)
-	}
-	seen := map[string]bool{}
-	for _, r := range env.readTopic("out", want) {
-		var src, elem string
-		for _, h := range r.Headers {
-			switch h.Key {
-			case "sluice-src":
-				src = string(h.Value)
-			case "sluice-src-element":
-				elem = string(h.Value)
-			}
-		}
-		if elem != string(r.Value) || seen[src+"#"+elem] {
-			t.Fatalf("record %s: element %q, value %q (seen before: %v)", src, elem, r.Value, seen[src+"#"+elem])
-		}
-		seen[src+"#"+elem] = true
-	}
-	if len(seen) != want {
-		t.Fatalf("%d distinct records, want %d", len(seen), want)
-	}
+	checkElementHeaders(t, env, spec, n, want)
 }
