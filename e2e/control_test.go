@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -245,12 +244,7 @@ func TestResetOffsets(t *testing.T) {
 	if st.Code() != codes.InvalidArgument {
 		t.Fatalf("reset to another topic: code %v (%v), want InvalidArgument", st.Code(), err)
 	}
-	var field string
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
-			field = br.GetFieldViolations()[0].GetField()
-		}
-	}
+	field := violatedField(st)
 	if field != "to.explicit.offsets[0].topic" || !strings.Contains(st.Message(), "not-mine") {
 		t.Errorf("reset to another topic: field %q, message %q; want to.explicit.offsets[0].topic naming not-mine", field, st.Message())
 	}

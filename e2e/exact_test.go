@@ -210,12 +210,7 @@ func TestInvalidSpecs(t *testing.T) {
 			if st.Code() != codes.InvalidArgument {
 				t.Fatalf("Submit() code = %v (%v), want InvalidArgument", st.Code(), err)
 			}
-			var field string
-			for _, d := range st.Details() {
-				if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
-					field = br.GetFieldViolations()[0].GetField()
-				}
-			}
+			field := violatedField(st)
 			if field != c.field {
 				t.Errorf("field violation = %q, want %q (message %q)", field, c.field, st.Message())
 			}
@@ -232,4 +227,15 @@ func TestInvalidSpecs(t *testing.T) {
 	if _, err := tc.Client.Submit(context.Background(), base()); status.Code(err) != codes.AlreadyExists {
 		t.Errorf("second submit code = %v, want AlreadyExists", status.Code(err))
 	}
+}
+
+// violatedField is the field of the first field violation of st's
+// BadRequest detail; "" when there is none.
+func violatedField(st *status.Status) string {
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
+			return br.GetFieldViolations()[0].GetField()
+		}
+	}
+	return ""
 }

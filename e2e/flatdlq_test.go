@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -526,12 +525,7 @@ func TestFlatMapAndDeadLetterSubmitErrors(t *testing.T) {
 			if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tt.reason) {
 				t.Fatalf("submit: %v, want InvalidArgument with %q", err, tt.reason)
 			}
-			field := ""
-			for _, d := range st.Details() {
-				if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
-					field = br.GetFieldViolations()[0].GetField()
-				}
-			}
+			field := violatedField(st)
 			if field != tt.field {
 				t.Errorf("field violation %q, want %q", field, tt.field)
 			}
@@ -564,34 +558,6 @@ func TestDeadLetterStopAbortsTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	prefix := jobspec.DeadLetterTransactionalIDPrefix(spec, j.GetIncarnation())
-	ongoing := func() []string {
-		txns, err := c.Transactions(context.Background(), spec.GetName())
-		if err != nil {
-			t.Fatalf("list transactions: %v", err)
-		}
-		var ids []string
-		for _, tx := range txns {
-			if !strings.HasPrefix(tx.GetTransactionalId(), prefix) {
-				t.Errorf("listed %s, not a dead-letter id of the job (%s...)", tx.GetTransactionalId(), prefix)
-			}
-			if tx.GetState() == "Ongoing" {
-				ids = append(ids, tx.GetTransactionalId())
-			}
-		}
-		return ids
-	}
-	if ids := ongoing(); len(ids) == 0 {
-		t.Fatalf("no ongoing dead-letter transaction while the worker is frozen mid-transaction")
-	}
-	if _, err := c.Stop(context.Background(), spec.GetName()); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(ongoing()) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("dead-letter transactions still open 30s after stop: %v", ongoing())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	stopAbortsTransactions(t, c, spec.GetName(), prefix)
 	_ = frozen.cmd.Process.Signal(syscall.SIGCONT)
 }

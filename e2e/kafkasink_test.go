@@ -168,6 +168,42 @@ func checkOutput(t *testing.T, o *orders, seen map[string]int, values map[string
 	return dups
 }
 
+// stopAbortsTransactions checks that job has an ongoing transaction (of
+// ids starting with prefix, which every listed id must), stops it, and
+// waits until none is ongoing.
+func stopAbortsTransactions(t *testing.T, c *client.Client, job, prefix string) {
+	t.Helper()
+	ongoing := func() []string {
+		txns, err := c.Transactions(context.Background(), job)
+		if err != nil {
+			t.Fatalf("list transactions: %v", err)
+		}
+		var ids []string
+		for _, tx := range txns {
+			if !strings.HasPrefix(tx.GetTransactionalId(), prefix) {
+				t.Errorf("listed %s, not an id of the job (%s...)", tx.GetTransactionalId(), prefix)
+			}
+			if tx.GetState() == "Ongoing" {
+				ids = append(ids, tx.GetTransactionalId())
+			}
+		}
+		return ids
+	}
+	if ids := ongoing(); len(ids) == 0 {
+		t.Fatalf("no ongoing transaction while the worker is frozen mid-transaction")
+	}
+	if _, err := c.Stop(context.Background(), job); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(ongoing()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("transactions still open 30s after stop: %v", ongoing())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // killRandomly kills -9 a random coordinator or worker (one of workers)
 // every one to two seconds for d, restarting each 300 ms later, and
 // returns how many it killed.
@@ -400,34 +436,9 @@ func TestKafkaSinkStopAbortsTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	frozen.waitOutput(t, "failpoint mid-txn:1:stop reached", 60*time.Second)
-	ongoing := func() []string {
-		txns, err := c.Transactions(context.Background(), spec.GetName())
-		if err != nil {
-			t.Fatalf("list transactions: %v", err)
-		}
-		var ids []string
-		for _, tx := range txns {
-			if tx.GetState() == "Ongoing" {
-				ids = append(ids, tx.GetTransactionalId())
-			}
-		}
-		return ids
-	}
 	// The frozen worker runs both partitions' tasks at once: one or both
 	// may be inside a transaction.
-	if ids := ongoing(); len(ids) == 0 {
-		t.Fatalf("no ongoing transaction while the worker is frozen mid-transaction")
-	}
-	if _, err := c.Stop(context.Background(), spec.GetName()); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(ongoing()) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("transactions still open 30s after stop: %v", ongoing())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	stopAbortsTransactions(t, c, spec.GetName(), "")
 	out2 := run(t, sluiceBin, "txn", "list", "--job", spec.GetName(), "--coordinator", pc.coords[0])
 	j, err := c.Job(context.Background(), spec.GetName())
 	if err != nil {

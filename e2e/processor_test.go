@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -283,12 +282,7 @@ func TestProcessorSubmitAndConfigErrors(t *testing.T) {
 			if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tt.reason) {
 				t.Fatalf("submit: %v, want InvalidArgument with %q", err, tt.reason)
 			}
-			field := ""
-			for _, d := range st.Details() {
-				if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
-					field = br.GetFieldViolations()[0].GetField()
-				}
-			}
+			field := violatedField(st)
 			if field != tt.field {
 				t.Errorf("field violation %q, want %q", field, tt.field)
 			}
