@@ -181,6 +181,9 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		}
 	}
 
+	// The next batch's listing, asked while a batch runs; the loop owns it.
+	var ahead *listingAhead
+	defer func() { ahead.stop() }()
 	for {
 		bt := nextBatchTime(prevTime, r.interval(), r.now())
 		if wait := bt.Sub(r.now()); wait > 0 {
@@ -194,8 +197,12 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		}
 		prevTime = bt
 		planStart := time.Now()
+		listed := ahead.wait()
+		ahead = nil
 		p, err := retry(ctx, r, "plan", func(ctx context.Context) (planned, error) {
-			return r.plan(ctx, offs.Value)
+			l := listed
+			listed = nil // a retry asks Kafka again
+			return r.plan(ctx, offs.Value, l)
 		})
 		r.planTook = time.Since(planStart)
 		if err != nil {
@@ -217,6 +224,7 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		ahead = r.listAhead(ctx, bt, b, offs.Value)
 		if offs, err = r.execute(ctx, b, logged, offs); err != nil {
 			_, _ = logged() // the log's goroutine ends before the runner does
 			return err
@@ -377,46 +385,34 @@ type planned struct {
 
 // plan asks Kafka for the earliest and latest offsets of every partition,
 // discovering new ones (which start at their earliest offset), applies the
-// data loss policy, and cuts the batch's ranges.
-func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets) (planned, error) {
+// data loss policy, and cuts the batch's ranges. ahead, when not nil, is
+// that listing, asked while the previous batch ran (listAhead).
+func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets, ahead *listing) (planned, error) {
 	admin, err := r.admins.Get(r.cluster())
 	if err != nil {
 		return planned{}, err
 	}
 	committed := offsetMap(offs)
-	known := make([]kafkasrc.TopicPartition, 0, len(committed))
-	for pk := range committed {
-		known = append(known, kafkasrc.TopicPartition{Topic: pk.Topic, Partition: pk.Partition})
-	}
 	// The partitions are listed at most every metadataMaxAge, and then
 	// with the offsets of those the job knows, at once: planning waits for
 	// one round trip, and for a second only when partitions were added or
 	// a topic went away.
-	fresh := r.tps == nil || time.Since(r.tpsAt) >= metadataMaxAge
-	tps := r.tps
-	var tpsErr error
-	listed := make(chan struct{})
-	r.listTook = 0
+	l := ahead
+	if l == nil {
+		fresh := r.tps == nil || time.Since(r.tpsAt) >= metadataMaxAge
+		listed := r.list(ctx, admin, committed, fresh)
+		l = &listed
+	}
+	r.listTook, r.offsetsTook = l.listTook, l.offsetsTook
+	if l.tpsErr != nil {
+		return planned{}, l.tpsErr
+	}
+	fresh := l.tps != nil
 	if fresh {
-		listedAt := time.Now()
-		go func() {
-			defer close(listed)
-			if tps, tpsErr = r.partitions(ctx, admin, committed); tpsErr == nil {
-				r.tps, r.tpsAt = tps, listedAt
-			}
-			r.listTook = time.Since(listedAt)
-		}()
-	} else {
-		close(listed)
+		r.tps, r.tpsAt = l.tps, l.tpsAt
 	}
-	offsetsAt := time.Now()
-	earliest, latest, err := offsetsOf(ctx, admin, known)
-	r.offsetsTook = time.Since(offsetsAt)
-	<-listed
-	if tpsErr != nil {
-		return planned{}, tpsErr
-	}
-	if err != nil {
+	tps, earliest, latest := r.tps, l.earliest, l.latest
+	if err := l.offsetsErr; err != nil {
 		// A topic deleted since: ask for the partitions there are.
 		if !fresh {
 			listedAt := time.Now()
