@@ -42,10 +42,10 @@ type Pool struct {
 	mu     sync.Mutex
 	idle   map[poolKey][]*multiConsumer
 	closed bool
-	// settling counts per key the consumers topping up after a read
+	// settling holds per key the consumers topping up after a read
 	// (topUp), and settled signals (with mu) when one is done: a read
-	// waits for them rather than make a consumer of its own.
-	settling map[poolKey]int
+	// waits for one that has more of its partitions than any idle one.
+	settling map[poolKey][]*multiConsumer
 	settled  *sync.Cond
 	// closing counts consumers being closed in the background; Close waits.
 	closing sync.WaitGroup
@@ -66,7 +66,7 @@ func NewPool(maxIdle int, logger hclog.Logger, opts ...Option) *Pool {
 	for _, f := range opts {
 		f(&o)
 	}
-	p := &Pool{maxIdle: max(maxIdle, 1), logger: logger, stats: o.stats, idle: map[poolKey][]*multiConsumer{}, settling: map[poolKey]int{}}
+	p := &Pool{maxIdle: max(maxIdle, 1), logger: logger, stats: o.stats, idle: map[poolKey][]*multiConsumer{}, settling: map[poolKey][]*multiConsumer{}}
 	p.settled = sync.NewCond(&p.mu)
 	return p
 }
@@ -181,8 +181,8 @@ func (p *Pool) ReadRanges(ctx context.Context, cl Cluster, groupID string, range
 	ok := false // until read returns: a panic in fn drops the consumer too
 	defer func() {
 		switch {
-		case ok && c.partShare() >= topUpShare:
-			p.settle(key, c, max(st.Records, topUpMin))
+		case ok && c.smallRead(len(todo)):
+			p.settle(key, c, st.Records)
 		case ok:
 			p.put(key, c, true)
 		default:
@@ -198,7 +198,7 @@ func (p *Pool) ReadRanges(ctx context.Context, cl Cluster, groupID string, range
 // read's path, then puts it back.
 func (p *Pool) settle(key poolKey, c *multiConsumer, n int64) {
 	p.mu.Lock()
-	p.settling[key]++
+	p.settling[key] = append(p.settling[key], c)
 	p.closing.Add(1)
 	p.mu.Unlock()
 	go func() {
@@ -209,7 +209,9 @@ func (p *Pool) settle(key poolKey, c *multiConsumer, n int64) {
 		}
 		p.put(key, c, err == nil)
 		p.mu.Lock()
-		if p.settling[key]--; p.settling[key] == 0 {
+		if cs := slices.DeleteFunc(p.settling[key], func(o *multiConsumer) bool { return o == c }); len(cs) > 0 {
+			p.settling[key] = cs
+		} else {
 			delete(p.settling, key)
 		}
 		p.settled.Broadcast()
@@ -218,36 +220,51 @@ func (p *Pool) settle(key poolKey, c *multiConsumer, n int64) {
 }
 
 // get takes the idle consumer of key that has most of the ranges'
-// partitions assigned, or makes one.
+// partitions assigned, or makes one. A consumer topping up that has more
+// of them is waited for (a millisecond or so): taking another would
+// assign its partitions twice over, and the consumers' partition sets
+// would drift apart batch after batch.
 func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*multiConsumer, error) {
 	p.mu.Lock()
-	for p.settling[key] > 0 && len(p.idle[key]) == 0 && !p.closed {
-		p.settled.Wait() // a millisecond or so
-	}
-	if p.closed {
-		p.mu.Unlock()
-		return nil, ErrClosed
-	}
-	if cs := p.idle[key]; len(cs) > 0 {
-		best, bestHave := len(cs)-1, -1
-		for i, c := range cs {
-			have := 0
-			for _, r := range ranges {
-				if c.parts[TopicPartition{r.Topic, r.Partition}] != nil {
-					have++
-				}
-			}
-			if have > bestHave {
-				best, bestHave = i, have
-			}
+	for {
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
 		}
+		best, bestHave := mostAssigned(p.idle[key], ranges)
+		if _, settlingHave := mostAssigned(p.settling[key], ranges); settlingHave > bestHave || (best < 0 && settlingHave >= 0) {
+			p.settled.Wait()
+			continue
+		}
+		if best < 0 {
+			p.mu.Unlock()
+			return newMultiConsumer(cl, key.group, p.logger, p.stats)
+		}
+		cs := p.idle[key]
 		c := cs[best]
 		p.idle[key] = append(cs[:best], cs[best+1:]...)
 		p.mu.Unlock()
 		return c, nil
 	}
-	p.mu.Unlock()
-	return newMultiConsumer(cl, key.group, p.logger, p.stats)
+}
+
+// mostAssigned returns the index in cs of the consumer having most of the
+// ranges' partitions assigned (the first of equals), and how many; -1, -1
+// when cs is empty.
+func mostAssigned(cs []*multiConsumer, ranges []Range) (best, have int) {
+	best, have = -1, -1
+	for i, c := range cs {
+		n := 0
+		for _, r := range ranges {
+			if c.parts[TopicPartition{r.Topic, r.Partition}] != nil {
+				n++
+			}
+		}
+		if n > have {
+			best, have = i, n
+		}
+	}
+	return best, have
 }
 
 // put returns c to the pool after a read, still assigned; a failed read
@@ -319,6 +336,7 @@ type multiConsumer struct {
 	parts      map[TopicPartition]*partRead // the assigned partitions
 	reads      uint64                       // reads so far; partRead.lastRead
 	stashBytes int64                        // the bytes of every partition's stash
+	readBytes  int64                        // delivered by the last read (messageSize)
 }
 
 func newMultiConsumer(cl Cluster, groupID string, logger hclog.Logger, stats StatsSink) (*multiConsumer, error) {
@@ -372,6 +390,13 @@ const (
 	// fetches it again from where the stash ends).
 	stashLimit     = multiConsumerShare
 	stashPartLimit = 1 << 20
+	// stashPartMin is the least stash share of a partition: about 100
+	// small records. A fetch brings a partition's whole record batches
+	// (a producer batches up to 16 KiB by default), and a smaller share
+	// keeps a fraction of them and fetches the rest again, batch after
+	// batch: at 1,700 partitions a consumer (4.9 KiB shares, 30 records)
+	// the refills of stashes running low together cost more than the reads.
+	stashPartMin = 16 << 10
 	// poolPartitionFetchBytes is max.partition.fetch.bytes of a pool
 	// consumer. A fetch brings each partition up to this much; what the
 	// stash has no room for is dropped when the partition is paused and
@@ -380,16 +405,14 @@ const (
 	// 4 MiB fetch per partition made the broker and librdkafka copy and
 	// parse each record many times). Ranges read by the pool are small.
 	poolPartitionFetchBytes = 64 << 10
-	// topUpMin is the least moved from librdkafka's queue to the stashes
-	// after a read (see topUp); else as many as it read.
-	topUpMin = 256
-	// topUpShare: a consumer whose partitions' stash shares are smaller
-	// (more than 1,024 partitions) is not topped up: its stashes hold a
-	// few records a partition, and moving records ahead of the reads there
-	// slowed its reads (10,000 partitions: tasks 37 ms to 60-90 ms).
-	topUpShare = stashLimit / 1024
-	// refillPerRead bounds the paused partitions a read resumes ahead of
-	// need (see refillAhead).
+	// After a read, up to topUpFactor times the records it read (at least
+	// topUpMin) move from librdkafka's queue to the stashes (see topUp):
+	// more than it read, as the partitions refilled ahead (refillAhead)
+	// bring their stash shares at once.
+	topUpFactor = 4
+	topUpMin    = 256
+	// refillPerRead is the least number of paused partitions a read
+	// resumes ahead of need (see refillAhead).
 	refillPerRead = 64
 	// idleReads: a partition that none of its consumer's last idleReads
 	// reads asked for is unassigned. maxAssigned bounds a consumer's
@@ -472,12 +495,16 @@ func (c *multiConsumer) position(ranges []Range) ([]*partRead, error) {
 			}
 			c.dropStash(pr, drop)
 			pr.consumed = r.From
-			if pr.lost {
+			if pr.lost || (pr.paused && pr.next < r.Until) {
+				// Sought, not only resumed: see refillAhead.
 				pr.lost = false
 				seek = append(seek, pr.tp(pr.next))
 			}
 		}
-		if pr.paused {
+		// A partition whose stash covers the range stays paused: resuming
+		// every partition of every read made librdkafka fetch them all
+		// again each read, and the stashes ran dry all at once.
+		if pr.paused && pr.next < r.Until {
 			pr.paused = false
 			resume = append(resume, pr.tp(0))
 		}
@@ -492,13 +519,13 @@ func (c *multiConsumer) position(ranges []Range) ([]*partRead, error) {
 			return nil, fmt.Errorf("read %d ranges: assign %d partitions: %w", len(ranges), len(assign), err)
 		}
 	}
-	if err := c.seek(seek); err != nil {
-		return nil, fmt.Errorf("read %d ranges: %w", len(ranges), err)
-	}
 	if len(resume) > 0 {
 		if err := c.kc.Resume(resume); err != nil {
 			return nil, fmt.Errorf("read %d ranges: resume %d partitions: %w", len(ranges), len(resume), err)
 		}
+	}
+	if err := c.seek(seek); err != nil {
+		return nil, fmt.Errorf("read %d ranges: %w", len(ranges), err)
 	}
 	return prs, nil
 }
@@ -570,9 +597,9 @@ func (c *multiConsumer) dropStash(pr *partRead, n int) {
 
 // keep stashes m, polled for pr outside a read of it, or drops it when pr
 // is paused (the next read seeks back to where the stash ends). A
-// partition's stash holds its share of stashLimit (at most
-// stashPartLimit); past it, pr is paused at once, so that librdkafka drops
-// what it holds of pr without handing it over and fetches no more.
+// partition's stash holds its share (partShare); past it, pr is paused at
+// once, so that librdkafka drops what it holds of pr without handing it
+// over and fetches no more.
 func (c *multiConsumer) keep(pr *partRead, m *kafka.Message) error {
 	off := int64(m.TopicPartition.Offset)
 	if pr.paused {
@@ -589,7 +616,7 @@ func (c *multiConsumer) keep(pr *partRead, m *kafka.Message) error {
 	pr.stashSize += size
 	c.stashBytes += size
 	pr.next = off + 1
-	if pr.stashSize >= c.partShare() || c.stashBytes >= stashLimit {
+	if pr.stashSize >= c.partShare() || c.stashBytes >= c.stashCap() {
 		// Pausing is synchronous and makes librdkafka resume at the
 		// offset after m: nothing polled is lost.
 		if err := c.kc.Pause([]kafka.TopicPartition{pr.tp(0)}); err != nil {
@@ -615,19 +642,38 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 	if err != nil {
 		return st, err
 	}
+	if !c.smallRead(len(prs)) {
+		return st, nil
+	}
 	return st, c.refillAhead(prs)
 }
 
-// topUp moves up to n records that librdkafka has already fetched from its
-// queue into the stashes, without waiting. The pool does it after each
-// read, in the background (Pool.settle). A read that finds its records
-// in the stash polls nothing, so without this the queue would be drained
-// only by the first read whose stash ran dry, all at once (tens of
-// thousands of records on a consumer of hundreds of partitions, which
-// made that one read a hundred times slower than the others); with it the
-// queue drains in step with the reads.
-func (c *multiConsumer) topUp(n int64) error {
-	for range n {
+// smallRead reports whether the last read, of parts partitions, was small
+// against the stashes: at most half a partition's share on average. Only
+// then are the stashes kept ahead of the reads (refillAhead, topUp): a
+// larger read polls for itself, and refilling or topping up ahead of it
+// would fill the stashes with a fraction of it, pause the rest and fetch
+// it again (doubling the memory librdkafka holds).
+func (c *multiConsumer) smallRead(parts int) bool {
+	return c.readBytes/int64(max(parts, 1)) <= c.partShare()/2
+}
+
+// topUp moves records that librdkafka has already fetched from its queue
+// into the stashes, without waiting: up to topUpFactor times as many as
+// the read before it delivered (at least topUpMin). The pool does it
+// after each small read (smallRead), in the background (Pool.settle). A
+// read that finds its records in the stash polls nothing, so without this
+// the queue would be drained only by the first read whose stash ran dry,
+// all at once (tens of thousands of records on a consumer of hundreds of
+// partitions, which made that one read a hundred times slower than the
+// others); with it the queue drains in step with the reads.
+func (c *multiConsumer) topUp(read int64) error {
+	for range max(topUpFactor*read, topUpMin) {
+		if c.stashBytes >= c.stashCap() {
+			// The stashes are full for what comes next: moving more
+			// would only convert records to drop them.
+			return nil
+		}
 		ev := c.kc.Poll(0)
 		switch e := ev.(type) {
 		case nil:
@@ -637,11 +683,6 @@ func (c *multiConsumer) topUp(n int64) error {
 			pr := c.parts[TopicPartition{topicOf(tp), tp.Partition}]
 			if pr == nil || tp.Error != nil {
 				continue // the read that asks for it meets the error again
-			}
-			if pr.paused {
-				// The stashes are full for what comes next: moving more
-				// would only convert records to drop them.
-				return c.keep(pr, e)
 			}
 			if err := c.keep(pr, e); err != nil {
 				return fmt.Errorf("top up: %w", err)
@@ -656,16 +697,26 @@ func (c *multiConsumer) topUp(n int64) error {
 }
 
 // partShare is the stash a partition may hold: its share of stashLimit,
-// at most stashPartLimit.
+// at least stashPartMin and at most stashPartLimit.
 func (c *multiConsumer) partShare() int64 {
-	return min(stashLimit/int64(max(len(c.parts), 1)), stashPartLimit)
+	return min(max(stashLimit/int64(max(len(c.parts), 1)), stashPartMin), stashPartLimit)
 }
 
-// refillAhead resumes, after a read, up to refillPerRead of its paused
-// partitions whose stash fell below half its share, the emptiest first:
-// their next records are fetched between reads, and when many partitions
-// run low together (they advance in step), their refills spread over
-// several reads instead of making one read fetch and convert them all.
+// stashCap bounds what the stashes of all the consumer's partitions hold:
+// stashLimit, or stashPartMin a partition past 512 partitions (16 MiB at
+// 1,024, 64 MiB at the most a consumer is assigned, maxAssigned).
+func (c *multiConsumer) stashCap() int64 {
+	return max(stashLimit, int64(len(c.parts))*stashPartMin)
+}
+
+// refillAhead resumes, after a read, paused partitions of it whose stash
+// fell below half its share, the emptiest first: their next records are
+// fetched between reads and moved to the stashes by topUp. When many
+// partitions run low together (they advance in step), their refills spread
+// over the reads left before the emptiest runs dry, at least
+// refillPerRead a read, instead of making one read fetch and convert them
+// all (at 2,000 partitions a consumer, that read took 300-400 ms against
+// 2-3 ms for the others).
 func (c *multiConsumer) refillAhead(prs []*partRead) error {
 	share := c.partShare()
 	var low []*partRead
@@ -678,7 +729,10 @@ func (c *multiConsumer) refillAhead(prs []*partRead) error {
 		return nil
 	}
 	slices.SortFunc(low, func(a, b *partRead) int { return cmp.Compare(a.stashSize, b.stashSize) })
-	low = low[:min(len(low), refillPerRead)]
+	// Partitions read in step run low together: resume enough of them per
+	// read that all are refilled before the emptiest runs dry.
+	emptiest := low[0]
+	low = low[:refillCount(len(low), int64(len(emptiest.stash)), emptiest.r.Until-emptiest.r.From)]
 	tps := make([]kafka.TopicPartition, len(low))
 	for i, pr := range low {
 		pr.paused = false
@@ -687,12 +741,28 @@ func (c *multiConsumer) refillAhead(prs []*partRead) error {
 	if err := c.kc.Resume(tps); err != nil {
 		return fmt.Errorf("resume %d partitions: %w", len(tps), err)
 	}
-	return nil
+	// A seek to where the stash ends makes librdkafka fetch them now: a
+	// resumed partition alone waits for its fetcher's next wakeup, up to a
+	// second when the consumer's other partitions are paused.
+	for i, pr := range low {
+		tps[i] = pr.tp(pr.next)
+	}
+	return c.seek(tps)
+}
+
+// refillCount is how many of low partitions running low to resume after a
+// read: all of them over the reads left before the emptiest, holding
+// stashed records and reading perRead a read, runs dry; at least
+// refillPerRead.
+func refillCount(low int, stashed, perRead int64) int {
+	readsLeft := max(stashed/max(perRead, 1), 1)
+	return min(low, max(refillPerRead, int((int64(low)+readsLeft-1)/readsLeft)))
 }
 
 // readPrepared is read once the partitions are positioned.
 func (c *multiConsumer) readPrepared(ctx context.Context, prs []*partRead, fn func(*record.Record) error) (ReadStats, error) {
 	var st ReadStats
+	c.readBytes = 0
 	remaining := len(prs)
 	// The stash first: records polled by earlier reads.
 	for _, pr := range prs {
@@ -704,6 +774,7 @@ func (c *multiConsumer) readPrepared(ctx context.Context, prs []*partRead, fn fu
 			if err := deliverRecord(&c.rec, &c.hdrs, pr.r, m, fn); err != nil {
 				return st, err
 			}
+			c.readBytes += messageSize(m)
 			st.Records++
 			st.Stashed++
 			n++
@@ -761,6 +832,7 @@ func (c *multiConsumer) readPrepared(ctx context.Context, prs []*partRead, fn fu
 			if err := deliverRecord(&c.rec, &c.hdrs, pr.r, e, fn); err != nil {
 				return st, err
 			}
+			c.readBytes += messageSize(e)
 			st.Records++
 			if pr.next >= pr.r.Until {
 				remaining--

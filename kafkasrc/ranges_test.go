@@ -278,23 +278,37 @@ func TestPoolBoundsIdleAcrossGroups(t *testing.T) {
 }
 
 // TestReadRangesStepByStep: a job reading one record per partition per
-// batch from a backlog on hundreds of partitions finds its records in the
-// stash most of the time, while the records librdkafka fetched meanwhile
-// move to the stashes after each read (topUp) instead of in one burst when
-// the stashes run dry. Every read delivers exactly its records.
+// batch from a backlog on hundreds or thousands of partitions finds its
+// records in the stash most of the time, while the records librdkafka
+// fetched meanwhile move to the stashes after each read (topUp) instead of
+// in one burst when the stashes run dry. Every read delivers exactly its
+// records.
 func TestReadRangesStepByStep(t *testing.T) {
-	// A partition's stash share holds about a hundred such records.
-	const parts, backlog = 512, 200
+	for _, tc := range []struct {
+		name           string
+		parts, backlog int
+		// oneBatch: each partition's backlog in one record batch (as the
+		// coordination benchmark writes it); else a record batch per
+		// record, as a producer writing one record per partition at a
+		// time makes.
+		oneBatch bool
+	}{
+		// A partition's stash share holds about a hundred such records.
+		{name: "512 partitions", parts: 512, backlog: 200},
+		// A stash share holds about a hundred records (stashPartMin): the
+		// stashes run low together, twice, and are refilled ahead
+		// (refillAhead).
+		{name: "1100 partitions", parts: 1100, backlog: 200, oneBatch: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { readStepByStep(t, int32(tc.parts), tc.backlog, tc.oneBatch) })
+	}
+}
+
+func readStepByStep(t *testing.T, parts int32, backlog int, oneBatch bool) {
 	_, cl := newTestCluster(t, parts, "steps")
 	k := newKgo(t, cl)
 	truth := map[int32][]want{}
-	// A record batch per record, as a producer writing one record per
-	// partition at a time makes.
-	for i := range backlog {
-		rs := make([]*kgo.Record, 0, parts)
-		for p := range int32(parts) {
-			rs = append(rs, &kgo.Record{Topic: "steps", Partition: p, Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")})
-		}
+	produced := func(rs []*kgo.Record) {
 		if err := k.ProduceSync(testCtx(t), rs...).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
@@ -302,8 +316,28 @@ func TestReadRangesStepByStep(t *testing.T) {
 			truth[r.Partition] = append(truth[r.Partition], want{Offset: r.Offset, Key: string(r.Key), Value: "v", Time: r.Timestamp})
 		}
 	}
+	record := func(p int32, i int) *kgo.Record {
+		return &kgo.Record{Topic: "steps", Partition: p, Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")}
+	}
+	if oneBatch {
+		var rs []*kgo.Record
+		for p := range parts {
+			for i := range backlog {
+				rs = append(rs, record(p, i))
+			}
+		}
+		produced(rs)
+	} else {
+		for i := range backlog {
+			rs := make([]*kgo.Record, 0, parts)
+			for p := range parts {
+				rs = append(rs, record(p, i))
+			}
+			produced(rs)
+		}
+	}
 	pool := newTestPool(t)
-	var stashed, polls int64
+	var stashed, polls, maxPolls int64
 	for i := range int64(backlog) {
 		time.Sleep(2 * time.Millisecond) // batches come a few milliseconds apart
 		var ranges []Range
@@ -320,10 +354,38 @@ func TestReadRangesStepByStep(t *testing.T) {
 		if i > 0 {
 			stashed += st.Stashed
 			polls += st.Polls
+			maxPolls = max(maxPolls, st.Polls)
 		}
 	}
 	if stashed == 0 {
 		t.Errorf("no read found its records in the stash")
 	}
-	t.Logf("reads after the first: %d records from the stash, %d polls", stashed, polls)
+	t.Logf("reads after the first: %d records from the stash, %d polls, at most %d in one read", stashed, polls, maxPolls)
+	// Stashes refilled all at once when they ran dry made one read poll
+	// about a stash share of every partition (50,000 at 1,100 partitions).
+	if limit := 10 * int64(parts); maxPolls > limit {
+		t.Errorf("a read polled %d records, over %d: the stashes ran dry together", maxPolls, limit)
+	}
+}
+
+// TestRefillCount: partitions running low together are resumed over the
+// reads left before the emptiest runs dry, at least refillPerRead a read.
+func TestRefillCount(t *testing.T) {
+	for _, tc := range []struct {
+		low              int
+		stashed, perRead int64
+		want             int
+	}{
+		{low: 2000, stashed: 13, perRead: 1, want: 154},
+		{low: 2000, stashed: 1, perRead: 1, want: 2000},
+		{low: 2000, stashed: 0, perRead: 1, want: 2000},
+		{low: 100, stashed: 13, perRead: 1, want: refillPerRead},
+		{low: 10, stashed: 13, perRead: 1, want: 10},
+		{low: 2000, stashed: 40, perRead: 10, want: 500},
+		{low: 2000, stashed: 40, perRead: 0, want: 64},
+	} {
+		if got := refillCount(tc.low, tc.stashed, tc.perRead); got != tc.want {
+			t.Errorf("refillCount(%d low, %d stashed, %d a read) = %d, want %d", tc.low, tc.stashed, tc.perRead, got, tc.want)
+		}
+	}
 }
