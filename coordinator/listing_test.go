@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -22,17 +21,7 @@ func TestListAhead(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a Kafka broker")
 	}
-	k, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	brokers := k.ListenAddrs()[0]
-	kc, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
+	brokers, kc := StartKafka(t, 3, "t")
 	var recs []*kgo.Record
 	for p := range int32(3) {
 		for range 5 + p {

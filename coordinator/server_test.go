@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -589,17 +588,7 @@ func TestIncarnation(t *testing.T) {
 // left as it was, so a late transaction of the old incarnation cannot move
 // the new one's.
 func TestResetOffsetsNewIncarnation(t *testing.T) {
-	k, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	brokers := k.ListenAddrs()[0]
-	kc, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
+	brokers, kc := coordinator.StartKafka(t, 2, "t")
 	ctx := testContext(t)
 	for i := range 30 {
 		if err := kc.ProduceSync(ctx, &kgo.Record{Topic: "t", Partition: int32(i % 2), Value: []byte("v")}).FirstErr(); err != nil {
