@@ -447,7 +447,10 @@ type partRead struct {
 	// paused: the stash is full; librdkafka's position is next, or (lost,
 	// a record arrived after the pause) past it, and the next read seeks.
 	paused, lost bool
-	lastRead     uint64
+	// refilled: resumed by refillAhead and not paused since; once its
+	// stash reaches the end of the partition it is paused (pauseCaughtUp).
+	refilled bool
+	lastRead uint64
 
 	// The read in progress, when reading.
 	r       Range
@@ -622,7 +625,7 @@ func (c *multiConsumer) keep(pr *partRead, m *kafka.Message) error {
 		if err := c.kc.Pause([]kafka.TopicPartition{pr.tp(0)}); err != nil {
 			return fmt.Errorf("%s/%d: pause: %w", pr.topic, pr.partition, err)
 		}
-		pr.paused = true
+		pr.paused, pr.refilled = true, false
 	}
 	return nil
 }
@@ -668,7 +671,15 @@ func (c *multiConsumer) smallRead(parts int) bool {
 // partitions, which made that one read a hundred times slower than the
 // others); with it the queue drains in step with the reads.
 func (c *multiConsumer) topUp(read int64) error {
-	for range max(topUpFactor*read, topUpMin) {
+	if err := c.moveFetched(max(topUpFactor*read, topUpMin)); err != nil {
+		return err
+	}
+	return c.pauseCaughtUp()
+}
+
+// moveFetched moves up to n fetched records to the stashes (topUp).
+func (c *multiConsumer) moveFetched(n int64) error {
+	for range n {
 		if c.stashBytes >= c.stashCap() {
 			// The stashes are full for what comes next: moving more
 			// would only convert records to drop them.
@@ -692,6 +703,41 @@ func (c *multiConsumer) topUp(read int64) error {
 		case kafka.Error:
 			c.logger.Warn("kafka consumer error", "error", e, "code", e.Code())
 		}
+	}
+	return nil
+}
+
+// caughtUp reports whether pr's stash reaches the partition's high
+// watermark as librdkafka last saw it (no request): a refill would fetch
+// nothing.
+func (c *multiConsumer) caughtUp(pr *partRead) bool {
+	_, high, err := c.kc.GetWatermarkOffsets(pr.topic, pr.partition)
+	return err == nil && high > 0 && pr.next >= high
+}
+
+// pauseCaughtUp pauses, in one call, the partitions refilled ahead whose
+// stash now reaches the end of their log. Left running, each is fetched at
+// the tail again and again for a read that is still served by the stash,
+// and librdkafka's fetcher, which looks at every partition of the consumer
+// each time it wakes, took half the machine at 1,700 partitions a consumer.
+// A read that needs more than the stash resumes the partition (position).
+func (c *multiConsumer) pauseCaughtUp() error {
+	var done []*partRead
+	for _, pr := range c.parts {
+		if pr.refilled && !pr.paused && c.caughtUp(pr) {
+			done = append(done, pr)
+		}
+	}
+	if len(done) == 0 {
+		return nil
+	}
+	tps := make([]kafka.TopicPartition, len(done))
+	for i, pr := range done {
+		tps[i] = pr.tp(0)
+		pr.paused, pr.refilled = true, false
+	}
+	if err := c.kc.Pause(tps); err != nil {
+		return fmt.Errorf("pause %d partitions at their end: %w", len(tps), err)
 	}
 	return nil
 }
@@ -721,7 +767,7 @@ func (c *multiConsumer) refillAhead(prs []*partRead) error {
 	share := c.partShare()
 	var low []*partRead
 	for _, pr := range prs {
-		if pr.paused && !pr.lost && pr.stashSize < share/2 {
+		if pr.paused && !pr.lost && pr.stashSize < share/2 && !c.caughtUp(pr) {
 			low = append(low, pr)
 		}
 	}
@@ -735,7 +781,7 @@ func (c *multiConsumer) refillAhead(prs []*partRead) error {
 	low = low[:refillCount(len(low), int64(len(emptiest.stash)), emptiest.r.Until-emptiest.r.From)]
 	tps := make([]kafka.TopicPartition, len(low))
 	for i, pr := range low {
-		pr.paused = false
+		pr.paused, pr.refilled = false, true
 		tps[i] = pr.tp(0)
 	}
 	if err := c.kc.Resume(tps); err != nil {

@@ -361,6 +361,26 @@ func readStepByStep(t *testing.T, parts int32, backlog int, oneBatch bool) {
 		t.Errorf("no read found its records in the stash")
 	}
 	t.Logf("reads after the first: %d records from the stash, %d polls, at most %d in one read", stashed, polls, maxPolls)
+	if oneBatch {
+		// Refilled to the end of their logs, the partitions were paused:
+		// left running, each is fetched at the tail over and over.
+		pool.Idle() // waits for the last top-up
+		pool.mu.Lock()
+		running := 0
+		for _, cs := range pool.idle {
+			for _, c := range cs {
+				for _, pr := range c.parts {
+					if !pr.paused {
+						running++
+					}
+				}
+			}
+		}
+		pool.mu.Unlock()
+		if running > 0 {
+			t.Errorf("%d partitions read to their end are still fetched", running)
+		}
+	}
 	// Stashes refilled all at once when they ran dry made one read poll
 	// about a stash share of every partition (50,000 at 1,100 partitions).
 	if limit := 10 * int64(parts); maxPolls > limit {
