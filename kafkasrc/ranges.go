@@ -473,8 +473,9 @@ func messageSize(m *kafka.Message) int64 {
 }
 
 // position readies the read's partitions: a new one is assigned at From,
-// one whose stream is elsewhere is sought, one paused is resumed; the
-// partitions no recent read asked for are unassigned.
+// one whose stream is elsewhere is sought, one paused whose stash ends
+// before the range does is resumed and sought; the partitions no recent
+// read asked for are unassigned.
 func (c *multiConsumer) position(ranges []Range) ([]*partRead, error) {
 	c.reads++
 	var assign, seek, resume []kafka.TopicPartition
