@@ -1,6 +1,7 @@
 package kafkasrc
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -146,6 +147,121 @@ func cacheRead(b *testing.B, cl Cluster, logger hclog.Logger, ranges int64) time
 	}
 	b.StopTimer()
 	c.Close()
+	b.StartTimer()
+	return d
+}
+
+// Wide reads: a backlog of wideRecords records of about 100 bytes spread
+// over widePartitions partitions, read in wideBatches consecutive batches
+// of one range per partition (as tasks of a job on a wide topic read it).
+const (
+	widePartitions = 128
+	wideRecords    = 256_000
+	wideBatches    = 4
+)
+
+// BenchmarkReadRangesWide compares reading a backlog on 128 partitions
+// through Pool.ReadRanges, in consecutive batches of a range per partition
+// with one pool consumer, with one bare consumer assigned all 128
+// partitions. The two alternate in every iteration; look at the ratio.
+func BenchmarkReadRangesWide(b *testing.B) {
+	_, cl := newTestCluster(b, widePartitions, "wide")
+	k := newKgo(b, cl)
+	value := bytes.Repeat([]byte("v"), 100)
+	var rs []*kgo.Record
+	for i := range wideRecords {
+		rs = append(rs, &kgo.Record{Topic: "wide", Partition: int32(i % widePartitions), Key: fmt.Appendf(nil, "key-%07d", i), Value: value})
+		if len(rs) == 10_000 || i == wideRecords-1 {
+			if err := k.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+				b.Fatalf("produce: %v", err)
+			}
+			rs = rs[:0]
+		}
+	}
+	logger := testLogger(b)
+	perPart := int64(wideRecords / widePartitions)
+	var bare, pool time.Duration
+	i := 0
+	for b.Loop() {
+		group := fmt.Sprintf("bench-pool-%d", i)
+		if i%2 == 0 {
+			bare += bareReadWide(b, cl, perPart)
+			pool += poolReadWide(b, cl, logger, group, perPart)
+		} else {
+			pool += poolReadWide(b, cl, logger, group, perPart)
+			bare += bareReadWide(b, cl, perPart)
+		}
+		i++
+	}
+	bareRate := float64(wideRecords*b.N) / bare.Seconds()
+	poolRate := float64(wideRecords*b.N) / pool.Seconds()
+	b.ReportMetric(bareRate, "bare-records/s")
+	b.ReportMetric(poolRate, "pool-records/s")
+	b.ReportMetric(100*poolRate/bareRate, "pool/bare-%")
+}
+
+func bareReadWide(b *testing.B, cl Cluster, perPart int64) time.Duration {
+	b.Helper()
+	start := time.Now()
+	cm, _ := consumerConfig(cl, "bench-bare", multiConsumerShare)
+	cm["log_level"] = 4
+	kc, err := kafka.NewConsumer(&cm)
+	if err != nil {
+		b.Fatal(err)
+	}
+	topic := "wide"
+	var tps []kafka.TopicPartition
+	for p := range int32(widePartitions) {
+		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p, Offset: 0})
+	}
+	if err := kc.Assign(tps); err != nil {
+		b.Fatal(err)
+	}
+	for n := 0; n < wideRecords; {
+		switch e := kc.Poll(100).(type) {
+		case *kafka.Message:
+			if e.TopicPartition.Error != nil {
+				b.Fatal(e.TopicPartition.Error)
+			}
+			n++
+		case kafka.Error:
+			b.Fatal(e)
+		}
+	}
+	d := time.Since(start)
+	b.StopTimer()
+	kc.Close()
+	b.StartTimer()
+	return d
+}
+
+func poolReadWide(b *testing.B, cl Cluster, logger hclog.Logger, group string, perPart int64) time.Duration {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	n := 0
+	fn := func(*record.Record) error { n++; return nil }
+	start := time.Now()
+	p := NewPool(1, logger)
+	step := perPart / wideBatches
+	var dropped int64
+	for from := int64(0); from < perPart; from += step {
+		ranges := make([]Range, widePartitions)
+		for i := range ranges {
+			ranges[i] = Range{Topic: "wide", Partition: int32(i), From: from, Until: min(from+step, perPart)}
+		}
+		st, err := p.ReadRanges(ctx, cl, group, ranges, fn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dropped += st.Dropped
+	}
+	d := time.Since(start)
+	if n != wideRecords {
+		b.Fatalf("read %d records, want %d", n, wideRecords)
+	}
+	b.StopTimer()
+	p.Close()
 	b.StartTimer()
 	return d
 }

@@ -35,6 +35,10 @@ type ReadStats struct {
 	// Stashed is how many of Records a pool consumer had polled during
 	// earlier reads (see Pool).
 	Stashed int64
+	// Dropped is how many records a pool consumer polled for partitions it
+	// had paused (their stash was full), since the read before: records
+	// fetched twice.
+	Dropped int64
 	// Cached is true when the read used the cache's consumer for the
 	// partition, false when it used a temporary one (the cached consumer was
 	// busy with another read).

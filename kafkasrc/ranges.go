@@ -337,6 +337,7 @@ type multiConsumer struct {
 	reads      uint64                       // reads so far; partRead.lastRead
 	stashBytes int64                        // the bytes of every partition's stash
 	readBytes  int64                        // delivered by the last read (messageSize)
+	dropped    int64                        // records dropped since the last read (ReadStats.Dropped)
 }
 
 func newMultiConsumer(cl Cluster, groupID string, logger hclog.Logger, stats StatsSink) (*multiConsumer, error) {
@@ -610,6 +611,7 @@ func (c *multiConsumer) keep(pr *partRead, m *kafka.Message) error {
 		if off >= pr.next {
 			pr.lost = true
 		}
+		c.dropped++
 		return nil
 	}
 	if off < pr.next {
@@ -643,6 +645,7 @@ func (c *multiConsumer) read(ctx context.Context, ranges []Range, fn func(*recor
 		}
 	}()
 	st, err = c.readPrepared(ctx, prs, fn)
+	st.Dropped, c.dropped = c.dropped, 0
 	if err != nil {
 		return st, err
 	}

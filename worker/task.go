@@ -169,7 +169,7 @@ func (w *Worker) read(ctx context.Context, task *sluicev1.Task, fn func(*record.
 		start := time.Now()
 		st, err := w.pool.ReadRanges(ctx, cl, group, ranges, fn)
 		w.logger.Debug("read ranges", "job", task.GetKey().GetJob(), "batch", task.GetKey().GetBatchId(), "index", task.GetKey().GetIndex(), "ranges", len(ranges), "records", st.Records,
-			"stashed", st.Stashed, "polls", st.Polls, "took_ms", time.Since(start).Milliseconds())
+			"stashed", st.Stashed, "dropped", st.Dropped, "polls", st.Polls, "took_ms", time.Since(start).Milliseconds())
 		return err
 	}
 	r := task.GetRange()
