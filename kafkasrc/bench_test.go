@@ -3,7 +3,9 @@ package kafkasrc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -163,8 +165,13 @@ const (
 // BenchmarkReadRangesWide compares reading a backlog on 128 partitions
 // through Pool.ReadRanges, in consecutive batches of a range per partition
 // with one pool consumer, with one bare consumer assigned all 128
-// partitions. The two alternate in every iteration; look at the ratio.
+// partitions. The two alternate in every iteration; look at the ratio, and
+// at fetched/record: the records librdkafka fetched for the pool (its
+// statistics' rxmsgs) per record delivered, above 1 when a partition paused
+// with a fetch in flight drops it and fetches it again.
 func BenchmarkReadRangesWide(b *testing.B) {
+	statsInterval = 50 * time.Millisecond
+	b.Cleanup(func() { statsInterval = StatsInterval })
 	_, cl := newTestCluster(b, widePartitions, "wide")
 	k := newKgo(b, cl)
 	value := bytes.Repeat([]byte("v"), 100)
@@ -181,15 +188,17 @@ func BenchmarkReadRangesWide(b *testing.B) {
 	logger := testLogger(b)
 	perPart := int64(wideRecords / widePartitions)
 	var bare, pool time.Duration
+	var fetched int64
 	i := 0
 	for b.Loop() {
 		group := fmt.Sprintf("bench-pool-%d", i)
 		if i%2 == 0 {
-			bare += bareReadWide(b, cl, perPart)
-			pool += poolReadWide(b, cl, logger, group, perPart)
-		} else {
-			pool += poolReadWide(b, cl, logger, group, perPart)
-			bare += bareReadWide(b, cl, perPart)
+			bare += bareReadWide(b, cl)
+		}
+		d, n := poolReadWide(b, cl, logger, group, perPart)
+		pool, fetched = pool+d, fetched+n
+		if i%2 == 1 {
+			bare += bareReadWide(b, cl)
 		}
 		i++
 	}
@@ -198,9 +207,10 @@ func BenchmarkReadRangesWide(b *testing.B) {
 	b.ReportMetric(bareRate, "bare-records/s")
 	b.ReportMetric(poolRate, "pool-records/s")
 	b.ReportMetric(100*poolRate/bareRate, "pool/bare-%")
+	b.ReportMetric(float64(fetched)/float64(wideRecords*b.N), "fetched/record")
 }
 
-func bareReadWide(b *testing.B, cl Cluster, perPart int64) time.Duration {
+func bareReadWide(b *testing.B, cl Cluster) time.Duration {
 	b.Helper()
 	start := time.Now()
 	cm, _ := consumerConfig(cl, "bench-bare", multiConsumerShare)
@@ -235,33 +245,54 @@ func bareReadWide(b *testing.B, cl Cluster, perPart int64) time.Duration {
 	return d
 }
 
-func poolReadWide(b *testing.B, cl Cluster, logger hclog.Logger, group string, perPart int64) time.Duration {
+// poolReadWide reads the wide backlog through a new Pool in wideBatches
+// batches and returns how long it took, and how many records its consumer
+// fetched, without closing the pool.
+func poolReadWide(b *testing.B, cl Cluster, logger hclog.Logger, group string, perPart int64) (time.Duration, int64) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	n := 0
 	fn := func(*record.Record) error { n++; return nil }
 	start := time.Now()
-	p := NewPool(1, logger)
+	rx := &rxCounter{}
+	p := NewPool(1, logger, WithStats(rx))
 	step := perPart / wideBatches
-	var dropped int64
 	for from := int64(0); from < perPart; from += step {
 		ranges := make([]Range, widePartitions)
 		for i := range ranges {
 			ranges[i] = Range{Topic: "wide", Partition: int32(i), From: from, Until: min(from+step, perPart)}
 		}
-		st, err := p.ReadRanges(ctx, cl, group, ranges, fn)
-		if err != nil {
+		if _, err := p.ReadRanges(ctx, cl, group, ranges, fn); err != nil {
 			b.Fatal(err)
 		}
-		dropped += st.Dropped
 	}
 	d := time.Since(start)
 	if n != wideRecords {
 		b.Fatalf("read %d records, want %d", n, wideRecords)
 	}
 	b.StopTimer()
+	// The statistics of the end: a one-record read polls them.
+	time.Sleep(3 * statsInterval)
+	last := []Range{{Topic: "wide", Partition: 0, From: perPart - 1, Until: perPart}}
+	if _, err := p.ReadRanges(ctx, cl, group, last, func(*record.Record) error { return nil }); err != nil {
+		b.Fatal(err)
+	}
 	p.Close()
 	b.StartTimer()
-	return d
+	return d, rx.fetched.Load()
 }
+
+// rxCounter keeps the highest rxmsgs of the statistics it is sent.
+type rxCounter struct{ fetched atomic.Int64 }
+
+func (c *rxCounter) Stats(js string) {
+	var s struct {
+		RxMsgs int64 `json:"rxmsgs"`
+	}
+	if json.Unmarshal([]byte(js), &s) == nil && s.RxMsgs > c.fetched.Load() {
+		c.fetched.Store(s.RxMsgs)
+	}
+}
+
+func (c *rxCounter) Closed(string) {}
