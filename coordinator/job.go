@@ -37,6 +37,11 @@ type jobRunner struct {
 	// tps are the job's partitions as listed at tpsAt (see metadataMaxAge).
 	tps         []kafkasrc.TopicPartition
 	tpsAt       time.Time
+	// lastListing is the offsets the last plan used, lastLimited whether a
+	// cap cut that plan's ranges, and reused whether it was planned with the
+	// listing before it (nextListing).
+	lastListing         *listing
+	lastLimited, reused bool
 	name        string
 	spec        *sluicev1.JobSpec
 	specVersion int64
@@ -197,8 +202,10 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		}
 		prevTime = bt
 		planStart := time.Now()
-		listed := ahead.wait()
-		ahead = nil
+		listed, running := r.nextListing(ahead)
+		if !running {
+			ahead = nil
+		}
 		p, err := retry(ctx, r, "plan", func(ctx context.Context) (planned, error) {
 			l := listed
 			listed = nil // a retry asks Kafka again
@@ -224,7 +231,9 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		ahead = r.listAhead(ctx, bt, b, offs.Value)
+		if ahead == nil {
+			ahead = r.listAhead(ctx, bt, b, offs.Value)
+		}
 		if offs, err = r.execute(ctx, b, logged, offs); err != nil {
 			_, _ = logged() // the log's goroutine ends before the runner does
 			return err
@@ -459,6 +468,9 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets, a
 	if err != nil {
 		return planned{}, jobFailure("%v", err)
 	}
+	// Without tps: planning with it again (nextListing) leaves the
+	// partitions as listed.
+	r.lastListing, r.lastLimited, r.reused = &listing{earliest: earliest, latest: latest}, bc.GetLimited(), ahead != nil && ahead.reused
 	r.metrics.planned(states, bc)
 	return planned{ranges: ranges, losses: losses, cap: bc}, nil
 }
@@ -723,7 +735,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 		}
 	}
 	r.logger.Debug("batch committed", "batch", b.GetId(), "records_in", m.RecordsIn, "tasks", len(tasks),
-		"plan_ms", ms(r.planTook), "list_ms", ms(r.listTook), "offsets_ms", ms(r.offsetsTook), "processing_ms", ms(m.ProcessingTime.AsDuration()),
+		"plan_ms", ms(r.planTook), "list_ms", ms(r.listTook), "offsets_ms", ms(r.offsetsTook), "listing_reused", r.reused, "processing_ms", ms(m.ProcessingTime.AsDuration()),
 		"plan_log_wait_ms", ms(commitStart.Sub(logWait)), "commit_ms", ms(time.Since(commitStart)))
 	r.observe(committed)
 	r.metrics.committed(committed)

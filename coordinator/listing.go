@@ -23,6 +23,8 @@ type listing struct {
 	offsetsErr       error
 	// listTook and offsetsTook are the two requests' times, for the logs.
 	listTook, offsetsTook time.Duration
+	// reused: an earlier batch's listing, planned with again (nextListing).
+	reused bool
 }
 
 // list asks Kafka for a batch's listing: the offsets of the partitions in
@@ -90,6 +92,34 @@ func (r *jobRunner) listAhead(ctx context.Context, bt time.Time, b *sluicev1.Bat
 		a.l = r.list(ctx, admin, next, !tpsKnown || time.Since(tpsAt) >= metadataMaxAge)
 	}()
 	return a
+}
+
+// nextListing returns the listing to plan the next batch with, and whether
+// a, the listing asked ahead for it, is still running (and should be kept
+// for a later batch). That is a once it is done. While a is running, a job
+// whose last batch a cap cut (it is behind: the cap, not the latest
+// offsets, decides where its ranges end) plans with the offsets its last
+// plan used instead of waiting: with thousands of partitions a busy broker
+// answers in tens of milliseconds, which the workers would spend idle. Its
+// ranges stay below offsets Kafka had, and the next plan uses a once done,
+// so at most one listing is in flight.
+func (r *jobRunner) nextListing(a *listingAhead) (l *listing, running bool) {
+	if a != nil && !a.ready() && r.lastLimited && r.lastListing != nil {
+		reused := *r.lastListing
+		reused.reused = true
+		return &reused, true
+	}
+	return a.wait(), false
+}
+
+// ready reports whether the listing is done.
+func (a *listingAhead) ready() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // wait returns the listing once it is done; a listing that failed is not

@@ -89,3 +89,57 @@ func TestListAhead(t *testing.T) {
 		t.Errorf("a failed listing was used: %+v", l)
 	}
 }
+
+// TestNextListing: the listing asked ahead is used once done; while it
+// runs, a job whose last batch a cap cut plans with its last plan's
+// offsets (marked reused, the listing kept running), and any other job
+// waits for it.
+func TestNextListing(t *testing.T) {
+	tp := kafkasrc.TopicPartition{Topic: "t", Partition: 0}
+	last := &listing{earliest: map[kafkasrc.TopicPartition]int64{tp: 0}, latest: map[kafkasrc.TopicPartition]int64{tp: 100}}
+	running := func() *listingAhead {
+		return &listingAhead{cancel: func() {}, done: make(chan struct{})}
+	}
+	finished := func(latest int64) *listingAhead {
+		a := running()
+		a.l = listing{earliest: map[kafkasrc.TopicPartition]int64{tp: 0}, latest: map[kafkasrc.TopicPartition]int64{tp: latest}}
+		close(a.done)
+		return a
+	}
+
+	r := &jobRunner{lastListing: last, lastLimited: true}
+	if l, kept := r.nextListing(finished(200)); kept || l == nil || l.latest[tp] != 200 || l.reused {
+		t.Errorf("done ahead: got %+v, kept %v; want its own listing (latest 200), not kept", l, kept)
+	}
+	a := running()
+	l, kept := r.nextListing(a)
+	if !kept || l == nil || l.latest[tp] != 100 || !l.reused {
+		t.Errorf("running ahead, last batch capped: got %+v, kept %v; want the last listing reused (latest 100) and the running one kept", l, kept)
+	}
+	if l == last {
+		t.Error("the last listing itself was handed out: planning marks it reused")
+	}
+	if l, kept := (&jobRunner{}).nextListing(nil); kept || l != nil {
+		t.Errorf("nothing ahead: got %+v, kept %v; want nil (planning lists itself)", l, kept)
+	}
+
+	// Not capped: the newest offsets decide the ranges, so planning waits.
+	r = &jobRunner{lastListing: last, lastLimited: false}
+	a = running()
+	time.AfterFunc(50*time.Millisecond, func() {
+		a.l = listing{latest: map[kafkasrc.TopicPartition]int64{tp: 300}}
+		close(a.done)
+	})
+	start := time.Now()
+	if l, kept := r.nextListing(a); kept || l == nil || l.latest[tp] != 300 {
+		t.Errorf("running ahead, last batch not capped: got %+v, kept %v; want to wait for it (latest 300)", l, kept)
+	}
+	if waited := time.Since(start); waited < 40*time.Millisecond {
+		t.Errorf("returned after %s: did not wait for the running listing", waited)
+	}
+	// Nothing planned yet (a new runner, after a recovery): wait too.
+	r = &jobRunner{lastLimited: true}
+	if l, kept := r.nextListing(finished(400)); kept || l == nil || l.latest[tp] != 400 {
+		t.Errorf("no last listing: got %+v, kept %v; want the one ahead", l, kept)
+	}
+}
