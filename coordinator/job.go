@@ -35,27 +35,27 @@ type jobRunner struct {
 	// offsetsTook its Kafka requests (0 when not sent), for the logs.
 	planTook, listTook, offsetsTook time.Duration
 	// tps are the job's partitions as listed at tpsAt (see metadataMaxAge).
-	tps         []kafkasrc.TopicPartition
-	tpsAt       time.Time
+	tps   []kafkasrc.TopicPartition
+	tpsAt time.Time
 	// lastListing is the offsets the last plan used, lastLimited whether a
 	// cap cut that plan's ranges, and reused whether it was planned with the
 	// listing before it (nextListing).
 	lastListing         *listing
 	lastLimited, reused bool
-	name        string
-	spec        *sluicev1.JobSpec
-	specVersion int64
-	incarnation string             // of the job: names its Kafka sink identities
-	store       *offsetstore.Store // fenced by leadership
-	dispatcher  *dispatcher
-	admins      *kafkasrc.AdminPool
-	policy      kafkasrc.Policy // the operator's, checked before the job runs
-	keep        int64
-	keepBytes   int64
-	logger      hclog.Logger
-	hooks       Hooks
-	message     string // last message written to the job record
-	now         func() time.Time
+	name                string
+	spec                *sluicev1.JobSpec
+	specVersion         int64
+	incarnation         string             // of the job: names its Kafka sink identities
+	store               *offsetstore.Store // fenced by leadership
+	dispatcher          *dispatcher
+	admins              *kafkasrc.AdminPool
+	policy              kafkasrc.Policy // the operator's, checked before the job runs
+	keep                int64
+	keepBytes           int64
+	logger              hclog.Logger
+	hooks               Hooks
+	message             string // last message written to the job record
+	now                 func() time.Time
 	// estimator is the backpressure estimator (nil when off) and rate its
 	// latest estimate in records per second over the job (0: none yet).
 	estimator *pidEstimator
