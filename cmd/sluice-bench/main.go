@@ -85,7 +85,7 @@ func parseFlags(args []string) (config, error) {
 	largeLayouts := fs.String("large-layouts", "1x10000,100x100", "(d) source layouts, TOPICSxPARTITIONS (partitions of each topic), comma-separated")
 	fs.IntVar(&cfg.largeBatches, "large-batches", 0, "(d) batches measured per layout (default 100, quick 50)")
 	fs.DurationVar(&cfg.largeBudget, "large-budget", 0, "(d) time after which a layout is measured over the batches committed so far; at twice this, over whatever committed (default 60s, quick 30s)")
-	fs.Int64Var(&cfg.wideRecords, "wide-records", 0, "(e) backlog size (default 2000000, quick 500000)")
+	fs.Int64Var(&cfg.wideRecords, "wide-records", 0, "(e) backlog size (default 10000000, as (a): a few batches of a smaller one measure backpressure's ramp, not throughput; quick 500000)")
 	wideParts := fs.Int("wide-partitions", 1024, "(e) partitions of the wide backlog")
 	fs.IntVar(&cfg.wideConsumers, "wide-consumers", 8, "(e) bare consumers sharing the wide backlog's partitions")
 	if err := fs.Parse(args); err != nil {
@@ -125,7 +125,7 @@ func parseFlags(args []string) (config, error) {
 		return cfg, fmt.Errorf("-wide-records %d: want a positive record count", cfg.wideRecords)
 	}
 	if cfg.wideRecords == 0 {
-		cfg.wideRecords = 2_000_000
+		cfg.wideRecords = 10_000_000
 		if cfg.quick {
 			cfg.wideRecords = 500_000
 		}

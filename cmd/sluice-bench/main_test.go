@@ -23,7 +23,7 @@ func TestParseFlagsScaleParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.parts != "abcde" || cfg.wideRecords != 2_000_000 || cfg.widePartitions != 1024 || cfg.wideConsumers != 8 ||
+	if cfg.parts != "abcde" || cfg.wideRecords != 10_000_000 || cfg.widePartitions != 1024 || cfg.wideConsumers != 8 ||
 		cfg.largeBatches != 100 || cfg.largeBudget != time.Minute || !slices.Equal(cfg.largeLayouts, []bench.Layout{{Topics: 1, Partitions: 10000}, {Topics: 100, Partitions: 100}}) {
 		t.Errorf("defaults: parts %q, (e) %d records on %d partitions, %d consumers; (d) %v, %d batches, %s",
 			cfg.parts, cfg.wideRecords, cfg.widePartitions, cfg.wideConsumers, cfg.largeLayouts, cfg.largeBatches, cfg.largeBudget)
