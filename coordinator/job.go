@@ -186,12 +186,24 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		}
 	}
 
-	// The next batch's listing, asked while a batch runs; the loop owns it.
+	// The next batch's listing, asked while a batch runs, and the last
+	// batch's commit when it runs beside the next batch (pipelined); the
+	// loop owns both.
 	var ahead *listingAhead
-	defer func() { ahead.stop() }()
+	var pending *pendingCommit
+	defer func() {
+		ahead.stop()
+		if pending != nil {
+			_, _ = pending.wait()
+		}
+	}()
 	for {
 		bt := nextBatchTime(prevTime, r.interval(), r.now())
 		if wait := bt.Sub(r.now()); wait > 0 {
+			// On schedule: nothing to overlap the commit with.
+			if offs, err = r.landed(ctx, &pending, offs); err != nil {
+				return err
+			}
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
@@ -227,15 +239,27 @@ func (r *jobRunner) loop(ctx context.Context) error {
 				return err
 			}
 		}
-		logged, err := r.logPlan(ctx, b, offs.ModRevision)
+		logged, err := r.logPlan(ctx, b, pending.revision(offs.ModRevision))
 		if err != nil {
 			return err
 		}
 		if ahead == nil {
 			ahead = r.listAhead(ctx, bt, b, offs.Value)
 		}
-		if offs, err = r.execute(ctx, b, logged, offs); err != nil {
+		f, err := r.runBatch(ctx, b, logged, offs.Value)
+		if err == nil {
+			offs, err = r.landed(ctx, &pending, offs)
+		}
+		if err != nil {
 			_, _ = logged() // the log's goroutine ends before the runner does
+			return err
+		}
+		if r.pipelined(f) {
+			// The next batch is planned and run while this one commits.
+			r.observe(f.committed)
+			pending = r.commitAsync(ctx, f, offs)
+			offs = offsets{Value: f.next} // its revision: pending's
+		} else if offs, err = r.commit(ctx, f, offs); err != nil {
 			return err
 		}
 		nextID++
@@ -543,16 +567,19 @@ func (r *jobRunner) observe(b *sluicev1.Batch) {
 	}
 }
 
-// execute runs a logged batch's tasks and commits it.
 // logPlan logs b's plan in etcd and returns how to wait for its revision.
 // A job with a Kafka sink logs it before any task runs: what its tasks
 // write may commit in Kafka, so a re-run after a crash must read the same
 // ranges. Other jobs commit their results with their offsets in one etcd
 // transaction, so their tasks run while the plan is logged (a re-planned
 // batch is as good as the logged one) and only the commit waits for it.
-func (r *jobRunner) logPlan(ctx context.Context, b *sluicev1.Batch, offsetsRev int64) (func() (int64, error), error) {
+func (r *jobRunner) logPlan(ctx context.Context, b *sluicev1.Batch, offsetsRev func() (int64, error)) (func() (int64, error), error) {
 	log := func() (int64, error) {
-		rev, err := r.store.LogPlan(ctx, b, offsetsRev)
+		offsRev, err := offsetsRev()
+		if err != nil {
+			return 0, err
+		}
+		rev, err := r.store.LogPlan(ctx, b, offsRev)
 		if err != nil {
 			return 0, fmt.Errorf("batch %d: %w", b.GetId(), err)
 		}
@@ -587,7 +614,18 @@ func (r *jobRunner) logPlan(ctx context.Context, b *sluicev1.Batch, offsetsRev i
 	}, nil
 }
 
-func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func() (int64, error), offs offsetstore.Versioned[*sluicev1.CommittedOffsets]) (offsetstore.Versioned[*sluicev1.CommittedOffsets], error) {
+// execute runs a logged batch's tasks and commits it.
+func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func() (int64, error), offs offsets) (offsets, error) {
+	f, err := r.runBatch(ctx, b, logged, offs.Value)
+	if err != nil {
+		return offs, err
+	}
+	return r.commit(ctx, f, offs)
+}
+
+// runBatch runs a logged batch's tasks and gathers what its commit writes:
+// its results, and the offsets after it (from prev, those before it).
+func (r *jobRunner) runBatch(ctx context.Context, b *sluicev1.Batch, logged func() (int64, error), prev *sluicev1.CommittedOffsets) (*finished, error) {
 	start := r.now()
 	lim := r.spec.GetLimits()
 	timeout := lim.GetTaskTimeout().AsDuration()
@@ -632,10 +670,10 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	out, err := r.dispatcher.runTasks(ctx, tasks, tl, r.taskPolicy(ctx, tasks), func(msg string) { r.setMessage(ctx, msg) }, dispatched)
 	var tf *taskFailure
 	if errors.As(err, &tf) {
-		return offs, jobFailure("batch %d: %v", b.GetId(), tf)
+		return nil, jobFailure("batch %d: %v", b.GetId(), tf)
 	}
 	if err != nil {
-		return offs, err
+		return nil, err
 	}
 
 	m := &sluicev1.BatchMetrics{Tasks: int32(len(tasks)), TaskAttempts: int32(out.attempts), SpeculativeTasks: int32(out.speculative)}
@@ -657,7 +695,7 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 		result = &sluicev1.BatchResult{Job: r.name, BatchId: b.GetId(), Aggregates: steps.Merge(aggs...)}
 		if r.agg != nil {
 			if nextState, result.Windows, err = r.foldState(b, result.Aggregates, out.results); err != nil {
-				return offs, err
+				return nil, err
 			}
 			commitState = nextState.Encode()
 			if r.spec.GetAggregate().GetRunning() {
@@ -680,82 +718,14 @@ func (r *jobRunner) execute(ctx context.Context, b *sluicev1.Batch, logged func(
 	}
 	if h := r.hooks.BeforeCommit; h != nil {
 		if err := h(committed); err != nil {
-			return offs, err
+			return nil, err
 		}
 	}
-	logWait := time.Now()
-	batchRev, err := logged()
-	if err != nil {
-		// Its plan log may have reached etcd or not: a next leader finds
-		// the batch planned, or plans it again.
-		r.logger.Warn("commit abandoned: logging the batch's plan failed", "batch", b.GetId(), "error", err)
-		return offs, err
-	}
-	commitStart := time.Now()
-	newOffs := advanceOffsets(offs.Value, b.GetDataLoss(), b.GetRanges(), b.GetId())
-	// A commit that started runs to its end even if leadership is being lost
-	// meanwhile: the fence in the transaction, not a cancelled context,
-	// decides whether it counts.
-	if ctx.Err() != nil {
-		r.logger.Warn("committing after leadership was lost: the fence decides", "batch", b.GetId())
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	rev, err := r.store.CommitBatch(cctx, offsetstore.Commit{
-		Batch: committed, BatchRevision: batchRev, Result: result,
-		Offsets: newOffs, OffsetsRevision: offs.ModRevision, Keep: r.keep, KeepBytes: r.keepBytes,
-		State: commitState, StateRevision: r.agg.revision(),
-	})
-	r.metrics.commitTook(time.Since(commitStart))
-	if errors.Is(err, offsetstore.ErrTooLarge) {
-		return offs, jobFailure("%v", err)
-	}
-	switch {
-	case err == nil && ctx.Err() != nil:
-		// The fence held when etcd applied it: the commit landed while this
-		// coordinator still led, and leadership was lost only afterwards.
-		r.logger.Info("batch committed just before leadership was lost", "batch", b.GetId())
-	case errors.Is(err, offsetstore.ErrConflict):
-		r.logger.Warn("commit refused: this coordinator lost leadership or the batch changed under it", "batch", b.GetId())
-	case err != nil:
-		// Not applied, or not known to be: the runner restarts and recovers
-		// from what etcd holds, as a new leader would.
-		r.logger.Warn("commit failed", "batch", b.GetId(), "error", err)
-	}
-	if err != nil {
-		return offs, err
-	}
-	if r.agg != nil {
-		r.agg.state, r.agg.rev = nextState, rev
-	}
-	if jobspec.UpdateStream(r.spec) {
-		if err := r.writeUpdates(ctx, b.GetId(), result); err != nil {
-			// Committed in etcd: the next runner writes them first.
-			return offsetstore.Versioned[*sluicev1.CommittedOffsets]{Value: newOffs, ModRevision: rev}, err
-		}
-	}
-	r.logger.Debug("batch committed", "batch", b.GetId(), "records_in", m.RecordsIn, "tasks", len(tasks),
-		"plan_ms", ms(r.planTook), "list_ms", ms(r.listTook), "offsets_ms", ms(r.offsetsTook), "listing_reused", r.reused, "processing_ms", ms(m.ProcessingTime.AsDuration()),
-		"plan_log_wait_ms", ms(commitStart.Sub(logWait)), "commit_ms", ms(time.Since(commitStart)))
-	r.observe(committed)
-	r.metrics.committed(committed)
-	if h := r.hooks.AfterCommit; h != nil {
-		if err := h(committed); err != nil {
-			return offs, err
-		}
-	}
-	if r.mirror != nil {
-		// Only the newest offsets matter: replace any not mirrored yet.
-		select {
-		case <-r.mirror:
-		default:
-		}
-		r.mirror <- newOffs
-	}
-	if r.message != "" {
-		r.setMessage(ctx, "")
-	}
-	return offsetstore.Versioned[*sluicev1.CommittedOffsets]{Value: newOffs, ModRevision: rev}, nil
+	return &finished{
+		b: b, committed: committed, result: result, state: commitState, nextState: nextState, tasks: len(tasks),
+		logged: logged, next: advanceOffsets(prev, b.GetDataLoss(), b.GetRanges(), b.GetId()),
+		planTook: r.planTook, listTook: r.listTook, offsetsTook: r.offsetsTook, reused: r.reused,
+	}, nil
 }
 
 // ms is d in milliseconds with a fraction, for the logs.
