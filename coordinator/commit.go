@@ -147,7 +147,7 @@ const pipelineResultBytes = 1 << 20
 // update stream (written after the commit), aggregate state (the next
 // batch folds onto it), dead letters (transactions per partition).
 func (r *jobRunner) pipelined(f *finished) bool {
-	return r.spec.GetSink().GetKafka() == nil && !jobspec.Transactional(r.spec) && !jobspec.UpdateStream(r.spec) &&
+	return r.spec.GetSink().GetKafka() == nil && !jobspec.PerPartitionTasks(r.spec) && !jobspec.UpdateStream(r.spec) &&
 		r.agg == nil && proto.Size(f.result) <= pipelineResultBytes
 }
 
