@@ -19,6 +19,7 @@ import (
 )
 
 func main() {
+	restartWithoutCgoCheck(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := execute(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
