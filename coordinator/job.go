@@ -199,11 +199,13 @@ func (r *jobRunner) loop(ctx context.Context) error {
 	}()
 	for {
 		bt := nextBatchTime(prevTime, r.interval(), r.now())
-		if wait := bt.Sub(r.now()); wait > 0 {
+		if bt.After(r.now()) {
 			// On schedule: nothing to overlap the commit with.
 			if offs, err = r.landed(ctx, &pending, offs); err != nil {
 				return err
 			}
+		}
+		if wait := bt.Sub(r.now()); wait > 0 {
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
