@@ -72,12 +72,19 @@ func BenchmarkRead(b *testing.B) {
 			}
 			i++
 		}
-		bareRate := float64(benchRecords*b.N) / bare.Seconds()
-		cacheRate := float64(benchRecords*b.N) / cache.Seconds()
-		b.ReportMetric(bareRate, "bare-records/s")
-		b.ReportMetric(cacheRate, "cache-records/s")
-		b.ReportMetric(100*cacheRate/bareRate, "cache/bare-%")
+		reportRates(b, benchRecords, bare, cache, "cache")
 	})
+}
+
+// reportRates reports the rates of the bare reads and of the reads of
+// name, which took bare and took over b.N reads of records each, and their
+// ratio in per cent.
+func reportRates(b *testing.B, records int, bare, took time.Duration, name string) {
+	bareRate := float64(records*b.N) / bare.Seconds()
+	rate := float64(records*b.N) / took.Seconds()
+	b.ReportMetric(bareRate, "bare-records/s")
+	b.ReportMetric(rate, name+"-records/s")
+	b.ReportMetric(100*rate/bareRate, name+"/bare-%")
 }
 
 // bareRead reads the benchmark's records with a bare confluent-kafka-go
@@ -202,11 +209,7 @@ func BenchmarkReadRangesWide(b *testing.B) {
 		}
 		i++
 	}
-	bareRate := float64(wideRecords*b.N) / bare.Seconds()
-	poolRate := float64(wideRecords*b.N) / pool.Seconds()
-	b.ReportMetric(bareRate, "bare-records/s")
-	b.ReportMetric(poolRate, "pool-records/s")
-	b.ReportMetric(100*poolRate/bareRate, "pool/bare-%")
+	reportRates(b, wideRecords, bare, pool, "pool")
 	b.ReportMetric(float64(fetched)/float64(wideRecords*b.N), "fetched/record")
 }
 
