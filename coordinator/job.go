@@ -301,6 +301,28 @@ func (r *jobRunner) recheckPlanned(ctx context.Context, b *sluicev1.Batch, rev i
 	return r.store.UpdatePlan(ctx, b, rev)
 }
 
+// deletedUnder looks, once a task of b failed for good, for offsets Kafka
+// deleted under the batch since it was planned (retention ran between the
+// plan and the read, and the task met offset out of range). Then the data
+// loss policy applies as to a re-run (recheckPlanned): the job fails naming
+// the loss, or the batch, its ranges cut at the log start and the loss
+// recorded, is logged again, and rerun says to run it again (logged then
+// returns its new plan revision).
+func (r *jobRunner) deletedUnder(ctx context.Context, b *sluicev1.Batch, logged *func() (int64, error)) (rerun bool, err error) {
+	rev, err := (*logged)()
+	if err != nil {
+		return false, err
+	}
+	next, err := retry(ctx, r, "check the failed batch's offsets", func(ctx context.Context) (int64, error) {
+		return r.recheckPlanned(ctx, b, rev)
+	})
+	if err != nil || next == rev {
+		return false, err
+	}
+	*logged = func() (int64, error) { return next, nil }
+	return true, nil
+}
+
 // loadOffsets reads the committed offsets, resolving and recording the
 // starting offsets of a new job first.
 func (r *jobRunner) loadOffsets(ctx context.Context) (offsetstore.Versioned[*sluicev1.CommittedOffsets], error) {
@@ -672,6 +694,13 @@ func (r *jobRunner) runBatch(ctx context.Context, b *sluicev1.Batch, logged func
 	out, err := r.dispatcher.runTasks(ctx, tasks, tl, r.taskPolicy(ctx, tasks), func(msg string) { r.setMessage(ctx, msg) }, dispatched)
 	var tf *taskFailure
 	if errors.As(err, &tf) {
+		rerun, rerr := r.deletedUnder(ctx, b, &logged)
+		if rerr != nil {
+			return nil, rerr
+		}
+		if rerun {
+			return r.runBatch(ctx, b, logged, prev)
+		}
 		return nil, jobFailure("batch %d: %v", b.GetId(), tf)
 	}
 	if err != nil {

@@ -76,6 +76,9 @@ func (r *jobRunner) listAhead(ctx context.Context, bt time.Time, b *sluicev1.Bat
 	a := &listingAhead{cancel: cancel, done: make(chan struct{})}
 	at := bt.Add(r.interval())
 	tpsKnown, tpsAt := r.tps != nil, r.tpsAt
+	// Now, not in the goroutine: a batch whose task met deleted offsets is
+	// cut while it runs (deletedUnder).
+	next := offsetMap(advanceOffsets(offs, b.GetDataLoss(), b.GetRanges(), b.GetId()))
 	go func() { // owned by the runner's loop, which waits for it (wait)
 		defer close(a.done)
 		if wait := at.Sub(r.now()); wait > 0 {
@@ -88,7 +91,6 @@ func (r *jobRunner) listAhead(ctx context.Context, bt time.Time, b *sluicev1.Bat
 			case <-t.C:
 			}
 		}
-		next := offsetMap(advanceOffsets(offs, b.GetDataLoss(), b.GetRanges(), b.GetId()))
 		a.l = r.list(ctx, admin, next, !tpsKnown || time.Since(tpsAt) >= metadataMaxAge)
 	}()
 	return a
