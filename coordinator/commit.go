@@ -191,14 +191,12 @@ func (p *pendingCommit) revision(offsRev int64) func() (int64, error) {
 	}
 }
 
-// landed waits for the commit in flight, if any, and returns the offsets
+// landed waits for the commit in flight p, if any, and returns the offsets
 // it committed (offs when there is none).
-func (r *jobRunner) landed(ctx context.Context, pending **pendingCommit, offs offsets) (offsets, error) {
-	p := *pending
+func (r *jobRunner) landed(ctx context.Context, p *pendingCommit, offs offsets) (offsets, error) {
 	if p == nil {
 		return offs, nil
 	}
-	*pending = nil
 	o, err := p.wait()
 	if err != nil {
 		return offs, err

@@ -201,7 +201,8 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		bt := nextBatchTime(prevTime, r.interval(), r.now())
 		if bt.After(r.now()) {
 			// On schedule: nothing to overlap the commit with.
-			if offs, err = r.landed(ctx, &pending, offs); err != nil {
+			offs, err = r.landed(ctx, pending, offs)
+			if pending = nil; err != nil {
 				return err
 			}
 		}
@@ -250,7 +251,8 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		}
 		f, err := r.runBatch(ctx, b, logged, offs.Value)
 		if err == nil {
-			offs, err = r.landed(ctx, &pending, offs)
+			offs, err = r.landed(ctx, pending, offs)
+			pending = nil
 		}
 		if err != nil {
 			_, _ = logged() // the log's goroutine ends before the runner does

@@ -76,9 +76,9 @@ func (r *jobRunner) listAhead(ctx context.Context, bt time.Time, b *sluicev1.Bat
 	a := &listingAhead{cancel: cancel, done: make(chan struct{})}
 	at := bt.Add(r.interval())
 	tpsKnown, tpsAt := r.tps != nil, r.tpsAt
-	// Now, not in the goroutine: a batch whose task met deleted offsets is
-	// cut while it runs (deletedUnder).
-	next := offsetMap(advanceOffsets(offs, b.GetDataLoss(), b.GetRanges(), b.GetId()))
+	// Taken now: a batch whose task met deleted offsets gets new ranges
+	// while it runs (deletedUnder); the slices themselves are not modified.
+	ranges, losses, id := b.GetRanges(), b.GetDataLoss(), b.GetId()
 	go func() { // owned by the runner's loop, which waits for it (wait)
 		defer close(a.done)
 		if wait := at.Sub(r.now()); wait > 0 {
@@ -91,6 +91,7 @@ func (r *jobRunner) listAhead(ctx context.Context, bt time.Time, b *sluicev1.Bat
 			case <-t.C:
 			}
 		}
+		next := offsetMap(advanceOffsets(offs, losses, ranges, id))
 		a.l = r.list(ctx, admin, next, !tpsKnown || time.Since(tpsAt) >= metadataMaxAge)
 	}()
 	return a
