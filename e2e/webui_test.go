@@ -134,6 +134,9 @@ func (b *browser) waitJS(what, expr string) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
 	defer cancel()
+	// An element the page is re-rendering can be missing for a moment: an
+	// expression that throws then is not true yet, not a failure.
+	expr = "(() => { try { return !!(" + expr + "); } catch (e) { return false; } })()"
 	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(0))); err != nil {
 		b.t.Fatalf("%s: %v", what, err)
 	}
