@@ -65,8 +65,9 @@ type listingAhead struct {
 	l      listing
 }
 
-// listAhead starts listing, at the batch time after bt, for the batch after
-// b, whose offsets b's commit will make next.
+// listAhead starts listing, at the batch time after bt (now when that batch
+// starts early, see startsEarly), for the batch after b, whose offsets b's
+// commit will make next.
 func (r *jobRunner) listAhead(ctx context.Context, bt time.Time, b *sluicev1.Batch, offs *sluicev1.CommittedOffsets) *listingAhead {
 	admin, err := r.admins.Get(r.cluster())
 	if err != nil {
@@ -75,6 +76,9 @@ func (r *jobRunner) listAhead(ctx context.Context, bt time.Time, b *sluicev1.Bat
 	ctx, cancel := context.WithCancel(ctx)
 	a := &listingAhead{cancel: cancel, done: make(chan struct{})}
 	at := bt.Add(r.interval())
+	if startsEarly(r.lastLimited, r.spec) {
+		at = r.now() // the next batch starts when b is done
+	}
 	tpsKnown, tpsAt := r.tps != nil, r.tpsAt
 	// Taken now: a batch whose task met deleted offsets gets new ranges
 	// while it runs (deletedUnder); the slices themselves are not modified.

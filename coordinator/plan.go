@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"github.com/sluice-stream/sluice/window"
 )
 
 // partitionKey names a partition of a topic.
@@ -223,6 +224,22 @@ func startingOffsets(so *sluicev1.StartingOffsets, earliest, latest map[partitio
 		out[pk] = pick(others, pk)
 	}
 	return out
+}
+
+// startsEarly reports whether the next batch starts as soon as the last
+// one is done instead of at its tick: when a cap cut the last batch's ranges
+// (limited: records were left for later, the job is behind), no batch waits
+// idle for the clock. As Structured Streaming's triggers, where a micro-batch
+// runs as soon as the previous one ends while there is data left. Not when
+// the user capped the rate per partition (max_rate_per_partition: batches
+// back to back would read faster than that), nor with processing-time
+// windows, whose panes are cut on the ticks.
+func startsEarly(limited bool, spec *sluicev1.JobSpec) bool {
+	if !limited || spec.GetLimits().GetMaxRatePerPartition() > 0 {
+		return false
+	}
+	w := window.Of(spec)
+	return !w.Windowed || w.EventTime
 }
 
 // nextBatchTime decides the tick of the next batch: the first tick after the

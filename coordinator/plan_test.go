@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
@@ -830,4 +831,35 @@ func capString(bc *sluicev1.BatchCap) string {
 		s += " limited"
 	}
 	return s
+}
+
+func TestStartsEarly(t *testing.T) {
+	window := func(eventTime bool) *sluicev1.JobSpec {
+		w := &sluicev1.AggregateWindow{Length: durationpb.New(time.Minute)}
+		if eventTime {
+			w.EventTime = &sluicev1.EventTime{}
+		}
+		return &sluicev1.JobSpec{Aggregate: &sluicev1.Aggregate{Window: w}}
+	}
+	tests := []struct {
+		name    string
+		limited bool
+		spec    *sluicev1.JobSpec
+		want    bool
+	}{
+		{"not behind: the tick", false, &sluicev1.JobSpec{}, false},
+		{"behind, defaults: at once", true, &sluicev1.JobSpec{}, true},
+		{"behind, batch size cap: at once", true, &sluicev1.JobSpec{Limits: &sluicev1.Limits{MaxRecordsPerBatch: 10}}, true},
+		{"behind, running totals: at once", true, &sluicev1.JobSpec{Aggregate: &sluicev1.Aggregate{Running: true}}, true},
+		{"behind, event-time windows: at once", true, window(true), true},
+		{"behind, rate cap: the tick", true, &sluicev1.JobSpec{Limits: &sluicev1.Limits{MaxRatePerPartition: 10}}, false},
+		{"behind, processing-time windows: the tick", true, window(false), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := startsEarly(tt.limited, tt.spec); got != tt.want {
+				t.Fatalf("startsEarly(%v) = %v, want %v", tt.limited, got, tt.want)
+			}
+		})
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
@@ -161,5 +162,79 @@ func TestSplitHotPartition(t *testing.T) {
 	}
 	if next[0] != hot || next[1] != cold {
 		t.Fatalf("collected %v records per partition, want %d and %d", next, hot, cold)
+	}
+}
+
+// TestBehindJobRunsBatchesBackToBack: a job behind (its batches cut by a
+// cap that is not a rate the user set) starts each batch as soon as the
+// last one is done, not at its next tick: five batches of a 5 s interval
+// take seconds, not 25. A job capped by max_rate_per_partition keeps its
+// ticks. Counts are exact and the ranges tile every partition for both.
+func TestBehindJobRunsBatchesBackToBack(t *testing.T) {
+	const topic, parts, n = "behind", 4, 40_000
+	tc := newTestCluster(t, clusterOptions{workers: 2, partitions: parts, topics: []string{topic}})
+	counts, ends := map[string]int64{}, map[string]int64{}
+	produceKeyed(t, tc.producer(kgo.ProducerLinger(5*time.Millisecond)), topic, parts, n, 11, counts, ends)
+
+	const behindInterval, pacedInterval = 5 * time.Second, time.Second
+	behind := countJob("behind", tc.Brokers, topic)
+	behind.BatchInterval = durationpb.New(behindInterval)
+	behind.Limits = &sluicev1.Limits{MaxRecordsPerBatch: 8_000}
+	paced := countJob("paced", tc.Brokers, topic)
+	paced.BatchInterval = durationpb.New(pacedInterval)
+	paced.Limits = &sluicev1.Limits{MaxRatePerPartition: 2_500}
+	ctx := context.Background()
+	for _, s := range []*sluicev1.JobSpec{behind, paced} {
+		if _, err := tc.Client.Submit(ctx, s); err != nil {
+			t.Fatalf("submit %s: %v", s.GetName(), err)
+		}
+	}
+	start := map[string]int64{}
+	for k := range ends {
+		start[k] = 0
+	}
+	// Five batches at their ticks would take 20 s past the first.
+	tc.waitOffsets("behind", ends, 15*time.Second)
+	tc.waitOffsets("paced", ends, time.Minute)
+	for _, name := range []string{"behind", "paced"} {
+		if got := tc.mergedCounts(name); !maps.Equal(got, counts) {
+			t.Fatalf("%s: counts differ from the ground truth (%d keys, want %d)", name, len(got), len(counts))
+		}
+	}
+
+	early := 0
+	batches := tc.checkRanges("behind", start, ends)
+	for i, b := range batches[:len(batches)-1] {
+		next := batches[i+1]
+		gap := next.GetBatchTime().AsTime().Sub(b.GetBatchTime().AsTime())
+		t.Logf("behind batch %d: %d records, cap %v, total delay %s, next batch %s later",
+			b.GetId(), b.GetMetrics().GetRecordsIn(), b.GetCap(), b.GetMetrics().GetTotalDelay().AsDuration(), gap)
+		// A batch done a second before its tick leaves time for its commit.
+		if !b.GetCap().GetLimited() || b.GetMetrics().GetTotalDelay().AsDuration() > behindInterval-time.Second {
+			continue
+		}
+		if gap >= behindInterval {
+			t.Errorf("batch %d waited for its tick: the next batch started %s after it (interval %s), though records were left", b.GetId(), gap, behindInterval)
+		}
+		early++
+	}
+	if early < 3 {
+		t.Errorf("%d batches were followed early, want at least 3 of %d (max_records_per_batch 8000 of %d records)", early, len(batches), n)
+	}
+
+	pacedBatches := tc.checkRanges("paced", start, ends)
+	if len(pacedBatches) < 4 {
+		t.Errorf("paced job: %d batches, want 4 or more (2500 records/s per partition of 10000)", len(pacedBatches))
+	}
+	for i, b := range pacedBatches {
+		bt := b.GetBatchTime().AsTime()
+		if !bt.Equal(bt.Truncate(pacedInterval)) {
+			t.Errorf("paced batch %d at %s: not on a tick of %s; a rate cap must keep the ticks", b.GetId(), bt, pacedInterval)
+		}
+		if i > 0 {
+			if gap := bt.Sub(pacedBatches[i-1].GetBatchTime().AsTime()); gap < pacedInterval {
+				t.Errorf("paced batch %d started %s after the one before, under the interval %s", b.GetId(), gap, pacedInterval)
+			}
+		}
 	}
 }
