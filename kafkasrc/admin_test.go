@@ -336,3 +336,43 @@ func TestAdminPoolClosesIdle(t *testing.T) {
 		t.Errorf("Get after the idle Admin was closed: the same Admin %v, error %v; want a new one", again == old, err)
 	}
 }
+
+// TestAdminCommitGroupOffsets: the group's offsets are set, through the
+// franz-go client and through librdkafka (a socket property keeps an Admin
+// on it), and only the partitions asked are changed.
+func TestAdminCommitGroupOffsets(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		props map[string]string
+		kgo   bool
+	}{
+		{name: "franz-go", kgo: true},
+		{name: "librdkafka", props: map[string]string{"socket.timeout.ms": "30000"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, cl := newTestCluster(t, 3, "t", "u")
+			cl.Properties = tc.props
+			a := newTestAdmin(t, cl)
+			if got := a.plan != nil; got != tc.kgo {
+				t.Fatalf("franz-go client: %v, want %v", got, tc.kgo)
+			}
+			ctx := testCtx(t)
+			tps := []TopicPartition{{"t", 0}, {"t", 1}, {"t", 2}, {"u", 0}}
+			first := map[TopicPartition]int64{{"t", 0}: 5, {"t", 1}: 7, {"u", 0}: 1}
+			if err := a.CommitGroupOffsets(ctx, "g", first); err != nil {
+				t.Fatalf("CommitGroupOffsets: %v", err)
+			}
+			if err := a.CommitGroupOffsets(ctx, "g", map[TopicPartition]int64{{"t", 1}: 9}); err != nil {
+				t.Fatalf("CommitGroupOffsets again: %v", err)
+			}
+			got, err := a.GroupOffsets(ctx, "g", tps)
+			if err != nil {
+				t.Fatalf("GroupOffsets: %v", err)
+			}
+			want := map[TopicPartition]int64{{"t", 0}: 5, {"t", 1}: 9, {"t", 2}: -1, {"u", 0}: 1}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("group offsets %v, want %v", got, want)
+			}
+		})
+	}
+}

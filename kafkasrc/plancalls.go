@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -173,4 +174,22 @@ func shardPartitions(req kmsg.Request) string {
 	default:
 		return fmt.Sprintf("%s and %d more partitions", tps[0], len(tps)-1)
 	}
+}
+
+// kgoCommitOffsets is CommitGroupOffsets through the franz-go client: one
+// OffsetCommit request to the group's coordinator, outside any generation,
+// as Kafka's admin clients send it.
+func (a *Admin) kgoCommitOffsets(ctx context.Context, group string, offsets map[TopicPartition]int64) error {
+	os := make(kadm.Offsets, 1)
+	for tp, off := range offsets {
+		os.AddOffset(tp.Topic, tp.Partition, off, -1)
+	}
+	resps, err := kadm.NewClient(a.plan).CommitOffsets(ctx, group, os)
+	if err == nil {
+		err = resps.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("commit offsets of group %s: %w", group, err)
+	}
+	return nil
 }
