@@ -94,3 +94,23 @@ func TestJobMetricsCommittedAndDeleted(t *testing.T) {
 	none.retry()
 	none.failure(failError)
 }
+
+// TestJobMetricsLagUpdates: the next plan moves a partition's series (the
+// gauge kept from the plan before), and a new runner of the job (a new
+// jobMetrics) drops the series its plan no longer has.
+func TestJobMetricsLagUpdates(t *testing.T) {
+	m := newMetrics(prometheus.NewRegistry(), func() float64 { return 0 })
+	j := m.job("j")
+	j.planned(states(3, 7), nil)
+	j.planned(states(3, 2), nil)
+	if got := testutil.ToFloat64(m.partitionLag.WithLabelValues("j", "t", "2")); got != 2 {
+		t.Errorf("t/2 lag after the second plan = %v, want 2", got)
+	}
+	m.job("j").planned(states(1, 4), nil)
+	if got := testutil.CollectAndCount(m.partitionLag); got != 1 {
+		t.Errorf("%d series after a new runner planned one partition, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.partitionLag.WithLabelValues("j", "t", "0")); got != 4 {
+		t.Errorf("t/0 lag = %v, want 4", got)
+	}
+}

@@ -246,9 +246,8 @@ func (s *jobServer) AbortTransactions(ctx context.Context, req *sluicev1.AbortTr
 // withProgress fills a job's output-only fields: its last committed batch
 // and its Kafka consumer group.
 func (s *jobServer) withProgress(ctx context.Context, job *sluicev1.Job) *sluicev1.Job {
-	offs, err := s.c.store.Offsets(ctx, job.GetSpec().GetName())
-	if err == nil {
-		job.LastBatchId = offs.Value.GetBatchId()
+	if id, err := s.c.store.CommittedBatch(ctx, job.GetSpec().GetName()); err == nil {
+		job.LastBatchId = id
 	}
 	job.KafkaGroup = jobspec.GroupID(job.GetSpec().GetName(), job.GetIncarnation())
 	return job

@@ -831,3 +831,31 @@ func TestCommitBatchTooLarge(t *testing.T) {
 		t.Errorf("CommitBatch(small result, 1 KiB limit) = %v, want nil", err)
 	}
 }
+
+// TestCommittedBatch: the last committed batch id, read without expanding
+// the offsets, packed (many partitions) or plain (few), and ErrNotFound for
+// a job without offsets.
+func TestCommittedBatch(t *testing.T) {
+	s, _ := newStore(t, offsetstore.Options{})
+	ctx := testContext(t)
+	if _, err := s.CommittedBatch(ctx, "none"); !errors.Is(err, offsetstore.ErrNotFound) {
+		t.Errorf("CommittedBatch(none) error = %v, want ErrNotFound", err)
+	}
+	many := &sluicev1.CommittedOffsets{BatchId: 42}
+	for p := range int32(1000) {
+		many.Offsets = append(many.Offsets, &sluicev1.PartitionOffset{Topic: "t", Partition: p, Offset: int64(p) * 3})
+	}
+	for name, offs := range map[string]*sluicev1.CommittedOffsets{"plain": offsetsAt(7, 5), "packed": many} {
+		if err := s.InitOffsets(ctx, name, offs); err != nil {
+			t.Fatal(err)
+		}
+		id, err := s.CommittedBatch(ctx, name)
+		if err != nil || id != offs.GetBatchId() {
+			t.Errorf("CommittedBatch(%s) = %d, %v, want %d", name, id, err, offs.GetBatchId())
+		}
+		full, err := s.Offsets(ctx, name)
+		if err != nil || full.Value.GetBatchId() != id {
+			t.Errorf("Offsets(%s) batch %d, %v; CommittedBatch said %d", name, full.Value.GetBatchId(), err, id)
+		}
+	}
+}
