@@ -223,12 +223,21 @@ func mismatch(disp *dispatch, from *workerConn, res *sluicev1.TaskResult) string
 		return fmt.Sprintf("key %v is not the dispatch's %v", got, want)
 	case !proto.Equal(res.GetRange(), disp.task.GetRange()):
 		return fmt.Sprintf("range %v is not the task's %v", res.GetRange(), disp.task.GetRange())
-	case !slices.EqualFunc(res.GetRanges(), disp.task.GetRanges(), func(a, b *sluicev1.OffsetRange) bool { return proto.Equal(a, b) }):
+	case !slices.EqualFunc(res.GetRanges(), disp.task.GetRanges(), sameRange):
 		return fmt.Sprintf("ranges %v are not the task's %v", res.GetRanges(), disp.task.GetRanges())
 	case res.GetSpecVersion() != disp.task.GetSpecVersion():
 		return fmt.Sprintf("spec version %d is not the task's %d", res.GetSpecVersion(), disp.task.GetSpecVersion())
 	}
 	return ""
+}
+
+// sameRange compares two ranges field by field: a packed task's result
+// echoes thousands of them, and proto.Equal (reflection) took a few
+// milliseconds of the coordinator's CPU per batch at 10,000 partitions.
+// OffsetRange has exactly these four fields.
+func sameRange(a, b *sluicev1.OffsetRange) bool {
+	return a.GetTopic() == b.GetTopic() && a.GetPartition() == b.GetPartition() &&
+		a.GetFromOffset() == b.GetFromOffset() && a.GetUntilOffset() == b.GetUntilOffset()
 }
 
 // send queues task on a worker with a free slot, chosen by pl (see

@@ -402,3 +402,31 @@ func TestRunTasksSpillAfterTheLocalityWait(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestSameRange: ranges match only when every field does, and the
+// comparison knows every field of OffsetRange (a new field must be added to
+// sameRange).
+func TestSameRange(t *testing.T) {
+	r := func(topic string, p int32, from, until int64) *sluicev1.OffsetRange {
+		return &sluicev1.OffsetRange{Topic: topic, Partition: p, FromOffset: from, UntilOffset: until}
+	}
+	base := r("t", 1, 10, 20)
+	for _, tt := range []struct {
+		other *sluicev1.OffsetRange
+		want  bool
+	}{
+		{r("t", 1, 10, 20), true},
+		{r("u", 1, 10, 20), false},
+		{r("t", 2, 10, 20), false},
+		{r("t", 1, 11, 20), false},
+		{r("t", 1, 10, 21), false},
+		{nil, false},
+	} {
+		if got := sameRange(base, tt.other); got != tt.want || got != proto.Equal(base, tt.other) {
+			t.Errorf("sameRange(%v, %v) = %v, want %v (proto.Equal agrees)", base, tt.other, got, tt.want)
+		}
+	}
+	if n := base.ProtoReflect().Descriptor().Fields().Len(); n != 4 {
+		t.Fatalf("OffsetRange has %d fields; sameRange compares 4", n)
+	}
+}
