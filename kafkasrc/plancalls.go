@@ -180,11 +180,11 @@ func shardPartitions(req kmsg.Request) string {
 // OffsetCommit request to the group's coordinator, outside any generation,
 // as Kafka's admin clients send it.
 func (a *Admin) kgoCommitOffsets(ctx context.Context, group string, offsets map[TopicPartition]int64) error {
-	os := make(kadm.Offsets, 1)
+	commit := make(kadm.Offsets, 1)
 	for tp, off := range offsets {
-		os.AddOffset(tp.Topic, tp.Partition, off, -1)
+		commit.AddOffset(tp.Topic, tp.Partition, off, -1) // -1: no leader epoch
 	}
-	resps, err := kadm.NewClient(a.plan).CommitOffsets(ctx, group, os)
+	resps, err := kadm.NewClient(a.plan).CommitOffsets(ctx, group, commit)
 	if err == nil {
 		err = resps.Error()
 	}
