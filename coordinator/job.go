@@ -198,11 +198,12 @@ func (r *jobRunner) loop(ctx context.Context) error {
 		}
 	}()
 	for {
-		bt := nextBatchTime(prevTime, r.interval(), r.now())
-		if now := r.now(); bt.After(now) && startsEarly(r.lastLimited, r.spec) {
+		now := r.now()
+		bt := nextBatchTime(prevTime, r.interval(), now)
+		if bt.After(now) && startsEarly(r.lastLimited, r.spec) {
 			bt = now
 		}
-		if bt.After(r.now()) {
+		if bt.After(now) {
 			// On schedule: nothing to overlap the commit with.
 			offs, err = r.landed(ctx, pending, offs)
 			if pending = nil; err != nil {
