@@ -1,0 +1,316 @@
+package kafkasrc
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sluice-stream/sluice/record"
+)
+
+// Pool lends consumers that read the ranges of many partitions at once:
+// the read path of a task carrying several small ranges, whose cost grows
+// with the records read, not with the partitions.
+//
+// A pool consumer is sticky: it keeps its partitions assigned between
+// reads, and the records it polled past a range's end (a fetch returns what
+// the partition has, not what the range asks for) are kept for the read
+// that continues there. A batch's tasks of a worker carry the same
+// partitions batch after batch (the coordinator packs them by the worker
+// they hash to), so the next read of a partition usually finds its records
+// already fetched: it costs no seek and no round trip to the broker. A
+// partition no read asked for lately is unassigned.
+//
+// Idle consumers are kept per (cluster, consumer group), at most maxIdle in
+// all; a read takes the idle one of its key that has most of its
+// partitions. It is
+// safe for concurrent use.
+type Pool struct {
+	maxIdle int
+	logger  hclog.Logger
+	stats   StatsSink // nil: statistics off
+
+	mu     sync.Mutex
+	idle   map[poolKey][]*multiConsumer
+	closed bool
+	// settling holds per key the consumers topping up after a read
+	// (topUp), and settled signals (with mu) when one is done: a read
+	// waits for one that has more of its partitions than any idle one.
+	settling map[poolKey][]*multiConsumer
+	settled  *sync.Cond
+	// closing counts consumers being closed in the background; Close waits.
+	closing sync.WaitGroup
+}
+
+type poolKey struct {
+	cluster string
+	group   string
+}
+
+// NewPool returns an empty pool keeping at most maxIdle idle consumers (at
+// least 1), sending their statistics to WithStats (the only option it uses).
+func NewPool(maxIdle int, logger hclog.Logger, opts ...Option) *Pool {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	p := &Pool{maxIdle: max(maxIdle, 1), logger: logger, stats: o.stats, idle: map[poolKey][]*multiConsumer{}, settling: map[poolKey][]*multiConsumer{}}
+	p.settled = sync.NewCond(&p.mu)
+	return p
+}
+
+// poolIdleTimeout: an idle consumer no read took for this long is closed
+// by Run. The job it read for may be gone, and a sticky consumer keeps
+// fetching its partitions.
+const poolIdleTimeout = time.Minute
+
+// Run closes the consumers left idle for poolIdleTimeout until ctx ends.
+func (p *Pool) Run(ctx context.Context) error {
+	sweepIdle(ctx, poolIdleTimeout, 4, p.closeIdle, p.logger, "pooled consumers")
+	return nil
+}
+
+// closeIdle closes the idle consumers put back before t and returns how
+// many.
+func (p *Pool) closeIdle(t time.Time) int {
+	p.mu.Lock()
+	var old []*multiConsumer
+	for key, cs := range p.idle {
+		kept := cs[:0]
+		for _, c := range cs {
+			if c.idleSince.Before(t) {
+				old = append(old, c)
+			} else {
+				kept = append(kept, c)
+			}
+		}
+		clear(cs[len(kept):])
+		if len(kept) == 0 {
+			delete(p.idle, key)
+		} else {
+			p.idle[key] = kept
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range old {
+		c.close()
+	}
+	return len(old)
+}
+
+// Idle returns the number of idle consumers, once those topping up after
+// a read are back.
+func (p *Pool) Idle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.settling) > 0 {
+		p.settled.Wait()
+	}
+	n := 0
+	for _, cs := range p.idle {
+		n += len(cs)
+	}
+	return n
+}
+
+// Close closes the idle consumers; a consumer in use is closed when its
+// read returns. ReadRanges fails with ErrClosed after Close.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.settled.Broadcast()
+	var all []*multiConsumer
+	for _, cs := range p.idle {
+		all = append(all, cs...)
+	}
+	p.idle = map[poolKey][]*multiConsumer{}
+	p.mu.Unlock()
+	for _, c := range all {
+		c.close()
+	}
+	p.closing.Wait()
+}
+
+// ReadRanges delivers every data record of the ranges (of distinct
+// partitions of cl) to fn: in offset order within a partition, partitions
+// interleaved. It returns when every partition's position reaches its
+// range's Until, with the same gap rules as Cache.Read. An error names the
+// range it happened in.
+func (p *Pool) ReadRanges(ctx context.Context, cl Cluster, groupID string, ranges []Range, fn func(*record.Record) error) (st ReadStats, err error) {
+	var todo []Range
+	seen := map[TopicPartition]bool{}
+	for _, r := range ranges {
+		if r.Topic == "" || r.From < 0 || r.From > r.Until || r.Partition < 0 {
+			return ReadStats{}, fmt.Errorf("read %s: %w", r, ErrInvalidRange)
+		}
+		tp := TopicPartition{r.Topic, r.Partition}
+		if seen[tp] {
+			return ReadStats{}, fmt.Errorf("read %s: partition listed twice: %w", r, ErrInvalidRange)
+		}
+		seen[tp] = true
+		if r.From < r.Until {
+			todo = append(todo, r)
+		}
+	}
+	if groupID == "" {
+		return ReadStats{}, fmt.Errorf("read %d ranges: empty group id: %w", len(ranges), ErrInvalidRange)
+	}
+	if len(todo) == 0 {
+		return ReadStats{}, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return ReadStats{}, fmt.Errorf("read %d ranges: %w", len(todo), err)
+	}
+	key := poolKey{cluster: cl.Key(), group: groupID}
+	c, err := p.get(cl, key, todo)
+	if err != nil {
+		return ReadStats{}, fmt.Errorf("read %d ranges: %w", len(todo), err)
+	}
+	ok := false // until read returns: a panic in fn drops the consumer too
+	defer func() {
+		switch {
+		case ok && c.smallRead(len(todo)):
+			p.settle(key, c, st.Records)
+		case ok:
+			p.put(key, c, true)
+		default:
+			p.put(key, c, false)
+		}
+	}()
+	st, err = c.read(ctx, todo, fn)
+	ok = err == nil
+	return st, err
+}
+
+// settle tops c up (topUp, at most n records) in the background, off the
+// read's path, then puts it back.
+func (p *Pool) settle(key poolKey, c *multiConsumer, n int64) {
+	p.mu.Lock()
+	p.settling[key] = append(p.settling[key], c)
+	p.closing.Add(1)
+	p.mu.Unlock()
+	go func() {
+		defer p.closing.Done()
+		err := c.topUp(n)
+		if err != nil {
+			p.logger.Warn("pooled consumer dropped", "error", err)
+		}
+		p.put(key, c, err == nil)
+		p.mu.Lock()
+		if cs := slices.DeleteFunc(p.settling[key], func(o *multiConsumer) bool { return o == c }); len(cs) > 0 {
+			p.settling[key] = cs
+		} else {
+			delete(p.settling, key)
+		}
+		p.settled.Broadcast()
+		p.mu.Unlock()
+	}()
+}
+
+// get takes the idle consumer of key that has most of the ranges'
+// partitions assigned, or makes one. A consumer topping up that has more
+// of them is waited for (a millisecond or so): taking another would
+// assign its partitions twice over, and the consumers' partition sets
+// would drift apart batch after batch.
+func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*multiConsumer, error) {
+	p.mu.Lock()
+	for {
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
+		best, bestHave := mostAssigned(p.idle[key], ranges)
+		if _, settlingHave := mostAssigned(p.settling[key], ranges); settlingHave > bestHave || (best < 0 && settlingHave >= 0) {
+			p.settled.Wait()
+			continue
+		}
+		if best < 0 {
+			p.mu.Unlock()
+			return newMultiConsumer(cl, key.group, p.logger, p.stats)
+		}
+		cs := p.idle[key]
+		c := cs[best]
+		p.idle[key] = append(cs[:best], cs[best+1:]...)
+		p.mu.Unlock()
+		return c, nil
+	}
+}
+
+// mostAssigned returns the index in cs of the consumer having most of the
+// ranges' partitions assigned (the first of equals), and how many; -1, -1
+// when cs is empty.
+func mostAssigned(cs []*multiConsumer, ranges []Range) (best, have int) {
+	best, have = -1, -1
+	for i, c := range cs {
+		n := 0
+		for _, r := range ranges {
+			if c.parts[TopicPartition{r.Topic, r.Partition}] != nil {
+				n++
+			}
+		}
+		if n > have {
+			best, have = i, n
+		}
+	}
+	return best, have
+}
+
+// put returns c to the pool after a read, still assigned; a failed read
+// or a closed pool closes it instead. Past maxIdle idle consumers (over
+// all clusters and groups: every job has a group of its own), the one idle
+// longest is closed.
+func (p *Pool) put(key poolKey, c *multiConsumer, ok bool) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		c.close()
+		return
+	}
+	if !ok {
+		p.closeLaterLocked(c)
+		p.mu.Unlock()
+		return
+	}
+	c.idleSince = time.Now()
+	p.idle[key] = append(p.idle[key], c)
+	n := 0
+	for _, cs := range p.idle {
+		n += len(cs)
+	}
+	for ; n > p.maxIdle; n-- {
+		var oldKey poolKey
+		oldest := -1
+		for k, cs := range p.idle {
+			for i, o := range cs {
+				if oldest < 0 || o.idleSince.Before(p.idle[oldKey][oldest].idleSince) {
+					oldKey, oldest = k, i
+				}
+			}
+		}
+		cs := p.idle[oldKey]
+		p.closeLaterLocked(cs[oldest])
+		if cs = append(cs[:oldest], cs[oldest+1:]...); len(cs) == 0 {
+			delete(p.idle, oldKey)
+		} else {
+			p.idle[oldKey] = cs
+		}
+	}
+	p.mu.Unlock()
+}
+
+// closeLaterLocked closes c in the background: closing a librdkafka
+// consumer takes ~100 ms. Close waits for it.
+func (p *Pool) closeLaterLocked(c *multiConsumer) {
+	p.closing.Add(1)
+	go func() {
+		defer p.closing.Done()
+		c.close()
+	}()
+}
