@@ -182,6 +182,31 @@ func BenchmarkReadRangesWide(b *testing.B) {
 	statsInterval = 50 * time.Millisecond
 	b.Cleanup(func() { statsInterval = StatsInterval })
 	_, cl := newTestCluster(b, widePartitions, "wide")
+	produceWide(b, cl)
+	logger := testLogger(b)
+	perPart := int64(wideRecords / widePartitions)
+	var bare, pool time.Duration
+	var fetched int64
+	i := 0
+	for b.Loop() {
+		group := fmt.Sprintf("bench-pool-%d", i)
+		if i%2 == 0 {
+			bare += bareReadWide(b, cl)
+		}
+		d, n := poolReadWide(b, cl, logger, group, perPart)
+		pool, fetched = pool+d, fetched+n
+		if i%2 == 1 {
+			bare += bareReadWide(b, cl)
+		}
+		i++
+	}
+	reportRates(b, wideRecords, bare, pool, "pool")
+	b.ReportMetric(float64(fetched)/float64(wideRecords*b.N), "fetched/record")
+}
+
+// produceWide writes the wide backlog.
+func produceWide(b *testing.B, cl Cluster) {
+	b.Helper()
 	// Uncompressed batches, as a busy producer of many partitions makes
 	// them (make bench's (e) backlog: 4 to 92 KB, median 14 KB). Snappy
 	// batches of one repeated value, as before, made the 64 KiB partition
@@ -204,25 +229,6 @@ func BenchmarkReadRangesWide(b *testing.B) {
 	if e := failed.Load(); e != nil {
 		b.Fatalf("produce: %v", *e)
 	}
-	logger := testLogger(b)
-	perPart := int64(wideRecords / widePartitions)
-	var bare, pool time.Duration
-	var fetched int64
-	i := 0
-	for b.Loop() {
-		group := fmt.Sprintf("bench-pool-%d", i)
-		if i%2 == 0 {
-			bare += bareReadWide(b, cl)
-		}
-		d, n := poolReadWide(b, cl, logger, group, perPart)
-		pool, fetched = pool+d, fetched+n
-		if i%2 == 1 {
-			bare += bareReadWide(b, cl)
-		}
-		i++
-	}
-	reportRates(b, wideRecords, bare, pool, "pool")
-	b.ReportMetric(float64(fetched)/float64(wideRecords*b.N), "fetched/record")
 }
 
 func bareReadWide(b *testing.B, cl Cluster) time.Duration {
