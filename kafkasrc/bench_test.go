@@ -184,23 +184,30 @@ func BenchmarkReadRangesWide(b *testing.B) {
 	_, cl := newTestCluster(b, widePartitions, "wide")
 	produceWide(b, cl)
 	logger := testLogger(b)
+	compareWide(b, cl, "pool", func(i int, perPart int64) (time.Duration, int64) {
+		return poolReadWide(b, cl, logger, fmt.Sprintf("bench-pool-%d", i), perPart)
+	})
+}
+
+// compareWide alternates read with a bare consumer's read of the wide
+// backlog in every iteration, and reports both rates, their ratio and the
+// records read fetched for each record it delivered.
+func compareWide(b *testing.B, cl Cluster, name string, read func(i int, perPart int64) (time.Duration, int64)) {
+	b.Helper()
 	perPart := int64(wideRecords / widePartitions)
-	var bare, pool time.Duration
+	var bare, took time.Duration
 	var fetched int64
-	i := 0
-	for b.Loop() {
-		group := fmt.Sprintf("bench-pool-%d", i)
+	for i := 0; b.Loop(); i++ {
 		if i%2 == 0 {
 			bare += bareReadWide(b, cl)
 		}
-		d, n := poolReadWide(b, cl, logger, group, perPart)
-		pool, fetched = pool+d, fetched+n
+		d, n := read(i, perPart)
+		took, fetched = took+d, fetched+n
 		if i%2 == 1 {
 			bare += bareReadWide(b, cl)
 		}
-		i++
 	}
-	reportRates(b, wideRecords, bare, pool, "pool")
+	reportRates(b, wideRecords, bare, took, name)
 	b.ReportMetric(float64(fetched)/float64(wideRecords*b.N), "fetched/record")
 }
 

@@ -109,19 +109,7 @@ func kgoReadWide(b *testing.B, cl Cluster, perPart int64) (time.Duration, int64)
 func BenchmarkReadRangesWideKgo(b *testing.B) {
 	_, cl := newTestCluster(b, widePartitions, "wide")
 	produceWide(b, cl)
-	perPart := int64(wideRecords / widePartitions)
-	var bare, kd time.Duration
-	var fetched int64
-	for i := 0; b.Loop(); i++ {
-		if i%2 == 0 {
-			bare += bareReadWide(b, cl)
-		}
-		d, f := kgoReadWide(b, cl, perPart)
-		kd, fetched = kd+d, fetched+f
-		if i%2 == 1 {
-			bare += bareReadWide(b, cl)
-		}
-	}
-	reportRates(b, wideRecords, bare, kd, "kgo")
-	b.ReportMetric(float64(fetched)/float64(wideRecords*b.N), "fetched/record")
+	compareWide(b, cl, "kgo", func(_ int, perPart int64) (time.Duration, int64) {
+		return kgoReadWide(b, cl, perPart)
+	})
 }
