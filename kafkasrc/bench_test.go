@@ -173,20 +173,25 @@ const (
 
 // BenchmarkReadRangesWide compares reading a backlog on 128 partitions
 // through Pool.ReadRanges, in consecutive batches of a range per partition
-// with one pool consumer, with one bare consumer assigned all 128
-// partitions. The two alternate in every iteration; look at the ratio, and
-// at fetched/record: the records librdkafka fetched for the pool (its
-// statistics' rxmsgs) per record delivered, above 1 when a partition paused
-// with a fetch in flight drops it and fetches it again.
+// with one pool consumer, with one bare librdkafka consumer assigned all 128
+// partitions, for both kinds of pool consumers. The two alternate in every
+// iteration; look at the ratio, and at fetched/record: the records the
+// pool's consumer fetched (librdkafka's statistics' rxmsgs, franz-go's fetch
+// hook) per record delivered, above 1 when a partition paused with a fetch
+// in flight drops it and fetches it again.
 func BenchmarkReadRangesWide(b *testing.B) {
 	statsInterval = 50 * time.Millisecond
 	b.Cleanup(func() { statsInterval = StatsInterval })
 	_, cl := newTestCluster(b, widePartitions, "wide")
 	produceWide(b, cl)
 	logger := testLogger(b)
-	compareWide(b, cl, "pool", func(i int, perPart int64) (time.Duration, int64) {
-		return poolReadWide(b, cl, logger, fmt.Sprintf("bench-pool-%d", i), perPart)
-	})
+	for _, kind := range poolKinds {
+		b.Run(kind.name, func(b *testing.B) {
+			compareWide(b, cl, "pool", func(i int, perPart int64) (time.Duration, int64) {
+				return poolReadWide(b, cl, logger, kind.librdkafka, fmt.Sprintf("bench-pool-%d", i), perPart)
+			})
+		})
+	}
 }
 
 // compareWide alternates read with a bare consumer's read of the wide
@@ -276,15 +281,16 @@ func bareReadWide(b *testing.B, cl Cluster) time.Duration {
 // poolReadWide reads the wide backlog through a new Pool in wideBatches
 // batches and returns how long it took, and how many records its consumer
 // fetched, without closing the pool.
-func poolReadWide(b *testing.B, cl Cluster, logger hclog.Logger, group string, perPart int64) (time.Duration, int64) {
+func poolReadWide(b *testing.B, cl Cluster, logger hclog.Logger, librdkafka bool, group string, perPart int64) (time.Duration, int64) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	n := 0
 	fn := func(*record.Record) error { n++; return nil }
 	start := time.Now()
-	rx := &rxCounter{}
+	rx, fc := &rxCounter{}, &fetchCount{}
 	p := NewPool(1, logger, WithStats(rx))
+	p.librdkafka, p.kgoOpts = librdkafka, []kgo.Opt{kgo.WithHooks(fc)}
 	step := perPart / wideBatches
 	for from := int64(0); from < perPart; from += step {
 		ranges := make([]Range, widePartitions)
@@ -308,7 +314,14 @@ func poolReadWide(b *testing.B, cl Cluster, logger hclog.Logger, group string, p
 	}
 	p.Close()
 	b.StartTimer()
-	return d, rx.fetched.Load()
+	return d, rx.fetched.Load() + fc.n.Load()
+}
+
+// fetchCount counts the records a franz-go client fetched (its fetch hook).
+type fetchCount struct{ n atomic.Int64 }
+
+func (f *fetchCount) OnFetchBatchRead(_ kgo.BrokerMetadata, _ string, _ int32, m kgo.FetchBatchMetrics) {
+	f.n.Add(int64(m.NumRecords))
 }
 
 // rxCounter keeps the highest rxmsgs of the statistics it is sent.

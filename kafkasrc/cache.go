@@ -30,7 +30,8 @@ func (r Range) String() string {
 type ReadStats struct {
 	// Records is the number of data records delivered to the callback.
 	Records int64
-	// Polls is the number of consumer polls.
+	// Polls is the number of records and events taken from the consumer
+	// (a librdkafka poll takes one; a franz-go poll many).
 	Polls int64
 	// Stashed is how many of Records a pool consumer had polled during
 	// earlier reads (see Pool).

@@ -26,7 +26,6 @@ type multiConsumer struct {
 	rec       record.Record
 	hdrs      []record.Header
 	closeOnce sync.Once
-	idleSince time.Time // when put back; guarded by Pool.mu
 	stats     StatsSink // nil: statistics off
 
 	// Owned by the read holding the consumer.
@@ -661,3 +660,5 @@ func topicOf(tp kafka.TopicPartition) string {
 	}
 	return *tp.Topic
 }
+
+func (c *multiConsumer) assigned(tp TopicPartition) bool { return c.parts[tp] != nil }

@@ -35,22 +35,31 @@ func kgoProperty(name string) bool {
 	return n == "security.protocol" || !connectionProperty(name)
 }
 
-// newPlanClient returns the franz-go client of c, or nil when c's properties
-// ask for a connection only librdkafka is configured to make (logged at
-// debug level with the property).
-func newPlanClient(c Cluster, logger hclog.Logger) (*kgo.Client, error) {
+// kgoConnects returns why a franz-go client would not connect to c the
+// way librdkafka does (a property only librdkafka is configured to honour,
+// or a security setting franzOptions cannot translate), or "" when it
+// would.
+func kgoConnects(c Cluster) string {
 	for k := range c.Properties {
 		if !kgoProperty(k) {
-			logger.Debug("planning through librdkafka", "bootstrap", c.Bootstrap, "property", k)
-			return nil, nil
+			return fmt.Sprintf("property %q", k)
 		}
 	}
-	cl, err := franzClient(c)
-	if errors.Is(err, ErrUnsupportedProperty) {
-		logger.Debug("planning through librdkafka", "bootstrap", c.Bootstrap, "reason", err)
+	if _, err := franzOptions(c.Properties); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// newPlanClient returns the franz-go client of c, or nil when c's properties
+// ask for a connection only librdkafka is configured to make (logged at
+// debug level with the reason).
+func newPlanClient(c Cluster, logger hclog.Logger) (*kgo.Client, error) {
+	if reason := kgoConnects(c); reason != "" {
+		logger.Debug("planning through librdkafka", "bootstrap", c.Bootstrap, "reason", reason)
 		return nil, nil
 	}
-	return cl, err
+	return franzClient(c)
 }
 
 // kgoPartitions is Partitions through the franz-go client: one Metadata

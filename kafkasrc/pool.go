@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-stream/sluice/record"
 )
@@ -33,17 +34,44 @@ type Pool struct {
 	maxIdle int
 	logger  hclog.Logger
 	stats   StatsSink // nil: statistics off
+	// librdkafka makes every consumer on librdkafka, kgoOpts are more
+	// options of the franz-go ones (tests and benchmarks).
+	librdkafka bool
+	kgoOpts    []kgo.Opt
 
 	mu     sync.Mutex
-	idle   map[poolKey][]*multiConsumer
+	idle   map[poolKey][]*pooled
 	closed bool
 	// settling holds per key the consumers topping up after a read
 	// (topUp), and settled signals (with mu) when one is done: a read
 	// waits for one that has more of its partitions than any idle one.
-	settling map[poolKey][]*multiConsumer
+	settling map[poolKey][]*pooled
 	settled  *sync.Cond
 	// closing counts consumers being closed in the background; Close waits.
 	closing sync.WaitGroup
+}
+
+// rangeConsumer is a consumer of the pool: it reads the ranges of one read
+// at a time and keeps its partitions, and what it fetched of them past the
+// ranges, for the reads after.
+type rangeConsumer interface {
+	// assigned reports whether the consumer has tp assigned.
+	assigned(tp TopicPartition) bool
+	read(ctx context.Context, ranges []Range, fn func(*record.Record) error) (ReadStats, error)
+	// smallRead reports whether the last read, of parts partitions, was
+	// small against what the consumer keeps of a partition: only then is
+	// it topped up after the read.
+	smallRead(parts int) bool
+	// topUp moves what the consumer has fetched to its stashes, without
+	// waiting, after a read that delivered read records.
+	topUp(read int64) error
+	close()
+}
+
+// pooled is a consumer of the pool with the time it was put back.
+type pooled struct {
+	rangeConsumer
+	idleSince time.Time // guarded by Pool.mu
 }
 
 type poolKey struct {
@@ -61,7 +89,7 @@ func NewPool(maxIdle int, logger hclog.Logger, opts ...Option) *Pool {
 	for _, f := range opts {
 		f(&o)
 	}
-	p := &Pool{maxIdle: max(maxIdle, 1), logger: logger, stats: o.stats, idle: map[poolKey][]*multiConsumer{}, settling: map[poolKey][]*multiConsumer{}}
+	p := &Pool{maxIdle: max(maxIdle, 1), logger: logger, stats: o.stats, idle: map[poolKey][]*pooled{}, settling: map[poolKey][]*pooled{}}
 	p.settled = sync.NewCond(&p.mu)
 	return p
 }
@@ -81,7 +109,7 @@ func (p *Pool) Run(ctx context.Context) error {
 // many.
 func (p *Pool) closeIdle(t time.Time) int {
 	p.mu.Lock()
-	var old []*multiConsumer
+	var old []*pooled
 	for key, cs := range p.idle {
 		kept := cs[:0]
 		for _, c := range cs {
@@ -126,11 +154,11 @@ func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
 	p.settled.Broadcast()
-	var all []*multiConsumer
+	var all []*pooled
 	for _, cs := range p.idle {
 		all = append(all, cs...)
 	}
-	p.idle = map[poolKey][]*multiConsumer{}
+	p.idle = map[poolKey][]*pooled{}
 	p.mu.Unlock()
 	for _, c := range all {
 		c.close()
@@ -191,7 +219,7 @@ func (p *Pool) ReadRanges(ctx context.Context, cl Cluster, groupID string, range
 
 // settle tops c up (topUp, at most n records) in the background, off the
 // read's path, then puts it back.
-func (p *Pool) settle(key poolKey, c *multiConsumer, n int64) {
+func (p *Pool) settle(key poolKey, c *pooled, n int64) {
 	p.mu.Lock()
 	p.settling[key] = append(p.settling[key], c)
 	p.closing.Add(1)
@@ -204,7 +232,7 @@ func (p *Pool) settle(key poolKey, c *multiConsumer, n int64) {
 		}
 		p.put(key, c, err == nil)
 		p.mu.Lock()
-		if cs := slices.DeleteFunc(p.settling[key], func(o *multiConsumer) bool { return o == c }); len(cs) > 0 {
+		if cs := slices.DeleteFunc(p.settling[key], func(o *pooled) bool { return o == c }); len(cs) > 0 {
 			p.settling[key] = cs
 		} else {
 			delete(p.settling, key)
@@ -219,7 +247,7 @@ func (p *Pool) settle(key poolKey, c *multiConsumer, n int64) {
 // of them is waited for (a millisecond or so): taking another would
 // assign its partitions twice over, and the consumers' partition sets
 // would drift apart batch after batch.
-func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*multiConsumer, error) {
+func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*pooled, error) {
 	p.mu.Lock()
 	for {
 		if p.closed {
@@ -233,7 +261,11 @@ func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*multiConsumer, err
 		}
 		if best < 0 {
 			p.mu.Unlock()
-			return newMultiConsumer(cl, key.group, p.logger, p.stats)
+			c, err := p.newConsumer(cl, key.group)
+			if err != nil {
+				return nil, err
+			}
+			return &pooled{rangeConsumer: c}, nil
 		}
 		cs := p.idle[key]
 		c := cs[best]
@@ -246,12 +278,12 @@ func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*multiConsumer, err
 // mostAssigned returns the index in cs of the consumer having most of the
 // ranges' partitions assigned (the first of equals), and how many; -1, -1
 // when cs is empty.
-func mostAssigned(cs []*multiConsumer, ranges []Range) (best, have int) {
+func mostAssigned(cs []*pooled, ranges []Range) (best, have int) {
 	best, have = -1, -1
 	for i, c := range cs {
 		n := 0
 		for _, r := range ranges {
-			if c.parts[TopicPartition{r.Topic, r.Partition}] != nil {
+			if c.assigned(TopicPartition{r.Topic, r.Partition}) {
 				n++
 			}
 		}
@@ -266,7 +298,7 @@ func mostAssigned(cs []*multiConsumer, ranges []Range) (best, have int) {
 // or a closed pool closes it instead. Past maxIdle idle consumers (over
 // all clusters and groups: every job has a group of its own), the one idle
 // longest is closed.
-func (p *Pool) put(key poolKey, c *multiConsumer, ok bool) {
+func (p *Pool) put(key poolKey, c *pooled, ok bool) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -305,12 +337,23 @@ func (p *Pool) put(key poolKey, c *multiConsumer, ok bool) {
 	p.mu.Unlock()
 }
 
-// closeLaterLocked closes c in the background: closing a librdkafka
-// consumer takes ~100 ms. Close waits for it.
-func (p *Pool) closeLaterLocked(c *multiConsumer) {
+// closeLaterLocked closes c in the background: closing a consumer takes
+// up to ~100 ms. Close waits for it.
+func (p *Pool) closeLaterLocked(c *pooled) {
 	p.closing.Add(1)
 	go func() {
 		defer p.closing.Done()
 		c.close()
 	}()
+}
+
+// newConsumer makes a consumer for reads of cl: on franz-go when it
+// connects to cl the way librdkafka would (see kgoConnects), else on
+// librdkafka.
+func (p *Pool) newConsumer(cl Cluster, groupID string) (rangeConsumer, error) {
+	if reason := kgoConnects(cl); reason != "" || p.librdkafka {
+		p.logger.Debug("pool consumer on librdkafka", "bootstrap", cl.Bootstrap, "reason", reason)
+		return newMultiConsumer(cl, groupID, p.logger, p.stats)
+	}
+	return newFetchConsumer(cl, p.logger, p.kgoOpts...)
 }

@@ -13,11 +13,64 @@ import (
 	"github.com/sluice-stream/sluice/record"
 )
 
-func newTestPool(t testing.TB) *Pool {
-	t.Helper()
-	p := NewPool(2, testLogger(t))
-	t.Cleanup(p.Close)
-	return p
+// poolKinds are the pool's two kinds of consumers: franz-go's, whenever
+// it connects as librdkafka would, and librdkafka's for other clusters.
+var poolKinds = []struct {
+	name       string
+	librdkafka bool
+}{{"franz-go", false}, {"librdkafka", true}}
+
+// eachPool runs f once per kind of pool consumer, with a constructor of
+// pools of that kind.
+func eachPool(t *testing.T, f func(t *testing.T, newPool func(t testing.TB, maxIdle int) *Pool)) {
+	for _, kind := range poolKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			f(t, func(t testing.TB, maxIdle int) *Pool {
+				t.Helper()
+				p := NewPool(maxIdle, testLogger(t))
+				p.librdkafka = kind.librdkafka
+				t.Cleanup(p.Close)
+				return p
+			})
+		})
+	}
+}
+
+// assignedParts returns the partitions a pool consumer has assigned.
+func assignedParts(c rangeConsumer) []TopicPartition {
+	var out []TopicPartition
+	switch c := c.(type) {
+	case *multiConsumer:
+		for tp := range c.parts {
+			out = append(out, tp)
+		}
+	case *fetchConsumer:
+		for tp := range c.parts {
+			out = append(out, tp)
+		}
+	}
+	return out
+}
+
+// runningParts returns how many of a pool consumer's partitions are not
+// paused.
+func runningParts(c rangeConsumer) int {
+	n := 0
+	switch c := c.(type) {
+	case *multiConsumer:
+		for _, pr := range c.parts {
+			if !pr.paused {
+				n++
+			}
+		}
+	case *fetchConsumer:
+		for _, pr := range c.parts {
+			if !pr.paused {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // readRanges reads through p and returns the records per partition, copied.
@@ -38,131 +91,143 @@ func readRanges(ctx context.Context, p *Pool, cl Cluster, ranges []Range) (map[i
 // in a row through the same pooled consumer: exactly the ground truth per
 // partition, in offset order.
 func TestReadRangesManyPartitions(t *testing.T) {
-	const parts = 64
-	_, cl := newTestCluster(t, parts, "many")
-	k := newKgo(t, cl)
-	truth := map[int32][]want{}
-	for p := range int32(parts) {
-		truth[p] = produce(t, k, "many", p, keyed(0, int(p%7)*3+1))
-	}
-	pool := newTestPool(t)
-	from := map[int32]int64{}
-	for round := range 2 {
-		var ranges []Range
+	eachPool(t, func(t *testing.T, newPool func(t testing.TB, maxIdle int) *Pool) {
+		const parts = 64
+		_, cl := newTestCluster(t, parts, "many")
+		k := newKgo(t, cl)
+		truth := map[int32][]want{}
 		for p := range int32(parts) {
-			n := int64(len(truth[p]))
-			until := n
-			if round == 0 {
-				until = n / 2
+			truth[p] = produce(t, k, "many", p, keyed(0, int(p%7)*3+1))
+		}
+		pool := newPool(t, 2)
+		from := map[int32]int64{}
+		for round := range 2 {
+			var ranges []Range
+			for p := range int32(parts) {
+				n := int64(len(truth[p]))
+				until := n
+				if round == 0 {
+					until = n / 2
+				}
+				ranges = append(ranges, Range{Topic: "many", Partition: p, From: from[p], Until: until})
 			}
-			ranges = append(ranges, Range{Topic: "many", Partition: p, From: from[p], Until: until})
+			got, st, err := readRanges(testCtx(t), pool, cl, ranges)
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			var total int64
+			for _, r := range ranges {
+				sameRecords(t, r.String(), got[r.Partition], between(truth[r.Partition], r.From, r.Until))
+				total += int64(len(got[r.Partition]))
+				from[r.Partition] = r.Until
+			}
+			if st.Records != total {
+				t.Errorf("round %d: stats.Records = %d, delivered %d", round, st.Records, total)
+			}
+			if pool.Idle() != 1 {
+				t.Errorf("round %d: %d idle consumers, want the one consumer back in the pool", round, pool.Idle())
+			}
 		}
-		got, st, err := readRanges(testCtx(t), pool, cl, ranges)
-		if err != nil {
-			t.Fatalf("round %d: %v", round, err)
-		}
-		var total int64
-		for _, r := range ranges {
-			sameRecords(t, r.String(), got[r.Partition], between(truth[r.Partition], r.From, r.Until))
-			total += int64(len(got[r.Partition]))
-			from[r.Partition] = r.Until
-		}
-		if st.Records != total {
-			t.Errorf("round %d: stats.Records = %d, delivered %d", round, st.Records, total)
-		}
-		if pool.Idle() != 1 {
-			t.Errorf("round %d: %d idle consumers, want the one consumer back in the pool", round, pool.Idle())
-		}
-	}
+	})
 }
 
 // TestReadRangesTransactional: aborted records and transaction markers are
 // gaps; a range ending in a gap finishes by the consumer's position.
 func TestReadRangesTransactional(t *testing.T) {
-	cl, committed := txnTopic(t)
-	pool := newTestPool(t)
-	// 5 committed + marker, 3 aborted + marker, 2 committed + marker: 13 offsets.
-	for _, r := range []Range{{Topic: "tx", From: 0, Until: 13}, {Topic: "tx", From: 0, Until: 9}, {Topic: "tx", From: 5, Until: 13}} {
-		got, _, err := readRanges(testCtx(t), pool, cl, []Range{r})
-		if err != nil {
-			t.Fatalf("ReadRanges(%s): %v", r, err)
+	eachPool(t, func(t *testing.T, newPool func(t testing.TB, maxIdle int) *Pool) {
+		cl, committed := txnTopic(t)
+		pool := newPool(t, 2)
+		// 5 committed + marker, 3 aborted + marker, 2 committed + marker: 13 offsets.
+		for _, r := range []Range{{Topic: "tx", From: 0, Until: 13}, {Topic: "tx", From: 0, Until: 9}, {Topic: "tx", From: 5, Until: 13}} {
+			got, _, err := readRanges(testCtx(t), pool, cl, []Range{r})
+			if err != nil {
+				t.Fatalf("ReadRanges(%s): %v", r, err)
+			}
+			sameRecords(t, r.String(), got[0], between(committed, r.From, r.Until))
 		}
-		sameRecords(t, r.String(), got[0], between(committed, r.From, r.Until))
-	}
+	})
 }
 
 func TestReadRangesInvalid(t *testing.T) {
-	_, cl := newTestCluster(t, 2, "t")
-	pool := newTestPool(t)
-	for _, rs := range [][]Range{
-		{{Topic: "", Partition: 0, From: 0, Until: 1}},
-		{{Topic: "t", Partition: 0, From: 5, Until: 1}},
-		{{Topic: "t", Partition: -1, From: 0, Until: 1}},
-		{{Topic: "t", Partition: 0, From: 0, Until: 1}, {Topic: "t", Partition: 0, From: 1, Until: 2}},
-	} {
-		if _, _, err := readRanges(testCtx(t), pool, cl, rs); !errors.Is(err, ErrInvalidRange) {
-			t.Errorf("ReadRanges(%v) = %v, want ErrInvalidRange", rs, err)
+	eachPool(t, func(t *testing.T, newPool func(t testing.TB, maxIdle int) *Pool) {
+		_, cl := newTestCluster(t, 2, "t")
+		pool := newPool(t, 2)
+		for _, rs := range [][]Range{
+			{{Topic: "", Partition: 0, From: 0, Until: 1}},
+			{{Topic: "t", Partition: 0, From: 5, Until: 1}},
+			{{Topic: "t", Partition: -1, From: 0, Until: 1}},
+			{{Topic: "t", Partition: 0, From: 0, Until: 1}, {Topic: "t", Partition: 0, From: 1, Until: 2}},
+		} {
+			if _, _, err := readRanges(testCtx(t), pool, cl, rs); !errors.Is(err, ErrInvalidRange) {
+				t.Errorf("ReadRanges(%v) = %v, want ErrInvalidRange", rs, err)
+			}
 		}
-	}
-	got, _, err := readRanges(testCtx(t), pool, cl, []Range{{Topic: "t", Partition: 1, From: 3, Until: 3}})
-	if err != nil || len(got) != 0 {
-		t.Errorf("ReadRanges(empty) = %v, %v; want nothing", got, err)
-	}
+		got, _, err := readRanges(testCtx(t), pool, cl, []Range{{Topic: "t", Partition: 1, From: 3, Until: 3}})
+		if err != nil || len(got) != 0 {
+			t.Errorf("ReadRanges(empty) = %v, %v; want nothing", got, err)
+		}
+	})
 }
 
 // TestReadRangesOutOfRange: one partition's range below its log start fails
 // the read naming that partition, and the consumer is not pooled.
 func TestReadRangesOutOfRange(t *testing.T) {
-	_, cl := newTestCluster(t, 2, "t")
-	k := newKgo(t, cl)
-	produce(t, k, "t", 0, keyed(0, 10))
-	produce(t, k, "t", 1, keyed(0, 100))
-	deleteRecords(t, k, "t", 1, 50)
-	pool := newTestPool(t)
-	_, _, err := readRanges(testCtx(t), pool, cl, []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}, {Topic: "t", Partition: 1, From: 10, Until: 60}})
-	if !errors.Is(err, ErrOffsetOutOfRange) {
-		t.Fatalf("ReadRanges = %v, want ErrOffsetOutOfRange", err)
-	}
-	if !strings.Contains(err.Error(), "t/1") {
-		t.Errorf("error %q does not name t/1", err)
-	}
-	if pool.Idle() != 0 {
-		t.Errorf("%d idle consumers after a failed read, want none", pool.Idle())
-	}
+	eachPool(t, func(t *testing.T, newPool func(t testing.TB, maxIdle int) *Pool) {
+		_, cl := newTestCluster(t, 2, "t")
+		k := newKgo(t, cl)
+		produce(t, k, "t", 0, keyed(0, 10))
+		produce(t, k, "t", 1, keyed(0, 100))
+		deleteRecords(t, k, "t", 1, 50)
+		pool := newPool(t, 2)
+		_, _, err := readRanges(testCtx(t), pool, cl, []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}, {Topic: "t", Partition: 1, From: 10, Until: 60}})
+		if !errors.Is(err, ErrOffsetOutOfRange) {
+			t.Fatalf("ReadRanges = %v, want ErrOffsetOutOfRange", err)
+		}
+		if !strings.Contains(err.Error(), "t/1") {
+			t.Errorf("error %q does not name t/1", err)
+		}
+		if pool.Idle() != 0 {
+			t.Errorf("%d idle consumers after a failed read, want none", pool.Idle())
+		}
+	})
 }
 
 func TestReadRangesCancel(t *testing.T) {
-	_, cl := newTestCluster(t, 1, "t")
-	k := newKgo(t, cl)
-	produce(t, k, "t", 0, keyed(0, 10))
-	pool := newTestPool(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	// Offset 20 never comes: the read waits until its context ends.
-	_, _, err := readRanges(ctx, pool, cl, []Range{{Topic: "t", Partition: 0, From: 0, Until: 20}})
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("ReadRanges = %v, want the deadline", err)
-	}
-	if !strings.Contains(err.Error(), "t/0") || !strings.Contains(err.Error(), fmt.Sprint(10)) {
-		t.Errorf("error %q does not name t/0 at offset 10", err)
-	}
+	eachPool(t, func(t *testing.T, newPool func(t testing.TB, maxIdle int) *Pool) {
+		_, cl := newTestCluster(t, 1, "t")
+		k := newKgo(t, cl)
+		produce(t, k, "t", 0, keyed(0, 10))
+		pool := newPool(t, 2)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		// Offset 20 never comes: the read waits until its context ends.
+		_, _, err := readRanges(ctx, pool, cl, []Range{{Topic: "t", Partition: 0, From: 0, Until: 20}})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("ReadRanges = %v, want the deadline", err)
+		}
+		if !strings.Contains(err.Error(), "t/0") || !strings.Contains(err.Error(), fmt.Sprint(10)) {
+			t.Errorf("error %q does not name t/0 at offset 10", err)
+		}
+	})
 }
 
 func TestReadRangesCallbackError(t *testing.T) {
-	_, cl := newTestCluster(t, 1, "t")
-	k := newKgo(t, cl)
-	produce(t, k, "t", 0, keyed(0, 10))
-	pool := newTestPool(t)
-	boom := errors.New("boom")
-	_, err := pool.ReadRanges(testCtx(t), cl, "g", []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}}, func(r *record.Record) error {
-		if r.Offset == 4 {
-			return boom
+	eachPool(t, func(t *testing.T, newPool func(t testing.TB, maxIdle int) *Pool) {
+		_, cl := newTestCluster(t, 1, "t")
+		k := newKgo(t, cl)
+		produce(t, k, "t", 0, keyed(0, 10))
+		pool := newPool(t, 2)
+		boom := errors.New("boom")
+		_, err := pool.ReadRanges(testCtx(t), cl, "g", []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}}, func(r *record.Record) error {
+			if r.Offset == 4 {
+				return boom
+			}
+			return nil
+		})
+		if !errors.Is(err, boom) || !strings.Contains(err.Error(), "offset 4") {
+			t.Fatalf("ReadRanges = %v, want boom at offset 4", err)
 		}
-		return nil
 	})
-	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "offset 4") {
-		t.Fatalf("ReadRanges = %v, want boom at offset 4", err)
-	}
 }
 
 // TestReadRangesSticky: a pool consumer keeps its partitions between reads.
@@ -171,110 +236,115 @@ func TestReadRangesCallbackError(t *testing.T) {
 // stash filled up (and was paused) still deliver exactly their records; a
 // partition no read asked for in idleReads reads is unassigned.
 func TestReadRangesSticky(t *testing.T) {
-	const parts = 8
-	_, cl := newTestCluster(t, parts, "s")
-	k := newKgo(t, cl, kgo.ProducerBatchMaxBytes(4<<20))
-	truth := map[int32][]want{}
-	for p := range int32(parts) {
-		truth[p] = produce(t, k, "s", p, keyed(0, 200))
-	}
-	// Partition 0 also holds more than a stash may keep of it.
-	big := make([]*kgo.Record, 0, 3000)
-	for i := range 3000 {
-		big = append(big, &kgo.Record{Key: fmt.Appendf(nil, "b%d", i), Value: []byte(strings.Repeat("x", 1000))})
-	}
-	truth[0] = append(truth[0], produce(t, k, "s", 0, big)...)
-	pool := newTestPool(t)
-	read := func(what string, ranges []Range) ReadStats {
-		t.Helper()
-		got, st, err := readRanges(testCtx(t), pool, cl, ranges)
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
+	eachPool(t, func(t *testing.T, newPool func(t testing.TB, maxIdle int) *Pool) {
+		const parts = 8
+		_, cl := newTestCluster(t, parts, "s")
+		k := newKgo(t, cl, kgo.ProducerBatchMaxBytes(4<<20))
+		truth := map[int32][]want{}
+		for p := range int32(parts) {
+			truth[p] = produce(t, k, "s", p, keyed(0, 200))
 		}
-		for _, r := range ranges {
-			sameRecords(t, what+" "+r.String(), got[r.Partition], between(truth[r.Partition], r.From, r.Until))
+		// Partition 0 also holds more than a stash may keep of it.
+		big := make([]*kgo.Record, 0, 3000)
+		for i := range 3000 {
+			big = append(big, &kgo.Record{Key: fmt.Appendf(nil, "b%d", i), Value: []byte(strings.Repeat("x", 1000))})
 		}
-		return st
-	}
-	window := func(from, until int64, ps ...int32) []Range {
-		var rs []Range
-		for _, p := range ps {
-			rs = append(rs, Range{Topic: "s", Partition: p, From: from, Until: until})
+		truth[0] = append(truth[0], produce(t, k, "s", 0, big)...)
+		pool := newPool(t, 2)
+		read := func(what string, ranges []Range) ReadStats {
+			t.Helper()
+			got, st, err := readRanges(testCtx(t), pool, cl, ranges)
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			for _, r := range ranges {
+				sameRecords(t, what+" "+r.String(), got[r.Partition], between(truth[r.Partition], r.From, r.Until))
+			}
+			return st
 		}
-		return rs
-	}
-	all := []int32{0, 1, 2, 3, 4, 5, 6, 7}
-	var stashed int64
-	for i := range int64(5) {
-		st := read(fmt.Sprintf("window %d", i), window(i*10, i*10+10, all...))
-		if i > 0 {
-			stashed += st.Stashed
+		window := func(from, until int64, ps ...int32) []Range {
+			var rs []Range
+			for _, p := range ps {
+				rs = append(rs, Range{Topic: "s", Partition: p, From: from, Until: until})
+			}
+			return rs
 		}
-	}
-	if stashed == 0 {
-		t.Errorf("reads continuing where the last ones ended delivered nothing from the stash")
-	}
-	read("back to the start", window(0, 30, all...))
-	read("skip ahead", window(100, 120, all...))
-	read("the rest of partition 0, past its stash limit", []Range{{Topic: "s", Partition: 0, From: 120, Until: int64(len(truth[0]))}})
-	read("more than the stash of partition 0 holds", window(120, 150, all...))
-	for i := range int64(idleReads + 1) {
-		read("partition 1 only", window(150+i, 151+i, 1))
-	}
-	if pool.Idle() != 1 {
-		t.Fatalf("%d idle consumers, want 1", pool.Idle())
-	}
-	for _, cs := range pool.idle {
-		for tp := range cs[0].parts {
-			if tp.Partition != 1 {
-				t.Errorf("%s is still assigned after %d reads without it", tp, idleReads+1)
+		all := []int32{0, 1, 2, 3, 4, 5, 6, 7}
+		var stashed int64
+		for i := range int64(5) {
+			st := read(fmt.Sprintf("window %d", i), window(i*10, i*10+10, all...))
+			if i > 0 {
+				stashed += st.Stashed
 			}
 		}
-	}
+		if stashed == 0 {
+			t.Errorf("reads continuing where the last ones ended delivered nothing from the stash")
+		}
+		read("back to the start", window(0, 30, all...))
+		read("skip ahead", window(100, 120, all...))
+		read("the rest of partition 0, past its stash limit", []Range{{Topic: "s", Partition: 0, From: 120, Until: int64(len(truth[0]))}})
+		read("more than the stash of partition 0 holds", window(120, 150, all...))
+		for i := range int64(idleReads + 1) {
+			read("partition 1 only", window(150+i, 151+i, 1))
+		}
+		if pool.Idle() != 1 {
+			t.Fatalf("%d idle consumers, want 1", pool.Idle())
+		}
+		for _, cs := range pool.idle {
+			for _, tp := range assignedParts(cs[0].rangeConsumer) {
+				if tp.Partition != 1 {
+					t.Errorf("%s is still assigned after %d reads without it", tp, idleReads+1)
+				}
+			}
+		}
+	})
 }
 
 // TestPoolClosesIdleConsumers: consumers left idle past the timeout are
 // closed (a sticky consumer would otherwise keep fetching for a job that
 // may be gone); recent ones are kept.
 func TestPoolClosesIdleConsumers(t *testing.T) {
-	_, cl := newTestCluster(t, 1, "t")
-	produce(t, newKgo(t, cl), "t", 0, keyed(0, 10))
-	pool := newTestPool(t)
-	if _, _, err := readRanges(testCtx(t), pool, cl, []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}}); err != nil {
-		t.Fatal(err)
-	}
-	if n := pool.closeIdle(time.Now().Add(-time.Hour)); n != 0 || pool.Idle() != 1 {
-		t.Fatalf("closeIdle(an hour ago) closed %d, %d idle; want the recent consumer kept", n, pool.Idle())
-	}
-	if n := pool.closeIdle(time.Now().Add(time.Second)); n != 1 || pool.Idle() != 0 {
-		t.Fatalf("closeIdle(now) closed %d, %d idle; want the consumer closed", n, pool.Idle())
-	}
+	eachPool(t, func(t *testing.T, newPool func(t testing.TB, maxIdle int) *Pool) {
+		_, cl := newTestCluster(t, 1, "t")
+		produce(t, newKgo(t, cl), "t", 0, keyed(0, 10))
+		pool := newPool(t, 2)
+		if _, _, err := readRanges(testCtx(t), pool, cl, []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}}); err != nil {
+			t.Fatal(err)
+		}
+		if n := pool.closeIdle(time.Now().Add(-time.Hour)); n != 0 || pool.Idle() != 1 {
+			t.Fatalf("closeIdle(an hour ago) closed %d, %d idle; want the recent consumer kept", n, pool.Idle())
+		}
+		if n := pool.closeIdle(time.Now().Add(time.Second)); n != 1 || pool.Idle() != 0 {
+			t.Fatalf("closeIdle(now) closed %d, %d idle; want the consumer closed", n, pool.Idle())
+		}
+	})
 }
 
 // TestPoolBoundsIdleAcrossGroups: every job reads with a group of its own,
 // so the bound on idle consumers is over all groups: the one idle longest
 // is closed.
 func TestPoolBoundsIdleAcrossGroups(t *testing.T) {
-	_, cl := newTestCluster(t, 1, "t")
-	produce(t, newKgo(t, cl), "t", 0, keyed(0, 10))
-	pool := NewPool(2, testLogger(t))
-	t.Cleanup(pool.Close)
-	for i := range 5 {
-		group := fmt.Sprintf("job-%d", i)
-		if _, err := pool.ReadRanges(testCtx(t), cl, group, []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}}, func(*record.Record) error { return nil }); err != nil {
-			t.Fatal(err)
+	eachPool(t, func(t *testing.T, newPool func(t testing.TB, maxIdle int) *Pool) {
+		_, cl := newTestCluster(t, 1, "t")
+		produce(t, newKgo(t, cl), "t", 0, keyed(0, 10))
+		pool := newPool(t, 2)
+		for i := range 5 {
+			group := fmt.Sprintf("job-%d", i)
+			if _, err := pool.ReadRanges(testCtx(t), cl, group, []Range{{Topic: "t", Partition: 0, From: 0, Until: 10}}, func(*record.Record) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if n := pool.Idle(); n != min(i+1, 2) {
+				t.Fatalf("after %d groups: %d idle consumers, want %d", i+1, n, min(i+1, 2))
+			}
 		}
-		if n := pool.Idle(); n != min(i+1, 2) {
-			t.Fatalf("after %d groups: %d idle consumers, want %d", i+1, n, min(i+1, 2))
+		pool.mu.Lock()
+		defer pool.mu.Unlock()
+		for key := range pool.idle {
+			if key.group != "job-3" && key.group != "job-4" {
+				t.Errorf("idle consumer of %s kept; want the two most recent groups'", key.group)
+			}
 		}
-	}
-	pool.mu.Lock()
-	defer pool.mu.Unlock()
-	for key := range pool.idle {
-		if key.group != "job-3" && key.group != "job-4" {
-			t.Errorf("idle consumer of %s kept; want the two most recent groups'", key.group)
-		}
-	}
+	})
 }
 
 // TestReadRangesStepByStep: a job reading one record per partition per
@@ -300,11 +370,15 @@ func TestReadRangesStepByStep(t *testing.T) {
 		// (refillAhead).
 		{name: "1100 partitions", parts: 1100, backlog: 200, oneBatch: true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { readStepByStep(t, int32(tc.parts), tc.backlog, tc.oneBatch) })
+		t.Run(tc.name, func(t *testing.T) {
+			eachPool(t, func(t *testing.T, newPool func(t testing.TB, maxIdle int) *Pool) {
+				readStepByStep(t, newPool(t, 2), int32(tc.parts), tc.backlog, tc.oneBatch)
+			})
+		})
 	}
 }
 
-func readStepByStep(t *testing.T, parts int32, backlog int, oneBatch bool) {
+func readStepByStep(t *testing.T, pool *Pool, parts int32, backlog int, oneBatch bool) {
 	_, cl := newTestCluster(t, parts, "steps")
 	k := newKgo(t, cl)
 	truth := map[int32][]want{}
@@ -336,7 +410,6 @@ func readStepByStep(t *testing.T, parts int32, backlog int, oneBatch bool) {
 			produced(rs)
 		}
 	}
-	pool := newTestPool(t)
 	var stashed, polls, maxPolls int64
 	for i := range int64(backlog) {
 		time.Sleep(2 * time.Millisecond) // batches come a few milliseconds apart
@@ -369,11 +442,7 @@ func readStepByStep(t *testing.T, parts int32, backlog int, oneBatch bool) {
 		running := 0
 		for _, cs := range pool.idle {
 			for _, c := range cs {
-				for _, pr := range c.parts {
-					if !pr.paused {
-						running++
-					}
-				}
+				running += runningParts(c.rangeConsumer)
 			}
 		}
 		pool.mu.Unlock()
@@ -408,4 +477,64 @@ func TestRefillCount(t *testing.T) {
 			t.Errorf("refillCount(%d low, %d stashed, %d a read) = %d, want %d", tc.low, tc.stashed, tc.perRead, got, tc.want)
 		}
 	}
+}
+
+// TestReadRangesAbortedBehindOpen: a range ending in aborted records whose
+// abort marker lies past the last stable offset (another transaction
+// opened before the abort and is still open) has nothing readable after
+// it; franz-go's read_committed fetches skip it without a trace, and the
+// read finishes by probing the partition.
+func TestReadRangesAbortedBehindOpen(t *testing.T) {
+	_, cl := newTestCluster(t, 1, "tx")
+	ctx := testCtx(t)
+	a := newKgo(t, cl, kgo.TransactionalID("sluice-test-a"))
+	b := newKgo(t, cl, kgo.TransactionalID("sluice-test-b"))
+	plain := newKgo(t, cl)
+	committed := produce(t, plain, "tx", 0, keyed(0, 3)) // offsets 0-2
+	if err := a.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, a, "tx", 0, keyed(3, 3)) // 3-5, aborted below
+	if err := b.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, b, "tx", 0, keyed(6, 1)) // 6, left open
+	if err := a.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Fatal(err) // marker at 7
+	}
+	cl.ReadCommitted = true
+	tp := TopicPartition{"tx", 0}
+	latest, err := newTestAdmin(t, cl).LatestOffsets(ctx, []TopicPartition{tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if latest[tp] != 6 {
+		t.Fatalf("last stable offset %d, want 6 (transaction b open at 6)", latest[tp])
+	}
+	ranges := []Range{{Topic: "tx", From: 0, Until: 6}, {Topic: "tx", From: 3, Until: 6}}
+	readAll := func(pool *Pool) {
+		t.Helper()
+		for _, r := range ranges {
+			got, _, err := readRanges(testCtx(t), pool, cl, []Range{r})
+			if err != nil {
+				t.Fatalf("ReadRanges(%s): %v", r, err)
+			}
+			sameRecords(t, r.String(), got[0], between(committed, r.From, r.Until))
+		}
+	}
+	kgoPool := NewPool(1, testLogger(t))
+	t.Cleanup(kgoPool.Close)
+	readAll(kgoPool)
+	// librdkafka waits for the abort marker: its reads of such a range
+	// finish once the open transaction ends.
+	rdPool := NewPool(1, testLogger(t))
+	rdPool.librdkafka = true
+	t.Cleanup(rdPool.Close)
+	go func() {
+		time.Sleep(time.Second)
+		if err := b.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			t.Error(err)
+		}
+	}()
+	readAll(rdPool)
 }
