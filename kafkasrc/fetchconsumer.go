@@ -127,10 +127,10 @@ func newFetchConsumer(cl Cluster, logger hclog.Logger, extra ...kgo.Opt) (*fetch
 		kgo.KeepControlRecords(),
 		// A range below the log start fails, it does not jump.
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
-		kgo.FetchMaxWait(stickyFetchWaitMs*time.Millisecond),
+		kgo.FetchMaxWait(stickyFetchWaitMs * time.Millisecond),
 		kgo.FetchMaxBytes(fetchMaxBytes),
 		kgo.FetchMaxPartitionBytes(poolPartitionFetchBytes),
-		kgo.MetadataMinAge(100*time.Millisecond),
+		kgo.MetadataMinAge(100 * time.Millisecond),
 		kgo.WithLogger(kgoLogger{logger}),
 	}, extra...)...)
 	if err != nil {

@@ -38,24 +38,30 @@ func kgoProperty(name string) bool {
 // kgoConnects returns why a franz-go client would not connect to c the
 // way librdkafka does (a property only librdkafka is configured to honour,
 // or a security setting franzOptions cannot translate), or "" when it
-// would.
-func kgoConnects(c Cluster) string {
+// would. An error is a security setting that is wrong for either client.
+func kgoConnects(c Cluster) (string, error) {
 	for k := range c.Properties {
 		if !kgoProperty(k) {
-			return fmt.Sprintf("property %q", k)
+			return fmt.Sprintf("property %q", k), nil
 		}
 	}
-	if _, err := franzOptions(c.Properties); err != nil {
-		return err.Error()
+	if _, err := franzOptions(c.Properties); errors.Is(err, ErrUnsupportedProperty) {
+		return err.Error(), nil
+	} else if err != nil {
+		return "", err
 	}
-	return ""
+	return "", nil
 }
 
 // newPlanClient returns the franz-go client of c, or nil when c's properties
 // ask for a connection only librdkafka is configured to make (logged at
 // debug level with the reason).
 func newPlanClient(c Cluster, logger hclog.Logger) (*kgo.Client, error) {
-	if reason := kgoConnects(c); reason != "" {
+	reason, err := kgoConnects(c)
+	if err != nil {
+		return nil, err
+	}
+	if reason != "" {
 		logger.Debug("planning through librdkafka", "bootstrap", c.Bootstrap, "reason", reason)
 		return nil, nil
 	}

@@ -351,7 +351,11 @@ func (p *Pool) closeLaterLocked(c *pooled) {
 // connects to cl the way librdkafka would (see kgoConnects), else on
 // librdkafka.
 func (p *Pool) newConsumer(cl Cluster, groupID string) (rangeConsumer, error) {
-	if reason := kgoConnects(cl); reason != "" || p.librdkafka {
+	reason, err := kgoConnects(cl)
+	if err != nil {
+		return nil, fmt.Errorf("new consumer: %w", err)
+	}
+	if reason != "" || p.librdkafka {
 		p.logger.Debug("pool consumer on librdkafka", "bootstrap", cl.Bootstrap, "reason", reason)
 		return newMultiConsumer(cl, groupID, p.logger, p.stats)
 	}
