@@ -278,10 +278,12 @@ func runWorker(ctx context.Context, cfg worker.Config, level, format string, sec
 }
 
 // workerGCPercent is the worker's GOGC unless the environment sets one. A
-// worker's Go heap is small (its prefetch lives in librdkafka, outside it)
-// and churns with every record; collecting at 5x the live heap instead of
-// 2x spends a fraction of the CPU on GC for a few tens of MiB.
-const workerGCPercent = 400
+// worker's Go heap churns with every record; collecting at 3x the live
+// heap instead of 2x halves the CPU spent on GC. It is not 5x, as it was
+// while the pool read through librdkafka: its franz-go consumers' fetches
+// and stashes are on the Go heap (40-90 MiB live in a worker of make
+// bench's (e)), and at 5x a worker peaked at 390-490 MiB, at 3x at 280-290.
+const workerGCPercent = 200
 
 func workerGC() {
 	if os.Getenv("GOGC") == "" {
