@@ -40,6 +40,7 @@ type fetchConsumer struct {
 	rec           record.Record
 	hdrs          []record.Header
 	closeOnce     sync.Once
+	stats         *fetchStats // nil: statistics off
 
 	// Owned by the read holding the consumer.
 	parts      map[TopicPartition]*fetchPart // the assigned partitions
@@ -121,7 +122,13 @@ const (
 	fetchStashLimit = 4 << 20
 )
 
-func newFetchConsumer(cl Cluster, logger hclog.Logger, extra ...kgo.Opt) (*fetchConsumer, error) {
+func newFetchConsumer(cl Cluster, logger hclog.Logger, sink StatsSink) (*fetchConsumer, error) {
+	var stats *fetchStats
+	var extra []kgo.Opt
+	if sink != nil {
+		stats = newFetchStats(sink)
+		extra = append(extra, kgo.WithHooks(stats))
+	}
 	iso := kgo.ReadUncommitted()
 	if cl.ReadCommitted {
 		iso = kgo.ReadCommitted()
@@ -142,13 +149,16 @@ func newFetchConsumer(cl Cluster, logger hclog.Logger, extra ...kgo.Opt) (*fetch
 		return nil, fmt.Errorf("new consumer: %w", err)
 	}
 	liveClients.Add(1)
-	return &fetchConsumer{logger: logger, kc: kc, readCommitted: cl.ReadCommitted, parts: map[TopicPartition]*fetchPart{}}, nil
+	return &fetchConsumer{logger: logger, kc: kc, readCommitted: cl.ReadCommitted, stats: stats, parts: map[TopicPartition]*fetchPart{}}, nil
 }
 
 func (c *fetchConsumer) close() {
 	c.closeOnce.Do(func() {
 		c.kc.Close()
 		liveClients.Add(-1)
+		if c.stats != nil {
+			c.stats.sink.Closed(c.stats.name)
+		}
 	})
 }
 
@@ -383,6 +393,7 @@ func (c *fetchConsumer) readPrepared(ctx context.Context, prs []*fetchPart, fn f
 			return st, fmt.Errorf("read %s: at offset %d: %w", pr.r, pr.next, err)
 		}
 		st.Polls += int64(fs.NumRecords())
+		c.stats.maybeSend(c.kc)
 		done, err := c.handle(fs, fn, &st)
 		remaining -= done
 		if err != nil {
@@ -552,6 +563,7 @@ func (c *fetchConsumer) topUp(int64) error {
 	if _, err := c.handle(c.kc.PollFetches(nil), nil, &st); err != nil {
 		return fmt.Errorf("top up: %w", err)
 	}
+	c.stats.maybeSend(c.kc)
 	var done []*fetchPart
 	for _, pr := range c.parts {
 		if pr.refilled && !pr.paused && pr.end > 0 && pr.next >= pr.end {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-stream/sluice/record"
 )
@@ -34,10 +33,8 @@ type Pool struct {
 	maxIdle int
 	logger  hclog.Logger
 	stats   StatsSink // nil: statistics off
-	// librdkafka makes every consumer on librdkafka, kgoOpts are more
-	// options of the franz-go ones (tests and benchmarks).
+	// librdkafka makes every consumer on librdkafka (tests of both kinds).
 	librdkafka bool
-	kgoOpts    []kgo.Opt
 
 	mu     sync.Mutex
 	idle   map[poolKey][]*pooled
@@ -359,5 +356,5 @@ func (p *Pool) newConsumer(cl Cluster, groupID string) (rangeConsumer, error) {
 		p.logger.Debug("pool consumer on librdkafka", "bootstrap", cl.Bootstrap, "reason", reason)
 		return newMultiConsumer(cl, groupID, p.logger, p.stats)
 	}
-	return newFetchConsumer(cl, p.logger, p.kgoOpts...)
+	return newFetchConsumer(cl, p.logger, p.stats)
 }

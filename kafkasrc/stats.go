@@ -2,15 +2,20 @@ package kafkasrc
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // StatsSink receives the librdkafka statistics of a Cache's or a Pool's
 // consumers (WithStats): the JSON of librdkafka's STATISTICS.md, every
-// StatsInterval, from the goroutine polling the consumer; Closed names a
-// client that is gone.
+// StatsInterval, from the goroutine polling the consumer (a Pool's
+// franz-go consumers send its rxmsgs, rxmsg_bytes, rx_bytes and fetch
+// queue fields, see fetchStats); Closed names a client that is gone.
 type StatsSink interface {
 	Stats(json string)
 	Closed(client string)
@@ -77,4 +82,57 @@ func (c *Cache) closeIdle(t time.Time) int {
 		c.closeLater(e)
 	}
 	return len(old)
+}
+
+// fetchStats counts what a franz-go consumer fetched (its hooks) and sends
+// it to a StatsSink every statsInterval in librdkafka's statistics format,
+// the fields the sink reads: rxmsgs, rxmsg_bytes and rx_bytes, and as the
+// fetch queue what the client has buffered.
+type fetchStats struct {
+	sink                        StatsSink
+	name                        string
+	rxMsgs, rxMsgBytes, rxBytes atomic.Int64
+	last                        time.Time // owned by the consumer's reads
+}
+
+var fetchStatsClients atomic.Int64
+
+func newFetchStats(sink StatsSink) *fetchStats {
+	return &fetchStats{sink: sink, name: fmt.Sprintf("sluice#pool-%d", fetchStatsClients.Add(1)), last: time.Now()}
+}
+
+func (s *fetchStats) OnFetchBatchRead(_ kgo.BrokerMetadata, _ string, _ int32, m kgo.FetchBatchMetrics) {
+	s.rxMsgs.Add(int64(m.NumRecords))
+	s.rxMsgBytes.Add(int64(m.UncompressedBytes))
+}
+
+func (s *fetchStats) OnBrokerRead(_ kgo.BrokerMetadata, _ int16, bytesRead int, _, _ time.Duration, _ error) {
+	s.rxBytes.Add(int64(bytesRead))
+}
+
+// maybeSend sends the statistics when statsInterval has passed since the
+// last; a nil s does nothing.
+func (s *fetchStats) maybeSend(kc *kgo.Client) {
+	if s == nil || time.Since(s.last) < statsInterval {
+		return
+	}
+	s.last = time.Now()
+	type part struct {
+		FetchqCnt  int64 `json:"fetchq_cnt"`
+		FetchqSize int64 `json:"fetchq_size"`
+	}
+	type topic struct {
+		Partitions map[string]part `json:"partitions"`
+	}
+	js, err := json.Marshal(struct {
+		Name       string           `json:"name"`
+		RxBytes    int64            `json:"rx_bytes"`
+		RxMsgs     int64            `json:"rxmsgs"`
+		RxMsgBytes int64            `json:"rxmsg_bytes"`
+		Topics     map[string]topic `json:"topics"`
+	}{s.name, s.rxBytes.Load(), s.rxMsgs.Load(), s.rxMsgBytes.Load(),
+		map[string]topic{"": {Partitions: map[string]part{"0": {kc.BufferedFetchRecords(), kc.BufferedFetchBytes()}}}}})
+	if err == nil {
+		s.sink.Stats(string(js))
+	}
 }

@@ -2,10 +2,13 @@ package kafkasrc
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluice-stream/sluice/record"
 )
 
 // recordingSink is a StatsSink that keeps what it is told.
@@ -73,5 +76,49 @@ func TestCacheRunWithoutStats(t *testing.T) {
 	cancel()
 	if err := c.Run(ctx); err != nil {
 		t.Errorf("Run = %v, want nil", err)
+	}
+}
+
+// TestPoolStats: a pool's consumers of both kinds send statistics the
+// worker's sink reads (librdkafka's fields: the records they fetched, by
+// name), and the sink is told when one closes.
+func TestPoolStats(t *testing.T) {
+	statsInterval = 20 * time.Millisecond
+	t.Cleanup(func() { statsInterval = StatsInterval })
+	_, cl := newTestCluster(t, 2, "t")
+	k := newKgo(t, cl)
+	produce(t, k, "t", 0, keyed(0, 50))
+	produce(t, k, "t", 1, keyed(0, 50))
+	for _, kind := range poolKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			sink := &recordingSink{}
+			p := NewPool(1, testLogger(t), WithStats(sink))
+			p.librdkafka = kind.librdkafka
+			for i := range int64(10) {
+				time.Sleep(3 * statsInterval)
+				rs := []Range{{Topic: "t", Partition: 0, From: i * 5, Until: i*5 + 5}, {Topic: "t", Partition: 1, From: i * 5, Until: i*5 + 5}}
+				if _, err := p.ReadRanges(testCtx(t), cl, "g", rs, func(*record.Record) error { return nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p.Close()
+			sink.mu.Lock()
+			defer sink.mu.Unlock()
+			var last struct {
+				Name   string `json:"name"`
+				RxMsgs int64  `json:"rxmsgs"`
+			}
+			for _, js := range sink.stats {
+				if err := json.Unmarshal([]byte(js), &last); err != nil {
+					t.Fatalf("statistics %q: %v", js, err)
+				}
+			}
+			if last.Name == "" || last.RxMsgs < 50 {
+				t.Fatalf("last statistics %+v of %d, want a name and at least 50 records fetched", last, len(sink.stats))
+			}
+			if !slices.Contains(sink.closed, last.Name) {
+				t.Errorf("closed clients %v do not name %s", sink.closed, last.Name)
+			}
+		})
 	}
 }
