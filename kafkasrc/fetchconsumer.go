@@ -47,6 +47,8 @@ type fetchConsumer struct {
 	reads      uint64                        // reads so far; fetchPart.lastRead
 	stashBytes int64                         // the bytes of every partition's stash
 	readBytes  int64                         // delivered by the last read (recordSize)
+	// partFetchBytes is the client's max partition fetch bytes now.
+	partFetchBytes int32
 }
 
 // fetchPart is one assigned partition of a fetchConsumer. Every offset
@@ -149,7 +151,7 @@ func newFetchConsumer(cl Cluster, logger hclog.Logger, sink StatsSink) (*fetchCo
 		return nil, fmt.Errorf("new consumer: %w", err)
 	}
 	liveClients.Add(1)
-	return &fetchConsumer{logger: logger, kc: kc, readCommitted: cl.ReadCommitted, stats: stats, parts: map[TopicPartition]*fetchPart{}}, nil
+	return &fetchConsumer{logger: logger, kc: kc, readCommitted: cl.ReadCommitted, stats: stats, parts: map[TopicPartition]*fetchPart{}, partFetchBytes: poolPartitionFetchBytes}, nil
 }
 
 func (c *fetchConsumer) close() {
@@ -238,6 +240,13 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 		prs = append(prs, pr)
 	}
 	c.evict()
+	// A fetch brings each partition up to its share of fetchMaxBytes,
+	// poolPartitionFetchBytes at least: a read of one big range gets the
+	// whole fetch.
+	if b := min(max(fetchMaxBytes/int32(len(ranges)), poolPartitionFetchBytes), fetchMaxBytes); b != c.partFetchBytes {
+		c.partFetchBytes = b
+		c.kc.UpdateFetchMaxBytes(fetchMaxBytes, b)
+	}
 	if len(readd) > 0 {
 		c.kc.RemoveConsumePartitions(tps(readd))
 		for _, pr := range readd {

@@ -344,6 +344,12 @@ func (p *Pool) closeLaterLocked(c *pooled) {
 	}()
 }
 
+// OnFranz reports whether the pool's consumers for cl are franz-go's.
+func (p *Pool) OnFranz(cl Cluster) bool {
+	reason, err := kgoConnects(cl)
+	return err == nil && reason == "" && !p.librdkafka
+}
+
 // newConsumer makes a consumer for reads of cl: on franz-go when it
 // connects to cl the way librdkafka would (see kgoConnects), else on
 // librdkafka.

@@ -150,15 +150,16 @@ var errBadTask = errors.New("worker: malformed task")
 // with its threads and connections.
 const smallRange = 10_000
 
-// read delivers the records of the task's ranges: one big range through
-// the consumer cache, whose per-partition consumers keep their prefetch
-// between batches; small ones through the pool's sticky consumers, one
-// for all the ranges of a task.
+// read delivers the records of the task's ranges through the pool's
+// sticky consumers, one for all the ranges of a task; on a cluster the
+// pool reads through librdkafka (kafkasrc.Pool.OnFranz), one big range
+// goes through the consumer cache instead, whose per-partition consumers
+// keep their prefetch between batches.
 func (w *Worker) read(ctx context.Context, task *sluicev1.Task, fn func(*record.Record) error) error {
 	spec := task.GetSpec()
 	cl, group := jobspec.Source(spec), jobspec.GroupID(spec.GetName(), task.GetIncarnation())
 	rs := task.GetRanges()
-	if r := task.GetRange(); len(rs) == 0 && r.GetUntilOffset()-r.GetFromOffset() < smallRange {
+	if r := task.GetRange(); len(rs) == 0 && (r.GetUntilOffset()-r.GetFromOffset() < smallRange || w.pool.OnFranz(cl)) {
 		rs = []*sluicev1.OffsetRange{r}
 	}
 	if len(rs) > 0 {
