@@ -95,6 +95,7 @@ type backlogResult struct {
 	produced bench.Produced
 	job      bench.JobRun
 	bare     []time.Duration
+	franz    []time.Duration // bare franz-go consumers
 	rss      []int64
 	left     int
 	verify   error
@@ -149,6 +150,11 @@ func runBacklog(ctx context.Context, cl *cluster, n int64) (backlogResult, error
 		}
 		logf("(a) 8 bare consumers read %s records in %s (%s records/s)", count(n), d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
 		r.bare = append(r.bare, d)
+		if d, err = bench.BareReadFranz(ctx, cl.kafka, name, r.produced.Ends, len(r.produced.Ends)); err != nil {
+			return err
+		}
+		logf("(a) 8 bare franz-go consumers read %s records in %s (%s records/s)", count(n), d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
+		r.franz = append(r.franz, d)
 		return nil
 	}
 	if err := bare(); err != nil {
@@ -193,15 +199,7 @@ func addBacklogRows(t *table, r backlogResult) {
 	p := r.produced
 	t.add(fmt.Sprintf("(a) %s backlog: produce (8 partitions, %d B JSON events, 4 kgo producers)", n, p.Bytes/max(r.n, 1)),
 		fmt.Sprintf("%s (%s records/s)", p.Took.Round(100*time.Millisecond), bench.Human(float64(r.n)/p.Took.Seconds())), "", "")
-	bestBare := r.bare[0]
-	for _, d := range r.bare {
-		bestBare = min(bestBare, d)
-	}
-	bareRate := float64(r.n) / bestBare.Seconds()
-	var bares []string
-	for _, d := range r.bare {
-		bares = append(bares, d.Round(10*time.Millisecond).String())
-	}
+	bareRate, bares := bestRate(r.n, r.bare)
 	job := r.job
 	jobValue := jobCell(job, r.n, r.verify)
 	if r.left > 0 {
@@ -209,14 +207,29 @@ func addBacklogRows(t *table, r backlogResult) {
 	}
 	t.add(fmt.Sprintf("(a) %s backlog: sluice job, default settings, 2 workers x 4 slots (submit to last commit)", n), jobValue, "", failedIf(r.verify != nil || !job.Done))
 	t.add(fmt.Sprintf("(a) %s backlog: 8 bare librdkafka consumers, one per partition", n),
-		fmt.Sprintf("%s records/s (best of %s)", bench.Human(bareRate), strings.Join(bares, ", ")), "", "")
+		fmt.Sprintf("%s records/s (best of %s)", bench.Human(bareRate), bares), "", "")
 	ratio := job.Rate() / bareRate
 	t.add(fmt.Sprintf("(a) %s backlog: job / bare consumers", n), fmt.Sprintf("%.2f", ratio), ">= 0.90", yesNo(job.Done && r.verify == nil && ratio >= 0.9))
+	franzRate, franz := bestRate(r.n, r.franz)
+	t.add(fmt.Sprintf("(a) %s backlog: 8 bare franz-go consumers, one per partition (the client the workers read with)", n),
+		fmt.Sprintf("%s records/s (best of %s; job / these: %.2f)", bench.Human(franzRate), franz, job.Rate()/franzRate), "", "")
 	var rss []string
 	for i, b := range r.rss {
 		rss = append(rss, fmt.Sprintf("w%d %s", i+1, mib(b)))
 	}
 	t.add(fmt.Sprintf("(a) %s backlog: worker peak RSS (VmHWM)", n), strings.Join(rss, ", "), "< 200 MiB", yesNo(len(r.rss) > 0 && maxOf(r.rss) < rssTarget))
+}
+
+// bestRate is the rate of n records in the shortest of runs, and the runs'
+// times for a table cell.
+func bestRate(n int64, runs []time.Duration) (float64, string) {
+	best := runs[0]
+	var all []string
+	for _, d := range runs {
+		best = min(best, d)
+		all = append(all, d.Round(10*time.Millisecond).String())
+	}
+	return float64(n) / best.Seconds(), strings.Join(all, ", ")
 }
 
 // jobCell is the table cell of a job's run on a backlog of total records, whose results

@@ -43,7 +43,7 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		t.note("(e) %s records produced to %s partitions in %s (4 kgo producers; not in the figures)", count(n), thousands(int64(b.parts)), b.p.Took.Round(100*time.Millisecond))
 	}
 	consumers := min(cfg.wideConsumers, int(parts))
-	var bare []time.Duration
+	var bare, franz []time.Duration
 	readBare := func() error {
 		d, err := bench.BareReadShared(ctx, cl.kafka, wide.Topic, wide.Ends, consumers)
 		if err != nil {
@@ -51,6 +51,11 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		}
 		logf("(e) %d bare consumers read %s records on %d partitions in %s (%s records/s)", consumers, count(n), parts, d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
 		bare = append(bare, d)
+		if d, err = bench.BareReadFranz(ctx, cl.kafka, wide.Topic, wide.Ends, consumers); err != nil {
+			return err
+		}
+		logf("(e) %d bare franz-go consumers read %s records on %d partitions in %s (%s records/s)", consumers, count(n), parts, d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
+		franz = append(franz, d)
 		return nil
 	}
 	if err := readBare(); err != nil {
@@ -102,25 +107,22 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 	if err := readBare(); err != nil {
 		return fail(err)
 	}
-	addWideRows(t, n, parts, consumers, nr, wr, bare)
+	addWideRows(t, n, parts, consumers, nr, wr, bare, franz)
 	return nil
 }
 
-func addWideRows(t *table, n int64, parts int32, consumers int, narrow, wide wideRun, bare []time.Duration) {
+func addWideRows(t *table, n int64, parts int32, consumers int, narrow, wide wideRun, bare, franz []time.Duration) {
 	name := fmt.Sprintf("(e) %s backlog, %s partitions", count(n), thousands(int64(parts)))
 	t.add(name+": sluice job, default settings, 2 workers x 4 slots (submit to last commit)", jobCell(wide.job, n, wide.verify), "",
 		failedIf(wide.verify != nil || !wide.job.Done))
-	best := bare[0]
-	var bares []string
-	for _, d := range bare {
-		best = min(best, d)
-		bares = append(bares, d.Round(10*time.Millisecond).String())
-	}
-	bareRate := float64(n) / best.Seconds()
+	bareRate, bares := bestRate(n, bare)
 	t.add(fmt.Sprintf("%s: %d bare librdkafka consumers, %s partitions each (assigned from offset 0, (a)'s fetch settings), before and after the job",
 		name, consumers, thousands(int64(parts)/int64(consumers))),
-		fmt.Sprintf("%s records/s (best of %s)", bench.Human(bareRate), strings.Join(bares, ", ")), "", "")
+		fmt.Sprintf("%s records/s (best of %s)", bench.Human(bareRate), bares), "", "")
 	t.add(name+": job / bare consumers", fmt.Sprintf("%.2f", wide.job.Rate()/bareRate), "", "")
+	franzRate, franzRuns := bestRate(n, franz)
+	t.add(fmt.Sprintf("%s: %d bare franz-go consumers, the same partitions (the client the workers read with)", name, consumers),
+		fmt.Sprintf("%s records/s (best of %s; job / these: %.2f)", bench.Human(franzRate), franzRuns, wide.job.Rate()/franzRate), "", "")
 	var rss []string
 	for i, b := range wide.rss {
 		rss = append(rss, fmt.Sprintf("w%d %s", i+1, mib(b)))
