@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,8 +49,9 @@ type fetchConsumer struct {
 	reads      uint64                        // reads so far; fetchPart.lastRead
 	stashBytes int64                         // the bytes of every partition's stash
 	readBytes  int64                         // delivered by the last read (recordSize)
-	// partFetchBytes is the client's max partition fetch bytes now.
-	partFetchBytes int32
+	// maxBytes and partBytes bound a fetch and a partition's part of it
+	// (fetchSizes); partFetchBytes is the client's partition bound now.
+	maxBytes, partBytes, partFetchBytes int32
 }
 
 // fetchPart is one assigned partition of a fetchConsumer. Every offset
@@ -135,6 +138,9 @@ func newFetchConsumer(cl Cluster, logger hclog.Logger, sink StatsSink) (*fetchCo
 	if cl.ReadCommitted {
 		iso = kgo.ReadCommitted()
 	}
+	maxBytes, partBytes, minBytes := fetchSizes(cl.Properties)
+	c := &fetchConsumer{logger: logger, readCommitted: cl.ReadCommitted, stats: stats, parts: map[TopicPartition]*fetchPart{},
+		maxBytes: maxBytes, partBytes: partBytes, partFetchBytes: min(poolPartitionFetchBytes, partBytes)}
 	kc, err := franzClient(cl, append([]kgo.Opt{
 		kgo.FetchIsolationLevel(iso),
 		// Markers are offsets: a range ending in one finishes on it.
@@ -142,8 +148,9 @@ func newFetchConsumer(cl Cluster, logger hclog.Logger, sink StatsSink) (*fetchCo
 		// A range below the log start fails, it does not jump.
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 		kgo.FetchMaxWait(stickyFetchWaitMs * time.Millisecond),
-		kgo.FetchMaxBytes(fetchMaxBytes),
-		kgo.FetchMaxPartitionBytes(poolPartitionFetchBytes),
+		kgo.FetchMaxBytes(maxBytes),
+		kgo.FetchMaxPartitionBytes(c.partFetchBytes),
+		kgo.FetchMinBytes(minBytes),
 		kgo.MetadataMinAge(100 * time.Millisecond),
 		kgo.WithLogger(kgoLogger{logger}),
 	}, extra...)...)
@@ -151,7 +158,34 @@ func newFetchConsumer(cl Cluster, logger hclog.Logger, sink StatsSink) (*fetchCo
 		return nil, fmt.Errorf("new consumer: %w", err)
 	}
 	liveClients.Add(1)
-	return &fetchConsumer{logger: logger, kc: kc, readCommitted: cl.ReadCommitted, stats: stats, parts: map[TopicPartition]*fetchPart{}, partFetchBytes: poolPartitionFetchBytes}, nil
+	c.kc = kc
+	return c, nil
+}
+
+// fetchSizes are a fetchConsumer's fetch.max.bytes, most
+// max.partition.fetch.bytes and fetch.min.bytes: the pool's, or the
+// source's properties where they ask for less (as the librdkafka pool
+// lowers them). librdkafka's other fetch properties (its queue, its
+// backoffs) have no franz-go counterpart: a franz-go consumer buffers one
+// fetch per broker.
+func fetchSizes(props map[string]string) (maxBytes, partBytes, minBytes int32) {
+	maxBytes, partBytes, minBytes = fetchMaxBytes, fetchMaxBytes, 1
+	prop := func(name string) (int32, bool) {
+		n, err := strconv.ParseInt(strings.TrimSpace(props[name]), 10, 32)
+		return int32(n), err == nil && n > 0
+	}
+	if n, ok := prop("fetch.max.bytes"); ok {
+		maxBytes = min(maxBytes, n)
+	}
+	for _, name := range []string{"max.partition.fetch.bytes", "fetch.message.max.bytes"} {
+		if n, ok := prop(name); ok {
+			partBytes = min(partBytes, n)
+		}
+	}
+	if n, ok := prop("fetch.min.bytes"); ok {
+		minBytes = min(n, maxBytes)
+	}
+	return maxBytes, partBytes, minBytes
 }
 
 func (c *fetchConsumer) close() {
@@ -243,9 +277,9 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 	// A fetch brings each partition up to its share of fetchMaxBytes,
 	// poolPartitionFetchBytes at least: a read of one big range gets the
 	// whole fetch.
-	if b := min(max(fetchMaxBytes/int32(len(ranges)), poolPartitionFetchBytes), fetchMaxBytes); b != c.partFetchBytes {
+	if b := min(max(c.maxBytes/int32(len(ranges)), poolPartitionFetchBytes), c.partBytes); b != c.partFetchBytes {
 		c.partFetchBytes = b
-		c.kc.UpdateFetchMaxBytes(fetchMaxBytes, b)
+		c.kc.UpdateFetchMaxBytes(c.maxBytes, b)
 	}
 	if len(readd) > 0 {
 		c.kc.RemoveConsumePartitions(tps(readd))

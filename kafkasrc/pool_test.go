@@ -538,3 +538,23 @@ func TestReadRangesAbortedBehindOpen(t *testing.T) {
 	}()
 	readAll(rdPool)
 }
+
+// TestFetchSizes: the source's fetch properties lower a franz-go pool
+// consumer's fetch sizes, never raise them.
+func TestFetchSizes(t *testing.T) {
+	for _, tc := range []struct {
+		props                         map[string]string
+		maxBytes, partBytes, minBytes int32
+	}{
+		{nil, fetchMaxBytes, fetchMaxBytes, 1},
+		{map[string]string{"fetch.max.bytes": "52428800", "max.partition.fetch.bytes": "10485760"}, fetchMaxBytes, fetchMaxBytes, 1},
+		{map[string]string{"fetch.max.bytes": "65536", "fetch.message.max.bytes": "32768", "fetch.min.bytes": "100000"}, 65536, 32768, 65536},
+		{map[string]string{"max.partition.fetch.bytes": " 4096 ", "fetch.min.bytes": "10"}, fetchMaxBytes, 4096, 10},
+		{map[string]string{"fetch.max.bytes": "junk", "max.partition.fetch.bytes": "-5"}, fetchMaxBytes, fetchMaxBytes, 1},
+	} {
+		maxBytes, partBytes, minBytes := fetchSizes(tc.props)
+		if maxBytes != tc.maxBytes || partBytes != tc.partBytes || minBytes != tc.minBytes {
+			t.Errorf("fetchSizes(%v) = %d, %d, %d; want %d, %d, %d", tc.props, maxBytes, partBytes, minBytes, tc.maxBytes, tc.partBytes, tc.minBytes)
+		}
+	}
+}
