@@ -45,20 +45,30 @@ func BareRead(ctx context.Context, brokers, topic string, ends []int64) (time.Du
 // BareReadShared is BareRead with the partitions shared by consumers bare
 // consumers, each assigned a contiguous block of them (SharePartitions).
 func BareReadShared(ctx context.Context, brokers, topic string, ends []int64, consumers int) (time.Duration, error) {
-	blocks := SharePartitions(int32(len(ends)), consumers)
+	return readBlocks(SharePartitions(int32(len(ends)), consumers), func(parts []int32) (func(), error) {
+		c, err := readPartitions(ctx, brokers, topic, parts, ends)
+		if c == nil {
+			return nil, err
+		}
+		return func() { c.Close() }, err
+	})
+}
+
+// readBlocks reads each block of partitions with read, all at once, and
+// returns the time from the start to the end of the last read. What read
+// leaves open is closed after that, untimed.
+func readBlocks(blocks [][]int32, read func(parts []int32) (closeFn func(), err error)) (time.Duration, error) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, len(blocks))
-	cs := make([]*kafka.Consumer, len(blocks))
+	closers := make([]func(), len(blocks))
 	var mu sync.Mutex
 	var last time.Time
 	for i, parts := range blocks {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := readPartitions(ctx, brokers, topic, parts, ends)
-			cs[i] = c
-			errs[i] = err
+			closers[i], errs[i] = read(parts)
 			mu.Lock()
 			if now := time.Now(); now.After(last) {
 				last = now
@@ -68,9 +78,9 @@ func BareReadShared(ctx context.Context, brokers, topic string, ends []int64, co
 	}
 	wg.Wait()
 	took := last.Sub(start)
-	for _, c := range cs {
+	for _, c := range closers {
 		if c != nil {
-			c.Close()
+			c()
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -2,10 +2,8 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -18,32 +16,18 @@ import (
 // (1 MiB a fetch). The job's rate against theirs is Sluice's overhead over
 // its own client.
 func BareReadFranz(ctx context.Context, brokers, topic string, ends []int64, consumers int) (time.Duration, error) {
-	blocks := SharePartitions(int32(len(ends)), consumers)
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make([]error, len(blocks))
-	var mu sync.Mutex
-	var last time.Time
-	for i, parts := range blocks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = readPartitionsFranz(ctx, brokers, topic, parts, ends)
-			mu.Lock()
-			if now := time.Now(); now.After(last) {
-				last = now
-			}
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return 0, err
-	}
-	return last.Sub(start), nil
+	return readBlocks(SharePartitions(int32(len(ends)), consumers), func(parts []int32) (func(), error) {
+		k, err := readPartitionsFranz(ctx, brokers, topic, parts, ends)
+		if k == nil {
+			return nil, err
+		}
+		return k.Close, err
+	})
 }
 
-func readPartitionsFranz(ctx context.Context, brokers, topic string, partitions []int32, ends []int64) error {
+// readPartitionsFranz reads [0, ends[p]) of each of partitions with one
+// franz-go consumer and returns it, still open.
+func readPartitionsFranz(ctx context.Context, brokers, topic string, partitions []int32, ends []int64) (*kgo.Client, error) {
 	offsets := map[int32]kgo.Offset{}
 	read := map[int32]int64{}
 	for _, p := range partitions {
@@ -53,16 +37,15 @@ func readPartitionsFranz(ctx context.Context, brokers, topic string, partitions 
 		}
 	}
 	if len(offsets) == 0 {
-		return nil
+		return nil, nil
 	}
 	k, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ClientID("sluice-bench-bare"),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(100*time.Millisecond),
 		kgo.FetchMaxBytes(1<<20), kgo.FetchMaxPartitionBytes(1<<20))
 	if err != nil {
-		return fmt.Errorf("bare franz-go consumer of %s %s: %w", topic, partitionList(partitions), err)
+		return nil, fmt.Errorf("bare franz-go consumer of %s %s: %w", topic, partitionList(partitions), err)
 	}
-	defer k.Close()
 	left := len(offsets)
 	for left > 0 {
 		fs := k.PollFetches(ctx)
@@ -71,14 +54,14 @@ func readPartitionsFranz(ctx context.Context, brokers, topic string, partitions 
 			for p, n := range read {
 				got, want = got+n, want+ends[p]
 			}
-			return fmt.Errorf("bare franz-go consumer of %s %s: %d of %d records read: %w", topic, partitionList(partitions), got, want, err)
+			return k, fmt.Errorf("bare franz-go consumer of %s %s: %d of %d records read: %w", topic, partitionList(partitions), got, want, err)
 		}
 		var failed error
 		fs.EachError(func(t string, p int32, err error) {
 			failed = fmt.Errorf("bare franz-go consumer of %s/%d: %w", t, p, err)
 		})
 		if failed != nil {
-			return failed
+			return k, failed
 		}
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) == 0 {
@@ -95,8 +78,8 @@ func readPartitionsFranz(ctx context.Context, brokers, topic string, partitions 
 			}
 		})
 		if failed != nil {
-			return failed
+			return k, failed
 		}
 	}
-	return nil
+	return k, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,19 +53,12 @@ type fetchConsumer struct {
 	maxBytes, partBytes, partFetchBytes int32
 }
 
-// fetchPart is one assigned partition of a fetchConsumer. Every offset
-// below next has been polled (or found a gap by a probe), every data record
-// below consumed has been delivered or belongs to no later read, and stash
-// holds the data records in [consumed, next), in offset order. franz-go's
-// own position of the partition is next or past it (past only by aborted
-// records and markers it did not hand over): nothing polled is ever
-// dropped, so a read from From continues without a seek when consumed <=
-// From <= next.
+// fetchPart is one assigned partition of a fetchConsumer: its partState
+// and the records polled ahead of the reads. franz-go's own position of
+// the partition is next or past it (past only by aborted records it did
+// not hand over): nothing polled is ever dropped.
 type fetchPart struct {
-	topic     string
-	partition int32
-	consumed  int64
-	next      int64
+	partState
 	stash     []stashedRecord
 	stashSize int64
 	// end is the partition's end (high watermark, or last stable offset
@@ -79,11 +71,6 @@ type fetchPart struct {
 	paused bool
 	// refilled: resumed by refillAhead and not paused since.
 	refilled bool
-	lastRead uint64
-
-	// The read in progress, when reading.
-	r        Range
-	reading  bool
 	progress time.Time // the read's start, or when it last moved next
 }
 
@@ -105,8 +92,6 @@ func (s *stashedRecord) size() int64 {
 	}
 	return n
 }
-
-func (pr *fetchPart) open() bool { return pr.reading && pr.next < pr.r.Until }
 
 func (pr *fetchPart) tp() TopicPartition { return TopicPartition{pr.topic, pr.partition} }
 
@@ -239,7 +224,7 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 		pr := c.parts[key]
 		switch {
 		case pr == nil:
-			pr = &fetchPart{topic: r.Topic, partition: r.Partition, consumed: r.From, next: r.From}
+			pr = &fetchPart{partState: partState{topic: r.Topic, partition: r.Partition, consumed: r.From, next: r.From}}
 			c.parts[key] = pr
 			if add[r.Topic] == nil {
 				add[r.Topic] = map[int32]kgo.Offset{}
@@ -305,22 +290,7 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 // evict removes the partitions that no read of the last idleReads asked
 // for, and the least recently read beyond maxAssigned.
 func (c *fetchConsumer) evict() {
-	var gone []*fetchPart
-	for _, pr := range c.parts {
-		if !pr.reading && c.reads-pr.lastRead > idleReads {
-			gone = append(gone, pr)
-		}
-	}
-	if over := len(c.parts) - len(gone) - maxAssigned; over > 0 {
-		var kept []*fetchPart
-		for _, pr := range c.parts {
-			if !pr.reading && c.reads-pr.lastRead <= idleReads {
-				kept = append(kept, pr)
-			}
-		}
-		sort.Slice(kept, func(i, j int) bool { return kept[i].lastRead < kept[j].lastRead })
-		gone = append(gone, kept[:min(over, len(kept))]...)
-	}
+	gone := evictable(c.parts, c.reads)
 	if len(gone) == 0 {
 		return
 	}
@@ -432,7 +402,7 @@ func (c *fetchConsumer) readPrepared(ctx context.Context, prs []*fetchPart, fn f
 		fs := c.kc.PollFetches(pollCtx)
 		cancel()
 		if err := ctx.Err(); err != nil {
-			pr := c.firstOpen(prs)
+			pr := firstOpen(prs)
 			return st, fmt.Errorf("read %s: at offset %d: %w", pr.r, pr.next, err)
 		}
 		st.Polls += int64(fs.NumRecords())
@@ -642,28 +612,6 @@ func (c *fetchConsumer) refillAhead(prs []*fetchPart) {
 		pr.paused, pr.refilled = false, true
 	}
 	c.kc.ResumeFetchPartitions(tps(low))
-}
-
-// firstOpen is an unfinished range, the lowest, for error messages.
-func (c *fetchConsumer) firstOpen(prs []*fetchPart) *fetchPart {
-	var open []*fetchPart
-	for _, pr := range prs {
-		if pr.open() {
-			open = append(open, pr)
-		}
-	}
-	if len(open) == 0 {
-		open = prs
-	}
-	return slices.MinFunc(open, func(a, b *fetchPart) int {
-		if a.topic != b.topic {
-			if a.topic < b.topic {
-				return -1
-			}
-			return 1
-		}
-		return int(a.partition - b.partition)
-	})
 }
 
 // kgoLogger logs a franz-go client's warnings and errors.

@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -126,19 +124,10 @@ const (
 	messageOverhead = 160
 )
 
-// partRead is one assigned partition of a pool consumer: where its stream
-// is, the records polled ahead of the reads, and the read in progress.
-//
-// As in consumer, every offset below next has been polled by the consumer
-// and every data record below consumed has been delivered or belongs to
-// no later read of the partition; stash holds the data records in
-// [consumed, next), in offset order. A read from From continues without a
-// seek when consumed <= From <= next.
+// partRead is one assigned partition of a multiConsumer: its partState
+// and the records polled ahead of the reads.
 type partRead struct {
-	topic     string // addressable for kafka.TopicPartition
-	partition int32
-	consumed  int64
-	next      int64
+	partState
 	stash     []*kafka.Message
 	stashSize int64
 	// paused: the stash is full; librdkafka's position is next, or (lost,
@@ -147,19 +136,11 @@ type partRead struct {
 	// refilled: resumed by refillAhead and not paused since; once its
 	// stash reaches the end of the partition it is paused (pauseCaughtUp).
 	refilled bool
-	lastRead uint64
-
-	// The read in progress, when reading.
-	r       Range
-	reading bool
 }
 
 func (pr *partRead) tp(off int64) kafka.TopicPartition {
 	return kafka.TopicPartition{Topic: &pr.topic, Partition: pr.partition, Offset: kafka.Offset(off)}
 }
-
-// open is whether pr is part of the read in progress and not finished.
-func (pr *partRead) open() bool { return pr.reading && pr.next < pr.r.Until }
 
 func messageSize(m *kafka.Message) int64 {
 	n := int64(len(m.Key) + len(m.Value) + messageOverhead)
@@ -182,7 +163,7 @@ func (c *multiConsumer) position(ranges []Range) ([]*partRead, error) {
 		pr := c.parts[key]
 		switch {
 		case pr == nil:
-			pr = &partRead{topic: r.Topic, partition: r.Partition, consumed: r.From, next: r.From}
+			pr = &partRead{partState: partState{topic: r.Topic, partition: r.Partition, consumed: r.From, next: r.From}}
 			c.parts[key] = pr
 			assign = append(assign, pr.tp(r.From))
 		case r.From < pr.consumed || r.From > pr.next:
@@ -251,22 +232,7 @@ func (c *multiConsumer) seek(tps []kafka.TopicPartition) error {
 // evict unassigns the partitions that no read of the last idleReads asked
 // for, and the least recently read beyond maxAssigned.
 func (c *multiConsumer) evict() error {
-	var gone []*partRead
-	for _, pr := range c.parts {
-		if !pr.reading && c.reads-pr.lastRead > idleReads {
-			gone = append(gone, pr)
-		}
-	}
-	if over := len(c.parts) - len(gone) - maxAssigned; over > 0 {
-		var kept []*partRead
-		for _, pr := range c.parts {
-			if !pr.reading && c.reads-pr.lastRead <= idleReads {
-				kept = append(kept, pr)
-			}
-		}
-		sort.Slice(kept, func(i, j int) bool { return kept[i].lastRead < kept[j].lastRead })
-		gone = append(gone, kept[:min(over, len(kept))]...)
-	}
+	gone := evictable(c.parts, c.reads)
 	if len(gone) == 0 {
 		return nil
 	}
@@ -536,7 +502,7 @@ func (c *multiConsumer) readPrepared(ctx context.Context, prs []*partRead, fn fu
 	for remaining > 0 {
 		select {
 		case <-done:
-			pr := c.firstOpen(prs)
+			pr := firstOpen(prs)
 			return st, fmt.Errorf("read %s: at offset %d: %w", pr.r, pr.next, ctx.Err())
 		default:
 		}
@@ -587,7 +553,7 @@ func (c *multiConsumer) readPrepared(ctx context.Context, prs []*partRead, fn fu
 			deliverStats(c.stats, e)
 		case kafka.Error:
 			if failsRead(e) {
-				pr := c.firstOpen(prs)
+				pr := firstOpen(prs)
 				return st, readError(pr.r, pr.next, e)
 			}
 			c.logger.Warn("kafka consumer error", "ranges", len(prs), "error", e, "code", e.Code())
@@ -621,7 +587,7 @@ func (c *multiConsumer) advance(prs []*partRead) (int, error) {
 	}
 	pos, err := c.kc.Position(open)
 	if err != nil {
-		pr := c.firstOpen(prs)
+		pr := firstOpen(prs)
 		return 0, fmt.Errorf("read %s: position after offset %d: %w", pr.r, pr.next, err)
 	}
 	finished := 0
@@ -636,22 +602,6 @@ func (c *multiConsumer) advance(prs []*partRead) (int, error) {
 		}
 	}
 	return finished, nil
-}
-
-// firstOpen is an unfinished range, the lowest, for error messages.
-func (c *multiConsumer) firstOpen(prs []*partRead) *partRead {
-	var open []*partRead
-	for _, pr := range prs {
-		if pr.open() {
-			open = append(open, pr)
-		}
-	}
-	if len(open) == 0 {
-		open = prs
-	}
-	return slices.MinFunc(open, func(a, b *partRead) int {
-		return cmp.Or(strings.Compare(a.r.Topic, b.r.Topic), cmp.Compare(a.r.Partition, b.r.Partition))
-	})
 }
 
 func topicOf(tp kafka.TopicPartition) string {
