@@ -43,7 +43,7 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		t.note("(e) %s records produced to %s partitions in %s (4 kgo producers; not in the figures)", count(n), thousands(int64(b.parts)), b.p.Took.Round(100*time.Millisecond))
 	}
 	consumers := min(cfg.wideConsumers, int(parts))
-	var bare, franz []time.Duration
+	var bare, franz, franzNarrow []time.Duration
 	readBare := func() error {
 		d, err := bench.BareReadShared(ctx, cl.kafka, wide.Topic, wide.Ends, consumers)
 		if err != nil {
@@ -56,6 +56,14 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		}
 		logf("(e) %d bare franz-go consumers read %s records on %d partitions in %s (%s records/s)", consumers, count(n), parts, d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
 		franz = append(franz, d)
+		// The client's own ratio of the two layouts: smaller record
+		// batches on more partitions cost the broker and the client more
+		// per record.
+		if d, err = bench.BareReadFranz(ctx, cl.kafka, narrow.Topic, narrow.Ends, len(narrow.Ends)); err != nil {
+			return err
+		}
+		logf("(e) %d bare franz-go consumers read %s records on %d partitions in %s (%s records/s)", len(narrow.Ends), count(n), len(narrow.Ends), d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
+		franzNarrow = append(franzNarrow, d)
 		return nil
 	}
 	if err := readBare(); err != nil {
@@ -107,11 +115,11 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 	if err := readBare(); err != nil {
 		return fail(err)
 	}
-	addWideRows(t, n, parts, consumers, nr, wr, bare, franz)
+	addWideRows(t, n, parts, consumers, nr, wr, bare, franz, franzNarrow)
 	return nil
 }
 
-func addWideRows(t *table, n int64, parts int32, consumers int, narrow, wide wideRun, bare, franz []time.Duration) {
+func addWideRows(t *table, n int64, parts int32, consumers int, narrow, wide wideRun, bare, franz, franzNarrow []time.Duration) {
 	name := fmt.Sprintf("(e) %s backlog, %s partitions", count(n), thousands(int64(parts)))
 	t.add(name+": sluice job, default settings, 2 workers x 4 slots (submit to last commit)", jobCell(wide.job, n, wide.verify), "",
 		failedIf(wide.verify != nil || !wide.job.Done))
@@ -136,6 +144,9 @@ func addWideRows(t *table, n int64, parts int32, consumers int, narrow, wide wid
 		ratio = wide.job.Rate() / narrow.job.Rate()
 	}
 	t.add(fmt.Sprintf("(e) job records/s, %s / 8 partitions", thousands(int64(parts))), fmt.Sprintf("%.2f", ratio), ">= 0.90", yesNo(ok && ratio >= 0.9))
+	narrowRate, narrowRuns := bestRate(n, franzNarrow)
+	t.add(fmt.Sprintf("(e) bare franz-go consumers' records/s, %s / 8 partitions (8 consumers each; on 8: %s records/s, best of %s)", thousands(int64(parts)), bench.Human(narrowRate), narrowRuns),
+		fmt.Sprintf("%.2f", franzRate/narrowRate), "", "")
 }
 
 // runLarge is part (d): the coordination overhead of (c) for each large
