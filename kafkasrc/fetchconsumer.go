@@ -69,6 +69,10 @@ type fetchPart struct {
 	fetched bool
 	// paused: its stash holds its share; franz-go fetches it no more.
 	paused bool
+	// failed: a fetch of it failed outside a read of it; the next read
+	// seeks, which makes franz-go fetch it again (and meet the error
+	// again, if it lasts).
+	failed bool
 	// refilled: resumed by refillAhead and not paused since.
 	refilled bool
 	progress time.Time // the read's start, or when it last moved next
@@ -231,9 +235,9 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 				add[r.Topic] = map[int32]kgo.Offset{}
 			}
 			add[r.Topic][r.Partition] = kgo.NewOffset().At(r.From)
-		case r.From < pr.consumed || r.From > pr.next:
+		case r.From < pr.consumed || r.From > pr.next || pr.failed:
 			c.dropStash(pr, len(pr.stash))
-			pr.consumed, pr.next, pr.end = r.From, r.From, 0
+			pr.consumed, pr.next, pr.end, pr.failed = r.From, r.From, 0, false
 			if pr.fetched {
 				if set[r.Topic] == nil {
 					set[r.Topic] = map[int32]kgo.EpochOffset{}
@@ -464,7 +468,8 @@ func (c *fetchConsumer) handle(fs kgo.Fetches, fn func(*record.Record) error, st
 				pr.fetched = true
 				if fp.Err != nil {
 					if !pr.open() {
-						continue // the read that asks for it meets it again
+						pr.failed = true // the read that asks for it meets it again
+						continue
 					}
 					if err := fetchError(pr.r, pr.next, fp.Err); err != nil {
 						return finished, err
