@@ -47,7 +47,7 @@ type fetchConsumer struct {
 	parts      map[TopicPartition]*fetchPart // the assigned partitions
 	reads      uint64                        // reads so far; fetchPart.lastRead
 	stashBytes int64                         // the bytes of every partition's stash
-	readBytes  int64                         // delivered by the last read (recordSize)
+	readBytes  int64                         // delivered by the last read, in stash sizes
 	// maxBytes and partBytes bound a fetch and a partition's part of it
 	// (fetchSizes); partFetchBytes is the client's partition bound now.
 	maxBytes, partBytes, partFetchBytes int32
