@@ -1,6 +1,7 @@
 package kafkasrc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,8 @@ type fetchConsumer struct {
 	readCommitted bool
 	rec           record.Record
 	hdrs          []record.Header
+	arena         []byte       // reserve
+	toHold        []*fetchPart // pauseLater
 	closeOnce     sync.Once
 	stats         *fetchStats // nil: statistics off
 
@@ -67,8 +70,9 @@ type fetchPart struct {
 	// fetched: a fetch of it came back, so franz-go has a cursor for it
 	// that SetOffsets moves.
 	fetched bool
-	// paused: its stash holds its share; franz-go fetches it no more.
-	paused bool
+	// paused: its stash holds its share; franz-go fetches it no more
+	// once held (pauseLater).
+	paused, held bool
 	// failed: a fetch of it failed outside a read of it; the next read
 	// seeks, which makes franz-go fetch it again (and meet the error
 	// again, if it lasts).
@@ -116,6 +120,8 @@ const (
 	// and the wide benchmark reads as fast with 2, 4 or 8 MiB.
 	fetchStashLimit = 4 << 20
 )
+
+var franzPartBytesMin int32 = 64 << 10 // EXPERIMENT
 
 func newFetchConsumer(cl Cluster, logger hclog.Logger, sink StatsSink) (*fetchConsumer, error) {
 	var stats *fetchStats
@@ -267,7 +273,7 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 	// A fetch brings each partition up to its share of fetchMaxBytes,
 	// poolPartitionFetchBytes at least: a read of one big range gets the
 	// whole fetch.
-	if b := min(max(c.maxBytes/int32(len(ranges)), poolPartitionFetchBytes), c.partBytes); b != c.partFetchBytes {
+	if b := min(max(c.maxBytes/int32(len(ranges)), franzPartBytesMin), c.partBytes); b != c.partFetchBytes {
 		c.partFetchBytes = b
 		c.kc.UpdateFetchMaxBytes(c.maxBytes, b)
 	}
@@ -286,9 +292,7 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 	if len(add) > 0 {
 		c.kc.AddConsumePartitions(add)
 	}
-	if len(resume) > 0 {
-		c.kc.ResumeFetchPartitions(tps(resume))
-	}
+	c.resume(resume)
 	return prs, nil
 }
 
@@ -308,6 +312,75 @@ func (c *fetchConsumer) evict() {
 	// fetched at once if a later read adds it back.
 	c.kc.ResumeFetchPartitions(m)
 	c.kc.RemoveConsumePartitions(m)
+}
+
+// pauseLater marks pr paused, and leaves it to hold to tell franz-go after
+// the next poll: the fetch in flight already asks for pr (franz-go asks
+// for a partition again as soon as a fetch of it was taken, and the
+// broker fills a fetch with the partitions it last served first), and
+// franz-go throws away what a fetch holds of partitions paused before it
+// is polled, to fetch it again. Pausing at once made the 1,024-partition
+// benchmark fetch a third of its records twice.
+func (c *fetchConsumer) pauseLater(pr *fetchPart) {
+	pr.paused, pr.refilled = true, false
+	c.toHold = append(c.toHold, pr)
+}
+
+// capStashes pauses every partition outside the read, at once, when the
+// stashes together reach their cap: what the fetches in flight hold of
+// them is fetched again later, and the stashes stay within the cap, the
+// ends of the read's last fetches past their ranges and one fetch.
+// Pausing them one by one as each filled its share, after the next poll,
+// left 125 partitions holding 24 MB against a cap of 4 MiB.
+func (c *fetchConsumer) capStashes() {
+	if c.stashBytes < c.stashCap() {
+		return
+	}
+	var prs []*fetchPart
+	for _, pr := range c.parts {
+		if !pr.held && !pr.open() {
+			pr.paused, pr.held, pr.refilled = true, true, false
+			prs = append(prs, pr)
+		}
+	}
+	if len(prs) > 0 {
+		c.kc.PauseFetchPartitions(tps(prs))
+	}
+}
+
+// hold pauses in franz-go the partitions pauseLater marked before the
+// poll just taken, unless a read resumed them since.
+func (c *fetchConsumer) hold() {
+	if len(c.toHold) == 0 {
+		return
+	}
+	var prs []*fetchPart
+	for _, pr := range c.toHold {
+		if pr.paused && !pr.held && c.parts[pr.tp()] == pr {
+			pr.held = true
+			prs = append(prs, pr)
+		}
+	}
+	clear(c.toHold)
+	c.toHold = c.toHold[:0]
+	if len(prs) > 0 {
+		c.kc.PauseFetchPartitions(tps(prs))
+	}
+}
+
+// resume unpauses prs, in franz-go those it holds.
+func (c *fetchConsumer) resume(prs []*fetchPart) {
+	var held []*fetchPart
+	for _, pr := range prs {
+		pr.paused = false
+		if pr.held {
+			pr.held = false
+			held = append(held, pr)
+		}
+	}
+	if len(held) > 0 {
+		c.kc.ResumeFetchPartitions(tps(held))
+	}
 }
 
 func (c *fetchConsumer) dropStash(pr *fetchPart, n int) {
@@ -336,23 +409,51 @@ func (c *fetchConsumer) keep(pr *fetchPart, r *kgo.Record) (pause bool, err erro
 		return false, nil
 	}
 	s := stashedRecord{offset: r.Offset, timestamp: r.Timestamp}
-	buf := make([]byte, len(r.Key)+len(r.Value))
-	copy(buf, r.Key)
-	copy(buf[len(r.Key):], r.Value)
 	if r.Key != nil {
-		s.key = buf[:len(r.Key):len(r.Key)]
+		s.key = c.carve(r.Key)
 	}
 	if r.Value != nil {
-		s.value = buf[len(r.Key):]
+		s.value = c.carve(r.Value)
 	}
 	for _, h := range r.Headers {
-		s.headers = append(s.headers, record.Header{Key: h.Key, Value: slices.Clone(h.Value)})
+		v := h.Value
+		if v != nil {
+			v = c.carve(v)
+		}
+		s.headers = append(s.headers, record.Header{Key: h.Key, Value: v})
 	}
 	size := s.size()
 	pr.stash = append(pr.stash, s)
 	pr.stashSize += size
 	c.stashBytes += size
 	return !pr.paused && (pr.stashSize >= c.partShare() || c.stashBytes >= c.stashCap()), nil
+}
+
+// reserve readies pr's stash and the arena for the stashed copies of
+// records, the rest of pr's part of a fetch: one allocation for them all
+// instead of one a record (a sixth of a 1,024-partition job's reading was
+// the copies). The arena lives as long as any record copied into it.
+func (c *fetchConsumer) reserve(pr *fetchPart, records []*kgo.Record) {
+	pr.stash = slices.Grow(pr.stash, len(records))
+	n := 0
+	for _, r := range records {
+		n += len(r.Key) + len(r.Value)
+		for _, h := range r.Headers {
+			n += len(h.Value)
+		}
+	}
+	c.arena = make([]byte, 0, n)
+}
+
+// carve copies b into the arena, or into a slice of its own once the
+// arena is used up.
+func (c *fetchConsumer) carve(b []byte) []byte {
+	n := len(c.arena)
+	if cap(c.arena)-n < len(b) {
+		return bytes.Clone(b)
+	}
+	c.arena = append(c.arena, b...)
+	return c.arena[n:len(c.arena):len(c.arena)]
 }
 
 func (c *fetchConsumer) read(ctx context.Context, ranges []Range, fn func(*record.Record) error) (ReadStats, error) {
@@ -402,10 +503,12 @@ func (c *fetchConsumer) readPrepared(ctx context.Context, prs []*fetchPart, fn f
 		}
 	}
 	wait := probeAfter
+	lastRecords := time.Now() // when the client last handed over records
 	for remaining > 0 {
 		pollCtx, cancel := context.WithTimeout(ctx, wait)
 		fs := c.kc.PollFetches(pollCtx)
 		cancel()
+		c.hold()
 		if err := ctx.Err(); err != nil {
 			pr := firstOpen(prs)
 			return st, fmt.Errorf("read %s: at offset %d: %w", pr.r, pr.next, err)
@@ -420,11 +523,17 @@ func (c *fetchConsumer) readPrepared(ctx context.Context, prs []*fetchPart, fn f
 		if remaining == 0 {
 			break
 		}
-		// Probe only when the client had nothing for a whole poll: while
-		// records flow, a range waits its turn behind the others' fetches
-		// (a busy read of 125 partitions made probes a tenth of the
-		// machine's CPU).
+		// Probe only when the client handed over nothing for a whole
+		// wait: while records flow, a range waits its turn behind the
+		// others' fetches, and a poll can come back empty when all it
+		// held was of paused partitions (probing on every empty poll made
+		// probes 4% of a busy 1,024-partition job's workers, and more of
+		// its broker).
 		if fs.NumRecords() > 0 {
+			lastRecords = time.Now()
+			continue
+		}
+		if time.Since(lastRecords) < wait {
 			continue
 		}
 		if stalled := c.stalled(prs, wait); len(stalled) > 0 {
@@ -442,12 +551,7 @@ func (c *fetchConsumer) readPrepared(ctx context.Context, prs []*fetchPart, fn f
 // handle takes a poll's fetches: records of an open range are delivered,
 // the others stashed. It returns how many open ranges finished.
 func (c *fetchConsumer) handle(fs kgo.Fetches, fn func(*record.Record) error, st *ReadStats) (finished int, err error) {
-	var pause []*fetchPart
-	defer func() {
-		if len(pause) > 0 {
-			c.kc.PauseFetchPartitions(tps(pause))
-		}
-	}()
+	defer c.capStashes()
 	for i := range fs {
 		for j := range fs[i].Topics {
 			t := &fs[i].Topics[j]
@@ -484,15 +588,19 @@ func (c *fetchConsumer) handle(fs kgo.Fetches, fn func(*record.Record) error, st
 					pr.end = end
 				}
 				wasOpen := pr.open()
-				for _, r := range fp.Records {
+				reserved := false
+				for i, r := range fp.Records {
+					if !reserved && (!pr.open() || r.Offset >= pr.r.Until) {
+						c.reserve(pr, fp.Records[i:])
+						reserved = true
+					}
 					if !pr.open() {
 						p, err := c.keep(pr, r)
 						if err != nil {
 							return finished, err
 						}
 						if p {
-							pr.paused, pr.refilled = true, false
-							pause = append(pause, pr)
+							c.pauseLater(pr)
 						}
 						continue
 					}
@@ -517,6 +625,7 @@ func (c *fetchConsumer) handle(fs kgo.Fetches, fn func(*record.Record) error, st
 					c.readBytes += int64(len(r.Key) + len(r.Value) + messageOverhead)
 					st.Records++
 				}
+				c.arena = nil
 				if wasOpen && !pr.open() {
 					finished++
 				}
@@ -586,14 +695,17 @@ func (c *fetchConsumer) stalled(prs []*fetchPart, wait time.Duration) []*fetchPa
 // was polled: without this, a consumer between reads would fetch nothing.
 func (c *fetchConsumer) topUp(int64) error {
 	var st ReadStats
-	if _, err := c.handle(c.kc.PollFetches(nil), nil, &st); err != nil {
+	fs := c.kc.PollFetches(nil)
+	c.hold()
+	if _, err := c.handle(fs, nil, &st); err != nil {
 		return fmt.Errorf("top up: %w", err)
 	}
 	c.stats.maybeSend(c.kc)
 	var done []*fetchPart
 	for _, pr := range c.parts {
 		if pr.refilled && !pr.paused && pr.end > 0 && pr.next >= pr.end {
-			pr.paused, pr.refilled = true, false
+			// At its end, nothing of it is in flight: held at once.
+			pr.paused, pr.held, pr.refilled = true, true, false
 			done = append(done, pr)
 		}
 	}
@@ -622,9 +734,9 @@ func (c *fetchConsumer) refillAhead(prs []*fetchPart) {
 	emptiest := low[0]
 	low = low[:refillCount(len(low), int64(len(emptiest.stash)), emptiest.r.Until-emptiest.r.From)]
 	for _, pr := range low {
-		pr.paused, pr.refilled = false, true
+		pr.refilled = true
 	}
-	c.kc.ResumeFetchPartitions(tps(low))
+	c.resume(low)
 }
 
 // kgoLogger logs a franz-go client's warnings and errors.

@@ -61,6 +61,7 @@ type config struct {
 	wideRecords    int64
 	widePartitions int32
 	wideConsumers  int
+	wideRounds     int
 }
 
 func parseFlags(args []string) (config, error) {
@@ -88,6 +89,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Int64Var(&cfg.wideRecords, "wide-records", 0, "(e) backlog size (default 10000000, as (a): a few batches of a smaller one measure backpressure's ramp, not throughput; quick 500000)")
 	wideParts := fs.Int("wide-partitions", 1024, "(e) partitions of the wide backlog")
 	fs.IntVar(&cfg.wideConsumers, "wide-consumers", 8, "(e) bare consumers sharing the wide backlog's partitions")
+	fs.IntVar(&cfg.wideRounds, "wide-rounds", 0, "(e) runs of the job on each layout, alternating which runs first; the best of each is compared (default 3, quick 1)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -116,6 +118,15 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.largeLayouts, err = bench.ParseLayouts(*largeLayouts); err != nil {
 		return cfg, fmt.Errorf("-large-layouts: %w", err)
+	}
+	if cfg.wideRounds < 0 || cfg.wideRounds > 20 {
+		return cfg, fmt.Errorf("-wide-rounds %d: want 1 to 20 rounds", cfg.wideRounds)
+	}
+	if cfg.wideRounds == 0 {
+		cfg.wideRounds = 3
+		if cfg.quick {
+			cfg.wideRounds = 1
+		}
 	}
 	if *wideParts < 1 || *wideParts > 100_000 || cfg.wideConsumers < 1 {
 		return cfg, fmt.Errorf("-wide-partitions %d, -wide-consumers %d: want 1 to 100000 partitions and at least 1 consumer", *wideParts, cfg.wideConsumers)
