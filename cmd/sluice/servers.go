@@ -135,6 +135,7 @@ func newDevCmd() *cobra.Command {
 		}
 		cfg.Logger = logger
 		cfg.Out = cmd.OutOrStdout()
+		setGC(devGCPercent)
 		cfg.CLI = cliName(os.Executable, os.Getwd, exec.LookPath)
 		return dev.Run(cmd.Context(), cfg)
 	}
@@ -285,8 +286,18 @@ func runWorker(ctx context.Context, cfg worker.Config, level, format string, sec
 // bench's (e)), and at 5x a worker peaked at 390-490 MiB, at 3x at 280-290.
 const workerGCPercent = 200
 
-func workerGC() {
+func workerGC() { setGC(workerGCPercent) }
+
+// devGCPercent is sluice dev's GOGC unless the environment sets one. Its
+// embedded broker allocates a buffer for every record batch it serves
+// (kfake reads each batch from its file into a new one), its live heap is
+// small, and at Go's default a consumer of many partitions' small batches
+// made GC a quarter of the broker's CPU (make bench's (e)).
+const devGCPercent = 400
+
+// setGC sets GOGC to percent unless the environment sets it.
+func setGC(percent int) {
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(workerGCPercent)
+		debug.SetGCPercent(percent)
 	}
 }
