@@ -62,6 +62,7 @@ type config struct {
 	widePartitions int32
 	wideConsumers  int
 	wideRounds     int
+	wideBroker     string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -89,6 +90,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Int64Var(&cfg.wideRecords, "wide-records", 0, "(e) backlog size (default 10000000, as (a): a few batches of a smaller one measure backpressure's ramp, not throughput; quick 500000)")
 	wideParts := fs.Int("wide-partitions", 1024, "(e) partitions of the wide backlog")
 	fs.IntVar(&cfg.wideConsumers, "wide-consumers", 8, "(e) bare consumers sharing the wide backlog's partitions")
+	fs.StringVar(&cfg.wideBroker, "wide-broker", "dev", "(e) the broker: dev (sluice dev's embedded broker, which reads each record batch from its file) or memory (a kfake process keeping its topics in memory)")
 	fs.IntVar(&cfg.wideRounds, "wide-rounds", 0, "(e) runs of the job on each layout, alternating which runs first; the best of each is compared (default 3, quick 1)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -118,6 +120,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.largeLayouts, err = bench.ParseLayouts(*largeLayouts); err != nil {
 		return cfg, fmt.Errorf("-large-layouts: %w", err)
+	}
+	if cfg.wideBroker != "dev" && cfg.wideBroker != "memory" {
+		return cfg, fmt.Errorf("-wide-broker %q: want dev or memory", cfg.wideBroker)
 	}
 	if cfg.wideRounds < 0 || cfg.wideRounds > 20 {
 		return cfg, fmt.Errorf("-wide-rounds %d: want 1 to 20 rounds", cfg.wideRounds)

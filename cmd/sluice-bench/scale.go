@@ -28,6 +28,17 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		logf("(e) %v", err)
 		return err
 	}
+	brokers := cl.kafka
+	if cfg.wideBroker == "memory" {
+		broker, addr, err := cl.startMemoryBroker(ctx, "broker-e")
+		if err != nil {
+			return fail(err)
+		}
+		defer broker.stop()
+		defer cl.stopWorkers()
+		brokers = addr
+		t.note("(e) reads from its own broker process, kfake in memory (-wide-broker memory)")
+	}
 	var narrow, wide bench.Produced
 	for _, b := range []struct {
 		p     *bench.Produced
@@ -37,7 +48,7 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		topic := fmt.Sprintf("wide-%s-%d", strings.ToLower(count(n)), b.parts)
 		logf("(e) producing %s records to %s (%d partitions)", count(n), topic, b.parts)
 		var err error
-		if *b.p, err = bench.ProduceEvents(ctx, cl.kafka, topic, b.parts, n, b.seed); err != nil {
+		if *b.p, err = bench.ProduceEvents(ctx, brokers, topic, b.parts, n, b.seed); err != nil {
 			return fail(err)
 		}
 		logf("(e) produced %s records to %d partitions in %s", count(n), b.parts, b.p.Took.Round(time.Millisecond))
@@ -46,13 +57,13 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 	consumers := min(cfg.wideConsumers, int(parts))
 	var bare, franz, franzNarrow []time.Duration
 	readBare := func() error {
-		d, err := bench.BareReadShared(ctx, cl.kafka, wide.Topic, wide.Ends, consumers)
+		d, err := bench.BareReadShared(ctx, brokers, wide.Topic, wide.Ends, consumers)
 		if err != nil {
 			return err
 		}
 		logf("(e) %d bare consumers read %s records on %d partitions in %s (%s records/s)", consumers, count(n), parts, d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
 		bare = append(bare, d)
-		if d, err = bench.BareReadFranz(ctx, cl.kafka, wide.Topic, wide.Ends, consumers); err != nil {
+		if d, err = bench.BareReadFranz(ctx, brokers, wide.Topic, wide.Ends, consumers); err != nil {
 			return err
 		}
 		logf("(e) %d bare franz-go consumers read %s records on %d partitions in %s (%s records/s)", consumers, count(n), parts, d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
@@ -60,7 +71,7 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		// The client's own ratio of the two layouts: smaller record
 		// batches on more partitions cost the broker and the client more
 		// per record.
-		if d, err = bench.BareReadFranz(ctx, cl.kafka, narrow.Topic, narrow.Ends, len(narrow.Ends)); err != nil {
+		if d, err = bench.BareReadFranz(ctx, brokers, narrow.Topic, narrow.Ends, len(narrow.Ends)); err != nil {
 			return err
 		}
 		logf("(e) %d bare franz-go consumers read %s records on %d partitions in %s (%s records/s)", len(narrow.Ends), count(n), len(narrow.Ends), d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
@@ -81,7 +92,7 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		}
 		timeout := time.Minute + time.Duration(n/100_000)*time.Second
 		logf("(e) running the click job on %s records on %d partitions (timeout %s)", count(n), len(p.Ends), timeout)
-		spec := bench.ClickJob("clicks-"+tag, cl.kafka, p.Topic)
+		spec := bench.ClickJob("clicks-"+tag, brokers, p.Topic)
 		var err error
 		if r.job, err = bench.RunJob(ctx, cl.c, spec, p.Ends, timeout); err != nil {
 			return r, err
