@@ -23,7 +23,7 @@ func TestParseFlagsScaleParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.parts != "abcde" || cfg.wideRecords != 10_000_000 || cfg.widePartitions != 1024 || cfg.wideConsumers != 8 || cfg.wideRounds != 3 ||
+	if cfg.parts != "abcde" || cfg.wideRecords != 10_000_000 || cfg.widePartitions != 1024 || cfg.wideConsumers != 8 || cfg.wideRounds != 3 || cfg.wideBroker != "dev" ||
 		cfg.largeBatches != 100 || cfg.largeBudget != time.Minute || !slices.Equal(cfg.largeLayouts, []bench.Layout{{Topics: 1, Partitions: 10000}, {Topics: 100, Partitions: 100}}) {
 		t.Errorf("defaults: parts %q, (e) %d records on %d partitions, %d consumers; (d) %v, %d batches, %s",
 			cfg.parts, cfg.wideRecords, cfg.widePartitions, cfg.wideConsumers, cfg.largeLayouts, cfg.largeBatches, cfg.largeBudget)
@@ -44,6 +44,7 @@ func TestParseFlagsScaleParts(t *testing.T) {
 		{[]string{"-wide-consumers", "0"}, "-wide-consumers 0"},
 		{[]string{"-wide-records", "-5"}, "-wide-records -5"},
 		{[]string{"-wide-rounds", "-1"}, "-wide-rounds -1"},
+		{[]string{"-wide-broker", "disk"}, `-wide-broker "disk"`},
 	} {
 		if _, err := parseFlags(tc.args); err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("parseFlags(%v) = %v, want %q", tc.args, err, tc.err)
