@@ -121,8 +121,6 @@ const (
 	fetchStashLimit = 4 << 20
 )
 
-var franzPartBytesMin int32 = 64 << 10 // EXPERIMENT
-
 func newFetchConsumer(cl Cluster, logger hclog.Logger, sink StatsSink) (*fetchConsumer, error) {
 	var stats *fetchStats
 	var extra []kgo.Opt
@@ -273,7 +271,7 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 	// A fetch brings each partition up to its share of fetchMaxBytes,
 	// poolPartitionFetchBytes at least: a read of one big range gets the
 	// whole fetch.
-	if b := min(max(c.maxBytes/int32(len(ranges)), franzPartBytesMin), c.partBytes); b != c.partFetchBytes {
+	if b := min(max(c.maxBytes/int32(len(ranges)), poolPartitionFetchBytes), c.partBytes); b != c.partFetchBytes {
 		c.partFetchBytes = b
 		c.kc.UpdateFetchMaxBytes(c.maxBytes, b)
 	}
@@ -339,9 +337,16 @@ func (c *fetchConsumer) capStashes() {
 	var prs []*fetchPart
 	for _, pr := range c.parts {
 		if !pr.held && !pr.open() {
-			pr.paused, pr.held, pr.refilled = true, true, false
 			prs = append(prs, pr)
 		}
+	}
+	c.pauseNow(prs)
+}
+
+// pauseNow pauses prs, in franz-go at once.
+func (c *fetchConsumer) pauseNow(prs []*fetchPart) {
+	for _, pr := range prs {
+		pr.paused, pr.held, pr.refilled = true, true, false
 	}
 	if len(prs) > 0 {
 		c.kc.PauseFetchPartitions(tps(prs))
@@ -357,15 +362,12 @@ func (c *fetchConsumer) hold() {
 	var prs []*fetchPart
 	for _, pr := range c.toHold {
 		if pr.paused && !pr.held && c.parts[pr.tp()] == pr {
-			pr.held = true
 			prs = append(prs, pr)
 		}
 	}
 	clear(c.toHold)
 	c.toHold = c.toHold[:0]
-	if len(prs) > 0 {
-		c.kc.PauseFetchPartitions(tps(prs))
-	}
+	c.pauseNow(prs)
 }
 
 // resume unpauses prs, in franz-go those it holds.
@@ -704,14 +706,10 @@ func (c *fetchConsumer) topUp(int64) error {
 	var done []*fetchPart
 	for _, pr := range c.parts {
 		if pr.refilled && !pr.paused && pr.end > 0 && pr.next >= pr.end {
-			// At its end, nothing of it is in flight: held at once.
-			pr.paused, pr.held, pr.refilled = true, true, false
-			done = append(done, pr)
+			done = append(done, pr) // at its end: nothing of it in flight
 		}
 	}
-	if len(done) > 0 {
-		c.kc.PauseFetchPartitions(tps(done))
-	}
+	c.pauseNow(done)
 	return nil
 }
 
