@@ -63,6 +63,19 @@ type config struct {
 	wideConsumers  int
 	wideRounds     int
 	wideBroker     string
+	wideCPUs       string
+}
+
+// wideSplits are the CPU layouts part (e) is measured on, in order: false
+// for CPUs shared by everything, true for the broker on a CPU of its own.
+func (c config) wideSplits() []bool {
+	switch c.wideCPUs {
+	case "shared":
+		return []bool{false}
+	case "split":
+		return []bool{true}
+	}
+	return []bool{false, true}
 }
 
 func parseFlags(args []string) (config, error) {
@@ -91,6 +104,7 @@ func parseFlags(args []string) (config, error) {
 	wideParts := fs.Int("wide-partitions", 1024, "(e) partitions of the wide backlog")
 	fs.IntVar(&cfg.wideConsumers, "wide-consumers", 8, "(e) bare consumers sharing the wide backlog's partitions")
 	fs.StringVar(&cfg.wideBroker, "wide-broker", "dev", "(e) the broker: dev (sluice dev's embedded broker, which reads each record batch from its file) or memory (a kfake process keeping its topics in memory)")
+	fs.StringVar(&cfg.wideCPUs, "wide-cpus", "", "(e) shared (the broker, etcd, the coordinator, the workers and the bare consumers on every CPU), split (the broker and etcd on CPU 0, the rest on the others, as on separate hosts) or both, in that order (default both, quick shared)")
 	fs.IntVar(&cfg.wideRounds, "wide-rounds", 0, "(e) runs of the job on each layout, alternating which runs first; the best of each is compared (default 3, quick 1)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -123,6 +137,16 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.wideBroker != "dev" && cfg.wideBroker != "memory" {
 		return cfg, fmt.Errorf("-wide-broker %q: want dev or memory", cfg.wideBroker)
+	}
+	switch cfg.wideCPUs {
+	case "":
+		cfg.wideCPUs = "both"
+		if cfg.quick {
+			cfg.wideCPUs = "shared"
+		}
+	case "shared", "split", "both":
+	default:
+		return cfg, fmt.Errorf("-wide-cpus %q: want shared, split or both", cfg.wideCPUs)
 	}
 	if cfg.wideRounds < 0 || cfg.wideRounds > 20 {
 		return cfg, fmt.Errorf("-wide-rounds %d: want 1 to 20 rounds", cfg.wideRounds)

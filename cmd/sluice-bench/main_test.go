@@ -24,6 +24,7 @@ func TestParseFlagsScaleParts(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.parts != "abcde" || cfg.wideRecords != 10_000_000 || cfg.widePartitions != 1024 || cfg.wideConsumers != 8 || cfg.wideRounds != 3 || cfg.wideBroker != "dev" ||
+		!slices.Equal(cfg.wideSplits(), []bool{false, true}) ||
 		cfg.largeBatches != 100 || cfg.largeBudget != time.Minute || !slices.Equal(cfg.largeLayouts, []bench.Layout{{Topics: 1, Partitions: 10000}, {Topics: 100, Partitions: 100}}) {
 		t.Errorf("defaults: parts %q, (e) %d records on %d partitions, %d consumers; (d) %v, %d batches, %s",
 			cfg.parts, cfg.wideRecords, cfg.widePartitions, cfg.wideConsumers, cfg.largeLayouts, cfg.largeBatches, cfg.largeBudget)
@@ -32,7 +33,7 @@ func TestParseFlagsScaleParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.wideRecords != 300_000 || cfg.wideRounds != 1 || cfg.largeBatches != 50 || cfg.largeBudget != 30*time.Second || !slices.Equal(cfg.largeLayouts, []bench.Layout{{Topics: 2, Partitions: 50}}) {
+	if cfg.wideRecords != 300_000 || cfg.wideRounds != 1 || !slices.Equal(cfg.wideSplits(), []bool{false}) || cfg.largeBatches != 50 || cfg.largeBudget != 30*time.Second || !slices.Equal(cfg.largeLayouts, []bench.Layout{{Topics: 2, Partitions: 50}}) {
 		t.Errorf("quick: (e) %d records; (d) %v, %d batches, %s", cfg.wideRecords, cfg.largeLayouts, cfg.largeBatches, cfg.largeBudget)
 	}
 	for _, tc := range []struct {
@@ -45,9 +46,16 @@ func TestParseFlagsScaleParts(t *testing.T) {
 		{[]string{"-wide-records", "-5"}, "-wide-records -5"},
 		{[]string{"-wide-rounds", "-1"}, "-wide-rounds -1"},
 		{[]string{"-wide-broker", "disk"}, `-wide-broker "disk"`},
+		{[]string{"-wide-cpus", "pinned"}, `-wide-cpus "pinned"`},
 	} {
 		if _, err := parseFlags(tc.args); err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("parseFlags(%v) = %v, want %q", tc.args, err, tc.err)
+		}
+	}
+	for flag, want := range map[string][]bool{"shared": {false}, "split": {true}, "both": {false, true}} {
+		cfg, err := parseFlags([]string{"-quick", "-wide-cpus", flag})
+		if err != nil || !slices.Equal(cfg.wideSplits(), want) {
+			t.Errorf("-wide-cpus %s: %v (%v), want %v", flag, cfg.wideSplits(), err, want)
 		}
 	}
 }

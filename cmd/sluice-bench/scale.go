@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -17,9 +18,21 @@ type wideRun struct {
 	rss    []int64
 }
 
+// wideMeasure is one measurement of part (e): the job's rounds on each
+// layout, and the bare consumers' reads before and after them.
+type wideMeasure struct {
+	narrows, wides []wideRun
+	// bare are the librdkafka consumers' reads of the wide backlog (on
+	// shared CPUs only), franz and franzNarrow franz-go consumers' of
+	// each backlog.
+	bare, franz, franzNarrow []time.Duration
+}
+
 // runWide is part (e): the same backlog size on 8 partitions and on
 // cfg.widePartitions; bare consumers sharing the wide topic's partitions,
-// the job on each topic on new workers, the bare consumers again.
+// the job on each topic on new workers, the bare consumers again. It is
+// measured on CPUs shared by everything, and with the broker on a CPU of
+// its own (cfg.wideCPUs).
 func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 	n, parts := cfg.wideRecords, cfg.widePartitions
 	wideName := fmt.Sprintf("(e) %s backlog, %s partitions", count(n), thousands(int64(parts)))
@@ -28,7 +41,7 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		logf("(e) %v", err)
 		return err
 	}
-	brokers := cl.kafka
+	brokers, brokerProc := cl.kafka, cl.infra
 	if cfg.wideBroker == "memory" {
 		broker, addr, err := cl.startMemoryBroker(ctx, "broker-e")
 		if err != nil {
@@ -36,7 +49,7 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		}
 		defer broker.stop()
 		defer cl.stopWorkers()
-		brokers = addr
+		brokers, brokerProc = addr, broker
 		t.note("(e) reads from its own broker process, kfake in memory (-wide-broker memory)")
 	}
 	var narrow, wide bench.Produced
@@ -54,20 +67,58 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		logf("(e) produced %s records to %d partitions in %s", count(n), b.parts, b.p.Took.Round(time.Millisecond))
 		t.note("(e) %s records produced to %s partitions in %s (4 kgo producers; not in the figures)", count(n), thousands(int64(b.parts)), b.p.Took.Round(100*time.Millisecond))
 	}
+	for _, split := range cfg.wideSplits() {
+		if split && runtime.NumCPU() < 2 {
+			t.note("(e) with the broker on a CPU of its own: not measured, this machine has 1 CPU")
+			continue
+		}
+		m, err := measureWide(ctx, cfg, cl, brokerProc, brokers, narrow, wide, split)
+		if err != nil {
+			return fail(err)
+		}
+		if split {
+			addSplitRows(t, n, parts, m)
+		} else {
+			addWideRows(t, n, parts, min(cfg.wideConsumers, int(parts)), m)
+		}
+	}
+	return nil
+}
+
+// measureWide runs the bare reads and the job's rounds of part (e); split,
+// with the broker on CPU 0 and Sluice and the bare consumers on the
+// others (splitCPUs), and no bare librdkafka reads (the slowest part of
+// (e), measured on shared CPUs).
+func measureWide(ctx context.Context, cfg config, cl *cluster, broker *proc, brokers string, narrow, wide bench.Produced, split bool) (wideMeasure, error) {
+	var m wideMeasure
+	n, parts := cfg.wideRecords, cfg.widePartitions
 	consumers := min(cfg.wideConsumers, int(parts))
-	var bare, franz, franzNarrow []time.Duration
+	mode := ""
+	if split {
+		cl.stopWorkers() // started later, they take this process's CPUs
+		restore, err := splitCPUs(broker, cl.coord)
+		if err != nil {
+			return m, err
+		}
+		defer restore()
+		mode = "-split"
+		logf("(e) the broker on CPU 0; the coordinator, the workers and the bare consumers on the other CPUs")
+	}
 	readBare := func() error {
-		d, err := bench.BareReadShared(ctx, brokers, wide.Topic, wide.Ends, consumers)
+		if !split {
+			d, err := bench.BareReadShared(ctx, brokers, wide.Topic, wide.Ends, consumers)
+			if err != nil {
+				return err
+			}
+			logf("(e) %d bare consumers read %s records on %d partitions in %s (%s records/s)", consumers, count(n), parts, d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
+			m.bare = append(m.bare, d)
+		}
+		d, err := bench.BareReadFranz(ctx, brokers, wide.Topic, wide.Ends, consumers)
 		if err != nil {
 			return err
 		}
-		logf("(e) %d bare consumers read %s records on %d partitions in %s (%s records/s)", consumers, count(n), parts, d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
-		bare = append(bare, d)
-		if d, err = bench.BareReadFranz(ctx, brokers, wide.Topic, wide.Ends, consumers); err != nil {
-			return err
-		}
 		logf("(e) %d bare franz-go consumers read %s records on %d partitions in %s (%s records/s)", consumers, count(n), parts, d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
-		franz = append(franz, d)
+		m.franz = append(m.franz, d)
 		// The client's own ratio of the two layouts: smaller record
 		// batches on more partitions cost the broker and the client more
 		// per record.
@@ -75,15 +126,15 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 			return err
 		}
 		logf("(e) %d bare franz-go consumers read %s records on %d partitions in %s (%s records/s)", len(narrow.Ends), count(n), len(narrow.Ends), d.Round(time.Millisecond), bench.Human(float64(n)/d.Seconds()))
-		franzNarrow = append(franzNarrow, d)
+		m.franzNarrow = append(m.franzNarrow, d)
 		return nil
 	}
 	if err := readBare(); err != nil {
-		return fail(err)
+		return m, err
 	}
 	runOne := func(p bench.Produced, round int) (wideRun, error) {
 		var r wideRun
-		tag := fmt.Sprintf("wide-%d", len(p.Ends))
+		tag := fmt.Sprintf("wide-%d%s", len(p.Ends), mode)
 		if round > 0 {
 			tag += fmt.Sprintf("-r%d", round+1)
 		}
@@ -91,6 +142,9 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 			return r, err
 		}
 		timeout := time.Minute + time.Duration(n/100_000)*time.Second
+		if split {
+			timeout *= 2 // Sluice on one CPU of two
+		}
 		logf("(e) running the click job on %s records on %d partitions (timeout %s)", count(n), len(p.Ends), timeout)
 		spec := bench.ClickJob("clicks-"+tag, brokers, p.Topic)
 		var err error
@@ -119,27 +173,28 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 	}
 	// Rounds alternate which layout runs first (8, 1,024, 1,024, 8, ...):
 	// the machine's speed drifts by tens of percent within a minute.
-	var narrows, wides []wideRun
 	for round := range cfg.wideRounds {
 		for i := range 2 {
-			p, runs := narrow, &narrows
+			p, runs := narrow, &m.narrows
 			if (i == 1) == (round%2 == 0) {
-				p, runs = wide, &wides
+				p, runs = wide, &m.wides
 			}
 			r, err := runOne(p, round)
 			if err != nil {
-				return fail(err)
+				return m, err
 			}
 			*runs = append(*runs, r)
 		}
 	}
 	// Again with the job gone; the better of the two counts, the stricter
 	// comparison on a busy machine.
-	if err := readBare(); err != nil {
-		return fail(err)
+	if split {
+		cl.stopWorkers() // before their CPUs are given back
 	}
-	addWideRows(t, n, parts, consumers, narrows, wides, bare, franz, franzNarrow)
-	return nil
+	if err := readBare(); err != nil {
+		return m, err
+	}
+	return m, nil
 }
 
 // bestWide is the fastest of runs, or the first that failed or whose
@@ -157,8 +212,9 @@ func bestWide(runs []wideRun) wideRun {
 	return best
 }
 
-func addWideRows(t *table, n int64, parts int32, consumers int, narrows, wides []wideRun, bare, franz, franzNarrow []time.Duration) {
+func addWideRows(t *table, n int64, parts int32, consumers int, m wideMeasure) {
 	name := fmt.Sprintf("(e) %s backlog, %s partitions", count(n), thousands(int64(parts)))
+	narrows, wides, bare, franz, franzNarrow := m.narrows, m.wides, m.bare, m.franz, m.franzNarrow
 	narrow, wide := bestWide(narrows), bestWide(wides)
 	rounds := ""
 	if len(wides) > 1 {
@@ -187,28 +243,52 @@ func addWideRows(t *table, n int64, parts int32, consumers int, narrows, wides [
 	t.add(name+": worker peak RSS (VmHWM), new workers each round, highest", strings.Join(rss, ", "), "", "")
 	t.add(fmt.Sprintf("(e) %s backlog, 8 partitions: the same job, same run, new workers%s", count(n), rounds), jobCell(narrow.job, n, narrow.verify), "",
 		failedIf(narrow.verify != nil || !narrow.job.Done))
-	ok := true
-	for _, r := range append(slices.Clone(narrows), wides...) {
-		ok = ok && r.job.Done && r.verify == nil
-	}
-	ratio := 0.0
-	if narrow.job.Rate() > 0 {
-		ratio = wide.job.Rate() / narrow.job.Rate()
-	}
-	cell := fmt.Sprintf("%.2f", ratio)
-	if len(wides) > 1 {
-		var each []string
-		for i := range min(len(wides), len(narrows)) {
-			if narrows[i].job.Rate() > 0 {
-				each = append(each, fmt.Sprintf("%.2f", wides[i].job.Rate()/narrows[i].job.Rate()))
-			}
-		}
-		cell += " (each round: " + strings.Join(each, ", ") + ")"
-	}
+	ratio, cell, ok := wideRatio(m)
 	t.add(fmt.Sprintf("(e) job records/s, %s / 8 partitions (best / best)", thousands(int64(parts))), cell, ">= 0.90", yesNo(ok && ratio >= 0.9))
 	narrowRate, narrowRuns := bestRate(n, franzNarrow)
 	t.add(fmt.Sprintf("(e) bare franz-go consumers' records/s, %s / 8 partitions (8 consumers each; on 8: %s records/s, best of %s)", thousands(int64(parts)), bench.Human(narrowRate), narrowRuns),
 		fmt.Sprintf("%.2f", franzRate/narrowRate), "", "")
+}
+
+// addSplitRows adds the rows of part (e) measured with the broker on a CPU
+// of its own.
+func addSplitRows(t *table, n int64, parts int32, m wideMeasure) {
+	narrow, wide := bestWide(m.narrows), bestWide(m.wides)
+	name := "(e) broker on CPU 0, Sluice and the bare consumers on the other CPUs"
+	t.add(fmt.Sprintf("%s: the job on %s and on 8 partitions, best of %d rounds each", name, thousands(int64(parts)), len(m.wides)),
+		fmt.Sprintf("%s and %s records/s", bench.Human(wide.job.Rate()), bench.Human(narrow.job.Rate())), "",
+		failedIf(wide.verify != nil || !wide.job.Done || narrow.verify != nil || !narrow.job.Done))
+	ratio, cell, ok := wideRatio(m)
+	t.add(fmt.Sprintf("%s: job records/s, %s / 8 partitions (best / best)", name, thousands(int64(parts))), cell, ">= 0.90", yesNo(ok && ratio >= 0.9))
+	franzRate, _ := bestRate(n, m.franz)
+	narrowRate, _ := bestRate(n, m.franzNarrow)
+	t.add(fmt.Sprintf("%s: bare franz-go consumers' records/s, %s / 8 partitions (%s and %s records/s)", name, thousands(int64(parts)), bench.Human(franzRate), bench.Human(narrowRate)),
+		fmt.Sprintf("%.2f", franzRate/narrowRate), "", "")
+}
+
+// wideRatio is the job's records/s on the wide backlog over the narrow
+// one's (best over best), that ratio with each round's, and whether every
+// run finished with exact results.
+func wideRatio(m wideMeasure) (ratio float64, cell string, ok bool) {
+	ok = true
+	for _, r := range append(slices.Clone(m.narrows), m.wides...) {
+		ok = ok && r.job.Done && r.verify == nil
+	}
+	narrow, wide := bestWide(m.narrows), bestWide(m.wides)
+	if narrow.job.Rate() > 0 {
+		ratio = wide.job.Rate() / narrow.job.Rate()
+	}
+	cell = fmt.Sprintf("%.2f", ratio)
+	if len(m.wides) > 1 {
+		var each []string
+		for i := range min(len(m.wides), len(m.narrows)) {
+			if m.narrows[i].job.Rate() > 0 {
+				each = append(each, fmt.Sprintf("%.2f", m.wides[i].job.Rate()/m.narrows[i].job.Rate()))
+			}
+		}
+		cell += " (each round: " + strings.Join(each, ", ") + ")"
+	}
+	return ratio, cell, ok
 }
 
 // runLarge is part (d): the coordination overhead of (c) for each large
