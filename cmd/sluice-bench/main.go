@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -233,8 +234,12 @@ func main() {
 	}
 	fmt.Printf("\n## sluice-bench (%s mode), %s\n\n", mode, start.Format(time.DateTime))
 	t.print(os.Stdout)
-	fmt.Printf("\nOne run, %d cores, took %s. Everything shares the machine: broker, etcd, coordinator, workers, producers and bare consumers.\n",
-		numCPU(), time.Since(start).Round(time.Second))
+	split := ""
+	if strings.Contains(cfg.parts, "e") && slices.Contains(cfg.wideSplits(), true) {
+		split = " (but the rows of (e) that say so)"
+	}
+	fmt.Printf("\nOne run, %d cores, took %s. Everything shares the machine%s: broker, etcd, coordinator, workers, producers and bare consumers.\n",
+		numCPU(), time.Since(start).Round(time.Second), split)
 	if len(t.notes) > 0 {
 		fmt.Println()
 		for _, n := range t.notes {
