@@ -590,7 +590,7 @@ func (c *fetchConsumer) handle(fs kgo.Fetches, fn func(*record.Record) error, st
 					pr.end = end
 				}
 				wasOpen := pr.open()
-				reserved := false
+				reserved, moved := false, false
 				for i, r := range fp.Records {
 					if !reserved && (!pr.open() || r.Offset >= pr.r.Until) {
 						c.reserve(pr, fp.Records[i:])
@@ -617,7 +617,7 @@ func (c *fetchConsumer) handle(fs kgo.Fetches, fn func(*record.Record) error, st
 						continue
 					}
 					pr.next = r.Offset + 1
-					pr.progress = time.Now()
+					moved = true
 					if r.Attrs.IsControl() {
 						continue
 					}
@@ -628,6 +628,11 @@ func (c *fetchConsumer) handle(fs kgo.Fetches, fn func(*record.Record) error, st
 					st.Records++
 				}
 				c.arena = nil
+				if moved {
+					// Once a partition's part of a poll, not a record: the
+					// clock read per record was 3% of a worker's CPU.
+					pr.progress = time.Now()
+				}
 				if wasOpen && !pr.open() {
 					finished++
 				}

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluice-stream/sluice/record"
 )
 
 // offlineConsumer is a fetchConsumer whose client never connects: pausing
@@ -159,5 +162,55 @@ func TestCapStashesPausesAllOutsideTheRead(t *testing.T) {
 	c.hold()
 	if got := clientPaused(c); !slices.Equal(got, []int32{1, 2, 3}) || len(c.toHold) != 0 {
 		t.Errorf("after hold, the client pauses %v with %d left to hold", got, len(c.toHold))
+	}
+}
+
+// TestProgressOncePerPoll: handle delivers a poll's records of an open
+// range and marks the range's progress once, after them; a partition whose
+// records all went to its stash makes none.
+func TestProgressOncePerPoll(t *testing.T) {
+	open, done := part(0), part(1)
+	open.reading, open.r = true, Range{Topic: "t", Partition: 0, From: 0, Until: 3}
+	done.reading, done.r, done.next = true, Range{Topic: "t", Partition: 1, From: 0, Until: 2}, 2
+	c := offlineConsumer(t, open, done)
+	before := time.Now()
+	open.progress, done.progress = before.Add(-time.Minute), before.Add(-time.Minute)
+	recs := func(p int32, offsets ...int64) []*kgo.Record {
+		var out []*kgo.Record
+		for _, o := range offsets {
+			out = append(out, &kgo.Record{Topic: "t", Partition: p, Offset: o, Value: []byte("v")})
+		}
+		return out
+	}
+	fs := kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{
+		{Partition: 0, HighWatermark: 10, Records: recs(0, 0, 1, 2, 3)},
+		{Partition: 1, HighWatermark: 10, Records: recs(1, 2, 3)},
+	}}}}}
+	var got []int64
+	var at []time.Time
+	var st ReadStats
+	finished, err := c.handle(fs, func(r *record.Record) error {
+		got, at = append(got, r.Offset), append(at, open.progress)
+		return nil
+	}, &st)
+	if err != nil || finished != 1 {
+		t.Fatalf("handle: %d finished, %v; want 1, nil", finished, err)
+	}
+	if !slices.Equal(got, []int64{0, 1, 2}) || st.Records != 3 {
+		t.Errorf("delivered %v (%d), want [0 1 2]", got, st.Records)
+	}
+	for i, a := range at {
+		if !a.Before(before) {
+			t.Errorf("progress moved before the poll's records were delivered (record %d)", i)
+		}
+	}
+	if open.progress.Before(before) {
+		t.Errorf("the open range's progress did not move: %v", open.progress)
+	}
+	if !done.progress.Before(before) {
+		t.Error("a partition whose records were all stashed made progress")
+	}
+	if open.next != 4 || len(open.stash) != 1 || len(done.stash) != 2 {
+		t.Errorf("next %d, stashes %d and %d; want 4, 1 and 2", open.next, len(open.stash), len(done.stash))
 	}
 }
