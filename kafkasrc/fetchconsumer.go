@@ -1,7 +1,7 @@
 package kafkasrc
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,7 +41,6 @@ type fetchConsumer struct {
 	readCommitted bool
 	rec           record.Record
 	hdrs          []record.Header
-	arena         []byte       // reserve
 	toHold        []*fetchPart // pauseLater
 	closeOnce     sync.Once
 	stats         *fetchStats // nil: statistics off
@@ -62,8 +61,7 @@ type fetchConsumer struct {
 // not hand over): nothing polled is ever dropped.
 type fetchPart struct {
 	partState
-	stash     []stashedRecord
-	stashSize int64
+	stash stash
 	// end is the partition's end (high watermark, or last stable offset
 	// under read_committed) as the last fetch of it said; 0 until one has.
 	end int64
@@ -80,25 +78,6 @@ type fetchPart struct {
 	// refilled: resumed by refillAhead and not paused since.
 	refilled bool
 	progress time.Time // the read's start, or when it last moved next
-}
-
-// stashedRecord is a data record polled ahead of the read that delivers
-// it, with its key, value and headers copied out of the fetch: the
-// records of a fetch share its buffer, and a few stashed records would
-// keep whole fetches alive.
-type stashedRecord struct {
-	offset     int64
-	key, value []byte
-	headers    []record.Header
-	timestamp  time.Time
-}
-
-func (s *stashedRecord) size() int64 {
-	n := int64(len(s.key) + len(s.value) + messageOverhead)
-	for _, h := range s.headers {
-		n += int64(len(h.Key) + len(h.Value))
-	}
-	return n
 }
 
 func (pr *fetchPart) tp() TopicPartition { return TopicPartition{pr.topic, pr.partition} }
@@ -240,7 +219,7 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 			}
 			add[r.Topic][r.Partition] = kgo.NewOffset().At(r.From)
 		case r.From < pr.consumed || r.From > pr.next || pr.failed:
-			c.dropStash(pr, len(pr.stash))
+			c.dropStash(pr, pr.stash.len())
 			pr.consumed, pr.next, pr.end, pr.failed = r.From, r.From, 0, false
 			if pr.fetched {
 				if set[r.Topic] == nil {
@@ -252,11 +231,7 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 				readd = append(readd, pr)
 			}
 		default:
-			drop := 0
-			for drop < len(pr.stash) && pr.stash[drop].offset < r.From {
-				drop++ // read by an earlier batch elsewhere
-			}
-			c.dropStash(pr, drop)
+			c.stashBytes -= pr.stash.dropBelow(r.From) // read by an earlier batch elsewhere
 			pr.consumed = r.From
 		}
 		// A partition whose stash covers the range stays paused.
@@ -302,7 +277,7 @@ func (c *fetchConsumer) evict() {
 		return
 	}
 	for _, pr := range gone {
-		c.dropStash(pr, len(pr.stash))
+		c.dropStash(pr, pr.stash.len())
 		delete(c.parts, pr.tp())
 	}
 	m := tps(gone)
@@ -386,16 +361,7 @@ func (c *fetchConsumer) resume(prs []*fetchPart) {
 }
 
 func (c *fetchConsumer) dropStash(pr *fetchPart, n int) {
-	for i := range pr.stash[:n] {
-		size := pr.stash[i].size()
-		pr.stashSize -= size
-		c.stashBytes -= size
-	}
-	clear(pr.stash[:n])
-	pr.stash = pr.stash[n:]
-	if len(pr.stash) == 0 {
-		pr.stash = nil
-	}
+	c.stashBytes -= pr.stash.drop(n)
 }
 
 // keep stashes r, polled for pr outside a read of it, and returns whether
@@ -410,52 +376,8 @@ func (c *fetchConsumer) keep(pr *fetchPart, r *kgo.Record) (pause bool, err erro
 	if r.Attrs.IsControl() {
 		return false, nil
 	}
-	s := stashedRecord{offset: r.Offset, timestamp: r.Timestamp}
-	if r.Key != nil {
-		s.key = c.carve(r.Key)
-	}
-	if r.Value != nil {
-		s.value = c.carve(r.Value)
-	}
-	for _, h := range r.Headers {
-		v := h.Value
-		if v != nil {
-			v = c.carve(v)
-		}
-		s.headers = append(s.headers, record.Header{Key: h.Key, Value: v})
-	}
-	size := s.size()
-	pr.stash = append(pr.stash, s)
-	pr.stashSize += size
-	c.stashBytes += size
-	return !pr.paused && (pr.stashSize >= c.partShare() || c.stashBytes >= c.stashCap()), nil
-}
-
-// reserve readies pr's stash and the arena for the stashed copies of
-// records, the rest of pr's part of a fetch: one allocation for them all
-// instead of one a record (a sixth of a 1,024-partition job's reading was
-// the copies). The arena lives as long as any record copied into it.
-func (c *fetchConsumer) reserve(pr *fetchPart, records []*kgo.Record) {
-	pr.stash = slices.Grow(pr.stash, len(records))
-	n := 0
-	for _, r := range records {
-		n += len(r.Key) + len(r.Value)
-		for _, h := range r.Headers {
-			n += len(h.Value)
-		}
-	}
-	c.arena = make([]byte, 0, n)
-}
-
-// carve copies b into the arena, or into a slice of its own once the
-// arena is used up.
-func (c *fetchConsumer) carve(b []byte) []byte {
-	n := len(c.arena)
-	if cap(c.arena)-n < len(b) {
-		return bytes.Clone(b)
-	}
-	c.arena = append(c.arena, b...)
-	return c.arena[n:len(c.arena):len(c.arena)]
+	c.stashBytes += pr.stash.add(r)
+	return !pr.paused && (pr.stash.size >= c.partShare() || c.stashBytes >= c.stashCap()), nil
 }
 
 func (c *fetchConsumer) read(ctx context.Context, ranges []Range, fn func(*record.Record) error) (ReadStats, error) {
@@ -484,23 +406,18 @@ func (c *fetchConsumer) readPrepared(ctx context.Context, prs []*fetchPart, fn f
 	c.readBytes = 0
 	remaining := 0
 	for _, pr := range prs {
-		n := 0
-		for i := range pr.stash {
-			s := &pr.stash[i]
-			if s.offset >= pr.r.Until {
-				break
-			}
-			if err := c.deliverStashed(pr.r, s, fn); err != nil {
-				return st, err
-			}
-			c.readBytes += s.size()
-			st.Records++
-			st.Stashed++
-			n++
+		n, err := pr.stash.each(pr.r.Until, func(ch *stashChunk, sr *stashedRecord) error {
+			c.readBytes += int64(sr.size)
+			return c.deliverStashed(pr.r, ch, sr, fn)
+		})
+		st.Records += int64(n)
+		st.Stashed += int64(n)
+		if err != nil {
+			return st, err
 		}
 		c.dropStash(pr, n)
 		pr.consumed = pr.r.Until
-		if len(pr.stash) == 0 && pr.next < pr.r.Until {
+		if pr.stash.len() == 0 && pr.next < pr.r.Until {
 			remaining++
 		}
 	}
@@ -593,7 +510,7 @@ func (c *fetchConsumer) handle(fs kgo.Fetches, fn func(*record.Record) error, st
 				reserved, moved := false, false
 				for i, r := range fp.Records {
 					if !reserved && (!pr.open() || r.Offset >= pr.r.Until) {
-						c.reserve(pr, fp.Records[i:])
+						pr.stash.reserve(fp.Records[i:])
 						reserved = true
 					}
 					if !pr.open() {
@@ -627,7 +544,6 @@ func (c *fetchConsumer) handle(fs kgo.Fetches, fn func(*record.Record) error, st
 					c.readBytes += int64(len(r.Key) + len(r.Value) + messageOverhead)
 					st.Records++
 				}
-				c.arena = nil
 				if moved {
 					// Once a partition's part of a poll, not a record: the
 					// clock read per record was 3% of a worker's CPU.
@@ -674,12 +590,12 @@ func (c *fetchConsumer) deliver(r Range, m *kgo.Record, fn func(*record.Record) 
 	return nil
 }
 
-func (c *fetchConsumer) deliverStashed(r Range, s *stashedRecord, fn func(*record.Record) error) error {
+func (c *fetchConsumer) deliverStashed(r Range, ch *stashChunk, sr *stashedRecord, fn func(*record.Record) error) error {
 	rec := &c.rec
-	rec.Topic, rec.Partition, rec.Offset = r.Topic, r.Partition, s.offset
-	rec.Key, rec.Value, rec.Timestamp, rec.Headers = s.key, s.value, s.timestamp, s.headers
+	rec.Topic, rec.Partition = r.Topic, r.Partition
+	ch.fill(rec, sr)
 	if err := fn(rec); err != nil {
-		return fmt.Errorf("read %s: record at offset %d: %w", r, s.offset, err)
+		return fmt.Errorf("read %s: record at offset %d: %w", r, sr.offset, err)
 	}
 	return nil
 }
@@ -726,16 +642,16 @@ func (c *fetchConsumer) refillAhead(prs []*fetchPart) {
 	share := c.partShare()
 	var low []*fetchPart
 	for _, pr := range prs {
-		if pr.paused && pr.stashSize < share/2 && (pr.end == 0 || pr.next < pr.end) {
+		if pr.paused && pr.stash.size < share/2 && (pr.end == 0 || pr.next < pr.end) {
 			low = append(low, pr)
 		}
 	}
 	if len(low) == 0 {
 		return
 	}
-	slices.SortFunc(low, func(a, b *fetchPart) int { return int(a.stashSize - b.stashSize) })
+	slices.SortFunc(low, func(a, b *fetchPart) int { return cmp.Compare(a.stash.size, b.stash.size) })
 	emptiest := low[0]
-	low = low[:refillCount(len(low), int64(len(emptiest.stash)), emptiest.r.Until-emptiest.r.From)]
+	low = low[:refillCount(len(low), int64(emptiest.stash.len()), emptiest.r.Until-emptiest.r.From)]
 	for _, pr := range low {
 		pr.refilled = true
 	}

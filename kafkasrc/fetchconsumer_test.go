@@ -1,7 +1,6 @@
 package kafkasrc
 
 import (
-	"bytes"
 	"slices"
 	"testing"
 	"time"
@@ -13,7 +12,7 @@ import (
 
 // offlineConsumer is a fetchConsumer whose client never connects: pausing
 // and resuming are bookkeeping in the client.
-func offlineConsumer(t *testing.T, parts ...*fetchPart) *fetchConsumer {
+func offlineConsumer(t testing.TB, parts ...*fetchPart) *fetchConsumer {
 	t.Helper()
 	kc, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"))
 	if err != nil {
@@ -34,73 +33,6 @@ func clientPaused(c *fetchConsumer) []int32 {
 	ps := slices.Clone(c.kc.PauseFetchPartitions(nil)["t"])
 	slices.Sort(ps)
 	return ps
-}
-
-func TestStashCopiesIntoOneArena(t *testing.T) {
-	c := offlineConsumer(t)
-	pr := part(0)
-	pr.next = 10
-	recs := []*kgo.Record{
-		{Offset: 10, Key: []byte("k1"), Value: []byte("value-1")},
-		{Offset: 11, Key: nil, Value: []byte{}},
-		{Offset: 12, Key: []byte("k3"), Value: nil, Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("hv")}, {Key: "n"}}},
-	}
-	orig := make([][]byte, 0, 2*len(recs))
-	for _, r := range recs {
-		orig = append(orig, bytes.Clone(r.Key), bytes.Clone(r.Value))
-	}
-	c.reserve(pr, recs)
-	for _, r := range recs {
-		if _, err := c.keep(pr, r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The fetch's buffers are the client's to reuse: the stash must not
-	// see them change.
-	for _, r := range recs {
-		for _, b := range [][]byte{r.Key, r.Value} {
-			for i := range b {
-				b[i] = 'X'
-			}
-		}
-		for _, h := range r.Headers {
-			for i := range h.Value {
-				h.Value[i] = 'X'
-			}
-		}
-	}
-	if len(pr.stash) != 3 || pr.next != 13 {
-		t.Fatalf("stash %d records, next %d; want 3, 13", len(pr.stash), pr.next)
-	}
-	for i, s := range pr.stash {
-		if !bytes.Equal(s.key, orig[2*i]) || (s.key == nil) != (orig[2*i] == nil) {
-			t.Errorf("record %d: key %q (nil %v), want %q (nil %v)", i, s.key, s.key == nil, orig[2*i], orig[2*i] == nil)
-		}
-		if !bytes.Equal(s.value, orig[2*i+1]) || (s.value == nil) != (orig[2*i+1] == nil) {
-			t.Errorf("record %d: value %q (nil %v), want %q (nil %v)", i, s.value, s.value == nil, orig[2*i+1], orig[2*i+1] == nil)
-		}
-	}
-	if h := pr.stash[2].headers; len(h) != 2 || h[0].Key != "h" || string(h[0].Value) != "hv" || h[1].Value != nil {
-		t.Errorf("headers %+v, want h=hv and n with no value", h)
-	}
-	// One arena: every copy is in the same allocation, and appending to
-	// one copy cannot overwrite the next.
-	if cap(pr.stash[0].key) != len(pr.stash[0].key) {
-		t.Errorf("a stashed key has spare capacity %d: an append to it would overwrite its neighbour", cap(pr.stash[0].key))
-	}
-	if got := c.stashBytes; got != pr.stashSize || got <= 0 {
-		t.Errorf("stash bytes %d, partition's %d", got, pr.stashSize)
-	}
-	// Past the arena (a record the reservation did not count), a copy of
-	// its own.
-	extra := &kgo.Record{Offset: 13, Value: []byte("late")}
-	if _, err := c.keep(pr, extra); err != nil {
-		t.Fatal(err)
-	}
-	extra.Value[0] = 'X'
-	if got := string(pr.stash[3].value); got != "late" {
-		t.Errorf("value past the arena %q, want late", got)
-	}
 }
 
 func TestPauseHeldAfterNextPoll(t *testing.T) {
@@ -210,7 +142,7 @@ func TestProgressOncePerPoll(t *testing.T) {
 	if !done.progress.Before(before) {
 		t.Error("a partition whose records were all stashed made progress")
 	}
-	if open.next != 4 || len(open.stash) != 1 || len(done.stash) != 2 {
-		t.Errorf("next %d, stashes %d and %d; want 4, 1 and 2", open.next, len(open.stash), len(done.stash))
+	if open.next != 4 || open.stash.len() != 1 || done.stash.len() != 2 {
+		t.Errorf("next %d, stashes %d and %d; want 4, 1 and 2", open.next, open.stash.len(), done.stash.len())
 	}
 }

@@ -106,7 +106,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.wideConsumers, "wide-consumers", 8, "(e) bare consumers sharing the wide backlog's partitions")
 	fs.StringVar(&cfg.wideBroker, "wide-broker", "dev", "(e) the broker: dev (sluice dev's embedded broker, which reads each record batch from its file) or memory (a kfake process keeping its topics in memory)")
 	fs.StringVar(&cfg.wideCPUs, "wide-cpus", "", "(e) shared (the broker, etcd, the coordinator, the workers and the bare consumers on every CPU), split (the broker and etcd on CPU 0, the rest on the others, as on separate hosts) or both, in that order (default both, quick shared)")
-	fs.IntVar(&cfg.wideRounds, "wide-rounds", 0, "(e) runs of the job on each layout, alternating which runs first; the best of each is compared (default 3, quick 1)")
+	fs.IntVar(&cfg.wideRounds, "wide-rounds", 0, "(e) rounds, each running the job on both layouts back to back, alternating which runs first; the median of the rounds' ratios is the figure (default 5, quick 1)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -153,7 +153,7 @@ func parseFlags(args []string) (config, error) {
 		return cfg, fmt.Errorf("-wide-rounds %d: want 1 to 20 rounds", cfg.wideRounds)
 	}
 	if cfg.wideRounds == 0 {
-		cfg.wideRounds = 3
+		cfg.wideRounds = 5
 		if cfg.quick {
 			cfg.wideRounds = 1
 		}

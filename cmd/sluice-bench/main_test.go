@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -23,7 +24,7 @@ func TestParseFlagsScaleParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.parts != "abcde" || cfg.wideRecords != 10_000_000 || cfg.widePartitions != 1024 || cfg.wideConsumers != 8 || cfg.wideRounds != 3 || cfg.wideBroker != "dev" ||
+	if cfg.parts != "abcde" || cfg.wideRecords != 10_000_000 || cfg.widePartitions != 1024 || cfg.wideConsumers != 8 || cfg.wideRounds != 5 || cfg.wideBroker != "dev" ||
 		!slices.Equal(cfg.wideSplits(), []bool{false, true}) ||
 		cfg.largeBatches != 100 || cfg.largeBudget != time.Minute || !slices.Equal(cfg.largeLayouts, []bench.Layout{{Topics: 1, Partitions: 10000}, {Topics: 100, Partitions: 100}}) {
 		t.Errorf("defaults: parts %q, (e) %d records on %d partitions, %d consumers; (d) %v, %d batches, %s",
@@ -57,5 +58,34 @@ func TestParseFlagsScaleParts(t *testing.T) {
 		if err != nil || !slices.Equal(cfg.wideSplits(), want) {
 			t.Errorf("-wide-cpus %s: %v (%v), want %v", flag, cfg.wideSplits(), err, want)
 		}
+	}
+}
+
+func TestWideRatio(t *testing.T) {
+	run := func(rate float64) wideRun {
+		// 10M records at rate records/s.
+		return wideRun{job: bench.JobRun{Done: true, Committed: 10_000_000, Elapsed: time.Duration(10_000_000 / rate * float64(time.Second))}}
+	}
+	m := wideMeasure{
+		narrows: []wideRun{run(1_000_000), run(700_000), run(800_000)},
+		wides:   []wideRun{run(950_000), run(560_000), run(800_000)},
+	}
+	// Rounds 0.95, 0.80 and 1.00: the median 0.95; best / best 0.95.
+	ratio, cell, ok := wideRatio(m)
+	if !ok || ratio < 0.949 || ratio > 0.951 || cell != "0.95 (rounds: 0.95, 0.80, 1.00; best / best 0.95)" {
+		t.Errorf("wideRatio = %.3f, %q, %v", ratio, cell, ok)
+	}
+	m.wides = append(m.wides, run(450_000))
+	m.narrows = append(m.narrows, run(500_000))
+	// Rounds 0.95, 0.80, 1.00, 0.90: the mean of the middle two.
+	if ratio, _, _ := wideRatio(m); ratio < 0.924 || ratio > 0.926 {
+		t.Errorf("even rounds: ratio %.3f, want 0.925", ratio)
+	}
+	m.wides[1].verify = errors.New("wrong counts")
+	if _, _, ok := wideRatio(m); ok {
+		t.Error("a run with wrong results is ok")
+	}
+	if ratio, cell, _ := wideRatio(wideMeasure{narrows: []wideRun{run(1)}, wides: []wideRun{run(1)}}); ratio != 1 || cell != "1.00" {
+		t.Errorf("one round: %.2f %q", ratio, cell)
 	}
 }
