@@ -680,4 +680,3 @@ func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 		l.logger.Warn("kafka client: "+msg, keyvals...)
 	}
 }
-

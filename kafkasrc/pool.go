@@ -274,12 +274,18 @@ func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*pooled, error) {
 
 // mostAssigned returns the index in cs of the consumer having most of the
 // ranges' partitions assigned (the first of equals), and how many; -1, -1
-// when cs is empty.
+// when cs is empty. Of more than assignedSample ranges it counts that many,
+// evenly spaced: a packed task carries the same partitions batch after
+// batch, so one consumer has them all or most, and counting all 1,700 of
+// a 10,000-partition task's ranges in every idle consumer, under the
+// pool's lock, was a tenth of the workers' time.
 func mostAssigned(cs []*pooled, ranges []Range) (best, have int) {
 	best, have = -1, -1
+	step := max(len(ranges)/assignedSample, 1)
 	for i, c := range cs {
 		n := 0
-		for _, r := range ranges {
+		for j := 0; j < len(ranges); j += step {
+			r := &ranges[j]
 			if c.assigned(TopicPartition{r.Topic, r.Partition}) {
 				n++
 			}
@@ -290,6 +296,9 @@ func mostAssigned(cs []*pooled, ranges []Range) (best, have int) {
 	}
 	return best, have
 }
+
+// assignedSample is how many of a read's ranges mostAssigned counts.
+const assignedSample = 64
 
 // put returns c to the pool after a read, still assigned; a failed read
 // or a closed pool closes it instead. Past maxIdle idle consumers (over

@@ -558,3 +558,47 @@ func TestFetchSizes(t *testing.T) {
 		}
 	}
 }
+
+// assignedSet is a rangeConsumer that has the partitions of a set
+// assigned; it is never read from.
+type assignedSet struct {
+	rangeConsumer
+	parts map[TopicPartition]bool
+}
+
+func (a assignedSet) assigned(tp TopicPartition) bool { return a.parts[tp] }
+
+func TestMostAssigned(t *testing.T) {
+	set := func(from, to int32) *pooled {
+		a := assignedSet{parts: map[TopicPartition]bool{}}
+		for p := from; p < to; p++ {
+			a.parts[TopicPartition{"t", p}] = true
+		}
+		return &pooled{rangeConsumer: a}
+	}
+	ranges := func(from, to int32) []Range {
+		var rs []Range
+		for p := from; p < to; p++ {
+			rs = append(rs, Range{Topic: "t", Partition: p, From: 0, Until: 1})
+		}
+		return rs
+	}
+	cs := []*pooled{set(0, 1700), set(1700, 3400), set(5000, 5010)}
+	for _, tc := range []struct {
+		name       string
+		ranges     []Range
+		best, have int
+	}{
+		{"few ranges, counted exactly", ranges(5000, 5010), 2, 10},
+		{"few ranges, the first of equals", ranges(1690, 1700), 0, 10},
+		{"1,700 ranges, sampled: every 26th", ranges(1700, 3400), 1, 66},
+		{"none assigned anywhere", ranges(6000, 6010), 0, 0},
+	} {
+		if best, have := mostAssigned(cs, tc.ranges); best != tc.best || have != tc.have {
+			t.Errorf("%s: best %d with %d, want %d with %d", tc.name, best, have, tc.best, tc.have)
+		}
+	}
+	if best, have := mostAssigned(nil, ranges(0, 10)); best != -1 || have != -1 {
+		t.Errorf("no consumers: %d, %d", best, have)
+	}
+}

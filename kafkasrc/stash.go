@@ -18,11 +18,21 @@ import (
 // 1,024-partition job a third of the records go through a stash; a slice
 // of records with pointers, grown record by record, cost 220 ns a record
 // against 25 for one delivered from the poll (BenchmarkStash).
+//
+// A read of a thousand ranges of a record or two touches every stash once
+// or twice, so the first chunk and the first record's offset are kept in
+// the stash itself (in the partition's state): a stash whose first record
+// is past a range costs no memory load, and a record of the first chunk
+// one (at 10,000 partitions, a slice of chunks to go through first made
+// the walks a quarter of the workers' time).
 type stash struct {
-	chunks []stashChunk
-	head   int   // the records of chunks[0] already dropped
-	n      int   // the records held
-	size   int64 // their sizes (stashedRecord.size)
+	cur    stashChunk   // the first chunk
+	rest   []stashChunk // the chunks after it
+	chunks int          // 0, or 1 + len(rest)
+	head   int          // the records of cur already dropped
+	first  int64        // the first record's offset; only when n > 0
+	n      int          // the records held
+	size   int64        // their sizes (stashedRecord.size)
 }
 
 // stashChunk is what one poll stashed of the partition.
@@ -51,16 +61,30 @@ type span struct{ off, n int32 }
 
 func (s *stash) len() int { return s.n }
 
-// first is the offset of the first record, -1 with none.
-func (s *stash) first() int64 {
-	head := s.head
-	for _, ch := range s.chunks {
-		if head < len(ch.recs) {
-			return ch.recs[head].offset
-		}
-		head = 0
+// firstOffset is the offset of the first record, -1 with none.
+func (s *stash) firstOffset() int64 {
+	if s.n == 0 {
+		return -1
 	}
-	return -1
+	return s.first
+}
+
+// chunk is the i-th chunk.
+func (s *stash) chunk(i int) *stashChunk {
+	if i == 0 {
+		return &s.cur
+	}
+	return &s.rest[i-1]
+}
+
+// push appends ch as the last chunk.
+func (s *stash) push(ch stashChunk) {
+	if s.chunks == 0 {
+		s.cur = ch
+	} else {
+		s.rest = append(s.rest, ch)
+	}
+	s.chunks++
 }
 
 // reserve starts a chunk for records, the rest of the partition's part of
@@ -73,7 +97,7 @@ func (s *stash) reserve(records []*kgo.Record) {
 			n += len(h.Value)
 		}
 	}
-	s.chunks = append(s.chunks, stashChunk{arena: make([]byte, 0, min(n, math.MaxInt32)), recs: make([]stashedRecord, 0, len(records))})
+	s.push(stashChunk{arena: make([]byte, 0, min(n, math.MaxInt32)), recs: make([]stashedRecord, 0, len(records))})
 }
 
 // add copies r into the last chunk, or into a chunk of its own when that
@@ -84,12 +108,12 @@ func (s *stash) add(r *kgo.Record) int64 {
 	for _, h := range r.Headers {
 		n += len(h.Value)
 	}
-	if len(s.chunks) == 0 {
+	if s.chunks == 0 {
 		s.reserve([]*kgo.Record{r})
-	} else if last := &s.chunks[len(s.chunks)-1]; cap(last.arena)-len(last.arena) < n || len(last.recs) == cap(last.recs) {
+	} else if last := s.chunk(s.chunks - 1); cap(last.arena)-len(last.arena) < n || len(last.recs) == cap(last.recs) {
 		s.reserve([]*kgo.Record{r})
 	}
-	ch := &s.chunks[len(s.chunks)-1]
+	ch := s.chunk(s.chunks - 1)
 	size := int64(n + messageOverhead)
 	for _, h := range r.Headers {
 		size += int64(len(h.Key))
@@ -108,6 +132,9 @@ func (s *stash) add(r *kgo.Record) int64 {
 		sr.headers = int32(len(ch.headers))
 	}
 	ch.recs = append(ch.recs, sr)
+	if s.n == 0 {
+		s.first = sr.offset
+	}
 	s.n++
 	s.size += int64(sr.size)
 	return int64(sr.size)
@@ -148,9 +175,12 @@ func (ch *stashChunk) fill(rec *record.Record, sr *stashedRecord) {
 // each calls fn with the records below until, in order, and returns how
 // many it called it with; it stops at fn's first error.
 func (s *stash) each(until int64, fn func(*stashChunk, *stashedRecord) error) (int, error) {
+	if s.n == 0 || s.first >= until {
+		return 0, nil
+	}
 	n, head := 0, s.head
 	for i := range s.chunks {
-		ch := &s.chunks[i]
+		ch := s.chunk(i)
 		for j := head; j < len(ch.recs); j++ {
 			if ch.recs[j].offset >= until {
 				return n, nil
@@ -168,27 +198,48 @@ func (s *stash) each(until int64, fn func(*stashChunk, *stashedRecord) error) (i
 // drop drops the first n records and returns their sizes; a chunk goes
 // with its last record.
 func (s *stash) drop(n int) int64 {
+	if n <= 0 || s.n == 0 {
+		return 0 // without a load of the first record's memory
+	}
 	var freed int64
 	for n > 0 && s.n > 0 {
-		ch := &s.chunks[0]
-		take := min(n, len(ch.recs)-s.head)
-		for _, sr := range ch.recs[s.head : s.head+take] {
+		take := min(n, len(s.cur.recs)-s.head)
+		for _, sr := range s.cur.recs[s.head : s.head+take] {
 			freed += int64(sr.size)
 		}
 		s.head += take
 		s.n -= take
 		n -= take
-		if s.head == len(ch.recs) {
-			s.chunks[0] = stashChunk{}
-			s.chunks = s.chunks[1:]
-			s.head = 0
+		if s.head == len(s.cur.recs) {
+			s.popChunk()
 		}
 	}
 	if s.n == 0 {
-		s.chunks, s.head = nil, 0
+		*s = stash{}
+		return freed
 	}
+	for s.head == len(s.cur.recs) {
+		s.popChunk() // empty chunks: polls of control records
+	}
+	s.first = s.cur.recs[s.head].offset
 	s.size -= freed
 	return freed
+}
+
+// popChunk drops the first chunk.
+func (s *stash) popChunk() {
+	s.head = 0
+	s.chunks--
+	if len(s.rest) == 0 {
+		s.cur = stashChunk{}
+		return
+	}
+	s.cur = s.rest[0]
+	s.rest[0] = stashChunk{}
+	s.rest = s.rest[1:]
+	if len(s.rest) == 0 {
+		s.rest = nil
+	}
 }
 
 // dropBelow drops the records below offset and returns their sizes.

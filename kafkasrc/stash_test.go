@@ -63,8 +63,8 @@ func TestStashCopiesIntoOneArena(t *testing.T) {
 			}
 		}
 	}
-	if s.len() != 3 || len(s.chunks) != 1 || s.first() != 10 {
-		t.Fatalf("stash of %d records in %d chunks from %d; want 3 in 1 from 10", s.len(), len(s.chunks), s.first())
+	if s.len() != 3 || s.chunks != 1 || s.firstOffset() != 10 {
+		t.Fatalf("stash of %d records in %d chunks from %d; want 3 in 1 from 10", s.len(), s.chunks, s.firstOffset())
 	}
 	if s.size != sizes || sizes != 3*messageOverhead+2+7+2+2+1+1 {
 		t.Errorf("stash size %d, sizes added %d; want %d", s.size, sizes, 3*messageOverhead+2+7+2+2+1+1)
@@ -93,8 +93,8 @@ func TestStashCopiesIntoOneArena(t *testing.T) {
 	extra := &kgo.Record{Offset: 13, Value: []byte("late")}
 	s.add(extra)
 	extra.Value[0] = 'X'
-	if got := stashed(t, &s, 14); len(got) != 4 || string(got[3].Value) != "late" || len(s.chunks) != 2 {
-		t.Errorf("after a record past the reservation: %d records, last %q, %d chunks; want 4, late, 2", len(got), got[len(got)-1].Value, len(s.chunks))
+	if got := stashed(t, &s, 14); len(got) != 4 || string(got[3].Value) != "late" || s.chunks != 2 {
+		t.Errorf("after a record past the reservation: %d records, last %q, %d chunks; want 4, late, 2", len(got), got[len(got)-1].Value, s.chunks)
 	}
 }
 
@@ -124,18 +124,18 @@ func TestStashDrop(t *testing.T) {
 		t.Fatalf("records below 5: %v", got)
 	}
 	one := s.size / 7
-	if freed := s.dropBelow(2); freed != 2*one || s.len() != 5 || s.first() != 2 {
-		t.Errorf("dropBelow(2) freed %d of %d a record, left %d from %d; want 2 records, 5 from 2", freed, one, s.len(), s.first())
+	if freed := s.dropBelow(2); freed != 2*one || s.len() != 5 || s.firstOffset() != 2 {
+		t.Errorf("dropBelow(2) freed %d of %d a record, left %d from %d; want 2 records, 5 from 2", freed, one, s.len(), s.firstOffset())
 	}
 	// Across chunks: the first and the empty one go.
-	if freed := s.drop(2); freed != 2*one || s.first() != 4 || len(s.chunks) != 1 {
-		t.Errorf("drop(2) freed %d, left first %d in %d chunks; want %d, 4, 1", freed, s.first(), len(s.chunks), 2*one)
+	if freed := s.drop(2); freed != 2*one || s.firstOffset() != 4 || s.chunks != 1 {
+		t.Errorf("drop(2) freed %d, left first %d in %d chunks; want %d, 4, 1", freed, s.firstOffset(), s.chunks, 2*one)
 	}
 	if got := offsets(100); !slices.Equal(got, []int64{4, 5, 6}) {
 		t.Errorf("records left %v, want [4 5 6]", got)
 	}
-	if freed := s.drop(10); freed != 3*one || s.len() != 0 || s.size != 0 || s.chunks != nil || s.first() != -1 {
-		t.Errorf("drop of all freed %d, left %d records of size %d in %d chunks", freed, s.len(), s.size, len(s.chunks))
+	if freed := s.drop(10); freed != 3*one || s.len() != 0 || s.size != 0 || s.chunks != 0 || s.firstOffset() != -1 {
+		t.Errorf("drop of all freed %d, left %d records of size %d in %d chunks", freed, s.len(), s.size, s.chunks)
 	}
 	// An error stops the walk at the record that failed.
 	poll(7, 3)
@@ -208,5 +208,31 @@ func BenchmarkStash(b *testing.B) {
 				base += perPart
 			}
 		})
+	}
+}
+
+// TestStashEmptyFirstChunk: a poll of control records only leaves an
+// empty chunk first; the records after it are found and dropped.
+func TestStashEmptyFirstChunk(t *testing.T) {
+	var s stash
+	s.reserve(nil)
+	s.add(&kgo.Record{Offset: 5, Value: []byte("a")})
+	s.add(&kgo.Record{Offset: 6, Value: []byte("b")})
+	if s.chunks != 3 || s.firstOffset() != 5 || s.len() != 2 {
+		t.Fatalf("%d chunks, first %d, %d records; want 3, 5, 2", s.chunks, s.firstOffset(), s.len())
+	}
+	if n, _ := s.each(5, func(*stashChunk, *stashedRecord) error { t.Error("a record below 5"); return nil }); n != 0 {
+		t.Errorf("each below the first record: %d", n)
+	}
+	if got := stashed(t, &s, 7); len(got) != 2 || string(got[0].Value) != "a" || string(got[1].Value) != "b" {
+		t.Errorf("records %v", got)
+	}
+	s.drop(1)
+	if s.firstOffset() != 6 || s.chunks != 1 {
+		t.Errorf("after drop(1): first %d in %d chunks; want 6 in 1", s.firstOffset(), s.chunks)
+	}
+	s.dropBelow(7)
+	if s.len() != 0 || s.size != 0 || s.chunks != 0 {
+		t.Errorf("after dropBelow(7): %d records, size %d, %d chunks", s.len(), s.size, s.chunks)
 	}
 }
