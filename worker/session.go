@@ -28,6 +28,10 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 	opts = append(append(opts,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
+		// The coordinator's windows (coordinator.streamWindow): a batch's
+		// tasks arrive without waiting for window updates.
+		grpc.WithInitialWindowSize(4<<20),
+		grpc.WithInitialConnWindowSize(16<<20),
 	), w.cfg.DialOptions...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
