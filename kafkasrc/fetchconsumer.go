@@ -98,10 +98,12 @@ const (
 	// max.partition.fetch.bytes when a read has 8 ranges or more). A
 	// record batch above it is served only first in a response (KIP-74):
 	// with 64 KiB, two thirds of the 1,024-partition benchmark's
-	// responses carried one partition (its batches reach 92 KB), 2,900
-	// fetches a worker instead of 840, and (e) was at 0.86 against 0.99
-	// and 1.01 (the medians of two runs each), for workers at 275-345 MiB
-	// RSS instead of 220-260.
+	// responses carried one partition (its batches reach 92 KB), and with
+	// the broker on a CPU of its own (e) was at 0.88 against 1.21, for
+	// workers at 265-345 MiB RSS instead of 193-216. On CPUs shared with
+	// kfake it was 0.86 against 0.78: the more each finished partition
+	// brings with the fetch in flight costs the broker (README,
+	// Performance).
 	fetchPartitionBytes = 128 << 10
 	// fetchStashLimit is stashLimit of a fetchConsumer: half the
 	// librdkafka pool's. Fetching a partition again costs franz-go less,

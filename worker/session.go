@@ -28,10 +28,8 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 	opts = append(append(opts,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
-		// The coordinator's windows (coordinator.streamWindow): a batch's
-		// tasks arrive without waiting for window updates.
-		grpc.WithInitialWindowSize(4<<20),
-		grpc.WithInitialConnWindowSize(16<<20),
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
 	), w.cfg.DialOptions...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
@@ -168,3 +166,12 @@ func (w *Worker) session(ctx context.Context, addr string) error {
 	})
 	return g.Wait()
 }
+
+// streamWindow and connWindow are the flow-control windows of the
+// connection to the coordinator, the coordinator's own
+// (coordinator.streamWindow): a batch's tasks of 1,700 ranges each arrive
+// without waiting for window updates.
+const (
+	streamWindow = 4 << 20
+	connWindow   = 16 << 20
+)
