@@ -187,17 +187,20 @@ func TestMetricsEndpoints(t *testing.T) {
 	}
 	job := []string{"job", spec.GetName()}
 	// The lag is measured when a batch is planned: the batch after the
-	// last records sees none left.
+	// last records sees none left. The job can catch up on one worker's
+	// slots before the second has connected (it did once in CI, 0.8 s
+	// into the test), so the scrape also waits for both workers.
 	deadline := time.Now().Add(10 * time.Second)
 	var mfs map[string]*dto.MetricFamily
 	for {
 		mfs = scrape(t, coordHTTP)
 		lag, ok := value(mfs, "sluice_job_lag_records", job...)
-		if ok && lag == 0 {
+		workers, _ := value(mfs, "sluice_coordinator_workers_connected")
+		if ok && lag == 0 && workers == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sluice_job_lag_records of the job = %v (found %v), want 0 once it caught up", lag, ok)
+			t.Fatalf("sluice_job_lag_records of the job = %v (found %v), want 0 once it caught up; workers connected %v, want 2", lag, ok, workers)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
