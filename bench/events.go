@@ -167,8 +167,11 @@ func CreateTopic(ctx context.Context, brokers, topic string, partitions int32) e
 // ProduceEvents creates topic with partitions and writes n click-stream
 // events round-robin over its partitions, from several producers at once,
 // and returns the ground truth of the click job. The end offsets are read
-// back from the broker and must match.
-func ProduceEvents(ctx context.Context, brokers, topic string, partitions int32, n int64, seed uint64) (Produced, error) {
+// back from the broker and must match. With inTurn, each producer writes
+// its partitions one after the other instead, so that their record
+// batches fill to ProducerBatchMaxBytes however many partitions there are
+// (round-robin over 1,024 partitions makes batches of 4 to 92 KB).
+func ProduceEvents(ctx context.Context, brokers, topic string, partitions int32, n int64, seed uint64, inTurn bool) (Produced, error) {
 	if err := CreateTopic(ctx, brokers, topic, partitions); err != nil {
 		return Produced{}, err
 	}
@@ -183,7 +186,7 @@ func ProduceEvents(ctx context.Context, brokers, topic string, partitions int32,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[w] = producePartitions(ctx, brokers, topic, w, producers, counts, seed, gens, &bytes)
+			errs[w] = producePartitions(ctx, brokers, topic, w, producers, counts, seed, gens, &bytes, inTurn)
 		}()
 	}
 	wg.Wait()
@@ -202,7 +205,7 @@ func ProduceEvents(ctx context.Context, brokers, topic string, partitions int32,
 }
 
 // producePartitions writes the events of the partitions p with p % of == w.
-func producePartitions(ctx context.Context, brokers, topic string, w, of int, counts []int64, seed uint64, gens []*eventGen, bytes *atomic.Int64) error {
+func producePartitions(ctx context.Context, brokers, topic string, w, of int, counts []int64, seed uint64, gens []*eventGen, bytes *atomic.Int64, inTurn bool) error {
 	cl, err := kgo.NewClient(append(ProducerOpts(brokers), kgo.DefaultProduceTopic(topic))...)
 	if err != nil {
 		return fmt.Errorf("kafka producer: %w", err)
@@ -221,18 +224,31 @@ func producePartitions(ctx context.Context, brokers, topic string, w, of int, co
 			gens[p] = newEventGen(seed, int32(p))
 		}
 	}
-	// Interleave the partitions so that every partition's batches fill at once.
 	var total int64
-	for i := int64(0); ; i++ {
+	produce := func(p int32) {
+		v := gens[p].next(make([]byte, 0, 112))
+		total += int64(len(v))
+		cl.Produce(ctx, &kgo.Record{Partition: p, Value: v}, done)
+	}
+	if inTurn {
+		for _, p := range mine {
+			for range counts[p] {
+				produce(p)
+			}
+			if e := firstErr.Load(); e != nil {
+				return fmt.Errorf("produce to %s: %w", topic, *e)
+			}
+		}
+	}
+	// Interleave the partitions so that every partition's batches fill at once.
+	for i := int64(0); !inTurn; i++ {
 		wrote := false
 		for _, p := range mine {
 			if i >= counts[p] {
 				continue
 			}
 			wrote = true
-			v := gens[p].next(make([]byte, 0, 112))
-			total += int64(len(v))
-			cl.Produce(ctx, &kgo.Record{Partition: p, Value: v}, done)
+			produce(p)
 		}
 		if !wrote {
 			break

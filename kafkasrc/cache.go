@@ -36,9 +36,9 @@ type ReadStats struct {
 	// Stashed is how many of Records a pool consumer had polled during
 	// earlier reads (see Pool).
 	Stashed int64
-	// Dropped is how many records a pool consumer polled for partitions it
-	// had paused (their stash was full), since the read before: records
-	// fetched twice.
+	// Dropped is how many records a pool consumer polled and dropped
+	// since the read before, for partitions it had paused or whose stash
+	// was full: records fetched twice.
 	Dropped int64
 	// Cached is true when the read used the cache's consumer for the
 	// partition, false when it used a temporary one (the cached consumer was

@@ -602,3 +602,68 @@ func TestMostAssigned(t *testing.T) {
 		t.Errorf("no consumers: %d, %d", best, have)
 	}
 }
+
+// TestReadRangesBigBatches reads partitions written in one record batch
+// each, larger than a partition's share of a fetch, in ranges of a tenth
+// of it: a batch comes whole, and its rest past a range's end goes to the
+// stash. With stashPartKeep lowered below a batch, a partition's stash
+// stays within it (the rest is dropped, and fetched again when read), and
+// every read gets exactly its records.
+func TestReadRangesBigBatches(t *testing.T) {
+	const (
+		parts   = 128
+		backlog = 150
+		reads   = 10
+	)
+	defer func(keep int64) { stashPartKeep = keep }(stashPartKeep)
+	stashPartKeep = 256 << 10 // a batch is 320 KiB of stash sizes
+	_, cl := newTestCluster(t, parts, "big")
+	k := newKgo(t, cl, kgo.ProducerLinger(50*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20))
+	value := strings.Repeat("x", 2000)
+	truth := map[int32][]want{}
+	for p := range int32(parts) {
+		rs := make([]*kgo.Record, backlog)
+		for i := range rs {
+			rs[i] = &kgo.Record{Key: fmt.Appendf(nil, "k%d", i), Value: []byte(value)}
+		}
+		truth[p] = produce(t, k, "big", p, rs)
+	}
+	pool := NewPool(2, testLogger(t))
+	t.Cleanup(pool.Close)
+	var dropped int64
+	for i := range int64(reads) {
+		var ranges []Range
+		per := int64(backlog / reads)
+		for p := range int32(parts) {
+			ranges = append(ranges, Range{Topic: "big", Partition: p, From: i * per, Until: (i + 1) * per})
+		}
+		got, st, err := readRanges(testCtx(t), pool, cl, ranges)
+		if err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		for _, r := range ranges {
+			sameRecords(t, fmt.Sprintf("read %d %s", i, r), got[r.Partition], between(truth[r.Partition], r.From, r.Until))
+		}
+		dropped += st.Dropped
+		pool.Idle() // waits for the top-up
+		pool.mu.Lock()
+		for _, cs := range pool.idle {
+			for _, c := range cs {
+				fc, ok := c.rangeConsumer.(*fetchConsumer)
+				if !ok {
+					t.Fatalf("pool consumer %T, want a franz-go one", c.rangeConsumer)
+				}
+				for tp, pr := range fc.parts {
+					if pr.stash.size > stashPartKeep {
+						t.Errorf("read %d: %s/%d's stash holds %d bytes, over stashPartKeep %d", i, tp.Topic, tp.Partition, pr.stash.size, stashPartKeep)
+					}
+				}
+			}
+		}
+		pool.mu.Unlock()
+	}
+	if dropped == 0 {
+		t.Errorf("no record was dropped: the stashes held %d partitions' batches whole", parts)
+	}
+	t.Logf("dropped %d records over %d reads", dropped, reads)
+}

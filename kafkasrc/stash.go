@@ -100,6 +100,16 @@ func (s *stash) reserve(records []*kgo.Record) {
 	s.push(stashChunk{arena: make([]byte, 0, min(n, math.MaxInt32)), recs: make([]stashedRecord, 0, len(records))})
 }
 
+// stashSize is the size add gives r: its bytes, header keys and
+// messageOverhead.
+func stashSize(r *kgo.Record) int64 {
+	n := int64(len(r.Key) + len(r.Value) + messageOverhead)
+	for _, h := range r.Headers {
+		n += int64(len(h.Key) + len(h.Value))
+	}
+	return n
+}
+
 // add copies r into the last chunk, or into a chunk of its own when that
 // has no room for it (a record reserve did not count), and returns its
 // size.
@@ -114,10 +124,7 @@ func (s *stash) add(r *kgo.Record) int64 {
 		s.reserve([]*kgo.Record{r})
 	}
 	ch := s.chunk(s.chunks - 1)
-	size := int64(n + messageOverhead)
-	for _, h := range r.Headers {
-		size += int64(len(h.Key))
-	}
+	size := stashSize(r)
 	sr := stashedRecord{offset: r.Offset, timestamp: noTime, key: ch.carve(r.Key), value: ch.carve(r.Value),
 		size: int32(min(size, math.MaxInt32))}
 	if !r.Timestamp.IsZero() {

@@ -64,6 +64,7 @@ type config struct {
 	wideConsumers  int
 	wideRounds     int
 	wideBroker     string
+	wideInTurn     bool
 	wideCPUs       string
 }
 
@@ -104,6 +105,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Int64Var(&cfg.wideRecords, "wide-records", 0, "(e) backlog size (default 10000000, as (a): a few batches of a smaller one measure backpressure's ramp, not throughput; quick 500000)")
 	wideParts := fs.Int("wide-partitions", 1024, "(e) partitions of the wide backlog")
 	fs.IntVar(&cfg.wideConsumers, "wide-consumers", 8, "(e) bare consumers sharing the wide backlog's partitions")
+	fs.BoolVar(&cfg.wideInTurn, "wide-in-turn", false, "(e) write each backlog one partition after another, in record batches of up to 1 MB on both backlogs (default: round-robin, 4-92 KB batches on 1,024 partitions)")
 	fs.StringVar(&cfg.wideBroker, "wide-broker", "dev", "(e) the broker: dev (sluice dev's embedded broker, which reads each record batch from its file) or memory (a kfake process keeping its topics in memory)")
 	fs.StringVar(&cfg.wideCPUs, "wide-cpus", "", "(e) shared (the broker, etcd, the coordinator, the workers and the bare consumers on every CPU), split (the broker and etcd on CPU 0, the rest on the others, as on separate hosts) or both, in that order (default both, quick shared)")
 	fs.IntVar(&cfg.wideRounds, "wide-rounds", 0, "(e) rounds, each running the job on both layouts back to back, alternating which runs first; the median of the rounds' ratios is the figure (default 5, quick 1)")

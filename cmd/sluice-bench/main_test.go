@@ -24,7 +24,7 @@ func TestParseFlagsScaleParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.parts != "abcde" || cfg.wideRecords != 10_000_000 || cfg.widePartitions != 1024 || cfg.wideConsumers != 8 || cfg.wideRounds != 5 || cfg.wideBroker != "dev" ||
+	if cfg.parts != "abcde" || cfg.wideRecords != 10_000_000 || cfg.widePartitions != 1024 || cfg.wideConsumers != 8 || cfg.wideRounds != 5 || cfg.wideBroker != "dev" || cfg.wideInTurn ||
 		!slices.Equal(cfg.wideSplits(), []bool{false, true}) ||
 		cfg.largeBatches != 100 || cfg.largeBudget != time.Minute || !slices.Equal(cfg.largeLayouts, []bench.Layout{{Topics: 1, Partitions: 10000}, {Topics: 100, Partitions: 100}}) {
 		t.Errorf("defaults: parts %q, (e) %d records on %d partitions, %d consumers; (d) %v, %d batches, %s",

@@ -138,7 +138,7 @@ func runBacklog(ctx context.Context, cl *cluster, n int64) (backlogResult, error
 	}
 	logf("(a) producing %s records to %s", count(n), name)
 	var err error
-	r.produced, err = bench.ProduceEvents(ctx, cl.kafka, name, backlogPartitions, n, uint64(n))
+	r.produced, err = bench.ProduceEvents(ctx, cl.kafka, name, backlogPartitions, n, uint64(n), false)
 	if err != nil {
 		return r, err
 	}

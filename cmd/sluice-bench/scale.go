@@ -52,6 +52,9 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		brokers, brokerProc = addr, broker
 		t.note("(e) reads from its own broker process, kfake in memory (-wide-broker memory)")
 	}
+	if cfg.wideInTurn {
+		t.note("(e) each producer writes its partitions in turn (-wide-in-turn): record batches of up to 1 MB on both backlogs")
+	}
 	var narrow, wide bench.Produced
 	for _, b := range []struct {
 		p     *bench.Produced
@@ -61,7 +64,7 @@ func runWide(ctx context.Context, cfg config, cl *cluster, t *table) error {
 		topic := fmt.Sprintf("wide-%s-%d", strings.ToLower(count(n)), b.parts)
 		logf("(e) producing %s records to %s (%d partitions)", count(n), topic, b.parts)
 		var err error
-		if *b.p, err = bench.ProduceEvents(ctx, brokers, topic, b.parts, n, b.seed); err != nil {
+		if *b.p, err = bench.ProduceEvents(ctx, brokers, topic, b.parts, n, b.seed, cfg.wideInTurn); err != nil {
 			return fail(err)
 		}
 		logf("(e) produced %s records to %d partitions in %s", count(n), b.parts, b.p.Took.Round(time.Millisecond))
