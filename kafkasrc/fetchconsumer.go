@@ -51,7 +51,10 @@ type fetchConsumer struct {
 	stashBytes int64                         // the bytes of every partition's stash
 	readBytes  int64                         // delivered by the last read, in stash sizes
 	dropped    int64                         // records dropped since the last read (ReadStats.Dropped)
-	rewound    []*fetchPart                  // dropped from by the poll being handled, to pause
+	// released are partitions handed over to another consumer (release),
+	// still to be removed from franz-go by the next read.
+	released []*fetchPart
+	rewound  []*fetchPart // dropped from by the poll being handled, to pause
 	// maxBytes and partBytes bound a fetch and a partition's part of it
 	// (fetchSizes); partFetchBytes is the client's partition bound now.
 	maxBytes, partBytes, partFetchBytes int32
@@ -81,7 +84,10 @@ type fetchPart struct {
 	refilled bool
 	// rewound: records from next on were polled and dropped (the stashes
 	// were full); it is paused, and moved back to next when resumed.
-	rewound  bool
+	rewound bool
+	// adopted: handed over by another consumer of the pool with its stash
+	// (adopt); it is paused, and added to franz-go at next when resumed.
+	adopted  bool
 	progress time.Time // the read's start, or when it last moved next
 }
 
@@ -256,6 +262,13 @@ func tps(prs []*fetchPart) map[string][]int32 {
 // for are removed.
 func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 	c.reads++
+	if len(c.released) > 0 {
+		m := tps(c.released)
+		clear(c.released)
+		c.released = c.released[:0]
+		c.kc.ResumeFetchPartitions(m)
+		c.kc.RemoveConsumePartitions(m)
+	}
 	now := time.Now()
 	add := map[string]map[int32]kgo.Offset{}
 	set := map[string]map[int32]kgo.EpochOffset{}
@@ -274,7 +287,7 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 			add[r.Topic][r.Partition] = kgo.NewOffset().At(r.From)
 		case r.From < pr.consumed || r.From > pr.next || pr.failed:
 			c.dropStash(pr, pr.stash.len())
-			pr.consumed, pr.next, pr.end, pr.failed, pr.rewound = r.From, r.From, 0, false, false
+			pr.consumed, pr.next, pr.end, pr.failed, pr.rewound, pr.adopted = r.From, r.From, 0, false, false, false
 			if pr.fetched {
 				if set[r.Topic] == nil {
 					set[r.Topic] = map[int32]kgo.EpochOffset{}
@@ -365,7 +378,7 @@ func (c *fetchConsumer) capStashes() {
 	}
 	var prs []*fetchPart
 	for _, pr := range c.parts {
-		if !pr.held && !pr.open() {
+		if !pr.held && !pr.open() && !pr.adopted {
 			prs = append(prs, pr)
 		}
 	}
@@ -404,9 +417,19 @@ func (c *fetchConsumer) hold() {
 func (c *fetchConsumer) resume(prs []*fetchPart) {
 	var held []*fetchPart
 	var set map[string]map[int32]kgo.EpochOffset
+	var add map[string]map[int32]kgo.Offset
 	for _, pr := range prs {
 		pr.paused = false
-		if pr.rewound {
+		if pr.adopted {
+			pr.adopted = false
+			if add == nil {
+				add = map[string]map[int32]kgo.Offset{}
+			}
+			if add[pr.topic] == nil {
+				add[pr.topic] = map[int32]kgo.Offset{}
+			}
+			add[pr.topic][pr.partition] = kgo.NewOffset().At(pr.next)
+		} else if pr.rewound {
 			pr.rewound = false
 			if set == nil {
 				set = map[string]map[int32]kgo.EpochOffset{}
@@ -427,6 +450,44 @@ func (c *fetchConsumer) resume(prs []*fetchPart) {
 	if len(held) > 0 {
 		c.kc.ResumeFetchPartitions(tps(held))
 	}
+	if add != nil {
+		c.kc.AddConsumePartitions(add)
+	}
+}
+
+// missing returns the ranges whose partitions c does not have.
+func (c *fetchConsumer) missing(ranges []Range) []Range {
+	var out []Range
+	for _, r := range ranges {
+		if c.parts[TopicPartition{r.Topic, r.Partition}] == nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// release takes tp, with its stash, out of c, an idle consumer of the pool,
+// for another consumer to adopt; nil when c does not have it. franz-go
+// drops it at c's next read (released).
+func (c *fetchConsumer) release(tp TopicPartition) *fetchPart {
+	pr := c.parts[tp]
+	if pr == nil {
+		return nil
+	}
+	delete(c.parts, tp)
+	c.stashBytes -= pr.stash.size
+	c.released = append(c.released, pr)
+	return pr
+}
+
+// adopt makes pr, released by another consumer, one of c's partitions:
+// paused, with no cursor in c's franz-go client until a read or a refill
+// resumes it at next.
+func (c *fetchConsumer) adopt(pr *fetchPart) {
+	pr.paused, pr.held, pr.refilled, pr.rewound, pr.fetched, pr.adopted = true, false, false, false, false, true
+	pr.lastRead = c.reads
+	c.parts[pr.tp()] = pr
+	c.stashBytes += pr.stash.size
 }
 
 func (c *fetchConsumer) dropStash(pr *fetchPart, n int) {

@@ -198,6 +198,11 @@ func (p *Pool) ReadRanges(ctx context.Context, cl Cluster, groupID string, range
 	if err != nil {
 		return ReadStats{}, fmt.Errorf("read %d ranges: %w", len(todo), err)
 	}
+	if fc, ok := c.rangeConsumer.(*fetchConsumer); ok {
+		if missing := fc.missing(todo); len(missing) > 0 {
+			p.handOver(key, fc, missing)
+		}
+	}
 	ok := false // until read returns: a panic in fn drops the consumer too
 	defer func() {
 		switch {
@@ -269,6 +274,32 @@ func (p *Pool) get(cl Cluster, key poolKey, ranges []Range) (*pooled, error) {
 		p.idle[key] = append(cs[:best], cs[best+1:]...)
 		p.mu.Unlock()
 		return c, nil
+	}
+}
+
+// handOver moves to c the partitions of ranges that idle consumers of key
+// have, with their stashes. A worker's tasks are packed anew when
+// backpressure resizes their ranges (125, 166, then 250 ranges a task on
+// the 1,024-partition benchmark), so a partition often comes to another
+// consumer than the one holding its stash, which fetched it again while
+// the stash waited, a whole record batch when the topic's are large.
+func (p *Pool) handOver(key poolKey, c *fetchConsumer, ranges []Range) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, o := range p.idle[key] {
+		oc, ok := o.rangeConsumer.(*fetchConsumer)
+		if !ok {
+			continue
+		}
+		for _, r := range ranges {
+			tp := TopicPartition{r.Topic, r.Partition}
+			if c.parts[tp] != nil {
+				continue
+			}
+			if pr := oc.release(tp); pr != nil {
+				c.adopt(pr)
+			}
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -666,4 +667,84 @@ func TestReadRangesBigBatches(t *testing.T) {
 		t.Errorf("no record was dropped: the stashes held %d partitions' batches whole", parts)
 	}
 	t.Logf("dropped %d records over %d reads", dropped, reads)
+}
+
+// TestReadRangesHandOver: two reads at once make two consumers, each with
+// half of the partitions and their stashes; a read of all of them then
+// takes the partitions it lacks, with their stashes, from the other
+// consumer: every record of it comes from a stash, and the other consumer
+// no longer has them.
+func TestReadRangesHandOver(t *testing.T) {
+	const parts, backlog = 8, 100
+	_, cl := newTestCluster(t, parts, "hand")
+	k := newKgo(t, cl, kgo.ProducerLinger(50*time.Millisecond))
+	truth := map[int32][]want{}
+	for p := range int32(parts) {
+		truth[p] = produce(t, k, "hand", p, keyed(0, backlog))
+	}
+	pool := NewPool(4, testLogger(t))
+	t.Cleanup(pool.Close)
+	ranges := func(from, until int64, ps ...int32) []Range {
+		var out []Range
+		for _, p := range ps {
+			out = append(out, Range{Topic: "hand", Partition: p, From: from, Until: until})
+		}
+		return out
+	}
+	// Each read waits in its callback until the other has started: two
+	// consumers.
+	var started sync.WaitGroup
+	started.Add(2)
+	errs := make(chan error, 2)
+	for _, half := range [][]int32{{0, 1, 2, 3}, {4, 5, 6, 7}} {
+		go func() {
+			once := sync.OnceFunc(func() { started.Done(); started.Wait() })
+			_, err := pool.ReadRanges(testCtx(t), cl, "sluice-test", ranges(0, 10, half...), func(*record.Record) error {
+				once()
+				return nil
+			})
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := pool.Idle(); n != 2 {
+		t.Fatalf("%d idle consumers after two reads at once, want 2", n)
+	}
+	all := ranges(10, 20, 0, 1, 2, 3, 4, 5, 6, 7)
+	got, st, err := readRanges(testCtx(t), pool, cl, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range all {
+		sameRecords(t, r.String(), got[r.Partition], between(truth[r.Partition], r.From, r.Until))
+	}
+	if st.Stashed != 80 {
+		t.Errorf("%d of 80 records came from a stash, want all: the partitions of the other consumer were fetched again", st.Stashed)
+	}
+	// Past the stashes: the adopted partitions are fetched from where
+	// theirs end.
+	for p := range int32(parts) {
+		truth[p] = append(truth[p], produce(t, k, "hand", p, keyed(backlog, 50))...)
+	}
+	all = ranges(20, backlog+50, 0, 1, 2, 3, 4, 5, 6, 7)
+	if got, _, err = readRanges(testCtx(t), pool, cl, all); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range all {
+		sameRecords(t, r.String(), got[r.Partition], between(truth[r.Partition], r.From, r.Until))
+	}
+	pool.Idle()
+	pool.mu.Lock()
+	defer pool.mu.Unlock()
+	for _, cs := range pool.idle {
+		for _, c := range cs {
+			if n := len(assignedParts(c.rangeConsumer)); n != 0 && n != parts {
+				t.Errorf("a consumer has %d partitions, want all %d or none", n, parts)
+			}
+		}
+	}
 }
