@@ -130,12 +130,13 @@ const (
 // KIP-74), and a range ending inside one leaves the rest to the stash: a
 // topic written in 1 MB batches (2.6 MiB of stash sizes with 112-byte
 // records) read in ranges of a twelfth of one keeps about a batch a
-// partition. 4 MiB keeps such a batch and drops only from batches past
-// Kafka's default 1 MB limit. Bounds below a batch saved that
-// 1,024-partition job memory only by fetching each batch again: 1 MiB a
-// partition read it at 0.44 of the 8-partition job (2.0-2.3 GB RSS a
-// worker), 256 KiB at 0.35 (0.5-0.7 GB), against 0.59 (2.3-3.5 GB)
-// keeping it all; a bound of 512 MiB over all of a consumer's partitions
+// partition. 4 MiB keeps such a batch; it drops from batches past Kafka's
+// default 1 MB limit, and from 1 MB batches of records under about 40
+// bytes (a stash size counts 160 bytes a record more). Bounds below a
+// batch saved that 1,024-partition job memory only by fetching each batch
+// again: 1 MiB a partition read it at 0.44 of the 8-partition job
+// (2.0-2.3 GB RSS a worker), 256 KiB at 0.35 (0.5-0.7 GB), against 0.59
+// (2.3-3.5 GB) keeping it all; a bound of 512 MiB over all of a consumer's partitions
 // dropped 60-95 million records fetched for a 10M-record job (README,
 // Performance, Big record batches). A variable, for tests.
 var stashPartKeep int64 = 4 << 20
