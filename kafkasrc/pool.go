@@ -232,15 +232,22 @@ func (p *Pool) settle(key poolKey, c *pooled, n int64) {
 		if err != nil {
 			p.logger.Warn("pooled consumer dropped", "error", err)
 		}
-		p.put(key, c, err == nil)
+		// Out of settling and back in idle at once: put back first, c
+		// could be taken, read and settling again before it left
+		// settling, which then lost both entries of it, and the read
+		// after, finding c nowhere, made a second consumer.
 		p.mu.Lock()
 		if cs := slices.DeleteFunc(p.settling[key], func(o *pooled) bool { return o == c }); len(cs) > 0 {
 			p.settling[key] = cs
 		} else {
 			delete(p.settling, key)
 		}
+		closeNow := p.putLocked(key, c, err == nil)
 		p.settled.Broadcast()
 		p.mu.Unlock()
+		if closeNow {
+			c.close()
+		}
 	}()
 }
 
@@ -337,15 +344,22 @@ const assignedSample = 64
 // longest is closed.
 func (p *Pool) put(key poolKey, c *pooled, ok bool) {
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	closeNow := p.putLocked(key, c, ok)
+	p.mu.Unlock()
+	if closeNow {
 		c.close()
-		return
+	}
+}
+
+// putLocked is put with p.mu held; it returns true when the caller is to
+// close c once it has unlocked (the pool is closed).
+func (p *Pool) putLocked(key poolKey, c *pooled, ok bool) (closeNow bool) {
+	if p.closed {
+		return true
 	}
 	if !ok {
 		p.closeLaterLocked(c)
-		p.mu.Unlock()
-		return
+		return false
 	}
 	c.idleSince = time.Now()
 	p.idle[key] = append(p.idle[key], c)
@@ -371,7 +385,7 @@ func (p *Pool) put(key poolKey, c *pooled, ok bool) {
 			p.idle[oldKey] = cs
 		}
 	}
-	p.mu.Unlock()
+	return false
 }
 
 // closeLaterLocked closes c in the background: closing a consumer takes
