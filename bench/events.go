@@ -239,22 +239,22 @@ func producePartitions(ctx context.Context, brokers, topic string, w, of int, co
 				return fmt.Errorf("produce to %s: %w", topic, *e)
 			}
 		}
-	}
-	// Interleave the partitions so that every partition's batches fill at once.
-	for i := int64(0); !inTurn; i++ {
-		wrote := false
-		for _, p := range mine {
-			if i >= counts[p] {
-				continue
+	} else {
+		// Interleave the partitions so that every partition's batches fill at once.
+		for i := int64(0); ; i++ {
+			wrote := false
+			for _, p := range mine {
+				if i < counts[p] {
+					wrote = true
+					produce(p)
+				}
 			}
-			wrote = true
-			produce(p)
-		}
-		if !wrote {
-			break
-		}
-		if e := firstErr.Load(); e != nil {
-			return fmt.Errorf("produce to %s: %w", topic, *e)
+			if !wrote {
+				break
+			}
+			if e := firstErr.Load(); e != nil {
+				return fmt.Errorf("produce to %s: %w", topic, *e)
+			}
 		}
 	}
 	if err := cl.Flush(ctx); err != nil {

@@ -136,9 +136,10 @@ const (
 // batch saved that 1,024-partition job memory only by fetching each batch
 // again: 1 MiB a partition read it at 0.44 of the 8-partition job
 // (2.0-2.3 GB RSS a worker), 256 KiB at 0.35 (0.5-0.7 GB), against 0.59
-// (2.3-3.5 GB) keeping it all; a bound of 512 MiB over all of a consumer's partitions
-// dropped 60-95 million records fetched for a 10M-record job (README,
-// Performance, Big record batches). A variable, for tests.
+// (2.3-3.5 GB) keeping it all; a bound of 512 MiB over all of a
+// consumer's partitions dropped 60-95 million records fetched for a
+// 10M-record job (README, Performance, Big record batches). A variable,
+// for tests.
 var stashPartKeep int64 = 4 << 20
 
 func newFetchConsumer(cl Cluster, logger hclog.Logger, sink StatsSink) (*fetchConsumer, error) {
@@ -271,8 +272,8 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 		c.kc.RemoveConsumePartitions(m)
 	}
 	now := time.Now()
-	add := map[string]map[int32]kgo.Offset{}
-	set := map[string]map[int32]kgo.EpochOffset{}
+	var add map[string]map[int32]kgo.Offset
+	var set map[string]map[int32]kgo.EpochOffset
 	var readd, resume []*fetchPart
 	prs := make([]*fetchPart, 0, len(ranges))
 	for _, r := range ranges {
@@ -282,18 +283,12 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 		case pr == nil:
 			pr = &fetchPart{partState: partState{topic: r.Topic, partition: r.Partition, consumed: r.From, next: r.From}}
 			c.parts[key] = pr
-			if add[r.Topic] == nil {
-				add[r.Topic] = map[int32]kgo.Offset{}
-			}
-			add[r.Topic][r.Partition] = kgo.NewOffset().At(r.From)
+			add = withOffset(add, r.Topic, r.Partition, kgo.NewOffset().At(r.From))
 		case r.From < pr.consumed || r.From > pr.next || pr.failed:
 			c.dropStash(pr, pr.stash.len())
 			pr.consumed, pr.next, pr.end, pr.failed, pr.rewound, pr.adopted = r.From, r.From, 0, false, false, false
 			if pr.fetched {
-				if set[r.Topic] == nil {
-					set[r.Topic] = map[int32]kgo.EpochOffset{}
-				}
-				set[r.Topic][r.Partition] = kgo.EpochOffset{Epoch: -1, Offset: r.From}
+				set = withOffset(set, r.Topic, r.Partition, kgo.EpochOffset{Epoch: -1, Offset: r.From})
 			} else {
 				// franz-go has no cursor to move yet: add it anew.
 				readd = append(readd, pr)
@@ -321,10 +316,7 @@ func (c *fetchConsumer) position(ranges []Range) ([]*fetchPart, error) {
 	if len(readd) > 0 {
 		c.kc.RemoveConsumePartitions(tps(readd))
 		for _, pr := range readd {
-			if add[pr.topic] == nil {
-				add[pr.topic] = map[int32]kgo.Offset{}
-			}
-			add[pr.topic][pr.partition] = kgo.NewOffset().At(pr.next)
+			add = withOffset(add, pr.topic, pr.partition, kgo.NewOffset().At(pr.next))
 		}
 	}
 	if len(set) > 0 {
@@ -423,22 +415,10 @@ func (c *fetchConsumer) resume(prs []*fetchPart) {
 		pr.paused = false
 		if pr.adopted {
 			pr.adopted = false
-			if add == nil {
-				add = map[string]map[int32]kgo.Offset{}
-			}
-			if add[pr.topic] == nil {
-				add[pr.topic] = map[int32]kgo.Offset{}
-			}
-			add[pr.topic][pr.partition] = kgo.NewOffset().At(pr.next)
+			add = withOffset(add, pr.topic, pr.partition, kgo.NewOffset().At(pr.next))
 		} else if pr.rewound {
 			pr.rewound = false
-			if set == nil {
-				set = map[string]map[int32]kgo.EpochOffset{}
-			}
-			if set[pr.topic] == nil {
-				set[pr.topic] = map[int32]kgo.EpochOffset{}
-			}
-			set[pr.topic][pr.partition] = kgo.EpochOffset{Epoch: -1, Offset: pr.next}
+			set = withOffset(set, pr.topic, pr.partition, kgo.EpochOffset{Epoch: -1, Offset: pr.next})
 		}
 		if pr.held {
 			pr.held = false
@@ -454,6 +434,19 @@ func (c *fetchConsumer) resume(prs []*fetchPart) {
 	if add != nil {
 		c.kc.AddConsumePartitions(add)
 	}
+}
+
+// withOffset sets m[topic][partition] to o, making the maps it lacks, as
+// franz-go's calls taking offsets by topic and partition want them.
+func withOffset[O any](m map[string]map[int32]O, topic string, partition int32, o O) map[string]map[int32]O {
+	if m == nil {
+		m = map[string]map[int32]O{}
+	}
+	if m[topic] == nil {
+		m[topic] = map[int32]O{}
+	}
+	m[topic][partition] = o
+	return m
 }
 
 // missing returns the ranges whose partitions c does not have.
@@ -500,8 +493,8 @@ func (c *fetchConsumer) dropStash(pr *fetchPart, n int) {
 // their cap. Records polled after that are kept too (a fetch brings at
 // most fetchPartitionBytes of a partition); nothing polled is dropped.
 func (c *fetchConsumer) keep(pr *fetchPart, r *kgo.Record) (pause bool, err error) {
-	if r.Offset < pr.next {
-		return false, fmt.Errorf("%s/%d: polled offset %d below the position %d: %w", pr.topic, pr.partition, r.Offset, pr.next, errUnexpectedOffset)
+	if err := pr.belowNext(r.Offset); err != nil {
+		return false, err
 	}
 	pr.next = r.Offset + 1
 	if r.Attrs.IsControl() {
@@ -658,8 +651,8 @@ func (c *fetchConsumer) handle(fs kgo.Fetches, fn func(*record.Record) error, st
 						reserved = true
 					}
 					if i >= keep {
-						if r.Offset < pr.next {
-							return finished, fmt.Errorf("%s/%d: polled offset %d below the position %d: %w", pr.topic, pr.partition, r.Offset, pr.next, errUnexpectedOffset)
+						if err := pr.belowNext(r.Offset); err != nil {
+							return finished, err
 						}
 						// Past a gap at the end of an open range, this
 						// finishes it: nothing lies between.

@@ -276,8 +276,8 @@ func (c *multiConsumer) keep(pr *partRead, m *kafka.Message) error {
 		c.dropped++
 		return nil
 	}
-	if off < pr.next {
-		return fmt.Errorf("%s/%d: polled offset %d below the position %d: %w", pr.topic, pr.partition, off, pr.next, errUnexpectedOffset)
+	if err := pr.belowNext(off); err != nil {
+		return err
 	}
 	size := messageSize(m)
 	pr.stash = append(pr.stash, m)

@@ -2,6 +2,7 @@ package kafkasrc
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -28,6 +29,15 @@ type partState struct {
 }
 
 func (s *partState) state() *partState { return s }
+
+// belowNext fails for a polled offset below the partition's position: the
+// client went back, which would deliver records twice.
+func (s *partState) belowNext(offset int64) error {
+	if offset < s.next {
+		return fmt.Errorf("%s/%d: polled offset %d below the position %d: %w", s.topic, s.partition, offset, s.next, errUnexpectedOffset)
+	}
+	return nil
+}
 
 // open is whether the partition is part of the read in progress and not
 // finished.
