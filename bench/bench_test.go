@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -426,5 +427,27 @@ func TestSharePartitions(t *testing.T) {
 		if got := partitionList(tc.ps); got != tc.want {
 			t.Errorf("partitionList(%v) = %q, want %q", tc.ps, got, tc.want)
 		}
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	// A command with a space and a bracket; utime 1234, stime 56.
+	stat := "4242 (sluice (x) w) S 1 4242 4242 0 -1 4194560 31337 0 3 0 1234 56 0 0 20 0 14 0 8765 1830000000 30000 18446744073709551615\n"
+	if got, err := parseStatCPU(stat, 4242); err != nil || got != 12900*time.Millisecond {
+		t.Errorf("parseStatCPU = %v, %v; want 12.9s", got, err)
+	}
+	if _, err := parseStatCPU("4242 (x) S 1 2", 4242); err == nil || err.Error() != "CPU time of process 4242: 3 fields after the command, want at least 13" {
+		t.Errorf("short stat: err = %v", err)
+	}
+	// This process's own CPU time grows while it spins.
+	var self time.Duration
+	for deadline := time.Now().Add(10 * time.Second); self == 0 && time.Now().Before(deadline); {
+		var err error
+		if self, err = CPUTime(os.Getpid()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if self <= 0 {
+		t.Errorf("CPUTime(self) = %v after 10s of spinning; want > 0", self)
 	}
 }

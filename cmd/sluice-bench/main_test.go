@@ -89,3 +89,39 @@ func TestWideRatio(t *testing.T) {
 		t.Errorf("one round: %.2f %q", ratio, cell)
 	}
 }
+
+func TestWideCPU(t *testing.T) {
+	run := func(done bool, sluice, broker float64) wideRun {
+		r := wideRun{job: bench.JobRun{Done: done}}
+		r.cpu.sluice = time.Duration(sluice * float64(time.Second))
+		r.cpu.broker = time.Duration(broker * float64(time.Second))
+		return r
+	}
+	m := wideMeasure{
+		// Round 1: own 12/12.5 = 0.96, ceiling (12+2)/(12+4) = 0.875.
+		// Round 2: own 10/12.5 = 0.80, ceiling (10+2)/(10+4.4) = 0.833.
+		// Round 3: own 13/13 = 1.00, ceiling (13+1.5)/(13+3.6) = 0.873.
+		// Round 4: the wide job did not finish: left out.
+		narrows: []wideRun{run(true, 12, 2), run(true, 10, 2), run(true, 13, 1.5), run(true, 11, 2)},
+		wides:   []wideRun{run(true, 12.5, 4), run(true, 12.5, 4.4), run(true, 13, 3.6), run(false, 20, 5)},
+	}
+	c := wideCPUOf(m)
+	near := func(a, b float64) bool { return a > b-0.0005 && a < b+0.0005 }
+	if c.rounds != 3 || !near(c.own, 0.96) || !near(c.ceiling, 0.873494) ||
+		c.sluiceWide != 12.5 || c.sluiceNarrow != 12 || c.brokerWide != 4 || c.brokerNarrow != 2 {
+		t.Errorf("wideCPUOf = %+v", c)
+	}
+	if c := wideCPUOf(wideMeasure{narrows: []wideRun{run(true, 1, 1)}, wides: []wideRun{run(false, 1, 1)}}); c.rounds != 0 || c.own != 0 {
+		t.Errorf("no finished round: %+v", c)
+	}
+	var tb table
+	addCPURows(&tb, "(e) x", 1024, m, true)
+	if len(tb.rows) != 3 || tb.rows[1][1] != "0.96" || tb.rows[2][1] != "0.87" || tb.rows[0][1] != "coordinator and workers 12.5 / 12.0, broker with etcd 4.0 / 2.0" {
+		t.Errorf("rows: %q", tb.rows)
+	}
+	tb = table{}
+	addCPURows(&tb, "(e) x", 1024, m, false)
+	if len(tb.rows) != 2 {
+		t.Errorf("split rows: %q", tb.rows)
+	}
+}

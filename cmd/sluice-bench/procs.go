@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sluice-stream/sluice/bench"
 )
 
 // proc is a sluice child process whose output goes to a log file in the
@@ -135,4 +137,22 @@ func tail(path string, n int) string {
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+}
+
+// cpuTime is the CPU time used so far by the distinct live processes of ps.
+func cpuTime(ps ...*proc) (time.Duration, error) {
+	var sum time.Duration
+	seen := map[*proc]bool{}
+	for _, p := range ps {
+		if p == nil || seen[p] {
+			continue
+		}
+		seen[p] = true
+		d, err := bench.CPUTime(p.pid())
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", p.name, err)
+		}
+		sum += d
+	}
+	return sum, nil
 }

@@ -16,6 +16,10 @@ type wideRun struct {
 	job    bench.JobRun
 	verify error
 	rss    []int64
+	// cpu is the CPU time used from just before the submit to the last
+	// commit: sluice by the coordinator and the workers, broker by the
+	// broker's process with etcd's.
+	cpu struct{ sluice, broker time.Duration }
 }
 
 // wideMeasure is one measurement of part (e): the job's rounds on each
@@ -150,10 +154,27 @@ func measureWide(ctx context.Context, cfg config, cl *cluster, broker *proc, bro
 		}
 		logf("(e) running the click job on %s records on %d partitions (timeout %s)", count(n), len(p.Ends), timeout)
 		spec := bench.ClickJob("clicks-"+tag, brokers, p.Topic)
-		var err error
+		sluiceProcs := append([]*proc{cl.coord}, cl.workers...)
+		sluice0, err := cpuTime(sluiceProcs...)
+		if err != nil {
+			return r, err
+		}
+		broker0, err := cpuTime(broker, cl.infra)
+		if err != nil {
+			return r, err
+		}
 		if r.job, err = bench.RunJob(ctx, cl.c, spec, p.Ends, timeout); err != nil {
 			return r, err
 		}
+		sluice1, err := cpuTime(sluiceProcs...)
+		if err != nil {
+			return r, fmt.Errorf("%w (%v)", err, cl.workerGone())
+		}
+		broker1, err := cpuTime(broker, cl.infra)
+		if err != nil {
+			return r, err
+		}
+		r.cpu.sluice, r.cpu.broker = sluice1-sluice0, broker1-broker0
 		for _, w := range cl.workers {
 			rss, err := bench.PeakRSS(w.pid())
 			if err != nil {
@@ -161,9 +182,9 @@ func measureWide(ctx context.Context, cfg config, cl *cluster, broker *proc, bro
 			}
 			r.rss = append(r.rss, rss)
 		}
-		logf("(e) job on %d partitions: done %v, %s records in %s (%s records/s), %d batches (%d cut by a cap, longest %s), worker RSS %v",
+		logf("(e) job on %d partitions: done %v, %s records in %s (%s records/s), %d batches (%d cut by a cap, longest %s), worker RSS %v, CPU Sluice %s broker %s",
 			len(p.Ends), r.job.Done, count(r.job.Committed), r.job.Elapsed.Round(time.Millisecond), bench.Human(r.job.Rate()), r.job.Batches,
-			r.job.Capped, r.job.MaxProcessing.Round(time.Millisecond), r.rss)
+			r.job.Capped, r.job.MaxProcessing.Round(time.Millisecond), r.rss, r.cpu.sluice, r.cpu.broker)
 		if r.job.Done {
 			r.verify = bench.VerifyTruth(ctx, cl.c, spec.GetName(), p.Truth)
 		}
@@ -246,8 +267,14 @@ func addWideRows(t *table, n int64, parts int32, consumers int, m wideMeasure) {
 	t.add(name+": worker peak RSS (VmHWM), new workers each round, highest", strings.Join(rss, ", "), "", "")
 	t.add(fmt.Sprintf("(e) %s backlog, 8 partitions: the same job, same run, new workers%s", count(n), rounds), jobCell(narrow.job, n, narrow.verify), "",
 		failedIf(narrow.verify != nil || !narrow.job.Done))
-	ratio, cell, ok := wideRatio(m)
-	t.add(fmt.Sprintf("(e) job records/s, %s / 8 partitions (median of the rounds' ratios)", thousands(int64(parts))), cell, ">= 0.90", yesNo(ok && ratio >= 0.9))
+	// The target is on the split rows: there the broker has a CPU of its
+	// own, as on its own hosts in a deployment. Here it shares two cores
+	// with Sluice and pays per record batch what Kafka does not (kfake
+	// reads each batch it serves from its file into a new buffer); the CPU
+	// rows say how much of the gap is the broker's.
+	_, cell, ok := wideRatio(m)
+	t.add(fmt.Sprintf("(e) job records/s, %s / 8 partitions, the broker on the same CPUs (median of the rounds' ratios)", thousands(int64(parts))), cell, "", failedIf(!ok))
+	addCPURows(t, "(e) CPUs shared", parts, m, true)
 	narrowRate, narrowRuns := bestRate(n, franzNarrow)
 	t.add(fmt.Sprintf("(e) bare franz-go consumers' records/s, %s / 8 partitions (8 consumers each; on 8: %s records/s, best of %s)", thousands(int64(parts)), bench.Human(narrowRate), narrowRuns),
 		fmt.Sprintf("%.2f", franzRate/narrowRate), "", "")
@@ -263,6 +290,7 @@ func addSplitRows(t *table, n int64, parts int32, m wideMeasure) {
 		failedIf(wide.verify != nil || !wide.job.Done || narrow.verify != nil || !narrow.job.Done))
 	ratio, cell, ok := wideRatio(m)
 	t.add(fmt.Sprintf("%s: job records/s, %s / 8 partitions (median of the rounds' ratios)", name, thousands(int64(parts))), cell, ">= 0.90", yesNo(ok && ratio >= 0.9))
+	addCPURows(t, name, parts, m, false)
 	franzRate, _ := bestRate(n, m.franz)
 	narrowRate, _ := bestRate(n, m.franzNarrow)
 	t.add(fmt.Sprintf("%s: bare franz-go consumers' records/s, %s / 8 partitions (%s and %s records/s)", name, thousands(int64(parts)), bench.Human(franzRate), bench.Human(narrowRate)),
@@ -301,6 +329,59 @@ func wideRatio(m wideMeasure) (ratio float64, cell string, ok bool) {
 		cell += fmt.Sprintf(" (rounds: %s; best / best %.2f)", strings.Join(rounds, ", "), best)
 	}
 	return ratio, cell, ok
+}
+
+// wideCPU is part (e)'s CPU time, per round in which both jobs finished:
+// median CPU-seconds per job of each layout's Sluice processes and broker,
+// and the medians of the rounds' ratios. own is Sluice's CPU per record on
+// the narrow backlog over the wide one: its own cost of the partitions.
+// ceiling is the job's ratio on CPUs shared with the broker if Sluice's CPU
+// per record were the same on both backlogs and the broker's as measured,
+// (S8 + B8) / (S8 + B1,024): what is left of 1 is the broker's.
+type wideCPU struct {
+	rounds                                             int
+	sluiceWide, sluiceNarrow, brokerWide, brokerNarrow float64
+	own, ceiling                                       float64
+}
+
+func wideCPUOf(m wideMeasure) wideCPU {
+	var c wideCPU
+	var sw, sn, bw, bn, own, ceiling []float64
+	for i := range min(len(m.wides), len(m.narrows)) {
+		w, n := m.wides[i], m.narrows[i]
+		if !w.job.Done || !n.job.Done || w.cpu.sluice <= 0 || n.cpu.sluice <= 0 {
+			continue
+		}
+		c.rounds++
+		sw, sn = append(sw, w.cpu.sluice.Seconds()), append(sn, n.cpu.sluice.Seconds())
+		bw, bn = append(bw, w.cpu.broker.Seconds()), append(bn, n.cpu.broker.Seconds())
+		own = append(own, n.cpu.sluice.Seconds()/w.cpu.sluice.Seconds())
+		ceiling = append(ceiling, (n.cpu.sluice+n.cpu.broker).Seconds()/(n.cpu.sluice+w.cpu.broker).Seconds())
+	}
+	if c.rounds == 0 {
+		return c
+	}
+	c.sluiceWide, c.sluiceNarrow, c.brokerWide, c.brokerNarrow = median(sw), median(sn), median(bw), median(bn)
+	c.own, c.ceiling = median(own), median(ceiling)
+	return c
+}
+
+// addCPURows adds the rows of wideCPU; the ceiling only where the broker
+// shares the CPUs.
+func addCPURows(t *table, name string, parts int32, m wideMeasure, shared bool) {
+	c := wideCPUOf(m)
+	if c.rounds == 0 {
+		t.add(name+": CPU time", "not measured: no round with both jobs done", "", "")
+		return
+	}
+	p := thousands(int64(parts))
+	t.add(fmt.Sprintf("%s: CPU-seconds a job took on %s / on 8 partitions, median of %d rounds", name, p, c.rounds),
+		fmt.Sprintf("coordinator and workers %.1f / %.1f, broker with etcd %.1f / %.1f", c.sluiceWide, c.sluiceNarrow, c.brokerWide, c.brokerNarrow), "", "")
+	t.add(fmt.Sprintf("%s: Sluice's CPU per record, on 8 / on %s partitions (median of the rounds' ratios)", name, p), fmt.Sprintf("%.2f", c.own), "", "")
+	if shared {
+		t.add(fmt.Sprintf("%s: the job's ratio with Sluice's CPU per record the same on both and the broker's as measured, (S8 + B8) / (S8 + B%s) (median of the rounds')", name, p),
+			fmt.Sprintf("%.2f", c.ceiling), "", "")
+	}
 }
 
 // median is the middle of xs, the mean of the middle two for an even count.
