@@ -12,7 +12,8 @@
 //	    100 partitions (one job), time-boxed;
 //	(e) the default job on a 1,024-partition backlog against bare
 //	    librdkafka consumers sharing its partitions, and against the same
-//	    job on 8 partitions.
+//	    job on 8 partitions, with each job's CPU time; on CPUs shared with
+//	    the broker, and with the broker on a CPU of its own (the target).
 //
 // SLUICE_BENCH_QUICK=1 (or -quick) runs a short version for development;
 // SLUICE_BENCH_RECORDS=200000,1000000 (or -records) sets the backlogs.
@@ -107,7 +108,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.wideConsumers, "wide-consumers", 8, "(e) bare consumers sharing the wide backlog's partitions")
 	fs.BoolVar(&cfg.wideInTurn, "wide-in-turn", false, "(e) write each backlog one partition after another, in record batches of up to 1 MB on both backlogs (default: round-robin, 4-92 KB batches on 1,024 partitions)")
 	fs.StringVar(&cfg.wideBroker, "wide-broker", "dev", "(e) the broker: dev (sluice dev's embedded broker, which reads each record batch from its file) or memory (a kfake process keeping its topics in memory)")
-	fs.StringVar(&cfg.wideCPUs, "wide-cpus", "", "(e) shared (the broker, etcd, the coordinator, the workers and the bare consumers on every CPU), split (the broker and etcd on CPU 0, the rest on the others, as on separate hosts) or both, in that order (default both, quick shared)")
+	fs.StringVar(&cfg.wideCPUs, "wide-cpus", "", "(e) shared (the broker, etcd, the coordinator, the workers and the bare consumers on every CPU), split (the broker and etcd on CPU 0, the rest on the others, as on separate hosts; the target of (e) is measured there) or both, in that order (default both, quick shared)")
 	fs.IntVar(&cfg.wideRounds, "wide-rounds", 0, "(e) rounds, each running the job on both layouts back to back, alternating which runs first; the median of the rounds' ratios is the figure (default 5, quick 1)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
