@@ -368,10 +368,10 @@ func toKeyMap(m map[kafkasrc.TopicPartition]int64) map[partitionKey]int64 {
 // partitions lists the partitions of the job's topics. A topic that does
 // not exist is waited for (retried) unless the job has read it before
 // (committed holds offsets of it): then it was deleted, which is data loss.
-func (r *jobRunner) partitions(ctx context.Context, admin *kafkasrc.Admin, committed map[partitionKey]int64) ([]kafkasrc.TopicPartition, error) {
+func (r *jobRunner) partitions(ctx context.Context, admin *kafkasrc.Admin, committed *sluicev1.CommittedOffsets) ([]kafkasrc.TopicPartition, error) {
 	seen := map[string]bool{}
-	for pk := range committed {
-		seen[pk.Topic] = true
+	for _, po := range committed.GetOffsets() {
+		seen[po.GetTopic()] = true
 	}
 	// One metadata request for every topic; only when one of them is
 	// unknown are they asked one by one, to tell which.
@@ -455,7 +455,6 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets, a
 	if err != nil {
 		return planned{}, err
 	}
-	committed := offsetMap(offs)
 	// The partitions are listed at most every metadataMaxAge, and then
 	// with the offsets of those the job knows, at once: planning waits for
 	// one round trip, and for a second only when partitions were added or
@@ -463,7 +462,7 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets, a
 	l := ahead
 	if l == nil {
 		fresh := r.tps == nil || time.Since(r.tpsAt) >= metadataMaxAge
-		listed := r.list(ctx, admin, committed, fresh)
+		listed := r.list(ctx, admin, offs, fresh)
 		l = &listed
 	}
 	r.listTook, r.offsetsTook = l.listTook, l.offsetsTook
@@ -479,7 +478,7 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets, a
 		// A topic deleted since: ask for the partitions there are.
 		if !fresh {
 			listedAt := time.Now()
-			if tps, err = r.partitions(ctx, admin, committed); err != nil {
+			if tps, err = r.partitions(ctx, admin, offs); err != nil {
 				return planned{}, err
 			}
 			r.tps, r.tpsAt = tps, listedAt
@@ -502,10 +501,11 @@ func (r *jobRunner) plan(ctx context.Context, offs *sluicev1.CommittedOffsets, a
 		maps.Copy(earliest, e)
 		maps.Copy(latest, l)
 	}
+	committed := committedLookup(offs)
 	states := make([]partitionState, 0, len(tps))
 	for _, tp := range tps {
 		pk := partitionKey{tp.Topic, tp.Partition}
-		from, ok := committed[pk]
+		from, ok := committed(pk)
 		if !ok {
 			from = earliest[tp]
 			r.logger.Info("new partition", "topic", tp.Topic, "partition", tp.Partition, "from", from)

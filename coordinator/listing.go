@@ -30,11 +30,11 @@ type listing struct {
 // list asks Kafka for a batch's listing: the offsets of the partitions in
 // committed and, when fresh, the partitions of the job's topics, both at
 // once, so that planning waits for one round trip.
-func (r *jobRunner) list(ctx context.Context, admin *kafkasrc.Admin, committed map[partitionKey]int64, fresh bool) listing {
+func (r *jobRunner) list(ctx context.Context, admin *kafkasrc.Admin, committed *sluicev1.CommittedOffsets, fresh bool) listing {
 	var l listing
-	known := make([]kafkasrc.TopicPartition, 0, len(committed))
-	for pk := range committed {
-		known = append(known, kafkasrc.TopicPartition{Topic: pk.Topic, Partition: pk.Partition})
+	known := make([]kafkasrc.TopicPartition, 0, len(committed.GetOffsets()))
+	for _, po := range committed.GetOffsets() {
+		known = append(known, kafkasrc.TopicPartition{Topic: po.GetTopic(), Partition: po.GetPartition()})
 	}
 	listed := make(chan struct{})
 	if fresh {
@@ -95,7 +95,7 @@ func (r *jobRunner) listAhead(ctx context.Context, bt time.Time, b *sluicev1.Bat
 			case <-t.C:
 			}
 		}
-		next := offsetMap(advanceOffsets(offs, losses, ranges, id))
+		next := advanceOffsets(offs, losses, ranges, id)
 		a.l = r.list(ctx, admin, next, !tpsKnown || time.Since(tpsAt) >= metadataMaxAge)
 	}()
 	return a

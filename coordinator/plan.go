@@ -364,6 +364,29 @@ func sortOffsets(offs []*sluicev1.PartitionOffset) {
 	})
 }
 
+// committedLookup returns a lookup of offs' offsets by partition. Asked
+// for partitions in offs' order, as planning asks (the partitions of a
+// job's topics, in order, against offsets sorted the same way when its
+// topics are), it walks offs; the map is built only at the first
+// partition out of that order. At 10,000 partitions the map was about 2 ms
+// of a batch's planning.
+func committedLookup(offs *sluicev1.CommittedOffsets) func(partitionKey) (int64, bool) {
+	list := offs.GetOffsets()
+	next := 0
+	var m map[partitionKey]int64
+	return func(pk partitionKey) (int64, bool) {
+		if next < len(list) && list[next].GetTopic() == pk.Topic && list[next].GetPartition() == pk.Partition {
+			next++
+			return list[next-1].GetOffset(), true
+		}
+		if m == nil {
+			m = offsetMap(offs)
+		}
+		off, ok := m[pk]
+		return off, ok
+	}
+}
+
 // offsetMap indexes committed offsets by partition.
 func offsetMap(offs *sluicev1.CommittedOffsets) map[partitionKey]int64 {
 	m := make(map[partitionKey]int64, len(offs.GetOffsets()))

@@ -915,3 +915,37 @@ func BenchmarkAdvanceOffsets(b *testing.B) {
 		})
 	}
 }
+
+func TestCommittedLookup(t *testing.T) {
+	offs := &sluicev1.CommittedOffsets{Offsets: []*sluicev1.PartitionOffset{
+		{Topic: "a", Partition: 0, Offset: 10}, {Topic: "a", Partition: 1, Offset: 11}, {Topic: "b", Partition: 0, Offset: 20},
+	}}
+	type ask struct {
+		topic string
+		part  int32
+		want  int64
+		ok    bool
+	}
+	for _, tc := range []struct {
+		name string
+		asks []ask
+	}{
+		{"in order", []ask{{"a", 0, 10, true}, {"a", 1, 11, true}, {"b", 0, 20, true}}},
+		{"a new partition between", []ask{{"a", 0, 10, true}, {"a", 5, 0, false}, {"a", 1, 11, true}, {"b", 0, 20, true}, {"c", 0, 0, false}}},
+		{"out of order", []ask{{"b", 0, 20, true}, {"a", 1, 11, true}, {"a", 0, 10, true}}},
+		{"a partition the offsets have and planning skips", []ask{{"a", 0, 10, true}, {"b", 0, 20, true}}},
+		{"the same partition twice", []ask{{"a", 0, 10, true}, {"a", 0, 10, true}, {"a", 1, 11, true}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lookup := committedLookup(offs)
+			for _, a := range tc.asks {
+				if got, ok := lookup(partitionKey{a.topic, a.part}); got != a.want || ok != a.ok {
+					t.Errorf("%s/%d: %d, %v; want %d, %v", a.topic, a.part, got, ok, a.want, a.ok)
+				}
+			}
+		})
+	}
+	if _, ok := committedLookup(nil)(partitionKey{"a", 0}); ok {
+		t.Error("no offsets: found one")
+	}
+}
