@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/bits"
@@ -295,7 +296,7 @@ func advanceOffsets(prev *sluicev1.CommittedOffsets, losses []*sluicev1.DataLoss
 	// allocated together, and a plan's ranges, in the order of prev,
 	// are merged into them without a map; ranges in another order or of
 	// new partitions take the map. BenchmarkAdvanceOffsets: from 3.6 ms a
-	// call to 0.6-0.7 ms.
+	// call to 0.6-0.8 ms.
 	prevs := prev.GetOffsets()
 	out := &sluicev1.CommittedOffsets{BatchId: batchID, Offsets: make([]*sluicev1.PartitionOffset, len(prevs))}
 	backing := make([]sluicev1.PartitionOffset, len(prevs))
@@ -319,7 +320,7 @@ func advanceOffsets(prev *sluicev1.CommittedOffsets, losses []*sluicev1.DataLoss
 			out.Offsets = append(out.Offsets, &sluicev1.PartitionOffset{Topic: r.GetTopic(), Partition: r.GetPartition(), Offset: r.GetUntilOffset()})
 		}
 	}
-	if !offsetsSorted(out.Offsets) {
+	if !slices.IsSortedFunc(out.Offsets, compareOffsets) {
 		sortOffsets(out.Offsets)
 	}
 	return out
@@ -344,25 +345,12 @@ func mergeRanges(offs []*sluicev1.PartitionOffset, ranges []*sluicev1.OffsetRang
 	return true
 }
 
-// offsetsSorted reports whether offs is in sortOffsets' order.
-func offsetsSorted(offs []*sluicev1.PartitionOffset) bool {
-	for i := 1; i < len(offs); i++ {
-		a, b := offs[i-1], offs[i]
-		if a.GetTopic() > b.GetTopic() || a.GetTopic() == b.GetTopic() && a.GetPartition() > b.GetPartition() {
-			return false
-		}
-	}
-	return true
+// compareOffsets orders offsets by topic, then partition.
+func compareOffsets(a, b *sluicev1.PartitionOffset) int {
+	return cmp.Or(strings.Compare(a.GetTopic(), b.GetTopic()), cmp.Compare(a.GetPartition(), b.GetPartition()))
 }
 
-func sortOffsets(offs []*sluicev1.PartitionOffset) {
-	sort.Slice(offs, func(i, j int) bool {
-		if offs[i].GetTopic() != offs[j].GetTopic() {
-			return offs[i].GetTopic() < offs[j].GetTopic()
-		}
-		return offs[i].GetPartition() < offs[j].GetPartition()
-	})
-}
+func sortOffsets(offs []*sluicev1.PartitionOffset) { slices.SortFunc(offs, compareOffsets) }
 
 // committedLookup returns a lookup of offs' offsets by partition. Asked
 // for partitions in offs' order, as planning asks (the partitions of a
