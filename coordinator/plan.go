@@ -356,8 +356,8 @@ func sortOffsets(offs []*sluicev1.PartitionOffset) { slices.SortFunc(offs, compa
 // for partitions in offs' order, as planning asks (the partitions of a
 // job's topics, in order, against offsets sorted the same way when its
 // topics are), it walks offs; the map is built only at the first
-// partition out of that order. At 10,000 partitions the map was about 2 ms
-// of a batch's planning.
+// partition out of that order. At 10,000 partitions that map was one of
+// the maps keyed by partition that took a fifth of the coordinator's CPU.
 func committedLookup(offs *sluicev1.CommittedOffsets) func(partitionKey) (int64, bool) {
 	list := offs.GetOffsets()
 	next := 0
